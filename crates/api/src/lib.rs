@@ -1,0 +1,16 @@
+//! # locksmith-api
+//!
+//! The wire contract between Locksmith servers and clients: request and response bodies, the
+//! stable error codes with their one HTTP status each, and the human phrasing of a refusal
+//! (`aim_lock_config.conf: HOT — held by …`) shared by the server's messages and the CLI.
+//!
+//! What it is not: an HTTP server or client — just types and pure functions, so both sides and
+//! third-party clients agree on one definition.
+
+mod error;
+mod human;
+mod wire;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use human::{describe_holder, format_age, format_wall, hot_line};
+pub use wire::*;

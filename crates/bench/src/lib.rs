@@ -1,0 +1,19 @@
+//! # locksmith-bench
+//!
+//! Load generator for Locksmith, used by `locksmith-bench` (and later by the side-by-side
+//! comparison with etcd and Redis). Workloads:
+//!
+//! - **cycles**: C clients, each acquiring and releasing its own resource as fast as it can —
+//!   every grant and release is durable before its reply, so this measures the write path.
+//! - **handoff**: C clients contending for one resource with `wait`; each release hands the lock
+//!   to the next queued waiter. Measures handoffs/s, the wait each acquirer saw, and fairness.
+//! - **renew**: C clients renewing their own leases (heartbeats; not persisted).
+//!
+//! Every workload checks mutual exclusion with a fenced counter and reports violations (the
+//! expected number is zero). What it is not: a correctness test suite — the tests are that.
+
+pub mod stats;
+pub mod workload;
+
+pub use stats::Row;
+pub use workload::{Target, cycles, handoff, renewals};

@@ -1,0 +1,94 @@
+//! `locksmith-bench`: measures a Locksmith server. With no `--server`, it starts one in-process
+//! on 127.0.0.1:0 with the embedded store in a temporary directory (on the same disk as the
+//! working directory's temp dir), so every grant pays a real fsync.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use locksmith_bench::{Target, cycles, handoff, renewals, stats};
+use locksmith_server::{Server, ServerConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Benchmark a Locksmith server: cycles/s, handoffs/s, renewals/s, latency percentiles"
+)]
+struct Args {
+    /// Server to load; default: start one in-process on 127.0.0.1:0 with a temp data dir.
+    #[arg(long)]
+    server: Option<String>,
+    /// Seconds per row.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Client counts for the acquire+release cycle workload.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64])]
+    cycle_clients: Vec<usize>,
+    /// Client counts for the contended handoff workload.
+    #[arg(long, value_delimiter = ',', default_values_t = [2usize, 16, 64])]
+    handoff_clients: Vec<usize>,
+    /// Client counts for the renewal workload.
+    #[arg(long, value_delimiter = ',', default_values_t = [64usize])]
+    renew_clients: Vec<usize>,
+    /// Print JSON rows instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("locksmith-bench")
+        .tempdir()?;
+    let (url, stop) = match &args.server {
+        Some(url) => (url.clone(), None),
+        None => {
+            let server = Server::bind(ServerConfig {
+                listen: "127.0.0.1:0".parse()?,
+                data_dir: dir.path().to_path_buf(),
+                gc_interval: Duration::from_secs(1),
+            })
+            .await?;
+            let url = format!("http://{}", server.local_addr());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(server.serve(async move {
+                let _ = rx.await;
+            }));
+            (url, Some((tx, task)))
+        }
+    };
+    let target = Target {
+        url,
+        prefix: format!("bench-{}", std::process::id()),
+    };
+    let d = Duration::from_secs_f64(args.seconds);
+    let mut rows = Vec::new();
+    for &c in &args.cycle_clients {
+        rows.push(cycles(&target, c, d).await?);
+    }
+    for &c in &args.handoff_clients {
+        rows.push(handoff(&target, c, d).await?);
+    }
+    for &c in &args.renew_clients {
+        rows.push(renewals(&target, c, d).await?);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else {
+        write!(out, "{}", stats::markdown(&rows))?;
+    }
+    if let Some((tx, task)) = stop {
+        let _ = tx.send(());
+        task.await??;
+    }
+    Ok(())
+}

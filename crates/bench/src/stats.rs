@@ -1,0 +1,94 @@
+//! Result rows and latency summaries.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// One measured row of a benchmark table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Workload name: `cycles`, `handoff`, `renew`.
+    pub workload: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Completed operations (cycles, handoffs or renewals).
+    pub ops: u64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency, ms (per cycle, per acquire-wait, or per renewal).
+    pub p50_ms: f64,
+    /// 99th-percentile latency, ms.
+    pub p99_ms: f64,
+    /// Mutual-exclusion violations seen by the fenced counter (must be 0).
+    pub violations: u64,
+    /// For handoff: true when every grant followed queue order (FIFO).
+    pub fifo: Option<bool>,
+    /// For handoff: fewest and most acquisitions per client (fairness).
+    pub per_client_min_max: Option<(u64, u64)>,
+    /// Errors other than expected refusals.
+    pub errors: u64,
+}
+
+/// A latency recorder (microsecond resolution, up to 60 s).
+#[derive(Debug)]
+pub struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        // 3 significant figures up to 60 s in µs; the bounds are constants, so this cannot fail.
+        Self(
+            Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
+                Histogram::new(3).unwrap_or_else(|_| unreachable!("valid sigfig"))
+            }),
+        )
+    }
+}
+
+impl Latencies {
+    /// Records one latency.
+    pub fn record(&mut self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 60_000_000);
+        let _ = self.0.record(us);
+    }
+
+    /// Merges another recorder in.
+    pub fn merge(&mut self, other: &Latencies) {
+        let _ = self.0.add(&other.0);
+    }
+
+    /// Number of samples.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// A quantile, in ms.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.0.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Renders rows as a Markdown table.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| workload | clients | ops/s | p50 ms | p99 ms | violations | FIFO | per-client min/max | errors |\n|---|---:|---:|---:|---:|---:|---|---|---:|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+            r.workload,
+            r.clients,
+            r.ops_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.violations,
+            r.fifo
+                .map_or("-".to_string(), |f| if f { "yes" } else { "no" }
+                    .to_string()),
+            r.per_client_min_max
+                .map_or("-".to_string(), |(a, b)| format!("{a}/{b}")),
+            r.errors
+        ));
+    }
+    s
+}

@@ -1,0 +1,228 @@
+//! The workloads. Each spawns its clients, runs for a fixed duration, and returns one [`Row`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use locksmith_api::AcquireRequest;
+use locksmith_client::Client;
+use locksmith_core::Owner;
+
+use crate::stats::{Latencies, Row};
+
+/// Where to send load.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Server base URL.
+    pub url: String,
+    /// Prefix for resource names, so runs do not collide.
+    pub prefix: String,
+}
+
+fn owner(i: usize) -> Owner {
+    Owner {
+        node: "bench".into(),
+        pid: 10_000 + i as u32,
+        start_time: 1 + i as u64,
+        boot_id: "bench-boot".into(),
+        user: "bench".into(),
+        purpose: "locksmith-bench".into(),
+    }
+}
+
+/// A fenced register: accepts a write only with a token newer than any seen, and counts
+/// overlapping critical sections. Mutual exclusion holds iff `violations` stays 0.
+#[derive(Debug, Default)]
+struct Fence {
+    newest: AtomicU64,
+    inside: AtomicU64,
+    violations: AtomicU64,
+}
+
+impl Fence {
+    fn enter(&self, token: u64) {
+        if self.newest.fetch_max(token, Ordering::SeqCst) >= token {
+            self.violations.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.inside.fetch_add(1, Ordering::SeqCst) != 0 {
+            self.violations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn leave(&self) {
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn row(workload: &str, clients: usize, lat: &Latencies, elapsed: Duration) -> Row {
+    Row {
+        workload: workload.into(),
+        clients,
+        ops: lat.count(),
+        ops_per_sec: lat.count() as f64 / elapsed.as_secs_f64(),
+        p50_ms: lat.quantile_ms(0.5),
+        p99_ms: lat.quantile_ms(0.99),
+        violations: 0,
+        fifo: None,
+        per_client_min_max: None,
+        errors: 0,
+    }
+}
+
+/// C clients each acquire+release their own resource in a loop for `duration`.
+pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyhow::Result<Row> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let violations = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let client = Client::new(&target.url)?;
+        let (stop, errors, violations) = (stop.clone(), errors.clone(), violations.clone());
+        let req = AcquireRequest {
+            resource: format!("{}/cycles/{i}", target.prefix),
+            owner: owner(i),
+            ttl_ms: Some(15_000),
+            wait_ms: None,
+            slots: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            let fence = Fence::default();
+            let mut lat = Latencies::default();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                match client.acquire(&req).await {
+                    Ok(lease) => {
+                        fence.enter(lease.token.0);
+                        fence.leave();
+                        if client.release(lease.lease, None).await.is_err() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        lat.record(t0.elapsed());
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            violations.fetch_add(fence.violations.load(Ordering::Relaxed), Ordering::Relaxed);
+            lat
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Latencies::default();
+    for t in tasks {
+        all.merge(&t.await?);
+    }
+    let mut r = row("cycles", clients, &all, start.elapsed());
+    r.errors = errors.load(Ordering::Relaxed);
+    r.violations = violations.load(Ordering::Relaxed);
+    Ok(r)
+}
+
+/// C clients contend for one resource: acquire (waiting in the FIFO queue), enter the fenced
+/// critical section, release. Latency is the time from asking to holding.
+pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> anyhow::Result<Row> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let fence = Arc::new(Fence::default());
+    let resource = format!("{}/handoff/{clients}", target.prefix);
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let client = Client::new(&target.url)?;
+        let (stop, errors, fence) = (stop.clone(), errors.clone(), fence.clone());
+        let req = AcquireRequest {
+            resource: resource.clone(),
+            owner: owner(i),
+            ttl_ms: Some(15_000),
+            wait_ms: Some(60_000),
+            slots: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Latencies::default();
+            let mut mine = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                match client.acquire(&req).await {
+                    Ok(lease) => {
+                        lat.record(t0.elapsed());
+                        fence.enter(lease.token.0);
+                        fence.leave();
+                        mine += 1;
+                        if client.release(lease.lease, None).await.is_err() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (lat, mine)
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Latencies::default();
+    let (mut min, mut max) = (u64::MAX, 0);
+    for t in tasks {
+        let (lat, mine) = t.await?;
+        all.merge(&lat);
+        min = min.min(mine);
+        max = max.max(mine);
+    }
+    let mut r = row("handoff", clients, &all, start.elapsed());
+    r.errors = errors.load(Ordering::Relaxed);
+    r.violations = fence.violations.load(Ordering::Relaxed);
+    r.per_client_min_max = Some((min, max));
+    // Every client re-queues as soon as it releases, so all of them are always waiting: under
+    // strict FIFO the grants rotate round-robin and per-client counts differ by at most one.
+    // Any barging or LIFO wake-up shows up as a wider spread.
+    r.fifo = Some(max - min <= 1);
+    Ok(r)
+}
+
+/// C clients each hold a lease and renew it in a loop.
+pub async fn renewals(target: &Target, clients: usize, duration: Duration) -> anyhow::Result<Row> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let client = Client::new(&target.url)?;
+        let (stop, errors) = (stop.clone(), errors.clone());
+        let req = AcquireRequest {
+            resource: format!("{}/renew/{i}", target.prefix),
+            owner: owner(i),
+            ttl_ms: Some(15_000),
+            wait_ms: None,
+            slots: None,
+        };
+        let lease = client.acquire(&req).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Latencies::default();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                match client.renew(lease.lease, Some(lease.token)).await {
+                    Ok(_) => lat.record(t0.elapsed()),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = client.release(lease.lease, None).await;
+            lat
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Latencies::default();
+    for t in tasks {
+        all.merge(&t.await?);
+    }
+    let mut r = row("renew", clients, &all, start.elapsed());
+    r.errors = errors.load(Ordering::Relaxed);
+    Ok(r)
+}

@@ -1,0 +1,183 @@
+//! The typed client: one method per endpoint.
+
+use std::time::Duration;
+
+use locksmith_api::{
+    AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest, FenceCheckResponse, HealthResponse,
+    LeaseOpRequest, LeaseView, LockResponse, LocksResponse, ReleaseResponse,
+};
+use locksmith_core::{FenceToken, LeaseId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ClientError;
+
+/// A handle to one Locksmith server. Cheap to clone: clones share a connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Extra time allowed beyond a request's own wait before the client gives up on the server.
+const WAIT_SLACK: Duration = Duration::from_secs(10);
+/// Timeout for calls that do not wait in a queue.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7400`).
+    pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
+        let base = base.into().trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .build()
+            .map_err(|e| ClientError::Transport {
+                server: base.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { base, http })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Acquires a lock (waiting up to `req.wait_ms` in the FIFO queue).
+    pub async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
+        let timeout = Duration::from_millis(req.wait_ms.unwrap_or(0)) + WAIT_SLACK;
+        self.send(self.http.post(self.url("/v1/acquire")).json(req), timeout)
+            .await
+    }
+
+    /// Renews a lease; with `token`, also checks it is the lease's token.
+    pub async fn renew(
+        &self,
+        lease: LeaseId,
+        token: Option<FenceToken>,
+    ) -> Result<LeaseView, ClientError> {
+        let url = self.url(&format!("/v1/leases/{lease}/renew"));
+        self.send(
+            self.http.post(url).json(&LeaseOpRequest { token }),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Releases a lease (idempotent for a lease already released).
+    pub async fn release(
+        &self,
+        lease: LeaseId,
+        token: Option<FenceToken>,
+    ) -> Result<ReleaseResponse, ClientError> {
+        let url = self.url(&format!("/v1/leases/{lease}/release"));
+        self.send(
+            self.http.post(url).json(&LeaseOpRequest { token }),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Lists every held or awaited resource.
+    pub async fn locks(&self) -> Result<LocksResponse, ClientError> {
+        self.send(self.http.get(self.url("/v1/locks")), CALL_TIMEOUT)
+            .await
+    }
+
+    /// One resource (FREE if nobody holds it).
+    pub async fn lock(&self, resource: &str) -> Result<LockResponse, ClientError> {
+        let url = self.url(&format!("/v1/locks/{resource}"));
+        self.send(self.http.get(url), CALL_TIMEOUT).await
+    }
+
+    /// Checks that `token` is a live holder's token on `resource`.
+    pub async fn check_fence(
+        &self,
+        resource: &str,
+        token: FenceToken,
+    ) -> Result<FenceCheckResponse, ClientError> {
+        let body = FenceCheckRequest {
+            resource: resource.to_string(),
+            token,
+        };
+        self.send(
+            self.http.post(self.url("/v1/fence/check")).json(&body),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// The server's health.
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        self.send(self.http.get(self.url("/healthz")), CALL_TIMEOUT)
+            .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let resp = req
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                server: self.base.clone(),
+                reason: e.to_string(),
+            });
+        }
+        let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
+            ErrorBody::new(
+                ErrorCode::Internal,
+                format!(
+                    "HTTP {status} from {}: {}",
+                    self.base,
+                    String::from_utf8_lossy(&bytes)
+                ),
+            )
+        });
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            body: Box::new(body),
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            server: self.base.clone(),
+            reason: error_chain(&e),
+        }
+    }
+
+    /// Issues a raw JSON request (for tests and tools that speak other routes).
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(self.http.post(self.url(path)).json(body), CALL_TIMEOUT)
+            .await
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

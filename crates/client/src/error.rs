@@ -1,0 +1,51 @@
+//! Client errors: either the server said no (with its stable code), or we could not talk to it.
+
+use locksmith_api::{ErrorBody, ErrorCode};
+use thiserror::Error;
+
+/// What went wrong with a call.
+#[derive(Debug, Clone, Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{}", body.message)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error body, with its stable code and details.
+        body: Box<ErrorBody>,
+    },
+    /// The server could not be reached or the connection failed mid-call.
+    #[error("cannot reach the Locksmith server at {server}: {reason}")]
+    Transport {
+        /// The server's base URL.
+        server: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The server's answer could not be decoded.
+    #[error("unexpected answer from {server}: {reason}")]
+    Decode {
+        /// The server's base URL.
+        server: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The server's error code, if the server answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { body, .. } => Some(body.error),
+            _ => None,
+        }
+    }
+
+    /// The error body, if the server answered.
+    pub fn body(&self) -> Option<&ErrorBody> {
+        match self {
+            ClientError::Api { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! A lease guard: heartbeats at TTL/3 in the background and reports the loss of the lease.
+//!
+//! A lease is lost when the server says it ended (expired, released elsewhere, reclaimed), or
+//! when no renewal has succeeded for a whole TTL (the server must be assumed to have reclaimed
+//! it, even if it is merely unreachable). Either way the holder must stop writing at once.
+
+use std::time::{Duration, Instant};
+
+use locksmith_api::{ErrorCode, LeaseView};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Why a lease was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseLost {
+    /// The server says the lease ended; the message says why.
+    Ended(String),
+    /// No renewal succeeded within the TTL; the last error says why.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseLost::Ended(m) => write!(f, "{m}"),
+            LeaseLost::Unreachable(m) => {
+                write!(f, "no heartbeat got through for a whole TTL ({m})")
+            }
+        }
+    }
+}
+
+/// Holds a lease and keeps it alive until released or dropped.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    client: Client,
+    lease: LeaseView,
+    lost: watch::Receiver<Option<LeaseLost>>,
+    task: JoinHandle<()>,
+}
+
+impl LeaseGuard {
+    /// Starts heartbeating `lease` at a third of its TTL.
+    pub fn start(client: Client, lease: LeaseView) -> Self {
+        let (tx, lost) = watch::channel(None);
+        let task = tokio::spawn(heartbeat(client.clone(), lease.clone(), tx));
+        Self {
+            client,
+            lease,
+            lost,
+            task,
+        }
+    }
+
+    /// The lease held.
+    pub fn lease(&self) -> &LeaseView {
+        &self.lease
+    }
+
+    /// Resolves when the lease is lost (never, while it is held).
+    pub async fn lost(&self) -> LeaseLost {
+        let mut rx = self.lost.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                // The heartbeat task ended without a verdict: only happens on release.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// True once the lease is known lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.borrow().is_some()
+    }
+
+    /// Stops heartbeating and releases the lease.
+    pub async fn release(self) -> Result<(), ClientError> {
+        self.task.abort();
+        self.client
+            .release(self.lease.lease, Some(self.lease.token))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn heartbeat(client: Client, lease: LeaseView, tx: watch::Sender<Option<LeaseLost>>) {
+    let ttl = Duration::from_millis(lease.ttl_ms);
+    let period = ttl / 3;
+    // Measured from when the last successful renewal was *sent*: the server renewed no earlier
+    // than that, so `last_ok + ttl` is never later than the server's own deadline.
+    let mut last_ok = Instant::now();
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let sent = Instant::now();
+        let renewed = tokio::time::timeout(period, client.renew(lease.lease, Some(lease.token)))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Transport {
+                    server: client.base().to_string(),
+                    reason: format!("renewal took longer than {period:?}"),
+                })
+            });
+        match renewed {
+            Ok(_) => last_ok = sent,
+            Err(e) if is_final(&e) => {
+                let _ = tx.send(Some(LeaseLost::Ended(e.to_string())));
+                return;
+            }
+            Err(e) => {
+                if last_ok.elapsed() >= ttl {
+                    let _ = tx.send(Some(LeaseLost::Unreachable(e.to_string())));
+                    return;
+                }
+                tracing::warn!(lease = %lease.lease, error = %e, "heartbeat failed; retrying");
+            }
+        }
+    }
+}
+
+/// A server verdict that the lease is gone (as opposed to a transient failure).
+fn is_final(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::LeaseExpired | ErrorCode::NotHolder | ErrorCode::StaleToken)
+    )
+}

@@ -1,0 +1,16 @@
+//! # locksmith-client
+//!
+//! A typed async client for the Locksmith `/v1` API, and a [`LeaseGuard`] that keeps a lease
+//! alive by heartbeating at a third of its TTL and tells its owner the moment the lease is lost.
+//!
+//! What it is not: a retry policy for acquire (the caller decides whether to wait, via
+//! `wait_ms`) or a cache; every call goes to the server.
+
+mod client;
+mod error;
+mod guard;
+
+pub use client::Client;
+pub use error::ClientError;
+pub use guard::{LeaseGuard, LeaseLost};
+pub use locksmith_api as api;

@@ -1,0 +1,29 @@
+//! # locksmith-core
+//!
+//! The sans-IO heart of Locksmith: a lock table of leases, owners, fencing tokens, FIFO wait
+//! queues and N-slot semaphores. It never touches a socket, a file or a clock: every operation
+//! takes `now` and returns its outcome plus [`Effect`]s (mutations to persist, waiters to wake,
+//! leases that ended) for a driver to carry out — the shape of `quinn-proto`.
+//!
+//! What it is not: a server, a store or a client. `locksmith-store` persists the mutations,
+//! `locksmith-server` drives the table from HTTP requests and a reaper task.
+
+pub mod effect;
+pub mod error;
+pub mod ids;
+pub mod owner;
+pub mod record;
+pub mod resource;
+pub mod table;
+pub mod time;
+pub mod view;
+
+pub use effect::{Effect, Effects};
+pub use error::{AcquireError, EndCause, FenceError, InvalidRequest, LeaseError};
+pub use ids::{FenceToken, LeaseId, WaiterId};
+pub use owner::Owner;
+pub use record::{LeaseRecord, Mutation, Snapshot};
+pub use resource::validate_resource;
+pub use table::{Acquire, AcquireOutcome, LockTable, Released, TableConfig};
+pub use time::{Mono, Now};
+pub use view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};

@@ -1,0 +1,721 @@
+//! The lock table: leases, owners, fencing, FIFO queues and semaphores, as a plain state machine.
+//!
+//! Every operation takes `now` and an effect sink, and returns its outcome. Before doing anything
+//! else an operation first runs the clock forward ([`LockTable::advance`]), so a lease whose TTL
+//! has run out is gone by the time the operation looks at it whether or not the driver's reaper
+//! has woken yet: a renewal after the deadline fails with `LeaseExpired`, never "wins" a race
+//! with the reclaim.
+//!
+//! Invariants (checked by the property tests against a simple model):
+//! - a resource never has more holders than slots (one for an exclusive lock);
+//! - fencing tokens strictly increase across all grants and are never reused;
+//! - waiters are served strictly first-in first-out per resource (no barging: a new acquirer
+//!   never overtakes a queued one);
+//! - a non-empty queue implies at least one holder (a free slot is handed to the queue at once).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use crate::effect::{Effect, Effects};
+use crate::error::{AcquireError, EndCause, FenceError, InvalidRequest, LeaseError};
+use crate::ids::{FenceToken, LeaseId, WaiterId};
+use crate::owner::Owner;
+use crate::record::{LeaseRecord, Mutation, Snapshot};
+use crate::resource::validate_resource;
+use crate::time::{Mono, Now};
+use crate::view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};
+
+/// Limits the table enforces on requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Shortest lease TTL accepted, ms.
+    pub min_ttl_ms: u64,
+    /// Longest lease TTL accepted, ms.
+    pub max_ttl_ms: u64,
+    /// Longest wait accepted, ms.
+    pub max_wait_ms: u64,
+    /// Largest semaphore accepted.
+    pub max_slots: u32,
+    /// How many ended leases to remember, so a late renew/release is told why its lease ended.
+    pub ended_memory: usize,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            min_ttl_ms: 1_000,
+            max_ttl_ms: 24 * 3600 * 1000,
+            max_wait_ms: 24 * 3600 * 1000,
+            max_slots: 10_000,
+            ended_memory: 65_536,
+        }
+    }
+}
+
+/// An acquire request as the table sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquire {
+    /// The resource to lock.
+    pub resource: String,
+    /// Who asks.
+    pub owner: Owner,
+    /// Lease TTL, ms.
+    pub ttl_ms: u64,
+    /// Slot count: 1 for an exclusive lock, N for an N-slot semaphore.
+    pub slots: u32,
+    /// How long to wait in the queue, ms; 0 fails at once if no slot is free.
+    pub wait_ms: u64,
+}
+
+/// The outcome of an acquire that was not refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireOutcome {
+    /// Granted now (or the caller already held it: see [`LeaseView::reacquired`]).
+    Granted(LeaseView),
+    /// Queued: the driver will see [`Effect::Granted`] or [`Effect::WaitTimedOut`] for it.
+    Queued(WaiterId),
+}
+
+/// What happened to a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// The resource that was freed.
+    pub resource: String,
+    /// The released lease's token.
+    pub token: FenceToken,
+    /// True when the lease had already been released before (release is idempotent).
+    pub already: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Lease(LeaseId),
+    Waiter(WaiterId),
+}
+
+#[derive(Debug, Clone)]
+struct Lease {
+    id: LeaseId,
+    resource: String,
+    owner: Owner,
+    token: FenceToken,
+    ttl_ms: u64,
+    slots: u32,
+    granted_at_ms: u64,
+    renewed_wall_ms: u64,
+    renewed: Mono,
+    deadline: Mono,
+}
+
+#[derive(Debug, Clone)]
+struct Waiter {
+    id: WaiterId,
+    owner: Owner,
+    ttl_ms: u64,
+    slots: u32,
+    since_wall_ms: u64,
+    deadline: Mono,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Resource {
+    slots: u32,
+    /// Lease ids in grant order.
+    holders: Vec<LeaseId>,
+    queue: VecDeque<Waiter>,
+}
+
+/// Ended leases remembered so that late callers learn why (bounded, oldest forgotten first).
+#[derive(Debug, Default)]
+struct EndedLog {
+    causes: HashMap<LeaseId, (String, EndCause)>,
+    order: VecDeque<LeaseId>,
+}
+
+impl EndedLog {
+    fn record(&mut self, lease: LeaseId, resource: String, cause: EndCause, cap: usize) {
+        if cap == 0 {
+            return;
+        }
+        while self.order.len() >= cap {
+            if let Some(old) = self.order.pop_front() {
+                self.causes.remove(&old);
+            }
+        }
+        self.causes.insert(lease, (resource, cause));
+        self.order.push_back(lease);
+    }
+}
+
+/// The lock table. See the module docs for its invariants.
+#[derive(Debug)]
+pub struct LockTable {
+    config: TableConfig,
+    /// The last fencing token / lease id issued; the next grant gets `last_seq + 1`.
+    last_seq: u64,
+    leases: HashMap<LeaseId, Lease>,
+    resources: HashMap<String, Resource>,
+    waiters: HashMap<WaiterId, String>,
+    last_waiter: u64,
+    timers: BTreeSet<(Mono, Timer)>,
+    ended: EndedLog,
+}
+
+impl LockTable {
+    /// An empty table.
+    pub fn new(config: TableConfig) -> Self {
+        Self::restore(config, Snapshot::default(), Now::default())
+    }
+
+    /// Rebuilds the table from storage after a (re)start. Every surviving lease is treated as
+    /// renewed at `now`: a live holder keeps its lock (its next heartbeat lands in time), a dead
+    /// one expires one TTL later. Nothing is reclaimed here; [`LockTable::advance`] does that.
+    pub fn restore(config: TableConfig, snapshot: Snapshot, now: Now) -> Self {
+        let mut table = Self {
+            config,
+            last_seq: snapshot.fence_high_water,
+            leases: HashMap::with_capacity(snapshot.leases.len()),
+            resources: HashMap::new(),
+            waiters: HashMap::new(),
+            last_waiter: 0,
+            timers: BTreeSet::new(),
+            ended: EndedLog::default(),
+        };
+        let mut records = snapshot.leases;
+        records.sort_by_key(|r| r.token);
+        for r in records {
+            table.last_seq = table.last_seq.max(r.token.0).max(r.lease.0);
+            let lease = Lease {
+                id: r.lease,
+                resource: r.resource,
+                owner: r.owner,
+                token: r.token,
+                ttl_ms: r.ttl_ms,
+                slots: r.slots,
+                granted_at_ms: r.granted_at_ms,
+                renewed_wall_ms: now.wall_ms,
+                renewed: now.mono,
+                deadline: now.mono.plus_ms(r.ttl_ms),
+            };
+            let res = table.resources.entry(lease.resource.clone()).or_default();
+            res.slots = lease.slots;
+            res.holders.push(lease.id);
+            table
+                .timers
+                .insert((lease.deadline, Timer::Lease(lease.id)));
+            table.leases.insert(lease.id, lease);
+        }
+        table
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &TableConfig {
+        &self.config
+    }
+
+    /// The last fencing token issued (0 if none).
+    pub fn fence_high_water(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Number of live leases.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Number of queued waiters.
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// When the driver must next call [`LockTable::advance`] (a lease or a wait runs out).
+    pub fn next_deadline(&self) -> Option<Mono> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Runs the clock forward: expires every lease and wait whose deadline is at or before
+    /// `now`, handing freed slots to the queue. Returns how many leases expired.
+    pub fn advance(&mut self, now: Now, fx: &mut Effects) -> usize {
+        let mut expired = 0;
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now.mono {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Lease(id) => {
+                    if self.end_lease(id, EndCause::Expired, now, fx).is_some() {
+                        expired += 1;
+                    }
+                }
+                Timer::Waiter(id) => self.time_out_waiter(id, now, fx),
+            }
+        }
+        expired
+    }
+
+    /// Acquires `req.resource` for `req.owner`: grants at once if a slot is free and nobody is
+    /// queued, returns the existing lease if the same process already holds it, queues if the
+    /// caller is willing to wait, and otherwise refuses with the holders' details.
+    pub fn acquire(
+        &mut self,
+        req: Acquire,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Result<AcquireOutcome, AcquireError> {
+        self.validate_acquire(&req)?;
+        self.advance(now, fx);
+        if let Some(res) = self.resources.get(&req.resource) {
+            let mine = res.holders.iter().copied().find(|id| {
+                self.leases
+                    .get(id)
+                    .is_some_and(|l| l.owner.same_process(&req.owner))
+            });
+            if let Some(id) = mine {
+                self.touch(id, now);
+                let mut view = self.lease_view(id).ok_or_else(|| broken_invariant(&req))?;
+                view.reacquired = true;
+                return Ok(AcquireOutcome::Granted(view));
+            }
+            if !res.holders.is_empty() && res.slots != req.slots {
+                return Err(AcquireError::SlotsMismatch {
+                    resource: req.resource,
+                    held_slots: res.slots,
+                    asked_slots: req.slots,
+                });
+            }
+            let full = res.holders.len() >= res.slots as usize || !res.queue.is_empty();
+            if full {
+                if req.wait_ms == 0 {
+                    return Err(self.hot(&req.resource, now));
+                }
+                return Ok(AcquireOutcome::Queued(self.enqueue(req, now)));
+            }
+        }
+        let view = self.grant(req.resource, req.owner, req.ttl_ms, req.slots, now, fx);
+        Ok(AcquireOutcome::Granted(view))
+    }
+
+    /// Renews a lease: its deadline moves to `now + ttl`. With `token`, also checks the caller's
+    /// fencing token is this lease's. Renewals are not persisted (see [`crate::record`]).
+    pub fn renew(
+        &mut self,
+        lease: LeaseId,
+        token: Option<FenceToken>,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Result<LeaseView, LeaseError> {
+        self.advance(now, fx);
+        self.check_lease(lease, token)?;
+        self.touch(lease, now);
+        self.lease_view(lease)
+            .ok_or(LeaseError::NotHolder { lease })
+    }
+
+    /// Releases a lease, handing its slot to the next waiter. Releasing a lease that was already
+    /// released is a no-op success; releasing one that expired is an error, because the caller
+    /// must learn it was not protected for a while.
+    pub fn release(
+        &mut self,
+        lease: LeaseId,
+        token: Option<FenceToken>,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Result<Released, LeaseError> {
+        self.advance(now, fx);
+        match self.check_lease(lease, token) {
+            Ok(()) => {}
+            Err(LeaseError::LeaseExpired {
+                resource,
+                cause: EndCause::Released,
+                ..
+            }) => {
+                return Ok(Released {
+                    resource,
+                    token: FenceToken(lease.0),
+                    already: true,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        let ended = self
+            .end_lease(lease, EndCause::Released, now, fx)
+            .ok_or(LeaseError::NotHolder { lease })?;
+        Ok(Released {
+            resource: ended.resource,
+            token: ended.token,
+            already: false,
+        })
+    }
+
+    /// Withdraws a queued waiter (its client gave up or disconnected). Returns false if it was
+    /// not queued any more — it may already have been granted, in which case the driver must
+    /// release the lease it could not deliver.
+    pub fn cancel_wait(&mut self, waiter: WaiterId) -> bool {
+        let Some(resource) = self.waiters.remove(&waiter) else {
+            return false;
+        };
+        if let Some(res) = self.resources.get_mut(&resource) {
+            if let Some(pos) = res.queue.iter().position(|w| w.id == waiter) {
+                if let Some(w) = res.queue.remove(pos) {
+                    self.timers.remove(&(w.deadline, Timer::Waiter(w.id)));
+                }
+            }
+        }
+        true
+    }
+
+    /// Checks that `token` is the token of a live lease on `resource`: the check a fenced writer
+    /// (config store, endpoint agent) makes before accepting a write.
+    pub fn check_fence(
+        &mut self,
+        resource: &str,
+        token: FenceToken,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Result<HolderView, FenceError> {
+        validate_resource(resource)?;
+        self.advance(now, fx);
+        let holders = self
+            .resources
+            .get(resource)
+            .map(|r| r.holders.as_slice())
+            .unwrap_or_default();
+        let mut newest = FenceToken(0);
+        for id in holders {
+            if let Some(l) = self.leases.get(id) {
+                if l.token == token {
+                    return Ok(self.holder_view(l, now));
+                }
+                newest = newest.max(l.token);
+            }
+        }
+        Err(FenceError::StaleToken {
+            resource: resource.to_string(),
+            presented: token,
+            newest,
+        })
+    }
+
+    /// One resource's view (FREE if nobody holds or waits for it).
+    pub fn resource(&self, resource: &str, now: Now) -> ResourceView {
+        match self.resources.get(resource) {
+            Some(res) => self.resource_view(resource, res, now),
+            None => ResourceView {
+                resource: resource.to_string(),
+                state: LockState::Free,
+                slots: 1,
+                holders: Vec::new(),
+                waiters: Vec::new(),
+            },
+        }
+    }
+
+    /// Every held or awaited resource, sorted by name.
+    pub fn resources(&self, now: Now) -> Vec<ResourceView> {
+        let mut names: Vec<&String> = self.resources.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|n| self.resources.get(n).map(|r| self.resource_view(n, r, now)))
+            .collect()
+    }
+
+    /// A live lease's view, if it is live.
+    pub fn lease(&self, lease: LeaseId) -> Option<LeaseView> {
+        self.lease_view(lease)
+    }
+
+    // ---- internals -------------------------------------------------------------------------
+
+    fn validate_acquire(&self, req: &Acquire) -> Result<(), InvalidRequest> {
+        validate_resource(&req.resource)?;
+        req.owner.validate()?;
+        let c = &self.config;
+        if req.ttl_ms < c.min_ttl_ms || req.ttl_ms > c.max_ttl_ms {
+            return Err(InvalidRequest::new(
+                "ttl_ms",
+                format!(
+                    "must be between {} and {} ms (got {})",
+                    c.min_ttl_ms, c.max_ttl_ms, req.ttl_ms
+                ),
+            ));
+        }
+        if req.slots == 0 || req.slots > c.max_slots {
+            return Err(InvalidRequest::new(
+                "slots",
+                format!("must be between 1 and {} (got {})", c.max_slots, req.slots),
+            ));
+        }
+        if req.wait_ms > c.max_wait_ms {
+            return Err(InvalidRequest::new(
+                "wait_ms",
+                format!("must be at most {} ms (got {})", c.max_wait_ms, req.wait_ms),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_lease(&self, lease: LeaseId, token: Option<FenceToken>) -> Result<(), LeaseError> {
+        match self.leases.get(&lease) {
+            Some(l) => match token {
+                Some(t) if t != l.token => Err(LeaseError::StaleToken {
+                    lease,
+                    presented: t,
+                    current: l.token,
+                }),
+                _ => Ok(()),
+            },
+            None => Err(self.ended_error(lease)),
+        }
+    }
+
+    fn ended_error(&self, lease: LeaseId) -> LeaseError {
+        if let Some((resource, cause)) = self.ended.causes.get(&lease) {
+            return LeaseError::LeaseExpired {
+                lease,
+                resource: resource.clone(),
+                cause: cause.clone(),
+            };
+        }
+        if lease.0 != 0 && lease.0 <= self.last_seq {
+            // Issued once (ids below the high-water mark were) but ended before our memory.
+            return LeaseError::LeaseExpired {
+                lease,
+                resource: String::new(),
+                cause: EndCause::Unknown,
+            };
+        }
+        LeaseError::NotHolder { lease }
+    }
+
+    fn touch(&mut self, id: LeaseId, now: Now) {
+        if let Some(l) = self.leases.get_mut(&id) {
+            self.timers.remove(&(l.deadline, Timer::Lease(id)));
+            l.renewed = now.mono;
+            l.renewed_wall_ms = now.wall_ms;
+            l.deadline = now.mono.plus_ms(l.ttl_ms);
+            self.timers.insert((l.deadline, Timer::Lease(id)));
+        }
+    }
+
+    fn grant(
+        &mut self,
+        resource: String,
+        owner: Owner,
+        ttl_ms: u64,
+        slots: u32,
+        now: Now,
+        fx: &mut Effects,
+    ) -> LeaseView {
+        self.last_seq += 1;
+        let id = LeaseId(self.last_seq);
+        let token = FenceToken(self.last_seq);
+        let lease = Lease {
+            id,
+            resource,
+            owner,
+            token,
+            ttl_ms,
+            slots,
+            granted_at_ms: now.wall_ms,
+            renewed_wall_ms: now.wall_ms,
+            renewed: now.mono,
+            deadline: now.mono.plus_ms(ttl_ms),
+        };
+        let res = self.resources.entry(lease.resource.clone()).or_default();
+        if res.holders.is_empty() {
+            res.slots = slots;
+        }
+        res.holders.push(id);
+        self.timers.insert((lease.deadline, Timer::Lease(id)));
+        fx.push(Effect::Persist(Mutation::FenceHighWater(self.last_seq)));
+        fx.push(Effect::Persist(Mutation::PutLease(LeaseRecord {
+            lease: id,
+            resource: lease.resource.clone(),
+            owner: lease.owner.clone(),
+            token,
+            ttl_ms,
+            slots,
+            granted_at_ms: now.wall_ms,
+        })));
+        let view = view_of(&lease, false);
+        self.leases.insert(id, lease);
+        view
+    }
+
+    fn enqueue(&mut self, req: Acquire, now: Now) -> WaiterId {
+        self.last_waiter += 1;
+        let id = WaiterId(self.last_waiter);
+        let deadline = now.mono.plus_ms(req.wait_ms);
+        self.timers.insert((deadline, Timer::Waiter(id)));
+        self.waiters.insert(id, req.resource.clone());
+        let res = self.resources.entry(req.resource).or_default();
+        res.queue.push_back(Waiter {
+            id,
+            owner: req.owner,
+            ttl_ms: req.ttl_ms,
+            slots: req.slots,
+            since_wall_ms: now.wall_ms,
+            deadline,
+        });
+        id
+    }
+
+    fn time_out_waiter(&mut self, id: WaiterId, now: Now, fx: &mut Effects) {
+        let Some(resource) = self.waiters.remove(&id) else {
+            return;
+        };
+        if let Some(res) = self.resources.get_mut(&resource) {
+            res.queue.retain(|w| w.id != id);
+        }
+        let error = self.hot(&resource, now);
+        self.drop_if_idle(&resource);
+        fx.push(Effect::WaitTimedOut { waiter: id, error });
+    }
+
+    /// Ends a live lease for `cause`, persists the deletion, and hands the slot on.
+    fn end_lease(
+        &mut self,
+        id: LeaseId,
+        cause: EndCause,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.timers.remove(&(lease.deadline, Timer::Lease(id)));
+        if let Some(res) = self.resources.get_mut(&lease.resource) {
+            res.holders.retain(|h| *h != id);
+        }
+        fx.push(Effect::Persist(Mutation::DeleteLease(id)));
+        fx.push(Effect::Ended {
+            lease: id,
+            resource: lease.resource.clone(),
+            owner: lease.owner.clone(),
+            token: lease.token,
+            cause: cause.clone(),
+        });
+        let cap = self.config.ended_memory;
+        self.ended.record(id, lease.resource.clone(), cause, cap);
+        self.wake(&lease.resource, now, fx);
+        Some(lease)
+    }
+
+    /// Hands free slots of `resource` to its queue, first come first served.
+    fn wake(&mut self, resource: &str, now: Now, fx: &mut Effects) {
+        loop {
+            let Some(res) = self.resources.get_mut(resource) else {
+                return;
+            };
+            let Some(front) = res.queue.front() else {
+                break;
+            };
+            let slots = if res.holders.is_empty() {
+                front.slots
+            } else {
+                res.slots
+            };
+            if front.slots != slots || res.holders.len() >= slots as usize {
+                break;
+            }
+            let Some(w) = res.queue.pop_front() else {
+                break;
+            };
+            self.waiters.remove(&w.id);
+            self.timers.remove(&(w.deadline, Timer::Waiter(w.id)));
+            let lease = self.grant(resource.to_string(), w.owner, w.ttl_ms, w.slots, now, fx);
+            fx.push(Effect::Granted {
+                waiter: w.id,
+                lease,
+            });
+        }
+        self.drop_if_idle(resource);
+    }
+
+    fn drop_if_idle(&mut self, resource: &str) {
+        if self
+            .resources
+            .get(resource)
+            .is_some_and(|r| r.holders.is_empty() && r.queue.is_empty())
+        {
+            self.resources.remove(resource);
+        }
+    }
+
+    fn hot(&self, resource: &str, now: Now) -> AcquireError {
+        AcquireError::Hot {
+            resource: resource.to_string(),
+            holders: self.resource(resource, now).holders,
+        }
+    }
+
+    fn lease_view(&self, id: LeaseId) -> Option<LeaseView> {
+        self.leases.get(&id).map(|l| view_of(l, false))
+    }
+
+    fn holder_view(&self, l: &Lease, now: Now) -> HolderView {
+        let since = now.mono.ms_since(l.renewed);
+        HolderView {
+            lease: l.id,
+            token: l.token,
+            owner: l.owner.clone(),
+            granted_at_ms: l.granted_at_ms,
+            last_heartbeat_ms: l.renewed_wall_ms,
+            ttl_ms: l.ttl_ms,
+            ttl_left_ms: l.deadline.ms_since(now.mono),
+            stale: since > l.ttl_ms / 2,
+        }
+    }
+
+    fn resource_view(&self, name: &str, res: &Resource, now: Now) -> ResourceView {
+        let holders: Vec<HolderView> = res
+            .holders
+            .iter()
+            .filter_map(|id| self.leases.get(id))
+            .map(|l| self.holder_view(l, now))
+            .collect();
+        let state = if holders.is_empty() {
+            LockState::Free
+        } else if holders.iter().any(|h| h.stale) {
+            LockState::Stale
+        } else {
+            LockState::Hot
+        };
+        ResourceView {
+            resource: name.to_string(),
+            state,
+            slots: res.slots.max(1),
+            holders,
+            waiters: res
+                .queue
+                .iter()
+                .map(|w| WaiterView {
+                    owner: w.owner.clone(),
+                    waiting_since_ms: w.since_wall_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn view_of(l: &Lease, reacquired: bool) -> LeaseView {
+    LeaseView {
+        lease: l.id,
+        token: l.token,
+        resource: l.resource.clone(),
+        ttl_ms: l.ttl_ms,
+        slots: l.slots,
+        owner: l.owner.clone(),
+        granted_at_ms: l.granted_at_ms,
+        reacquired,
+    }
+}
+
+fn broken_invariant(req: &Acquire) -> AcquireError {
+    AcquireError::Invalid(InvalidRequest::new(
+        "resource",
+        format!(
+            "{}: internal inconsistency (holder without lease)",
+            req.resource
+        ),
+    ))
+}

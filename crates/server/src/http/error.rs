@@ -1,0 +1,86 @@
+//! Every API error is a JSON [`ErrorBody`] with a stable code; the HTTP status comes from the
+//! code (see `ErrorCode::http_status`) and nowhere else.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use locksmith_api::{ErrorBody, ErrorCode};
+use locksmith_core::{AcquireError, FenceError, LeaseError};
+use locksmith_store::StoreError;
+
+use crate::clock::wall_ms;
+use crate::engine::EngineError;
+
+/// An API error, ready to be sent.
+#[derive(Debug)]
+pub struct ApiError(pub ErrorBody);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.error.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(b: ErrorBody) -> Self {
+        ApiError(b)
+    }
+}
+
+fn storage(e: &StoreError) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::StorageFailed,
+        format!("{e}; nothing was changed by this request — check the server's disk and logs"),
+    )
+}
+
+fn shutting_down() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::ShuttingDown,
+        "the server is shutting down; retry against a running server",
+    )
+}
+
+impl From<EngineError<AcquireError>> for ApiError {
+    fn from(e: EngineError<AcquireError>) -> Self {
+        ApiError(match e {
+            EngineError::Refused(e) => ErrorBody::from_acquire(&e, wall_ms()),
+            EngineError::Storage(s) => storage(&s),
+            EngineError::ShuttingDown => shutting_down(),
+        })
+    }
+}
+
+impl From<EngineError<LeaseError>> for ApiError {
+    fn from(e: EngineError<LeaseError>) -> Self {
+        ApiError(match e {
+            EngineError::Refused(e) => ErrorBody::from_lease(&e),
+            EngineError::Storage(s) => storage(&s),
+            EngineError::ShuttingDown => shutting_down(),
+        })
+    }
+}
+
+impl From<EngineError<FenceError>> for ApiError {
+    fn from(e: EngineError<FenceError>) -> Self {
+        ApiError(match e {
+            EngineError::Refused(e) => ErrorBody::from_fence(&e),
+            EngineError::Storage(s) => storage(&s),
+            EngineError::ShuttingDown => shutting_down(),
+        })
+    }
+}
+
+/// A caught panic becomes a JSON 500, never a dropped connection.
+pub fn panic_response(_err: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked; answering 500");
+    ApiError(ErrorBody::new(
+        ErrorCode::Internal,
+        "internal error (a bug): the request may not have been applied; check the server log",
+    ))
+    .into_response()
+}

@@ -1,0 +1,141 @@
+//! Route handlers.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use locksmith_api::{
+    AcquireRequest, DEFAULT_TTL_MS, ErrorBody, ErrorCode, FenceCheckRequest, FenceCheckResponse,
+    LeaseOpRequest, LeaseView, LockResponse, LocksResponse, ReleaseResponse,
+};
+use locksmith_core::{Acquire, LeaseId, validate_resource};
+
+use super::ApiError;
+use super::extract::{JsonBody, OptionalJson};
+use crate::clock::wall_ms;
+use crate::engine::Engine;
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub async fn health(State(engine): State<Engine>) -> Response {
+    let h = engine.health();
+    let status = if h.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(h)).into_response()
+}
+
+pub async fn acquire(
+    State(engine): State<Engine>,
+    JsonBody(req): JsonBody<AcquireRequest>,
+) -> ApiResult<LeaseView> {
+    let acquire = Acquire {
+        resource: req.resource,
+        owner: req.owner,
+        ttl_ms: req.ttl_ms.unwrap_or(DEFAULT_TTL_MS),
+        slots: req.slots.unwrap_or(1),
+        wait_ms: req.wait_ms.unwrap_or(0),
+    };
+    Ok(Json(engine.acquire(acquire).await?))
+}
+
+pub async fn renew(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<LeaseOpRequest>,
+) -> ApiResult<LeaseView> {
+    let lease = parse_lease(&id)?;
+    Ok(Json(engine.renew(lease, body.token).await?))
+}
+
+pub async fn release(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<LeaseOpRequest>,
+) -> ApiResult<ReleaseResponse> {
+    let lease = parse_lease(&id)?;
+    let released = engine.release(lease, body.token).await?;
+    Ok(Json(ReleaseResponse {
+        lease,
+        resource: released.resource,
+        already_released: released.already,
+    }))
+}
+
+pub async fn get_lease(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> ApiResult<LeaseView> {
+    let lease = parse_lease(&id)?;
+    // A read-only look: renewing with no token would extend it, so ask the table directly.
+    engine.lease(lease).map(Json).ok_or_else(|| {
+        ApiError(ErrorBody {
+            lease: Some(lease),
+            ..ErrorBody::new(
+                ErrorCode::NotHolder,
+                format!("lease {lease} is not live (released, expired, or never granted)"),
+            )
+        })
+    })
+}
+
+pub async fn locks(State(engine): State<Engine>) -> Json<LocksResponse> {
+    Json(LocksResponse {
+        server_time_ms: wall_ms(),
+        locks: engine.resources(),
+    })
+}
+
+pub async fn lock(
+    State(engine): State<Engine>,
+    Path(resource): Path<String>,
+) -> ApiResult<LockResponse> {
+    validate_resource(&resource).map_err(|e| ApiError(ErrorBody::invalid(&e.field, e.reason)))?;
+    Ok(Json(LockResponse {
+        server_time_ms: wall_ms(),
+        lock: engine.resource(&resource),
+    }))
+}
+
+pub async fn check_fence(
+    State(engine): State<Engine>,
+    JsonBody(req): JsonBody<FenceCheckRequest>,
+) -> ApiResult<FenceCheckResponse> {
+    let holder = engine.check_fence(&req.resource, req.token).await?;
+    Ok(Json(FenceCheckResponse {
+        resource: req.resource,
+        holder,
+    }))
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(ErrorBody::new(
+        ErrorCode::NotFound,
+        format!(
+            "no such endpoint: {}; the API lives under /v1 (see the README)",
+            uri.path()
+        ),
+    ))
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(ErrorBody::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    ))
+}
+
+fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
+    id.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(LeaseId)
+        .ok_or_else(|| {
+            ApiError(ErrorBody::invalid(
+                "lease",
+                format!("{id:?} is not a lease id (a positive integer)"),
+            ))
+        })
+}

@@ -1,0 +1,165 @@
+//! # locksmith-server
+//!
+//! The Locksmith lock server: recovers the lock table from storage, serves the HTTP/JSON API
+//! with axum, runs the reaper that reclaims expired leases, and shuts down gracefully.
+//!
+//! What it is not: the lock logic (that is `locksmith-core`, which this crate only drives) or the
+//! storage engine (`locksmith-store`).
+
+pub mod clock;
+pub mod engine;
+pub mod http;
+mod reaper;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use locksmith_core::{LockTable, TableConfig};
+use locksmith_store::{Committer, EmbeddedStore, Store, StoreError};
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::engine::Engine;
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Longest the reaper sleeps between sweeps.
+    pub gc_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            data_dir: PathBuf::from("./locksmith-data"),
+            gc_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Storage could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(String),
+}
+
+/// A bound, recovered server, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    engine: Engine,
+    listener: TcpListener,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Opens the embedded store, recovers the lock table and binds the listener.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))??;
+        Self::bind_with_store(config, Box::new(store)).await
+    }
+
+    /// Like [`Server::bind`], over any [`Store`].
+    pub async fn bind_with_store(
+        config: ServerConfig,
+        mut store: Box<dyn Store>,
+    ) -> Result<Server, ServerError> {
+        let (snapshot, store) = tokio::task::spawn_blocking(move || {
+            let snapshot = store.load();
+            (snapshot, store)
+        })
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+        let snapshot = snapshot?;
+        let clock = Clock::start();
+        let recovered = snapshot.leases.len();
+        let table = LockTable::restore(TableConfig::default(), snapshot, clock.now());
+        tracing::info!(
+            leases = recovered,
+            fence_high_water = table.fence_high_water(),
+            store = %store.describe(),
+            "recovered lock table; surviving leases count as renewed now"
+        );
+        let committer = Committer::spawn(store)?;
+        let engine = Engine::new(table, committer, clock);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::Bind {
+                addr: config.listen,
+                reason: e.to_string(),
+            })?;
+        Ok(Server {
+            engine,
+            listener,
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// The engine, for in-process embedding and tests.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully: queued waiters are answered,
+    /// in-flight requests finish, the reaper stops, and the store is closed after its last batch.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            engine,
+            listener,
+            config,
+        } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let reaper = tokio::spawn(reaper::run(engine.clone(), config.gc_interval, stop_rx));
+        let app = http::router(engine.clone());
+        let waiters = engine.clone();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: answering waiters, finishing in-flight requests");
+                waiters.shut_down_waiters();
+            })
+            .await
+            .map_err(|e| ServerError::Serve(e.to_string()));
+        let _ = stop_tx.send(true);
+        let _ = reaper.await;
+        let closer = engine.clone();
+        let closed = tokio::task::spawn_blocking(move || closer.close())
+            .await
+            .map_err(|e| ServerError::Serve(e.to_string()))?;
+        result?;
+        closed?;
+        tracing::info!("store closed cleanly");
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The commit thread: the only code that touches the store after boot.
+//!
+//! Why a dedicated OS thread and not a tokio task: `Store::commit` blocks on fsync for up to
+//! milliseconds, and one thread owning the store serializes commits without a lock, which is
+//! also what makes "batches are durable in submission order" trivially true.
+//!
+//! Why groups: while one commit is in its fsync, new jobs queue up; the next loop turn takes all
+//! of them at once and pays one fsync for the lot. Under load the group grows by itself, with no
+//! timer adding latency when the server is idle.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use locksmith_core::Mutation;
+use tokio::sync::oneshot;
+
+use super::stats::StatsCell;
+use crate::{Store, StoreError};
+
+/// What a job's waiter receives.
+pub(crate) type Reply = Result<(), StoreError>;
+
+/// One submitted batch and the channel that acknowledges it.
+pub(crate) struct Job {
+    pub(crate) batch: Vec<Mutation>,
+    pub(crate) done: oneshot::Sender<Reply>,
+}
+
+pub(crate) enum Message {
+    Job(Job),
+    /// Finish every job queued before this one, then exit.
+    Shutdown,
+}
+
+pub(crate) struct Worker {
+    pub(crate) store: Box<dyn Store>,
+    /// `store.describe()`, taken at spawn so that logging never calls into a failed store.
+    pub(crate) describe: String,
+    pub(crate) rx: Receiver<Message>,
+    pub(crate) stats: Arc<StatsCell>,
+    /// Set once, by the first failed commit; from then on every job is refused with it.
+    pub(crate) failure: Arc<OnceLock<String>>,
+}
+
+impl Worker {
+    /// Runs until shutdown is requested or every handle is dropped; the store is dropped (and
+    /// so closed) when this returns.
+    pub(crate) fn run(mut self) {
+        loop {
+            // Blocking for the first job, then taking whatever else is already queued.
+            let Ok(Message::Job(first)) = self.rx.recv() else {
+                return;
+            };
+            let mut group = vec![first];
+            let mut stop = false;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Message::Job(job)) => group.push(job),
+                    Ok(Message::Shutdown) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            }
+            self.complete(group);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn complete(&mut self, group: Vec<Job>) {
+        let jobs = group.len() as u64;
+        let total = group.iter().map(|job| job.batch.len()).sum();
+        let mut batch = Vec::with_capacity(total);
+        let mut waiters = Vec::with_capacity(group.len());
+        for job in group {
+            batch.extend(job.batch);
+            waiters.push(job.done);
+        }
+
+        let reply = self.commit(&batch);
+        if reply.is_ok() {
+            self.stats.record_jobs(jobs);
+        }
+        for waiter in waiters {
+            // A waiter that stopped listening is fine: its batch is durable (or refused) either
+            // way, and nobody is left to tell.
+            let _ = waiter.send(reply.clone());
+        }
+    }
+
+    /// Commits the concatenated group, or refuses it if an earlier commit failed. An empty group
+    /// (barrier jobs only) needs no commit: every earlier group was committed before this loop
+    /// turn began.
+    fn commit(&mut self, batch: &[Mutation]) -> Reply {
+        if let Some(reason) = self.failure.get() {
+            return Err(StoreError::Failed(reason.clone()));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        // A panicking backend must not take the thread down with it: waiters would then see
+        // `Closed` and the server would not know the store is failed. Catch and latch instead;
+        // the store is never called again, so its possibly broken state is never observed.
+        let result = catch_unwind(AssertUnwindSafe(|| self.store.commit(batch)))
+            .unwrap_or_else(|payload| Err(StoreError::Io(panic_message(payload.as_ref()))));
+        match result {
+            Ok(()) => {
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.stats.record_commit(batch.len() as u64, micros);
+                Ok(())
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::error!(
+                    store = %self.describe,
+                    %reason,
+                    "storage commit failed; refusing all further writes until restart"
+                );
+                let reason = self.failure.get_or_init(|| reason).clone();
+                Err(StoreError::Failed(reason))
+            }
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!("store panicked during commit: {detail}")
+}

@@ -1,0 +1,250 @@
+//! The committer's promises: group commit, submission order, empty-batch barriers, fail-stop
+//! latching, and clean shutdown. Nothing here asserts timing.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{FakeStore, lease, put};
+use locksmith_core::{LeaseId, Mutation};
+use locksmith_store::{Committer, EmbeddedStore, Store, StoreError, open_embedded};
+
+fn spawn(store: FakeStore) -> Committer {
+    Committer::spawn(Box::new(store)).expect("spawn the committer")
+}
+
+#[test]
+fn committer_is_cloneable_send_and_sync() {
+    fn assert_handle<T: Clone + Send + Sync + 'static>() {}
+    assert_handle::<Committer>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_jobs_are_all_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (snapshot, committer) = open_embedded(dir.path()).expect("open");
+    assert!(snapshot.leases.is_empty());
+
+    let tasks: Vec<_> = (1..=100)
+        .map(|id| {
+            let committer = committer.clone();
+            tokio::spawn(async move {
+                committer
+                    .submit(vec![put(id), Mutation::FenceHighWater(id)])
+                    .wait()
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("commit");
+    }
+
+    let stats = committer.stats();
+    assert_eq!(stats.jobs, 100);
+    assert_eq!(stats.mutations, 200);
+    assert!(stats.batches >= 1 && stats.batches <= 100, "{stats:?}");
+    eprintln!("100 concurrent jobs took {} store commits", stats.batches);
+    committer.join().expect("clean close");
+
+    let (snapshot, _committer) = open_embedded(dir.path()).expect("reopen");
+    let ids: BTreeSet<_> = snapshot.leases.iter().map(|r| r.lease.0).collect();
+    assert_eq!(ids, (1..=100).collect());
+    assert_eq!(snapshot.fence_high_water, 100);
+}
+
+#[tokio::test]
+async fn jobs_queued_during_a_commit_share_the_next_one_in_order() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.gated();
+    let committer = spawn(store);
+
+    let first = committer.submit(vec![put(1)]);
+    gate.wait_entered();
+    let queued: Vec<_> = (2..=11).map(|id| committer.submit(vec![put(id)])).collect();
+    gate.release_one();
+    gate.release_one();
+
+    first.wait().await.expect("first");
+    for ticket in queued {
+        ticket.wait().await.expect("queued");
+    }
+    let expected: Vec<_> = (2..=11).map(put).collect();
+    assert_eq!(probe.commits(), vec![vec![put(1)], expected]);
+    let stats = committer.stats();
+    assert_eq!((stats.batches, stats.mutations, stats.jobs), (2, 11, 11));
+    assert!(stats.total_commit_micros >= stats.last_commit_micros);
+}
+
+#[tokio::test]
+async fn a_later_batch_wins_over_an_earlier_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, committer) = open_embedded(dir.path()).expect("open");
+    // Submitted back to back without waiting, so they may land in one group or several.
+    let tickets = vec![
+        committer.submit(vec![Mutation::PutLease(lease(1, "first"))]),
+        committer.submit(vec![Mutation::PutLease(lease(2, "doomed"))]),
+        committer.submit(vec![Mutation::PutLease(lease(1, "second"))]),
+        committer.submit(vec![Mutation::DeleteLease(LeaseId(2))]),
+        committer.submit(vec![Mutation::DeleteLease(LeaseId(3))]),
+        committer.submit(vec![Mutation::PutLease(lease(3, "last"))]),
+    ];
+    for ticket in tickets {
+        ticket.wait().await.expect("commit");
+    }
+    committer.join().expect("close");
+
+    let mut store = EmbeddedStore::open(dir.path()).expect("reopen");
+    let mut snapshot = store.load().expect("load");
+    snapshot.leases.sort_by_key(|r| r.lease);
+    assert_eq!(snapshot.leases, vec![lease(1, "second"), lease(3, "last")]);
+}
+
+#[tokio::test]
+async fn an_empty_batch_waits_for_every_earlier_batch() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.gated();
+    let committer = spawn(store);
+
+    let earlier = tokio::spawn(committer.submit(vec![put(1)]).wait());
+    gate.wait_entered();
+    let barrier = tokio::spawn(committer.submit(Vec::new()).wait());
+
+    // The earlier commit is held inside the store, so the barrier cannot have resolved.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !barrier.is_finished(),
+        "barrier acknowledged before earlier batch was durable"
+    );
+    assert!(!earlier.is_finished());
+
+    gate.release_one();
+    earlier.await.expect("task").expect("earlier");
+    barrier.await.expect("task").expect("barrier");
+    assert_eq!(
+        probe.commits(),
+        vec![vec![put(1)]],
+        "the barrier caused no commit"
+    );
+    assert_eq!(probe.calls(), 1);
+}
+
+#[tokio::test]
+async fn empty_batches_alone_never_touch_the_store() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store);
+    for _ in 0..3 {
+        committer.submit(Vec::new()).wait().await.expect("barrier");
+    }
+    assert_eq!(probe.calls(), 0);
+    let stats = committer.stats();
+    assert_eq!((stats.batches, stats.jobs, stats.mutations), (0, 3, 0));
+}
+
+#[tokio::test]
+async fn a_failed_commit_latches_for_that_group_and_every_later_job() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.fail_on_call(2).gated();
+    let committer = spawn(store);
+
+    let first = committer.submit(vec![put(1)]);
+    gate.wait_entered();
+    // These two form the second group, whose commit fails.
+    let second = committer.submit(vec![put(2)]);
+    let third = committer.submit(vec![put(3)]);
+    gate.release_one();
+    gate.release_one();
+
+    first.wait().await.expect("first commit succeeds");
+    for ticket in [second, third] {
+        match ticket.wait().await {
+            Err(StoreError::Failed(reason)) => assert!(reason.contains("injected"), "{reason}"),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+    // Later jobs, empty ones included, are refused without calling the store.
+    for batch in [vec![put(4)], Vec::new()] {
+        assert!(matches!(
+            committer.submit(batch).wait().await,
+            Err(StoreError::Failed(_))
+        ));
+    }
+    assert_eq!(probe.calls(), 2);
+    assert_eq!(probe.commits(), vec![vec![put(1)]]);
+    assert!(matches!(committer.failure(), Some(StoreError::Failed(_))));
+    assert_eq!(committer.stats().jobs, 1);
+    assert!(matches!(committer.join(), Err(StoreError::Failed(_))));
+}
+
+#[tokio::test]
+async fn a_panicking_store_latches_instead_of_closing() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store.panic_on_call(1));
+    match committer.submit(vec![put(1)]).wait().await {
+        Err(StoreError::Failed(reason)) => assert!(reason.contains("panicked"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(matches!(
+        committer.submit(vec![put(2)]).wait().await,
+        Err(StoreError::Failed(_))
+    ));
+    assert_eq!(probe.calls(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_queued_jobs_then_refuses() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.gated();
+    let committer = spawn(store);
+
+    let first = committer.submit(vec![put(1)]);
+    gate.wait_entered();
+    let queued = committer.submit(vec![put(2)]);
+    committer.shutdown();
+    let late = committer.submit(vec![put(3)]);
+    gate.release_one();
+    gate.release_one();
+
+    first.wait().await.expect("first");
+    queued.wait().await.expect("queued before shutdown");
+    assert!(matches!(late.wait().await, Err(StoreError::Closed)));
+    committer.join().expect("clean close");
+    assert!(probe.dropped(), "join returns after the store is closed");
+    assert_eq!(probe.commits(), vec![vec![put(1)], vec![put(2)]]);
+
+    // join is idempotent, and a closed committer refuses work.
+    committer.join().expect("second join");
+    assert!(matches!(
+        committer.submit(Vec::new()).wait().await,
+        Err(StoreError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_the_store() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store);
+    let clone = committer.clone();
+    assert_eq!(clone.describe(), "fake:test");
+
+    let ticket = committer.submit(vec![put(1)]);
+    drop(committer);
+    drop(clone);
+    ticket
+        .wait()
+        .await
+        .expect("a job queued before the drop still commits");
+
+    for _ in 0..500 {
+        if probe.dropped() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        probe.dropped(),
+        "the commit thread should exit and close the store"
+    );
+    assert_eq!(probe.commits(), vec![vec![put(1)]]);
+}

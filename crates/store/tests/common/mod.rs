@@ -1,0 +1,176 @@
+//! Helpers shared by the integration tests: sample records and a scriptable fake [`Store`].
+//!
+//! The fake is legitimate here: it tests the committer (grouping, ordering, latching), whose
+//! behaviour does not depend on what the store does with the bytes. The store itself is tested
+//! for real by the conformance suite and the crash test.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Mutation, Owner, Snapshot};
+use locksmith_store::{Store, StoreError};
+
+/// A complete lease record; `purpose` tells versions apart.
+pub fn lease(id: u64, purpose: &str) -> LeaseRecord {
+    LeaseRecord {
+        lease: LeaseId(id),
+        resource: format!("reboot/slot-{id}"),
+        owner: Owner {
+            node: "node-7".to_owned(),
+            pid: 4121,
+            start_time: 987_654,
+            boot_id: "0b2c5d1e-8f7a-4c3b-9e2d-1a0f6b5c4d3e".to_owned(),
+            user: "orchestrator".to_owned(),
+            purpose: purpose.to_owned(),
+        },
+        token: FenceToken(id),
+        ttl_ms: 30_000,
+        slots: 1,
+        granted_at_ms: 1_700_000_000_000,
+    }
+}
+
+pub fn put(id: u64) -> Mutation {
+    Mutation::PutLease(lease(id, "test"))
+}
+
+/// What a [`FakeStore`] saw, shared with the test.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// Every successful commit's batch, in order.
+    pub commits: Arc<Mutex<Vec<Vec<Mutation>>>>,
+    /// Every call to `commit`, including failed ones.
+    pub calls: Arc<AtomicUsize>,
+    /// Set when the store is dropped (the committer closed it).
+    pub dropped: Arc<AtomicBool>,
+}
+
+impl Probe {
+    pub fn commits(&self) -> Vec<Vec<Mutation>> {
+        self.commits.lock().expect("probe lock").clone()
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+/// A store that records commits and can be told to fail, panic, or hold a commit until the
+/// test releases it.
+#[derive(Debug, Default)]
+pub struct FakeStore {
+    probe: Probe,
+    fail_on_call: Option<usize>,
+    panic_on_call: Option<usize>,
+    gate: Option<Gate>,
+}
+
+/// Holds each commit until the test sends a token; reports each commit's start.
+#[derive(Debug)]
+struct Gate {
+    entered: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
+}
+
+/// The test's side of a gate.
+#[derive(Debug)]
+pub struct GateControl {
+    entered: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+}
+
+impl GateControl {
+    /// Blocks until the store is inside a commit.
+    pub fn wait_entered(&self) {
+        self.entered
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the committer should call commit");
+    }
+
+    /// Lets one held commit proceed.
+    pub fn release_one(&self) {
+        self.release.send(()).expect("the store is alive");
+    }
+}
+
+impl FakeStore {
+    pub fn new() -> (Self, Probe) {
+        let store = Self::default();
+        let probe = store.probe.clone();
+        (store, probe)
+    }
+
+    /// The `n`-th call to commit (1-based) fails with an injected I/O error.
+    pub fn fail_on_call(mut self, n: usize) -> Self {
+        self.fail_on_call = Some(n);
+        self
+    }
+
+    /// The `n`-th call to commit (1-based) panics.
+    pub fn panic_on_call(mut self, n: usize) -> Self {
+        self.panic_on_call = Some(n);
+        self
+    }
+
+    /// Every commit waits for [`GateControl::release_one`].
+    pub fn gated(mut self) -> (Self, GateControl) {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        self.gate = Some(Gate {
+            entered: entered_tx,
+            release: release_rx,
+        });
+        (
+            self,
+            GateControl {
+                entered: entered_rx,
+                release: release_tx,
+            },
+        )
+    }
+}
+
+impl Store for FakeStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+        let call = self.probe.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(gate) = &self.gate {
+            let _ = gate.entered.send(());
+            // A dropped control releases everything.
+            let _ = gate.release.recv_timeout(Duration::from_secs(10));
+        }
+        if self.panic_on_call == Some(call) {
+            panic!("injected panic on commit call {call}");
+        }
+        if self.fail_on_call == Some(call) {
+            return Err(StoreError::Io(format!(
+                "injected failure on commit call {call}"
+            )));
+        }
+        self.probe
+            .commits
+            .lock()
+            .expect("probe lock")
+            .push(batch.to_vec());
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "fake:test".to_owned()
+    }
+}
+
+impl Drop for FakeStore {
+    fn drop(&mut self) {
+        self.probe.dropped.store(true, Ordering::SeqCst);
+    }
+}

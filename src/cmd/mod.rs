@@ -1,0 +1,76 @@
+//! One module per command; `main::dispatch` calls them. Shared here: how a lock request and a
+//! client are built from the command line.
+
+pub mod acquire;
+pub mod completions;
+pub mod lease;
+pub mod locks;
+pub mod run;
+pub mod server;
+
+use std::time::Duration;
+
+use locksmith_api::AcquireRequest;
+use locksmith_client::Client;
+use locksmith_core::validate_resource;
+
+use crate::cli::{Global, LockOptions};
+use crate::exit::Exit;
+use crate::failure::{Context, Failure};
+use crate::identity;
+
+/// A client for `--server`.
+pub fn client(global: &Global, ctx: Context<'_>) -> Result<Client, Failure> {
+    Client::new(global.server.as_str()).map_err(|e| Failure::from_client(&e, ctx))
+}
+
+/// Refuses a bad resource name before any round trip, with the same rule the server applies.
+pub fn check_resource(name: &str) -> Result<(), Failure> {
+    validate_resource(name).map_err(|e| {
+        Failure::invalid(
+            name,
+            "resource name",
+            e.reason,
+            "name the lock like a path, e.g. configs/aim_lock_config.conf",
+        )
+    })
+}
+
+/// The acquire request for `resource`, owned by process `pid` on this node.
+pub fn acquire_request(
+    global: &Global,
+    resource: &str,
+    lock: &LockOptions,
+    pid: u32,
+    wait: Duration,
+    default_purpose: impl FnOnce() -> String,
+) -> Result<AcquireRequest, Failure> {
+    check_resource(resource)?;
+    let owner = identity::owner(
+        global.node.as_deref(),
+        pid,
+        lock.purpose.as_deref(),
+        default_purpose,
+    )
+    .map_err(|e| {
+        Failure::new(
+            Exit::Other,
+            resource,
+            "cannot name the lock owner",
+            &e,
+            e.next_step(),
+        )
+    })?;
+    Ok(AcquireRequest {
+        resource: resource.to_string(),
+        owner,
+        ttl_ms: Some(millis(lock.ttl)),
+        wait_ms: Some(millis(wait)),
+        slots: Some(lock.slots),
+    })
+}
+
+/// A duration in whole milliseconds, as the API counts them.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

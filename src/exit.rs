@@ -1,0 +1,156 @@
+//! Exit codes: every outcome of the CLI maps to one here, and nowhere else.
+
+use locksmith_api::ErrorCode;
+use locksmith_client::ClientError;
+
+/// How `locksmith` exits. `run` passes its child's status through instead, unless the lock
+/// could not be taken or was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done.
+    Ok,
+    /// 1: any other error: invalid request or input, unexpected answer.
+    Other,
+    /// 2: usage error, reported by clap itself (listed here for the help text).
+    Usage,
+    /// 3: the lock is HOT: held by someone else, the wait timed out, or slots mismatch.
+    Hot,
+    /// 4: the lease was lost or has ended (expired, released, never granted, stale token).
+    LeaseLost,
+    /// 5: the server is unreachable or unavailable (storage failed, shutting down, cannot start).
+    Unavailable,
+    /// 126: `run` found the command but could not execute it.
+    CannotExecute,
+    /// 127: `run` could not find the command.
+    CommandNotFound,
+    /// `run` passes its command's status through: its exit code, or 128+N if killed by signal N.
+    Child(u8),
+}
+
+/// The exit-code table printed at the end of `locksmith --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  ok
+  1  other error (invalid request or input)
+  2  usage error
+  3  HOT: the lock is held by someone else, the wait timed out, or --slots mismatch
+  4  lease lost or ended (expired, released, unknown lease, stale token, or lost during `run`)
+  5  server unreachable or unavailable (storage failed, shutting down, server cannot start)
+`run` exits with its command's status (128+N if killed by signal N; 126/127 if it cannot be
+executed or found), or with 3, 4 or 5 when the lock could not be taken or was lost.";
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Other => 1,
+            Exit::Usage => 2,
+            Exit::Hot => 3,
+            Exit::LeaseLost => 4,
+            Exit::Unavailable => 5,
+            Exit::CannotExecute => 126,
+            Exit::CommandNotFound => 127,
+            Exit::Child(code) => code,
+        }
+    }
+
+    /// The exit that passes a finished child's status through, as shells report it.
+    pub fn for_child(status: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        let code = match (status.code(), status.signal()) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            // Neither exited nor killed (stopped): cannot happen for a reaped child.
+            (None, None) => 1,
+        };
+        Exit::Child(u8::try_from(code & 0xff).unwrap_or(1))
+    }
+
+    /// The exit for an error code the server answered with.
+    pub fn for_code(code: ErrorCode) -> Exit {
+        match code {
+            ErrorCode::Hot | ErrorCode::SlotsMismatch => Exit::Hot,
+            ErrorCode::LeaseExpired | ErrorCode::NotHolder | ErrorCode::StaleToken => {
+                Exit::LeaseLost
+            }
+            ErrorCode::StorageFailed | ErrorCode::ShuttingDown => Exit::Unavailable,
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::NotFound
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::Internal => Exit::Other,
+        }
+    }
+
+    /// The exit for a failed call.
+    pub fn for_client(e: &ClientError) -> Exit {
+        match e {
+            ClientError::Api { body, .. } => Exit::for_code(body.error),
+            ClientError::Transport { .. } => Exit::Unavailable,
+            ClientError::Decode { .. } => Exit::Other,
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locksmith_api::ErrorBody;
+
+    #[test]
+    fn server_verdicts_map_to_documented_codes() {
+        let api = |code: ErrorCode| ClientError::Api {
+            status: code.http_status(),
+            body: Box::new(ErrorBody::new(code, "x")),
+        };
+        assert_eq!(Exit::for_client(&api(ErrorCode::Hot)).code(), 3);
+        assert_eq!(Exit::for_client(&api(ErrorCode::SlotsMismatch)).code(), 3);
+        assert_eq!(Exit::for_client(&api(ErrorCode::LeaseExpired)).code(), 4);
+        assert_eq!(Exit::for_client(&api(ErrorCode::NotHolder)).code(), 4);
+        assert_eq!(Exit::for_client(&api(ErrorCode::StaleToken)).code(), 4);
+        assert_eq!(Exit::for_client(&api(ErrorCode::StorageFailed)).code(), 5);
+        assert_eq!(Exit::for_client(&api(ErrorCode::InvalidRequest)).code(), 1);
+        let down = ClientError::Transport {
+            server: "http://127.0.0.1:1".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(Exit::for_client(&down).code(), 5);
+    }
+
+    #[test]
+    fn child_status_passes_through_like_a_shell() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::ExitStatus;
+        assert_eq!(Exit::for_child(ExitStatus::from_raw(7 << 8)).code(), 7);
+        assert_eq!(Exit::for_child(ExitStatus::from_raw(0)).code(), 0);
+        assert_eq!(Exit::for_child(ExitStatus::from_raw(9)).code(), 137);
+        assert_eq!(Exit::for_child(ExitStatus::from_raw(15)).code(), 143);
+    }
+
+    #[test]
+    fn help_lists_every_cli_code() {
+        for exit in [
+            Exit::Ok,
+            Exit::Other,
+            Exit::Usage,
+            Exit::Hot,
+            Exit::LeaseLost,
+            Exit::Unavailable,
+            Exit::CannotExecute,
+            Exit::CommandNotFound,
+        ] {
+            assert!(
+                EXIT_CODES_HELP.contains(&exit.code().to_string()),
+                "{exit:?} missing from the help"
+            );
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `locksmith`: the lock server, its command-line client and (later) the endpoint agent, in one
+//! binary. This file parses the command line, dispatches, and turns the outcome into one
+//! `ERROR:` line and an exit code (see `exit.rs` for the table).
+
+mod cli;
+mod cmd;
+mod exit;
+mod failure;
+mod identity;
+mod output;
+
+use std::io::{self, IsTerminal};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Exit;
+use crate::failure::Failure;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; everything else clap refuses is usage.
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    init_tracing(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return report(&anyhow::Error::new(e).context("cannot start the async runtime")).into();
+        }
+    };
+    let exit = match runtime.block_on(dispatch(cli)) {
+        Ok(exit) => exit,
+        Err(e) => report(&e),
+    };
+    // Every command is done; do not wait for idle connection-pool tasks.
+    runtime.shutdown_background();
+    exit.into()
+}
+
+/// Runs one command. A new command is one variant in `cli::Command` and one arm here.
+async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    let Cli { global, command } = cli;
+    match command {
+        Command::Server(args) => cmd::server::server(args).await,
+        Command::Acquire(args) => cmd::acquire::acquire(&global, args).await,
+        Command::Renew(args) => cmd::lease::renew(&global, args).await,
+        Command::Release(args) => cmd::lease::release(&global, args).await,
+        Command::Locks(args) => cmd::locks::locks(&global, args).await,
+        Command::Run(args) => cmd::run::run(&global, args).await,
+        Command::Completions(args) => Ok(cmd::completions::completions(&args)),
+    }
+}
+
+/// Logs go to stderr: `info` for the server, only warnings for client commands (whose stdout
+/// and stderr are for their answer); `RUST_LOG` overrides either.
+fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Server(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+}
+
+/// Prints the one `ERROR:` line for a failed command and picks its exit code.
+fn report(e: &anyhow::Error) -> Exit {
+    if let Some(failure) = e.downcast_ref::<Failure>() {
+        failure.report();
+        return failure.exit;
+    }
+    // A reader that went away (`locksmith locks | head -1`) is not an error.
+    let broken_pipe = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return Exit::Ok;
+    }
+    Failure::new(
+        Exit::Other,
+        "locksmith",
+        "unexpected failure",
+        format!("{e:#}"),
+        "retry, and report it if it persists",
+    )
+    .report();
+    Exit::Other
+}

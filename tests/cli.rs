@@ -1,0 +1,386 @@
+//! The `locksmith` binary end to end: the real CLI against a real `locksmith server` process.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Killer, Proc, ServerProc, code, describe, locksmith, one_error_line, signal, stdout};
+use nix::sys::signal::Signal;
+
+fn server() -> (tempfile::TempDir, ServerProc) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start(&dir.path().join("data"));
+    (dir, server)
+}
+
+/// `lease <id> token <token> on <resource> (ttl …)` → (id, token).
+fn lease_and_token(out: &std::process::Output) -> (String, String) {
+    let text = stdout(out);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        words.len() >= 6 && words[0] == "lease" && words[2] == "token" && words[4] == "on",
+        "{}",
+        describe(out)
+    );
+    (words[1].to_string(), words[3].to_string())
+}
+
+/// A process that is not this test: another owner for the same resource.
+fn other_process() -> Proc {
+    let child = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    Proc { child }
+}
+
+/// Rows of `locks RESOURCE -o COLS`, split into cells.
+fn rows(server: &ServerProc, resource: &str, cols: &str) -> Vec<Vec<String>> {
+    let out = server.cli(&["locks", resource, "-o", cols]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    stdout(&out)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn acquire_shows_hot_with_owner_then_release_frees() {
+    let (_dir, server) = server();
+    let res = "configs/aim_lock_config.conf";
+    let out = server.cli(&["acquire", res, "--ttl", "30s"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert!(
+        stdout(&out).ends_with(&format!("on {res} (ttl 30s)\n")),
+        "{}",
+        describe(&out)
+    );
+    let (lease, token) = lease_and_token(&out);
+
+    // The owner is the process that ran the CLI: this test.
+    let me = std::process::id().to_string();
+    let hot = rows(&server, res, "resource,state,owner,pid,token,lease,slots");
+    assert_eq!(
+        hot,
+        [[
+            res,
+            "HOT",
+            "tester",
+            me.as_str(),
+            token.as_str(),
+            lease.as_str(),
+            "1/1"
+        ]],
+    );
+
+    // The default table has the lslocks-like header.
+    let out = server.cli(&["locks"]);
+    let header: Vec<String> = stdout(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "RESOURCE",
+            "STATE",
+            "OWNER",
+            "NODE",
+            "PID",
+            "TOKEN",
+            "AGE",
+            "TTL",
+            "LEFT",
+            "LAST",
+            "HEARTBEAT",
+            "WAITERS",
+            "SLOTS"
+        ]
+    );
+
+    let out = server.cli(&["release", &lease, "--token", &token]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(stdout(&out), format!("lease {lease} on {res} released\n"));
+    assert_eq!(
+        rows(&server, res, "resource,state,slots"),
+        [[res, "FREE", "0/1"]]
+    );
+
+    // The lease is gone for good: renewing it is a lost lease (4).
+    let out = server.cli(&["renew", &lease]);
+    assert_eq!(code(&out), 4, "{}", describe(&out));
+    one_error_line(&out);
+}
+
+#[test]
+fn a_second_owner_is_refused_hot_with_one_line_naming_the_holder() {
+    let (_dir, server) = server();
+    let res = "aim_lock_config.conf";
+    let out = server.cli(&["acquire", res]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let (lease, token) = lease_and_token(&out);
+
+    let other = other_process();
+    let out = server.cli(&["acquire", res, "--pid", &other.pid().to_string()]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    let line = one_error_line(&out);
+    let me = std::process::id();
+    assert!(
+        line.starts_with(&format!("ERROR: {res}: HOT — held by tester@")),
+        "{line}"
+    );
+    assert!(line.contains(&format!("(pid {me})")), "{line}");
+    assert!(
+        line.contains(&format!("lease {lease} token {token}")),
+        "{line}"
+    );
+    assert!(line.contains("last heartbeat"), "{line}");
+    assert!(
+        line.contains(&format!("; run 'locksmith locks {res}'")),
+        "{line}"
+    );
+    assert!(stdout(&out).is_empty(), "{}", describe(&out));
+
+    // --json gives the lease as JSON.
+    let out = server.cli(&["renew", &lease, "--token", &token, "--json"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["resource"], res);
+    assert_eq!(json["token"].to_string(), token);
+
+    // A wrong token is refused as a lost lease (4).
+    let out = server.cli(&["renew", &lease, "--token", "999999"]);
+    assert_eq!(code(&out), 4, "{}", describe(&out));
+    one_error_line(&out);
+}
+
+#[test]
+fn bad_input_exits_1_with_one_line_naming_the_field() {
+    let (_dir, server) = server();
+    let out = server.cli(&["acquire", "res", "--ttl", "0s"]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(line.starts_with("ERROR: res: invalid ttl_ms — "), "{line}");
+    assert!(line.contains("--ttl"), "{line}");
+
+    let out = server.cli(&["acquire", ""]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("invalid resource name — must not be empty"),
+        "{line}"
+    );
+
+    let out = server.cli(&["run", "a b", "--", "true"]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    assert!(one_error_line(&out).contains("invalid resource name"));
+
+    // A missing argument is a usage error, reported by clap (2).
+    let out = server.cli(&["acquire"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    // An unknown --output column too.
+    let out = server.cli(&["locks", "-o", "resource,size"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+}
+
+#[test]
+fn an_unreachable_server_exits_5() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["locks"],
+        vec!["acquire", "res"],
+        vec!["run", "res", "--", "true"],
+    ] {
+        let mut full = vec!["--server", url.as_str()];
+        full.extend(args);
+        let out = locksmith(&full);
+        assert_eq!(code(&out), 5, "{}", describe(&out));
+        let line = one_error_line(&out);
+        assert!(
+            line.starts_with(&format!(
+                "ERROR: cannot reach the Locksmith server at {url}"
+            )),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("; start it with 'locksmith server' or set --server/LOCKSMITH_SERVER"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn run_exports_the_lease_and_passes_the_exit_status_through() {
+    let (_dir, server) = server();
+    let out = server.cli(&[
+        "run",
+        "jobs/nightly",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$LOCKSMITH_TOKEN $LOCKSMITH_LEASE $LOCKSMITH_RESOURCE $LOCKSMITH_SERVER\"; exit 7",
+    ]);
+    assert_eq!(code(&out), 7, "{}", describe(&out));
+    let text = stdout(&out);
+    let env: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(env.len(), 4, "{}", describe(&out));
+    assert!(
+        env[0].parse::<u64>().is_ok_and(|t| t > 0),
+        "token: {}",
+        describe(&out)
+    );
+    assert!(env[1].parse::<u64>().is_ok(), "lease: {}", describe(&out));
+    assert_eq!(env[2..], ["jobs/nightly", server.url()]);
+    // Released when the command exited.
+    assert_eq!(server.state("jobs/nightly"), "FREE");
+
+    let out = server.cli(&["run", "jobs/nightly", "--", "true"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let out = server.cli(&["run", "jobs/nightly", "--", "no-such-command-anywhere"]);
+    assert_eq!(code(&out), 127, "{}", describe(&out));
+    assert!(one_error_line(&out).contains("cannot run 'no-such-command-anywhere'"));
+    assert_eq!(server.state("jobs/nightly"), "FREE");
+}
+
+#[test]
+fn run_nonblocking_on_a_hot_lock_exits_3_without_running() {
+    let (_dir, server) = server();
+    let out = server.cli(&["acquire", "deploy", "--ttl", "30s"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = server.cli(&["run", "deploy", "-n", "--", "sh", "-c", &touch]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.starts_with("ERROR: deploy: HOT — held by tester@"),
+        "{line}"
+    );
+    assert!(line.ends_with("or retry with -w"), "{line}");
+    assert!(!marker.exists(), "the command ran without the lock");
+
+    // -w waits, in vain here, then gives up HOT too.
+    let out = server.cli(&["run", "deploy", "-w", "1", "--", "sh", "-c", &touch]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(!marker.exists(), "the command ran without the lock");
+}
+
+#[test]
+fn run_releases_the_lock_when_its_child_is_killed() {
+    let (_dir, server) = server();
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", "echo $$; exec sleep 30"]);
+    let child: u32 = run.read_line().parse().expect("child pid");
+    let reap = Killer::new(child);
+    assert_eq!(server.state("res"), "HOT");
+    signal(child, Signal::SIGKILL);
+    let status = run.wait_within(Duration::from_secs(15));
+    reap.disarm(); // `run` reaped it: the pid may be reused now
+    assert_eq!(status.code(), Some(137), "{}", run.stderr());
+    assert_eq!(server.state("res"), "FREE");
+}
+
+#[test]
+fn kill_9_of_run_frees_the_lock_within_its_ttl() {
+    let (_dir, server) = server();
+    let mut run = server.spawn(&[
+        "run",
+        "res",
+        "--ttl",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        "echo $$; exec sleep 30",
+    ]);
+    // The command outlives `run`: make sure it dies with the test.
+    let child: u32 = run.read_line().parse().expect("child pid");
+    let _orphan = Killer::new(child);
+    assert_eq!(server.state("res"), "HOT");
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait_within(Duration::from_secs(5));
+    // TTL 2s, plus the reaper's interval and slack for a loaded machine.
+    assert!(
+        server.wait_for_state("res", "FREE", Duration::from_secs(2 + 8)),
+        "still held: {}",
+        describe(&server.cli(&["locks", "res"]))
+    );
+}
+
+#[test]
+fn run_stops_its_child_and_exits_4_when_the_lease_expires() {
+    let (_dir, server) = server();
+    let mut run = server.spawn(&[
+        "run",
+        "res",
+        "--ttl",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "echo $$; exec sleep 30",
+    ]);
+    let child: u32 = run.read_line().parse().expect("child pid");
+    let reap = Killer::new(child);
+    assert_eq!(server.state("res"), "HOT");
+
+    // Freeze `run` past its TTL: its heartbeats stop and the server reclaims the lease.
+    signal(run.pid(), Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    signal(run.pid(), Signal::SIGCONT);
+
+    let status = run.wait_within(Duration::from_secs(20));
+    reap.disarm(); // `run` reaped it: the pid may be reused now
+    let err = run.stderr();
+    assert_eq!(status.code(), Some(4), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("ERROR: res: LEASE LOST — "), "{err}");
+    assert!(
+        lines[0].contains("stopping 'sh -c echo $$; exec sleep 30'"),
+        "{err}"
+    );
+    // `run` reaped its child before exiting: the pid is gone (or, at worst, reused by another).
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+    assert!(!stat.contains("(sleep)"), "child still running: {stat}");
+}
+
+#[test]
+fn locks_json_and_completions() {
+    let (_dir, server) = server();
+    let out = server.cli(&["acquire", "reboot/default", "--slots", "2", "--json"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let lease: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lease json");
+    assert_eq!(lease["slots"], 2);
+
+    let out = server.cli(&["locks", "--json"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("locks json");
+    assert!(all["server_time_ms"].as_u64().is_some_and(|t| t > 0));
+    assert_eq!(all["locks"][0]["resource"], "reboot/default");
+    assert_eq!(all["locks"][0]["state"], "HOT");
+
+    let out = locksmith(&["completions", "bash"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert!(stdout(&out).contains("locksmith"), "{}", describe(&out));
+}
+
+#[test]
+fn the_server_stops_gracefully_on_sigterm() {
+    let (_dir, mut server) = server();
+    let out = server.cli(&["locks"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let status = server.terminate(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log());
+}

@@ -1,0 +1,313 @@
+//! Helpers for tests that run the real `locksmith` binary against a real server process.
+//!
+//! Every process a test starts is owned by a guard that kills it on drop, so a failing test
+//! never leaks a server or a lock holder. Servers listen on 127.0.0.1 only.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Longest any single CLI call may take before the test fails (and the process is killed).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_locksmith")
+}
+
+/// A `locksmith` command with a clean, fixed environment: no ambient server or node, a known
+/// user, quiet logs.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("LOCKSMITH_SERVER")
+        .env_remove("LOCKSMITH_NODE")
+        .env_remove("RUST_LOG")
+        .env("USER", "tester")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `locksmith ARGS` to completion (bounded by [`CALL_TIMEOUT`]).
+pub fn locksmith(args: &[&str]) -> Output {
+    output_within(command(args), CALL_TIMEOUT)
+}
+
+/// Runs `cmd` to completion, killing it and failing if it takes longer than `limit`.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn locksmith");
+    let guard = Killer::new(child.id());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {limit:?}"))
+        .expect("wait for locksmith");
+    guard.disarm();
+    out
+}
+
+/// The exit code of a finished command (panics on death by signal).
+pub fn code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {}", describe(out)))
+}
+
+/// Stdout and stderr, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts stderr is exactly one `ERROR: ` line and returns it.
+pub fn one_error_line(out: &Output) -> String {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "want one stderr line: {}", describe(out));
+    assert!(lines[0].starts_with("ERROR: "), "{}", describe(out));
+    lines[0].to_string()
+}
+
+/// Sends SIGKILL to a pid when dropped, unless disarmed.
+#[derive(Debug)]
+pub struct Killer(Option<i32>);
+
+impl Killer {
+    pub fn new(pid: u32) -> Self {
+        Self(i32::try_from(pid).ok())
+    }
+
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: Signal) {
+    kill(Pid::from_raw(i32::try_from(pid).expect("pid")), sig).expect("send signal");
+}
+
+/// A child process killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads the first line of the child's stdout (bounded by [`CALL_TIMEOUT`]); only once.
+    pub fn read_line(&mut self) -> String {
+        let stdout = self
+            .child
+            .stdout
+            .take()
+            .expect("stdout piped, and read only once");
+        read_first_line(stdout, CALL_TIMEOUT)
+            .unwrap_or_else(|| panic!("no line on stdout of pid {}", self.pid()))
+    }
+
+    /// Waits for the child to exit, failing after `limit`.
+    pub fn wait_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pid {} still running after {limit:?}",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The rest of stderr (call after exit).
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the first line of `stdout` on a helper thread, so a silent child cannot hang the test.
+/// The thread keeps the pipe and drains it.
+fn read_first_line(stdout: ChildStdout, limit: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let got = reader.read_line(&mut line).ok().filter(|n| *n > 0);
+        let _ = tx.send(got.map(|_| line.trim_end().to_string()));
+        // Keep draining so the child never blocks on (or dies of) a closed stdout.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    rx.recv_timeout(limit).ok().flatten()
+}
+
+/// A `locksmith server` process on 127.0.0.1, on a free port, killed on drop.
+#[derive(Debug)]
+pub struct ServerProc {
+    proc: Proc,
+    url: String,
+    log: PathBuf,
+}
+
+impl ServerProc {
+    /// Starts a server keeping its data in `data_dir` (its log goes to `data_dir` + `.log`),
+    /// and waits for its `locksmith listening on URL` line.
+    pub fn start(data_dir: &Path) -> ServerProc {
+        let log = data_dir.with_extension("log");
+        let log_file = File::create(&log).expect("create server log");
+        let data = data_dir.to_str().expect("utf-8 data dir");
+        let child = command(&["server", "--listen", "127.0.0.1:0", "--data", data])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn locksmith server");
+        let mut proc = Proc { child };
+        let stdout = proc.child.stdout.take().expect("stdout piped");
+        let line = read_first_line(stdout, CALL_TIMEOUT);
+        let Some(url) = line
+            .as_deref()
+            .and_then(|l| l.strip_prefix("locksmith listening on "))
+            .map(str::to_string)
+        else {
+            panic!(
+                "server did not announce its address (got {line:?}); log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        ServerProc { proc, url, log }
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Stops the server with SIGTERM (a graceful shutdown) and returns how it exited.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        signal(self.pid(), Signal::SIGTERM);
+        self.proc.wait_within(limit)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A `locksmith --server URL ARGS` command.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = command(&["--server", &self.url]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs `locksmith --server URL ARGS` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        output_within(self.command(args), CALL_TIMEOUT)
+    }
+
+    /// Starts `locksmith --server URL ARGS` in the background, stdout and stderr piped.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn locksmith");
+        Proc { child }
+    }
+
+    /// The STATE column of `locksmith locks RESOURCE`.
+    pub fn state(&self, resource: &str) -> String {
+        let out = self.cli(&["locks", resource, "-o", "state"]);
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        stdout(&out)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Polls `locks RESOURCE` until its state is `want`, for at most `limit`; true if it was.
+    pub fn wait_for_state(&self, resource: &str, want: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.state(resource) == want {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        // Proc's own drop kills and reaps it.
+        if std::thread::panicking() {
+            eprintln!("--- server log ({})\n{}", self.log.display(), self.log());
+        }
+    }
+}
