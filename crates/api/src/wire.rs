@@ -98,6 +98,8 @@ pub struct HealthResponse {
     /// Storage error, when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+    /// Group-commit counters since the server started.
+    pub commits: CommitCounters,
     /// Live leases.
     pub leases: u64,
     /// Queued waiters.
@@ -117,4 +119,19 @@ pub fn state_name(state: LockState) -> &'static str {
         LockState::Hot => "HOT",
         LockState::Stale => "STALE",
     }
+}
+
+/// Group-commit counters, for `/healthz` and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitCounters {
+    /// Durable batches written (each one transaction, one fsync).
+    pub batches: u64,
+    /// Requests acknowledged by those batches.
+    pub jobs: u64,
+    /// Mutations written.
+    pub mutations: u64,
+    /// Mean time of one batch commit, µs.
+    pub mean_commit_us: u64,
+    /// Time of the last batch commit, µs.
+    pub last_commit_us: u64,
 }

@@ -197,11 +197,19 @@ impl Engine {
             (t.lease_count(), t.waiter_count(), t.fence_high_water())
         };
         let failure = self.inner.committer.failure();
+        let stats = self.inner.committer.stats();
         HealthResponse {
             status: if failure.is_some() { "failed" } else { "ok" }.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             store: self.inner.committer.describe().to_string(),
             store_error: failure.map(|e| e.to_string()),
+            commits: locksmith_api::CommitCounters {
+                batches: stats.batches,
+                jobs: stats.jobs,
+                mutations: stats.mutations,
+                mean_commit_us: stats.total_commit_micros / stats.batches.max(1),
+                last_commit_us: stats.last_commit_micros,
+            },
             leases: leases as u64,
             waiters: waiters as u64,
             fence_high_water: fence,
