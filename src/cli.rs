@@ -33,9 +33,15 @@ pub struct Global {
     )]
     pub server: String,
 
-    /// Node name recorded as the lock owner's node [default: this host's name].
+    /// This node's name: recorded as the lock owner's node, and the node whose holders `why`,
+    /// `locks` and `status` check for liveness [default: this host's name].
     #[arg(long, global = true, env = "LOCKSMITH_NODE", value_name = "NAME")]
     pub node: Option<String>,
+
+    /// Who you are, for holds, acknowledgements, breaks and liveness reports (audited)
+    /// [default: USER@NODE].
+    #[arg(long, global = true, env = "LOCKSMITH_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
 }
 
 /// One variant per command; each carries its own argument struct so that adding a command
@@ -56,6 +62,26 @@ pub enum Command {
     /// Run a command while holding a lock, like flock(1) or `consul lock`.
     #[command(after_help = with_exit_codes(RUN_HELP))]
     Run(RunArgs),
+    /// Explain a lock in one screen: state, holders (alive?), queue, holds, history, next step.
+    #[command(after_help = with_exit_codes(WHY_HELP))]
+    Why(WhyArgs),
+    /// Is everything healthy? Ends in ALL CLEAR (exit 0), or lists each problem (exit 6).
+    #[command(after_help = with_exit_codes(STATUS_HELP))]
+    Status(StatusArgs),
+    /// Freeze a resource: no new grants for a bounded time (existing holders keep their lease).
+    #[command(after_help = with_exit_codes(HOLD_HELP))]
+    Hold(HoldArgs),
+    /// Acknowledge a pending hold (as a different operator) so that it takes effect.
+    Ack(HoldIdArgs),
+    /// Lift a hold before it ends.
+    Unhold(HoldIdArgs),
+    /// The safe bypass: freeze, revoke the lease, advance the fence, audit.
+    #[command(after_help = with_exit_codes(BREAK_HELP))]
+    Break(BreakArgs),
+    /// Show the audit trail: grants, ends (and why), holds, acknowledgements, breaks.
+    Audit(AuditArgs),
+    /// Follow events as they happen, one line each, until Ctrl-C.
+    Watch(WatchArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -72,10 +98,32 @@ the server may reclaim the lock early once it is known dead. Use --pid to name a
 
 const RUN_HELP: &str = "\
 The child sees LOCKSMITH_TOKEN, LOCKSMITH_LEASE, LOCKSMITH_RESOURCE and LOCKSMITH_SERVER. \
-`run` heartbeats the lease while the child runs; if the lease is lost, it stops the child \
-(SIGTERM, then SIGKILL after 10s) and exits 4. Otherwise it releases the lock when the child \
+`run` heartbeats the lease while the child runs; if the lease is lost (expired, reclaimed, or \
+broken by an operator: the ERROR line then names who and why), it stops the child (SIGTERM, \
+then SIGKILL after 10s) and exits 4. Otherwise it releases the lock when the child \
 exits and exits with the child's status (128+N if killed by signal N). SIGTERM and SIGINT sent \
 to `run` are forwarded to the child.";
+
+const WHY_HELP: &str = "\
+When a holder runs on this node (--node or the host name) under this boot, `why` checks that its \
+process is alive; if it is gone (or its pid was reused), `why` reports it and the server reclaims \
+the lock at once. A holder on this node under an older boot id died with that boot: reported \
+too. Holders on other nodes are left to their TTL (run `why` there to check them).";
+
+const STATUS_HELP: &str = "\
+`status` also checks holders on this node, like `why`: dead ones are reported (and listed as \
+fixed); a report the server refuses is listed as a `dead_holder` problem.";
+
+const HOLD_HELP: &str = "\
+With --require-ack the hold is PENDING until a different operator runs `locksmith ack ID`; \
+it lapses if nobody does within --for. While a hold is in force, acquire fails FROZEN (exit 3) \
+or waits with --wait.";
+
+const BREAK_HELP: &str = "\
+Never a silent delete: the resource is frozen (--freeze, default 30s; 0 for none) so nothing \
+re-grabs it mid-operation, the lease is revoked, the fence advances so the old holder's writes \
+bounce, and an audit record names you (--operator) and --reason. The old holder's `run` stops \
+its command and exits 4.";
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -90,6 +138,15 @@ pub struct ServerArgs {
     /// How often expired leases are reclaimed.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub gc_interval: Duration,
+
+    /// How often the server checks that holders on its own node (--node) are alive; 0 disables.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub probe_interval: Duration,
+
+    /// Lock-delay for acquires that name none: after a holder fails (expires, dies, is broken)
+    /// nobody gets the lock for this long.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lock_delay: Duration,
 }
 
 /// Options shared by the commands that acquire a lock.
@@ -106,6 +163,11 @@ pub struct LockOptions {
     /// Why the lock is held [default: the owner's command line].
     #[arg(long, value_name = "TEXT")]
     pub purpose: Option<String>,
+
+    /// If this holder fails (expires, dies, is broken), nobody gets the lock for this long
+    /// [default: the server's --lock-delay].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub lock_delay: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +216,7 @@ pub struct LocksArgs {
 
     /// Columns to show, comma-separated and case-insensitive, e.g. `-o resource,state,pid`.
     /// Known: RESOURCE, STATE, OWNER, NODE, PID, TOKEN, AGE, TTL-LEFT, LAST-HEARTBEAT, WAITERS,
-    /// SLOTS (the default set), LEASE, PURPOSE.
+    /// SLOTS (the default set), LEASE, PURPOSE, HOLD (hold ids; `(pending)` awaits an ack).
     #[arg(
         long,
         short = 'o',
@@ -163,6 +225,148 @@ pub struct LocksArgs {
         value_parser = parse_column
     )]
     pub output: Option<Vec<Column>>,
+
+    /// Do not check (and report) dead holders on this node before listing.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// The resource to explain.
+    pub resource: String,
+
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The resource to freeze.
+    pub resource: String,
+
+    /// How long the hold stays in force (once acknowledged, with --require-ack).
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+
+    /// Why: recorded in the audit trail and shown to everyone who is refused.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+
+    /// Take effect only once a different operator runs `locksmith ack ID`.
+    #[arg(long)]
+    pub require_ack: bool,
+
+    /// Print the hold as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldIdArgs {
+    /// The hold id, as printed by `hold` (or listed by `locks -o resource,hold`).
+    pub hold: u64,
+
+    /// Print the hold as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BreakArgs {
+    /// The resource whose lock to break.
+    pub resource: String,
+
+    /// Why: recorded in the audit trail and told to the holder whose lease is revoked.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+
+    /// Break only this lease (e.g. one slot of a semaphore) [default: every holder].
+    #[arg(long, value_name = "ID")]
+    pub lease: Option<u64>,
+
+    /// Freeze the resource this long after the break, so nothing re-grabs it mid-operation
+    /// (0: no freeze).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub freeze: Duration,
+
+    /// Print the server's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this resource.
+    #[arg(long, value_name = "RESOURCE")]
+    pub resource: Option<String>,
+
+    /// Only records since then: a duration ago (`10m`, `2h`) or a time (RFC 3339, e.g.
+    /// `2026-11-23T03:00:00Z`).
+    #[arg(long, value_parser = parse_since, value_name = "WHEN")]
+    pub since: Option<Since>,
+
+    /// At most the newest N records [default: the server's, 100].
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Print the records as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only events about this resource.
+    pub resource: Option<String>,
+
+    /// Print each event as one line of JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The start of an `audit --since` window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// This long before now.
+    Ago(Duration),
+    /// This wall-clock time.
+    At(std::time::SystemTime),
+}
+
+impl Since {
+    /// The window's start as Unix ms, given the current wall clock.
+    pub fn unix_ms(self, now_ms: u64) -> u64 {
+        match self {
+            Since::Ago(d) => {
+                now_ms.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+            Since::At(t) => t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Parses `--since`: a duration ago (`10m`, `90s`, `30`) or an RFC 3339 time.
+pub fn parse_since(s: &str) -> Result<Since, String> {
+    if let Ok(d) = parse_duration(s) {
+        return Ok(Since::Ago(d));
+    }
+    humantime::parse_rfc3339_weak(s.trim())
+        .map(Since::At)
+        .map_err(|_| {
+            format!("{s:?} is neither a duration (10m, 2h) nor a time (2026-11-23T03:00:00Z)")
+        })
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +432,50 @@ mod tests {
         for bad in ["", "abc", "-5", "15x", "1..5", "."] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn since_takes_a_duration_or_a_time() {
+        assert_eq!(parse_since("10m"), Ok(Since::Ago(Duration::from_secs(600))));
+        let at = parse_since("1970-01-01T00:01:00Z").expect("time");
+        assert_eq!(at.unix_ms(0), 60_000);
+        assert_eq!(Since::Ago(Duration::from_secs(1)).unix_ms(5_000), 4_000);
+        assert!(parse_since("yesterday-ish").is_err());
+    }
+
+    #[test]
+    fn hold_and_break_require_a_reason() {
+        for args in [
+            &["locksmith", "hold", "r", "--for", "90s"][..],
+            &["locksmith", "hold", "r", "--reason", "x"][..],
+            &["locksmith", "break", "r"][..],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err("missing flag");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{args:?}"
+            );
+        }
+        let cli = Cli::try_parse_from([
+            "locksmith",
+            "--operator",
+            "alice",
+            "hold",
+            "r",
+            "--for",
+            "90s",
+            "--reason",
+            "clearing a stale lock",
+            "--require-ack",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.operator.as_deref(), Some("alice"));
+        let Command::Hold(hold) = cli.command else {
+            panic!("not hold: {:?}", cli.command);
+        };
+        assert_eq!(hold.duration, Duration::from_secs(90));
+        assert!(hold.require_ack);
     }
 
     #[test]

@@ -9,16 +9,21 @@ use locksmith_client::ClientError;
 pub enum Exit {
     /// 0: done.
     Ok,
-    /// 1: any other error: invalid request or input, unexpected answer.
+    /// 1: any other error: invalid request or input, unexpected answer, or an operator action
+    /// the server refused (unknown hold, acknowledging one's own hold, nothing to break).
     Other,
     /// 2: usage error, reported by clap itself (listed here for the help text).
     Usage,
-    /// 3: the lock is HOT: held by someone else, the wait timed out, or slots mismatch.
+    /// 3: the lock cannot be had now: HOT (held by someone else, the wait timed out, slots
+    /// mismatch), FROZEN (an operator's hold) or DELAYED (lock-delay after a failed holder).
     Hot,
-    /// 4: the lease was lost or has ended (expired, released, never granted, stale token).
+    /// 4: the lease was lost or has ended (expired, released, never granted, stale token,
+    /// broken by an operator).
     LeaseLost,
     /// 5: the server is unreachable or unavailable (storage failed, shutting down, cannot start).
     Unavailable,
+    /// 6: `status` found problems (each is listed with its next step).
+    Problems,
     /// 126: `run` found the command but could not execute it.
     CannotExecute,
     /// 127: `run` could not find the command.
@@ -30,12 +35,16 @@ pub enum Exit {
 /// The exit-code table printed at the end of `locksmith --help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  ok
-  1  other error (invalid request or input)
+  0  ok (`status`: ALL CLEAR)
+  1  other error (invalid request or input; refused operator action: unknown hold, own-hold ack,
+     nothing to break)
   2  usage error
-  3  HOT: the lock is held by someone else, the wait timed out, or --slots mismatch
-  4  lease lost or ended (expired, released, unknown lease, stale token, or lost during `run`)
+  3  HOT: the lock is held by someone else, the wait timed out, or --slots mismatch; also
+     FROZEN (an operator's hold is in force) and DELAYED (lock-delay after a failed holder)
+  4  lease lost or ended (expired, released, unknown lease, stale token, broken by an operator,
+     or lost during `run`)
   5  server unreachable or unavailable (storage failed, shutting down, server cannot start)
+  6  `status` found problems (each printed with its next step)
 `run` exits with its command's status (128+N if killed by signal N; 126/127 if it cannot be
 executed or found), or with 3, 4 or 5 when the lock could not be taken or was lost.";
 
@@ -49,6 +58,7 @@ impl Exit {
             Exit::Hot => 3,
             Exit::LeaseLost => 4,
             Exit::Unavailable => 5,
+            Exit::Problems => 6,
             Exit::CannotExecute => 126,
             Exit::CommandNotFound => 127,
             Exit::Child(code) => code,
@@ -70,12 +80,21 @@ impl Exit {
     /// The exit for an error code the server answered with.
     pub fn for_code(code: ErrorCode) -> Exit {
         match code {
-            ErrorCode::Hot | ErrorCode::SlotsMismatch => Exit::Hot,
-            ErrorCode::LeaseExpired | ErrorCode::NotHolder | ErrorCode::StaleToken => {
-                Exit::LeaseLost
-            }
+            ErrorCode::Hot
+            | ErrorCode::SlotsMismatch
+            | ErrorCode::Frozen
+            | ErrorCode::LockDelay => Exit::Hot,
+            ErrorCode::LeaseExpired
+            | ErrorCode::NotHolder
+            | ErrorCode::StaleToken
+            | ErrorCode::Broken => Exit::LeaseLost,
             ErrorCode::StorageFailed | ErrorCode::ShuttingDown => Exit::Unavailable,
-            ErrorCode::InvalidJson
+            ErrorCode::HoldNotFound
+            | ErrorCode::SameOperator
+            | ErrorCode::NotHeld
+            | ErrorCode::NotSameNode
+            | ErrorCode::WrongProcess
+            | ErrorCode::InvalidJson
             | ErrorCode::InvalidRequest
             | ErrorCode::NotFound
             | ErrorCode::MethodNotAllowed
@@ -116,6 +135,12 @@ mod tests {
         assert_eq!(Exit::for_client(&api(ErrorCode::LeaseExpired)).code(), 4);
         assert_eq!(Exit::for_client(&api(ErrorCode::NotHolder)).code(), 4);
         assert_eq!(Exit::for_client(&api(ErrorCode::StaleToken)).code(), 4);
+        assert_eq!(Exit::for_client(&api(ErrorCode::Frozen)).code(), 3);
+        assert_eq!(Exit::for_client(&api(ErrorCode::LockDelay)).code(), 3);
+        assert_eq!(Exit::for_client(&api(ErrorCode::Broken)).code(), 4);
+        assert_eq!(Exit::for_client(&api(ErrorCode::SameOperator)).code(), 1);
+        assert_eq!(Exit::for_client(&api(ErrorCode::HoldNotFound)).code(), 1);
+        assert_eq!(Exit::for_client(&api(ErrorCode::NotHeld)).code(), 1);
         assert_eq!(Exit::for_client(&api(ErrorCode::StorageFailed)).code(), 5);
         assert_eq!(Exit::for_client(&api(ErrorCode::InvalidRequest)).code(), 1);
         let down = ClientError::Transport {
@@ -144,6 +169,7 @@ mod tests {
             Exit::Hot,
             Exit::LeaseLost,
             Exit::Unavailable,
+            Exit::Problems,
             Exit::CannotExecute,
             Exit::CommandNotFound,
         ] {

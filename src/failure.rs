@@ -5,8 +5,9 @@ use std::fmt;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use locksmith_api::{ErrorBody, ErrorCode, hot_line};
+use locksmith_api::{ErrorBody, ErrorCode, format_age, hot_line};
 use locksmith_client::ClientError;
+use locksmith_core::{HoldState, HoldView};
 
 use crate::exit::Exit;
 
@@ -131,6 +132,32 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
                 shown(subject)
             ),
         },
+        ErrorCode::Frozen => frozen_line(subject, &body.holds, msg, ctx.wait_flag),
+        ErrorCode::LockDelay => {
+            let left = body
+                .delay_left_ms
+                .map_or_else(|| "a while".to_string(), format_age);
+            format!(
+                "{}: DELAYED — in lock-delay for {left} after a holder failed; retry with {} \
+                 (grants resume when the delay ends)",
+                shown(subject),
+                ctx.wait_flag
+            )
+        }
+        ErrorCode::Broken => match (&body.by, &body.reason) {
+            (Some(by), Some(reason)) => format!(
+                "{}: lease BROKEN by {by}: {reason} — you no longer hold the lock; acquire it \
+                 again before writing",
+                shown(subject)
+            ),
+            _ => format!("{}: BROKEN — {msg}", shown(subject)),
+        },
+        ErrorCode::HoldNotFound => format!("{}: NO SUCH HOLD — {msg}", shown(subject)),
+        ErrorCode::SameOperator => format!("{}: SAME OPERATOR — {msg}", shown(subject)),
+        ErrorCode::NotHeld => format!("{}: NOT HELD — {msg}", shown(subject)),
+        ErrorCode::NotSameNode | ErrorCode::WrongProcess => {
+            format!("{}: REPORT REFUSED — {msg}", shown(subject))
+        }
         ErrorCode::LeaseExpired => format!("{}: LEASE ENDED — {msg}", shown(subject)),
         ErrorCode::NotHolder => format!("{}: NO SUCH LEASE — {msg}", shown(subject)),
         ErrorCode::StaleToken => format!("{}: STALE TOKEN — {msg}", shown(subject)),
@@ -150,6 +177,45 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
     }
 }
 
+/// `res: FROZEN — hold 12 by alice@ops: "clearing a stale lock" (1m29s left); …next step`.
+fn frozen_line(subject: &str, holds: &[HoldView], msg: &str, wait_flag: &str) -> String {
+    let active: Vec<&HoldView> = holds
+        .iter()
+        .filter(|h| h.state == HoldState::Active)
+        .collect();
+    let Some(first) = active.first() else {
+        // No details: the server's own sentence already names the resource and the hold.
+        return if msg.starts_with(subject) {
+            msg.to_string()
+        } else {
+            format!("{}: FROZEN — {msg}", shown(subject))
+        };
+    };
+    let held: Vec<String> = active.iter().map(|h| describe_hold(h)).collect();
+    format!(
+        "{}: FROZEN — {}; no new grants until it ends: wait for it (retry with {wait_flag}) or lift \
+         it early with 'locksmith unhold {}'",
+        shown(subject),
+        held.join("; "),
+        first.record.hold
+    )
+}
+
+/// `hold 12 by alice@ops: "clearing a stale lock" (1m29s left)`, or `… (pending ack, …)`.
+pub fn describe_hold(h: &HoldView) -> String {
+    let state = match h.state {
+        HoldState::Active => format!("{} left", format_age(h.ends_in_ms)),
+        HoldState::PendingAck => format!(
+            "PENDING ACK, lapses in {} unless acknowledged",
+            format_age(h.ends_in_ms)
+        ),
+    };
+    format!(
+        "hold {} by {}: {:?} ({state})",
+        h.record.hold, h.record.by, h.record.reason
+    )
+}
+
 /// The command-line flag behind a request field the server refused.
 fn flag_for_field<'a>(field: &'a str, wait_flag: &'a str) -> &'a str {
     match field {
@@ -161,6 +227,12 @@ fn flag_for_field<'a>(field: &'a str, wait_flag: &'a str) -> &'a str {
         "owner.pid" | "owner.start_time" => "--pid",
         "owner.purpose" => "--purpose",
         "owner.user" => "$USER",
+        "operator" | "reported_by" => "--operator",
+        "reason" => "--reason",
+        "duration_ms" => "--for",
+        "freeze_ms" => "--freeze",
+        "lock_delay_ms" => "--lock-delay",
+        "lease" => "--lease",
         other => other,
     }
 }

@@ -5,61 +5,14 @@
 //! Everything is read from Linux `/proc`; each failure is a typed error naming what was read.
 
 use std::fs;
-use std::io;
-use std::path::PathBuf;
 
 use locksmith_core::Owner;
-use thiserror::Error;
 
-const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const PASSWD: &str = "/etc/passwd";
 /// The longest purpose the server accepts, in bytes (`Owner::validate`).
 const MAX_PURPOSE: usize = 1024;
 
-/// Why the owner identity could not be established.
-#[derive(Debug, Error)]
-pub enum IdentityError {
-    /// No such process on this node.
-    #[error("no process {pid} on this node")]
-    NoSuchProcess {
-        /// The pid looked up.
-        pid: u32,
-    },
-    /// A `/proc` file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// A `/proc` file did not look as expected.
-    #[error("cannot parse {}: {reason}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong.
-        reason: String,
-    },
-    /// The host name could not be read.
-    #[error("cannot read this host's name: {0}")]
-    Hostname(String),
-}
-
-impl IdentityError {
-    /// The flag that fixes this error, for the error line's next step.
-    pub fn next_step(&self) -> &'static str {
-        match self {
-            IdentityError::NoSuchProcess { .. } => {
-                "pass --pid of a live process on this node that will hold the lock"
-            }
-            IdentityError::Hostname(_) => "pass --node NAME or set LOCKSMITH_NODE",
-            IdentityError::Read { .. } | IdentityError::Parse { .. } => {
-                "the CLI needs Linux /proc to name the lock owner"
-            }
-        }
-    }
-}
+pub use locksmith_host::{IdentityError, boot_id, hostname, process_start_time};
 
 /// Builds the owner for process `pid` on this node. `node` overrides the host name, `purpose`
 /// the default purpose (computed only when needed).
@@ -81,64 +34,6 @@ pub fn owner(
         user: user(),
         purpose: purpose.map_or_else(|| clean_purpose(&default_purpose()), str::to_string),
     })
-}
-
-/// This host's name.
-pub fn hostname() -> Result<String, IdentityError> {
-    let name = nix::unistd::gethostname()
-        .map_err(|e| IdentityError::Hostname(e.desc().to_string()))?
-        .into_string()
-        .map_err(|raw| IdentityError::Hostname(format!("{raw:?} is not UTF-8")))?;
-    if name.trim().is_empty() {
-        return Err(IdentityError::Hostname("it is empty".into()));
-    }
-    Ok(name)
-}
-
-/// Start time of process `pid`, in clock ticks since boot (`/proc/PID/stat` field 22).
-pub fn process_start_time(pid: u32) -> Result<u64, IdentityError> {
-    let path = PathBuf::from(format!("/proc/{pid}/stat"));
-    let stat = fs::read_to_string(&path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => IdentityError::NoSuchProcess { pid },
-        _ => IdentityError::Read {
-            path: path.clone(),
-            source,
-        },
-    })?;
-    parse_start_time(&stat).map_err(|reason| IdentityError::Parse { path, reason })
-}
-
-/// Field 22 (`starttime`) of a `/proc/PID/stat` line. Field 2 is the command name in
-/// parentheses and may itself contain spaces and parentheses, so fields are counted from after
-/// the LAST `)`: there, field 3 (`state`) is the first.
-pub fn parse_start_time(stat: &str) -> Result<u64, String> {
-    let (_, rest) = stat
-        .rsplit_once(')')
-        .ok_or_else(|| "no ')' closing the command name".to_string())?;
-    let field = rest
-        .split_whitespace()
-        .nth(22 - 3)
-        .ok_or_else(|| "fewer than 22 fields".to_string())?;
-    field
-        .parse()
-        .map_err(|e| format!("field 22 (start time) {field:?} is not a number: {e}"))
-}
-
-/// This node's boot id: it changes on every reboot.
-pub fn boot_id() -> Result<String, IdentityError> {
-    let path = PathBuf::from(BOOT_ID);
-    let raw = fs::read_to_string(&path).map_err(|source| IdentityError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let id = raw.trim();
-    if id.is_empty() {
-        return Err(IdentityError::Parse {
-            path,
-            reason: "it is empty".into(),
-        });
-    }
-    Ok(id.to_string())
 }
 
 /// The user: `$USER`, else the name of our uid in /etc/passwd, else `uid:N`.
@@ -200,6 +95,7 @@ pub fn clean_purpose(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use locksmith_host::parse_start_time;
 
     /// A real line from /proc/PID/stat, with `comm` replaced.
     fn stat_with_comm(comm: &str) -> String {

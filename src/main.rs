@@ -56,12 +56,20 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
-        Command::Server(args) => cmd::server::server(args).await,
+        Command::Server(args) => cmd::server::server(&global, args).await,
         Command::Acquire(args) => cmd::acquire::acquire(&global, args).await,
         Command::Renew(args) => cmd::lease::renew(&global, args).await,
         Command::Release(args) => cmd::lease::release(&global, args).await,
         Command::Locks(args) => cmd::locks::locks(&global, args).await,
         Command::Run(args) => cmd::run::run(&global, args).await,
+        Command::Why(args) => cmd::why::why(&global, args).await,
+        Command::Status(args) => cmd::status::status(&global, args).await,
+        Command::Hold(args) => cmd::holds::hold(&global, args).await,
+        Command::Ack(args) => cmd::holds::ack(&global, args).await,
+        Command::Unhold(args) => cmd::holds::unhold(&global, args).await,
+        Command::Break(args) => cmd::holds::break_lock(&global, args).await,
+        Command::Audit(args) => cmd::audit::audit(&global, args).await,
+        Command::Watch(args) => cmd::watch::watch(&global, args).await,
         Command::Completions(args) => Ok(cmd::completions::completions(&args)),
     }
 }

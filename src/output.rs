@@ -3,8 +3,10 @@
 use std::io::{self, Write};
 
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
-use locksmith_api::{format_age, state_name};
-use locksmith_core::{HolderView, ResourceView};
+use locksmith_api::{format_age, format_wall, state_name};
+use locksmith_core::{
+    AuditKind, AuditRecord, EndCause, HoldState, HolderView, LockState, ResourceView,
+};
 use serde::Serialize;
 
 /// Writes `text` and a newline to stdout, and flushes (tests and scripts read it at once).
@@ -12,6 +14,13 @@ pub fn out(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "{text}")?;
     stdout.flush()
+}
+
+/// Writes `text` and a newline to stderr: a progress note that is not the command's answer.
+pub fn note(text: &str) -> io::Result<()> {
+    let mut stderr = io::stderr().lock();
+    writeln!(stderr, "{text}")?;
+    stderr.flush()
 }
 
 /// Writes `value` as pretty JSON to stdout.
@@ -36,11 +45,12 @@ pub enum Column {
     Slots,
     Lease,
     Purpose,
+    Hold,
 }
 
 impl Column {
     /// Every column, in the order `--help` lists them.
-    pub const ALL: [Column; 13] = [
+    pub const ALL: [Column; 14] = [
         Column::Resource,
         Column::State,
         Column::Owner,
@@ -54,6 +64,7 @@ impl Column {
         Column::Slots,
         Column::Lease,
         Column::Purpose,
+        Column::Hold,
     ];
 
     /// The columns shown without `--output`.
@@ -87,6 +98,7 @@ impl Column {
             Column::Slots => "SLOTS",
             Column::Lease => "LEASE",
             Column::Purpose => "PURPOSE",
+            Column::Hold => "HOLD",
         }
     }
 
@@ -105,12 +117,16 @@ impl Column {
                 Column::State => state_name(view.state).to_string(),
                 Column::Waiters => view.waiters.len().to_string(),
                 Column::Slots => format!("0/{}", view.slots),
+                Column::Hold => holds_cell(view),
                 _ => "-".to_string(),
             };
         };
         match self {
             Column::Resource => view.resource.clone(),
+            // A hold in force is what an acquirer runs into first, whatever the holder's health.
+            Column::State if view.state == LockState::Frozen => "FROZEN".to_string(),
             Column::State => if h.stale { "STALE" } else { "HOT" }.to_string(),
+            Column::Hold => holds_cell(view),
             Column::Owner => h.owner.user.clone(),
             Column::Node => h.owner.node.clone(),
             Column::Pid => h.owner.pid.to_string(),
@@ -129,6 +145,21 @@ impl Column {
             Column::Purpose => h.owner.purpose.clone(),
         }
     }
+}
+
+/// The HOLD cell: `12`, `12(pending)`, `12,13(pending)`, or `-`.
+fn holds_cell(view: &ResourceView) -> String {
+    if view.holds.is_empty() {
+        return "-".to_string();
+    }
+    view.holds
+        .iter()
+        .map(|h| match h.state {
+            HoldState::Active => h.record.hold.to_string(),
+            HoldState::PendingAck => format!("{}(pending)", h.record.hold),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses one `--output` column name, case-insensitively; `-`, `_` and spaces are alike
@@ -184,10 +215,112 @@ pub fn locks_table(views: &[ResourceView], now_ms: u64, columns: &[Column]) -> S
     table.trim_fmt()
 }
 
+/// The columns of `locksmith audit`.
+const AUDIT_HEADER: [&str; 7] = [
+    "TIME",
+    "EVENT",
+    "RESOURCE",
+    "LEASE",
+    "TOKEN",
+    "OWNER/OPERATOR",
+    "REASON/CAUSE",
+];
+
+/// The cells of one audit record, in [`AUDIT_HEADER`] order.
+fn audit_cells(r: &AuditRecord) -> [String; 7] {
+    [
+        format_wall(r.at_ms),
+        r.label().to_string(),
+        r.resource.clone(),
+        r.lease.map_or_else(|| "-".to_string(), |l| l.to_string()),
+        r.token.map_or_else(|| "-".to_string(), |t| t.to_string()),
+        who(r),
+        why(r),
+    ]
+}
+
+/// Who acted: the operator for holds and breaks, else the lease's owner.
+pub fn who(r: &AuditRecord) -> String {
+    match (&r.operator, &r.owner) {
+        (Some(op), _) => op.clone(),
+        (None, Some(owner)) => owner.to_string(),
+        (None, None) => "-".to_string(),
+    }
+}
+
+/// Why: the operator's reason, else what ended the lease, with the hold concerned.
+pub fn why(r: &AuditRecord) -> String {
+    let mut parts = Vec::new();
+    if let Some(hold) = r.hold {
+        parts.push(format!("hold {hold}"));
+    }
+    if let Some(reason) = &r.reason {
+        parts.push(format!("{reason:?}"));
+    } else if let AuditKind::Ended { cause } = &r.kind {
+        match cause {
+            EndCause::Expired => parts.push("no heartbeat within its TTL".to_string()),
+            EndCause::NodeRebooted { new_boot_id } => {
+                parts.push(format!("node rebooted (new boot id {new_boot_id})"));
+            }
+            EndCause::ProcessDied { reported_by } => {
+                parts.push(format!("holder process died (reported by {reported_by})"));
+            }
+            EndCause::Broken { by, reason } => parts.push(format!("broken by {by}: {reason:?}")),
+            EndCause::Released | EndCause::Unknown => {}
+        }
+    }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The table of `locksmith audit`, oldest first.
+pub fn audit_table(records: &[AuditRecord]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(AUDIT_HEADER);
+    for r in records {
+        table.add_row(audit_cells(r));
+    }
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if matches!(i, 3 | 4) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table.trim_fmt()
+}
+
+/// One audit record on one line, for `watch` and `why`'s history:
+/// `2026-11-23T03:12:00Z  broke  res  lease 7  token 43  alice@ops  "clearing"`.
+pub fn audit_line(r: &AuditRecord) -> String {
+    let mut parts = vec![
+        format_wall(r.at_ms),
+        r.label().to_string(),
+        r.resource.clone(),
+    ];
+    if let Some(l) = r.lease {
+        parts.push(format!("lease {l}"));
+    }
+    if let Some(t) = r.token {
+        parts.push(format!("token {t}"));
+    }
+    parts.push(who(r));
+    let why = why(r);
+    if why != "-" {
+        parts.push(why);
+    }
+    parts.join("  ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use locksmith_core::{FenceToken, LeaseId, LockState, Owner, WaiterView};
+    use locksmith_core::{FenceToken, HoldId, HoldRecord, HoldView, LeaseId, Owner, WaiterView};
 
     const NOW: u64 = 1_000_000_000;
 
@@ -225,6 +358,8 @@ mod tests {
                 owner: owner("d", 13),
                 waiting_since_ms: NOW,
             }],
+            holds: vec![],
+            delay_left_ms: 0,
         }
     }
 
@@ -235,6 +370,26 @@ mod tests {
             slots: 1,
             holders: vec![],
             waiters: vec![],
+            holds: vec![],
+            delay_left_ms: 0,
+        }
+    }
+
+    fn hold(id: u64, state: HoldState) -> HoldView {
+        HoldView {
+            record: HoldRecord {
+                hold: HoldId(id),
+                resource: "aim_lock_config.conf".into(),
+                reason: "clearing a stale lock".into(),
+                by: "alice@ops".into(),
+                placed_at_ms: NOW,
+                duration_ms: 90_000,
+                require_ack: state == HoldState::PendingAck,
+                acked_by: None,
+                active_since_ms: (state == HoldState::Active).then_some(NOW),
+            },
+            state,
+            ends_in_ms: 90_000,
         }
     }
 
@@ -306,5 +461,105 @@ mod tests {
             .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
             .collect();
         assert_eq!(states, ["HOT", "STALE", "HOT"]);
+    }
+
+    #[test]
+    fn a_frozen_resource_reads_frozen_and_shows_its_holds() {
+        let mut view = free();
+        view.state = LockState::Frozen;
+        view.holds = vec![hold(12, HoldState::Active), hold(13, HoldState::PendingAck)];
+        let text = locks_table(
+            &[view.clone()],
+            NOW,
+            &[Column::Resource, Column::State, Column::Hold],
+        );
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["RESOURCE", "STATE", "HOLD"]);
+        assert_eq!(
+            rows[1],
+            ["aim_lock_config.conf", "FROZEN", "12,13(pending)"]
+        );
+        assert_eq!(rows.len(), 2, "{text}");
+
+        // Its holder keeps the lease, and its row reads FROZEN too.
+        view.holders = vec![holder("a", 10, 1)];
+        let text = locks_table(&[view], NOW, &[Column::State, Column::Owner]);
+        assert_eq!(
+            text.lines()
+                .nth(1)
+                .map(str::split_whitespace)
+                .map(Iterator::collect::<Vec<_>>),
+            Some(vec!["FROZEN", "a"])
+        );
+
+        // HOLD is not in the default set.
+        assert!(!Column::DEFAULT.contains(&Column::Hold));
+        assert_eq!(parse_column("hold"), Ok(Column::Hold));
+    }
+
+    #[test]
+    fn a_delayed_resource_reads_delayed() {
+        let mut view = free();
+        view.state = LockState::Delayed;
+        view.delay_left_ms = 3_000;
+        let text = locks_table(&[view], NOW, &[Column::State]);
+        assert_eq!(text.lines().nth(1), Some("DELAYED"));
+    }
+
+    #[test]
+    fn audit_rows_name_who_and_why() {
+        let broke = AuditRecord {
+            seq: 9,
+            at_ms: 0,
+            lease: Some(LeaseId(7)),
+            token: Some(FenceToken(43)),
+            operator: Some("alice@ops".into()),
+            reason: Some("clearing a stale lock".into()),
+            hold: Some(HoldId(12)),
+            ..AuditRecord::new("res", AuditKind::Broke)
+        };
+        assert_eq!(
+            audit_line(&broke),
+            "1970-01-01T00:00:00Z  broke  res  lease 7  token 43  alice@ops  hold 12 \"clearing a stale lock\""
+        );
+        let died = AuditRecord {
+            lease: Some(LeaseId(7)),
+            owner: Some(owner("tester", 4121)),
+            ..AuditRecord::new(
+                "res",
+                AuditKind::Ended {
+                    cause: EndCause::ProcessDied {
+                        reported_by: "bob".into(),
+                    },
+                },
+            )
+        };
+        assert_eq!(
+            audit_line(&died),
+            "1970-01-01T00:00:00Z  process_died  res  lease 7  tester@node-7 (pid 4121)  holder process died (reported by bob)"
+        );
+        let table = audit_table(&[broke, died]);
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "TIME",
+                "EVENT",
+                "RESOURCE",
+                "LEASE",
+                "TOKEN",
+                "OWNER/OPERATOR",
+                "REASON/CAUSE"
+            ]
+        );
+        assert_eq!(table.lines().count(), 3, "{table}");
     }
 }

@@ -55,6 +55,7 @@ async fn load(url: String, acked: Arc<Mutex<Acked>>, acks: usize) {
                     ttl_ms: Some(TTL_MS),
                     wait_ms: None,
                     slots: None,
+                    lock_delay_ms: None,
                 };
                 let Ok(lease) = client.acquire(&req).await else {
                     return; // the server died
@@ -162,6 +163,7 @@ fn kill_9_during_load_loses_no_acknowledged_grant_and_leaves_no_ghost() {
             ttl_ms: Some(1_000),
             wait_ms: None,
             slots: None,
+            lock_delay_ms: None,
         }))
         .expect("acquire after restart");
     assert!(next.token.0 > acked.max_token, "token reused after crash");

@@ -2,11 +2,17 @@
 //! client are built from the command line.
 
 pub mod acquire;
+pub mod audit;
 pub mod completions;
+pub mod holds;
 pub mod lease;
+pub mod liveness;
 pub mod locks;
 pub mod run;
 pub mod server;
+pub mod status;
+pub mod watch;
+pub mod why;
 
 use std::time::Duration;
 
@@ -17,7 +23,7 @@ use locksmith_core::validate_resource;
 use crate::cli::{Global, LockOptions};
 use crate::exit::Exit;
 use crate::failure::{Context, Failure};
-use crate::identity;
+use crate::identity::{self, IdentityError};
 
 /// A client for `--server`.
 pub fn client(global: &Global, ctx: Context<'_>) -> Result<Client, Failure> {
@@ -67,7 +73,56 @@ pub fn acquire_request(
         ttl_ms: Some(millis(lock.ttl)),
         wait_ms: Some(millis(wait)),
         slots: Some(lock.slots),
+        lock_delay_ms: lock.lock_delay.map(millis),
     })
+}
+
+/// This node's name: `--node`, else the host name.
+pub fn this_node(global: &Global) -> Result<String, IdentityError> {
+    match &global.node {
+        Some(n) => Ok(n.clone()),
+        None => identity::hostname(),
+    }
+}
+
+/// Who acts, for holds, acknowledgements, breaks and liveness reports: `--operator`, else
+/// `USER@NODE`.
+pub fn operator(global: &Global) -> Result<String, Failure> {
+    if let Some(op) = &global.operator {
+        if op.trim().is_empty() {
+            return Err(Failure::invalid(
+                "locksmith",
+                "--operator",
+                "must not be empty",
+                "name yourself, e.g. --operator alice@ops (or unset LOCKSMITH_OPERATOR)",
+            ));
+        }
+        return Ok(op.clone());
+    }
+    let node = this_node(global).map_err(|e| {
+        Failure::new(
+            Exit::Other,
+            "locksmith",
+            "cannot name the operator",
+            &e,
+            "pass --operator NAME or set LOCKSMITH_OPERATOR",
+        )
+    })?;
+    Ok(format!("{}@{node}", identity::user()))
+}
+
+/// A reason an operator must give: refused when empty, before any round trip.
+pub fn require_reason(subject: &str, reason: &str) -> Result<String, Failure> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Failure::invalid(
+            subject,
+            "--reason",
+            "must not be empty: it is recorded in the audit trail and shown to whoever is refused",
+            "say why, e.g. --reason \"stopping the orchestrator for 90 s to clear a stale lock\"",
+        ));
+    }
+    Ok(reason.to_string())
 }
 
 /// A duration in whole milliseconds, as the API counts them.

@@ -9,7 +9,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use locksmith_api::{LeaseView, format_age};
+use locksmith_api::{ErrorCode, LeaseView, format_age};
 use locksmith_client::{LeaseGuard, LeaseLost};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -82,16 +82,27 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<Exit> {
     match ending {
         Ending::Exited(status) => finish(guard, &lease, &shown_cmd, status).await,
         Ending::Lost(why) => {
-            Failure::new(
-                Exit::LeaseLost,
-                resource,
-                "LEASE LOST",
-                &why,
-                &format!(
-                    "stopping '{shown_cmd}' (pid {}): its writes are no longer protected by the lock",
-                    child_pid.unwrap_or_default()
+            let pid = child_pid.unwrap_or_default();
+            match &why {
+                // The safe bypass: name who broke it and why, then stop the command.
+                LeaseLost::Broken { by, reason } => Failure::new(
+                    Exit::LeaseLost,
+                    resource,
+                    &format!("lease BROKEN by {by}: {reason}"),
+                    format!("stopping '{shown_cmd}' (pid {pid})"),
+                    "its writes are no longer protected by the lock",
                 ),
-            )
+                LeaseLost::Ended(_) | LeaseLost::Unreachable(_) => Failure::new(
+                    Exit::LeaseLost,
+                    resource,
+                    "LEASE LOST",
+                    &why,
+                    &format!(
+                        "stopping '{shown_cmd}' (pid {pid}): its writes are no longer protected \
+                         by the lock"
+                    ),
+                ),
+            }
             .report();
             stop(&mut child).await;
             release_quietly(guard).await;
@@ -154,14 +165,26 @@ async fn finish(
 ) -> anyhow::Result<Exit> {
     match guard.release().await {
         Ok(()) => Ok(Exit::for_child(status)),
-        Err(e) if Exit::for_client(&e) == Exit::LeaseLost => Err(Failure::new(
-            Exit::LeaseLost,
-            &lease.resource,
-            "LEASE LOST",
-            format!("the lease ended before '{shown_cmd}' exited ({e})"),
-            "its last writes may not have been protected by the lock; check them",
-        )
-        .into()),
+        Err(e) if Exit::for_client(&e) == Exit::LeaseLost => {
+            let next = "its last writes may not have been protected by the lock; check them";
+            let failure = match e.body().map(|b| (b.error, &b.by, &b.reason)) {
+                Some((ErrorCode::Broken, Some(by), Some(reason))) => Failure::new(
+                    Exit::LeaseLost,
+                    &lease.resource,
+                    &format!("lease BROKEN by {by}: {reason}"),
+                    format!("it was broken before '{shown_cmd}' exited"),
+                    next,
+                ),
+                _ => Failure::new(
+                    Exit::LeaseLost,
+                    &lease.resource,
+                    "LEASE LOST",
+                    format!("the lease ended before '{shown_cmd}' exited ({e})"),
+                    next,
+                ),
+            };
+            Err(failure.into())
+        }
         Err(e) => {
             // Not an error of the command's: say so once, and pass its status through.
             Failure::new(

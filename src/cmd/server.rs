@@ -4,14 +4,14 @@ use anyhow::Context as _;
 use locksmith_server::{Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::ServerArgs;
+use crate::cli::{Global, ServerArgs};
 use crate::exit::Exit;
 use crate::failure::Failure;
 use crate::output::out;
 
 const SUBJECT: &str = "locksmith server";
 
-pub async fn server(args: ServerArgs) -> anyhow::Result<Exit> {
+pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
     if args.gc_interval.is_zero() {
         return Err(Failure::invalid(
             SUBJECT,
@@ -34,6 +34,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<Exit> {
         listen: args.listen,
         data_dir: args.data.clone(),
         gc_interval: args.gc_interval,
+        probe_interval: args.probe_interval,
+        node: global.node.clone(),
+        default_lock_delay: args.lock_delay,
     };
     let server = Server::bind(config).await.map_err(|e| {
         Failure::new(

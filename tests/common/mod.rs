@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ pub fn command(args: &[&str]) -> Command {
     cmd.args(args)
         .env_remove("LOCKSMITH_SERVER")
         .env_remove("LOCKSMITH_NODE")
+        .env_remove("LOCKSMITH_OPERATOR")
         .env_remove("RUST_LOG")
         .env("USER", "tester")
         .stdin(Stdio::null());
@@ -146,6 +147,18 @@ impl Proc {
             .unwrap_or_else(|| panic!("no line on stdout of pid {}", self.pid()))
     }
 
+    /// Reads the first line of the child's stderr (bounded by [`CALL_TIMEOUT`]); only once, and
+    /// [`Proc::stderr`] returns nothing afterwards.
+    pub fn read_stderr_line(&mut self) -> String {
+        let stderr = self
+            .child
+            .stderr
+            .take()
+            .expect("stderr piped, and read only once");
+        read_first_line(stderr, CALL_TIMEOUT)
+            .unwrap_or_else(|| panic!("no line on stderr of pid {}", self.pid()))
+    }
+
     /// Waits for the child to exit, failing after `limit`.
     pub fn wait_within(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
@@ -181,7 +194,7 @@ impl Drop for Proc {
 
 /// Reads the first line of `stdout` on a helper thread, so a silent child cannot hang the test.
 /// The thread keeps the pipe and drains it.
-fn read_first_line(stdout: ChildStdout, limit: Duration) -> Option<String> {
+fn read_first_line(stdout: impl Read + Send + 'static, limit: Duration) -> Option<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -206,10 +219,18 @@ impl ServerProc {
     /// Starts a server keeping its data in `data_dir` (its log goes to `data_dir` + `.log`),
     /// and waits for its `locksmith listening on URL` line.
     pub fn start(data_dir: &Path) -> ServerProc {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`ServerProc::start`], with extra `locksmith server` options (e.g.
+    /// `--probe-interval 0`, so that only the CLI's own liveness reports reclaim dead holders).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProc {
         let log = data_dir.with_extension("log");
         let log_file = File::create(&log).expect("create server log");
         let data = data_dir.to_str().expect("utf-8 data dir");
-        let child = command(&["server", "--listen", "127.0.0.1:0", "--data", data])
+        let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];
+        args.extend_from_slice(extra);
+        let child = command(&args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -278,7 +299,19 @@ impl ServerProc {
 
     /// The STATE column of `locksmith locks RESOURCE`.
     pub fn state(&self, resource: &str) -> String {
-        let out = self.cli(&["locks", resource, "-o", "state"]);
+        self.state_of(resource, &[])
+    }
+
+    /// The STATE column of `locksmith locks RESOURCE --no-check`: as the server sees it, without
+    /// this node's liveness checks reclaiming anything first.
+    pub fn state_unchecked(&self, resource: &str) -> String {
+        self.state_of(resource, &["--no-check"])
+    }
+
+    fn state_of(&self, resource: &str, extra: &[&str]) -> String {
+        let mut args = vec!["locks", resource, "-o", "state"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
         assert_eq!(code(&out), 0, "{}", describe(&out));
         stdout(&out)
             .lines()

@@ -1,9 +1,12 @@
 //! Stable error codes. Each code maps to exactly one HTTP status, here and nowhere else.
 
-use locksmith_core::{AcquireError, EndCause, FenceError, HolderView, LeaseError, LeaseId};
+use locksmith_core::{
+    AcquireError, BreakError, EndCause, FenceError, HoldError, HoldId, HoldView, HolderView,
+    InvalidRequest, LeaseError, LeaseId, ReportError,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::human::hot_line;
+use crate::human::{format_age, frozen_line, hot_line};
 
 /// A stable, machine-readable error code: clients match on these, never on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -15,6 +18,22 @@ pub enum ErrorCode {
     InvalidRequest,
     /// Every slot of the resource is held.
     Hot,
+    /// An operator's hold is in force on the resource: no new grants.
+    Frozen,
+    /// The resource is in its lock-delay after a holder failed.
+    LockDelay,
+    /// An operator broke the caller's lease.
+    Broken,
+    /// No such hold (lifted, expired, or never placed).
+    HoldNotFound,
+    /// The operator who placed a hold tried to acknowledge it: a second operator must.
+    SameOperator,
+    /// A break found nothing to break.
+    NotHeld,
+    /// A liveness report came from another node than the holder's.
+    NotSameNode,
+    /// A liveness report named another process incarnation than the holder's.
+    WrongProcess,
     /// The resource is held as a semaphore of a different size.
     SlotsMismatch,
     /// No such lease was ever granted.
@@ -42,10 +61,18 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidJson | ErrorCode::InvalidRequest => 400,
-            ErrorCode::NotHolder | ErrorCode::NotFound => 404,
+            ErrorCode::NotSameNode => 403,
+            ErrorCode::NotHolder | ErrorCode::NotFound | ErrorCode::HoldNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Hot | ErrorCode::SlotsMismatch | ErrorCode::StaleToken => 409,
-            ErrorCode::LeaseExpired => 410,
+            ErrorCode::Hot
+            | ErrorCode::SlotsMismatch
+            | ErrorCode::StaleToken
+            | ErrorCode::Frozen
+            | ErrorCode::LockDelay
+            | ErrorCode::SameOperator
+            | ErrorCode::NotHeld
+            | ErrorCode::WrongProcess => 409,
+            ErrorCode::LeaseExpired | ErrorCode::Broken => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Internal => 500,
             ErrorCode::StorageFailed | ErrorCode::ShuttingDown => 503,
@@ -58,6 +85,14 @@ impl ErrorCode {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::Hot => "hot",
+            ErrorCode::Frozen => "frozen",
+            ErrorCode::LockDelay => "lock_delay",
+            ErrorCode::Broken => "broken",
+            ErrorCode::HoldNotFound => "hold_not_found",
+            ErrorCode::SameOperator => "same_operator",
+            ErrorCode::NotHeld => "not_held",
+            ErrorCode::NotSameNode => "not_same_node",
+            ErrorCode::WrongProcess => "wrong_process",
             ErrorCode::SlotsMismatch => "slots_mismatch",
             ErrorCode::NotHolder => "not_holder",
             ErrorCode::LeaseExpired => "lease_expired",
@@ -94,6 +129,21 @@ pub struct ErrorBody {
     /// The current holders, for `hot` and `stale_token`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<HolderView>,
+    /// The holds in force, for `frozen`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<HoldView>,
+    /// Who acted, for `broken` and `same_operator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Their reason, for `broken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Milliseconds of lock-delay left, for `lock_delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_left_ms: Option<u64>,
+    /// The hold concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldId>,
 }
 
 impl ErrorBody {
@@ -107,6 +157,11 @@ impl ErrorBody {
             lease: None,
             cause: None,
             holders: Vec::new(),
+            holds: Vec::new(),
+            by: None,
+            reason: None,
+            delay_left_ms: None,
+            hold: None,
         }
     }
 
@@ -125,10 +180,89 @@ impl ErrorBody {
                     format!("{e}; ask with the same --slots as the current holders"),
                 )
             },
-            AcquireError::Invalid(inv) => Self {
-                field: Some(inv.field.clone()),
-                ..Self::new(ErrorCode::InvalidRequest, inv.to_string())
+            AcquireError::Frozen { resource, holds } => Self {
+                resource: Some(resource.clone()),
+                holds: holds.clone(),
+                ..Self::new(ErrorCode::Frozen, frozen_line(resource, holds))
             },
+            AcquireError::LockDelay { resource, left_ms } => Self {
+                resource: Some(resource.clone()),
+                delay_left_ms: Some(*left_ms),
+                ..Self::new(
+                    ErrorCode::LockDelay,
+                    format!(
+                        "{resource}: in lock-delay for {} after a holder failed; retry with --wait",
+                        format_age(*left_ms)
+                    ),
+                )
+            },
+            AcquireError::Invalid(inv) => Self::from_invalid(inv),
+        }
+    }
+
+    /// An `invalid_request` from the table's validation.
+    pub fn from_invalid(inv: &InvalidRequest) -> Self {
+        Self {
+            field: Some(inv.field.clone()),
+            ..Self::new(ErrorCode::InvalidRequest, inv.to_string())
+        }
+    }
+
+    /// The body for a refused hold operation.
+    pub fn from_hold(e: &HoldError) -> Self {
+        match e {
+            HoldError::NotFound { hold } => Self {
+                hold: Some(*hold),
+                ..Self::new(
+                    ErrorCode::HoldNotFound,
+                    format!("{e}; list holds with 'locksmith locks' or GET /v1/holds"),
+                )
+            },
+            HoldError::SameOperator { hold, by } => Self {
+                hold: Some(*hold),
+                by: Some(by.clone()),
+                ..Self::new(
+                    ErrorCode::SameOperator,
+                    format!(
+                        "{e} (run 'locksmith ack {hold}' as another operator, --operator NAME)"
+                    ),
+                )
+            },
+            HoldError::Invalid(inv) => Self::from_invalid(inv),
+        }
+    }
+
+    /// The body for a refused break.
+    pub fn from_break(e: &BreakError) -> Self {
+        match e {
+            BreakError::NotHeld { resource, lease } => Self {
+                resource: Some(resource.clone()),
+                lease: *lease,
+                ..Self::new(
+                    ErrorCode::NotHeld,
+                    format!("{e}; to stop new grants use 'locksmith hold {resource}'"),
+                )
+            },
+            BreakError::Invalid(inv) => Self::from_invalid(inv),
+        }
+    }
+
+    /// The body for a refused liveness report.
+    pub fn from_report(e: &ReportError) -> Self {
+        match e {
+            ReportError::NotSameNode { lease, .. } => Self {
+                lease: Some(*lease),
+                ..Self::new(
+                    ErrorCode::NotSameNode,
+                    format!("{e}; run the check on that node"),
+                )
+            },
+            ReportError::WrongProcess { lease, .. } => Self {
+                lease: Some(*lease),
+                ..Self::new(ErrorCode::WrongProcess, e.to_string())
+            },
+            ReportError::Lease(l) => Self::from_lease(l),
+            ReportError::Invalid(inv) => Self::from_invalid(inv),
         }
     }
 
@@ -150,9 +284,18 @@ impl ErrorBody {
                 cause,
             } => {
                 let why = match cause {
-                    EndCause::Released => "was released",
-                    EndCause::Expired => "expired (no heartbeat within its TTL)",
-                    EndCause::Unknown => "has ended",
+                    EndCause::Released => "was released".to_string(),
+                    EndCause::Expired => "expired (no heartbeat within its TTL)".to_string(),
+                    EndCause::NodeRebooted { .. } => {
+                        "was reclaimed: its node rebooted (new boot id)".to_string()
+                    }
+                    EndCause::ProcessDied { reported_by } => {
+                        format!(
+                            "was reclaimed: its holder process died (reported by {reported_by})"
+                        )
+                    }
+                    EndCause::Broken { by, reason } => format!("was broken by {by}: {reason}"),
+                    EndCause::Unknown => "has ended".to_string(),
                 };
                 let on = if resource.is_empty() {
                     String::new()
@@ -171,6 +314,27 @@ impl ErrorBody {
                     )
                 }
             }
+            LeaseError::Broken {
+                lease,
+                resource,
+                by,
+                reason,
+            } => Self {
+                lease: Some(*lease),
+                resource: Some(resource.clone()),
+                by: Some(by.clone()),
+                reason: Some(reason.clone()),
+                cause: Some(EndCause::Broken {
+                    by: by.clone(),
+                    reason: reason.clone(),
+                }),
+                ..Self::new(
+                    ErrorCode::Broken,
+                    format!(
+                        "{resource}: lease {lease} was BROKEN by {by}: {reason}; stop writing — you no longer hold the lock"
+                    ),
+                )
+            },
             LeaseError::StaleToken { lease, .. } => Self {
                 lease: Some(*lease),
                 ..Self::new(
@@ -191,10 +355,7 @@ impl ErrorBody {
                     format!("{e}; the writer no longer holds the lock and must not write"),
                 )
             },
-            FenceError::Invalid(inv) => Self {
-                field: Some(inv.field.clone()),
-                ..Self::new(ErrorCode::InvalidRequest, inv.to_string())
-            },
+            FenceError::Invalid(inv) => Self::from_invalid(inv),
         }
     }
 

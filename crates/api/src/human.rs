@@ -2,7 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use locksmith_core::HolderView;
+use locksmith_core::{HoldState, HoldView, HolderView};
 
 /// Formats a wall-clock Unix-ms time as RFC 3339 (UTC, seconds).
 pub fn format_wall(ms: u64) -> String {
@@ -48,6 +48,27 @@ pub fn hot_line(resource: &str, holders: &[HolderView], now_ms: u64) -> String {
     }
     let held: Vec<String> = holders.iter().map(|h| describe_holder(h, now_ms)).collect();
     format!("{resource}: HOT — held by {}", held.join("; and by "))
+}
+
+/// `aim_lock_config.conf: FROZEN — hold 12 by alice@ops: "clearing stale lock" (1m29s left)`
+pub fn frozen_line(resource: &str, holds: &[HoldView]) -> String {
+    let held: Vec<String> = holds
+        .iter()
+        .filter(|h| h.state == HoldState::Active)
+        .map(|h| {
+            format!(
+                "hold {} by {}: {:?} ({} left)",
+                h.record.hold,
+                h.record.by,
+                h.record.reason,
+                format_age(h.ends_in_ms)
+            )
+        })
+        .collect();
+    format!(
+        "{resource}: FROZEN — {}; wait for the hold to end (or 'locksmith unhold ID')",
+        held.join("; ")
+    )
 }
 
 #[cfg(test)]

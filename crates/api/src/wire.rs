@@ -1,6 +1,8 @@
 //! Request and response bodies of the `/v1` API.
 
-use locksmith_core::{FenceToken, HolderView, LeaseId, LockState, Owner, ResourceView};
+use locksmith_core::{
+    AuditRecord, FenceToken, HoldView, HolderView, LeaseId, LockState, Owner, ResourceView,
+};
 use serde::{Deserialize, Serialize};
 
 pub use locksmith_core::LeaseView;
@@ -25,6 +27,10 @@ pub struct AcquireRequest {
     /// Slot count: 1 (default) for an exclusive lock, N for an N-slot semaphore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
+    /// Lock-delay if this holder fails (expiry, ghost reclaim, break), ms (default: the
+    /// server's `--lock-delay`, itself 0 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_delay_ms: Option<u64>,
 }
 
 /// Optional body of `POST /v1/leases/{id}/renew` and `/release`: with a token, the server also
@@ -118,6 +124,8 @@ pub fn state_name(state: LockState) -> &'static str {
         LockState::Free => "FREE",
         LockState::Hot => "HOT",
         LockState::Stale => "STALE",
+        LockState::Frozen => "FROZEN",
+        LockState::Delayed => "DELAYED",
     }
 }
 
@@ -134,4 +142,181 @@ pub struct CommitCounters {
     pub mean_commit_us: u64,
     /// Time of the last batch commit, µs.
     pub last_commit_us: u64,
+}
+
+/// `POST /v1/holds`: freeze a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {
+    /// The resource to freeze.
+    pub resource: String,
+    /// Who places it (the CLI sends `user@node`, or `--operator`).
+    pub operator: String,
+    /// Why: required.
+    pub reason: String,
+    /// How long the hold stays in force once active, ms.
+    pub duration_ms: u64,
+    /// True when a different operator must acknowledge it before it takes effect.
+    #[serde(default)]
+    pub require_ack: bool,
+}
+
+/// `POST /v1/holds/{id}/ack` and `/lift`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorRequest {
+    /// Who acts.
+    pub operator: String,
+}
+
+/// `GET /v1/holds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldsResponse {
+    /// Every hold, active or pending acknowledgement.
+    pub holds: Vec<HoldView>,
+}
+
+/// `POST /v1/break`: the safe bypass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakRequest {
+    /// The resource whose lock to break.
+    pub resource: String,
+    /// Break only this lease (e.g. one semaphore slot); default: every holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseId>,
+    /// Who breaks it.
+    pub operator: String,
+    /// Why: required.
+    pub reason: String,
+    /// Freeze the resource for this long, ms, so nothing re-grabs it mid-operation
+    /// (default 30 000; 0 for no freeze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_ms: Option<u64>,
+}
+
+/// Default freeze placed by a break: 30 s.
+pub const DEFAULT_BREAK_FREEZE_MS: u64 = 30_000;
+
+/// Reply to a break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakResponse {
+    /// The resource.
+    pub resource: String,
+    /// The leases revoked, as they were just before.
+    pub revoked: Vec<HolderView>,
+    /// The fence after the break: every token below it is dead.
+    pub fence: FenceToken,
+    /// The freeze placed with the break.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldView>,
+}
+
+/// One process a node reports dead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadHolder {
+    /// The lease whose holder died.
+    pub lease: LeaseId,
+    /// The holder's pid, as recorded on the lease.
+    pub pid: u32,
+    /// The holder's start time, as recorded on the lease.
+    pub start_time: u64,
+}
+
+/// `POST /v1/liveness`: a node reports which local holders are dead. Any report also tells the
+/// server the node's current boot id, so leases from an older boot are reclaimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessReport {
+    /// The reporting node (must be the holders' node).
+    pub node: String,
+    /// The reporting node's current boot id.
+    pub boot_id: String,
+    /// Who reports (e.g. `locksmith why` as `user@node`).
+    pub reported_by: String,
+    /// The dead holders found.
+    #[serde(default)]
+    pub dead: Vec<DeadHolder>,
+}
+
+/// Reply to a liveness report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivenessResponse {
+    /// Leases reclaimed because of this report (dead holders and older-boot leases).
+    pub reclaimed: Vec<LeaseId>,
+    /// Reports refused, each with its error.
+    pub refused: Vec<crate::ErrorBody>,
+}
+
+/// `GET /v1/audit` query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Only records at or after this wall-clock time, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// Only records with a larger sequence number (for paging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<u64>,
+    /// At most this many records (default 100, max 10 000), newest last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditResponse {
+    /// Matching records, oldest first.
+    pub records: Vec<AuditRecord>,
+}
+
+/// One problem `status` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Stable kind: `storage_failed`, `reaper_stalled`, `stale_lock`, `frozen`,
+    /// `hold_pending_ack`, `lock_delay`, `long_wait`, `dead_holder`, `unreachable`.
+    pub kind: String,
+    /// The resource concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// The safe next step.
+    pub next_step: String,
+}
+
+/// Counts of resources by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    /// Held, heartbeats on time.
+    pub hot: u64,
+    /// Held, heartbeat overdue.
+    pub stale: u64,
+    /// A hold in force.
+    pub frozen: u64,
+    /// In lock-delay.
+    pub delayed: u64,
+    /// Queued waiters.
+    pub waiters: u64,
+    /// Holds waiting for acknowledgement.
+    pub holds_pending_ack: u64,
+}
+
+/// `GET /v1/status`: is everything healthy, and if not, what exactly is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// True when there are no problems.
+    pub all_clear: bool,
+    /// The server's health.
+    pub health: HealthResponse,
+    /// Milliseconds since the reaper's last run (the server's own heartbeat).
+    pub heartbeat_age_ms: u64,
+    /// Resources by state.
+    pub counts: StateCounts,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
 }

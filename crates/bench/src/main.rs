@@ -55,6 +55,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 listen: "127.0.0.1:0".parse()?,
                 data_dir: dir.path().to_path_buf(),
                 gc_interval: Duration::from_secs(1),
+                ..ServerConfig::default()
             })
             .await?;
             let url = format!("http://{}", server.local_addr());

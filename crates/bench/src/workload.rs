@@ -84,6 +84,7 @@ pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyh
             ttl_ms: Some(15_000),
             wait_ms: None,
             slots: None,
+            lock_delay_ms: None,
         };
         tasks.push(tokio::spawn(async move {
             let fence = Fence::default();
@@ -138,6 +139,7 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
             ttl_ms: Some(15_000),
             wait_ms: Some(60_000),
             slots: None,
+            lock_delay_ms: None,
         };
         tasks.push(tokio::spawn(async move {
             let mut lat = Latencies::default();
@@ -198,6 +200,7 @@ pub async fn renewals(target: &Target, clients: usize, duration: Duration) -> an
             ttl_ms: Some(15_000),
             wait_ms: None,
             slots: None,
+            lock_delay_ms: None,
         };
         let lease = client.acquire(&req).await?;
         tasks.push(tokio::spawn(async move {

@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use locksmith_api::{
-    AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest, FenceCheckResponse, HealthResponse,
-    LeaseOpRequest, LeaseView, LockResponse, LocksResponse, ReleaseResponse,
+    AcquireRequest, AuditQuery, AuditResponse, BreakRequest, BreakResponse, ErrorBody, ErrorCode,
+    FenceCheckRequest, FenceCheckResponse, HealthResponse, HoldRequest, HoldsResponse,
+    LeaseOpRequest, LeaseView, LivenessReport, LivenessResponse, LockResponse, LocksResponse,
+    OperatorRequest, ReleaseResponse, StatusResponse,
 };
-use locksmith_core::{FenceToken, LeaseId};
+use locksmith_core::{FenceToken, HoldId, HoldView, LeaseId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -113,6 +115,91 @@ impl Client {
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {
         self.send(self.http.get(self.url("/healthz")), CALL_TIMEOUT)
             .await
+    }
+
+    /// Places a hold (freeze) on a resource.
+    pub async fn hold(&self, req: &HoldRequest) -> Result<HoldView, ClientError> {
+        self.post_json("/v1/holds", req).await
+    }
+
+    /// Every hold, active or pending acknowledgement.
+    pub async fn holds(&self) -> Result<HoldsResponse, ClientError> {
+        self.send(self.http.get(self.url("/v1/holds")), CALL_TIMEOUT)
+            .await
+    }
+
+    /// Acknowledges a pending hold (as a different operator than the one who placed it).
+    pub async fn ack_hold(&self, hold: HoldId, operator: &str) -> Result<HoldView, ClientError> {
+        let body = OperatorRequest {
+            operator: operator.to_string(),
+        };
+        self.post_json(&format!("/v1/holds/{hold}/ack"), &body)
+            .await
+    }
+
+    /// Lifts a hold before it ends.
+    pub async fn lift_hold(&self, hold: HoldId, operator: &str) -> Result<HoldView, ClientError> {
+        let body = OperatorRequest {
+            operator: operator.to_string(),
+        };
+        self.post_json(&format!("/v1/holds/{hold}/lift"), &body)
+            .await
+    }
+
+    /// Breaks a lock: freeze, revoke, advance the fence, audit.
+    pub async fn break_lock(&self, req: &BreakRequest) -> Result<BreakResponse, ClientError> {
+        self.post_json("/v1/break", req).await
+    }
+
+    /// Reports dead local holders (and this node's current boot id).
+    pub async fn report_liveness(
+        &self,
+        report: &LivenessReport,
+    ) -> Result<LivenessResponse, ClientError> {
+        self.post_json("/v1/liveness", report).await
+    }
+
+    /// Queries the audit log.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditResponse, ClientError> {
+        self.send(
+            self.http.get(self.url("/v1/audit")).query(query),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// The server's status: ALL CLEAR, or every problem with its next step.
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.send(self.http.get(self.url("/v1/status")), CALL_TIMEOUT)
+            .await
+    }
+
+    /// Opens the server-sent event stream (`resource` filters to one resource). Returns the raw
+    /// response; read it with [`crate::events::EventStream`].
+    pub async fn events(
+        &self,
+        resource: Option<&str>,
+    ) -> Result<crate::events::EventStream, ClientError> {
+        let mut rb = self.http.get(self.url("/v1/events"));
+        if let Some(r) = resource {
+            rb = rb.query(&[("resource", r)]);
+        }
+        let resp = rb.send().await.map_err(|e| self.transport(e))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+            let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
+                ErrorBody::new(
+                    ErrorCode::Internal,
+                    format!("HTTP {status} from {}", self.base),
+                )
+            });
+            return Err(ClientError::Api {
+                status,
+                body: Box::new(body),
+            });
+        }
+        Ok(crate::events::EventStream::new(resp, self.base.clone()))
     }
 
     fn url(&self, path: &str) -> String {

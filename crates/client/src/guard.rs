@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use locksmith_api::{ErrorCode, LeaseView};
+use locksmith_core::EndCause;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,6 +21,13 @@ pub enum LeaseLost {
     Ended(String),
     /// No renewal succeeded within the TTL; the last error says why.
     Unreachable(String),
+    /// An operator broke the lease (the safe bypass): who, and why.
+    Broken {
+        /// The operator.
+        by: String,
+        /// Their reason.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for LeaseLost {
@@ -29,6 +37,7 @@ impl std::fmt::Display for LeaseLost {
             LeaseLost::Unreachable(m) => {
                 write!(f, "no heartbeat got through for a whole TTL ({m})")
             }
+            LeaseLost::Broken { by, reason } => write!(f, "lease BROKEN by {by}: {reason}"),
         }
     }
 }
@@ -117,7 +126,7 @@ async fn heartbeat(client: Client, lease: LeaseView, tx: watch::Sender<Option<Le
         match renewed {
             Ok(_) => last_ok = sent,
             Err(e) if is_final(&e) => {
-                let _ = tx.send(Some(LeaseLost::Ended(e.to_string())));
+                let _ = tx.send(Some(lost_for(&e)));
                 return;
             }
             Err(e) => {
@@ -135,6 +144,78 @@ async fn heartbeat(client: Client, lease: LeaseView, tx: watch::Sender<Option<Le
 fn is_final(e: &ClientError) -> bool {
     matches!(
         e.code(),
-        Some(ErrorCode::LeaseExpired | ErrorCode::NotHolder | ErrorCode::StaleToken)
+        Some(
+            ErrorCode::LeaseExpired
+                | ErrorCode::NotHolder
+                | ErrorCode::StaleToken
+                | ErrorCode::Broken
+        )
     )
+}
+
+/// How a final verdict reads: a break names its operator and reason, whether the server answered
+/// `broken` or (once it no longer remembers the break in detail) `lease_expired` with that cause.
+fn lost_for(e: &ClientError) -> LeaseLost {
+    if let Some(body) = e.body() {
+        if let Some(EndCause::Broken { by, reason }) = &body.cause {
+            return LeaseLost::Broken {
+                by: by.clone(),
+                reason: reason.clone(),
+            };
+        }
+        if body.error == ErrorCode::Broken {
+            return LeaseLost::Broken {
+                by: body.by.clone().unwrap_or_else(|| "an operator".into()),
+                reason: body.reason.clone().unwrap_or_default(),
+            };
+        }
+    }
+    LeaseLost::Ended(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locksmith_api::ErrorBody;
+
+    fn api(body: ErrorBody) -> ClientError {
+        ClientError::Api {
+            status: body.error.http_status(),
+            body: Box::new(body),
+        }
+    }
+
+    #[test]
+    fn a_break_is_final_and_names_the_operator_and_reason() {
+        let broken = api(ErrorBody {
+            by: Some("alice@ops".into()),
+            reason: Some("clearing a stale lock".into()),
+            ..ErrorBody::new(ErrorCode::Broken, "x")
+        });
+        assert!(is_final(&broken));
+        let lost = lost_for(&broken);
+        assert_eq!(
+            lost,
+            LeaseLost::Broken {
+                by: "alice@ops".into(),
+                reason: "clearing a stale lock".into()
+            }
+        );
+        assert_eq!(
+            lost.to_string(),
+            "lease BROKEN by alice@ops: clearing a stale lock"
+        );
+
+        let expired_by_break = api(ErrorBody {
+            cause: Some(EndCause::Broken {
+                by: "bob".into(),
+                reason: "r".into(),
+            }),
+            ..ErrorBody::new(ErrorCode::LeaseExpired, "x")
+        });
+        assert!(matches!(lost_for(&expired_by_break), LeaseLost::Broken { by, .. } if by == "bob"));
+
+        let expired = api(ErrorBody::new(ErrorCode::LeaseExpired, "it expired"));
+        assert_eq!(lost_for(&expired), LeaseLost::Ended("it expired".into()));
+    }
 }

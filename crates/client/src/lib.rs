@@ -8,6 +8,7 @@
 
 mod client;
 mod error;
+pub mod events;
 mod guard;
 
 pub use client::Client;

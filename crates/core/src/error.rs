@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::hold::{HoldId, HoldView};
 use crate::ids::{FenceToken, LeaseId};
 use crate::view::HolderView;
 
@@ -49,6 +50,22 @@ pub enum AcquireError {
         /// Slot count in the request.
         asked_slots: u32,
     },
+    /// An operator's hold is in force on the resource: no new grants until it ends.
+    #[error("{resource}: FROZEN")]
+    Frozen {
+        /// The resource asked for.
+        resource: String,
+        /// The hold(s) in force.
+        holds: Vec<HoldView>,
+    },
+    /// The resource is in its lock-delay after a holder failed: no grants until it ends.
+    #[error("{resource}: in lock-delay for {left_ms} ms after a failed holder")]
+    LockDelay {
+        /// The resource asked for.
+        resource: String,
+        /// Milliseconds until grants resume.
+        left_ms: u64,
+    },
     /// The request is malformed.
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),
@@ -62,8 +79,47 @@ pub enum EndCause {
     Released,
     /// No heartbeat arrived within the TTL.
     Expired,
+    /// The holder's node came back with a new boot id: the holder cannot be alive.
+    NodeRebooted {
+        /// The node's new boot id.
+        new_boot_id: String,
+    },
+    /// A process on the holder's node proved the holder's process is gone (pid absent, or the
+    /// pid reused by a process with another start time).
+    ProcessDied {
+        /// Who proved it (`server` for the server's own probe, else the reporting client).
+        reported_by: String,
+    },
+    /// An operator broke the lock.
+    Broken {
+        /// The operator.
+        by: String,
+        /// Their reason.
+        reason: String,
+    },
     /// Ended before this server's memory of it (e.g. before a restart); the exact cause is gone.
     Unknown,
+}
+
+impl EndCause {
+    /// True when the holder failed (everything but a clean release): such an end may be
+    /// followed by a lock-delay.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, EndCause::Released)
+    }
+
+    /// A short stable label for metrics and listings: `released`, `expired`, `node_rebooted`,
+    /// `process_died`, `broken`, `unknown`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndCause::Released => "released",
+            EndCause::Expired => "expired",
+            EndCause::NodeRebooted { .. } => "node_rebooted",
+            EndCause::ProcessDied { .. } => "process_died",
+            EndCause::Broken { .. } => "broken",
+            EndCause::Unknown => "unknown",
+        }
+    }
 }
 
 /// Why a renew or release was refused.
@@ -84,6 +140,18 @@ pub enum LeaseError {
         resource: String,
         /// Why it ended.
         cause: EndCause,
+    },
+    /// An operator broke the lease: the caller no longer holds the lock.
+    #[error("lease {lease} on {resource} was broken by {by}: {reason}")]
+    Broken {
+        /// The lease asked about.
+        lease: LeaseId,
+        /// Its resource.
+        resource: String,
+        /// The operator who broke it.
+        by: String,
+        /// Their reason.
+        reason: String,
     },
     /// The caller presented a fencing token that is not this lease's.
     #[error("token {presented} is not the token of lease {lease} (current {current})")]
@@ -110,6 +178,75 @@ pub enum FenceError {
         /// The newest token granted on the resource (0 if none remembered).
         newest: FenceToken,
     },
+    /// The request is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+}
+
+/// Why a hold operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HoldError {
+    /// No such hold is in force or pending.
+    #[error("hold {hold} is not in force (lifted, expired, or never placed)")]
+    NotFound {
+        /// The hold asked about.
+        hold: HoldId,
+    },
+    /// The operator who placed a hold cannot acknowledge it: a second person must.
+    #[error("hold {hold} was placed by {by}; a different operator must acknowledge it")]
+    SameOperator {
+        /// The hold.
+        hold: HoldId,
+        /// Who placed it.
+        by: String,
+    },
+    /// The request is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+}
+
+/// Why a break was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BreakError {
+    /// Nobody holds the resource (or the named lease is not one of its holders).
+    #[error("{resource}: nothing to break (not held{})", lease.map(|l| format!(" by lease {l}")).unwrap_or_default())]
+    NotHeld {
+        /// The resource.
+        resource: String,
+        /// The lease named, if any.
+        lease: Option<LeaseId>,
+    },
+    /// The request is malformed (e.g. no reason given).
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+}
+
+/// Why a liveness report was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReportError {
+    /// Only a process on the holder's own node (same node name and boot id) may report it dead.
+    #[error("lease {lease} is held on {owner_node}; only that node may report its holder dead")]
+    NotSameNode {
+        /// The lease.
+        lease: LeaseId,
+        /// The holder's node.
+        owner_node: String,
+    },
+    /// The report's evidence names another process incarnation than the holder's.
+    #[error(
+        "lease {lease} is held by pid {pid} started at {start_time}; the report is about another process"
+    )]
+    WrongProcess {
+        /// The lease.
+        lease: LeaseId,
+        /// The holder's pid.
+        pid: u32,
+        /// The holder's start time.
+        start_time: u64,
+    },
+    /// The lease is not live.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// The request is malformed.
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),

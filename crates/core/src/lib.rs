@@ -8,8 +8,10 @@
 //! What it is not: a server, a store or a client. `locksmith-store` persists the mutations,
 //! `locksmith-server` drives the table from HTTP requests and a reaper task.
 
+pub mod audit;
 pub mod effect;
 pub mod error;
+pub mod hold;
 pub mod ids;
 pub mod owner;
 pub mod record;
@@ -18,12 +20,19 @@ pub mod table;
 pub mod time;
 pub mod view;
 
+pub use audit::{AuditKind, AuditRecord};
 pub use effect::{Effect, Effects};
-pub use error::{AcquireError, EndCause, FenceError, InvalidRequest, LeaseError};
+pub use error::{
+    AcquireError, BreakError, EndCause, FenceError, HoldError, InvalidRequest, LeaseError,
+    ReportError,
+};
+pub use hold::{HoldId, HoldRecord, HoldState, HoldView};
 pub use ids::{FenceToken, LeaseId, WaiterId};
 pub use owner::Owner;
 pub use record::{LeaseRecord, Mutation, Snapshot};
 pub use resource::validate_resource;
-pub use table::{Acquire, AcquireOutcome, LockTable, Released, TableConfig};
+pub use table::{
+    Acquire, AcquireOutcome, BreakOutcome, DeadProcess, LockTable, PlaceHold, Released, TableConfig,
+};
 pub use time::{Mono, Now};
 pub use view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};

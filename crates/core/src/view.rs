@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::hold::HoldView;
 use crate::ids::{FenceToken, LeaseId};
 use crate::owner::Owner;
 
@@ -16,6 +17,10 @@ pub enum LockState {
     /// Held, but a holder's heartbeat is overdue (more than half its TTL since the last one):
     /// it will be reclaimed when the TTL runs out unless it renews.
     Stale,
+    /// An operator's hold is in force: no new grants (existing holders keep their leases).
+    Frozen,
+    /// Not held, but in its lock-delay after a holder failed: no grants until it ends.
+    Delayed,
 }
 
 /// A lease as its holder sees it, returned by acquire and renew.
@@ -82,4 +87,14 @@ pub struct ResourceView {
     pub holders: Vec<HolderView>,
     /// Queued acquirers, in the order they will be served.
     pub waiters: Vec<WaiterView>,
+    /// Holds placed on the resource (active or pending acknowledgement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<HoldView>,
+    /// Milliseconds of lock-delay left (0 when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_left_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -4,10 +4,14 @@
 //! tests never read a real clock and are deterministic.
 
 use locksmith_core::{
-    Acquire, AcquireError, AcquireOutcome, Effect, Effects, EndCause, FenceError, FenceToken,
-    LeaseId, LeaseRecord, LeaseView, LockState, LockTable, Mutation, Now, Owner, Snapshot,
-    TableConfig, WaiterId,
+    Acquire, AcquireError, AcquireOutcome, AuditKind, AuditRecord, Effect, Effects, EndCause,
+    FenceError, FenceToken, LeaseId, LeaseRecord, LeaseView, LockState, LockTable, Mutation, Now,
+    Owner, Snapshot, TableConfig, WaiterId,
 };
+
+mod common;
+
+use common::assert_audited;
 
 const WALL0: u64 = 1_700_000_000_000;
 const TTL: u64 = 10_000;
@@ -36,6 +40,7 @@ fn req(resource: &str, owner: Owner, slots: u32, wait_ms: u64) -> Acquire {
         ttl_ms: TTL,
         slots,
         wait_ms,
+        lock_delay_ms: 0,
     }
 }
 
@@ -130,9 +135,66 @@ fn grant_persists_high_water_and_lease_record() {
                 ttl_ms: TTL,
                 slots: 1,
                 granted_at_ms: WALL0 + 5,
+                lock_delay_ms: 0,
+            })),
+            Effect::Persist(Mutation::AppendAudit(AuditRecord {
+                seq: 1,
+                at_ms: WALL0 + 5,
+                lease: Some(lease.lease),
+                token: Some(lease.token),
+                owner: Some(owner(1)),
+                ..AuditRecord::new("cfg/a.conf", AuditKind::Granted)
             })),
         ]
     );
+}
+
+#[test]
+fn every_grant_and_end_emits_exactly_one_matching_audit_record_with_increasing_seq() {
+    let mut table = table();
+    let mut all = Effects::new();
+    let mut fx = Effects::new();
+    // A direct grant, a queued grant handed over on release, an expiry, a reclaim on reboot.
+    let a = granted(table.acquire(req("r", owner(1), 1, 0), t(0), &mut fx));
+    queued(table.acquire(req("r", owner(2), 1, 60_000), t(1), &mut fx));
+    table
+        .release(a.lease, Some(a.token), t(2), &mut fx)
+        .expect("release");
+    assert_eq!(grants(&fx).len(), 1);
+    all.append(&mut fx);
+    table.advance(t(2 + TTL), &mut fx);
+    assert_eq!(table.lease_count(), 0, "the handed-over lease expired");
+    all.append(&mut fx);
+    granted(table.acquire(req("s", owner(3), 1, 0), t(3 + TTL), &mut fx));
+    let rebooted = Owner {
+        boot_id: "boot-3b".to_string(),
+        ..owner(3)
+    };
+    granted(table.acquire(req("s", rebooted, 1, 0), t(4 + TTL), &mut fx));
+    all.append(&mut fx);
+    assert_audited(&all);
+    let labels: Vec<&str> = common::audits(&all).iter().map(|a| a.label()).collect();
+    assert_eq!(
+        labels,
+        vec![
+            "granted",
+            "released",
+            "granted",
+            "expired",
+            "granted",
+            "node_rebooted",
+            "granted"
+        ]
+    );
+    let seqs: Vec<u64> = common::audits(&all).iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<u64>>());
+    // Refusals, renewals and queueing write nothing to the audit trail.
+    let mut fx = Effects::new();
+    let _ = table.acquire(req("s", owner(5), 1, 0), t(5 + TTL), &mut fx);
+    queued(table.acquire(req("s", owner(6), 1, 60_000), t(5 + TTL), &mut fx));
+    let live = table.resource("s", t(5 + TTL)).holders[0].lease;
+    table.renew(live, None, t(6 + TTL), &mut fx).expect("renew");
+    assert!(fx.is_empty(), "{fx:?}");
 }
 
 #[test]
@@ -186,6 +248,7 @@ fn waiter_is_granted_on_release_and_persist_effects_precede_granted() {
     assert!(!released.already);
     assert_eq!(released.token, held.token);
 
+    assert_audited(&fx);
     let got = grants(&fx);
     assert_eq!(got.len(), 1, "{fx:?}");
     let (who, lease) = &got[0];
@@ -244,6 +307,7 @@ fn three_waiters_are_granted_first_in_first_out() {
                 &mut fx,
             )
             .expect("release");
+        assert_audited(&fx);
         let got = grants(&fx);
         assert_eq!(got.len(), 1, "{fx:?}");
         assert_eq!(got[0].0, *expected, "waiter {i} served out of order");
@@ -473,10 +537,6 @@ fn different_pid_start_time_or_boot_id_on_the_same_node_is_a_different_owner() {
             start_time: base.start_time + 1,
             ..base.clone()
         },
-        Owner {
-            boot_id: "boot-after-reboot".to_string(),
-            ..base.clone()
-        },
     ];
     for other in variants {
         let mut table = table();
@@ -490,6 +550,32 @@ fn different_pid_start_time_or_boot_id_on_the_same_node_is_a_different_owner() {
             outcome => panic!("{other:?} must not get {base:?}'s lease: {outcome:?}"),
         }
     }
+
+    // Another boot id of the same node is a different owner too: it never gets the old lease.
+    // Since ghost reclaim, it does not see HOT either: the node rebooted, so the old holder
+    // cannot be alive, its lease is reclaimed (NodeRebooted) and the newcomer gets a new one.
+    let rebooted = Owner {
+        boot_id: "boot-after-reboot".to_string(),
+        ..base.clone()
+    };
+    let mut table = table();
+    let held = lock(&mut table, "r", 1, t(0));
+    let mut fx = Effects::new();
+    let new = granted(table.acquire(req("r", rebooted.clone(), 1, 0), t(1), &mut fx));
+    assert!(
+        !new.reacquired,
+        "{rebooted:?} must not get {base:?}'s lease"
+    );
+    assert_ne!(new.lease, held.lease);
+    assert!(new.token > held.token);
+    assert_eq!(new.owner, rebooted);
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Ended { lease, cause: EndCause::NodeRebooted { new_boot_id }, .. }
+            if *lease == held.lease && new_boot_id == "boot-after-reboot"
+    )));
+    assert_audited(&fx);
+    assert_eq!(holder_leases(&table, "r", t(1)), vec![new.lease]);
 }
 
 // ---- lease lifetime --------------------------------------------------------------------------------
@@ -511,6 +597,7 @@ fn lease_expires_exactly_at_ttl_and_its_slot_goes_to_the_next_waiter() {
     );
 
     assert_eq!(table.advance(t(1_000 + TTL), &mut fx), 1);
+    assert_audited(&fx);
     assert!(fx.iter().any(|e| matches!(
         e,
         Effect::Ended { lease, cause: EndCause::Expired, .. } if *lease == held.lease
@@ -570,6 +657,7 @@ fn renew_after_the_deadline_fails_with_lease_expired_even_without_advance() {
             other => panic!("renew at {late} ms must fail, got {other:?}"),
         }
         // The renew's own call ran the reclaim: deletion persisted, lease gone.
+        assert_audited(&fx);
         assert!(fx.contains(&Effect::Persist(Mutation::DeleteLease(held.lease))));
         assert!(table.lease(held.lease).is_none());
         assert_eq!(table.resource("r", t(late)).state, LockState::Free);
@@ -732,6 +820,7 @@ fn record(lease: u64, resource: &str, n: u32, ttl_ms: u64) -> LeaseRecord {
         ttl_ms,
         slots: 1,
         granted_at_ms: WALL0 - 3_600_000,
+        lock_delay_ms: 0,
     }
 }
 
@@ -742,6 +831,7 @@ fn restore_continues_tokens_above_the_high_water_mark() {
     let snapshot = Snapshot {
         leases: vec![record(42, "a", 1, TTL)],
         fence_high_water: 57,
+        ..Snapshot::default()
     };
     let mut table = LockTable::restore(TableConfig::default(), snapshot, t(500_000));
     assert_eq!(table.fence_high_water(), 57);
@@ -753,6 +843,7 @@ fn restore_continues_tokens_above_the_high_water_mark() {
     let snapshot = Snapshot {
         leases: vec![record(80, "a", 1, TTL)],
         fence_high_water: 57,
+        ..Snapshot::default()
     };
     let mut table = LockTable::restore(TableConfig::default(), snapshot, t(0));
     assert_eq!(lock(&mut table, "b", 2, t(1)).token, FenceToken(81));
@@ -764,6 +855,7 @@ fn restore_gives_surviving_leases_a_full_ttl_from_restore_time() {
     let snapshot = Snapshot {
         leases: vec![record(3, "a", 1, TTL), record(5, "b", 2, 2 * TTL)],
         fence_high_water: 5,
+        ..Snapshot::default()
     };
     let mut table = LockTable::restore(TableConfig::default(), snapshot, t(restored_at));
     assert_eq!(table.lease_count(), 2);
@@ -802,12 +894,14 @@ fn restored_lease_expires_one_ttl_after_restore_if_not_renewed() {
     let snapshot = Snapshot {
         leases: vec![record(3, "a", 1, TTL)],
         fence_high_water: 3,
+        ..Snapshot::default()
     };
     let mut table = LockTable::restore(TableConfig::default(), snapshot, t(restored_at));
     let mut fx = Effects::new();
     assert_eq!(table.advance(t(restored_at + TTL - 1), &mut fx), 0);
     assert_eq!(table.lease_count(), 1);
     assert_eq!(table.advance(t(restored_at + TTL), &mut fx), 1);
+    assert_audited(&fx);
     assert!(fx.contains(&Effect::Persist(Mutation::DeleteLease(LeaseId(3)))));
     assert_eq!(
         table.resource("a", t(restored_at + TTL)).state,
@@ -820,6 +914,7 @@ fn after_restore_an_issued_but_forgotten_lease_is_lease_expired_with_unknown_cau
     let snapshot = Snapshot {
         leases: vec![record(3, "a", 1, TTL)],
         fence_high_water: 9,
+        ..Snapshot::default()
     };
     let mut table = LockTable::restore(TableConfig::default(), snapshot, t(0));
     let mut fx = Effects::new();

@@ -10,15 +10,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use locksmith_api::HealthResponse;
 use locksmith_core::{
-    Acquire, AcquireError, AcquireOutcome, Effect, Effects, FenceError, FenceToken, HolderView,
-    LeaseError, LeaseId, LeaseView, LockTable, Released, ResourceView, WaiterId,
+    Acquire, AcquireError, AcquireOutcome, AuditRecord, BreakError, BreakOutcome, DeadProcess,
+    Effect, Effects, FenceError, FenceToken, HoldError, HoldId, HoldView, HolderView, LeaseError,
+    LeaseId, LeaseView, LockTable, Mutation, PlaceHold, Released, ReportError, ResourceView,
+    WaiterId,
 };
-use locksmith_store::{CommitTicket, Committer, StoreError};
-use tokio::sync::{Notify, oneshot};
+use locksmith_store::{AuditQuery, CommitTicket, Committer, StoreError};
+use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, wall_ms};
+use crate::metrics::Metrics;
 
 /// The outcome of an engine operation: the operation's own refusal, or a server-side failure.
 #[derive(Debug)]
@@ -60,11 +65,27 @@ struct Inner {
     /// Wakes the reaper when a deadline earlier than the one it sleeps towards appears.
     reaper: Notify,
     clock: Clock,
+    /// Durable audit records, as they become durable: the event stream.
+    events: broadcast::Sender<Arc<AuditRecord>>,
+    metrics: Metrics,
+    /// Wall time of the reaper's last completed run: the server's own heartbeat.
+    last_reap_ms: AtomicU64,
+    /// Flips to true when shutdown begins: long-lived responses (event streams) end on it.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// What an operation left to do once its batch is durable.
+#[must_use]
+struct Pending {
+    rest: Effects,
+    audits: Vec<AuditRecord>,
+    ticket: Option<CommitTicket>,
 }
 
 impl Engine {
     /// An engine over a restored table and a running committer.
     pub fn new(table: LockTable, committer: Committer, clock: Clock) -> Self {
+        let (events, _) = broadcast::channel(4096);
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
@@ -72,8 +93,27 @@ impl Engine {
                 waiters: Mutex::new(HashMap::new()),
                 reaper: Notify::new(),
                 clock,
+                events,
+                metrics: Metrics::default(),
+                last_reap_ms: AtomicU64::new(wall_ms()),
+                closing: tokio::sync::watch::channel(false).0,
             }),
         }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Subscribes to durable audit records as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditRecord>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Wall time of the reaper's last completed run, Unix ms.
+    pub fn last_reap_ms(&self) -> u64 {
+        self.inner.last_reap_ms.load(Ordering::Relaxed)
     }
 
     /// The clock the engine runs on.
@@ -87,7 +127,8 @@ impl Engine {
     pub async fn acquire(&self, req: Acquire) -> Result<LeaseView, EngineError<AcquireError>> {
         // Always pass the committer, even with nothing to write: a re-acquire must not be
         // answered before the grant it returns is durable.
-        let (result, rest, ticket) = self.with_table(true, |t, now, fx| {
+        let started = std::time::Instant::now();
+        let (result, pending) = self.with_table(true, |t, now, fx| {
             let result = t.acquire(req, now, fx);
             let rx = match &result {
                 Ok(AcquireOutcome::Queued(id)) => {
@@ -106,15 +147,19 @@ impl Engine {
             waiter,
             rx: Some(rx),
         });
-        self.finish(rest, ticket).await?;
-        match result {
+        self.finish(pending).await?;
+        let outcome = match result {
             Ok(AcquireOutcome::Granted(view)) => Ok(view),
             Ok(AcquireOutcome::Queued(_)) => match guard {
                 Some(guard) => guard.wait().await,
                 None => Err(EngineError::ShuttingDown),
             },
             Err(e) => Err(EngineError::Refused(e)),
+        };
+        if outcome.is_ok() {
+            self.inner.metrics.observe_grant(started.elapsed());
         }
+        outcome
     }
 
     /// Renews a lease. Renewals are not persisted (recovery treats every lease as renewed), so
@@ -124,9 +169,8 @@ impl Engine {
         lease: LeaseId,
         token: Option<FenceToken>,
     ) -> Result<LeaseView, EngineError<LeaseError>> {
-        let (result, rest, ticket) =
-            self.with_table(false, |t, now, fx| t.renew(lease, token, now, fx));
-        self.finish(rest, ticket).await?;
+        let (result, pending) = self.with_table(false, |t, now, fx| t.renew(lease, token, now, fx));
+        self.finish(pending).await?;
         result.map_err(EngineError::Refused)
     }
 
@@ -136,9 +180,9 @@ impl Engine {
         lease: LeaseId,
         token: Option<FenceToken>,
     ) -> Result<Released, EngineError<LeaseError>> {
-        let (result, rest, ticket) =
+        let (result, pending) =
             self.with_table(false, |t, now, fx| t.release(lease, token, now, fx));
-        self.finish(rest, ticket).await?;
+        self.finish(pending).await?;
         result.map_err(EngineError::Refused)
     }
 
@@ -148,17 +192,18 @@ impl Engine {
         resource: &str,
         token: FenceToken,
     ) -> Result<HolderView, EngineError<FenceError>> {
-        let (result, rest, ticket) =
+        let (result, pending) =
             self.with_table(false, |t, now, fx| t.check_fence(resource, token, now, fx));
-        self.finish(rest, ticket).await?;
+        self.finish(pending).await?;
         result.map_err(EngineError::Refused)
     }
 
     /// Expires every lease and wait that is due; durable before it returns. Called by the
     /// reaper; returns how many leases expired.
     pub async fn reap(&self) -> Result<usize, StoreError> {
-        let (expired, rest, ticket) = self.with_table(false, |t, now, fx| t.advance(now, fx));
-        self.finish(rest, ticket).await?;
+        let (expired, pending) = self.with_table(false, |t, now, fx| t.advance(now, fx));
+        self.finish(pending).await?;
+        self.inner.last_reap_ms.store(wall_ms(), Ordering::Relaxed);
         Ok(expired)
     }
 
@@ -218,9 +263,15 @@ impl Engine {
         }
     }
 
-    /// Answers every queued waiter with "shutting down" so that graceful shutdown does not wait
-    /// for long polls to time out.
+    /// Resolves-on-change receiver that reads true once shutdown has begun.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Begins shutdown: ends event streams and answers every queued waiter with "shutting
+    /// down", so that graceful shutdown waits for neither long polls nor streams.
     pub fn shut_down_waiters(&self) {
+        self.inner.closing.send_replace(true);
         let mut t = lock(&self.inner.table);
         let drained: Vec<_> = lock(&self.inner.waiters).drain().collect();
         for (id, tx) in drained {
@@ -244,13 +295,20 @@ impl Engine {
         &self,
         barrier: bool,
         op: impl FnOnce(&mut LockTable, locksmith_core::Now, &mut Effects) -> T,
-    ) -> (T, Effects, Option<CommitTicket>) {
+    ) -> (T, Pending) {
         let mut fx = Effects::new();
         let mut t = lock(&self.inner.table);
         let before = t.next_deadline();
         let now = self.inner.clock.now();
         let out = op(&mut t, now, &mut fx);
         let (mutations, rest) = locksmith_core::effect::split(fx);
+        let audits: Vec<AuditRecord> = mutations
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::AppendAudit(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
         let ticket =
             (barrier || !mutations.is_empty()).then(|| self.inner.committer.submit(mutations));
         let after = t.next_deadline();
@@ -258,16 +316,129 @@ impl Engine {
         if after.is_some() && (before.is_none() || after < before) {
             self.inner.reaper.notify_one();
         }
-        (out, rest, ticket)
+        (
+            out,
+            Pending {
+                rest,
+                audits,
+                ticket,
+            },
+        )
     }
 
-    /// Waits for the operation's batch to be durable, then delivers its other effects.
-    async fn finish(&self, rest: Effects, ticket: Option<CommitTicket>) -> Result<(), StoreError> {
-        if let Some(ticket) = ticket {
+    /// Waits for the operation's batch to be durable, then publishes its audit records and
+    /// delivers its other effects.
+    async fn finish(&self, pending: Pending) -> Result<(), StoreError> {
+        if let Some(ticket) = pending.ticket {
+            let started = std::time::Instant::now();
             ticket.wait().await?;
+            self.inner.metrics.observe_commit(started.elapsed());
         }
-        self.deliver(rest);
+        for record in pending.audits {
+            self.inner.metrics.count(&record);
+            // No subscribers is fine: the record is durable in the audit log regardless.
+            let _ = self.inner.events.send(Arc::new(record));
+        }
+        self.deliver(pending.rest);
         Ok(())
+    }
+
+    /// Runs a table operation that needs no special driver handling, durably.
+    async fn run<T, E>(
+        &self,
+        op: impl FnOnce(&mut LockTable, locksmith_core::Now, &mut Effects) -> Result<T, E>,
+    ) -> Result<T, EngineError<E>> {
+        let (result, pending) = self.with_table(false, op);
+        self.finish(pending).await?;
+        result.map_err(EngineError::Refused)
+    }
+
+    /// Places a hold.
+    pub async fn place_hold(&self, req: PlaceHold) -> Result<HoldView, EngineError<HoldError>> {
+        self.run(|t, now, fx| t.place_hold(req, now, fx)).await
+    }
+
+    /// Acknowledges a pending hold.
+    pub async fn ack_hold(
+        &self,
+        hold: HoldId,
+        operator: &str,
+    ) -> Result<HoldView, EngineError<HoldError>> {
+        self.run(|t, now, fx| t.ack_hold(hold, operator, now, fx))
+            .await
+    }
+
+    /// Lifts a hold.
+    pub async fn lift_hold(
+        &self,
+        hold: HoldId,
+        operator: &str,
+    ) -> Result<HoldView, EngineError<HoldError>> {
+        self.run(|t, now, fx| t.lift_hold(hold, operator, now, fx))
+            .await
+    }
+
+    /// Every hold.
+    pub fn holds(&self) -> Vec<HoldView> {
+        let now = self.inner.clock.now();
+        lock(&self.inner.table).holds(now)
+    }
+
+    /// Breaks a lock.
+    pub async fn break_lock(
+        &self,
+        resource: &str,
+        lease: Option<LeaseId>,
+        operator: &str,
+        reason: &str,
+        freeze_ms: u64,
+    ) -> Result<BreakOutcome, EngineError<BreakError>> {
+        self.run(|t, now, fx| t.break_lock(resource, lease, operator, reason, freeze_ms, now, fx))
+            .await
+    }
+
+    /// Applies a node's liveness report: its boot id first (older-boot leases of the node are
+    /// reclaimed), then each dead holder. Returns the reclaimed leases and the refused reports.
+    pub async fn report_liveness(
+        &self,
+        node: &str,
+        boot_id: &str,
+        reported_by: &str,
+        dead: Vec<DeadProcess>,
+    ) -> Result<(Vec<LeaseId>, Vec<ReportError>), StoreError> {
+        let (refused, pending) = self.with_table(false, |t, now, fx| {
+            t.observe_boot(node, boot_id, now, fx);
+            dead.into_iter()
+                .filter_map(|d| t.report_dead(node, boot_id, reported_by, d, now, fx).err())
+                .collect::<Vec<_>>()
+        });
+        // Whatever this report ended — older-boot ghosts and dead holders — is in its audit.
+        let reclaimed: Vec<LeaseId> = pending
+            .audits
+            .iter()
+            .filter(|r| {
+                matches!(
+                    &r.kind,
+                    locksmith_core::AuditKind::Ended {
+                        cause: locksmith_core::EndCause::NodeRebooted { .. }
+                            | locksmith_core::EndCause::ProcessDied { .. }
+                    }
+                )
+            })
+            .filter_map(|r| r.lease)
+            .collect();
+        self.finish(pending).await?;
+        Ok((reclaimed, refused))
+    }
+
+    /// The live leases held on `node` under `boot_id` (what a local prober checks).
+    pub fn local_leases(&self, node: &str, boot_id: &str) -> Vec<DeadProcess> {
+        lock(&self.inner.table).local_leases(node, boot_id)
+    }
+
+    /// Queries the durable audit log (ordered after every earlier commit).
+    pub async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.committer.query_audit(query).wait().await
     }
 
     /// Delivers grants and timeouts to queued waiters. A grant whose waiter has gone away is

@@ -9,7 +9,10 @@
 pub mod clock;
 pub mod engine;
 pub mod http;
+pub mod metrics;
+mod probe;
 mod reaper;
+mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +36,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Longest the reaper sleeps between sweeps.
     pub gc_interval: Duration,
+    /// How often to check that holders on this node are alive (zero disables the probe).
+    pub probe_interval: Duration,
+    /// This server's node name, for the local liveness probe (default: the host name).
+    pub node: Option<String>,
+    /// Lock-delay for acquires that name none.
+    pub default_lock_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +50,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             data_dir: PathBuf::from("./locksmith-data"),
             gc_interval: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(250),
+            node: None,
+            default_lock_delay: Duration::ZERO,
         }
     }
 }
@@ -62,6 +74,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(String),
+    /// This node's identity could not be read.
+    #[error(transparent)]
+    Host(#[from] locksmith_host::IdentityError),
 }
 
 /// A bound, recovered server, ready to serve.
@@ -70,6 +85,8 @@ pub struct Server {
     engine: Engine,
     listener: TcpListener,
     config: ServerConfig,
+    node: String,
+    boot_id: String,
 }
 
 impl Server {
@@ -105,6 +122,22 @@ impl Server {
         );
         let committer = Committer::spawn(store)?;
         let engine = Engine::new(table, committer, clock);
+        let node = match &config.node {
+            Some(n) => n.clone(),
+            None => locksmith_host::hostname()?,
+        };
+        let boot_id = locksmith_host::boot_id()?;
+        // Boot watchdog: leases this node held under an older boot id belong to processes that
+        // died with that boot — reclaim them before serving anyone.
+        let (ghosts, _) = engine
+            .report_liveness(&node, &boot_id, "server-boot", Vec::new())
+            .await?;
+        if !ghosts.is_empty() {
+            tracing::info!(
+                ?ghosts,
+                "reclaimed leases held on this node before its reboot"
+            );
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Bind {
@@ -115,6 +148,8 @@ impl Server {
             engine,
             listener,
             config,
+            node,
+            boot_id,
         })
     }
 
@@ -138,10 +173,29 @@ impl Server {
             engine,
             listener,
             config,
+            node,
+            boot_id,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let reaper = tokio::spawn(reaper::run(engine.clone(), config.gc_interval, stop_rx));
-        let app = http::router(engine.clone());
+        let reaper = tokio::spawn(reaper::run(
+            engine.clone(),
+            config.gc_interval,
+            stop_rx.clone(),
+        ));
+        let probe = (!config.probe_interval.is_zero()).then(|| {
+            tokio::spawn(probe::run(
+                engine.clone(),
+                node,
+                boot_id,
+                config.probe_interval,
+                stop_rx,
+            ))
+        });
+        let app = http::router(http::AppState {
+            engine: engine.clone(),
+            gc_interval: config.gc_interval,
+            default_lock_delay_ms: config.default_lock_delay.as_millis() as u64,
+        });
         let waiters = engine.clone();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -153,6 +207,9 @@ impl Server {
             .map_err(|e| ServerError::Serve(e.to_string()));
         let _ = stop_tx.send(true);
         let _ = reaper.await;
+        if let Some(probe) = probe {
+            let _ = probe.await;
+        }
         let closer = engine.clone();
         let closed = tokio::task::spawn_blocking(move || closer.close())
             .await

@@ -4,86 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use locksmith_client::Client;
-use locksmith_client::api::{AcquireRequest, ErrorCode};
-use locksmith_core::Owner;
-use locksmith_server::{Server, ServerConfig};
+mod common;
+
+use common::{TestServer, req};
+use locksmith_client::api::ErrorCode;
 use serde_json::{Value, json};
-
-struct TestServer {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Self::start_in(dir.path()).await;
-        s._dir = Some(dir);
-        s
-    }
-
-    async fn start_in(path: &std::path::Path) -> Self {
-        let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: path.to_path_buf(),
-            gc_interval: Duration::from_millis(200),
-        };
-        let server = Server::bind(config).await.expect("bind");
-        let url = format!("http://{}", server.local_addr());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("serve");
-        });
-        Self {
-            url,
-            stop: Some(tx),
-            task: Some(task),
-            _dir: None,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task");
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.url).expect("client")
-    }
-}
-
-fn owner(pid: u32) -> Owner {
-    Owner {
-        node: "node-7".into(),
-        pid,
-        start_time: 1000 + u64::from(pid),
-        boot_id: "boot-a".into(),
-        user: "orchestrator".into(),
-        purpose: "test".into(),
-    }
-}
-
-fn req(resource: &str, pid: u32) -> AcquireRequest {
-    AcquireRequest {
-        resource: resource.into(),
-        owner: owner(pid),
-        ttl_ms: Some(5_000),
-        wait_ms: None,
-        slots: None,
-    }
-}
 
 async fn raw(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let http = reqwest::Client::new();

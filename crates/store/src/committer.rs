@@ -12,8 +12,12 @@
 //!   wins over an earlier one's.
 //! - An empty batch is an ordering barrier: it is acknowledged after every earlier batch is
 //!   durable, without a commit of its own.
+//! - Audit queries ([`Committer::query_audit`]) run on the same thread, in submission order
+//!   relative to batches: a query sees every batch submitted before it (committed first) and
+//!   none submitted after it.
 //! - Fail-stop: after one failed commit, that group and every later job get
-//!   [`StoreError::Failed`]; the store is never written again by this process.
+//!   [`StoreError::Failed`]; the store is never written again by this process. Later audit
+//!   queries get the same error. A failed query latches nothing.
 //! - [`Committer::shutdown`] finishes the jobs queued before it; later ones get
 //!   [`StoreError::Closed`]. Dropping the last handle does the same, without waiting.
 
@@ -25,14 +29,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use locksmith_core::Mutation;
+use locksmith_core::{AuditRecord, Mutation};
 use tokio::sync::oneshot;
 
 pub use stats::CommitStats;
 use stats::StatsCell;
-use worker::{Job, Message, Reply, Worker};
+use worker::{Job, Message, Query, QueryReply, Reply, Worker};
 
-use crate::{Store, StoreError};
+use crate::{AuditQuery, Store, StoreError};
 
 /// The name of the commit thread, as seen in `top -H` and debuggers.
 const THREAD_NAME: &str = "locksmith-commit";
@@ -110,6 +114,16 @@ impl Committer {
         CommitTicket { rx }
     }
 
+    /// Queues an audit query and returns at once; await the ticket for the answer. The query
+    /// runs on the commit thread after every batch submitted before it has been committed, so
+    /// it sees them all — in particular every batch whose ticket already resolved `Ok`. It
+    /// waits for those commits, and later batches wait for it: keep `limit` modest.
+    pub fn query_audit(&self, query: AuditQuery) -> AuditTicket {
+        let (done, rx) = oneshot::channel();
+        let _ = self.inner.tx.send(Message::Query(Query { query, done }));
+        AuditTicket { rx }
+    }
+
     /// Asks the thread to finish every job queued so far, then exit (closing the store).
     /// Returns at once; idempotent. Jobs submitted afterwards get [`StoreError::Closed`].
     pub fn shutdown(&self) {
@@ -171,6 +185,22 @@ impl CommitTicket {
     /// error that stopped it: [`StoreError::Failed`] after a failed commit,
     /// [`StoreError::Closed`] if the committer shut down first.
     pub async fn wait(self) -> Result<(), StoreError> {
+        self.rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// The answer to one [`Committer::query_audit`].
+#[derive(Debug)]
+#[must_use = "a query does nothing useful unless its ticket is awaited"]
+pub struct AuditTicket {
+    rx: oneshot::Receiver<QueryReply>,
+}
+
+impl AuditTicket {
+    /// Resolves with the matching records (see [`Store::audit`](crate::Store::audit)), or with
+    /// the query's error, [`StoreError::Failed`] if a commit has failed, or
+    /// [`StoreError::Closed`] if the committer shut down first.
+    pub async fn wait(self) -> Result<Vec<AuditRecord>, StoreError> {
         self.rx.await.unwrap_or(Err(StoreError::Closed))
     }
 }

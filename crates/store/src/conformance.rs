@@ -16,22 +16,43 @@
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::PathBuf;
 
-use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Owner};
+use locksmith_core::{
+    AuditKind, AuditRecord, EndCause, FenceToken, HoldId, HoldRecord, LeaseId, LeaseRecord, Owner,
+};
 use tempfile::TempDir;
 
-use crate::{EmbeddedStore, Store};
+use crate::{EmbeddedStore, Store, StoreOptions};
 
+mod audit;
 mod checks;
+mod holds;
 
+pub use audit::*;
 pub use checks::*;
+pub use holds::*;
 
 /// How the suite gets stores of a backend.
 pub trait Harness {
-    /// A store over new, empty storage. Not yet loaded.
-    fn fresh(&mut self) -> Box<dyn Store>;
+    /// A store over new, empty storage, with default options. Not yet loaded.
+    fn fresh(&mut self) -> Box<dyn Store> {
+        self.fresh_with(StoreOptions::default())
+    }
 
-    /// Closes `store` (drop it) and opens the same storage again. Not yet loaded.
+    /// A store over new, empty storage, opened with `options`. Not yet loaded.
+    fn fresh_with(&mut self, options: StoreOptions) -> Box<dyn Store>;
+
+    /// Closes `store` (drop it) and opens the same storage again, with the options it was
+    /// created with. Not yet loaded.
     fn reopen(&mut self, store: Box<dyn Store>) -> Box<dyn Store>;
+
+    /// Like [`reopen`](Self::reopen), but with new options, which later reopens keep (an
+    /// operator changed the configuration and restarted).
+    fn reopen_with(&mut self, store: Box<dyn Store>, options: StoreOptions) -> Box<dyn Store>;
+
+    /// Closes `store`, writes `json` directly into its storage as the stored form of lease `id`
+    /// — the way an older release of the backend wrote it, bypassing `commit` — and opens the
+    /// storage again. Not yet loaded. This is how the suite proves old records still load.
+    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, json: &[u8]) -> Box<dyn Store>;
 }
 
 /// One check of the suite.
@@ -66,6 +87,54 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
     ("extreme_values_round_trip", extreme_values_round_trip),
     ("delete_absent_is_a_no_op", delete_absent_is_a_no_op),
+    ("lock_delay_round_trips", lock_delay_round_trips),
+    (
+        "legacy_lease_without_lock_delay_loads",
+        legacy_lease_without_lock_delay_loads,
+    ),
+    ("holds_put_delete_overwrite", holds_put_delete_overwrite),
+    ("holds_survive_reopens", holds_survive_reopens),
+    (
+        "holds_and_leases_are_separate",
+        holds_and_leases_are_separate,
+    ),
+    ("hold_ids_raise_the_fence", hold_ids_raise_the_fence),
+    ("audit_append_then_query", audit_append_then_query),
+    (
+        "audit_records_round_trip_every_kind",
+        audit_records_round_trip_every_kind,
+    ),
+    ("audit_query_filters", audit_query_filters),
+    (
+        "audit_limit_returns_newest_ascending",
+        audit_limit_returns_newest_ascending,
+    ),
+    ("audit_after_seq_paging", audit_after_seq_paging),
+    ("audit_queries_match_a_model", audit_queries_match_a_model),
+    (
+        "audit_seq_survives_reopen_and_never_goes_backwards",
+        audit_seq_survives_reopen_and_never_goes_backwards,
+    ),
+    (
+        "audit_rewritten_seq_is_replaced",
+        audit_rewritten_seq_is_replaced,
+    ),
+    (
+        "audit_retention_deletes_the_oldest",
+        audit_retention_deletes_the_oldest,
+    ),
+    (
+        "audit_retention_zero_keeps_nothing",
+        audit_retention_zero_keeps_nothing,
+    ),
+    (
+        "audit_lowered_retention_catches_up",
+        audit_lowered_retention_catches_up,
+    ),
+    (
+        "audit_broken_lease_record_round_trips",
+        audit_broken_lease_record_round_trips,
+    ),
 ];
 
 /// Runs every check in [`CHECKS`]; a failure names the check.
@@ -89,7 +158,7 @@ pub fn run_all(harness: &mut dyn Harness) {
 #[derive(Debug, Default)]
 pub struct EmbeddedHarness {
     dirs: Vec<TempDir>,
-    current: Option<PathBuf>,
+    current: Option<(PathBuf, StoreOptions)>,
 }
 
 impl EmbeddedHarness {
@@ -100,18 +169,35 @@ impl EmbeddedHarness {
 }
 
 impl Harness for EmbeddedHarness {
-    fn fresh(&mut self) -> Box<dyn Store> {
+    fn fresh_with(&mut self, options: StoreOptions) -> Box<dyn Store> {
         let dir = TempDir::new().expect("create a temporary directory");
         let path = dir.path().join("data");
         self.dirs.push(dir);
-        self.current = Some(path.clone());
-        Box::new(EmbeddedStore::open(&path).expect("open a fresh embedded store"))
+        self.current = Some((path.clone(), options));
+        Box::new(EmbeddedStore::open_with(&path, options).expect("open a fresh embedded store"))
     }
 
     fn reopen(&mut self, store: Box<dyn Store>) -> Box<dyn Store> {
         drop(store);
-        let path = self.current.as_ref().expect("reopen is called after fresh");
-        Box::new(EmbeddedStore::open(path).expect("reopen the embedded store"))
+        let (path, options) = self.current.as_ref().expect("reopen is called after fresh");
+        Box::new(EmbeddedStore::open_with(path, *options).expect("reopen the embedded store"))
+    }
+
+    fn reopen_with(&mut self, store: Box<dyn Store>, options: StoreOptions) -> Box<dyn Store> {
+        drop(store);
+        let (path, current) = self.current.as_mut().expect("reopen is called after fresh");
+        *current = options;
+        Box::new(EmbeddedStore::open_with(path, options).expect("reopen the embedded store"))
+    }
+
+    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, json: &[u8]) -> Box<dyn Store> {
+        drop(store);
+        let (path, options) = self
+            .current
+            .as_ref()
+            .expect("write_raw_lease is called after fresh");
+        crate::embedded::write_raw_lease(path, id, json).expect("write a raw lease");
+        Box::new(EmbeddedStore::open_with(path, *options).expect("reopen the embedded store"))
     }
 }
 
@@ -132,5 +218,58 @@ pub fn sample_lease(id: u64, token: u64) -> LeaseRecord {
         ttl_ms: 30_000,
         slots: 1,
         granted_at_ms: id.wrapping_add(1_700_000_000_000),
+        lock_delay_ms: 0,
     }
+}
+
+/// A complete, active hold.
+pub fn sample_hold(id: u64) -> HoldRecord {
+    HoldRecord {
+        hold: HoldId(id),
+        resource: format!("configs/resource-{}.conf", id % 17),
+        reason: format!("change freeze #{id}"),
+        by: "alice".to_owned(),
+        placed_at_ms: 1_700_000_000_000 + id,
+        duration_ms: 3_600_000,
+        require_ack: false,
+        acked_by: None,
+        active_since_ms: Some(1_700_000_000_000 + id),
+    }
+}
+
+/// An audit record with the given position, time and resource; its kind and optional fields
+/// vary with `seq` so that every shape gets stored.
+pub fn sample_audit(seq: u64, at_ms: u64, resource: &str) -> AuditRecord {
+    let kind = match seq % 6 {
+        0 => AuditKind::Granted,
+        1 => AuditKind::Ended {
+            cause: EndCause::Released,
+        },
+        2 => AuditKind::Ended {
+            cause: EndCause::ProcessDied {
+                reported_by: "node-3".to_owned(),
+            },
+        },
+        3 => AuditKind::HoldPlaced,
+        // Not `EndCause::Broken`: see `audit_broken_lease_record_round_trips`.
+        4 => AuditKind::Ended {
+            cause: EndCause::NodeRebooted {
+                new_boot_id: "5f0c1a2b-3d4e-4f60-8a9b-0c1d2e3f4a5b".to_owned(),
+            },
+        },
+        _ => AuditKind::Broke,
+    };
+    let mut record = AuditRecord::new(resource, kind);
+    record.seq = seq;
+    record.at_ms = at_ms;
+    if seq % 2 == 0 {
+        record.lease = Some(LeaseId(seq + 100));
+        record.token = Some(FenceToken(seq + 100));
+        record.owner = Some(sample_lease(seq + 100, seq + 100).owner);
+    } else {
+        record.hold = Some(HoldId(seq + 200));
+        record.operator = Some("carol".to_owned());
+        record.reason = Some(format!("reason {seq}"));
+    }
+    record
 }

@@ -2,35 +2,86 @@
 //!
 //! Why redb: it is a single-file, copy-on-write B-tree whose commit is atomic by construction
 //! (two commit slots and a checksummed header flip), so a batch is all-or-nothing after a crash
-//! without a write-ahead log of our own, and `Durability::Immediate` makes a commit durable with
-//! one `fdatasync` before it returns. That is exactly the [`Store`](crate::Store) contract.
+//! — across every table below — without a write-ahead log of our own, and
+//! `Durability::Immediate` makes a commit durable with one `fdatasync` before it returns. That
+//! is exactly the [`Store`](crate::Store) contract.
 //!
 //! Layout:
 //! - `leases`: lease id → JSON of the [`LeaseRecord`]. JSON, not a compact binary form, because
 //!   the table holds at most a few thousand small records, is read once at boot, and stays
 //!   inspectable with any redb tool; the key is checked against the record on load so a
 //!   misfiled record reads as corruption rather than as a silently wrong lease.
-//! - `meta`: `"fence_high_water"` → the highest fencing token / lease id ever committed. The
-//!   commit writes `max(stored, batch)`, so a lower value (a replayed or reordered batch) can
-//!   never lower it. Every `PutLease` also raises it to the lease's token and id: the fence then
-//!   survives even if the lease is deleted later and the caller forgot `FenceHighWater`.
+//! - `holds`: hold id → JSON of the [`HoldRecord`], checked against its key the same way.
+//! - `audit`: seq → JSON of the [`AuditRecord`]. Not read at boot (only its last key is).
+//! - `audit_time`: seq → `(at_ms, max_at_ms)`, where `max_at_ms` is the highest `at_ms` of any
+//!   record appended up to and including this one: what lets a `since_ms` query stop early
+//!   (below) without decoding JSON.
+//! - `audit_by_resource`: `(resource, seq)` → `()`, the index that makes a query for one
+//!   resource cost what it returns rather than a scan of the whole log.
+//!
+//!   The three audit tables are written and trimmed in the same transaction, so they never
+//!   disagree after a crash.
+//! - `meta`, all `u64`:
+//!   - `fence_high_water`: the highest fencing token / lease id / hold id ever committed. The
+//!     commit writes `max(stored, batch)`, so a lower value (a replayed or reordered batch) can
+//!     never lower it. Every `PutLease` and `PutHold` also raises it to the ids they carry: the
+//!     fence then survives even if the record is deleted later and the caller forgot
+//!     `FenceHighWater`.
+//!   - `audit_seq`: the highest audit seq ever appended, kept here because retention deletes
+//!     records and the log's last key alone could then go backwards.
+//!   - `audit_max_at_ms`: the highest `at_ms` ever appended (the running maximum above).
+//!   - `audit_rewrite_seq`: see below.
+//!
+//! Retention: the number of audit records is the `audit` table's length, which redb keeps in
+//! the table's root (O(1)), so no separate counter can drift from it. A commit that leaves more
+//! than [`StoreOptions::audit_retention`] records pops the oldest, at most
+//! (records it appended + 1,024) of them, with their time and index entries.
+//!
+//! Audit queries walk `audit_time` (or, with a resource, the index) from the newest record
+//! backwards, read a record's JSON only once it matched, and stop when `limit` records matched
+//! — so an unfiltered or per-resource query reads about `limit` entries. `after_seq` is a range
+//! bound and costs nothing. `since_ms` needs care, because `at_ms` is wall-clock time and may
+//! step backwards: the walk stops at the first record whose running maximum `max_at_ms` is
+//! below `since_ms`, since no record at or before it can be that recent. After the wall clock
+//! steps back by Δ, the records written in the following Δ of clock time are walked over
+//! (cheaply) instead of ending the walk. Rewriting an existing seq (which the lock table never
+//! does) could leave later running maxima too low, so it sets `audit_rewrite_seq` to the top
+//! of the log, and the early stop applies only above it. Every query examines at most
+//! [`EmbeddedStore::AUDIT_SCAN_CAP`] entries; that cap can only cut an answer short when
+//! `limit` exceeds it, or when `since_ms` rejects that many records while walking — i.e.
+//! after a huge backwards step of the wall clock or a rewrite.
 //!
 //! Every redb error is mapped to a [`StoreError`]; nothing here panics on bad input or bad disks.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use locksmith_core::{LeaseRecord, Mutation, Snapshot};
+use locksmith_core::{AuditRecord, HoldRecord, LeaseRecord, Mutation, Snapshot};
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
-    TableError,
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    Table, TableDefinition, TableError,
 };
+use serde::Deserialize;
 
-use crate::{Store, StoreError};
+use crate::{AuditQuery, Store, StoreError, StoreOptions};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const AUDIT_BY_RESOURCE: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("audit_by_resource");
+/// seq → (`at_ms`, the highest `at_ms` appended up to and including this record).
+const AUDIT_TIME: TableDefinition<u64, (u64, u64)> = TableDefinition::new("audit_time");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
 const FENCE_HIGH_WATER: &str = "fence_high_water";
+const AUDIT_SEQ: &str = "audit_seq";
+const AUDIT_MAX_AT_MS: &str = "audit_max_at_ms";
+const AUDIT_REWRITE_SEQ: &str = "audit_rewrite_seq";
+
+/// Beyond the records a commit appends, how many more old records it may delete: what lets a
+/// lowered retention catch up, a bounded step per commit.
+const RETENTION_SLACK: u64 = 1_024;
 
 /// redb's page cache is an upper bound, not an allocation; the lock table is small and read in
 /// full only at boot, so a modest cap keeps a long-running server's memory predictable.
@@ -40,12 +91,14 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 pub struct EmbeddedStore {
     db: Database,
     dir: PathBuf,
+    options: StoreOptions,
 }
 
 impl fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EmbeddedStore")
             .field("dir", &self.dir)
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -54,14 +107,23 @@ impl EmbeddedStore {
     /// The database file inside the data directory.
     pub const FILE_NAME: &'static str = "locksmith.redb";
 
+    /// The most records one [`Store::audit`] query examines (see the module docs for when it
+    /// can cut an answer short).
+    pub const AUDIT_SCAN_CAP: usize = 1_000_000;
+
+    /// [`open_with`](Self::open_with) the default [`StoreOptions`].
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
     /// Opens (creating if missing) `dir` and `dir/locksmith.redb`.
     ///
-    /// The whole file is checksum-verified on every open (redb's `check_integrity_on_open`):
-    /// the file is small, and a file damaged outside redb then fails with
-    /// [`StoreError::Corrupt`] instead of panicking inside redb. A file left by a crash is
-    /// repaired to its last durable commit. A second process opening the same directory gets
-    /// [`StoreError::Open`]: redb locks the file.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// The whole file is checksum-verified on every open (redb's `check_integrity_on_open`),
+    /// so a file damaged outside redb fails with [`StoreError::Corrupt`] instead of panicking
+    /// inside redb; the cost grows with the file, which the audit log dominates. A file left by
+    /// a crash is repaired to its last durable commit. A second process opening the same
+    /// directory gets [`StoreError::Open`]: redb locks the file.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             path: dir.display().to_string(),
             reason,
@@ -87,12 +149,18 @@ impl EmbeddedStore {
         Ok(Self {
             db,
             dir: dir.to_path_buf(),
+            options,
         })
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> StoreOptions {
+        self.options
     }
 }
 
@@ -106,31 +174,39 @@ impl Store for EmbeddedStore {
 
         match txn.open_table(META) {
             Ok(meta) => {
-                if let Some(value) = meta
-                    .get(FENCE_HIGH_WATER)
-                    .map_err(|e| redb_error("read fence high-water", e))?
-                {
-                    snapshot.fence_high_water = value.value();
-                }
+                let meta = Meta::read(&meta)?;
+                snapshot.fence_high_water = meta.fence_high_water;
+                snapshot.audit_seq = meta.audit_seq;
             }
             Err(TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(redb_error("open meta table", e)),
         }
 
-        match txn.open_table(LEASES) {
-            Ok(leases) => {
-                for entry in leases.iter().map_err(|e| redb_error("scan leases", e))? {
-                    let (key, value) = entry.map_err(|e| redb_error("scan leases", e))?;
-                    let record = decode(key.value(), value.value())?;
-                    snapshot.fence_high_water = snapshot
-                        .fence_high_water
-                        .max(record.token.0)
-                        .max(record.lease.0);
-                    snapshot.leases.push(record);
-                }
+        if let Some(leases) = open_read(&txn, LEASES, "leases")? {
+            for entry in leases.iter().map_err(|e| redb_error("scan leases", e))? {
+                let (key, value) = entry.map_err(|e| redb_error("scan leases", e))?;
+                let record = decode_lease(key.value(), value.value())?;
+                snapshot.fence_high_water = snapshot
+                    .fence_high_water
+                    .max(record.token.0)
+                    .max(record.lease.0);
+                snapshot.leases.push(record);
             }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(redb_error("open leases table", e)),
+        }
+
+        if let Some(holds) = open_read(&txn, HOLDS, "holds")? {
+            for entry in holds.iter().map_err(|e| redb_error("scan holds", e))? {
+                let (key, value) = entry.map_err(|e| redb_error("scan holds", e))?;
+                let record = decode_hold(key.value(), value.value())?;
+                snapshot.fence_high_water = snapshot.fence_high_water.max(record.hold.0);
+                snapshot.holds.push(record);
+            }
+        }
+
+        if let Some(audit) = open_read(&txn, AUDIT, "audit")?
+            && let Some((last, _)) = audit.last().map_err(|e| redb_error("read audit log", e))?
+        {
+            snapshot.audit_seq = snapshot.audit_seq.max(last.value());
         }
         Ok(snapshot)
     }
@@ -153,42 +229,100 @@ impl Store for EmbeddedStore {
         txn.set_durability(Durability::Immediate)
             .map_err(|e| redb_error("set durability", e))?;
         {
-            let mut leases = txn
-                .open_table(LEASES)
-                .map_err(|e| redb_error("open leases table", e))?;
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| redb_error("open meta table", e))?;
-            let stored = meta
-                .get(FENCE_HIGH_WATER)
-                .map_err(|e| redb_error("read fence high-water", e))?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let mut high_water = stored;
+            let mut tables = WriteTables {
+                leases: open_write(&txn, LEASES, "leases")?,
+                holds: open_write(&txn, HOLDS, "holds")?,
+                audit: open_write(&txn, AUDIT, "audit")?,
+                times: open_write(&txn, AUDIT_TIME, "audit_time")?,
+                index: open_write(&txn, AUDIT_BY_RESOURCE, "audit_by_resource")?,
+            };
+            let mut meta_table = open_write(&txn, META, "meta")?;
+            let stored = Meta::read(&meta_table)?;
+            let mut meta = stored;
+            let mut appended = 0u64;
             for write in writes {
-                match write {
-                    Write::Put { id, bytes, fence } => {
-                        leases
-                            .insert(id, bytes.as_slice())
-                            .map_err(|e| redb_error("write lease", e))?;
-                        high_water = high_water.max(fence);
-                    }
-                    Write::Delete(id) => {
-                        leases
-                            .remove(id)
-                            .map_err(|e| redb_error("delete lease", e))?;
-                    }
-                    Write::Raise(value) => high_water = high_water.max(value),
-                }
+                tables.apply(write, &mut meta, &mut appended)?;
             }
-            if high_water > stored {
-                meta.insert(FENCE_HIGH_WATER, high_water)
-                    .map_err(|e| redb_error("write fence high-water", e))?;
-            }
+            tables.trim_audit(self.options.audit_retention, appended)?;
+            meta.write_changes(&stored, &mut meta_table)?;
         }
         // On error the transaction is dropped, which aborts it; redb then refuses further writes
         // until reopened, which matches the fail-stop contract.
         txn.commit().map_err(|e| redb_error("commit", e))
+    }
+
+    fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let first_seq = match query.after_seq {
+            None => 0,
+            Some(after) => match after.checked_add(1) {
+                Some(first) => first,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error("begin read", e))?;
+        let (Some(audit), Some(times)) = (
+            open_read(&txn, AUDIT, "audit")?,
+            open_read(&txn, AUDIT_TIME, "audit_time")?,
+        ) else {
+            return Ok(Vec::new());
+        };
+        let rewrite_seq = match open_read(&txn, META, "meta")? {
+            Some(meta) => Meta::read(&meta)?.rewrite_seq,
+            None => 0,
+        };
+        let mut scan = Scan {
+            query,
+            audit: &audit,
+            rewrite_seq,
+            examined: 0,
+            found: Vec::new(),
+        };
+
+        match &query.resource {
+            Some(resource) => {
+                let Some(index) = open_read(&txn, AUDIT_BY_RESOURCE, "audit_by_resource")? else {
+                    return Ok(Vec::new());
+                };
+                let range = index
+                    .range((resource.as_str(), first_seq)..=(resource.as_str(), u64::MAX))
+                    .map_err(|e| redb_error("scan audit index", e))?;
+                for entry in range.rev() {
+                    let (key, _) = entry.map_err(|e| redb_error("scan audit index", e))?;
+                    let seq = key.value().1;
+                    // An entry whose record is gone can only be left behind by an undecodable
+                    // record (see `trim_audit`); skip it.
+                    let Some(time) = times
+                        .get(seq)
+                        .map_err(|e| redb_error("read audit time", e))?
+                    else {
+                        continue;
+                    };
+                    if scan.offer(seq, time.value(), Some(resource))? {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let range = times
+                    .range(first_seq..)
+                    .map_err(|e| redb_error("scan audit log", e))?;
+                for entry in range.rev() {
+                    let (key, time) = entry.map_err(|e| redb_error("scan audit log", e))?;
+                    if scan.offer(key.value(), time.value(), None)? {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut found = scan.found;
+        found.reverse();
+        Ok(found)
     }
 
     fn describe(&self) -> String {
@@ -196,33 +330,297 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// One query's walk from the newest record backwards, over `audit_time` entries; a record's
+/// JSON is read only once its time (and resource) matched.
+struct Scan<'q> {
+    query: &'q AuditQuery,
+    audit: &'q redb::ReadOnlyTable<u64, &'static [u8]>,
+    rewrite_seq: u64,
+    examined: usize,
+    found: Vec<AuditRecord>,
+}
+
+impl Scan<'_> {
+    /// Takes the next older candidate, already known to be in the `after_seq` range (and, when
+    /// `resource` is given, indexed under it); returns true when the walk should stop.
+    fn offer(
+        &mut self,
+        seq: u64,
+        (at_ms, max_at_ms): (u64, u64),
+        resource: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.examined += 1;
+        if let Some(since) = self.query.since_ms {
+            if max_at_ms < since && seq > self.rewrite_seq {
+                // Neither this record nor any older one is that recent.
+                return Ok(true);
+            }
+            if at_ms < since {
+                return Ok(self.capped());
+            }
+        }
+        let bytes = self
+            .audit
+            .get(seq)
+            .map_err(|e| redb_error("read audit record", e))?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("audit record {seq}: its time entry has no record"))
+            })?;
+        let record = decode_audit(seq, bytes.value())?;
+        // An index entry for another resource can only be left behind by an undecodable record
+        // that was rewritten; skip it.
+        if resource.is_none_or(|resource| record.resource == resource) {
+            self.found.push(record);
+            if self.found.len() >= self.query.limit {
+                return Ok(true);
+            }
+        }
+        Ok(self.capped())
+    }
+
+    fn capped(&self) -> bool {
+        let capped = self.examined >= EmbeddedStore::AUDIT_SCAN_CAP;
+        if capped {
+            tracing::warn!(
+                cap = EmbeddedStore::AUDIT_SCAN_CAP,
+                found = self.found.len(),
+                "audit query stopped at its scan cap; the answer may miss older matches"
+            );
+        }
+        capped
+    }
+}
+
+/// The write transaction's data tables.
+struct WriteTables<'txn> {
+    leases: Table<'txn, u64, &'static [u8]>,
+    holds: Table<'txn, u64, &'static [u8]>,
+    audit: Table<'txn, u64, &'static [u8]>,
+    times: Table<'txn, u64, (u64, u64)>,
+    index: Table<'txn, (&'static str, u64), ()>,
+}
+
+impl WriteTables<'_> {
+    fn apply(
+        &mut self,
+        write: Write,
+        meta: &mut Meta,
+        appended: &mut u64,
+    ) -> Result<(), StoreError> {
+        match write {
+            Write::PutLease { id, bytes, fence } => {
+                self.leases
+                    .insert(id, bytes.as_slice())
+                    .map_err(|e| redb_error("write lease", e))?;
+                meta.raise_fence(fence);
+            }
+            Write::DeleteLease(id) => {
+                self.leases
+                    .remove(id)
+                    .map_err(|e| redb_error("delete lease", e))?;
+            }
+            Write::PutHold { id, bytes } => {
+                self.holds
+                    .insert(id, bytes.as_slice())
+                    .map_err(|e| redb_error("write hold", e))?;
+                meta.raise_fence(id);
+            }
+            Write::DeleteHold(id) => {
+                self.holds
+                    .remove(id)
+                    .map_err(|e| redb_error("delete hold", e))?;
+            }
+            Write::Append {
+                seq,
+                at_ms,
+                resource,
+                bytes,
+            } => {
+                let replaced = self
+                    .audit
+                    .insert(seq, bytes.as_slice())
+                    .map_err(|e| redb_error("append audit record", e))?
+                    .map(|old| audit_resource(seq, old.value()));
+                match replaced {
+                    None => *appended += 1,
+                    Some(Some(old)) => {
+                        self.index
+                            .remove((old.as_str(), seq))
+                            .map_err(|e| redb_error("update audit index", e))?;
+                    }
+                    Some(None) => {}
+                }
+                self.index
+                    .insert((resource.as_str(), seq), ())
+                    .map_err(|e| redb_error("write audit index", e))?;
+                meta.note_append(seq, at_ms);
+                self.times
+                    .insert(seq, (at_ms, meta.max_at_ms))
+                    .map_err(|e| redb_error("write audit time", e))?;
+            }
+            Write::Raise(value) => meta.raise_fence(value),
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest audit records beyond `retention`, at most `appended + 1,024` of them.
+    fn trim_audit(&mut self, retention: usize, appended: u64) -> Result<(), StoreError> {
+        let len = self
+            .audit
+            .len()
+            .map_err(|e| redb_error("count audit records", e))?;
+        let retention = u64::try_from(retention).unwrap_or(u64::MAX);
+        let excess = len.saturating_sub(retention);
+        for _ in 0..excess.min(appended.saturating_add(RETENTION_SLACK)) {
+            let popped = self
+                .audit
+                .pop_first()
+                .map_err(|e| redb_error("delete old audit record", e))?
+                .map(|(key, value)| {
+                    let seq = key.value();
+                    (seq, audit_resource(seq, value.value()))
+                });
+            if let Some((seq, _)) = &popped {
+                self.times
+                    .remove(*seq)
+                    .map_err(|e| redb_error("delete old audit time", e))?;
+            }
+            match popped {
+                None => break,
+                Some((seq, Some(resource))) => {
+                    self.index
+                        .remove((resource.as_str(), seq))
+                        .map_err(|e| redb_error("delete old audit index entry", e))?;
+                }
+                // Its index entry, if any, stays behind; queries skip it.
+                Some((_, None)) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `meta` table's values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Meta {
+    fence_high_water: u64,
+    audit_seq: u64,
+    max_at_ms: u64,
+    rewrite_seq: u64,
+}
+
+impl Meta {
+    fn read(table: &impl ReadableTable<&'static str, u64>) -> Result<Self, StoreError> {
+        let get = |key: &str| -> Result<u64, StoreError> {
+            Ok(table
+                .get(key)
+                .map_err(|e| redb_error("read meta", e))?
+                .map_or(0, |v| v.value()))
+        };
+        Ok(Self {
+            fence_high_water: get(FENCE_HIGH_WATER)?,
+            audit_seq: get(AUDIT_SEQ)?,
+            max_at_ms: get(AUDIT_MAX_AT_MS)?,
+            rewrite_seq: get(AUDIT_REWRITE_SEQ)?,
+        })
+    }
+
+    fn raise_fence(&mut self, value: u64) {
+        self.fence_high_water = self.fence_high_water.max(value);
+    }
+
+    /// Keeps the audit high-waters and the rewrite mark (see the module docs) up to date.
+    fn note_append(&mut self, seq: u64, at_ms: u64) {
+        if seq <= self.audit_seq {
+            // Rewriting (or backfilling) inside the log: the later records' running maxima may
+            // now be too low.
+            self.rewrite_seq = self.rewrite_seq.max(self.audit_seq);
+        }
+        self.max_at_ms = self.max_at_ms.max(at_ms);
+        self.audit_seq = self.audit_seq.max(seq);
+    }
+
+    /// Writes the values that changed. Every value only ever grows.
+    fn write_changes(
+        &self,
+        stored: &Meta,
+        table: &mut Table<'_, &'static str, u64>,
+    ) -> Result<(), StoreError> {
+        for (key, old, new) in [
+            (
+                FENCE_HIGH_WATER,
+                stored.fence_high_water,
+                self.fence_high_water,
+            ),
+            (AUDIT_SEQ, stored.audit_seq, self.audit_seq),
+            (AUDIT_MAX_AT_MS, stored.max_at_ms, self.max_at_ms),
+            (AUDIT_REWRITE_SEQ, stored.rewrite_seq, self.rewrite_seq),
+        ] {
+            if new > old {
+                table
+                    .insert(key, new)
+                    .map_err(|e| redb_error("write meta", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One mutation, encoded and ready to write.
 enum Write {
-    Put { id: u64, bytes: Vec<u8>, fence: u64 },
-    Delete(u64),
+    PutLease {
+        id: u64,
+        bytes: Vec<u8>,
+        fence: u64,
+    },
+    DeleteLease(u64),
+    PutHold {
+        id: u64,
+        bytes: Vec<u8>,
+    },
+    DeleteHold(u64),
+    Append {
+        seq: u64,
+        at_ms: u64,
+        resource: String,
+        bytes: Vec<u8>,
+    },
     Raise(u64),
 }
 
 impl Write {
     fn plan(mutation: &Mutation) -> Result<Self, StoreError> {
         Ok(match mutation {
-            Mutation::PutLease(record) => Write::Put {
+            Mutation::PutLease(record) => Write::PutLease {
                 id: record.lease.0,
-                bytes: encode(record)?,
+                bytes: encode(record, || format!("lease {}", record.lease))?,
                 fence: record.token.0.max(record.lease.0),
             },
-            Mutation::DeleteLease(id) => Write::Delete(id.0),
+            Mutation::DeleteLease(id) => Write::DeleteLease(id.0),
+            Mutation::PutHold(record) => Write::PutHold {
+                id: record.hold.0,
+                bytes: encode(record, || format!("hold {}", record.hold))?,
+            },
+            Mutation::DeleteHold(id) => Write::DeleteHold(id.0),
+            Mutation::AppendAudit(record) => Write::Append {
+                seq: record.seq,
+                at_ms: record.at_ms,
+                resource: record.resource.clone(),
+                bytes: encode(record, || format!("audit record {}", record.seq))?,
+            },
             Mutation::FenceHighWater(value) => Write::Raise(*value),
         })
     }
 }
 
-fn encode(record: &LeaseRecord) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(record)
-        .map_err(|e| StoreError::Io(format!("cannot encode lease {}: {e}", record.lease)))
+fn encode<T: serde::Serialize>(
+    record: &T,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Io(format!("cannot encode {}: {e}", what())))
 }
 
-fn decode(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
+fn decode_lease(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
     let record: LeaseRecord = serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("lease {key}: {e}")))?;
     if record.lease.0 != key {
@@ -232,6 +630,92 @@ fn decode(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
         )));
     }
     Ok(record)
+}
+
+fn decode_hold(key: u64, bytes: &[u8]) -> Result<HoldRecord, StoreError> {
+    let record: HoldRecord = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("hold {key}: {e}")))?;
+    if record.hold.0 != key {
+        return Err(StoreError::Corrupt(format!(
+            "hold {key}: record is stored under the wrong key (it names hold {})",
+            record.hold
+        )));
+    }
+    Ok(record)
+}
+
+fn decode_audit(key: u64, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
+    let record: AuditRecord = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("audit record {key}: {e}")))?;
+    if record.seq != key {
+        return Err(StoreError::Corrupt(format!(
+            "audit record {key}: record is stored under the wrong key (it names seq {})",
+            record.seq
+        )));
+    }
+    Ok(record)
+}
+
+/// The field of a stored audit record that its index entry needs; the rest is skipped without
+/// being built.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    resource: std::borrow::Cow<'a, str>,
+}
+
+fn decode_head(seq: u64, bytes: &[u8]) -> Result<Head<'_>, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("audit record {seq}: {e}")))
+}
+
+/// The resource of a stored audit record, for its index entry; `None` (logged) if the record
+/// cannot be decoded — deleting or replacing it must not fail a commit.
+fn audit_resource(seq: u64, bytes: &[u8]) -> Option<String> {
+    match decode_head(seq, bytes) {
+        Ok(head) => Some(head.resource.into_owned()),
+        Err(error) => {
+            tracing::warn!(seq, %error, "undecodable audit record; its index entry is left behind");
+            None
+        }
+    }
+}
+
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+    name: &str,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(table) {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(redb_error(&format!("open {name} table"), e)),
+    }
+}
+
+fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'txn redb::WriteTransaction,
+    table: TableDefinition<K, V>,
+    name: &str,
+) -> Result<Table<'txn, K, V>, StoreError> {
+    txn.open_table(table)
+        .map_err(|e| redb_error(&format!("open {name} table"), e))
+}
+
+/// Writes `bytes` as lease `id` straight into the database in `dir`, bypassing every check:
+/// how the conformance suite plants records in an older format.
+#[cfg(feature = "conformance")]
+pub(crate) fn write_raw_lease(dir: &Path, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    let db = Database::create(dir.join(EmbeddedStore::FILE_NAME))
+        .map_err(|e| redb_error("open for a raw write", e))?;
+    let txn = db.begin_write().map_err(|e| redb_error("begin write", e))?;
+    {
+        let mut leases = open_write(&txn, LEASES, "leases")?;
+        leases
+            .insert(id, bytes)
+            .map_err(|e| redb_error("write raw lease", e))?;
+    }
+    txn.commit().map_err(|e| redb_error("commit", e))
 }
 
 /// Maps any redb error: checksum or structure damage is [`StoreError::Corrupt`], the rest is

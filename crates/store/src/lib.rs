@@ -1,9 +1,11 @@
 //! # locksmith-store
 //!
-//! Durable storage for the lock table: the [`Store`] trait and its durability contract, the
-//! embedded [`redb`] backend (the default: one file, no setup), the group-commit [`Committer`]
-//! that lets concurrent requests share one fsync, and a conformance suite
-//! ([`conformance`], behind the `conformance` feature) that every backend must pass.
+//! Durable storage for the lock table — leases, holds, the fencing high-water mark and the
+//! audit log: the [`Store`] trait and its durability contract, the embedded [`redb`] backend
+//! (the default: one file, no setup), the group-commit [`Committer`] that lets concurrent
+//! requests share one fsync (and answers [`AuditQuery`]s in order with the commits), and a
+//! conformance suite ([`conformance`], behind the `conformance` feature) that every backend
+//! must pass.
 //!
 //! What it is not: a lock table. It stores what `locksmith-core` tells it to and hands it back
 //! at boot; it makes no decisions about leases.
@@ -13,37 +15,59 @@ mod committer;
 pub mod conformance;
 mod embedded;
 mod error;
+mod options;
 
-pub use committer::{CommitStats, CommitTicket, Committer};
+pub use committer::{AuditTicket, CommitStats, CommitTicket, Committer};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use options::{AuditQuery, StoreOptions};
 
 use std::path::Path;
 
-use locksmith_core::{Mutation, Snapshot};
+use locksmith_core::{AuditRecord, Mutation, Snapshot};
 
 /// Opens the embedded store in `dir` (created if missing), loads it, and starts its committer:
 /// everything a server needs at boot, in the order the [`Store`] contract requires.
 pub fn open_embedded(dir: &Path) -> Result<(Snapshot, Committer), StoreError> {
-    let mut store = EmbeddedStore::open(dir)?;
+    open_embedded_with(dir, StoreOptions::default())
+}
+
+/// [`open_embedded`] with explicit [`StoreOptions`].
+pub fn open_embedded_with(
+    dir: &Path,
+    options: StoreOptions,
+) -> Result<(Snapshot, Committer), StoreError> {
+    let mut store = EmbeddedStore::open_with(dir, options)?;
     let snapshot = store.load()?;
     let committer = Committer::spawn(Box::new(store))?;
     Ok((snapshot, committer))
 }
 
-/// A durable home for the lock table's state.
+/// A durable home for the lock table's state: leases, holds, the fence high-water mark, and
+/// the audit log.
 ///
 /// # Durability contract
 ///
 /// - [`Store::commit`] applies the whole batch atomically — after a crash at any instant, either
-///   every mutation of the batch is visible to [`Store::load`] or none is — and in order
-///   (a later mutation of the same lease wins).
+///   every mutation of the batch is visible to [`Store::load`] (and [`Store::audit`]) or none
+///   is — and in order (a later mutation of the same lease or hold wins).
 /// - When `commit` returns `Ok`, the batch is durable: it survives `kill -9` of the process and
 ///   the loss of power of the machine (the data is fsynced to stable storage).
 /// - Batches are durable in the order they were committed: if batch N is visible after a crash,
 ///   every batch before N is too.
 /// - The fence high-water mark never goes backwards: `load` returns the maximum
-///   `FenceHighWater` ever committed (and at least every stored lease's token).
+///   `FenceHighWater` ever committed, and at least every stored lease's token and id and every
+///   stored hold's id (holds draw from the same sequence).
+/// - Holds behave like leases: `PutHold` inserts or replaces by id, `DeleteHold` removes (a
+///   missing id is a no-op), `load` returns every stored hold.
+/// - `AppendAudit` stores the record under its `seq` (an existing `seq` is replaced; the table
+///   never does that). `load` returns as `audit_seq` the highest `seq` ever appended, which
+///   never goes backwards — not even when retention has deleted that record.
+/// - Retention: when a commit takes the log above
+///   [`StoreOptions::audit_retention`] records, the oldest records are deleted in the same
+///   commit, at most (records appended by the commit + 1,024) of them. In steady state the log
+///   never exceeds the retention; after the retention is lowered, the following commits trim
+///   the excess bit by bit rather than in one long commit.
 /// - After `commit` returns `Err`, the store's durable state is unknown; the caller must stop
 ///   writing (the [`Committer`] latches the failure and refuses all later batches) rather than
 ///   guess. A new process must `load` to learn what survived.
@@ -54,6 +78,22 @@ pub trait Store: Send + 'static {
 
     /// Applies `batch` atomically and durably (see the trait docs).
     fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError>;
+
+    /// Reads audit records. May be called at any time after `load`, between commits.
+    ///
+    /// - Sees exactly the records of every committed batch (minus those retention deleted),
+    ///   never part of a batch.
+    /// - Filters ([`AuditQuery`]): `resource` equality, `at_ms >= since_ms`,
+    ///   `seq > after_seq`; all that are set must hold.
+    /// - Returns the **newest** `limit` matching records, oldest first (ascending `seq`): the
+    ///   "recent history" a listing wants. So with `after_seq`, a caller that receives exactly
+    ///   `limit` records may have missed older ones between `after_seq` and the first returned;
+    ///   to page without gaps, keep `limit` above what can arrive between two polls.
+    /// - A backend may bound the work of one query (the embedded store examines at most
+    ///   1,000,000 records; see [`EmbeddedStore`]) and must document when that bound can cut
+    ///   an answer short.
+    /// - A failed query does not affect durable state; the caller may keep committing.
+    fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// A short name for logs and health output, e.g. `embedded:/var/lib/locksmith`.
     fn describe(&self) -> String;

@@ -1,5 +1,6 @@
 //! The committer's promises: group commit, submission order, empty-batch barriers, fail-stop
-//! latching, and clean shutdown. Nothing here asserts timing.
+//! latching, clean shutdown, and audit queries ordered among the batches. Nothing here asserts
+//! timing.
 
 mod common;
 
@@ -7,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{FakeStore, lease, put};
-use locksmith_core::{LeaseId, Mutation};
-use locksmith_store::{Committer, EmbeddedStore, Store, StoreError, open_embedded};
+use locksmith_core::{AuditKind, AuditRecord, LeaseId, Mutation};
+use locksmith_store::{AuditQuery, Committer, EmbeddedStore, Store, StoreError, open_embedded};
 
 fn spawn(store: FakeStore) -> Committer {
     Committer::spawn(Box::new(store)).expect("spawn the committer")
@@ -247,4 +248,145 @@ async fn dropping_the_last_handle_closes_the_store() {
         "the commit thread should exit and close the store"
     );
     assert_eq!(probe.commits(), vec![vec![put(1)]]);
+}
+
+fn query_all() -> AuditQuery {
+    AuditQuery::default()
+}
+
+#[tokio::test]
+async fn a_query_sees_exactly_the_batches_submitted_before_it() {
+    let (store, _probe) = FakeStore::new();
+    let (store, gate) = store.gated();
+    let committer = spawn(store);
+
+    // The first batch is held inside the store; everything else queues behind it.
+    let first = committer.submit(vec![put(1)]);
+    gate.wait_entered();
+    let second = committer.submit(vec![put(2), put(3)]);
+    let query = committer.query_audit(query_all());
+    let third = committer.submit(vec![put(4)]);
+    for _ in 0..3 {
+        gate.release_one();
+    }
+    first.wait().await.expect("first");
+    second.wait().await.expect("second");
+    third.wait().await.expect("third");
+    let seen = query.wait().await.expect("query");
+    assert_eq!(
+        seen.len(),
+        3,
+        "the query runs after the 3 mutations submitted before it and before the later one"
+    );
+    // The batches on either side of the query were committed separately.
+    assert_eq!(committer.stats().batches, 3);
+}
+
+#[tokio::test]
+async fn a_query_after_an_acknowledged_commit_sees_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, committer) = open_embedded(dir.path()).expect("open");
+    let record = |seq: u64, resource: &str| {
+        let mut record = AuditRecord::new(resource, AuditKind::Granted);
+        record.seq = seq;
+        record.at_ms = 1_000 + seq;
+        record
+    };
+    committer
+        .submit(vec![
+            Mutation::PutLease(lease(1, "audited")),
+            Mutation::AppendAudit(record(1, "a")),
+        ])
+        .wait()
+        .await
+        .expect("commit");
+    let seen = committer
+        .query_audit(query_all())
+        .wait()
+        .await
+        .expect("query");
+    assert_eq!(seen, vec![record(1, "a")]);
+
+    // Submitted without waiting for the commit: still ordered after it.
+    let ticket = committer.submit(vec![
+        Mutation::AppendAudit(record(2, "b")),
+        Mutation::AppendAudit(record(3, "a")),
+    ]);
+    let query = committer.query_audit(AuditQuery {
+        resource: Some("a".to_owned()),
+        ..AuditQuery::recent(10)
+    });
+    assert_eq!(
+        query.wait().await.expect("query"),
+        vec![record(1, "a"), record(3, "a")]
+    );
+    ticket.wait().await.expect("commit");
+    committer.join().expect("close");
+}
+
+#[tokio::test]
+async fn a_failed_or_panicking_query_latches_nothing() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store);
+    let failing = AuditQuery {
+        resource: Some("fail".to_owned()),
+        ..query_all()
+    };
+    assert!(matches!(
+        committer.query_audit(failing).wait().await,
+        Err(StoreError::Io(reason)) if reason.contains("injected")
+    ));
+    let panicking = AuditQuery {
+        resource: Some("panic".to_owned()),
+        ..query_all()
+    };
+    match committer.query_audit(panicking).wait().await {
+        Err(StoreError::Io(reason)) => assert!(reason.contains("panicked"), "{reason}"),
+        other => panic!("expected Io, got {other:?}"),
+    }
+    assert!(committer.failure().is_none());
+    committer
+        .submit(vec![put(1)])
+        .wait()
+        .await
+        .expect("commits still work");
+    assert_eq!(
+        committer
+            .query_audit(query_all())
+            .wait()
+            .await
+            .expect("query")
+            .len(),
+        1
+    );
+    assert_eq!(probe.calls(), 1);
+}
+
+#[tokio::test]
+async fn queries_after_a_failed_commit_get_the_latched_error() {
+    let (store, _probe) = FakeStore::new();
+    let committer = spawn(store.fail_on_call(1));
+    assert!(committer.submit(vec![put(1)]).wait().await.is_err());
+    match committer.query_audit(query_all()).wait().await {
+        Err(StoreError::Failed(reason)) => assert!(reason.contains("injected"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn queries_after_shutdown_are_closed() {
+    let (store, _probe) = FakeStore::new();
+    let committer = spawn(store);
+    let before = committer.query_audit(query_all());
+    committer.shutdown();
+    let after = committer.query_audit(query_all());
+    assert!(
+        before
+            .wait()
+            .await
+            .expect("queued before shutdown")
+            .is_empty()
+    );
+    assert!(matches!(after.wait().await, Err(StoreError::Closed)));
+    committer.join().expect("clean close");
 }

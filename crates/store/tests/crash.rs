@@ -1,5 +1,6 @@
 //! Crash test: `kill -9` a process that is committing through the committer into the embedded
-//! store, reopen, and check that every acknowledged batch survived whole.
+//! store, reopen, and check that every acknowledged batch survived whole — its leases, its hold
+//! and its audit record, which live in different tables of the same transaction.
 //!
 //! The writer is this same test binary, re-executed with a filter that runs only
 //! `crash_writer_child` and an environment variable naming the data directory. It prints
@@ -18,8 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::lease;
-use locksmith_core::{LeaseRecord, Mutation};
-use locksmith_store::{EmbeddedStore, Store, open_embedded};
+use locksmith_core::{AuditKind, AuditRecord, HoldId, HoldRecord, LeaseRecord, Mutation};
+use locksmith_store::{AuditQuery, EmbeddedStore, Store, open_embedded};
 
 const CHILD_ENV: &str = "LOCKSMITH_CRASH_CHILD_DIR";
 const ACK: &str = "ACK ";
@@ -59,6 +60,8 @@ fn crash_writer_child() {
                         let mut batch: Vec<_> = (first..=last)
                             .map(|id| Mutation::PutLease(lease(id, &purpose)))
                             .collect();
+                        batch.push(Mutation::PutHold(hold(first, &purpose)));
+                        batch.push(Mutation::AppendAudit(audit(first, &purpose)));
                         batch.push(Mutation::FenceHighWater(last));
                         committer.submit(batch).wait().await.expect("commit");
                         println!("{ACK}{first} {last}");
@@ -92,13 +95,42 @@ fn job_purpose(first: u64, last: u64) -> String {
     format!("job {first} {last}")
 }
 
+/// The job's hold, under the job's first id.
+fn hold(first: u64, purpose: &str) -> HoldRecord {
+    HoldRecord {
+        hold: HoldId(first),
+        resource: format!("reboot/slot-{first}"),
+        reason: purpose.to_owned(),
+        by: "crash-test".to_owned(),
+        placed_at_ms: 1_700_000_000_000,
+        duration_ms: 60_000,
+        require_ack: false,
+        acked_by: None,
+        active_since_ms: Some(1_700_000_000_000),
+    }
+}
+
+/// The job's audit record, under the job's first id as its seq.
+fn audit(first: u64, purpose: &str) -> AuditRecord {
+    let mut record = AuditRecord::new(&format!("reboot/slot-{first}"), AuditKind::HoldPlaced);
+    record.seq = first;
+    record.at_ms = 1_700_000_000_000 + first;
+    record.hold = Some(HoldId(first));
+    record.reason = Some(purpose.to_owned());
+    record
+}
+
 fn parse_job(record: &LeaseRecord) -> (u64, u64) {
-    let mut parts = record.owner.purpose.split_whitespace().skip(1);
+    parse_purpose(&record.owner.purpose)
+}
+
+fn parse_purpose(purpose: &str) -> (u64, u64) {
+    let mut parts = purpose.split_whitespace().skip(1);
     let mut number = || {
         parts
             .next()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected purpose in {record:?}"))
+            .unwrap_or_else(|| panic!("unexpected purpose {purpose:?}"))
     };
     (number(), number())
 }
@@ -168,8 +200,24 @@ fn check_recovered(dir: &Path, acked: &BTreeMap<u64, u64>, round: usize) {
     let snapshot = store.load().expect("load after kill -9");
     let stored: BTreeMap<u64, &LeaseRecord> =
         snapshot.leases.iter().map(|r| (r.lease.0, r)).collect();
+    let holds: BTreeMap<u64, &HoldRecord> = snapshot.holds.iter().map(|r| (r.hold.0, r)).collect();
+    let records = store
+        .audit(&AuditQuery::default())
+        .expect("query the audit log after kill -9");
+    let audits: BTreeMap<u64, &AuditRecord> = records.iter().map(|r| (r.seq, r)).collect();
 
     for (&first, &last) in acked {
+        let purpose = job_purpose(first, last);
+        assert_eq!(
+            holds.get(&first).copied(),
+            Some(&hold(first, &purpose)),
+            "round {round}: the hold of acknowledged job {first}..={last} was lost"
+        );
+        assert_eq!(
+            audits.get(&first).copied(),
+            Some(&audit(first, &purpose)),
+            "round {round}: the audit record of acknowledged job {first}..={last} was lost"
+        );
         for id in first..=last {
             let record = stored
                 .get(&id)
@@ -187,6 +235,26 @@ fn check_recovered(dir: &Path, acked: &BTreeMap<u64, u64>, round: usize) {
             );
         }
     }
+    // The job's hold and audit record went in the same transaction as its leases.
+    let jobs = stored.values().map(|r| parse_job(r));
+    let held = holds.values().map(|r| parse_purpose(&r.reason));
+    let audited = audits
+        .values()
+        .map(|r| parse_purpose(r.reason.as_deref().unwrap_or_default()));
+    for (first, last) in jobs.chain(held).chain(audited) {
+        assert!(
+            stored.contains_key(&first)
+                && holds.contains_key(&first)
+                && audits.contains_key(&first),
+            "round {round}: job {first}..={last} survived in some tables but not all"
+        );
+    }
+    let max_first = acked.keys().copied().max().unwrap_or(0);
+    assert!(
+        snapshot.audit_seq >= max_first,
+        "round {round}: audit_seq {} is below acknowledged record {max_first}",
+        snapshot.audit_seq
+    );
     let max_acked = acked.values().copied().max().unwrap_or(0);
     assert!(
         snapshot.fence_high_water >= max_acked,

@@ -6,11 +6,23 @@ mod common;
 use std::fs;
 
 use common::lease;
-use locksmith_core::{LeaseId, Mutation};
-use locksmith_store::{EmbeddedStore, Store, StoreError};
+use locksmith_core::{AuditKind, AuditRecord, LeaseId, Mutation};
+use locksmith_store::{AuditQuery, EmbeddedStore, Store, StoreError, StoreOptions};
 use redb::{Database, TableDefinition};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const AUDIT_BY_RESOURCE: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("audit_by_resource");
+const AUDIT_TIME: TableDefinition<u64, (u64, u64)> = TableDefinition::new("audit_time");
+
+fn audit(seq: u64, resource: &str) -> AuditRecord {
+    let mut record = AuditRecord::new(resource, AuditKind::Granted);
+    record.seq = seq;
+    record.at_ms = 1_000 + seq;
+    record
+}
 
 #[test]
 fn open_creates_the_directory_and_file() {
@@ -101,11 +113,114 @@ fn a_deleted_lease_still_holds_the_fence_up() {
     assert_eq!(snapshot.fence_high_water, 60);
 }
 
+#[test]
+fn an_undecodable_hold_loads_as_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_raw_in(dir.path(), HOLDS, 3, b"[]");
+    let mut store = EmbeddedStore::open(dir.path()).expect("open");
+    match store.load() {
+        Err(StoreError::Corrupt(reason)) => assert!(reason.contains("hold 3"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn open_with_keeps_its_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions { audit_retention: 7 };
+    let store = EmbeddedStore::open_with(dir.path(), options).expect("open");
+    assert_eq!(store.options(), options);
+    assert_eq!(
+        EmbeddedStore::open(tempfile::tempdir().expect("tempdir").path())
+            .expect("open")
+            .options()
+            .audit_retention,
+        1_000_000
+    );
+}
+
+/// An undecodable audit record fails the queries that reach it, but never a commit: retention
+/// still deletes it, and the index entry it leaves behind is skipped.
+#[test]
+fn an_undecodable_audit_record_is_trimmed_without_failing_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_raw_in(dir.path(), AUDIT, 1, b"{not json");
+    {
+        let db = Database::create(dir.path().join("locksmith.redb")).expect("create");
+        let txn = db.begin_write().expect("begin");
+        txn.open_table(AUDIT_BY_RESOURCE)
+            .expect("table")
+            .insert(("x", 1), ())
+            .expect("insert");
+        txn.open_table(AUDIT_TIME)
+            .expect("table")
+            .insert(1, (1_001, 1_001))
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let options = StoreOptions { audit_retention: 2 };
+    let mut store = EmbeddedStore::open_with(dir.path(), options).expect("open");
+    assert_eq!(store.load().expect("load").audit_seq, 1);
+    match store.audit(&AuditQuery::default()) {
+        Err(StoreError::Corrupt(reason)) => assert!(reason.contains("audit record 1"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Newest-first with a limit never reaches it.
+    store
+        .commit(&[Mutation::AppendAudit(audit(2, "x"))])
+        .expect("commit");
+    assert_eq!(
+        store.audit(&AuditQuery::recent(1)).expect("query"),
+        vec![audit(2, "x")]
+    );
+    store
+        .commit(&[Mutation::AppendAudit(audit(3, "x"))])
+        .expect("a commit that trims the undecodable record succeeds");
+    let x = AuditQuery {
+        resource: Some("x".to_owned()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(
+        store.audit(&x).expect("query"),
+        vec![audit(2, "x"), audit(3, "x")]
+    );
+    assert_eq!(store.audit(&AuditQuery::default()).expect("query").len(), 2);
+}
+
+/// A store written by the release before holds and the audit log existed (only `leases` and
+/// `meta`) loads, and answers queries with nothing.
+#[test]
+fn a_store_without_the_new_tables_loads_and_answers_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = serde_json::to_vec(&lease(4, "old")).expect("encode");
+    write_raw(dir.path(), 4, &bytes);
+    let mut store = EmbeddedStore::open(dir.path()).expect("open");
+    let snapshot = store.load().expect("load");
+    assert_eq!(snapshot.leases, vec![lease(4, "old")]);
+    assert!(snapshot.holds.is_empty());
+    assert_eq!(snapshot.audit_seq, 0);
+    assert!(
+        store
+            .audit(&AuditQuery::default())
+            .expect("query")
+            .is_empty()
+    );
+    let by_resource = AuditQuery {
+        resource: Some("x".to_owned()),
+        ..AuditQuery::default()
+    };
+    assert!(store.audit(&by_resource).expect("query").is_empty());
+}
+
 fn write_raw(dir: &std::path::Path, key: u64, bytes: &[u8]) {
+    write_raw_in(dir, LEASES, key, bytes);
+}
+
+fn write_raw_in(dir: &std::path::Path, table: TableDefinition<u64, &[u8]>, key: u64, bytes: &[u8]) {
     let db = Database::create(dir.join("locksmith.redb")).expect("create");
     let txn = db.begin_write().expect("begin");
     {
-        let mut table = txn.open_table(LEASES).expect("table");
+        let mut table = txn.open_table(table).expect("table");
         table.insert(key, bytes).expect("insert");
     }
     txn.commit().expect("commit");

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use locksmith_api::{ErrorBody, ErrorCode};
-use locksmith_core::{AcquireError, FenceError, LeaseError};
+use locksmith_core::{AcquireError, BreakError, FenceError, HoldError, LeaseError};
 use locksmith_store::StoreError;
 
 use crate::clock::wall_ms;
@@ -15,19 +15,19 @@ use crate::engine::EngineError;
 
 /// An API error, ready to be sent.
 #[derive(Debug)]
-pub struct ApiError(pub ErrorBody);
+pub struct ApiError(pub Box<ErrorBody>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.error.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.0)).into_response()
+        (status, Json(*self.0)).into_response()
     }
 }
 
 impl From<ErrorBody> for ApiError {
     fn from(b: ErrorBody) -> Self {
-        ApiError(b)
+        ApiError(Box::new(b))
     }
 }
 
@@ -47,7 +47,7 @@ fn shutting_down() -> ErrorBody {
 
 impl From<EngineError<AcquireError>> for ApiError {
     fn from(e: EngineError<AcquireError>) -> Self {
-        ApiError(match e {
+        ApiError::from(match e {
             EngineError::Refused(e) => ErrorBody::from_acquire(&e, wall_ms()),
             EngineError::Storage(s) => storage(&s),
             EngineError::ShuttingDown => shutting_down(),
@@ -57,7 +57,7 @@ impl From<EngineError<AcquireError>> for ApiError {
 
 impl From<EngineError<LeaseError>> for ApiError {
     fn from(e: EngineError<LeaseError>) -> Self {
-        ApiError(match e {
+        ApiError::from(match e {
             EngineError::Refused(e) => ErrorBody::from_lease(&e),
             EngineError::Storage(s) => storage(&s),
             EngineError::ShuttingDown => shutting_down(),
@@ -67,7 +67,7 @@ impl From<EngineError<LeaseError>> for ApiError {
 
 impl From<EngineError<FenceError>> for ApiError {
     fn from(e: EngineError<FenceError>) -> Self {
-        ApiError(match e {
+        ApiError::from(match e {
             EngineError::Refused(e) => ErrorBody::from_fence(&e),
             EngineError::Storage(s) => storage(&s),
             EngineError::ShuttingDown => shutting_down(),
@@ -75,10 +75,36 @@ impl From<EngineError<FenceError>> for ApiError {
     }
 }
 
+impl From<EngineError<HoldError>> for ApiError {
+    fn from(e: EngineError<HoldError>) -> Self {
+        ApiError::from(match e {
+            EngineError::Refused(e) => ErrorBody::from_hold(&e),
+            EngineError::Storage(s) => storage(&s),
+            EngineError::ShuttingDown => shutting_down(),
+        })
+    }
+}
+
+impl From<EngineError<BreakError>> for ApiError {
+    fn from(e: EngineError<BreakError>) -> Self {
+        ApiError::from(match e {
+            EngineError::Refused(e) => ErrorBody::from_break(&e),
+            EngineError::Storage(s) => storage(&s),
+            EngineError::ShuttingDown => shutting_down(),
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(storage(&e))
+    }
+}
+
 /// A caught panic becomes a JSON 500, never a dropped connection.
 pub fn panic_response(_err: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked; answering 500");
-    ApiError(ErrorBody::new(
+    ApiError::from(ErrorBody::new(
         ErrorCode::Internal,
         "internal error (a bug): the request may not have been applied; check the server log",
     ))

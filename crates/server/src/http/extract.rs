@@ -22,7 +22,7 @@ pub struct OptionalJson<T>(pub T);
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|e| {
         let too_large = e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
-        ApiError(if too_large {
+        ApiError::from(if too_large {
             ErrorBody::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
@@ -41,7 +41,7 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        ApiError(ErrorBody::new(
+        ApiError::from(ErrorBody::new(
             ErrorCode::InvalidJson,
             format!("request body is not valid: {e}"),
         ))

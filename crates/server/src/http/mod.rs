@@ -2,23 +2,54 @@
 //! parse, call the engine, map the answer.
 
 mod error;
+mod events;
 mod extract;
+mod ops;
 mod routes;
 
 pub use error::ApiError;
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 
 use crate::engine::Engine;
 
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// The reaper's GC interval (status judges its heartbeat by it).
+    pub gc_interval: Duration,
+    /// Lock-delay for acquires that name none, ms.
+    pub default_lock_delay_ms: u64,
+}
+
+impl FromRef<AppState> for Engine {
+    fn from_ref(app: &AppState) -> Engine {
+        app.engine.clone()
+    }
+}
+
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The `/v1` router plus `/healthz`.
-pub fn router(engine: Engine) -> Router {
+/// The `/v1` router plus `/healthz` and `/metrics`.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/status", get(ops::status))
+        .route("/v1/holds", get(ops::holds).post(ops::place_hold))
+        .route("/v1/holds/{id}/ack", post(ops::ack_hold))
+        .route("/v1/holds/{id}/lift", post(ops::lift_hold))
+        .route("/v1/break", post(ops::break_lock))
+        .route("/v1/liveness", post(ops::liveness))
+        .route("/v1/audit", get(ops::audit))
+        .route("/v1/events", get(events::stream))
         .route("/v1/acquire", post(routes::acquire))
         .route(
             "/v1/leases/{id}",
@@ -35,5 +66,5 @@ pub fn router(engine: Engine) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,
         ))
-        .with_state(engine)
+        .with_state(state)
 }

@@ -10,8 +10,8 @@ use locksmith_api::{
 };
 use locksmith_core::{Acquire, LeaseId, validate_resource};
 
-use super::ApiError;
 use super::extract::{JsonBody, OptionalJson};
+use super::{ApiError, AppState};
 use crate::clock::wall_ms;
 use crate::engine::Engine;
 
@@ -28,7 +28,7 @@ pub async fn health(State(engine): State<Engine>) -> Response {
 }
 
 pub async fn acquire(
-    State(engine): State<Engine>,
+    State(app): State<AppState>,
     JsonBody(req): JsonBody<AcquireRequest>,
 ) -> ApiResult<LeaseView> {
     let acquire = Acquire {
@@ -37,8 +37,9 @@ pub async fn acquire(
         ttl_ms: req.ttl_ms.unwrap_or(DEFAULT_TTL_MS),
         slots: req.slots.unwrap_or(1),
         wait_ms: req.wait_ms.unwrap_or(0),
+        lock_delay_ms: req.lock_delay_ms.unwrap_or(app.default_lock_delay_ms),
     };
-    Ok(Json(engine.acquire(acquire).await?))
+    Ok(Json(app.engine.acquire(acquire).await?))
 }
 
 pub async fn renew(
@@ -71,7 +72,7 @@ pub async fn get_lease(
     let lease = parse_lease(&id)?;
     // A read-only look: renewing with no token would extend it, so ask the table directly.
     engine.lease(lease).map(Json).ok_or_else(|| {
-        ApiError(ErrorBody {
+        ApiError::from(ErrorBody {
             lease: Some(lease),
             ..ErrorBody::new(
                 ErrorCode::NotHolder,
@@ -92,7 +93,8 @@ pub async fn lock(
     State(engine): State<Engine>,
     Path(resource): Path<String>,
 ) -> ApiResult<LockResponse> {
-    validate_resource(&resource).map_err(|e| ApiError(ErrorBody::invalid(&e.field, e.reason)))?;
+    validate_resource(&resource)
+        .map_err(|e| ApiError::from(ErrorBody::invalid(&e.field, e.reason)))?;
     Ok(Json(LockResponse {
         server_time_ms: wall_ms(),
         lock: engine.resource(&resource),
@@ -111,7 +113,7 @@ pub async fn check_fence(
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError(ErrorBody::new(
+    ApiError::from(ErrorBody::new(
         ErrorCode::NotFound,
         format!(
             "no such endpoint: {}; the API lives under /v1 (see the README)",
@@ -121,19 +123,19 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError(ErrorBody::new(
+    ApiError::from(ErrorBody::new(
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     ))
 }
 
-fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
+pub(super) fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
     id.parse::<u64>()
         .ok()
         .filter(|n| *n > 0)
         .map(LeaseId)
         .ok_or_else(|| {
-            ApiError(ErrorBody::invalid(
+            ApiError::from(ErrorBody::invalid(
                 "lease",
                 format!("{id:?} is not a lease id (a positive integer)"),
             ))

@@ -7,20 +7,26 @@
 //! Why groups: while one commit is in its fsync, new jobs queue up; the next loop turn takes all
 //! of them at once and pays one fsync for the lot. Under load the group grows by itself, with no
 //! timer adding latency when the server is idle.
+//!
+//! Audit queries share the queue: a query splits the group, so that the batches queued before
+//! it are committed first and it sees exactly them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use locksmith_core::Mutation;
+use locksmith_core::{AuditRecord, Mutation};
 use tokio::sync::oneshot;
 
 use super::stats::StatsCell;
-use crate::{Store, StoreError};
+use crate::{AuditQuery, Store, StoreError};
 
 /// What a job's waiter receives.
 pub(crate) type Reply = Result<(), StoreError>;
+
+/// What a query's waiter receives.
+pub(crate) type QueryReply = Result<Vec<AuditRecord>, StoreError>;
 
 /// One submitted batch and the channel that acknowledges it.
 pub(crate) struct Job {
@@ -28,8 +34,15 @@ pub(crate) struct Job {
     pub(crate) done: oneshot::Sender<Reply>,
 }
 
+/// One audit query and the channel that answers it.
+pub(crate) struct Query {
+    pub(crate) query: AuditQuery,
+    pub(crate) done: oneshot::Sender<QueryReply>,
+}
+
 pub(crate) enum Message {
     Job(Job),
+    Query(Query),
     /// Finish every job queued before this one, then exit.
     Shutdown,
 }
@@ -48,35 +61,58 @@ impl Worker {
     /// Runs until shutdown is requested or every handle is dropped; the store is dropped (and
     /// so closed) when this returns.
     pub(crate) fn run(mut self) {
-        loop {
-            // Blocking for the first job, then taking whatever else is already queued.
-            let Ok(Message::Job(first)) = self.rx.recv() else {
-                return;
-            };
-            let mut group = vec![first];
-            let mut stop = false;
-            loop {
-                match self.rx.try_recv() {
-                    Ok(Message::Job(job)) => group.push(job),
-                    Ok(Message::Shutdown) => {
-                        stop = true;
-                        break;
+        // Blocking for the first message, then taking whatever else is already queued.
+        while let Ok(first) = self.rx.recv() {
+            let mut group = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next {
+                match message {
+                    Message::Job(job) => group.push(job),
+                    Message::Query(query) => {
+                        self.complete(std::mem::take(&mut group));
+                        self.answer(query);
                     }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        stop = true;
-                        break;
+                    Message::Shutdown => {
+                        self.complete(group);
+                        return;
                     }
                 }
+                // Empty: commit what we have. Disconnected: the same, then `recv` ends the loop.
+                next = self.rx.try_recv().ok();
             }
             self.complete(group);
-            if stop {
-                return;
-            }
         }
     }
 
+    /// Runs one query, unless a commit has failed or nobody waits for the answer any more. A
+    /// failed or panicking query latches nothing: it did not write.
+    fn answer(&mut self, query: Query) {
+        if query.done.is_closed() {
+            return;
+        }
+        let reply = match self.failure.get() {
+            Some(reason) => Err(StoreError::Failed(reason.clone())),
+            None => {
+                let reply = catch_unwind(AssertUnwindSafe(|| self.store.audit(&query.query)))
+                    .unwrap_or_else(|payload| {
+                        Err(StoreError::Io(format!(
+                            "store panicked during an audit query: {}",
+                            payload_text(payload.as_ref())
+                        )))
+                    });
+                if let Err(error) = &reply {
+                    tracing::warn!(store = %self.describe, %error, "audit query failed");
+                }
+                reply
+            }
+        };
+        let _ = query.done.send(reply);
+    }
+
     fn complete(&mut self, group: Vec<Job>) {
+        if group.is_empty() {
+            return;
+        }
         let jobs = group.len() as u64;
         let total = group.iter().map(|job| job.batch.len()).sum();
         let mut batch = Vec::with_capacity(total);
@@ -134,10 +170,13 @@ impl Worker {
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let detail = payload
+    format!("store panicked during commit: {}", payload_text(payload))
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned());
-    format!("store panicked during commit: {detail}")
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

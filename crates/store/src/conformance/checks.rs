@@ -5,7 +5,7 @@ use locksmith_core::{LeaseId, LeaseRecord, Mutation, Snapshot};
 use super::{Harness, sample_lease};
 use crate::Store;
 
-fn fresh_loaded(h: &mut dyn Harness) -> Box<dyn Store> {
+pub(super) fn fresh_loaded(h: &mut dyn Harness) -> Box<dyn Store> {
     let mut store = h.fresh();
     let snapshot = store.load().expect("load a fresh store");
     assert_eq!(
@@ -16,15 +16,17 @@ fn fresh_loaded(h: &mut dyn Harness) -> Box<dyn Store> {
     store
 }
 
-fn commit(store: &mut Box<dyn Store>, batch: &[Mutation]) {
+pub(super) fn commit(store: &mut Box<dyn Store>, batch: &[Mutation]) {
     store.commit(batch).expect("commit");
 }
 
-/// Reopens and loads, returning the new instance and its state with leases sorted by id.
-fn reload(h: &mut dyn Harness, store: Box<dyn Store>) -> (Box<dyn Store>, Snapshot) {
+/// Reopens and loads, returning the new instance and its state with leases and holds sorted by
+/// id.
+pub(super) fn reload(h: &mut dyn Harness, store: Box<dyn Store>) -> (Box<dyn Store>, Snapshot) {
     let mut store = h.reopen(store);
     let mut snapshot = store.load().expect("load after reopen");
     snapshot.leases.sort_by_key(|record| record.lease);
+    snapshot.holds.sort_by_key(|record| record.hold);
     (store, snapshot)
 }
 
@@ -315,6 +317,52 @@ pub fn delete_absent_is_a_no_op(h: &mut dyn Harness) {
     let (_, snapshot) = reload(h, store);
     assert_eq!(snapshot.leases, vec![sample_lease(1, 1)]);
     assert_eq!(snapshot.fence_high_water, 1);
+}
+
+/// `lock_delay_ms` round-trips, at zero, a typical value and the edge of its type.
+pub fn lock_delay_round_trips(h: &mut dyn Harness) {
+    let mut store = fresh_loaded(h);
+    let records: Vec<_> = [(1, 0), (2, 15_000), (3, u64::MAX)]
+        .into_iter()
+        .map(|(id, delay)| LeaseRecord {
+            lock_delay_ms: delay,
+            ..sample_lease(id, id)
+        })
+        .collect();
+    commit(&mut store, &records.iter().map(put).collect::<Vec<_>>());
+    let (_, snapshot) = reload(h, store);
+    assert_eq!(snapshot.leases, records);
+}
+
+/// A lease stored by a release that predates `lock_delay_ms` loads, with a lock-delay of 0.
+pub fn legacy_lease_without_lock_delay_loads(h: &mut dyn Harness) {
+    // Byte for byte what the first release stored (the record had no `lock_delay_ms` yet).
+    const LEGACY: &str = r#"{"lease":41,"resource":"reboot/slot-41","owner":{"node":"node-7","pid":4121,"start_time":987654,"boot_id":"0b2c5d1e-8f7a-4c3b-9e2d-1a0f6b5c4d3e","user":"orchestrator","purpose":"legacy"},"token":41,"ttl_ms":30000,"slots":1,"granted_at_ms":1700000000000}"#;
+    let mut store = fresh_loaded(h);
+    commit(
+        &mut store,
+        &[put(&sample_lease(7, 7)), Mutation::FenceHighWater(40)],
+    );
+    let mut store = h.write_raw_lease(store, 41, LEGACY.as_bytes());
+    let mut snapshot = store.load().expect("load a store holding a legacy lease");
+    snapshot.leases.sort_by_key(|record| record.lease);
+    let legacy = snapshot
+        .leases
+        .iter()
+        .find(|record| record.lease == LeaseId(41))
+        .expect("the legacy lease loads");
+    assert_eq!(legacy.lock_delay_ms, 0);
+    assert_eq!(legacy.owner.purpose, "legacy");
+    assert_eq!(legacy.token.0, 41);
+    assert_eq!(snapshot.leases.len(), 2);
+    assert!(snapshot.fence_high_water >= 41);
+
+    // And it can be rewritten in the current format.
+    let mut renewed = legacy.clone();
+    renewed.lock_delay_ms = 2_000;
+    commit(&mut store, &[put(&renewed)]);
+    let (_, snapshot) = reload(h, store);
+    assert_eq!(snapshot.leases, vec![sample_lease(7, 7), renewed]);
 }
 
 /// The longest prefix of `text` that fits in `max` bytes without splitting a character.

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Mutation, Owner, Snapshot};
-use locksmith_store::{Store, StoreError};
+use locksmith_core::{AuditRecord, FenceToken, LeaseId, LeaseRecord, Mutation, Owner, Snapshot};
+use locksmith_store::{AuditQuery, Store, StoreError};
 
 /// A complete lease record; `purpose` tells versions apart.
 pub fn lease(id: u64, purpose: &str) -> LeaseRecord {
@@ -29,6 +29,7 @@ pub fn lease(id: u64, purpose: &str) -> LeaseRecord {
         ttl_ms: 30_000,
         slots: 1,
         granted_at_ms: 1_700_000_000_000,
+        lock_delay_ms: 250,
     }
 }
 
@@ -162,6 +163,25 @@ impl Store for FakeStore {
             .expect("probe lock")
             .push(batch.to_vec());
         Ok(())
+    }
+
+    /// Answers with one record per mutation committed so far (seq = its position), so that
+    /// tests can see which batches a query was ordered after; fails or panics if the query
+    /// asks for resource `fail` or `panic`.
+    fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        match query.resource.as_deref() {
+            Some("fail") => return Err(StoreError::Io("injected query failure".to_owned())),
+            Some("panic") => panic!("injected panic in a query"),
+            _ => {}
+        }
+        let committed: usize = self.probe.commits().iter().map(Vec::len).sum();
+        Ok((1..=committed as u64)
+            .map(|seq| {
+                let mut record = AuditRecord::new("fake", locksmith_core::AuditKind::Granted);
+                record.seq = seq;
+                record
+            })
+            .collect())
     }
 
     fn describe(&self) -> String {

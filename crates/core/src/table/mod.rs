@@ -11,18 +11,32 @@
 //! - fencing tokens strictly increase across all grants and are never reused;
 //! - waiters are served strictly first-in first-out per resource (no barging: a new acquirer
 //!   never overtakes a queued one);
-//! - a non-empty queue implies at least one holder (a free slot is handed to the queue at once).
+//! - a non-empty queue implies at least one holder, a hold in force, or a lock-delay (a free,
+//!   unblocked slot is handed to the queue at once);
+//! - no grant is made while a hold is in force on the resource or its lock-delay runs;
+//! - every change to durable state emits its audit record in the same batch.
+
+mod ghosts;
+mod holds;
+mod views;
+
+pub use ghosts::{BreakOutcome, DeadProcess};
+pub use holds::PlaceHold;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use std::collections::HashSet;
+
+use crate::audit::{AuditKind, AuditRecord};
 use crate::effect::{Effect, Effects};
 use crate::error::{AcquireError, EndCause, FenceError, InvalidRequest, LeaseError};
+use crate::hold::{HoldId, HoldRecord, HoldState};
 use crate::ids::{FenceToken, LeaseId, WaiterId};
 use crate::owner::Owner;
 use crate::record::{LeaseRecord, Mutation, Snapshot};
 use crate::resource::validate_resource;
 use crate::time::{Mono, Now};
-use crate::view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};
+use crate::view::{HolderView, LeaseView};
 
 /// Limits the table enforces on requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +51,8 @@ pub struct TableConfig {
     pub max_slots: u32,
     /// How many ended leases to remember, so a late renew/release is told why its lease ended.
     pub ended_memory: usize,
+    /// Longest hold or lock-delay accepted, ms.
+    pub max_hold_ms: u64,
 }
 
 impl Default for TableConfig {
@@ -47,8 +63,19 @@ impl Default for TableConfig {
             max_wait_ms: 24 * 3600 * 1000,
             max_slots: 10_000,
             ended_memory: 65_536,
+            max_hold_ms: 24 * 3600 * 1000,
         }
     }
+}
+
+/// What a grant needs, whether to a new acquirer or a queued waiter.
+#[derive(Debug)]
+struct Grant {
+    resource: String,
+    owner: Owner,
+    ttl_ms: u64,
+    slots: u32,
+    lock_delay_ms: u64,
 }
 
 /// An acquire request as the table sees it.
@@ -64,6 +91,8 @@ pub struct Acquire {
     pub slots: u32,
     /// How long to wait in the queue, ms; 0 fails at once if no slot is free.
     pub wait_ms: u64,
+    /// Lock-delay if this holder fails (expiry, ghost reclaim, break), ms; 0 for none.
+    pub lock_delay_ms: u64,
 }
 
 /// The outcome of an acquire that was not refused.
@@ -90,6 +119,9 @@ pub struct Released {
 enum Timer {
     Lease(LeaseId),
     Waiter(WaiterId),
+    Hold(HoldId),
+    /// A resource's lock-delay ends; keyed by the lease whose failure started it.
+    Delay(LeaseId),
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +136,7 @@ struct Lease {
     renewed_wall_ms: u64,
     renewed: Mono,
     deadline: Mono,
+    lock_delay_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +145,16 @@ struct Waiter {
     owner: Owner,
     ttl_ms: u64,
     slots: u32,
+    lock_delay_ms: u64,
     since_wall_ms: u64,
+    deadline: Mono,
+}
+
+#[derive(Debug, Clone)]
+struct Hold {
+    record: HoldRecord,
+    state: HoldState,
+    /// When it ends (active) or lapses unacknowledged (pending).
     deadline: Mono,
 }
 
@@ -122,7 +164,15 @@ struct Resource {
     /// Lease ids in grant order.
     holders: Vec<LeaseId>,
     queue: VecDeque<Waiter>,
+    /// Holds placed on this resource, active or pending.
+    holds: Vec<HoldId>,
+    /// Lock-delay: no grants before this instant; the timer is keyed by the failed lease.
+    delay: Option<(Mono, LeaseId)>,
 }
+
+/// The leases held from one node, by the boot id each was granted under. Usually one boot id;
+/// more than one when a waiter queued before a reboot was granted after it (a ghost grant).
+type NodeLeases = HashMap<String, HashSet<LeaseId>>;
 
 /// Ended leases remembered so that late callers learn why (bounded, oldest forgotten first).
 #[derive(Debug, Default)]
@@ -158,6 +208,11 @@ pub struct LockTable {
     last_waiter: u64,
     timers: BTreeSet<(Mono, Timer)>,
     ended: EndedLog,
+    holds: HashMap<HoldId, Hold>,
+    nodes: HashMap<String, NodeLeases>,
+    /// Lock-delay timers: failed lease → the resource whose delay it started.
+    delays: HashMap<LeaseId, String>,
+    last_audit: u64,
 }
 
 impl LockTable {
@@ -179,6 +234,10 @@ impl LockTable {
             last_waiter: 0,
             timers: BTreeSet::new(),
             ended: EndedLog::default(),
+            holds: HashMap::new(),
+            nodes: HashMap::new(),
+            delays: HashMap::new(),
+            last_audit: snapshot.audit_seq,
         };
         let mut records = snapshot.leases;
         records.sort_by_key(|r| r.token);
@@ -195,14 +254,20 @@ impl LockTable {
                 renewed_wall_ms: now.wall_ms,
                 renewed: now.mono,
                 deadline: now.mono.plus_ms(r.ttl_ms),
+                lock_delay_ms: r.lock_delay_ms,
             };
             let res = table.resources.entry(lease.resource.clone()).or_default();
             res.slots = lease.slots;
             res.holders.push(lease.id);
+            table.index_node(&lease);
             table
                 .timers
                 .insert((lease.deadline, Timer::Lease(lease.id)));
             table.leases.insert(lease.id, lease);
+        }
+        for record in snapshot.holds {
+            table.last_seq = table.last_seq.max(record.hold.0);
+            table.restore_hold(record, now);
         }
         table
     }
@@ -248,6 +313,8 @@ impl LockTable {
                     }
                 }
                 Timer::Waiter(id) => self.time_out_waiter(id, now, fx),
+                Timer::Hold(id) => self.expire_hold(id, now, fx),
+                Timer::Delay(id) => self.end_delay(id, now, fx),
             }
         }
         expired
@@ -264,6 +331,7 @@ impl LockTable {
     ) -> Result<AcquireOutcome, AcquireError> {
         self.validate_acquire(&req)?;
         self.advance(now, fx);
+        self.observe_boot(&req.owner.node, &req.owner.boot_id, now, fx);
         if let Some(res) = self.resources.get(&req.resource) {
             let mine = res.holders.iter().copied().find(|id| {
                 self.leases
@@ -276,22 +344,40 @@ impl LockTable {
                 view.reacquired = true;
                 return Ok(AcquireOutcome::Granted(view));
             }
-            if !res.holders.is_empty() && res.slots != req.slots {
+            // The size the resource is held with — or, while a hold or a lock-delay keeps it
+            // unheld, the size its queue waits for: a waiter of another size would block the
+            // queue's head (or be stranded behind it) with a slot free.
+            let size = if res.holders.is_empty() {
+                res.queue.front().map(|w| w.slots)
+            } else {
+                Some(res.slots)
+            };
+            if let Some(held_slots) = size.filter(|s| *s != req.slots) {
                 return Err(AcquireError::SlotsMismatch {
                     resource: req.resource,
-                    held_slots: res.slots,
+                    held_slots,
                     asked_slots: req.slots,
                 });
             }
-            let full = res.holders.len() >= res.slots as usize || !res.queue.is_empty();
+            let blocked = self.blocked(&req.resource, res, now);
+            let full = res.holders.len() >= res.slots.max(1) as usize
+                || !res.queue.is_empty()
+                || blocked.is_some();
             if full {
                 if req.wait_ms == 0 {
-                    return Err(self.hot(&req.resource, now));
+                    return Err(blocked.unwrap_or_else(|| self.hot(&req.resource, now)));
                 }
                 return Ok(AcquireOutcome::Queued(self.enqueue(req, now)));
             }
         }
-        let view = self.grant(req.resource, req.owner, req.ttl_ms, req.slots, now, fx);
+        let grant = Grant {
+            resource: req.resource,
+            owner: req.owner,
+            ttl_ms: req.ttl_ms,
+            slots: req.slots,
+            lock_delay_ms: req.lock_delay_ms,
+        };
+        let view = self.grant(grant, now, fx);
         Ok(AcquireOutcome::Granted(view))
     }
 
@@ -396,30 +482,6 @@ impl LockTable {
         })
     }
 
-    /// One resource's view (FREE if nobody holds or waits for it).
-    pub fn resource(&self, resource: &str, now: Now) -> ResourceView {
-        match self.resources.get(resource) {
-            Some(res) => self.resource_view(resource, res, now),
-            None => ResourceView {
-                resource: resource.to_string(),
-                state: LockState::Free,
-                slots: 1,
-                holders: Vec::new(),
-                waiters: Vec::new(),
-            },
-        }
-    }
-
-    /// Every held or awaited resource, sorted by name.
-    pub fn resources(&self, now: Now) -> Vec<ResourceView> {
-        let mut names: Vec<&String> = self.resources.keys().collect();
-        names.sort();
-        names
-            .into_iter()
-            .filter_map(|n| self.resources.get(n).map(|r| self.resource_view(n, r, now)))
-            .collect()
-    }
-
     /// A live lease's view, if it is live.
     pub fn lease(&self, lease: LeaseId) -> Option<LeaseView> {
         self.lease_view(lease)
@@ -452,6 +514,15 @@ impl LockTable {
                 format!("must be at most {} ms (got {})", c.max_wait_ms, req.wait_ms),
             ));
         }
+        if req.lock_delay_ms > c.max_hold_ms {
+            return Err(InvalidRequest::new(
+                "lock_delay_ms",
+                format!(
+                    "must be at most {} ms (got {})",
+                    c.max_hold_ms, req.lock_delay_ms
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -471,6 +542,14 @@ impl LockTable {
 
     fn ended_error(&self, lease: LeaseId) -> LeaseError {
         if let Some((resource, cause)) = self.ended.causes.get(&lease) {
+            if let EndCause::Broken { by, reason } = cause {
+                return LeaseError::Broken {
+                    lease,
+                    resource: resource.clone(),
+                    by: by.clone(),
+                    reason: reason.clone(),
+                };
+            }
             return LeaseError::LeaseExpired {
                 lease,
                 resource: resource.clone(),
@@ -498,35 +577,29 @@ impl LockTable {
         }
     }
 
-    fn grant(
-        &mut self,
-        resource: String,
-        owner: Owner,
-        ttl_ms: u64,
-        slots: u32,
-        now: Now,
-        fx: &mut Effects,
-    ) -> LeaseView {
+    fn grant(&mut self, g: Grant, now: Now, fx: &mut Effects) -> LeaseView {
         self.last_seq += 1;
         let id = LeaseId(self.last_seq);
         let token = FenceToken(self.last_seq);
         let lease = Lease {
             id,
-            resource,
-            owner,
+            resource: g.resource,
+            owner: g.owner,
             token,
-            ttl_ms,
-            slots,
+            ttl_ms: g.ttl_ms,
+            slots: g.slots,
             granted_at_ms: now.wall_ms,
             renewed_wall_ms: now.wall_ms,
             renewed: now.mono,
-            deadline: now.mono.plus_ms(ttl_ms),
+            deadline: now.mono.plus_ms(g.ttl_ms),
+            lock_delay_ms: g.lock_delay_ms,
         };
         let res = self.resources.entry(lease.resource.clone()).or_default();
         if res.holders.is_empty() {
-            res.slots = slots;
+            res.slots = g.slots;
         }
         res.holders.push(id);
+        self.index_node(&lease);
         self.timers.insert((lease.deadline, Timer::Lease(id)));
         fx.push(Effect::Persist(Mutation::FenceHighWater(self.last_seq)));
         fx.push(Effect::Persist(Mutation::PutLease(LeaseRecord {
@@ -534,13 +607,41 @@ impl LockTable {
             resource: lease.resource.clone(),
             owner: lease.owner.clone(),
             token,
-            ttl_ms,
-            slots,
+            ttl_ms: g.ttl_ms,
+            slots: g.slots,
             granted_at_ms: now.wall_ms,
+            lock_delay_ms: g.lock_delay_ms,
         })));
+        self.audit(
+            AuditRecord {
+                lease: Some(id),
+                token: Some(token),
+                owner: Some(lease.owner.clone()),
+                ..AuditRecord::new(&lease.resource, AuditKind::Granted)
+            },
+            now,
+            fx,
+        );
         let view = view_of(&lease, false);
         self.leases.insert(id, lease);
         view
+    }
+
+    /// Appends an audit record, giving it the next sequence number and the wall time.
+    fn audit(&mut self, mut record: AuditRecord, now: Now, fx: &mut Effects) {
+        self.last_audit += 1;
+        record.seq = self.last_audit;
+        record.at_ms = now.wall_ms;
+        fx.push(Effect::Persist(Mutation::AppendAudit(record)));
+    }
+
+    fn index_node(&mut self, lease: &Lease) {
+        self.nodes
+            .entry(lease.owner.node.clone())
+            .or_default()
+            .entry(lease.owner.boot_id.clone())
+            .or_default()
+            .insert(lease.id);
     }
 
     fn enqueue(&mut self, req: Acquire, now: Now) -> WaiterId {
@@ -555,6 +656,7 @@ impl LockTable {
             owner: req.owner,
             ttl_ms: req.ttl_ms,
             slots: req.slots,
+            lock_delay_ms: req.lock_delay_ms,
             since_wall_ms: now.wall_ms,
             deadline,
         });
@@ -568,7 +670,11 @@ impl LockTable {
         if let Some(res) = self.resources.get_mut(&resource) {
             res.queue.retain(|w| w.id != id);
         }
-        let error = self.hot(&resource, now);
+        let error = self
+            .resources
+            .get(&resource)
+            .and_then(|res| self.blocked(&resource, res, now))
+            .unwrap_or_else(|| self.hot(&resource, now));
         self.drop_if_idle(&resource);
         fx.push(Effect::WaitTimedOut { waiter: id, error });
     }
@@ -583,10 +689,53 @@ impl LockTable {
     ) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
         self.timers.remove(&(lease.deadline, Timer::Lease(id)));
+        if let Some(node) = self.nodes.get_mut(&lease.owner.node) {
+            if let Some(boot) = node.get_mut(&lease.owner.boot_id) {
+                boot.remove(&id);
+                if boot.is_empty() {
+                    node.remove(&lease.owner.boot_id);
+                }
+            }
+            if node.is_empty() {
+                self.nodes.remove(&lease.owner.node);
+            }
+        }
+        // A lease never outlives its deadline: an expiry noticed late (the reaper overslept, or
+        // the next request came long after) failed at the deadline, so its lock-delay runs from
+        // there, not from whenever the table got round to it (and may already be over).
+        let failed_at = now.mono.min(lease.deadline);
+        let delay = (cause.is_failure() && lease.lock_delay_ms > 0)
+            .then(|| failed_at.plus_ms(lease.lock_delay_ms))
+            .filter(|until| *until > now.mono);
         if let Some(res) = self.resources.get_mut(&lease.resource) {
             res.holders.retain(|h| *h != id);
+            if let Some(until) = delay {
+                if res.delay.is_none_or(|(old, _)| old < until) {
+                    if let Some((old, key)) = res.delay.replace((until, id)) {
+                        self.timers.remove(&(old, Timer::Delay(key)));
+                        self.delays.remove(&key);
+                    }
+                    self.timers.insert((until, Timer::Delay(id)));
+                    self.delays.insert(id, lease.resource.clone());
+                }
+            }
         }
         fx.push(Effect::Persist(Mutation::DeleteLease(id)));
+        self.audit(
+            AuditRecord {
+                lease: Some(id),
+                token: Some(lease.token),
+                owner: Some(lease.owner.clone()),
+                ..AuditRecord::new(
+                    &lease.resource,
+                    AuditKind::Ended {
+                        cause: cause.clone(),
+                    },
+                )
+            },
+            now,
+            fx,
+        );
         fx.push(Effect::Ended {
             lease: id,
             resource: lease.resource.clone(),
@@ -603,6 +752,12 @@ impl LockTable {
     /// Hands free slots of `resource` to its queue, first come first served.
     fn wake(&mut self, resource: &str, now: Now, fx: &mut Effects) {
         loop {
+            let Some(res) = self.resources.get(resource) else {
+                return;
+            };
+            if self.blocked(resource, res, now).is_some() {
+                break;
+            }
             let Some(res) = self.resources.get_mut(resource) else {
                 return;
             };
@@ -622,7 +777,14 @@ impl LockTable {
             };
             self.waiters.remove(&w.id);
             self.timers.remove(&(w.deadline, Timer::Waiter(w.id)));
-            let lease = self.grant(resource.to_string(), w.owner, w.ttl_ms, w.slots, now, fx);
+            let grant = Grant {
+                resource: resource.to_string(),
+                owner: w.owner,
+                ttl_ms: w.ttl_ms,
+                slots: w.slots,
+                lock_delay_ms: w.lock_delay_ms,
+            };
+            let lease = self.grant(grant, now, fx);
             fx.push(Effect::Granted {
                 waiter: w.id,
                 lease,
@@ -632,11 +794,9 @@ impl LockTable {
     }
 
     fn drop_if_idle(&mut self, resource: &str) {
-        if self
-            .resources
-            .get(resource)
-            .is_some_and(|r| r.holders.is_empty() && r.queue.is_empty())
-        {
+        if self.resources.get(resource).is_some_and(|r| {
+            r.holders.is_empty() && r.queue.is_empty() && r.holds.is_empty() && r.delay.is_none()
+        }) {
             self.resources.remove(resource);
         }
     }
@@ -650,50 +810,6 @@ impl LockTable {
 
     fn lease_view(&self, id: LeaseId) -> Option<LeaseView> {
         self.leases.get(&id).map(|l| view_of(l, false))
-    }
-
-    fn holder_view(&self, l: &Lease, now: Now) -> HolderView {
-        let since = now.mono.ms_since(l.renewed);
-        HolderView {
-            lease: l.id,
-            token: l.token,
-            owner: l.owner.clone(),
-            granted_at_ms: l.granted_at_ms,
-            last_heartbeat_ms: l.renewed_wall_ms,
-            ttl_ms: l.ttl_ms,
-            ttl_left_ms: l.deadline.ms_since(now.mono),
-            stale: since > l.ttl_ms / 2,
-        }
-    }
-
-    fn resource_view(&self, name: &str, res: &Resource, now: Now) -> ResourceView {
-        let holders: Vec<HolderView> = res
-            .holders
-            .iter()
-            .filter_map(|id| self.leases.get(id))
-            .map(|l| self.holder_view(l, now))
-            .collect();
-        let state = if holders.is_empty() {
-            LockState::Free
-        } else if holders.iter().any(|h| h.stale) {
-            LockState::Stale
-        } else {
-            LockState::Hot
-        };
-        ResourceView {
-            resource: name.to_string(),
-            state,
-            slots: res.slots.max(1),
-            holders,
-            waiters: res
-                .queue
-                .iter()
-                .map(|w| WaiterView {
-                    owner: w.owner.clone(),
-                    waiting_since_ms: w.since_wall_ms,
-                })
-                .collect(),
-        }
     }
 }
 

@@ -1,0 +1,229 @@
+//! Ghosts and the safe bypass: leases whose holder cannot be alive are reclaimed at once, and an
+//! operator can break a lock — freeze, revoke, advance the fence, audit — in one step.
+//!
+//! A holder is known dead when its node comes back with a new boot id, or when a process on its
+//! own node (same node name and boot id) proves its pid is gone or now belongs to a process with
+//! another start time. The table cannot look at `/proc` itself (it does no IO); the server's
+//! probe and the CLI do, and report here.
+
+use super::{LockTable, holds::require_text};
+use crate::audit::{AuditKind, AuditRecord};
+use crate::effect::{Effect, Effects};
+use crate::error::{BreakError, EndCause, InvalidRequest, ReportError};
+use crate::hold::HoldView;
+use crate::ids::{FenceToken, LeaseId};
+use crate::record::Mutation;
+use crate::resource::validate_resource;
+use crate::table::PlaceHold;
+use crate::time::Now;
+use crate::view::HolderView;
+
+/// Evidence that a lease's holder process is gone, from a process on the holder's node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadProcess {
+    /// The lease whose holder died.
+    pub lease: LeaseId,
+    /// The holder's pid, as recorded on the lease.
+    pub pid: u32,
+    /// The holder's start time, as recorded on the lease.
+    pub start_time: u64,
+}
+
+/// What a break did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakOutcome {
+    /// The leases revoked, as they were just before.
+    pub revoked: Vec<HolderView>,
+    /// The fence after the break: every token below it is dead.
+    pub fence: FenceToken,
+    /// The freeze placed with the break, if any.
+    pub hold: Option<HoldView>,
+}
+
+impl LockTable {
+    /// A request arrived from `node` running under `boot_id`. If the node's leases were granted
+    /// under another boot id, the node rebooted and their holders cannot be alive: they are
+    /// reclaimed now. Returns how many were.
+    pub fn observe_boot(&mut self, node: &str, boot_id: &str, now: Now, fx: &mut Effects) -> usize {
+        let cause = EndCause::NodeRebooted {
+            new_boot_id: boot_id.to_string(),
+        };
+        let mut reclaimed = 0;
+        // Ending a ghost hands its slot on, possibly to a waiter queued under the old boot: that
+        // grant is a ghost too, so look again until only leases of `boot_id` are left.
+        loop {
+            let Some(known) = self.nodes.get(node) else {
+                return reclaimed;
+            };
+            let mut ghosts: Vec<LeaseId> = known
+                .iter()
+                .filter(|(boot, _)| boot.as_str() != boot_id)
+                .flat_map(|(_, leases)| leases.iter().copied())
+                .collect();
+            if ghosts.is_empty() {
+                return reclaimed;
+            }
+            ghosts.sort();
+            for id in ghosts {
+                if self.end_lease(id, cause.clone(), now, fx).is_some() {
+                    reclaimed += 1;
+                }
+            }
+        }
+    }
+
+    /// A process on `reporter_node` (booted as `reporter_boot`) reports a lease's holder dead.
+    /// Accepted only from the holder's own node and boot, and only about the holder's exact
+    /// process incarnation; the lease is then reclaimed at once.
+    pub fn report_dead(
+        &mut self,
+        reporter_node: &str,
+        reporter_boot: &str,
+        reported_by: &str,
+        dead: DeadProcess,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Result<HolderView, ReportError> {
+        require_text("node", reporter_node)?;
+        require_text("boot_id", reporter_boot)?;
+        require_text("reported_by", reported_by)?;
+        self.advance(now, fx);
+        self.observe_boot(reporter_node, reporter_boot, now, fx);
+        let lease = dead.lease;
+        let Some(l) = self.leases.get(&lease) else {
+            return Err(ReportError::Lease(self.ended_error(lease)));
+        };
+        if l.owner.node != reporter_node || l.owner.boot_id != reporter_boot {
+            return Err(ReportError::NotSameNode {
+                lease,
+                owner_node: l.owner.node.clone(),
+            });
+        }
+        if l.owner.pid != dead.pid || l.owner.start_time != dead.start_time {
+            return Err(ReportError::WrongProcess {
+                lease,
+                pid: l.owner.pid,
+                start_time: l.owner.start_time,
+            });
+        }
+        let view = self.holder_view(l, now);
+        let cause = EndCause::ProcessDied {
+            reported_by: reported_by.to_string(),
+        };
+        self.end_lease(lease, cause, now, fx);
+        Ok(view)
+    }
+
+    /// The live leases held on `node` under `boot_id`, as (lease, pid, start time): what a
+    /// prober on that node should check.
+    pub fn local_leases(&self, node: &str, boot_id: &str) -> Vec<DeadProcess> {
+        let Some(known) = self.nodes.get(node).and_then(|n| n.get(boot_id)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<DeadProcess> = known
+            .iter()
+            .filter_map(|id| self.leases.get(id))
+            .map(|l| DeadProcess {
+                lease: l.id,
+                pid: l.owner.pid,
+                start_time: l.owner.start_time,
+            })
+            .collect();
+        out.sort_by_key(|d| d.lease);
+        out
+    }
+
+    /// Breaks the lock on `resource`: in one step, freezes it for `freeze_ms` (if non-zero) so
+    /// nothing re-grabs it mid-operation, revokes the current lease (or only `lease`), advances
+    /// the fence so the old holder's writes bounce, and records who did it and why.
+    // One argument per field of the operator's command; a request struct would be churn for the
+    // callers (server, CLI) with nothing to gain in a sans-IO core.
+    #[allow(clippy::too_many_arguments)]
+    pub fn break_lock(
+        &mut self,
+        resource: &str,
+        lease: Option<LeaseId>,
+        operator: &str,
+        reason: &str,
+        freeze_ms: u64,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Result<BreakOutcome, BreakError> {
+        validate_resource(resource)?;
+        require_text("operator", operator)?;
+        require_text("reason", reason)?;
+        if freeze_ms > self.config.max_hold_ms || (freeze_ms > 0 && freeze_ms < 1_000) {
+            return Err(InvalidRequest::new(
+                "freeze_ms",
+                format!(
+                    "must be 0 or between 1000 and {} ms (got {freeze_ms})",
+                    self.config.max_hold_ms
+                ),
+            )
+            .into());
+        }
+        self.advance(now, fx);
+        let holders: Vec<LeaseId> = self
+            .resources
+            .get(resource)
+            .map(|r| r.holders.clone())
+            .unwrap_or_default();
+        let victims: Vec<LeaseId> = match lease {
+            Some(id) => holders.into_iter().filter(|h| *h == id).collect(),
+            None => holders,
+        };
+        if victims.is_empty() {
+            return Err(BreakError::NotHeld {
+                resource: resource.to_string(),
+                lease,
+            });
+        }
+        // Freeze first, so the slots freed below are not handed to the queue.
+        let hold = (freeze_ms > 0).then(|| {
+            self.add_hold(
+                PlaceHold {
+                    resource: resource.to_string(),
+                    operator: operator.to_string(),
+                    reason: format!("break: {reason}"),
+                    duration_ms: freeze_ms,
+                    require_ack: false,
+                },
+                now,
+                fx,
+            )
+        });
+        // Advance the fence before revoking: without a freeze, a freed slot goes straight to the
+        // next waiter, and its token must be above the fence or fenced writers would refuse it.
+        self.last_seq += 1;
+        let fence = FenceToken(self.last_seq);
+        fx.push(Effect::Persist(Mutation::FenceHighWater(self.last_seq)));
+        let cause = EndCause::Broken {
+            by: operator.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut revoked = Vec::new();
+        for id in victims {
+            if let Some(l) = self.leases.get(&id) {
+                revoked.push(self.holder_view(l, now));
+            }
+            self.end_lease(id, cause.clone(), now, fx);
+        }
+        self.audit(
+            AuditRecord {
+                lease,
+                token: Some(fence),
+                operator: Some(operator.to_string()),
+                reason: Some(reason.to_string()),
+                hold: hold.as_ref().map(|h| h.record.hold),
+                ..AuditRecord::new(resource, AuditKind::Broke)
+            },
+            now,
+            fx,
+        );
+        Ok(BreakOutcome {
+            revoked,
+            fence,
+            hold,
+        })
+    }
+}

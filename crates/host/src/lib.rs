@@ -1,0 +1,214 @@
+//! # locksmith-host
+//!
+//! What a node knows about itself and its processes, read from Linux `/proc`: its name, its boot
+//! id (new on every reboot), a process's start time, and whether a given process incarnation
+//! `(pid, start time)` is still alive. The CLI uses it to name a lock's owner; the server's probe
+//! and `locksmith why` use it to prove a local holder dead.
+//!
+//! What it is not: portable. Everything here is Linux-only, and every failure is a typed error.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Why the owner identity could not be established.
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    /// No such process on this node.
+    #[error("no process {pid} on this node")]
+    NoSuchProcess {
+        /// The pid looked up.
+        pid: u32,
+    },
+    /// A `/proc` file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A `/proc` file did not look as expected.
+    #[error("cannot parse {}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The host name could not be read.
+    #[error("cannot read this host's name: {0}")]
+    Hostname(String),
+}
+
+impl IdentityError {
+    /// The flag that fixes this error, for the error line's next step.
+    pub fn next_step(&self) -> &'static str {
+        match self {
+            IdentityError::NoSuchProcess { .. } => {
+                "pass --pid of a live process on this node that will hold the lock"
+            }
+            IdentityError::Hostname(_) => "pass --node NAME or set LOCKSMITH_NODE",
+            IdentityError::Read { .. } | IdentityError::Parse { .. } => {
+                "the CLI needs Linux /proc to name the lock owner"
+            }
+        }
+    }
+}
+
+/// This host's name.
+pub fn hostname() -> Result<String, IdentityError> {
+    let name = nix::unistd::gethostname()
+        .map_err(|e| IdentityError::Hostname(e.desc().to_string()))?
+        .into_string()
+        .map_err(|raw| IdentityError::Hostname(format!("{raw:?} is not UTF-8")))?;
+    if name.trim().is_empty() {
+        return Err(IdentityError::Hostname("it is empty".into()));
+    }
+    Ok(name)
+}
+
+/// Start time of process `pid`, in clock ticks since boot (`/proc/PID/stat` field 22).
+pub fn process_start_time(pid: u32) -> Result<u64, IdentityError> {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let stat = fs::read_to_string(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => IdentityError::NoSuchProcess { pid },
+        _ => IdentityError::Read {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    parse_start_time(&stat).map_err(|reason| IdentityError::Parse { path, reason })
+}
+
+/// Field 22 (`starttime`) of a `/proc/PID/stat` line. Field 2 is the command name in
+/// parentheses and may itself contain spaces and parentheses, so fields are counted from after
+/// the LAST `)`: there, field 3 (`state`) is the first.
+pub fn parse_start_time(stat: &str) -> Result<u64, String> {
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .ok_or_else(|| "no ')' closing the command name".to_string())?;
+    let field = rest
+        .split_whitespace()
+        .nth(22 - 3)
+        .ok_or_else(|| "fewer than 22 fields".to_string())?;
+    field
+        .parse()
+        .map_err(|e| format!("field 22 (start time) {field:?} is not a number: {e}"))
+}
+
+/// This node's boot id: it changes on every reboot.
+pub fn boot_id() -> Result<String, IdentityError> {
+    let path = PathBuf::from(BOOT_ID);
+    let raw = fs::read_to_string(&path).map_err(|source| IdentityError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let id = raw.trim();
+    if id.is_empty() {
+        return Err(IdentityError::Parse {
+            path,
+            reason: "it is empty".into(),
+        });
+    }
+    Ok(id.to_string())
+}
+
+/// Whether a process incarnation is alive on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// The pid exists and has the same start time.
+    Alive,
+    /// The pid does not exist: the process is gone.
+    Gone,
+    /// The pid exists but started at another time: the holder died and its pid was reused.
+    PidReused {
+        /// The start time of the process that now has the pid.
+        now_started: u64,
+    },
+    /// `/proc` could not be read: nothing can be concluded.
+    Unknown(String),
+}
+
+impl Liveness {
+    /// True when the process is known dead.
+    pub fn is_dead(&self) -> bool {
+        matches!(self, Liveness::Gone | Liveness::PidReused { .. })
+    }
+}
+
+/// Checks whether process `pid`, started at `start_time` (clock ticks since boot), still runs.
+/// A zombie (state `Z`: dead, not yet reaped by its parent) or a dying process (`X`) is gone:
+/// it will never write again, even though its `/proc` entry lingers.
+pub fn liveness(pid: u32, start_time: u64) -> Liveness {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let stat = match fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Liveness::Gone,
+        Err(e) => return Liveness::Unknown(format!("cannot read {}: {e}", path.display())),
+    };
+    match (parse_state(&stat), parse_start_time(&stat)) {
+        (Ok(_), Ok(t)) if t != start_time => Liveness::PidReused { now_started: t },
+        (Ok('Z' | 'X' | 'x'), Ok(_)) => Liveness::Gone,
+        (Ok(_), Ok(_)) => Liveness::Alive,
+        (Err(e), _) | (_, Err(e)) => Liveness::Unknown(e),
+    }
+}
+
+/// Field 3 (`state`) of a `/proc/PID/stat` line: `R`, `S`, `D`, `Z` (zombie), `X` (dead), …
+pub fn parse_state(stat: &str) -> Result<char, String> {
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .ok_or_else(|| "no ')' closing the command name".to_string())?;
+    rest.split_whitespace()
+        .next()
+        .and_then(|f| f.chars().next())
+        .ok_or_else(|| "no state field".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_wrong_start_time_is_a_reused_pid() {
+        let pid = std::process::id();
+        let t = process_start_time(pid).expect("own start time");
+        assert_eq!(liveness(pid, t), Liveness::Alive);
+        assert!(liveness(pid, t + 1).is_dead());
+    }
+
+    #[test]
+    fn a_zombie_is_gone_even_though_its_proc_entry_lingers() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        // Not reaped yet: it becomes a zombie once it exits.
+        let mut state = ' ';
+        for _ in 0..200 {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+            state = parse_state(&stat).expect("state");
+            if state == 'Z' {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(state, 'Z');
+        let t = process_start_time(pid).expect("zombie still has a start time");
+        assert_eq!(liveness(pid, t), Liveness::Gone);
+        child.wait().expect("reap");
+    }
+
+    #[test]
+    fn a_pid_beyond_pid_max_is_gone() {
+        assert_eq!(liveness(u32::MAX - 1, 1), Liveness::Gone);
+    }
+
+    #[test]
+    fn boot_id_is_readable() {
+        assert!(!boot_id().expect("boot id").is_empty());
+    }
+}

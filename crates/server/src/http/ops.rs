@@ -1,0 +1,163 @@
+//! Operator routes: holds, break, liveness reports, audit, status, metrics.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use locksmith_api::{
+    AuditQuery, AuditResponse, BreakRequest, BreakResponse, DEFAULT_BREAK_FREEZE_MS, ErrorBody,
+    HoldRequest, HoldsResponse, LivenessReport, LivenessResponse, OperatorRequest, StatusResponse,
+};
+use locksmith_core::{DeadProcess, HoldId, HoldView, PlaceHold, validate_resource};
+
+use super::extract::JsonBody;
+use super::{ApiError, AppState};
+use crate::engine::Engine;
+use crate::metrics::{Snapshot, hold_counts};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Default and largest page of audit records.
+const AUDIT_DEFAULT_LIMIT: usize = 100;
+const AUDIT_MAX_LIMIT: usize = 10_000;
+
+pub async fn place_hold(
+    State(engine): State<Engine>,
+    JsonBody(req): JsonBody<HoldRequest>,
+) -> ApiResult<HoldView> {
+    let hold = PlaceHold {
+        resource: req.resource,
+        operator: req.operator,
+        reason: req.reason,
+        duration_ms: req.duration_ms,
+        require_ack: req.require_ack,
+    };
+    Ok(Json(engine.place_hold(hold).await?))
+}
+
+pub async fn holds(State(engine): State<Engine>) -> Json<HoldsResponse> {
+    Json(HoldsResponse {
+        holds: engine.holds(),
+    })
+}
+
+fn parse_hold(id: &str) -> Result<HoldId, ApiError> {
+    id.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(HoldId)
+        .ok_or_else(|| {
+            ApiError::from(ErrorBody::invalid(
+                "hold",
+                format!("{id:?} is not a hold id (a positive integer)"),
+            ))
+        })
+}
+
+pub async fn ack_hold(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<OperatorRequest>,
+) -> ApiResult<HoldView> {
+    let hold = parse_hold(&id)?;
+    Ok(Json(engine.ack_hold(hold, &req.operator).await?))
+}
+
+pub async fn lift_hold(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<OperatorRequest>,
+) -> ApiResult<HoldView> {
+    let hold = parse_hold(&id)?;
+    Ok(Json(engine.lift_hold(hold, &req.operator).await?))
+}
+
+pub async fn break_lock(
+    State(engine): State<Engine>,
+    JsonBody(req): JsonBody<BreakRequest>,
+) -> ApiResult<BreakResponse> {
+    let freeze = req.freeze_ms.unwrap_or(DEFAULT_BREAK_FREEZE_MS);
+    let out = engine
+        .break_lock(&req.resource, req.lease, &req.operator, &req.reason, freeze)
+        .await?;
+    Ok(Json(BreakResponse {
+        resource: req.resource,
+        revoked: out.revoked,
+        fence: out.fence,
+        hold: out.hold,
+    }))
+}
+
+pub async fn liveness(
+    State(engine): State<Engine>,
+    JsonBody(req): JsonBody<LivenessReport>,
+) -> ApiResult<LivenessResponse> {
+    let dead = req
+        .dead
+        .into_iter()
+        .map(|d| DeadProcess {
+            lease: d.lease,
+            pid: d.pid,
+            start_time: d.start_time,
+        })
+        .collect();
+    let (reclaimed, refused) = engine
+        .report_liveness(&req.node, &req.boot_id, &req.reported_by, dead)
+        .await?;
+    Ok(Json(LivenessResponse {
+        reclaimed,
+        refused: refused.iter().map(ErrorBody::from_report).collect(),
+    }))
+}
+
+pub async fn audit(
+    State(engine): State<Engine>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<AuditResponse> {
+    let Query(q) = query
+        .map_err(|e| ApiError::from(ErrorBody::invalid("query", format!("is not valid: {e}"))))?;
+    if let Some(r) = &q.resource {
+        validate_resource(r).map_err(|e| ApiError::from(ErrorBody::from_invalid(&e)))?;
+    }
+    let limit = q.limit.unwrap_or(AUDIT_DEFAULT_LIMIT);
+    if limit == 0 || limit > AUDIT_MAX_LIMIT {
+        return Err(ApiError::from(ErrorBody::invalid(
+            "limit",
+            format!("must be between 1 and {AUDIT_MAX_LIMIT} (got {limit})"),
+        )));
+    }
+    let records = engine
+        .audit(locksmith_store::AuditQuery {
+            resource: q.resource,
+            since_ms: q.since_ms,
+            after_seq: q.after_seq,
+            limit,
+        })
+        .await?;
+    Ok(Json(AuditResponse { records }))
+}
+
+pub async fn status(State(app): State<AppState>) -> Json<StatusResponse> {
+    Json(crate::status::status(&app.engine, app.gc_interval))
+}
+
+pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
+    let health = engine.health();
+    let resources = engine.resources();
+    let holds = engine.holds();
+    let body = engine.metrics().render(&Snapshot {
+        resources: &resources,
+        leases: health.leases,
+        waiters: health.waiters,
+        fence: health.fence_high_water,
+        heartbeat_ms: engine.last_reap_ms(),
+        holds: hold_counts(&holds),
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}

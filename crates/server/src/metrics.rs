@@ -1,0 +1,219 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format via prometheus-client).
+//!
+//! Counters are driven by the durable audit records (one place that sees every grant, end,
+//! hold and break); gauges describing current state are set from a table snapshot at scrape
+//! time, so they can never drift from the table.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use locksmith_core::{AuditKind, AuditRecord, HoldState, ResourceView};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+/// Everything exported at `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    grants: Counter,
+    ends: Family<CauseLabel, Counter>,
+    hold_events: Family<EventLabel, Counter>,
+    breaks: Counter,
+    grant_latency: Histogram,
+    commit_latency: Histogram,
+    locks: Family<StateLabel, Gauge>,
+    holds: Family<StateLabel, Gauge>,
+    leases: Gauge,
+    waiters: Gauge,
+    fence: Gauge,
+    heartbeat: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Self {
+            registry: Mutex::new(Registry::with_prefix("locksmith")),
+            grants: Counter::default(),
+            ends: Family::default(),
+            hold_events: Family::default(),
+            breaks: Counter::default(),
+            // 50 µs .. ~26 s
+            grant_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
+            commit_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
+            locks: Family::default(),
+            holds: Family::default(),
+            leases: Gauge::default(),
+            waiters: Gauge::default(),
+            fence: Gauge::default(),
+            heartbeat: Gauge::default(),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register("grants", "Leases granted", m.grants.clone());
+            r.register(
+                "lease_ends",
+                "Leases ended, by cause (released, expired, node_rebooted, process_died, broken)",
+                m.ends.clone(),
+            );
+            r.register(
+                "hold_events",
+                "Hold events (placed, acked, lifted, expired)",
+                m.hold_events.clone(),
+            );
+            r.register("breaks", "Locks broken by an operator", m.breaks.clone());
+            r.register(
+                "grant_latency_seconds",
+                "Time from acquire request to durable grant (including queue wait)",
+                m.grant_latency.clone(),
+            );
+            r.register(
+                "store_commit_seconds",
+                "Time a request waited for its batch to be durable",
+                m.commit_latency.clone(),
+            );
+            r.register("locks", "Resources by state", m.locks.clone());
+            r.register(
+                "holds",
+                "Holds by state (active, pending_ack)",
+                m.holds.clone(),
+            );
+            r.register("leases", "Live leases", m.leases.clone());
+            r.register("waiters", "Queued acquire requests", m.waiters.clone());
+            r.register(
+                "fence_high_water",
+                "Highest fencing token issued",
+                m.fence.clone(),
+            );
+            r.register(
+                "heartbeat_timestamp_seconds",
+                "Unix time of the server's own last reaper run: if this stops moving, the server is stuck",
+                m.heartbeat.clone(),
+            );
+        }
+        m
+    }
+}
+
+/// The table state a scrape reports.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    /// Every held, awaited, frozen or delayed resource.
+    pub resources: &'a [ResourceView],
+    /// Live leases.
+    pub leases: u64,
+    /// Queued waiters.
+    pub waiters: u64,
+    /// Highest token issued.
+    pub fence: u64,
+    /// Reaper's last run, Unix ms.
+    pub heartbeat_ms: u64,
+    /// Holds: (active, pending).
+    pub holds: (u64, u64),
+}
+
+impl Metrics {
+    /// Counts one durable audit record.
+    pub fn count(&self, record: &AuditRecord) {
+        match &record.kind {
+            AuditKind::Granted => {
+                self.grants.inc();
+            }
+            AuditKind::Ended { cause } => {
+                self.ends
+                    .get_or_create(&CauseLabel {
+                        cause: cause.label().to_string(),
+                    })
+                    .inc();
+            }
+            AuditKind::Broke => {
+                self.breaks.inc();
+            }
+            AuditKind::HoldPlaced
+            | AuditKind::HoldAcked
+            | AuditKind::HoldLifted
+            | AuditKind::HoldExpired => {
+                self.hold_events
+                    .get_or_create(&EventLabel {
+                        event: record.label().trim_start_matches("hold_").to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Records a successful acquire's latency.
+    pub fn observe_grant(&self, d: Duration) {
+        self.grant_latency.observe(d.as_secs_f64());
+    }
+
+    /// Records a commit wait.
+    pub fn observe_commit(&self, d: Duration) {
+        self.commit_latency.observe(d.as_secs_f64());
+    }
+
+    /// Renders the text exposition, setting the state gauges from `snap` first.
+    /// FREE resources are not listed: their number is unbounded.
+    pub fn render(&self, snap: &Snapshot<'_>) -> String {
+        for state in ["HOT", "STALE", "FROZEN", "DELAYED"] {
+            let n = snap
+                .resources
+                .iter()
+                .filter(|r| locksmith_api::state_name(r.state) == state)
+                .count();
+            self.locks
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(n as i64);
+        }
+        self.holds
+            .get_or_create(&StateLabel {
+                state: "active".into(),
+            })
+            .set(snap.holds.0 as i64);
+        self.holds
+            .get_or_create(&StateLabel {
+                state: "pending_ack".into(),
+            })
+            .set(snap.holds.1 as i64);
+        self.leases.set(snap.leases as i64);
+        self.waiters.set(snap.waiters as i64);
+        self.fence.set(snap.fence as i64);
+        self.heartbeat.set((snap.heartbeat_ms / 1000) as i64);
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if encode(&mut out, &registry).is_err() {
+            out.push_str("# encoding failed\n");
+        }
+        out
+    }
+}
+
+/// Counts holds by state.
+pub fn hold_counts(holds: &[locksmith_core::HoldView]) -> (u64, u64) {
+    let active = holds
+        .iter()
+        .filter(|h| h.state == HoldState::Active)
+        .count() as u64;
+    (active, holds.len() as u64 - active)
+}

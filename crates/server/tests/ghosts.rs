@@ -1,0 +1,447 @@
+//! Ghosts and the safe bypass over HTTP, against a real server: reboot and dead-process
+//! reclaim, the server's own probe, holds, break, lock-delay, audit, events, status, metrics.
+
+mod common;
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, req};
+use locksmith_client::api::{
+    AuditQuery, BreakRequest, DeadHolder, ErrorCode, HoldRequest, LivenessReport,
+};
+use locksmith_core::{AuditKind, EndCause, HoldState, LockState, Owner};
+
+fn no_probe() -> impl FnOnce(&mut locksmith_server::ServerConfig) {
+    |c| c.probe_interval = Duration::ZERO
+}
+
+/// A real process on this node, and the owner identity naming it.
+fn local_process() -> (Child, Owner) {
+    let child = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = child.id();
+    let owner = Owner {
+        node: locksmith_host::hostname().expect("hostname"),
+        pid,
+        start_time: locksmith_host::process_start_time(pid).expect("start time"),
+        boot_id: locksmith_host::boot_id().expect("boot id"),
+        user: "tester".into(),
+        purpose: "ghost test".into(),
+    };
+    (child, owner)
+}
+
+async fn wait_free(s: &TestServer, resource: &str, limit: Duration) -> Option<Duration> {
+    let c = s.client();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if c.lock(resource)
+            .await
+            .expect("lock")
+            .lock
+            .holders
+            .is_empty()
+        {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_request_from_a_rebooted_node_frees_its_old_leases_at_once() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let mut old = req("configs/aim.conf", 4121);
+    old.owner.boot_id = "boot-before".into();
+    let ghost = c.acquire(&old).await.expect("old boot grant");
+    let mut other_node = req("other", 7);
+    other_node.owner.node = "node-8".into();
+    let survivor = c.acquire(&other_node).await.expect("other node");
+
+    // node-7 comes back with a new boot id and asks for anything at all.
+    let mut fresh = req("unrelated", 10);
+    fresh.owner.boot_id = "boot-after".into();
+    c.acquire(&fresh).await.expect("new boot grant");
+
+    assert!(
+        c.lock("configs/aim.conf")
+            .await
+            .expect("lock")
+            .lock
+            .holders
+            .is_empty()
+    );
+    let err = c.renew(ghost.lease, None).await.expect_err("ghost is gone");
+    assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
+    assert!(matches!(
+        err.body().and_then(|b| b.cause.clone()),
+        Some(EndCause::NodeRebooted { .. })
+    ));
+    c.renew(survivor.lease, None)
+        .await
+        .expect("other nodes untouched");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_holder_reported_from_its_own_node_is_reclaimed_and_others_are_refused() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let (mut child, who) = local_process();
+    let mut r = req("res", 1);
+    r.owner = who.clone();
+    r.ttl_ms = Some(60_000);
+    let lease = c.acquire(&r).await.expect("acquire");
+    let report = |node: &str, pid: u32| LivenessReport {
+        node: node.to_string(),
+        boot_id: who.boot_id.clone(),
+        reported_by: "tester@here".into(),
+        dead: vec![DeadHolder {
+            lease: lease.lease,
+            pid,
+            start_time: who.start_time,
+        }],
+    };
+    // From another node: refused, nothing reclaimed.
+    let out = c
+        .report_liveness(&report("elsewhere", who.pid))
+        .await
+        .expect("report");
+    assert!(out.reclaimed.is_empty());
+    assert_eq!(out.refused[0].error, ErrorCode::NotSameNode);
+    // About another process: refused.
+    let out = c
+        .report_liveness(&report(&who.node, who.pid + 1))
+        .await
+        .expect("report");
+    assert_eq!(out.refused[0].error, ErrorCode::WrongProcess);
+    assert_eq!(c.lock("res").await.expect("lock").lock.holders.len(), 1);
+    // From the holder's node, about its exact process: reclaimed at once.
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let out = c
+        .report_liveness(&report(&who.node, who.pid))
+        .await
+        .expect("report");
+    assert_eq!(out.reclaimed, vec![lease.lease]);
+    assert!(c.lock("res").await.expect("lock").lock.holders.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_servers_probe_frees_a_killed_local_holder_long_before_its_ttl() {
+    let s = TestServer::start_tweaked(|c| c.probe_interval = Duration::from_millis(100)).await;
+    let c = s.client();
+    let (mut child, who) = local_process();
+    let mut r = req("probed", 1);
+    r.owner = who;
+    r.ttl_ms = Some(60_000);
+    c.acquire(&r).await.expect("acquire");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.lock("probed").await.expect("lock").lock.holders.len(),
+        1,
+        "alive: kept"
+    );
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let freed = wait_free(&s, "probed", Duration::from_secs(20)).await;
+    assert!(
+        freed.is_some(),
+        "a dead local holder must not wait out its 60 s TTL"
+    );
+    let audit = c
+        .audit(&AuditQuery {
+            resource: Some("probed".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit");
+    assert!(audit.records.iter().any(|r| matches!(
+        &r.kind,
+        AuditKind::Ended { cause: EndCause::ProcessDied { reported_by } } if reported_by == "server-probe"
+    )));
+    s.stop().await;
+}
+
+fn hold_req(resource: &str, by: &str, require_ack: bool) -> HoldRequest {
+    HoldRequest {
+        resource: resource.into(),
+        operator: by.into(),
+        reason: "stopping the orchestrator for 90 s to clear a stale lock".into(),
+        duration_ms: 90_000,
+        require_ack,
+    }
+}
+
+#[tokio::test]
+async fn a_hold_freezes_new_grants_but_keeps_the_holder_and_ends_on_unhold() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let held = c.acquire(&req("cfg", 1)).await.expect("holder");
+    let hold = c
+        .hold(&hold_req("cfg", "alice@ops", false))
+        .await
+        .expect("hold");
+    assert_eq!(hold.state, HoldState::Active);
+    c.release(held.lease, None)
+        .await
+        .expect("holder may release");
+    let err = c.acquire(&req("cfg", 2)).await.expect_err("frozen");
+    assert_eq!(err.code(), Some(ErrorCode::Frozen));
+    assert!(err.to_string().contains("FROZEN"), "{err}");
+    assert_eq!(
+        c.lock("cfg").await.expect("lock").lock.state,
+        LockState::Frozen
+    );
+    c.lift_hold(hold.record.hold, "alice@ops")
+        .await
+        .expect("unhold");
+    c.acquire(&req("cfg", 2)).await.expect("grants resume");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_hold_that_requires_ack_freezes_only_after_a_second_operator_acks() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let hold = c
+        .hold(&hold_req("cfg", "alice@ops", true))
+        .await
+        .expect("hold");
+    assert_eq!(hold.state, HoldState::PendingAck);
+    let l = c.acquire(&req("cfg", 1)).await.expect("not frozen yet");
+    c.release(l.lease, None).await.expect("release");
+    let err = c
+        .ack_hold(hold.record.hold, "alice@ops")
+        .await
+        .expect_err("self-ack");
+    assert_eq!(err.code(), Some(ErrorCode::SameOperator));
+    let acked = c
+        .ack_hold(hold.record.hold, "bob@oncall")
+        .await
+        .expect("ack");
+    assert_eq!(acked.state, HoldState::Active);
+    assert_eq!(acked.record.acked_by.as_deref(), Some("bob@oncall"));
+    let err = c.acquire(&req("cfg", 1)).await.expect_err("frozen now");
+    assert_eq!(err.code(), Some(ErrorCode::Frozen));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn break_while_the_holder_heartbeats_revokes_it_fences_it_out_and_audits() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let victim = c
+        .acquire(&req("aim_lock_config.conf", 4121))
+        .await
+        .expect("holder");
+    // The holder heartbeats in the background all along.
+    let hb = s.client();
+    let beating = tokio::spawn(async move {
+        loop {
+            if let Err(e) = hb.renew(victim.lease, Some(victim.token)).await {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = c
+        .break_lock(&BreakRequest {
+            resource: "aim_lock_config.conf".into(),
+            lease: None,
+            operator: "alice@ops".into(),
+            reason: String::new(),
+            freeze_ms: None,
+        })
+        .await
+        .expect_err("a break needs a reason");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest));
+    let out = c
+        .break_lock(&BreakRequest {
+            resource: "aim_lock_config.conf".into(),
+            lease: None,
+            operator: "alice@ops".into(),
+            reason: "ghost from node-7".into(),
+            freeze_ms: Some(60_000),
+        })
+        .await
+        .expect("break");
+    assert_eq!(out.revoked.len(), 1);
+    assert!(out.fence > victim.token);
+    let lost = tokio::time::timeout(Duration::from_secs(10), beating)
+        .await
+        .expect("holder notices")
+        .expect("join");
+    assert_eq!(lost.code(), Some(ErrorCode::Broken));
+    let body = lost.body().expect("body");
+    assert_eq!(body.by.as_deref(), Some("alice@ops"));
+    assert_eq!(body.reason.as_deref(), Some("ghost from node-7"));
+    // Its fenced write is refused.
+    let fenced = c
+        .check_fence("aim_lock_config.conf", victim.token)
+        .await
+        .expect_err("stale");
+    assert_eq!(fenced.code(), Some(ErrorCode::StaleToken));
+    // Frozen: nothing re-grabs it mid-operation.
+    let err = c
+        .acquire(&req("aim_lock_config.conf", 5))
+        .await
+        .expect_err("frozen");
+    assert_eq!(err.code(), Some(ErrorCode::Frozen));
+    // Audited: who, why, which lease.
+    let audit = c
+        .audit(&AuditQuery {
+            resource: Some("aim_lock_config.conf".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit");
+    let broke = audit
+        .records
+        .iter()
+        .find(|r| r.kind == AuditKind::Broke)
+        .expect("break audited");
+    assert_eq!(broke.operator.as_deref(), Some("alice@ops"));
+    assert_eq!(broke.reason.as_deref(), Some("ghost from node-7"));
+    assert!(audit.records.iter().any(|r| r.lease == Some(victim.lease)
+        && matches!(
+            &r.kind,
+            AuditKind::Ended {
+                cause: EndCause::Broken { .. }
+            }
+        )));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn lock_delay_follows_a_failed_holder_but_not_a_release() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let mut r = req("delayed", 1);
+    r.ttl_ms = Some(1_000);
+    r.lock_delay_ms = Some(3_000);
+    let l = c.acquire(&r).await.expect("acquire");
+    c.release(l.lease, None).await.expect("clean release");
+    c.acquire(&req("delayed", 2))
+        .await
+        .expect("no delay after a clean release");
+    // Now let a holder with a lock-delay expire.
+    let s2 = TestServer::start_tweaked(no_probe()).await;
+    let c2 = s2.client();
+    c2.acquire(&r).await.expect("acquire");
+    let mut state = LockState::Hot;
+    for _ in 0..100 {
+        state = c2.lock("delayed").await.expect("lock").lock.state;
+        if state == LockState::Delayed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, LockState::Delayed);
+    let err = c2
+        .acquire(&req("delayed", 2))
+        .await
+        .expect_err("in lock-delay");
+    assert_eq!(err.code(), Some(ErrorCode::LockDelay));
+    s.stop().await;
+    s2.stop().await;
+}
+
+#[tokio::test]
+async fn status_is_all_clear_on_a_clean_server_and_names_each_problem_otherwise() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let st = c.status().await.expect("status");
+    assert!(st.all_clear, "{st:?}");
+    assert!(st.problems.is_empty());
+    c.acquire(&req("busy", 1))
+        .await
+        .expect("hot is not a problem");
+    assert!(c.status().await.expect("status").all_clear);
+    c.hold(&hold_req("cfg", "alice@ops", false))
+        .await
+        .expect("hold");
+    c.hold(&hold_req("other", "alice@ops", true))
+        .await
+        .expect("pending");
+    let st = c.status().await.expect("status");
+    assert!(!st.all_clear);
+    let kinds: Vec<&str> = st.problems.iter().map(|p| p.kind.as_str()).collect();
+    assert!(kinds.contains(&"frozen"), "{kinds:?}");
+    assert!(kinds.contains(&"hold_pending_ack"), "{kinds:?}");
+    assert!(st.problems.iter().all(|p| !p.next_step.is_empty()));
+    assert_eq!(st.counts.frozen, 1);
+    assert_eq!(st.counts.hot, 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn events_stream_durable_audit_records() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let mut events = c.events(Some("watched")).await.expect("events");
+    c.acquire(&req("unwatched", 1)).await.expect("acquire");
+    let l = c.acquire(&req("watched", 2)).await.expect("acquire");
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("event in time")
+        .expect("stream")
+        .expect("record");
+    assert_eq!(first.resource, "watched");
+    assert_eq!(first.kind, AuditKind::Granted);
+    assert_eq!(first.lease, Some(l.lease));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_expose_counters_gauges_and_the_servers_own_heartbeat() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let l = c.acquire(&req("m", 1)).await.expect("acquire");
+    c.release(l.lease, None).await.expect("release");
+    let text = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    for needle in [
+        "locksmith_grants_total 1",
+        "locksmith_lease_ends_total{cause=\"released\"} 1",
+        "locksmith_heartbeat_timestamp_seconds",
+        "locksmith_grant_latency_seconds_bucket",
+        "locksmith_store_commit_seconds_count",
+        "locksmith_locks{state=\"HOT\"} 0",
+        "locksmith_waiters 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn holds_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_with(dir.path(), no_probe()).await;
+    let hold = s
+        .client()
+        .hold(&hold_req("cfg", "alice@ops", false))
+        .await
+        .expect("hold");
+    s.stop().await;
+    let s = TestServer::start_with(dir.path(), no_probe()).await;
+    let c = s.client();
+    let holds = c.holds().await.expect("holds").holds;
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].record.hold, hold.record.hold);
+    let err = c.acquire(&req("cfg", 1)).await.expect_err("still frozen");
+    assert_eq!(err.code(), Some(ErrorCode::Frozen));
+    s.stop().await;
+}
