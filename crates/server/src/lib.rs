@@ -197,6 +197,13 @@ impl Server {
             default_lock_delay_ms: config.default_lock_delay.as_millis() as u64,
         });
         let waiters = engine.clone();
+        // No Nagle: replies and events are small writes that must leave at once (with Nagle a
+        // second small write waits for the peer's delayed ACK, ~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
