@@ -147,6 +147,72 @@ pub struct ServerArgs {
     /// nobody gets the lock for this long.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
     pub lock_delay: Duration,
+
+    /// FleetLock (Zincati reboot slots): URL path prefix of <PREFIX>/v1/pre-reboot and
+    /// <PREFIX>/v1/steady-state; Zincati's base_url is http://HOST:PORT<PREFIX>/.
+    #[arg(long, default_value = "/fleetlock", value_name = "PATH")]
+    pub fleetlock_prefix: String,
+
+    /// FleetLock: how many nodes of a reboot group may reboot at once (the semaphore
+    /// reboot/<group>). Change a group's at runtime with PUT /v1/fleetlock/groups/<group>.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub fleetlock_slots: u32,
+
+    /// FleetLock: one group's slots, instead of --fleetlock-slots (repeatable).
+    #[arg(long = "fleetlock-group-slots", value_parser = parse_group_slots, value_name = "GROUP=N")]
+    pub fleetlock_group_slots: Vec<GroupSlots>,
+
+    /// Cluster mode: serve from this etcd cluster (comma-separated client URLs) instead of the
+    /// embedded store; several servers may share it (one leads, the others forward to it).
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub etcd: Vec<String>,
+
+    /// Cluster mode: key prefix in etcd.
+    #[arg(long, default_value = "/locksmith/", value_name = "PREFIX")]
+    pub etcd_prefix: String,
+
+    /// Cluster mode: the URL other servers forward to while this one leads
+    /// [default: http://<listen address>].
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+
+    /// Cluster mode: election lease TTL — how long a dead leader leaves the cluster leaderless.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub election_ttl: Duration,
+
+    /// FleetLock: reclaim a reboot slot whose holder has not asked again for this long
+    /// [default: never — FleetLock clients send no heartbeats; free a lost one with `break`].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub fleetlock_stale_after: Option<Duration>,
+}
+
+/// `--fleetlock-group-slots GROUP=N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSlots {
+    /// The reboot group.
+    pub group: String,
+    /// Its slot count.
+    pub slots: u32,
+}
+
+/// Parses `GROUP=N`: a FleetLock group name and a slot count of at least 1.
+pub fn parse_group_slots(s: &str) -> Result<GroupSlots, String> {
+    let (group, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not GROUP=N (e.g. workers=2)"))?;
+    let group = group.trim();
+    locksmith_server::fleetlock::validate_group(group)
+        .map_err(|e| format!("group {group:?}: {e}"))?;
+    let slots = n
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{n:?} is not a slot count (a whole number, at least 1)"))?;
+    Ok(GroupSlots {
+        group: group.to_string(),
+        slots,
+    })
 }
 
 /// Options shared by the commands that acquire a lock.
@@ -476,6 +542,48 @@ mod tests {
         };
         assert_eq!(hold.duration, Duration::from_secs(90));
         assert!(hold.require_ack);
+    }
+
+    #[test]
+    fn fleetlock_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "locksmith",
+            "server",
+            "--fleetlock-slots",
+            "2",
+            "--fleetlock-group-slots",
+            "workers=3",
+            "--fleetlock-group-slots",
+            "db-1=1",
+            "--fleetlock-stale-after",
+            "2h",
+        ])
+        .expect("parses");
+        let Command::Server(server) = cli.command else {
+            panic!("not server: {:?}", cli.command);
+        };
+        assert_eq!(server.fleetlock_prefix, "/fleetlock");
+        assert_eq!(server.fleetlock_slots, 2);
+        assert_eq!(
+            server.fleetlock_group_slots,
+            [
+                GroupSlots {
+                    group: "workers".into(),
+                    slots: 3
+                },
+                GroupSlots {
+                    group: "db-1".into(),
+                    slots: 1
+                }
+            ]
+        );
+        assert_eq!(
+            server.fleetlock_stale_after,
+            Some(Duration::from_secs(7200))
+        );
+        for bad in ["workers", "workers=0", "workers=x", "a_b=1", "=2"] {
+            assert!(parse_group_slots(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

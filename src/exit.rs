@@ -88,7 +88,9 @@ impl Exit {
             | ErrorCode::NotHolder
             | ErrorCode::StaleToken
             | ErrorCode::Broken => Exit::LeaseLost,
-            ErrorCode::StorageFailed | ErrorCode::ShuttingDown => Exit::Unavailable,
+            ErrorCode::StorageFailed | ErrorCode::ShuttingDown | ErrorCode::NoLeader => {
+                Exit::Unavailable
+            }
             ErrorCode::HoldNotFound
             | ErrorCode::SameOperator
             | ErrorCode::NotHeld

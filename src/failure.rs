@@ -165,6 +165,10 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
             "{}: SERVER UNAVAILABLE — {msg}; check the server's log, then restart it or retry",
             shown(subject)
         ),
+        ErrorCode::NoLeader => format!(
+            "{}: NO LEADER — {msg} (cluster election in progress)",
+            shown(subject)
+        ),
         ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::PayloadTooLarge

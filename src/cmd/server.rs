@@ -1,6 +1,9 @@
 //! `locksmith server`: run the lock server until SIGTERM or Ctrl-C, then shut down gracefully.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
+use locksmith_server::fleetlock::FleetLockConfig;
 use locksmith_server::{Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -21,6 +24,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         )
         .into());
     }
+    let fleetlock = fleetlock_config(&args)?;
     // Watch for signals before announcing the address: whoever reads the line may stop us.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
@@ -37,7 +41,11 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         probe_interval: args.probe_interval,
         node: global.node.clone(),
         default_lock_delay: args.lock_delay,
+        fleetlock,
     };
+    if !args.etcd.is_empty() {
+        return cluster(args, config, shutdown).await;
+    }
     let server = Server::bind(config).await.map_err(|e| {
         Failure::new(
             Exit::Unavailable,
@@ -61,4 +69,89 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         )
     })?;
     Ok(Exit::Ok)
+}
+
+/// The FleetLock settings from the flags, checked.
+fn fleetlock_config(args: &ServerArgs) -> Result<FleetLockConfig, Failure> {
+    let mut config = FleetLockConfig {
+        prefix: args.fleetlock_prefix.clone(),
+        default_slots: args.fleetlock_slots,
+        group_slots: BTreeMap::new(),
+        stale_after: args.fleetlock_stale_after,
+    };
+    for g in &args.fleetlock_group_slots {
+        if config
+            .group_slots
+            .insert(g.group.clone(), g.slots)
+            .is_some()
+        {
+            return Err(Failure::invalid(
+                SUBJECT,
+                "--fleetlock-group-slots",
+                format!("group {} is given more than once", g.group),
+                "give each group once",
+            ));
+        }
+    }
+    config.validate().map_err(|e| {
+        Failure::invalid(
+            SUBJECT,
+            "FleetLock flags",
+            e,
+            "see `locksmith server --help` (--fleetlock-*)",
+        )
+    })?;
+    Ok(config)
+}
+
+#[cfg(feature = "etcd")]
+async fn cluster(
+    args: ServerArgs,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Exit> {
+    use locksmith_server::cluster::{ClusterConfig, ClusterServer};
+    let endpoints = args.etcd.join(",");
+    let mut cluster = ClusterConfig::new(args.etcd.clone());
+    cluster.prefix = args.etcd_prefix.clone();
+    cluster.advertise = args.advertise.clone();
+    cluster.election_ttl = args.election_ttl;
+    let server = ClusterServer::bind(config, cluster).await.map_err(|e| {
+        Failure::new(
+            Exit::Unavailable,
+            SUBJECT,
+            "cannot start",
+            format!("listen {} etcd {endpoints}: {e}", args.listen),
+            "check that the address is free and etcd is reachable",
+        )
+    })?;
+    out(&format!(
+        "locksmith listening on http://{}",
+        server.local_addr()
+    ))?;
+    server.serve(shutdown).await.map_err(|e| {
+        Failure::new(
+            Exit::Unavailable,
+            SUBJECT,
+            "stopped",
+            e,
+            "see the log above, then restart it",
+        )
+    })?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn cluster(
+    _args: ServerArgs,
+    _config: ServerConfig,
+    _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Exit> {
+    Err(Failure::invalid(
+        SUBJECT,
+        "--etcd",
+        "this build has no cluster mode",
+        "rebuild with `cargo build --release --features etcd` (needs protoc)",
+    )
+    .into())
 }

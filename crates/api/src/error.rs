@@ -52,6 +52,8 @@ pub enum ErrorCode {
     StorageFailed,
     /// The server is shutting down.
     ShuttingDown,
+    /// Cluster mode: no leader is serving (election in progress, or the leader unreachable).
+    NoLeader,
     /// A bug: the server caught a panic.
     Internal,
 }
@@ -75,7 +77,7 @@ impl ErrorCode {
             ErrorCode::LeaseExpired | ErrorCode::Broken => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Internal => 500,
-            ErrorCode::StorageFailed | ErrorCode::ShuttingDown => 503,
+            ErrorCode::StorageFailed | ErrorCode::ShuttingDown | ErrorCode::NoLeader => 503,
         }
     }
 
@@ -102,6 +104,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::StorageFailed => "storage_failed",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::NoLeader => "no_leader",
             ErrorCode::Internal => "internal",
         }
     }

@@ -9,7 +9,7 @@ use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditKind, BreakError, DeadProcess, Effect, Effects,
     EndCause, FenceError, FenceToken, HoldError, HoldId, HoldRecord, HoldState, HoldView,
     LeaseError, LeaseId, LeaseView, LockState, LockTable, Mutation, Now, Owner, PlaceHold,
-    ReportError, Snapshot, TableConfig, WaiterId,
+    ReportError, Snapshot, TableConfig, Trusted, WaiterId,
 };
 
 const WALL0: u64 = 1_700_000_000_000;
@@ -50,6 +50,7 @@ fn req(resource: &str, owner: Owner, wait_ms: u64) -> Acquire {
         slots: 1,
         wait_ms,
         lock_delay_ms: 0,
+        trusted: Trusted::NONE,
     }
 }
 

@@ -19,7 +19,7 @@ use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditKind, BreakError, Effect, Effects, EndCause,
     FenceToken, HoldError, HoldId, HoldRecord, HoldState, HoldView, LeaseError, LeaseId,
     LeaseRecord, LockState, LockTable, Mutation, Now, Owner, PlaceHold, Snapshot, TableConfig,
-    WaiterId,
+    Trusted, WaiterId,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -824,6 +824,7 @@ impl Harness {
                     slots,
                     wait_ms,
                     lock_delay_ms,
+                    trusted: Trusted::NONE,
                 };
                 let got = match self.table.acquire(req, t, &mut fx) {
                     Ok(AcquireOutcome::Granted(view)) => {

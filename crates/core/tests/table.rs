@@ -6,7 +6,7 @@
 use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditKind, AuditRecord, Effect, Effects, EndCause,
     FenceError, FenceToken, LeaseId, LeaseRecord, LeaseView, LockState, LockTable, Mutation, Now,
-    Owner, Snapshot, TableConfig, WaiterId,
+    Owner, Snapshot, TableConfig, Trusted, WaiterId,
 };
 
 mod common;
@@ -41,6 +41,7 @@ fn req(resource: &str, owner: Owner, slots: u32, wait_ms: u64) -> Acquire {
         slots,
         wait_ms,
         lock_delay_ms: 0,
+        trusted: Trusted::NONE,
     }
 }
 

@@ -378,6 +378,18 @@ impl Engine {
             .await
     }
 
+    /// Resizes a semaphore now (growing hands free slots to the queue at once; shrinking keeps
+    /// every holder and grants nothing until they are fewer than the new size). Returns the old
+    /// size, or `None` if the resource was neither held nor awaited.
+    pub async fn resize(
+        &self,
+        resource: &str,
+        slots: u32,
+    ) -> Result<Option<u32>, EngineError<locksmith_core::InvalidRequest>> {
+        self.run(|t, now, fx| t.resize(resource, slots, now, fx))
+            .await
+    }
+
     /// Every hold.
     pub fn holds(&self) -> Vec<HoldView> {
         let now = self.inner.clock.now();

@@ -7,10 +7,14 @@
 //! storage engine (`locksmith-store`).
 
 pub mod clock;
+#[cfg(feature = "etcd")]
+pub mod cluster;
 pub mod engine;
+pub mod fleetlock;
 pub mod http;
 pub mod metrics;
 mod probe;
+pub mod proxy;
 mod reaper;
 mod status;
 
@@ -42,6 +46,8 @@ pub struct ServerConfig {
     pub node: Option<String>,
     /// Lock-delay for acquires that name none.
     pub default_lock_delay: Duration,
+    /// FleetLock (Zincati reboot slots): prefix, group sizes, stale-after.
+    pub fleetlock: fleetlock::FleetLockConfig,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +59,7 @@ impl Default for ServerConfig {
             probe_interval: Duration::from_millis(250),
             node: None,
             default_lock_delay: Duration::ZERO,
+            fleetlock: fleetlock::FleetLockConfig::default(),
         }
     }
 }
@@ -74,6 +81,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(String),
+    /// Cluster mode: etcd could not be reached or the election failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// This node's identity could not be read.
     #[error(transparent)]
     Host(#[from] locksmith_host::IdentityError),
@@ -102,54 +112,17 @@ impl Server {
     /// Like [`Server::bind`], over any [`Store`].
     pub async fn bind_with_store(
         config: ServerConfig,
-        mut store: Box<dyn Store>,
+        store: Box<dyn Store>,
     ) -> Result<Server, ServerError> {
-        let (snapshot, store) = tokio::task::spawn_blocking(move || {
-            let snapshot = store.load();
-            (snapshot, store)
-        })
-        .await
-        .map_err(|e| StoreError::Io(e.to_string()))?;
-        let snapshot = snapshot?;
-        let clock = Clock::start();
-        let recovered = snapshot.leases.len();
-        let table = LockTable::restore(TableConfig::default(), snapshot, clock.now());
-        tracing::info!(
-            leases = recovered,
-            fence_high_water = table.fence_high_water(),
-            store = %store.describe(),
-            "recovered lock table; surviving leases count as renewed now"
-        );
-        let committer = Committer::spawn(store)?;
-        let engine = Engine::new(table, committer, clock);
-        let node = match &config.node {
-            Some(n) => n.clone(),
-            None => locksmith_host::hostname()?,
-        };
-        let boot_id = locksmith_host::boot_id()?;
-        // Boot watchdog: leases this node held under an older boot id belong to processes that
-        // died with that boot — reclaim them before serving anyone.
-        let (ghosts, _) = engine
-            .report_liveness(&node, &boot_id, "server-boot", Vec::new())
-            .await?;
-        if !ghosts.is_empty() {
-            tracing::info!(
-                ?ghosts,
-                "reclaimed leases held on this node before its reboot"
-            );
-        }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| ServerError::Bind {
-                addr: config.listen,
-                reason: e.to_string(),
-            })?;
+        let identity = NodeIdentity::of(&config)?;
+        let engine = recover(store, &identity).await?;
+        let listener = bind_listener(config.listen).await?;
         Ok(Server {
             engine,
             listener,
             config,
-            node,
-            boot_id,
+            node: identity.node,
+            boot_id: identity.boot_id,
         })
     }
 
@@ -176,26 +149,9 @@ impl Server {
             node,
             boot_id,
         } = self;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let reaper = tokio::spawn(reaper::run(
-            engine.clone(),
-            config.gc_interval,
-            stop_rx.clone(),
-        ));
-        let probe = (!config.probe_interval.is_zero()).then(|| {
-            tokio::spawn(probe::run(
-                engine.clone(),
-                node,
-                boot_id,
-                config.probe_interval,
-                stop_rx,
-            ))
-        });
-        let app = http::router(http::AppState {
-            engine: engine.clone(),
-            gc_interval: config.gc_interval,
-            default_lock_delay_ms: config.default_lock_delay.as_millis() as u64,
-        });
+        let identity = NodeIdentity { node, boot_id };
+        let tasks = EngineTasks::start(&engine, &config, &identity);
+        let app = http::router(app_state(&engine, &config));
         let waiters = engine.clone();
         // No Nagle: replies and events are small writes that must leave at once (with Nagle a
         // second small write waits for the peer's delayed ACK, ~40 ms).
@@ -212,11 +168,7 @@ impl Server {
             })
             .await
             .map_err(|e| ServerError::Serve(e.to_string()));
-        let _ = stop_tx.send(true);
-        let _ = reaper.await;
-        if let Some(probe) = probe {
-            let _ = probe.await;
-        }
+        tasks.stop().await;
         let closer = engine.clone();
         let closed = tokio::task::spawn_blocking(move || closer.close())
             .await
@@ -225,5 +177,115 @@ impl Server {
         closed?;
         tracing::info!("store closed cleanly");
         Ok(())
+    }
+}
+
+/// This server's node name and boot id (for the local probe and the boot watchdog).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeIdentity {
+    pub(crate) node: String,
+    pub(crate) boot_id: String,
+}
+
+impl NodeIdentity {
+    pub(crate) fn of(config: &ServerConfig) -> Result<Self, ServerError> {
+        let node = match &config.node {
+            Some(n) => n.clone(),
+            None => locksmith_host::hostname()?,
+        };
+        Ok(Self {
+            node,
+            boot_id: locksmith_host::boot_id()?,
+        })
+    }
+}
+
+/// Loads the store, rebuilds the lock table (every surviving lease counts as renewed now),
+/// starts the committer, and runs the boot watchdog.
+pub(crate) async fn recover(
+    mut store: Box<dyn Store>,
+    identity: &NodeIdentity,
+) -> Result<Engine, ServerError> {
+    let (snapshot, store) = tokio::task::spawn_blocking(move || {
+        let snapshot = store.load();
+        (snapshot, store)
+    })
+    .await
+    .map_err(|e| StoreError::Io(e.to_string()))?;
+    let snapshot = snapshot?;
+    let clock = Clock::start();
+    let recovered = snapshot.leases.len();
+    let table = LockTable::restore(TableConfig::default(), snapshot, clock.now());
+    tracing::info!(
+        leases = recovered,
+        fence_high_water = table.fence_high_water(),
+        store = %store.describe(),
+        "recovered lock table; surviving leases count as renewed now"
+    );
+    let committer = Committer::spawn(store)?;
+    let engine = Engine::new(table, committer, clock);
+    // Boot watchdog: leases this node held under an older boot id belong to processes that
+    // died with that boot — reclaim them before serving anyone.
+    let (ghosts, _) = engine
+        .report_liveness(&identity.node, &identity.boot_id, "server-boot", Vec::new())
+        .await?;
+    if !ghosts.is_empty() {
+        tracing::info!(
+            ?ghosts,
+            "reclaimed leases held on this node before its reboot"
+        );
+    }
+    Ok(engine)
+}
+
+pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Bind {
+            addr,
+            reason: e.to_string(),
+        })
+}
+
+pub(crate) fn app_state(engine: &Engine, config: &ServerConfig) -> http::AppState {
+    http::AppState {
+        engine: engine.clone(),
+        gc_interval: config.gc_interval,
+        default_lock_delay_ms: config.default_lock_delay.as_millis() as u64,
+        fleetlock: fleetlock::FleetLock::new(config.fleetlock.clone()),
+    }
+}
+
+/// The background tasks that run beside an engine: the reaper and the local probe.
+pub(crate) struct EngineTasks {
+    stop: tokio::sync::watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl EngineTasks {
+    pub(crate) fn start(engine: &Engine, config: &ServerConfig, identity: &NodeIdentity) -> Self {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut handles = vec![tokio::spawn(reaper::run(
+            engine.clone(),
+            config.gc_interval,
+            stop_rx.clone(),
+        ))];
+        if !config.probe_interval.is_zero() {
+            handles.push(tokio::spawn(probe::run(
+                engine.clone(),
+                identity.node.clone(),
+                identity.boot_id.clone(),
+                config.probe_interval,
+                stop_rx,
+            )));
+        }
+        Self { stop, handles }
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        for h in self.handles {
+            let _ = h.await;
+        }
     }
 }

@@ -15,7 +15,10 @@
 //! - Audit queries ([`Committer::query_audit`]) run on the same thread, in submission order
 //!   relative to batches: a query sees every batch submitted before it (committed first) and
 //!   none submitted after it.
-//! - Fail-stop: after one failed commit, that group and every later job get
+//! - A store that bounds its commits
+//!   ([`Store::max_batch_mutations`](crate::Store::max_batch_mutations)) gets a group in several
+//!   commits, split at job boundaries and made in order; a job is never split.
+//! - Fail-stop: after one failed commit, the jobs of that commit and every later job get
 //!   [`StoreError::Failed`]; the store is never written again by this process. Later audit
 //!   queries get the same error. A failed query latches nothing.
 //! - [`Committer::shutdown`] finishes the jobs queued before it; later ones get
@@ -81,12 +84,14 @@ impl Committer {
         let stats = Arc::new(StatsCell::default());
         let failure = Arc::new(OnceLock::new());
         let describe = store.describe();
+        let max_batch = store.max_batch_mutations();
         let worker = Worker {
             store,
             describe: describe.clone(),
             rx,
             stats: Arc::clone(&stats),
             failure: Arc::clone(&failure),
+            max_batch,
         };
         let handle = thread::Builder::new()
             .name(THREAD_NAME.to_owned())

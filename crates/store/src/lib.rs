@@ -97,4 +97,14 @@ pub trait Store: Send + 'static {
 
     /// A short name for logs and health output, e.g. `embedded:/var/lib/locksmith`.
     fn describe(&self) -> String;
+
+    /// The most mutations one [`commit`](Store::commit) should carry, or `None` (the default)
+    /// for no limit. A backend whose transactions are bounded (etcd's `--max-txn-ops`) says so
+    /// here, and the [`Committer`] then splits a group of queued jobs into several commits at
+    /// job boundaries, each at or under the limit — in order, so its guarantees hold unchanged.
+    /// A single job larger than the limit is still committed alone, in one commit: a job's
+    /// atomicity comes first, and the backend must take it or fail.
+    fn max_batch_mutations(&self) -> Option<usize> {
+        None
+    }
 }

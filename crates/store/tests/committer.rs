@@ -78,6 +78,94 @@ async fn jobs_queued_during_a_commit_share_the_next_one_in_order() {
     assert!(stats.total_commit_micros >= stats.last_commit_micros);
 }
 
+/// Jobs of `sizes` mutations each, with consecutive lease ids starting at `first`.
+fn jobs_of(first: u64, sizes: &[u64]) -> Vec<Vec<Mutation>> {
+    let mut next = first;
+    sizes
+        .iter()
+        .map(|&size| {
+            let job = (next..next + size).map(put).collect();
+            next += size;
+            job
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bounded_store_gets_a_group_split_at_job_boundaries() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.max_batch(4).gated();
+    let committer = spawn(store);
+
+    let first = committer.submit(vec![put(100)]);
+    gate.wait_entered();
+    // Queued during the first commit, so drained as one group: 2+2 | 1 | 5 (alone, though
+    // above the limit) | 0 (a barrier) +1+3 | 4.
+    let jobs = jobs_of(1, &[2, 2, 1, 5, 0, 1, 3, 4]);
+    let tickets: Vec<_> = jobs
+        .iter()
+        .map(|job| committer.submit(job.clone()))
+        .collect();
+    for _ in 0..6 {
+        gate.release_one();
+    }
+    first.wait().await.expect("first");
+    for ticket in tickets {
+        ticket.wait().await.expect("queued");
+    }
+    let expected = vec![
+        vec![put(100)],
+        [jobs[0].clone(), jobs[1].clone()].concat(),
+        jobs[2].clone(),
+        jobs[3].clone(),
+        [jobs[4].clone(), jobs[5].clone(), jobs[6].clone()].concat(),
+        jobs[7].clone(),
+    ];
+    assert_eq!(probe.commits(), expected);
+    let stats = committer.stats();
+    assert_eq!((stats.batches, stats.mutations, stats.jobs), (6, 19, 9));
+}
+
+#[tokio::test]
+async fn a_failed_split_commit_fails_the_rest_of_its_group() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.max_batch(2).fail_on_call(3).gated();
+    let committer = spawn(store);
+
+    let first = committer.submit(vec![put(100)]);
+    gate.wait_entered();
+    // One group, three commits: [1,2] succeeds, [3,4] fails, [5] is refused unseen.
+    let jobs = jobs_of(1, &[2, 2, 1]);
+    let tickets: Vec<_> = jobs
+        .iter()
+        .map(|job| committer.submit(job.clone()))
+        .collect();
+    for _ in 0..3 {
+        gate.release_one();
+    }
+    first.wait().await.expect("first");
+    let replies: Vec<_> = wait_all(tickets).await;
+    assert!(replies[0].is_ok(), "{replies:?}");
+    assert!(
+        matches!(replies[1], Err(StoreError::Failed(_))),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(replies[2], Err(StoreError::Failed(_))),
+        "{replies:?}"
+    );
+    assert_eq!(probe.calls(), 3);
+    assert_eq!(probe.commits(), vec![vec![put(100)], jobs[0].clone()]);
+}
+
+async fn wait_all(tickets: Vec<locksmith_store::CommitTicket>) -> Vec<Result<(), StoreError>> {
+    let mut replies = Vec::new();
+    for ticket in tickets {
+        replies.push(ticket.wait().await);
+    }
+    replies
+}
+
 #[tokio::test]
 async fn a_later_batch_wins_over_an_earlier_one() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,7 +7,9 @@
 //! with the reclaim.
 //!
 //! Invariants (checked by the property tests against a simple model):
-//! - a resource never has more holders than slots (one for an exclusive lock);
+//! - a resource never has more holders than slots (one for an exclusive lock) — except after a
+//!   trusted caller shrank it ([`LockTable::resize`]): the holders above the new size keep their
+//!   leases, and nobody new is granted until the holders are fewer than the new size;
 //! - fencing tokens strictly increase across all grants and are never reused;
 //! - waiters are served strictly first-in first-out per resource (no barging: a new acquirer
 //!   never overtakes a queued one);
@@ -18,6 +20,7 @@
 
 mod ghosts;
 mod holds;
+mod resize;
 mod views;
 
 pub use ghosts::{BreakOutcome, DeadProcess};
@@ -78,6 +81,38 @@ struct Grant {
     lock_delay_ms: u64,
 }
 
+/// A TTL so long that a lease holding it never expires in practice (100 years), for holders that
+/// cannot heartbeat (FleetLock clients). Only a [`Trusted::long_ttl`] acquire may ask for more than
+/// [`TableConfig::max_ttl_ms`]. It is otherwise an ordinary TTL: persisted with the lease,
+/// restored as "renewed at recovery", and the lease still ends by release, break or reclaim.
+pub const NO_EXPIRY_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Powers beyond a public acquire, for trusted in-process callers only (the server's FleetLock
+/// front end). The wire request (`AcquireRequest`) has no such field, so every acquire that
+/// arrives over the API gets [`Trusted::NONE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Trusted {
+    /// `slots` is the resource's size by the caller's authority: the semaphore is resized to it
+    /// (see [`LockTable::resize`]) before the acquire is decided, instead of the acquire being
+    /// refused with [`AcquireError::SlotsMismatch`].
+    pub resize: bool,
+    /// `ttl_ms` may be anything up to [`NO_EXPIRY_TTL_MS`] (holders that cannot heartbeat).
+    pub long_ttl: bool,
+    /// The owner is not a process on a host — its node is a client id and its boot id a fixed
+    /// label — so the acquire is not taken as news of the node's boot: it reclaims none of the
+    /// node's other leases as ghosts of an older boot.
+    pub synthetic_owner: bool,
+}
+
+impl Trusted {
+    /// No powers: a public acquire.
+    pub const NONE: Trusted = Trusted {
+        resize: false,
+        long_ttl: false,
+        synthetic_owner: false,
+    };
+}
+
 /// An acquire request as the table sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acquire {
@@ -93,6 +128,9 @@ pub struct Acquire {
     pub wait_ms: u64,
     /// Lock-delay if this holder fails (expiry, ghost reclaim, break), ms; 0 for none.
     pub lock_delay_ms: u64,
+    /// What a trusted in-process caller may do beyond a public acquire; [`Trusted::NONE`] for
+    /// everything that comes over the API.
+    pub trusted: Trusted,
 }
 
 /// The outcome of an acquire that was not refused.
@@ -331,7 +369,12 @@ impl LockTable {
     ) -> Result<AcquireOutcome, AcquireError> {
         self.validate_acquire(&req)?;
         self.advance(now, fx);
-        self.observe_boot(&req.owner.node, &req.owner.boot_id, now, fx);
+        if !req.trusted.synthetic_owner {
+            self.observe_boot(&req.owner.node, &req.owner.boot_id, now, fx);
+        }
+        if req.trusted.resize {
+            self.apply_size(&req.resource, req.slots, now, fx);
+        }
         if let Some(res) = self.resources.get(&req.resource) {
             let mine = res.holders.iter().copied().find(|id| {
                 self.leases
@@ -493,12 +536,17 @@ impl LockTable {
         validate_resource(&req.resource)?;
         req.owner.validate()?;
         let c = &self.config;
-        if req.ttl_ms < c.min_ttl_ms || req.ttl_ms > c.max_ttl_ms {
+        let max_ttl_ms = if req.trusted.long_ttl {
+            c.max_ttl_ms.max(NO_EXPIRY_TTL_MS)
+        } else {
+            c.max_ttl_ms
+        };
+        if req.ttl_ms < c.min_ttl_ms || req.ttl_ms > max_ttl_ms {
             return Err(InvalidRequest::new(
                 "ttl_ms",
                 format!(
                     "must be between {} and {} ms (got {})",
-                    c.min_ttl_ms, c.max_ttl_ms, req.ttl_ms
+                    c.min_ttl_ms, max_ttl_ms, req.ttl_ms
                 ),
             ));
         }

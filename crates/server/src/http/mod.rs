@@ -26,6 +26,8 @@ pub struct AppState {
     pub gc_interval: Duration,
     /// Lock-delay for acquires that name none, ms.
     pub default_lock_delay_ms: u64,
+    /// FleetLock's settings and runtime group sizes.
+    pub fleetlock: crate::fleetlock::FleetLock,
 }
 
 impl FromRef<AppState> for Engine {
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/locks", get(routes::locks))
         .route("/v1/locks/{*resource}", get(routes::lock))
         .route("/v1/fence/check", post(routes::check_fence))
+        .merge(crate::fleetlock::router(&state.fleetlock))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

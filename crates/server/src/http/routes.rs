@@ -38,6 +38,7 @@ pub async fn acquire(
         slots: req.slots.unwrap_or(1),
         wait_ms: req.wait_ms.unwrap_or(0),
         lock_delay_ms: req.lock_delay_ms.unwrap_or(app.default_lock_delay_ms),
+        trusted: locksmith_core::Trusted::NONE,
     };
     Ok(Json(app.engine.acquire(acquire).await?))
 }

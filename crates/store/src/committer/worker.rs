@@ -55,6 +55,8 @@ pub(crate) struct Worker {
     pub(crate) stats: Arc<StatsCell>,
     /// Set once, by the first failed commit; from then on every job is refused with it.
     pub(crate) failure: Arc<OnceLock<String>>,
+    /// `store.max_batch_mutations()`, taken at spawn.
+    pub(crate) max_batch: Option<usize>,
 }
 
 impl Worker {
@@ -109,7 +111,20 @@ impl Worker {
         let _ = query.done.send(reply);
     }
 
+    /// Commits a drained group: in one commit, or — when the store bounds its commits
+    /// ([`Store::max_batch_mutations`]) — in several, split at job boundaries and made in order.
     fn complete(&mut self, group: Vec<Job>) {
+        match self.max_batch {
+            None => self.complete_chunk(group),
+            Some(limit) => {
+                for chunk in split_at_jobs(group, limit) {
+                    self.complete_chunk(chunk);
+                }
+            }
+        }
+    }
+
+    fn complete_chunk(&mut self, group: Vec<Job>) {
         if group.is_empty() {
             return;
         }
@@ -167,6 +182,27 @@ impl Worker {
             }
         }
     }
+}
+
+/// Splits `group` into runs of consecutive jobs of at most `limit` mutations each; a job larger
+/// than `limit` forms a run of its own. Order is kept, and an empty group gives no runs.
+fn split_at_jobs(group: Vec<Job>, limit: usize) -> Vec<Vec<Job>> {
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<Job> = Vec::new();
+    let mut size = 0usize;
+    for job in group {
+        let len = job.batch.len();
+        if !chunk.is_empty() && size.saturating_add(len) > limit {
+            chunks.push(std::mem::take(&mut chunk));
+            size = 0;
+        }
+        size = size.saturating_add(len);
+        chunk.push(job);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

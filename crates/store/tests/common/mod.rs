@@ -70,6 +70,7 @@ pub struct FakeStore {
     fail_on_call: Option<usize>,
     panic_on_call: Option<usize>,
     gate: Option<Gate>,
+    max_batch: Option<usize>,
 }
 
 /// Holds each commit until the test sends a token; reports each commit's start.
@@ -116,6 +117,12 @@ impl FakeStore {
     /// The `n`-th call to commit (1-based) panics.
     pub fn panic_on_call(mut self, n: usize) -> Self {
         self.panic_on_call = Some(n);
+        self
+    }
+
+    /// Reports `n` as its [`Store::max_batch_mutations`].
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = Some(n);
         self
     }
 
@@ -186,6 +193,10 @@ impl Store for FakeStore {
 
     fn describe(&self) -> String {
         "fake:test".to_owned()
+    }
+
+    fn max_batch_mutations(&self) -> Option<usize> {
+        self.max_batch
     }
 }
 

@@ -1,0 +1,124 @@
+//! Forwarding to the leader: in cluster mode every server accepts every request, and a server
+//! that is not the leader passes it through to the one that is.
+//!
+//! Only the leader runs a lock table, so there is no in-memory authority two servers could
+//! disagree about; the leader's writes are fenced in etcd by its election (see `cluster`).
+//! Bodies are buffered (they are at most 64 KiB); responses are streamed, so long polls and the
+//! event stream pass through unchanged.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use locksmith_api::{ErrorBody, ErrorCode};
+
+use crate::http::{ApiError, MAX_BODY_BYTES};
+
+/// Headers worth forwarding in each direction (hop-by-hop headers are not).
+const FORWARDED: [&str; 4] = [
+    "content-type",
+    "accept",
+    "fleet-lock-protocol",
+    "cache-control",
+];
+
+/// Where requests go when this server is not the leader.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    http: reqwest::Client,
+    leader: Arc<RwLock<Option<String>>>,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Forwarder {
+    /// A forwarder with no known leader yet.
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            leader: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// Sets (or clears) the leader's base URL.
+    pub fn set_leader(&self, url: Option<String>) {
+        *self.leader.write().unwrap_or_else(|p| p.into_inner()) = url;
+    }
+
+    /// The leader's base URL, if known.
+    pub fn leader(&self) -> Option<String> {
+        self.leader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Passes `req` to the leader and its answer back.
+    pub async fn forward(&self, req: Request) -> Response {
+        let Some(leader) = self.leader() else {
+            return no_leader("an election is in progress");
+        };
+        let (parts, body) = req.into_parts();
+        let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(b) => b,
+            Err(_) => {
+                return ApiError::from(ErrorBody::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                ))
+                .into_response();
+            }
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut rb = self
+            .http
+            .request(parts.method.clone(), format!("{leader}{path}"))
+            .body(bytes);
+        for name in FORWARDED {
+            if let Some(v) = parts.headers.get(name) {
+                rb = rb.header(name, v.clone());
+            }
+        }
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => return no_leader(&format!("the leader at {leader} is unreachable: {e}")),
+        };
+        let mut out = Response::builder().status(resp.status());
+        for name in FORWARDED {
+            if let Some(v) = resp.headers().get(name) {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_bytes(v.as_bytes()),
+                ) {
+                    out = out.header(n, v);
+                }
+            }
+        }
+        out.body(Body::from_stream(resp.bytes_stream()))
+            .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+    }
+}
+
+fn no_leader(why: &str) -> Response {
+    ApiError::from(ErrorBody::new(
+        ErrorCode::NoLeader,
+        format!("no Locksmith leader is serving right now ({why}); retry in a moment"),
+    ))
+    .into_response()
+}
