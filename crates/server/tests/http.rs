@@ -1,4 +1,5 @@
-//! The HTTP API against a real server on 127.0.0.1:0 with the real embedded store.
+//! The HTTP API and its lock semantics against a real server on 127.0.0.1:0, run twice: over
+//! the real embedded store and over a real etcd (the same tests, via `lock_semantics!`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{TestServer, req};
+use common::{Backend, Storage, TestServer, req};
 use locksmith_client::api::ErrorCode;
 use serde_json::{Value, json};
 
@@ -23,266 +24,280 @@ async fn raw(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, V
     (status, value)
 }
 
-#[tokio::test]
-async fn acquire_renew_release_roundtrip() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let lease = c
-        .acquire(&req("configs/aim.conf", 10))
-        .await
-        .expect("acquire");
-    assert_eq!(lease.resource, "configs/aim.conf");
-    assert!(lease.token.0 >= 1);
-    let renewed = c
-        .renew(lease.lease, Some(lease.token))
-        .await
-        .expect("renew");
-    assert_eq!(renewed.token, lease.token);
-    let view = c.lock("configs/aim.conf").await.expect("lock");
-    assert_eq!(view.lock.holders.len(), 1);
-    assert_eq!(view.lock.holders[0].owner.pid, 10);
-    c.release(lease.lease, None).await.expect("release");
-    let view = c.lock("configs/aim.conf").await.expect("lock");
-    assert!(view.lock.holders.is_empty());
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn hot_refusal_names_the_holder() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    c.acquire(&req("aim_lock_config.conf", 4121))
-        .await
-        .expect("first");
-    let err = c
-        .acquire(&req("aim_lock_config.conf", 99))
-        .await
-        .expect_err("second must be refused");
-    let body = err.body().expect("api error");
-    assert_eq!(body.error, ErrorCode::Hot);
-    assert_eq!(body.holders.len(), 1);
-    assert_eq!(body.holders[0].owner.pid, 4121);
-    assert!(
-        body.message
-            .starts_with("aim_lock_config.conf: HOT — held by orchestrator@node-7 (pid 4121)"),
-        "{}",
-        body.message
-    );
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn every_bad_input_is_a_json_4xx_with_a_stable_code() {
-    let s = TestServer::start().await;
-    let good_owner =
-        json!({"node":"n","pid":5,"start_time":9,"boot_id":"b","user":"u","purpose":"p"});
-    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
-        ("POST", "/v1/acquire", Some("{not json".into()), 400, "invalid_json"),
-        ("POST", "/v1/acquire", Some(json!({"resource":"r"}).to_string()), 400, "invalid_json"),
-        (
-            "POST",
-            "/v1/acquire",
-            Some(json!({"resource":"r","owner":good_owner,"ttl":5}).to_string()),
-            400,
-            "invalid_json",
-        ),
-        (
-            "POST",
-            "/v1/acquire",
-            Some(json!({"resource":"","owner":good_owner}).to_string()),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            "/v1/acquire",
-            Some(json!({"resource":"r","owner":{"node":"n","pid":0,"start_time":9,"boot_id":"b","user":"u","purpose":"p"}}).to_string()),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            "/v1/acquire",
-            Some(json!({"resource":"r","owner":good_owner,"ttl_ms":1}).to_string()),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            "/v1/acquire",
-            Some(json!({"resource":"r","owner":good_owner,"ttl_ms":u64::MAX}).to_string()),
-            400,
-            "invalid_request",
-        ),
-        (
-            "POST",
-            "/v1/acquire",
-            Some(json!({"resource":"r","owner":good_owner,"slots":0}).to_string()),
-            400,
-            "invalid_request",
-        ),
-        ("POST", "/v1/acquire", Some("[]".into()), 400, "invalid_json"),
-        ("POST", "/v1/acquire", Some(String::new()), 400, "invalid_json"),
-        ("POST", "/v1/leases/abc/renew", None, 400, "invalid_request"),
-        ("POST", "/v1/leases/0/release", None, 400, "invalid_request"),
-        ("POST", "/v1/leases/424242/renew", None, 404, "not_holder"),
-        ("POST", "/v1/leases/1/renew", Some("{\"token\":\"x\"}".into()), 400, "invalid_json"),
-        ("GET", "/v1/acquire", None, 405, "method_not_allowed"),
-        ("GET", "/v1/nope", None, 404, "not_found"),
-        ("GET", "/v1/locks/a//b", None, 400, "invalid_request"),
-        ("POST", "/v1/fence/check", Some(json!({"resource":"r","token":3}).to_string()), 409, "stale_token"),
-        (
-            "POST",
-            "/v1/acquire",
-            Some(format!("{{\"resource\":\"{}\"}}", "x".repeat(100_000))),
-            413,
-            "payload_too_large",
-        ),
-    ];
-    for (method, path, body, status, code) in cases {
-        let (got, value) = raw(&s.url, method, path, body.as_deref()).await;
-        assert_eq!(got, status, "{method} {path} {body:?} → {value}");
-        assert_eq!(value["error"], code, "{method} {path} {body:?} → {value}");
-        assert!(
-            value["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{value}"
-        );
-    }
-    // Nothing was granted by any of that.
-    let (_, locks) = raw(&s.url, "GET", "/v1/locks", None).await;
-    assert_eq!(locks["locks"], json!([]));
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn a_waiter_is_woken_when_the_holder_releases() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let first = c.acquire(&req("r", 1)).await.expect("first");
-    let c2 = c.clone();
-    let waiter = tokio::spawn(async move {
-        let mut r = req("r", 2);
-        r.wait_ms = Some(30_000);
-        c2.acquire(&r).await
-    });
-    // Let the waiter queue, then release: the waiter must get the lock without polling.
-    for _ in 0..200 {
-        if !c.lock("r").await.expect("lock").lock.waiters.is_empty() {
-            break;
+macro_rules! lock_semantics {
+    ($backend:expr) => {
+        #[tokio::test]
+        async fn acquire_renew_release_roundtrip() {
+            let s = TestServer::start_on($backend).await;
+            let c = s.client();
+            let lease = c
+                .acquire(&req("configs/aim.conf", 10))
+                .await
+                .expect("acquire");
+            assert_eq!(lease.resource, "configs/aim.conf");
+            assert!(lease.token.0 >= 1);
+            let renewed = c
+                .renew(lease.lease, Some(lease.token))
+                .await
+                .expect("renew");
+            assert_eq!(renewed.token, lease.token);
+            let view = c.lock("configs/aim.conf").await.expect("lock");
+            assert_eq!(view.lock.holders.len(), 1);
+            assert_eq!(view.lock.holders[0].owner.pid, 10);
+            c.release(lease.lease, None).await.expect("release");
+            let view = c.lock("configs/aim.conf").await.expect("lock");
+            assert!(view.lock.holders.is_empty());
+            s.stop().await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    c.release(first.lease, None).await.expect("release");
-    let second = waiter.await.expect("join").expect("waiter granted");
-    assert!(second.token > first.token);
-    assert_eq!(second.owner.pid, 2);
-    s.stop().await;
-}
 
-#[tokio::test]
-async fn a_waiter_that_disconnects_leaves_the_queue() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    c.acquire(&req("r", 1)).await.expect("first");
-    let mut r = req("r", 2);
-    r.wait_ms = Some(60_000);
-    let _ = tokio::time::timeout(Duration::from_millis(300), c.acquire(&r)).await;
-    let mut queued = usize::MAX;
-    for _ in 0..200 {
-        queued = c.lock("r").await.expect("lock").lock.waiters.len();
-        if queued == 0 {
-            break;
+        #[tokio::test]
+        async fn hot_refusal_names_the_holder() {
+            let s = TestServer::start_on($backend).await;
+            let c = s.client();
+            c.acquire(&req("aim_lock_config.conf", 4121))
+                .await
+                .expect("first");
+            let err = c
+                .acquire(&req("aim_lock_config.conf", 99))
+                .await
+                .expect_err("second must be refused");
+            let body = err.body().expect("api error");
+            assert_eq!(body.error, ErrorCode::Hot);
+            assert_eq!(body.holders.len(), 1);
+            assert_eq!(body.holders[0].owner.pid, 4121);
+            assert!(
+                body.message
+                    .starts_with("aim_lock_config.conf: HOT — held by orchestrator@node-7 (pid 4121)"),
+                "{}",
+                body.message
+            );
+            s.stop().await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(queued, 0, "a gone client must not stay queued");
-    s.stop().await;
-}
 
-/// Many clients hammer one lock; each increments a shared counter non-atomically (read, yield,
-/// write) and the fenced register refuses any write whose token is older than one already seen.
-/// Mutual exclusion holds iff no increment is lost and no fenced write is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_concurrent_clients_never_overlap() {
-    let s = TestServer::start().await;
-    let counter = Arc::new(AtomicU64::new(0));
-    let fence = Arc::new(AtomicU64::new(0));
-    let clients = 16;
-    let rounds = 15;
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let c = s.client();
-        let counter = counter.clone();
-        let fence = fence.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..rounds {
-                let mut r = req("counter", 100 + i);
-                r.wait_ms = Some(60_000);
-                let lease = c.acquire(&r).await.expect("acquire");
-                let prev = fence.fetch_max(lease.token.0, Ordering::SeqCst);
-                assert!(prev < lease.token.0, "token {} after {prev}", lease.token);
-                let v = counter.load(Ordering::SeqCst);
-                tokio::task::yield_now().await;
-                counter.store(v + 1, Ordering::SeqCst);
-                c.release(lease.lease, Some(lease.token))
-                    .await
-                    .expect("release");
+        #[tokio::test]
+        async fn every_bad_input_is_a_json_4xx_with_a_stable_code() {
+            let s = TestServer::start_on($backend).await;
+            let good_owner =
+                json!({"node":"n","pid":5,"start_time":9,"boot_id":"b","user":"u","purpose":"p"});
+            let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+                ("POST", "/v1/acquire", Some("{not json".into()), 400, "invalid_json"),
+                ("POST", "/v1/acquire", Some(json!({"resource":"r"}).to_string()), 400, "invalid_json"),
+                (
+                    "POST",
+                    "/v1/acquire",
+                    Some(json!({"resource":"r","owner":good_owner,"ttl":5}).to_string()),
+                    400,
+                    "invalid_json",
+                ),
+                (
+                    "POST",
+                    "/v1/acquire",
+                    Some(json!({"resource":"","owner":good_owner}).to_string()),
+                    400,
+                    "invalid_request",
+                ),
+                (
+                    "POST",
+                    "/v1/acquire",
+                    Some(json!({"resource":"r","owner":{"node":"n","pid":0,"start_time":9,"boot_id":"b","user":"u","purpose":"p"}}).to_string()),
+                    400,
+                    "invalid_request",
+                ),
+                (
+                    "POST",
+                    "/v1/acquire",
+                    Some(json!({"resource":"r","owner":good_owner,"ttl_ms":1}).to_string()),
+                    400,
+                    "invalid_request",
+                ),
+                (
+                    "POST",
+                    "/v1/acquire",
+                    Some(json!({"resource":"r","owner":good_owner,"ttl_ms":u64::MAX}).to_string()),
+                    400,
+                    "invalid_request",
+                ),
+                (
+                    "POST",
+                    "/v1/acquire",
+                    Some(json!({"resource":"r","owner":good_owner,"slots":0}).to_string()),
+                    400,
+                    "invalid_request",
+                ),
+                ("POST", "/v1/acquire", Some("[]".into()), 400, "invalid_json"),
+                ("POST", "/v1/acquire", Some(String::new()), 400, "invalid_json"),
+                ("POST", "/v1/leases/abc/renew", None, 400, "invalid_request"),
+                ("POST", "/v1/leases/0/release", None, 400, "invalid_request"),
+                ("POST", "/v1/leases/424242/renew", None, 404, "not_holder"),
+                ("POST", "/v1/leases/1/renew", Some("{\"token\":\"x\"}".into()), 400, "invalid_json"),
+                ("GET", "/v1/acquire", None, 405, "method_not_allowed"),
+                ("GET", "/v1/nope", None, 404, "not_found"),
+                ("GET", "/v1/locks/a//b", None, 400, "invalid_request"),
+                ("POST", "/v1/fence/check", Some(json!({"resource":"r","token":3}).to_string()), 409, "stale_token"),
+                (
+                    "POST",
+                    "/v1/acquire",
+                    Some(format!("{{\"resource\":\"{}\"}}", "x".repeat(100_000))),
+                    413,
+                    "payload_too_large",
+                ),
+            ];
+            for (method, path, body, status, code) in cases {
+                let (got, value) = raw(&s.url, method, path, body.as_deref()).await;
+                assert_eq!(got, status, "{method} {path} {body:?} → {value}");
+                assert_eq!(value["error"], code, "{method} {path} {body:?} → {value}");
+                assert!(
+                    value["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{value}"
+                );
             }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    assert_eq!(counter.load(Ordering::SeqCst), u64::from(clients * rounds));
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn state_and_fence_survive_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = TestServer::start_in(dir.path()).await;
-    let c = s.client();
-    let held = c.acquire(&req("held", 1)).await.expect("held");
-    let gone = c.acquire(&req("gone", 2)).await.expect("gone");
-    c.release(gone.lease, None).await.expect("release");
-    s.stop().await;
-
-    let s = TestServer::start_in(dir.path()).await;
-    let c = s.client();
-    let view = c.lock("held").await.expect("lock");
-    assert_eq!(view.lock.holders.len(), 1, "acknowledged grant survives");
-    assert_eq!(view.lock.holders[0].token, held.token);
-    assert!(c.lock("gone").await.expect("lock").lock.holders.is_empty());
-    // The holder keeps its lease across the restart...
-    c.renew(held.lease, Some(held.token))
-        .await
-        .expect("renew after restart");
-    // ...and tokens keep increasing, never reused.
-    let next = c.acquire(&req("other", 3)).await.expect("next");
-    assert!(next.token > gone.token);
-    // A lease released before the restart is reported as ended, not unknown.
-    let err = c.renew(gone.lease, None).await.expect_err("ended");
-    assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn an_unrenewed_lease_is_reclaimed_after_its_ttl() {
-    let s = TestServer::start().await;
-    let c = s.client();
-    let mut r = req("short", 1);
-    r.ttl_ms = Some(1_000);
-    let lease = c.acquire(&r).await.expect("acquire");
-    let mut freed = false;
-    for _ in 0..100 {
-        if c.lock("short").await.expect("lock").lock.holders.is_empty() {
-            freed = true;
-            break;
+            // Nothing was granted by any of that.
+            let (_, locks) = raw(&s.url, "GET", "/v1/locks", None).await;
+            assert_eq!(locks["locks"], json!([]));
+            s.stop().await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(freed, "lease must be reclaimed by the reaper");
-    let err = c.renew(lease.lease, None).await.expect_err("expired");
-    assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
-    s.stop().await;
+
+        #[tokio::test]
+        async fn a_waiter_is_woken_when_the_holder_releases() {
+            let s = TestServer::start_on($backend).await;
+            let c = s.client();
+            let first = c.acquire(&req("r", 1)).await.expect("first");
+            let c2 = c.clone();
+            let waiter = tokio::spawn(async move {
+                let mut r = req("r", 2);
+                r.wait_ms = Some(30_000);
+                c2.acquire(&r).await
+            });
+            // Let the waiter queue, then release: the waiter must get the lock without polling.
+            for _ in 0..200 {
+                if !c.lock("r").await.expect("lock").lock.waiters.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            c.release(first.lease, None).await.expect("release");
+            let second = waiter.await.expect("join").expect("waiter granted");
+            assert!(second.token > first.token);
+            assert_eq!(second.owner.pid, 2);
+            s.stop().await;
+        }
+
+        #[tokio::test]
+        async fn a_waiter_that_disconnects_leaves_the_queue() {
+            let s = TestServer::start_on($backend).await;
+            let c = s.client();
+            c.acquire(&req("r", 1)).await.expect("first");
+            let mut r = req("r", 2);
+            r.wait_ms = Some(60_000);
+            let _ = tokio::time::timeout(Duration::from_millis(300), c.acquire(&r)).await;
+            let mut queued = usize::MAX;
+            for _ in 0..200 {
+                queued = c.lock("r").await.expect("lock").lock.waiters.len();
+                if queued == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(queued, 0, "a gone client must not stay queued");
+            s.stop().await;
+        }
+
+        /// Many clients hammer one lock; each increments a shared counter non-atomically (read, yield,
+        /// write) and the fenced register refuses any write whose token is older than one already seen.
+        /// Mutual exclusion holds iff no increment is lost and no fenced write is refused.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn many_concurrent_clients_never_overlap() {
+            let s = TestServer::start_on($backend).await;
+            let counter = Arc::new(AtomicU64::new(0));
+            let fence = Arc::new(AtomicU64::new(0));
+            let clients = 16;
+            let rounds = 15;
+            let mut tasks = Vec::new();
+            for i in 0..clients {
+                let c = s.client();
+                let counter = counter.clone();
+                let fence = fence.clone();
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..rounds {
+                        let mut r = req("counter", 100 + i);
+                        r.wait_ms = Some(60_000);
+                        let lease = c.acquire(&r).await.expect("acquire");
+                        let prev = fence.fetch_max(lease.token.0, Ordering::SeqCst);
+                        assert!(prev < lease.token.0, "token {} after {prev}", lease.token);
+                        let v = counter.load(Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        counter.store(v + 1, Ordering::SeqCst);
+                        c.release(lease.lease, Some(lease.token))
+                            .await
+                            .expect("release");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("client task");
+            }
+            assert_eq!(counter.load(Ordering::SeqCst), u64::from(clients * rounds));
+            s.stop().await;
+        }
+
+        #[tokio::test]
+        async fn state_and_fence_survive_a_restart() {
+            let storage = Storage::fresh($backend);
+            let s = TestServer::on(&storage).await;
+            let c = s.client();
+            let held = c.acquire(&req("held", 1)).await.expect("held");
+            let gone = c.acquire(&req("gone", 2)).await.expect("gone");
+            c.release(gone.lease, None).await.expect("release");
+            s.stop().await;
+
+            let s = TestServer::on(&storage).await;
+            let c = s.client();
+            let view = c.lock("held").await.expect("lock");
+            assert_eq!(view.lock.holders.len(), 1, "acknowledged grant survives");
+            assert_eq!(view.lock.holders[0].token, held.token);
+            assert!(c.lock("gone").await.expect("lock").lock.holders.is_empty());
+            // The holder keeps its lease across the restart...
+            c.renew(held.lease, Some(held.token))
+                .await
+                .expect("renew after restart");
+            // ...and tokens keep increasing, never reused.
+            let next = c.acquire(&req("other", 3)).await.expect("next");
+            assert!(next.token > gone.token);
+            // A lease released before the restart is reported as ended, not unknown.
+            let err = c.renew(gone.lease, None).await.expect_err("ended");
+            assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
+            s.stop().await;
+        }
+
+        #[tokio::test]
+        async fn an_unrenewed_lease_is_reclaimed_after_its_ttl() {
+            let s = TestServer::start_on($backend).await;
+            let c = s.client();
+            let mut r = req("short", 1);
+            r.ttl_ms = Some(1_000);
+            let lease = c.acquire(&r).await.expect("acquire");
+            let mut freed = false;
+            for _ in 0..100 {
+                if c.lock("short").await.expect("lock").lock.holders.is_empty() {
+                    freed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(freed, "lease must be reclaimed by the reaper");
+            let err = c.renew(lease.lease, None).await.expect_err("expired");
+            assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
+            s.stop().await;
+        }
+    };
+}
+
+mod embedded {
+    use super::*;
+    lock_semantics!(Backend::Embedded);
+}
+
+mod etcd {
+    use super::*;
+    lock_semantics!(Backend::Etcd);
 }

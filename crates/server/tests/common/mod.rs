@@ -1,21 +1,96 @@
-//! A real server on 127.0.0.1:0 with the real embedded store, for the HTTP tests.
+//! A real server on 127.0.0.1:0 over a real store — the embedded one, or a real etcd started
+//! on loopback ports — for the HTTP tests.
 #![allow(dead_code)]
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use locksmith_etcd::testing::EtcdCluster;
+use locksmith_store::{EmbeddedStore, Store};
 
 use locksmith_client::Client;
 use locksmith_client::api::AcquireRequest;
 use locksmith_core::Owner;
 use locksmith_server::{Server, ServerConfig};
 
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// redb in a temp dir.
+    Embedded,
+    /// A single-member etcd on loopback ports, shared by the test binary; each storage its own
+    /// key prefix.
+    Etcd,
+}
+
+/// Storage that outlives a server, so a test can stop one and start another on the same data.
+#[derive(Debug)]
+pub struct Storage {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    prefix: String,
+}
+
+fn shared_etcd() -> &'static EtcdCluster {
+    static ETCD: OnceLock<EtcdCluster> = OnceLock::new();
+    ETCD.get_or_init(|| EtcdCluster::start(1))
+}
+
+impl Storage {
+    /// New, empty storage on `backend`.
+    pub fn fresh(backend: Backend) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self {
+            backend,
+            dir: tempfile::tempdir().expect("tempdir"),
+            prefix: format!("/t{}-{n}/", std::process::id()),
+        }
+    }
+
+    fn open(&self) -> Box<dyn Store> {
+        match self.backend {
+            Backend::Embedded => Box::new(EmbeddedStore::open(self.dir.path()).expect("open")),
+            Backend::Etcd => Box::new(
+                locksmith_etcd::EtcdStore::open(&shared_etcd().endpoints(), &self.prefix, None)
+                    .expect("open etcd store"),
+            ),
+        }
+    }
+}
+
 pub struct TestServer {
     pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+    _storage: Option<Storage>,
 }
 
 impl TestServer {
+    /// A server on fresh storage of `backend`.
+    pub async fn start_on(backend: Backend) -> Self {
+        let storage = Storage::fresh(backend);
+        let mut s = Self::on(&storage).await;
+        s._storage = Some(storage);
+        s
+    }
+
+    /// A server on `storage` (which the caller keeps, to restart on it).
+    pub async fn on(storage: &Storage) -> Self {
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: storage.dir.path().to_path_buf(),
+            gc_interval: Duration::from_millis(200),
+            ..ServerConfig::default()
+        };
+        let server = Server::bind_with_store(config, storage.open())
+            .await
+            .expect("bind");
+        Self::serving(server)
+    }
+
     pub async fn start() -> Self {
         Self::start_tweaked(|_| {}).await
     }
@@ -42,6 +117,10 @@ impl TestServer {
         };
         tweak(&mut config);
         let server = Server::bind(config).await.expect("bind");
+        Self::serving(server)
+    }
+
+    fn serving(server: Server) -> Self {
         let url = format!("http://{}", server.local_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -57,6 +136,7 @@ impl TestServer {
             stop: Some(tx),
             task: Some(task),
             _dir: None,
+            _storage: None,
         }
     }
 
