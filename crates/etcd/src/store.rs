@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, Txn, TxnOp, TxnOpResponse};
-use locksmith_core::{AuditRecord, HoldRecord, LeaseRecord, Mutation, Snapshot};
+use locksmith_core::{AuditRecord, Mutation, Snapshot};
+use locksmith_store::codec::{decode_audit, decode_hold, decode_lease, encode};
 use locksmith_store::{AuditQuery, Store, StoreError, StoreOptions};
 use tokio::runtime::Runtime;
 
@@ -766,13 +767,6 @@ async fn commit(remote: &Remote, commit: Commit<'_>) -> Result<State, StoreError
     )))
 }
 
-fn encode<T: serde::Serialize>(
-    record: &T,
-    what: impl FnOnce() -> String,
-) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(record).map_err(|e| StoreError::Io(format!("cannot encode {}: {e}", what())))
-}
-
 fn decode_u64(key: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     std::str::from_utf8(bytes)
         .ok()
@@ -785,46 +779,10 @@ fn decode_u64(key: &str, bytes: &[u8]) -> Result<u64, StoreError> {
         })
 }
 
-fn decode_lease(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
-    let record: LeaseRecord = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("lease {key}: {e}")))?;
-    if record.lease.0 != key {
-        return Err(StoreError::Corrupt(format!(
-            "lease {key}: record is stored under the wrong key (it names lease {})",
-            record.lease
-        )));
-    }
-    Ok(record)
-}
-
-fn decode_hold(key: u64, bytes: &[u8]) -> Result<HoldRecord, StoreError> {
-    let record: HoldRecord = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("hold {key}: {e}")))?;
-    if record.hold.0 != key {
-        return Err(StoreError::Corrupt(format!(
-            "hold {key}: record is stored under the wrong key (it names hold {})",
-            record.hold
-        )));
-    }
-    Ok(record)
-}
-
 /// The fields of a stored audit record that query filters look at.
 #[derive(serde::Deserialize)]
 struct Head<'a> {
     #[serde(borrow)]
     resource: std::borrow::Cow<'a, str>,
     at_ms: u64,
-}
-
-fn decode_audit(key: u64, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
-    let record: AuditRecord = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("audit record {key}: {e}")))?;
-    if record.seq != key {
-        return Err(StoreError::Corrupt(format!(
-            "audit record {key}: record is stored under the wrong key (it names seq {})",
-            record.seq
-        )));
-    }
-    Ok(record)
 }

@@ -56,13 +56,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use locksmith_core::{AuditRecord, HoldRecord, LeaseRecord, Mutation, Snapshot};
+use locksmith_core::{AuditRecord, Mutation, Snapshot};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     Table, TableDefinition, TableError,
 };
 use serde::Deserialize;
 
+use crate::codec::{decode_audit, decode_hold, decode_lease, encode};
 use crate::{AuditQuery, Store, StoreError, StoreOptions};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
@@ -611,49 +612,6 @@ impl Write {
             Mutation::FenceHighWater(value) => Write::Raise(*value),
         })
     }
-}
-
-fn encode<T: serde::Serialize>(
-    record: &T,
-    what: impl FnOnce() -> String,
-) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(record).map_err(|e| StoreError::Io(format!("cannot encode {}: {e}", what())))
-}
-
-fn decode_lease(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
-    let record: LeaseRecord = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("lease {key}: {e}")))?;
-    if record.lease.0 != key {
-        return Err(StoreError::Corrupt(format!(
-            "lease {key}: record is stored under the wrong key (it names lease {})",
-            record.lease
-        )));
-    }
-    Ok(record)
-}
-
-fn decode_hold(key: u64, bytes: &[u8]) -> Result<HoldRecord, StoreError> {
-    let record: HoldRecord = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("hold {key}: {e}")))?;
-    if record.hold.0 != key {
-        return Err(StoreError::Corrupt(format!(
-            "hold {key}: record is stored under the wrong key (it names hold {})",
-            record.hold
-        )));
-    }
-    Ok(record)
-}
-
-fn decode_audit(key: u64, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
-    let record: AuditRecord = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("audit record {key}: {e}")))?;
-    if record.seq != key {
-        return Err(StoreError::Corrupt(format!(
-            "audit record {key}: record is stored under the wrong key (it names seq {})",
-            record.seq
-        )));
-    }
-    Ok(record)
 }
 
 /// The field of a stored audit record that its index entry needs; the rest is skipped without

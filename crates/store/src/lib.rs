@@ -10,6 +10,7 @@
 //! What it is not: a lock table. It stores what `locksmith-core` tells it to and hands it back
 //! at boot; it makes no decisions about leases.
 
+pub mod codec;
 mod committer;
 #[cfg(feature = "conformance")]
 pub mod conformance;
