@@ -1,7 +1,7 @@
 //! # locksmith-bench
 //!
-//! Load generator for Locksmith, used by `locksmith-bench` (and later by the side-by-side
-//! comparison with etcd and Redis). Workloads:
+//! Load generator for Locksmith, used by `locksmith-bench` and by the side-by-side comparison
+//! with etcd and Redis (`compare`, whose peer clients are in [`peers`]). Workloads:
 //!
 //! - **cycles**: C clients, each acquiring and releasing its own resource as fast as it can —
 //!   every grant and release is durable before its reply, so this measures the write path.
@@ -12,6 +12,7 @@
 //! Every workload checks mutual exclusion with a fenced counter and reports violations (the
 //! expected number is zero). What it is not: a correctness test suite — the tests are that.
 
+pub mod peers;
 pub mod stats;
 pub mod workload;
 

@@ -33,14 +33,15 @@ fn owner(i: usize) -> Owner {
 /// A fenced register: accepts a write only with a token newer than any seen, and counts
 /// overlapping critical sections. Mutual exclusion holds iff `violations` stays 0.
 #[derive(Debug, Default)]
-struct Fence {
+pub struct Fence {
     newest: AtomicU64,
     inside: AtomicU64,
     violations: AtomicU64,
 }
 
 impl Fence {
-    fn enter(&self, token: u64) {
+    /// Enters the critical section with `token`; a stale token or an overlap is a violation.
+    pub fn enter(&self, token: u64) {
         if self.newest.fetch_max(token, Ordering::SeqCst) >= token {
             self.violations.fetch_add(1, Ordering::Relaxed);
         }
@@ -49,8 +50,14 @@ impl Fence {
         }
     }
 
-    fn leave(&self) {
+    /// Leaves the critical section.
+    pub fn leave(&self) {
         self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Violations seen so far.
+    pub fn violations(&self) -> u64 {
+        self.violations.load(Ordering::Relaxed)
     }
 }
 
