@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_audited, audits};
+use common::{assert_audited, audits, granted, queued, table};
 use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditKind, BreakError, DeadProcess, Effect, Effects,
     EndCause, FenceError, FenceToken, HoldError, HoldId, HoldRecord, HoldState, HoldView,
@@ -51,24 +51,6 @@ fn req(resource: &str, owner: Owner, wait_ms: u64) -> Acquire {
         wait_ms,
         lock_delay_ms: 0,
         trusted: Trusted::NONE,
-    }
-}
-
-fn table() -> LockTable {
-    LockTable::new(TableConfig::default())
-}
-
-fn granted(outcome: Result<AcquireOutcome, AcquireError>) -> LeaseView {
-    match outcome {
-        Ok(AcquireOutcome::Granted(view)) => view,
-        other => panic!("expected a grant, got {other:?}"),
-    }
-}
-
-fn queued(outcome: Result<AcquireOutcome, AcquireError>) -> WaiterId {
-    match outcome {
-        Ok(AcquireOutcome::Queued(id)) => id,
-        other => panic!("expected to be queued, got {other:?}"),
     }
 }
 

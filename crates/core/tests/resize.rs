@@ -16,7 +16,7 @@ use proptest::test_runner::FileFailurePersistence;
 
 mod common;
 
-use common::{assert_audited, check_audit};
+use common::{assert_audited, check_audit, granted, queued, table};
 
 const WALL0: u64 = 1_700_000_000_000;
 const TTL: u64 = 10_000;
@@ -82,24 +82,6 @@ fn fleetlock(id: &str, slots: u32) -> Acquire {
             synthetic_owner: true,
         },
         ..req(synthetic(id), slots, 0)
-    }
-}
-
-fn table() -> LockTable {
-    LockTable::new(TableConfig::default())
-}
-
-fn granted(outcome: Result<AcquireOutcome, AcquireError>) -> LeaseView {
-    match outcome {
-        Ok(AcquireOutcome::Granted(view)) => view,
-        other => panic!("expected a grant, got {other:?}"),
-    }
-}
-
-fn queued(outcome: Result<AcquireOutcome, AcquireError>) -> WaiterId {
-    match outcome {
-        Ok(AcquireOutcome::Queued(id)) => id,
-        other => panic!("expected to be queued, got {other:?}"),
     }
 }
 

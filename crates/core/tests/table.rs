@@ -11,7 +11,7 @@ use locksmith_core::{
 
 mod common;
 
-use common::assert_audited;
+use common::{assert_audited, granted, queued, table};
 
 const WALL0: u64 = 1_700_000_000_000;
 const TTL: u64 = 10_000;
@@ -42,24 +42,6 @@ fn req(resource: &str, owner: Owner, slots: u32, wait_ms: u64) -> Acquire {
         wait_ms,
         lock_delay_ms: 0,
         trusted: Trusted::NONE,
-    }
-}
-
-fn table() -> LockTable {
-    LockTable::new(TableConfig::default())
-}
-
-fn granted(outcome: Result<AcquireOutcome, AcquireError>) -> LeaseView {
-    match outcome {
-        Ok(AcquireOutcome::Granted(view)) => view,
-        other => panic!("expected a grant, got {other:?}"),
-    }
-}
-
-fn queued(outcome: Result<AcquireOutcome, AcquireError>) -> WaiterId {
-    match outcome {
-        Ok(AcquireOutcome::Queued(id)) => id,
-        other => panic!("expected to be queued, got {other:?}"),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Checks shared by the integration tests: the audit trail the table emits with its effects.
+//! Helpers shared by the integration tests: a fresh table, unwrapping acquire outcomes, and
+//! checks of the audit trail the table emits with its effects.
 //!
 //! Every grant (a `PutLease`) and every end (an `Effect::Ended`) must come with exactly one
 //! `AppendAudit` describing it — same resource, lease, token and owner, and for an end the same
@@ -6,7 +7,31 @@
 
 #![allow(dead_code)] // each test crate uses its own subset
 
-use locksmith_core::{AuditKind, AuditRecord, Effect, Effects, Mutation};
+use locksmith_core::{
+    AcquireError, AcquireOutcome, AuditKind, AuditRecord, Effect, Effects, LeaseView, LockTable,
+    Mutation, TableConfig, WaiterId,
+};
+
+/// A fresh table with the default limits.
+pub fn table() -> LockTable {
+    LockTable::new(TableConfig::default())
+}
+
+/// The lease of an acquire that must have been granted at once.
+pub fn granted(outcome: Result<AcquireOutcome, AcquireError>) -> LeaseView {
+    match outcome {
+        Ok(AcquireOutcome::Granted(view)) => view,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+/// The waiter of an acquire that must have been queued.
+pub fn queued(outcome: Result<AcquireOutcome, AcquireError>) -> WaiterId {
+    match outcome {
+        Ok(AcquireOutcome::Queued(id)) => id,
+        other => panic!("expected to be queued, got {other:?}"),
+    }
+}
 
 /// The audit records among `fx`, in order.
 pub fn audits(fx: &Effects) -> Vec<&AuditRecord> {
