@@ -55,20 +55,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             "check that the address is free and the data directory is writable",
         )
     })?;
-    out(&format!(
-        "locksmith listening on http://{}",
-        server.local_addr()
-    ))?;
-    server.serve(shutdown).await.map_err(|e| {
-        Failure::new(
-            Exit::Unavailable,
-            SUBJECT,
-            "stopped",
-            e,
-            "see the log above, then restart it",
-        )
-    })?;
-    Ok(Exit::Ok)
+    announce_and_serve(server.local_addr(), server.serve(shutdown)).await
 }
 
 /// The FleetLock settings from the flags, checked.
@@ -125,20 +112,7 @@ async fn cluster(
             "check that the address is free and etcd is reachable",
         )
     })?;
-    out(&format!(
-        "locksmith listening on http://{}",
-        server.local_addr()
-    ))?;
-    server.serve(shutdown).await.map_err(|e| {
-        Failure::new(
-            Exit::Unavailable,
-            SUBJECT,
-            "stopped",
-            e,
-            "see the log above, then restart it",
-        )
-    })?;
-    Ok(Exit::Ok)
+    announce_and_serve(server.local_addr(), server.serve(shutdown)).await
 }
 
 #[cfg(not(feature = "etcd"))]
@@ -154,4 +128,23 @@ async fn cluster(
         "rebuild with `cargo build --release --features etcd` (needs protoc)",
     )
     .into())
+}
+
+/// Prints the `locksmith listening on` line (tests and scripts read it to learn the port), then
+/// serves until `serve` ends.
+async fn announce_and_serve(
+    addr: std::net::SocketAddr,
+    serve: impl std::future::Future<Output = Result<(), locksmith_server::ServerError>>,
+) -> anyhow::Result<Exit> {
+    out(&format!("locksmith listening on http://{addr}"))?;
+    serve.await.map_err(|e| {
+        Failure::new(
+            Exit::Unavailable,
+            SUBJECT,
+            "stopped",
+            e,
+            "see the log above, then restart it",
+        )
+    })?;
+    Ok(Exit::Ok)
 }
