@@ -775,19 +775,7 @@ async fn put_group(
     // Take effect now, not at the group's next pre-reboot: a grown group admits its queue at
     // once, and listings show the new size (airlock #81 was a size change that never applied).
     let resource = format!("{RESOURCE_PREFIX}{group}");
-    app.engine
-        .resize(&resource, slots)
-        .await
-        .map_err(|e| match e {
-            crate::engine::EngineError::Refused(inv) => {
-                ApiError::from(ErrorBody::from_invalid(&inv))
-            }
-            crate::engine::EngineError::Storage(s) => ApiError::from(s),
-            crate::engine::EngineError::ShuttingDown => ApiError::from(ErrorBody::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down; retry against a running server",
-            )),
-        })?;
+    app.engine.resize(&resource, slots).await?;
     tracing::info!(%group, before, slots, "FleetLock group size changed");
     Ok(Json(group_view(&app, &group)))
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use locksmith_api::{ErrorBody, ErrorCode};
-use locksmith_core::{AcquireError, BreakError, FenceError, HoldError, LeaseError};
+use locksmith_core::{AcquireError, BreakError, FenceError, HoldError, InvalidRequest, LeaseError};
 use locksmith_store::StoreError;
 
 use crate::clock::wall_ms;
@@ -45,50 +45,53 @@ fn shutting_down() -> ErrorBody {
     )
 }
 
-impl From<EngineError<AcquireError>> for ApiError {
-    fn from(e: EngineError<AcquireError>) -> Self {
-        ApiError::from(match e {
-            EngineError::Refused(e) => ErrorBody::from_acquire(&e, wall_ms()),
-            EngineError::Storage(s) => storage(&s),
-            EngineError::ShuttingDown => shutting_down(),
-        })
+/// A table refusal that has an API error body.
+pub trait Refusal {
+    /// The body to answer with.
+    fn body(&self) -> ErrorBody;
+}
+
+impl Refusal for AcquireError {
+    fn body(&self) -> ErrorBody {
+        ErrorBody::from_acquire(self, wall_ms())
     }
 }
 
-impl From<EngineError<LeaseError>> for ApiError {
-    fn from(e: EngineError<LeaseError>) -> Self {
-        ApiError::from(match e {
-            EngineError::Refused(e) => ErrorBody::from_lease(&e),
-            EngineError::Storage(s) => storage(&s),
-            EngineError::ShuttingDown => shutting_down(),
-        })
+impl Refusal for LeaseError {
+    fn body(&self) -> ErrorBody {
+        ErrorBody::from_lease(self)
     }
 }
 
-impl From<EngineError<FenceError>> for ApiError {
-    fn from(e: EngineError<FenceError>) -> Self {
-        ApiError::from(match e {
-            EngineError::Refused(e) => ErrorBody::from_fence(&e),
-            EngineError::Storage(s) => storage(&s),
-            EngineError::ShuttingDown => shutting_down(),
-        })
+impl Refusal for FenceError {
+    fn body(&self) -> ErrorBody {
+        ErrorBody::from_fence(self)
     }
 }
 
-impl From<EngineError<HoldError>> for ApiError {
-    fn from(e: EngineError<HoldError>) -> Self {
-        ApiError::from(match e {
-            EngineError::Refused(e) => ErrorBody::from_hold(&e),
-            EngineError::Storage(s) => storage(&s),
-            EngineError::ShuttingDown => shutting_down(),
-        })
+impl Refusal for HoldError {
+    fn body(&self) -> ErrorBody {
+        ErrorBody::from_hold(self)
     }
 }
 
-impl From<EngineError<BreakError>> for ApiError {
-    fn from(e: EngineError<BreakError>) -> Self {
+impl Refusal for BreakError {
+    fn body(&self) -> ErrorBody {
+        ErrorBody::from_break(self)
+    }
+}
+
+impl Refusal for InvalidRequest {
+    fn body(&self) -> ErrorBody {
+        ErrorBody::from_invalid(self)
+    }
+}
+
+/// Every engine outcome maps the same way: the refusal's own body, or storage / shutdown.
+impl<E: Refusal> From<EngineError<E>> for ApiError {
+    fn from(e: EngineError<E>) -> Self {
         ApiError::from(match e {
-            EngineError::Refused(e) => ErrorBody::from_break(&e),
+            EngineError::Refused(e) => e.body(),
             EngineError::Storage(s) => storage(&s),
             EngineError::ShuttingDown => shutting_down(),
         })
