@@ -169,9 +169,7 @@ impl Engine {
         lease: LeaseId,
         token: Option<FenceToken>,
     ) -> Result<LeaseView, EngineError<LeaseError>> {
-        let (result, pending) = self.with_table(false, |t, now, fx| t.renew(lease, token, now, fx));
-        self.finish(pending).await?;
-        result.map_err(EngineError::Refused)
+        self.run(|t, now, fx| t.renew(lease, token, now, fx)).await
     }
 
     /// Releases a lease; durable before it returns.
@@ -180,10 +178,8 @@ impl Engine {
         lease: LeaseId,
         token: Option<FenceToken>,
     ) -> Result<Released, EngineError<LeaseError>> {
-        let (result, pending) =
-            self.with_table(false, |t, now, fx| t.release(lease, token, now, fx));
-        self.finish(pending).await?;
-        result.map_err(EngineError::Refused)
+        self.run(|t, now, fx| t.release(lease, token, now, fx))
+            .await
     }
 
     /// Checks a fencing token against the live holders of `resource`.
@@ -192,10 +188,8 @@ impl Engine {
         resource: &str,
         token: FenceToken,
     ) -> Result<HolderView, EngineError<FenceError>> {
-        let (result, pending) =
-            self.with_table(false, |t, now, fx| t.check_fence(resource, token, now, fx));
-        self.finish(pending).await?;
-        result.map_err(EngineError::Refused)
+        self.run(|t, now, fx| t.check_fence(resource, token, now, fx))
+            .await
     }
 
     /// Expires every lease and wait that is due; durable before it returns. Called by the
