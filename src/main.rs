@@ -19,6 +19,12 @@ use crate::cli::{Cli, Command};
 use crate::exit::Exit;
 use crate::failure::Failure;
 
+/// mimalloc instead of the system allocator: a request allocates and frees dozens of small
+/// buffers (headers, JSON), and glibc's malloc/free were ≈ 10 % of the server's CPU under load
+/// (`docs/PERFORMANCE.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -18,6 +18,9 @@ use crate::error::ClientError;
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
+    /// `base`, parsed once: each request's URL is this with its path replaced, which skips
+    /// re-parsing (and IDNA-normalising) the host on every call.
+    base_url: reqwest::Url,
     http: reqwest::Client,
 }
 
@@ -30,6 +33,10 @@ impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7400`).
     pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
         let base = base.into().trim_end_matches('/').to_string();
+        let base_url = reqwest::Url::parse(&base).map_err(|e| ClientError::Transport {
+            server: base.clone(),
+            reason: format!("not a URL: {e}"),
+        })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
@@ -39,7 +46,11 @@ impl Client {
                 server: base.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            base_url,
+            http,
+        })
     }
 
     /// The server's base URL.
@@ -202,8 +213,12 @@ impl Client {
         Ok(crate::events::EventStream::new(resp, self.base.clone()))
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base_url.clone();
+        let prefix = url.path().trim_end_matches('/');
+        let full = format!("{prefix}{path}");
+        url.set_path(&full);
+        url
     }
 
     async fn send<T: DeserializeOwned>(

@@ -1,10 +1,11 @@
-//! The default backend: one redb file, `locksmith.redb`, in the data directory.
+//! The redb side of the embedded store: the tables, how a batch of mutations is applied to them,
+//! how the state is loaded at boot, and how audit queries walk them.
 //!
-//! Why redb: it is a single-file, copy-on-write B-tree whose commit is atomic by construction
-//! (two commit slots and a checksummed header flip), so a batch is all-or-nothing after a crash
-//! — across every table below — without a write-ahead log of our own, and
-//! `Durability::Immediate` makes a commit durable with one `fdatasync` before it returns. That
-//! is exactly the [`Store`](crate::Store) contract.
+//! Why redb: a single-file, copy-on-write B-tree whose commit is atomic by construction (two
+//! commit slots and a checksummed header flip), so a batch is all-or-nothing after a crash
+//! across every table below. Batches reach these tables from the write-ahead log (see
+//! `super`), several per transaction, with `Durability::None` between checkpoints; a checkpoint
+//! commits with `Durability::Immediate`, which makes it and every earlier transaction durable.
 //!
 //! Layout:
 //! - `leases`: lease id → JSON of the [`LeaseRecord`]. JSON, not a compact binary form, because
@@ -31,10 +32,12 @@
 //!     records and the log's last key alone could then go backwards.
 //!   - `audit_max_at_ms`: the highest `at_ms` ever appended (the running maximum above).
 //!   - `audit_rewrite_seq`: see below.
+//!   - `wal_applied_seq`: the highest write-ahead-log sequence number applied here, written in
+//!     the same transaction as the batches: recovery replays only the frames above it.
 //!
 //! Retention: the number of audit records is the `audit` table's length, which redb keeps in
 //! the table's root (O(1)), so no separate counter can drift from it. A commit that leaves more
-//! than [`StoreOptions::audit_retention`] records pops the oldest, at most
+//! than [`StoreOptions::audit_retention`](crate::StoreOptions::audit_retention) records pops the oldest, at most
 //! (records it appended + 1,024) of them, with their time and index entries.
 //!
 //! Audit queries walk `audit_time` (or, with a resource, the index) from the newest record
@@ -47,14 +50,13 @@
 //! (cheaply) instead of ending the walk. Rewriting an existing seq (which the lock table never
 //! does) could leave later running maxima too low, so it sets `audit_rewrite_seq` to the top
 //! of the log, and the early stop applies only above it. Every query examines at most
-//! [`EmbeddedStore::AUDIT_SCAN_CAP`] entries; that cap can only cut an answer short when
+//! [`EmbeddedStore::AUDIT_SCAN_CAP`](super::EmbeddedStore::AUDIT_SCAN_CAP) entries; that cap can only cut an answer short when
 //! `limit` exceeds it, or when `since_ms` rejects that many records while walking — i.e.
 //! after a huge backwards step of the wall clock or a rewrite.
 //!
 //! Every redb error is mapped to a [`StoreError`]; nothing here panics on bad input or bad disks.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use locksmith_core::{AuditRecord, Mutation, Snapshot};
 use redb::{
@@ -63,8 +65,9 @@ use redb::{
 };
 use serde::Deserialize;
 
+use super::EmbeddedStore;
 use crate::codec::{decode_audit, decode_hold, decode_lease, encode};
-use crate::{AuditQuery, Store, StoreError, StoreOptions};
+use crate::{AuditQuery, StoreError};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
 const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
@@ -79,6 +82,7 @@ const FENCE_HIGH_WATER: &str = "fence_high_water";
 const AUDIT_SEQ: &str = "audit_seq";
 const AUDIT_MAX_AT_MS: &str = "audit_max_at_ms";
 const AUDIT_REWRITE_SEQ: &str = "audit_rewrite_seq";
+const WAL_APPLIED: &str = "wal_applied_seq";
 
 /// Beyond the records a commit appends, how many more old records it may delete: what lets a
 /// lowered retention catch up, a bounded step per commit.
@@ -88,247 +92,206 @@ const RETENTION_SLACK: u64 = 1_024;
 /// full only at boot, so a modest cap keeps a long-running server's memory predictable.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// The embedded, crash-safe store: one redb file in a data directory.
-pub struct EmbeddedStore {
-    db: Database,
-    dir: PathBuf,
-    options: StoreOptions,
-}
-
-impl fmt::Debug for EmbeddedStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmbeddedStore")
-            .field("dir", &self.dir)
-            .field("options", &self.options)
-            .finish()
-    }
-}
-
-impl EmbeddedStore {
-    /// The database file inside the data directory.
-    pub const FILE_NAME: &'static str = "locksmith.redb";
-
-    /// The most records one [`Store::audit`] query examines (see the module docs for when it
-    /// can cut an answer short).
-    pub const AUDIT_SCAN_CAP: usize = 1_000_000;
-
-    /// [`open_with`](Self::open_with) the default [`StoreOptions`].
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with(dir, StoreOptions::default())
-    }
-
-    /// Opens (creating if missing) `dir` and `dir/locksmith.redb`.
-    ///
-    /// The whole file is checksum-verified on every open (redb's `check_integrity_on_open`),
-    /// so a file damaged outside redb fails with [`StoreError::Corrupt`] instead of panicking
-    /// inside redb; the cost grows with the file, which the audit log dominates. A file left by
-    /// a crash is repaired to its last durable commit. A second process opening the same
-    /// directory gets [`StoreError::Open`]: redb locks the file.
-    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
-        let open_error = |reason: String| StoreError::Open {
-            path: dir.display().to_string(),
-            reason,
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_error(format!("cannot create directory: {e}")))?;
-        let file = dir.join(Self::FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
-            .create(&file)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => open_error(format!(
-                    "{} is in use by another process \
-                     (is another locksmith server running on this directory?)",
-                    Self::FILE_NAME
-                )),
-                DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
-                    StoreError::Corrupt(format!("{}: {msg}", file.display()))
-                }
-                other => open_error(other.to_string()),
-            })?;
-        Ok(Self {
-            db,
-            dir: dir.to_path_buf(),
-            options,
+/// Opens (creating if missing) the database file `file`.
+///
+/// The whole file is checksum-verified on every open (redb's `check_integrity_on_open`), so a
+/// file damaged outside redb fails with [`StoreError::Corrupt`] instead of panicking inside
+/// redb; the cost grows with the file, which the audit log dominates. A file left by a crash is
+/// repaired to its last durable commit. A second process opening the same file gets
+/// [`StoreError::Open`]: redb locks the file.
+pub(super) fn open_database(dir: &Path, file: &Path) -> Result<Database, StoreError> {
+    let open_error = |reason: String| StoreError::Open {
+        path: dir.display().to_string(),
+        reason,
+    };
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .create(file)
+        .map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => open_error(format!(
+                "{} is in use by another process \
+                 (is another locksmith server running on this directory?)",
+                EmbeddedStore::FILE_NAME
+            )),
+            DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
+                StoreError::Corrupt(format!("{}: {msg}", file.display()))
+            }
+            other => open_error(other.to_string()),
         })
-    }
+}
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The options it was opened with.
-    pub fn options(&self) -> StoreOptions {
-        self.options
+/// The highest write-ahead-log sequence number whose batch the database already has.
+pub(super) fn applied_seq(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(|e| redb_error("begin read", e))?;
+    match open_read(&txn, META, "meta")? {
+        Some(meta) => Ok(Meta::read(&meta)?.wal_applied),
+        None => Ok(0),
     }
 }
 
-impl Store for EmbeddedStore {
-    fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error("begin read", e))?;
-        let mut snapshot = Snapshot::default();
+/// Reads the whole lock-table state.
+pub(super) fn load(db: &Database) -> Result<Snapshot, StoreError> {
+    let txn = db.begin_read().map_err(|e| redb_error("begin read", e))?;
+    let mut snapshot = Snapshot::default();
 
-        match txn.open_table(META) {
-            Ok(meta) => {
-                let meta = Meta::read(&meta)?;
-                snapshot.fence_high_water = meta.fence_high_water;
-                snapshot.audit_seq = meta.audit_seq;
-            }
-            Err(TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(redb_error("open meta table", e)),
+    match txn.open_table(META) {
+        Ok(meta) => {
+            let meta = Meta::read(&meta)?;
+            snapshot.fence_high_water = meta.fence_high_water;
+            snapshot.audit_seq = meta.audit_seq;
         }
-
-        if let Some(leases) = open_read(&txn, LEASES, "leases")? {
-            for entry in leases.iter().map_err(|e| redb_error("scan leases", e))? {
-                let (key, value) = entry.map_err(|e| redb_error("scan leases", e))?;
-                let record = decode_lease(key.value(), value.value())?;
-                snapshot.fence_high_water = snapshot
-                    .fence_high_water
-                    .max(record.token.0)
-                    .max(record.lease.0);
-                snapshot.leases.push(record);
-            }
-        }
-
-        if let Some(holds) = open_read(&txn, HOLDS, "holds")? {
-            for entry in holds.iter().map_err(|e| redb_error("scan holds", e))? {
-                let (key, value) = entry.map_err(|e| redb_error("scan holds", e))?;
-                let record = decode_hold(key.value(), value.value())?;
-                snapshot.fence_high_water = snapshot.fence_high_water.max(record.hold.0);
-                snapshot.holds.push(record);
-            }
-        }
-
-        if let Some(audit) = open_read(&txn, AUDIT, "audit")?
-            && let Some((last, _)) = audit.last().map_err(|e| redb_error("read audit log", e))?
-        {
-            snapshot.audit_seq = snapshot.audit_seq.max(last.value());
-        }
-        Ok(snapshot)
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(redb_error("open meta table", e)),
     }
 
-    fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
+    if let Some(leases) = open_read(&txn, LEASES, "leases")? {
+        for entry in leases.iter().map_err(|e| redb_error("scan leases", e))? {
+            let (key, value) = entry.map_err(|e| redb_error("scan leases", e))?;
+            let record = decode_lease(key.value(), value.value())?;
+            snapshot.fence_high_water = snapshot
+                .fence_high_water
+                .max(record.token.0)
+                .max(record.lease.0);
+            snapshot.leases.push(record);
         }
-        // Encode first, so that a record that cannot be encoded fails before any write begins.
-        let writes = batch
-            .iter()
-            .map(Write::plan)
-            .collect::<Result<Vec<_>, _>>()?;
+    }
 
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| redb_error("begin write", e))?;
-        // Immediate is redb's default; set it anyway, because this line is the contract.
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| redb_error("set durability", e))?;
-        {
-            let mut tables = WriteTables {
-                leases: open_write(&txn, LEASES, "leases")?,
-                holds: open_write(&txn, HOLDS, "holds")?,
-                audit: open_write(&txn, AUDIT, "audit")?,
-                times: open_write(&txn, AUDIT_TIME, "audit_time")?,
-                index: open_write(&txn, AUDIT_BY_RESOURCE, "audit_by_resource")?,
+    if let Some(holds) = open_read(&txn, HOLDS, "holds")? {
+        for entry in holds.iter().map_err(|e| redb_error("scan holds", e))? {
+            let (key, value) = entry.map_err(|e| redb_error("scan holds", e))?;
+            let record = decode_hold(key.value(), value.value())?;
+            snapshot.fence_high_water = snapshot.fence_high_water.max(record.hold.0);
+            snapshot.holds.push(record);
+        }
+    }
+
+    if let Some(audit) = open_read(&txn, AUDIT, "audit")?
+        && let Some((last, _)) = audit.last().map_err(|e| redb_error("read audit log", e))?
+    {
+        snapshot.audit_seq = snapshot.audit_seq.max(last.value());
+    }
+    Ok(snapshot)
+}
+
+/// Applies `batches` (each under its log sequence number, ascending) in one transaction of the
+/// given durability, trims the audit log to `retention`, and records the last sequence number
+/// as applied. With no batches and `Durability::Immediate` it still commits: that makes every
+/// earlier `Durability::None` transaction durable (a checkpoint).
+pub(super) fn apply(
+    db: &Database,
+    batches: &[(u64, Vec<Mutation>)],
+    durability: Durability,
+    retention: usize,
+) -> Result<(), StoreError> {
+    // Encode first, so that a record that cannot be encoded fails before any write begins.
+    let mut writes = Vec::new();
+    for (_, batch) in batches {
+        for mutation in batch {
+            writes.push(Write::plan(mutation)?);
+        }
+    }
+    let mut txn = db.begin_write().map_err(|e| redb_error("begin write", e))?;
+    txn.set_durability(durability)
+        .map_err(|e| redb_error("set durability", e))?;
+    {
+        let mut tables = WriteTables {
+            leases: open_write(&txn, LEASES, "leases")?,
+            holds: open_write(&txn, HOLDS, "holds")?,
+            audit: open_write(&txn, AUDIT, "audit")?,
+            times: open_write(&txn, AUDIT_TIME, "audit_time")?,
+            index: open_write(&txn, AUDIT_BY_RESOURCE, "audit_by_resource")?,
+        };
+        let mut meta_table = open_write(&txn, META, "meta")?;
+        let stored = Meta::read(&meta_table)?;
+        let mut meta = stored;
+        let mut appended = 0u64;
+        for write in writes {
+            tables.apply(write, &mut meta, &mut appended)?;
+        }
+        if appended > 0 || batches.is_empty() {
+            tables.trim_audit(retention, appended)?;
+        }
+        if let Some((seq, _)) = batches.last() {
+            meta.wal_applied = meta.wal_applied.max(*seq);
+        }
+        meta.write_changes(&stored, &mut meta_table)?;
+    }
+    // On error the transaction is dropped, which aborts it; redb then refuses further writes
+    // until reopened, which matches the fail-stop contract.
+    txn.commit().map_err(|e| redb_error("commit", e))
+}
+
+/// Answers an audit query from the tables (see the module docs).
+pub(super) fn query(db: &Database, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+    if query.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let first_seq = match query.after_seq {
+        None => 0,
+        Some(after) => match after.checked_add(1) {
+            Some(first) => first,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let txn = db.begin_read().map_err(|e| redb_error("begin read", e))?;
+    let (Some(audit), Some(times)) = (
+        open_read(&txn, AUDIT, "audit")?,
+        open_read(&txn, AUDIT_TIME, "audit_time")?,
+    ) else {
+        return Ok(Vec::new());
+    };
+    let rewrite_seq = match open_read(&txn, META, "meta")? {
+        Some(meta) => Meta::read(&meta)?.rewrite_seq,
+        None => 0,
+    };
+    let mut scan = Scan {
+        query,
+        audit: &audit,
+        rewrite_seq,
+        examined: 0,
+        found: Vec::new(),
+    };
+
+    match &query.resource {
+        Some(resource) => {
+            let Some(index) = open_read(&txn, AUDIT_BY_RESOURCE, "audit_by_resource")? else {
+                return Ok(Vec::new());
             };
-            let mut meta_table = open_write(&txn, META, "meta")?;
-            let stored = Meta::read(&meta_table)?;
-            let mut meta = stored;
-            let mut appended = 0u64;
-            for write in writes {
-                tables.apply(write, &mut meta, &mut appended)?;
-            }
-            tables.trim_audit(self.options.audit_retention, appended)?;
-            meta.write_changes(&stored, &mut meta_table)?;
-        }
-        // On error the transaction is dropped, which aborts it; redb then refuses further writes
-        // until reopened, which matches the fail-stop contract.
-        txn.commit().map_err(|e| redb_error("commit", e))
-    }
-
-    fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        if query.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let first_seq = match query.after_seq {
-            None => 0,
-            Some(after) => match after.checked_add(1) {
-                Some(first) => first,
-                None => return Ok(Vec::new()),
-            },
-        };
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error("begin read", e))?;
-        let (Some(audit), Some(times)) = (
-            open_read(&txn, AUDIT, "audit")?,
-            open_read(&txn, AUDIT_TIME, "audit_time")?,
-        ) else {
-            return Ok(Vec::new());
-        };
-        let rewrite_seq = match open_read(&txn, META, "meta")? {
-            Some(meta) => Meta::read(&meta)?.rewrite_seq,
-            None => 0,
-        };
-        let mut scan = Scan {
-            query,
-            audit: &audit,
-            rewrite_seq,
-            examined: 0,
-            found: Vec::new(),
-        };
-
-        match &query.resource {
-            Some(resource) => {
-                let Some(index) = open_read(&txn, AUDIT_BY_RESOURCE, "audit_by_resource")? else {
-                    return Ok(Vec::new());
+            let range = index
+                .range((resource.as_str(), first_seq)..=(resource.as_str(), u64::MAX))
+                .map_err(|e| redb_error("scan audit index", e))?;
+            for entry in range.rev() {
+                let (key, _) = entry.map_err(|e| redb_error("scan audit index", e))?;
+                let seq = key.value().1;
+                // An entry whose record is gone can only be left behind by an undecodable
+                // record (see `trim_audit`); skip it.
+                let Some(time) = times
+                    .get(seq)
+                    .map_err(|e| redb_error("read audit time", e))?
+                else {
+                    continue;
                 };
-                let range = index
-                    .range((resource.as_str(), first_seq)..=(resource.as_str(), u64::MAX))
-                    .map_err(|e| redb_error("scan audit index", e))?;
-                for entry in range.rev() {
-                    let (key, _) = entry.map_err(|e| redb_error("scan audit index", e))?;
-                    let seq = key.value().1;
-                    // An entry whose record is gone can only be left behind by an undecodable
-                    // record (see `trim_audit`); skip it.
-                    let Some(time) = times
-                        .get(seq)
-                        .map_err(|e| redb_error("read audit time", e))?
-                    else {
-                        continue;
-                    };
-                    if scan.offer(seq, time.value(), Some(resource))? {
-                        break;
-                    }
-                }
-            }
-            None => {
-                let range = times
-                    .range(first_seq..)
-                    .map_err(|e| redb_error("scan audit log", e))?;
-                for entry in range.rev() {
-                    let (key, time) = entry.map_err(|e| redb_error("scan audit log", e))?;
-                    if scan.offer(key.value(), time.value(), None)? {
-                        break;
-                    }
+                if scan.offer(seq, time.value(), Some(resource))? {
+                    break;
                 }
             }
         }
-        let mut found = scan.found;
-        found.reverse();
-        Ok(found)
+        None => {
+            let range = times
+                .range(first_seq..)
+                .map_err(|e| redb_error("scan audit log", e))?;
+            for entry in range.rev() {
+                let (key, time) = entry.map_err(|e| redb_error("scan audit log", e))?;
+                if scan.offer(key.value(), time.value(), None)? {
+                    break;
+                }
+            }
+        }
     }
-
-    fn describe(&self) -> String {
-        format!("embedded:{}", self.dir.display())
-    }
+    let mut found = scan.found;
+    found.reverse();
+    Ok(found)
 }
 
 /// One query's walk from the newest record backwards, over `audit_time` entries; a record's
@@ -508,6 +471,7 @@ struct Meta {
     audit_seq: u64,
     max_at_ms: u64,
     rewrite_seq: u64,
+    wal_applied: u64,
 }
 
 impl Meta {
@@ -523,6 +487,7 @@ impl Meta {
             audit_seq: get(AUDIT_SEQ)?,
             max_at_ms: get(AUDIT_MAX_AT_MS)?,
             rewrite_seq: get(AUDIT_REWRITE_SEQ)?,
+            wal_applied: get(WAL_APPLIED)?,
         })
     }
 
@@ -556,6 +521,7 @@ impl Meta {
             (AUDIT_SEQ, stored.audit_seq, self.audit_seq),
             (AUDIT_MAX_AT_MS, stored.max_at_ms, self.max_at_ms),
             (AUDIT_REWRITE_SEQ, stored.rewrite_seq, self.rewrite_seq),
+            (WAL_APPLIED, stored.wal_applied, self.wal_applied),
         ] {
             if new > old {
                 table
