@@ -30,6 +30,7 @@ mod wal;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use locksmith_core::{AuditRecord, Mutation, Snapshot};
 use redb::{Database, Durability};
@@ -47,6 +48,8 @@ pub struct EmbeddedStore {
     dir: PathBuf,
     options: StoreOptions,
     segment: Option<Segment>,
+    /// The next segment, being preallocated on a helper thread (see [`wal`]).
+    next_segment: Option<JoinHandle<std::io::Result<PathBuf>>>,
     /// The sequence number of the last batch appended to the log.
     last_seq: u64,
     applier: Applier,
@@ -95,8 +98,10 @@ impl EmbeddedStore {
             .map_err(|e| open_error(format!("cannot create directory: {e}")))?;
         let db = tables::open_database(dir, &dir.join(Self::FILE_NAME))?;
         let (last_seq, next_generation) = recover(&db, dir, options)?;
-        let segment = Segment::create(dir, next_generation)
+        wal::remove_prepared(dir).map_err(|e| log_error("delete unused log segments", e))?;
+        let segment = Segment::create(dir, next_generation, Self::SEGMENT_BYTES)
             .map_err(|e| log_error("create a log segment", e))?;
+        let next_segment = Some(prepare_in_background(dir, next_generation + 1));
         let db = Arc::new(db);
         let applier = Applier::spawn(
             Arc::clone(&db),
@@ -109,6 +114,7 @@ impl EmbeddedStore {
             dir: dir.to_path_buf(),
             options,
             segment: Some(segment),
+            next_segment,
             last_seq,
             applier,
             failed: None,
@@ -153,12 +159,21 @@ impl EmbeddedStore {
         let Some(old) = self.segment.take() else {
             return Err(StoreError::Closed);
         };
-        let next = Segment::create(&self.dir, old.generation() + 1).map_err(|e| {
-            let error = log_error("create a log segment", e);
-            self.failed = Some(error.to_string());
-            error
-        })?;
+        let generation = old.generation() + 1;
+        // Normally prepared long ago; if the helper failed, prepare here (slower, still correct).
+        let prepared = match self.next_segment.take().map(JoinHandle::join) {
+            Some(Ok(Ok(path))) => Ok(path),
+            _ => wal::prepare(&self.dir, generation, Self::SEGMENT_BYTES),
+        };
+        let next = prepared
+            .and_then(|path| Segment::open(&self.dir, generation, &path))
+            .map_err(|e| {
+                let error = log_error("create a log segment", e);
+                self.failed = Some(error.to_string());
+                error
+            })?;
         self.segment = Some(next);
+        self.next_segment = Some(prepare_in_background(&self.dir, generation + 1));
         self.applier.sealed(old.path().to_path_buf())
     }
 }
@@ -192,6 +207,9 @@ impl Drop for EmbeddedStore {
     /// recovery.
     fn drop(&mut self) {
         let segment = self.segment.take();
+        if let Some(preparing) = self.next_segment.take() {
+            let _ = preparing.join();
+        }
         let checkpointed = self.applier.shutdown();
         if self.failed.is_some() || checkpointed.is_err() {
             return;
@@ -203,6 +221,9 @@ impl Drop for EmbeddedStore {
                     if let Err(error) = std::fs::remove_file(&s.path) {
                         tracing::warn!(path = %s.path.display(), %error, "cannot delete a log segment");
                     }
+                }
+                if let Err(error) = wal::remove_prepared(&self.dir) {
+                    tracing::warn!(%error, "cannot delete the preallocated log segment");
                 }
                 let _ = wal::sync_dir(&self.dir);
             }
@@ -264,6 +285,12 @@ fn recover(db: &Database, dir: &Path, options: StoreOptions) -> Result<(u64, u64
     }
     wal::sync_dir(dir).map_err(|e| log_error("sync the data directory", e))?;
     Ok((last_seq, newest + 1))
+}
+
+/// Preallocates segment `generation` on a helper thread, off the commit path.
+fn prepare_in_background(dir: &Path, generation: u64) -> JoinHandle<std::io::Result<PathBuf>> {
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || wal::prepare(&dir, generation, EmbeddedStore::SEGMENT_BYTES))
 }
 
 fn log_error(context: &str, error: std::io::Error) -> StoreError {

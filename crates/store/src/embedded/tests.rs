@@ -58,7 +58,7 @@ fn frame(segment: &mut Segment, seq: u64, batch: &[Mutation]) -> TestResult {
 fn acknowledged_batches_missing_from_the_database_are_replayed_at_open() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 5)?;
+    let mut segment = Segment::create(dir.path(), 5, 4096)?;
     frame(
         &mut segment,
         applied + 1,
@@ -82,7 +82,7 @@ fn acknowledged_batches_missing_from_the_database_are_replayed_at_open() -> Test
 fn a_torn_last_frame_is_dropped_and_the_frames_before_it_kept() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 0)?;
+    let mut segment = Segment::create(dir.path(), 0, 4096)?;
     frame(
         &mut segment,
         applied + 1,
@@ -113,16 +113,16 @@ fn a_torn_last_frame_is_dropped_and_the_frames_before_it_kept() -> TestResult {
 fn a_damaged_frame_in_a_sealed_segment_is_corruption() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut old = Segment::create(dir.path(), 1)?;
+    let mut old = Segment::create(dir.path(), 1, 4096)?;
     frame(&mut old, applied + 1, &[Mutation::PutLease(lease(2, "x"))])?;
     let old_path = old.path().to_path_buf();
+    let inside_the_frame = usize::try_from(old.len())? - 2;
     drop(old);
-    let mut new = Segment::create(dir.path(), 2)?;
+    let mut new = Segment::create(dir.path(), 2, 4096)?;
     frame(&mut new, applied + 2, &[Mutation::PutLease(lease(3, "y"))])?;
     drop(new);
     let mut bytes = std::fs::read(&old_path)?;
-    let last = bytes.len() - 2;
-    bytes[last] ^= 0x40;
+    bytes[inside_the_frame] ^= 0x40;
     std::fs::write(&old_path, &bytes)?;
 
     match EmbeddedStore::open(dir.path()) {
@@ -138,7 +138,7 @@ fn a_damaged_frame_in_a_sealed_segment_is_corruption() -> TestResult {
 fn frames_the_database_already_has_are_not_replayed_again() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 0)?;
+    let mut segment = Segment::create(dir.path(), 0, 4096)?;
     // An old frame (already applied, its segment not yet deleted when the process died).
     frame(&mut segment, applied, &[Mutation::DeleteLease(LeaseId(1))])?;
     frame(
@@ -155,7 +155,7 @@ fn frames_the_database_already_has_are_not_replayed_again() -> TestResult {
 fn a_gap_in_the_log_is_corruption() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 0)?;
+    let mut segment = Segment::create(dir.path(), 0, 4096)?;
     frame(
         &mut segment,
         applied + 1,

@@ -6,20 +6,30 @@
 //! JSON). A commit appends one frame with one `write` and makes it durable with one
 //! `fdatasync`: a sequential append instead of the several pages a B-tree commit writes.
 //!
-//! Reading stops at the first frame that is incomplete or fails its checksum. In the newest
-//! segment that is the expected shape of a crash mid-append — the frame was never acknowledged —
-//! and the rest of the file is ignored; in an older segment (sealed, fully synced before the
-//! next one began) it is corruption.
+//! A segment is **preallocated**: created at its full size filled with zeros and synced before
+//! the first append (ahead of time, by [`prepare`], off the commit path). Appending then
+//! overwrites allocated blocks without changing the file's size, so `fdatasync` has no metadata
+//! to write: on the reference machine that took a 600-byte append + sync from 0.33 ms to 0.25 ms
+//! mean (p99 1.0–1.4 ms to 0.65–0.77 ms).
+//!
+//! Reading stops at the first frame that is incomplete or fails its checksum. If everything
+//! from there on is zeros, that is the unused preallocated end: a clean end. Otherwise, in the
+//! newest segment it is the expected shape of a crash mid-append — the frame was never
+//! acknowledged — and the rest of the file is ignored; in an older segment (sealed, fully
+//! synced before the next one began) it is corruption.
 //!
 //! What it is not: a store. It never interprets payloads; `super` decides what a frame means and
 //! when a segment may be deleted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "wal-";
 const SUFFIX: &str = ".log";
+/// A preallocated segment not yet in use: `wal-<generation>.log.next`.
+const PREPARED: &str = ".next";
 const HEADER: usize = 16;
 /// No batch comes near this; a larger length field is damage, not a frame to allocate for.
 const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
@@ -81,9 +91,10 @@ pub(super) fn read(path: &Path) -> io::Result<ReadSegment> {
                 at += len;
             }
             None => {
+                let clean_end = bytes[at..].iter().all(|&b| b == 0);
                 return Ok(ReadSegment {
                     frames,
-                    bad_at: Some(at as u64),
+                    bad_at: (!clean_end).then_some(at as u64),
                 });
             }
         }
@@ -122,6 +133,49 @@ fn checksum(seq: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The file name of segment `generation`.
+fn segment_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{generation:020}{SUFFIX}"))
+}
+
+/// Writes `wal-<generation>.log.next`: `capacity` zero bytes, synced. Slow (a sequential write of
+/// the whole segment), so the store runs it ahead of time on a helper thread; [`Segment::open`]
+/// then only renames it.
+pub(super) fn prepare(dir: &Path, generation: u64, capacity: u64) -> io::Result<PathBuf> {
+    let mut path = segment_path(dir, generation).into_os_string();
+    path.push(PREPARED);
+    let path = PathBuf::from(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let chunk = vec![0u8; 1024 * 1024];
+    let mut left = capacity;
+    while left > 0 {
+        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(path)
+}
+
+/// Deletes prepared segments left by an earlier process (they hold nothing).
+pub(super) fn remove_prepared(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(PREPARED))
+        {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The segment being appended to.
 #[derive(Debug)]
 pub(super) struct Segment {
@@ -133,15 +187,20 @@ pub(super) struct Segment {
 }
 
 impl Segment {
-    /// Creates segment `generation` in `dir` (it must not exist) and makes its directory entry
-    /// durable, so an acknowledged frame can never sit in a file that vanishes in a crash.
-    pub(super) fn create(dir: &Path, generation: u64) -> io::Result<Self> {
-        let path = dir.join(format!("{PREFIX}{generation:020}{SUFFIX}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+    /// Makes segment `generation` in `dir` (it must not exist) from the file [`prepare`]d for
+    /// it, and makes its directory entry durable, so an acknowledged frame can never sit in a
+    /// file that vanishes in a crash.
+    pub(super) fn open(dir: &Path, generation: u64, prepared: &Path) -> io::Result<Self> {
+        let path = segment_path(dir, generation);
+        if path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", path.display()),
+            ));
+        }
+        fs::rename(prepared, &path)?;
         sync_dir(dir)?;
+        let file = OpenOptions::new().write(true).open(&path)?;
         Ok(Self {
             file,
             path,
@@ -151,8 +210,15 @@ impl Segment {
         })
     }
 
+    /// [`prepare`] and [`open`](Self::open) in one step.
+    pub(super) fn create(dir: &Path, generation: u64, capacity: u64) -> io::Result<Self> {
+        let prepared = prepare(dir, generation, capacity)?;
+        Self::open(dir, generation, &prepared)
+    }
+
     /// Appends one frame and returns once it is durable (`fdatasync`). After an error the
-    /// segment may end in a partial frame; the caller must stop appending.
+    /// segment may end in a partial frame; the caller must stop appending. A frame that runs
+    /// past the preallocated size grows the file (correct, just slower).
     pub(super) fn append(&mut self, seq: u64, payload: &[u8]) -> io::Result<()> {
         let len = u32::try_from(payload.len())
             .ok()
@@ -164,13 +230,13 @@ impl Segment {
             .extend_from_slice(&checksum(seq, payload).to_le_bytes());
         self.buf.extend_from_slice(&seq.to_le_bytes());
         self.buf.extend_from_slice(payload);
-        self.file.write_all(&self.buf)?;
+        self.file.write_all_at(&self.buf, self.len)?;
         self.file.sync_data()?;
         self.len += self.buf.len() as u64;
         Ok(())
     }
 
-    /// Bytes written so far.
+    /// Bytes of frames written so far.
     pub(super) fn len(&self) -> u64 {
         self.len
     }
@@ -198,12 +264,15 @@ mod tests {
     #[test]
     fn frames_round_trip_and_a_torn_tail_is_cut_off() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let mut segment = Segment::create(dir.path(), 7)?;
+        let mut segment = Segment::create(dir.path(), 7, 4096)?;
         segment.append(1, b"one")?;
         segment.append(2, b"")?;
         segment.append(3, b"three")?;
         let path = segment.path().to_path_buf();
-        let full = fs::read(&path)?;
+        let written = usize::try_from(segment.len()).map_err(io::Error::other)?;
+        // The preallocated zeros after the frames read as a clean end.
+        assert_eq!(read(&path)?.bad_at, None);
+        let full = fs::read(&path)?[..written].to_vec();
         // Every possible crash point inside the last frame reads as the first two frames.
         let third_at = full.len() - (HEADER + 5);
         for cut in third_at..full.len() {
@@ -224,11 +293,11 @@ mod tests {
     #[test]
     fn a_flipped_bit_fails_the_checksum() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let mut segment = Segment::create(dir.path(), 1)?;
+        let mut segment = Segment::create(dir.path(), 1, 4096)?;
         segment.append(1, b"payload")?;
         let path = segment.path().to_path_buf();
         let mut bytes = fs::read(&path)?;
-        let last = bytes.len() - 1;
+        let last = usize::try_from(segment.len()).map_err(io::Error::other)? - 1;
         bytes[last] ^= 0x01;
         fs::write(&path, &bytes)?;
         let read = read(&path)?;
@@ -241,12 +310,15 @@ mod tests {
     fn segments_are_listed_oldest_first_and_strangers_ignored() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         for generation in [10, 2, 33] {
-            Segment::create(dir.path(), generation)?;
+            Segment::create(dir.path(), generation, 0)?;
         }
+        prepare(dir.path(), 34, 0)?;
         fs::write(dir.path().join("wal-notanumber.log"), b"")?;
         fs::write(dir.path().join("locksmith.redb"), b"")?;
         let found: Vec<u64> = segments(dir.path())?.iter().map(|s| s.generation).collect();
         assert_eq!(found, vec![2, 10, 33]);
+        remove_prepared(dir.path())?;
+        assert_eq!(fs::read_dir(dir.path())?.count(), 5);
         Ok(())
     }
 }
