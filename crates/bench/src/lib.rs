@@ -1,7 +1,10 @@
 //! # locksmith-bench
 //!
-//! Load generator for Locksmith, used by `locksmith-bench` and by the side-by-side comparison
-//! with etcd and Redis (`compare`, whose peer clients are in [`peers`]). Workloads:
+//! Load generator for Locksmith, used by `locksmith-bench`, by the side-by-side comparison
+//! with etcd and Redis (`compare`, whose peer clients are in [`peers`]), and by the scale
+//! benchmark (`scale`, in [`scale`]: a million held leases, ten thousand heartbeating agents,
+//! against the real server binary run by [`server_process`] and watched through [`procfs`]).
+//! Workloads:
 //!
 //! - **cycles**: C clients, each acquiring and releasing its own resource as fast as it can —
 //!   every grant and release is durable before its reply, so this measures the write path.
@@ -13,8 +16,16 @@
 //! expected number is zero). What it is not: a correctness test suite — the tests are that.
 
 pub mod peers;
+pub mod procfs;
+pub mod scale;
+pub mod server_process;
 pub mod stats;
 pub mod workload;
 
 pub use stats::Row;
+
+/// The same allocator as the `locksmith` binary, so that the in-process server the benchmarks
+/// start behaves like the real one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use workload::{Target, cycles, handoff, renewals};

@@ -141,6 +141,7 @@ async fn finish(
         violations: 0,
         fifo: fairness.then_some(max - min <= 1),
         per_client_min_max: fairness.then_some((min, max)),
+        handoff_ms: None,
         errors: run.errors.load(Ordering::Relaxed),
     })
 }
@@ -278,6 +279,7 @@ pub async fn etcd_handoff(
     }
     let mut row = finish("handoff", clients, duration, control, &run, tasks, true).await?;
     row.violations = fence.violations();
+    row.handoff_ms = fence.handoff_ms();
     Ok(row)
 }
 
@@ -487,6 +489,7 @@ pub async fn redis_handoff(
     }
     let mut row = finish("handoff", clients, duration, control, &run, tasks, true).await?;
     row.violations = fence.violations();
+    row.handoff_ms = fence.handoff_ms();
     Ok(row)
 }
 

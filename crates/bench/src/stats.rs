@@ -26,6 +26,9 @@ pub struct Row {
     pub fifo: Option<bool>,
     /// For handoff: fewest and most acquisitions per client (fairness).
     pub per_client_min_max: Option<(u64, u64)>,
+    /// For handoff: (p50, p99) ms from one holder leaving its critical section to the next
+    /// entering it (see [`Fence`](crate::workload::Fence)).
+    pub handoff_ms: Option<(f64, f64)>,
     /// Errors other than expected refusals.
     pub errors: u64,
 }
@@ -71,16 +74,18 @@ impl Latencies {
 /// Renders rows as a Markdown table.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| workload | clients | ops/s | p50 ms | p99 ms | violations | FIFO | per-client min/max | errors |\n|---|---:|---:|---:|---:|---:|---|---|---:|\n",
+        "| workload | clients | ops/s | p50 ms | p99 ms | handoff p50/p99 ms | violations | FIFO | per-client min/max | errors |\n|---|---:|---:|---:|---:|---:|---:|---|---|---:|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} |\n",
             r.workload,
             r.clients,
             r.ops_per_sec,
             r.p50_ms,
             r.p99_ms,
+            r.handoff_ms
+                .map_or("-".to_string(), |(p50, p99)| format!("{p50:.3}/{p99:.3}")),
             r.violations,
             r.fifo
                 .map_or("-".to_string(), |f| if f { "yes" } else { "no" }

@@ -1,7 +1,7 @@
 //! The workloads. Each spawns its clients, runs for a fixed duration, and returns one [`Row`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use locksmith_api::AcquireRequest;
@@ -32,11 +32,33 @@ fn owner(i: usize) -> Owner {
 
 /// A fenced register: accepts a write only with a token newer than any seen, and counts
 /// overlapping critical sections. Mutual exclusion holds iff `violations` stays 0.
-#[derive(Debug, Default)]
+///
+/// It also times **handoffs**: the gap from one holder leaving the critical section (just
+/// before it sends its release) to the next holder entering it — release round trip, the
+/// server's durable commit, and the grant's delivery to the waiter. Only meaningful when the
+/// fence is shared by contending clients (the handoff workloads).
+#[derive(Debug)]
 pub struct Fence {
     newest: AtomicU64,
     inside: AtomicU64,
     violations: AtomicU64,
+    base: Instant,
+    /// Nanoseconds after `base` of the last `leave`, 0 before the first.
+    left_at_ns: AtomicU64,
+    gaps: Mutex<Latencies>,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Self {
+            newest: AtomicU64::new(0),
+            inside: AtomicU64::new(0),
+            violations: AtomicU64::new(0),
+            base: Instant::now(),
+            left_at_ns: AtomicU64::new(0),
+            gaps: Mutex::new(Latencies::default()),
+        }
+    }
 }
 
 impl Fence {
@@ -48,16 +70,40 @@ impl Fence {
         if self.inside.fetch_add(1, Ordering::SeqCst) != 0 {
             self.violations.fetch_add(1, Ordering::Relaxed);
         }
+        let left = self.left_at_ns.load(Ordering::SeqCst);
+        if left != 0 {
+            let now = self.since_base_ns();
+            let gap = Duration::from_nanos(now.saturating_sub(left));
+            self.gaps
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(gap);
+        }
     }
 
     /// Leaves the critical section.
     pub fn leave(&self) {
+        self.left_at_ns
+            .store(self.since_base_ns().max(1), Ordering::SeqCst);
         self.inside.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Violations seen so far.
     pub fn violations(&self) -> u64 {
         self.violations.load(Ordering::Relaxed)
+    }
+
+    /// Handoff gaps so far: (p50, p99) in ms, `None` before the first handoff.
+    pub fn handoff_ms(&self) -> Option<(f64, f64)> {
+        let gaps = self
+            .gaps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (gaps.count() > 0).then(|| (gaps.quantile_ms(0.5), gaps.quantile_ms(0.99)))
+    }
+
+    fn since_base_ns(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -72,6 +118,7 @@ fn row(workload: &str, clients: usize, lat: &Latencies, elapsed: Duration) -> Ro
         violations: 0,
         fifo: None,
         per_client_min_max: None,
+        handoff_ms: None,
         errors: 0,
     }
 }
@@ -186,6 +233,7 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
     r.errors = errors.load(Ordering::Relaxed);
     r.violations = fence.violations.load(Ordering::Relaxed);
     r.per_client_min_max = Some((min, max));
+    r.handoff_ms = fence.handoff_ms();
     // Every client re-queues as soon as it releases, so all of them are always waiting: under
     // strict FIFO the grants rotate round-robin and per-client counts differ by at most one.
     // Any barging or LIFO wake-up shows up as a wider spread.

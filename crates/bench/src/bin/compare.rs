@@ -6,9 +6,17 @@
 //! to it closes, so even a `kill -9` of `compare` leaves no server behind):
 //!
 //! - `locksmith`: in-process, embedded store (every grant and release fsynced before the reply);
+//! - `locksmith-etcd3`: Locksmith in cluster mode, in-process (`ClusterServer`, what
+//!   `locksmith server --etcd URLS` runs), on its own real 3-member etcd 3.4 cluster on
+//!   loopback (default fsync): one Locksmith server, elected leader, whose every grant and
+//!   release is an etcd transaction committed by a quorum before the reply;
 //! - `etcd`: one `/usr/bin/etcd` member (3.4), default fsync; its lock API with leases;
 //! - `redis-aof`: `/usr/bin/redis-server --appendonly yes --appendfsync always` (durable);
 //! - `redis-mem`: `/usr/bin/redis-server --appendonly no` (in memory only).
+//!
+//! The 3 etcd members of `locksmith-etcd3` (and the peers' servers) stay up for the whole run,
+//! idle while another system is measured; all share the machine's cores with the load
+//! generator.
 //!
 //! Rows are interleaved — for each (workload, clients) and each repetition, every system runs in
 //! turn — so slow drift of the machine spreads over all systems. The table shows the median of
@@ -27,14 +35,17 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use locksmith_bench::peers::{self, EtcdTarget, RedisTarget};
 use locksmith_bench::{Row, Target, cycles, handoff, renewals};
+use locksmith_client::Client;
 use locksmith_etcd::testing::EtcdCluster;
-use locksmith_server::{Server, ServerConfig};
+use locksmith_server::cluster::{ClusterConfig, ClusterServer};
+use locksmith_server::{Server, ServerConfig, ServerError};
 
 const REDIS_BIN: &str = "/usr/bin/redis-server";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum System {
     Locksmith,
+    LocksmithEtcd3,
     Etcd,
     RedisAof,
     RedisMem,
@@ -44,6 +55,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Locksmith => "locksmith",
+            System::LocksmithEtcd3 => "locksmith-etcd3",
             System::Etcd => "etcd",
             System::RedisAof => "redis-aof",
             System::RedisMem => "redis-mem",
@@ -69,7 +81,8 @@ struct Args {
     seconds: f64,
     /// Systems to run, in table order.
     #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [System::Locksmith, System::Etcd, System::RedisAof, System::RedisMem])]
+          default_values_t = [System::Locksmith, System::LocksmithEtcd3, System::Etcd,
+                              System::RedisAof, System::RedisMem])]
     systems: Vec<System>,
     /// Workloads to run.
     #[arg(long, value_enum, value_delimiter = ',',
@@ -101,7 +114,13 @@ fn main() -> anyhow::Result<()> {
     // connection is closed by the time they stop.
     let etcd = if args.systems.contains(&System::Etcd) {
         eprintln!("starting etcd ...");
-        Some(start_etcd()?)
+        Some(start_etcd(1)?)
+    } else {
+        None
+    };
+    let etcd3 = if args.systems.contains(&System::LocksmithEtcd3) {
+        eprintln!("starting a 3-member etcd cluster for locksmith-etcd3 ...");
+        Some(start_etcd(3)?)
     } else {
         None
     };
@@ -128,6 +147,7 @@ fn main() -> anyhow::Result<()> {
         .context("tokio runtime")?;
     let peers = Peers {
         etcd: etcd.as_ref().map(|c| c.endpoints()),
+        etcd3: etcd3.as_ref().map(|c| c.endpoints()),
         redis_aof: redis_aof.as_ref().map(RedisServer::url),
         redis_mem: redis_mem.as_ref().map(RedisServer::url),
     };
@@ -139,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         }
     });
     drop(rt);
-    drop((etcd, redis_aof, redis_mem));
+    drop((etcd, etcd3, redis_aof, redis_mem));
     result
 }
 
@@ -158,13 +178,15 @@ async fn interrupted() -> anyhow::Result<()> {
 #[derive(Debug)]
 struct Peers {
     etcd: Option<Vec<String>>,
+    /// The 3-member cluster under `locksmith-etcd3`.
+    etcd3: Option<Vec<String>>,
     redis_aof: Option<String>,
     redis_mem: Option<String>,
 }
 
-fn start_etcd() -> anyhow::Result<EtcdCluster> {
+fn start_etcd(members: usize) -> anyhow::Result<EtcdCluster> {
     // `EtcdCluster` is a test helper and panics (with etcd's log) when etcd does not come up.
-    std::panic::catch_unwind(|| EtcdCluster::start(1))
+    std::panic::catch_unwind(|| EtcdCluster::start(members))
         .map_err(|_| anyhow::anyhow!("cannot start etcd (see the message above)"))
 }
 
@@ -286,28 +308,40 @@ impl Drop for RedisServer {
     }
 }
 
-/// The in-process Locksmith server; stopped on drop (the shutdown sender goes away).
+/// An in-process Locksmith server (embedded store, or cluster mode on etcd); stopped on drop
+/// (the shutdown sender goes away).
 #[derive(Debug)]
 struct Locksmith {
     url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), locksmith_server::ServerError>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServerError>>>,
     // Last: removed after the server has stopped.
     _dir: tempfile::TempDir,
 }
 
+/// How long a cluster-mode server may take to win its election and serve.
+const ELECTED_WITHIN: Duration = Duration::from_secs(30);
+
 impl Locksmith {
-    async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("locksmith-compare")
-            .tempdir()?;
-        let server = Server::bind(ServerConfig {
+    fn config(dir: &tempfile::TempDir) -> anyhow::Result<ServerConfig> {
+        Ok(ServerConfig {
             listen: "127.0.0.1:0".parse()?,
             data_dir: dir.path().to_path_buf(),
             gc_interval: Duration::from_secs(1),
             ..ServerConfig::default()
         })
-        .await?;
+    }
+
+    fn temp_dir() -> anyhow::Result<tempfile::TempDir> {
+        Ok(tempfile::Builder::new()
+            .prefix("locksmith-compare")
+            .tempdir()?)
+    }
+
+    /// Embedded store in a temporary directory.
+    async fn start() -> anyhow::Result<Self> {
+        let dir = Self::temp_dir()?;
+        let server = Server::bind(Self::config(&dir)?).await?;
         let url = format!("http://{}", server.local_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
@@ -319,6 +353,38 @@ impl Locksmith {
             task: Some(task),
             _dir: dir,
         })
+    }
+
+    /// Cluster mode on the etcd cluster at `endpoints` (the only server, so it leads); returns
+    /// once it has won the election and serves.
+    async fn start_cluster(endpoints: Vec<String>) -> anyhow::Result<Self> {
+        // The data directory is not used in cluster mode; it only keeps the config complete.
+        let dir = Self::temp_dir()?;
+        let server =
+            ClusterServer::bind(Self::config(&dir)?, ClusterConfig::new(endpoints)).await?;
+        let url = format!("http://{}", server.local_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        let me = Self {
+            url,
+            stop: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        };
+        // Until it leads, it answers `no_leader` (it would forward to a leader there is not).
+        let client = Client::new(&me.url)?;
+        let deadline = Instant::now() + ELECTED_WITHIN;
+        loop {
+            match client.health().await {
+                Ok(h) if h.status == "ok" => return Ok(me),
+                other if Instant::now() >= deadline => {
+                    bail!("cluster-mode server not serving after {ELECTED_WITHIN:?}: {other:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -342,6 +408,17 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
         Some(Locksmith::start().await?)
     } else {
         None
+    };
+    let locksmith_etcd3 = match &peers.etcd3 {
+        Some(endpoints) if args.systems.contains(&System::LocksmithEtcd3) => {
+            eprintln!("starting Locksmith in cluster mode on the 3-member etcd cluster ...");
+            Some(Locksmith::start_cluster(endpoints.clone()).await?)
+        }
+        _ => None,
+    };
+    let servers = Servers {
+        locksmith: locksmith.as_ref(),
+        locksmith_etcd3: locksmith_etcd3.as_ref(),
     };
     let mut plan = Vec::new();
     for &workload in &args.workloads {
@@ -367,7 +444,7 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
         for rep in 0..args.reps {
             for (s, &system) in args.systems.iter().enumerate() {
                 let prefix = format!("cmp-{pid}-{p}-{rep}");
-                let r = run_one(system, *row, d, prefix, retry, locksmith.as_ref(), peers)
+                let r = run_one(system, *row, d, prefix, retry, &servers, peers)
                     .await
                     .with_context(|| {
                         format!(
@@ -378,7 +455,7 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
                         )
                     })?;
                 eprintln!(
-                    "{:>7} C={:<3} rep {}/{} {:<9} {:>8.0} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms  viol {} err {}",
+                    "{:>7} C={:<3} rep {}/{} {:<15} {:>8.0} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms  viol {} err {}",
                     r.workload,
                     r.clients,
                     rep + 1,
@@ -396,7 +473,7 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    if let Some(l) = locksmith {
+    for l in [locksmith, locksmith_etcd3].into_iter().flatten() {
         l.shutdown().await?;
     }
     let table = markdown(args, &plan, &results);
@@ -405,19 +482,34 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The in-process Locksmith servers of this run.
+#[derive(Debug, Clone, Copy)]
+struct Servers<'a> {
+    locksmith: Option<&'a Locksmith>,
+    locksmith_etcd3: Option<&'a Locksmith>,
+}
+
 async fn run_one(
     system: System,
     row: Plan,
     d: Duration,
     prefix: String,
     retry: Duration,
-    locksmith: Option<&Locksmith>,
+    servers: &Servers<'_>,
     peers: &Peers,
 ) -> anyhow::Result<Row> {
     let c = row.clients;
     match system {
-        System::Locksmith => {
-            let url = locksmith.context("locksmith is not running")?.url.clone();
+        System::Locksmith | System::LocksmithEtcd3 => {
+            let server = if system == System::Locksmith {
+                servers.locksmith
+            } else {
+                servers.locksmith_etcd3
+            };
+            let url = server
+                .with_context(|| format!("{} is not running", system.name()))?
+                .url
+                .clone();
             let t = Target { url, prefix };
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,
@@ -467,13 +559,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn markdown(args: &Args, plan: &[Plan], results: &[Vec<Vec<Row>>]) -> String {
     let mut s = format!(
         "Medians of {} runs of {:.1} s each. ops/s: cycles/s, handoffs/s or renewals/s; \
-         p50/p99: per cycle, wait to hold, or per renewal.\n\n",
+         p50/p99: per cycle, wait to hold, or per renewal; handoff: from one holder leaving its \
+         critical section (just before its release) to the next one entering.\n\n",
         args.reps, args.seconds
     );
     s.push_str(
-        "| workload | clients | system | ops/s | p50 ms | p99 ms | Locksmith ÷ system (ops/s) \
-         | FIFO runs | per-client min/max | violations | errors |\n\
-         |---|---:|---|---:|---:|---:|---:|---|---|---:|---:|\n",
+        "| workload | clients | system | ops/s | p50 ms | p99 ms | handoff p50/p99 ms \
+         | Locksmith ÷ system (ops/s) | FIFO runs | per-client min/max | violations | errors |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|\n",
     );
     let locksmith_col = args.systems.iter().position(|&s| s == System::Locksmith);
     for (p, row) in plan.iter().enumerate() {
@@ -499,15 +592,26 @@ fn markdown(args: &Args, plan: &[Plan], results: &[Vec<Vec<Row>>]) -> String {
             let min_max = mid
                 .and_then(|r| r.per_client_min_max)
                 .map_or("-".into(), |(a, b)| format!("{a}/{b}"));
+            let gaps: Vec<(f64, f64)> = reps.iter().filter_map(|r| r.handoff_ms).collect();
+            let handoff = if gaps.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.3}/{:.3}",
+                    median(gaps.iter().map(|g| g.0).collect()),
+                    median(gaps.iter().map(|g| g.1).collect())
+                )
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} |",
                 reps.first().map_or("?", |r| r.workload.as_str()),
                 row.clients,
                 system.name(),
                 theirs,
                 median(reps.iter().map(|r| r.p50_ms).collect()),
                 median(reps.iter().map(|r| r.p99_ms).collect()),
+                handoff,
                 ratio,
                 fifo,
                 min_max,
