@@ -98,7 +98,8 @@ impl EmbeddedStore {
             .map_err(|e| open_error(format!("cannot create directory: {e}")))?;
         let db = tables::open_database(dir, &dir.join(Self::FILE_NAME))?;
         let (last_seq, next_generation) = recover(&db, dir, options)?;
-        wal::remove_prepared(dir).map_err(|e| log_error("delete unused log segments", e))?;
+        // Durable in redb now: the log is done with.
+        wal::remove_all(dir).map_err(|e| log_error("delete the replayed log", e))?;
         let segment = Segment::create(dir, next_generation, Self::SEGMENT_BYTES)
             .map_err(|e| log_error("create a log segment", e))?;
         let next_segment = Some(prepare_in_background(dir, next_generation + 1));
@@ -215,25 +216,15 @@ impl Drop for EmbeddedStore {
             return;
         }
         drop(segment);
-        match wal::segments(&self.dir) {
-            Ok(segments) => {
-                for s in segments {
-                    if let Err(error) = std::fs::remove_file(&s.path) {
-                        tracing::warn!(path = %s.path.display(), %error, "cannot delete a log segment");
-                    }
-                }
-                if let Err(error) = wal::remove_prepared(&self.dir) {
-                    tracing::warn!(%error, "cannot delete the preallocated log segment");
-                }
-                let _ = wal::sync_dir(&self.dir);
-            }
-            Err(error) => tracing::warn!(%error, "cannot list the log segments"),
+        // Left behind, a segment is only replayed (its frames skipped) at the next open.
+        if let Err(error) = wal::remove_all(&self.dir) {
+            tracing::warn!(%error, "cannot delete the log after a clean close");
         }
     }
 }
 
-/// Replays the log into redb (see the module docs) and deletes it. Returns the last sequence
-/// number and the generation for the next segment.
+/// Replays the log into redb, durably (see the module docs); the caller then deletes it.
+/// Returns the last sequence number and the generation for the next segment.
 fn recover(db: &Database, dir: &Path, options: StoreOptions) -> Result<(u64, u64), StoreError> {
     let applied = tables::applied_seq(db)?;
     let segments = wal::segments(dir).map_err(|e| log_error("list the log segments", e))?;
@@ -277,13 +268,8 @@ fn recover(db: &Database, dir: &Path, options: StoreOptions) -> Result<(u64, u64
             "replaying the log into the database"
         );
     }
-    // Durable before the segments go, even when there was nothing to replay.
+    // Durable before the caller deletes the segments, even when there was nothing to replay.
     tables::apply(db, &replay, Durability::Immediate, options.audit_retention)?;
-    for segment in &segments {
-        std::fs::remove_file(&segment.path)
-            .map_err(|e| log_error("delete a replayed log segment", e))?;
-    }
-    wal::sync_dir(dir).map_err(|e| log_error("sync the data directory", e))?;
     Ok((last_seq, newest + 1))
 }
 

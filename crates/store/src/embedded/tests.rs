@@ -1,7 +1,7 @@
 //! Recovery from the write-ahead log, with log files written frame by frame the way a crash
 //! leaves them. (The kill -9 test in `tests/crash.rs` covers the same path end to end.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Mutation, Owner};
 
@@ -49,27 +49,38 @@ fn closed_store_with_lease_1(dir: &Path) -> Result<u64, Box<dyn std::error::Erro
     Ok(tables::applied_seq(&db)?)
 }
 
-fn frame(segment: &mut Segment, seq: u64, batch: &[Mutation]) -> TestResult {
-    segment.append(seq, &serde_json::to_vec(batch)?)?;
-    Ok(())
+/// A log segment, as a process that died before redb had them leaves it: one frame per
+/// `(seq, mutation)`. Returns its path and where each frame ends.
+fn write_log(
+    dir: &Path,
+    generation: u64,
+    frames: &[(u64, Mutation)],
+) -> Result<(PathBuf, Vec<usize>), Box<dyn std::error::Error>> {
+    let mut segment = Segment::create(dir, generation, 4096)?;
+    let mut ends = Vec::new();
+    for (seq, mutation) in frames {
+        segment.append(*seq, &serde_json::to_vec(std::slice::from_ref(mutation))?)?;
+        ends.push(usize::try_from(segment.len())?);
+    }
+    Ok((segment.path().to_path_buf(), ends))
+}
+
+fn put(id: u64) -> Mutation {
+    Mutation::PutLease(lease(id, "replayed"))
 }
 
 #[test]
 fn acknowledged_batches_missing_from_the_database_are_replayed_at_open() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 5, 4096)?;
-    frame(
-        &mut segment,
-        applied + 1,
-        &[Mutation::PutLease(lease(2, "x"))],
+    write_log(
+        dir.path(),
+        5,
+        &[
+            (applied + 1, put(2)),
+            (applied + 2, Mutation::DeleteLease(LeaseId(1))),
+        ],
     )?;
-    frame(
-        &mut segment,
-        applied + 2,
-        &[Mutation::DeleteLease(LeaseId(1))],
-    )?;
-    drop(segment);
 
     assert_eq!(leases_in(dir.path())?, vec![2]);
     // Replayed into redb durably and deleted: a second open sees the same without a log.
@@ -82,23 +93,13 @@ fn acknowledged_batches_missing_from_the_database_are_replayed_at_open() -> Test
 fn a_torn_last_frame_is_dropped_and_the_frames_before_it_kept() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 0, 4096)?;
-    frame(
-        &mut segment,
-        applied + 1,
-        &[Mutation::PutLease(lease(2, "x"))],
+    let (path, ends) = write_log(
+        dir.path(),
+        0,
+        &[(applied + 1, put(2)), (applied + 2, put(3))],
     )?;
-    let whole = segment.len();
-    frame(
-        &mut segment,
-        applied + 2,
-        &[Mutation::PutLease(lease(3, "y"))],
-    )?;
-    let path = segment.path().to_path_buf();
-    drop(segment);
     let bytes = std::fs::read(&path)?;
-    let cut = usize::try_from(whole)? + 20;
-    std::fs::write(&path, &bytes[..cut])?;
+    std::fs::write(&path, &bytes[..ends[0] + 20])?;
 
     assert_eq!(leases_in(dir.path())?, vec![1, 2]);
     // The next commit continues after the last good frame and survives a reopen.
@@ -113,16 +114,10 @@ fn a_torn_last_frame_is_dropped_and_the_frames_before_it_kept() -> TestResult {
 fn a_damaged_frame_in_a_sealed_segment_is_corruption() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut old = Segment::create(dir.path(), 1, 4096)?;
-    frame(&mut old, applied + 1, &[Mutation::PutLease(lease(2, "x"))])?;
-    let old_path = old.path().to_path_buf();
-    let inside_the_frame = usize::try_from(old.len())? - 2;
-    drop(old);
-    let mut new = Segment::create(dir.path(), 2, 4096)?;
-    frame(&mut new, applied + 2, &[Mutation::PutLease(lease(3, "y"))])?;
-    drop(new);
+    let (old_path, ends) = write_log(dir.path(), 1, &[(applied + 1, put(2))])?;
+    write_log(dir.path(), 2, &[(applied + 2, put(3))])?;
     let mut bytes = std::fs::read(&old_path)?;
-    bytes[inside_the_frame] ^= 0x40;
+    bytes[ends[0] - 2] ^= 0x40;
     std::fs::write(&old_path, &bytes)?;
 
     match EmbeddedStore::open(dir.path()) {
@@ -138,15 +133,15 @@ fn a_damaged_frame_in_a_sealed_segment_is_corruption() -> TestResult {
 fn frames_the_database_already_has_are_not_replayed_again() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 0, 4096)?;
     // An old frame (already applied, its segment not yet deleted when the process died).
-    frame(&mut segment, applied, &[Mutation::DeleteLease(LeaseId(1))])?;
-    frame(
-        &mut segment,
-        applied + 1,
-        &[Mutation::PutLease(lease(2, "x"))],
+    write_log(
+        dir.path(),
+        0,
+        &[
+            (applied, Mutation::DeleteLease(LeaseId(1))),
+            (applied + 1, put(2)),
+        ],
     )?;
-    drop(segment);
     assert_eq!(leases_in(dir.path())?, vec![1, 2]);
     Ok(())
 }
@@ -155,18 +150,11 @@ fn frames_the_database_already_has_are_not_replayed_again() -> TestResult {
 fn a_gap_in_the_log_is_corruption() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 0, 4096)?;
-    frame(
-        &mut segment,
-        applied + 1,
-        &[Mutation::PutLease(lease(2, "x"))],
+    write_log(
+        dir.path(),
+        0,
+        &[(applied + 1, put(2)), (applied + 3, put(3))],
     )?;
-    frame(
-        &mut segment,
-        applied + 3,
-        &[Mutation::PutLease(lease(3, "y"))],
-    )?;
-    drop(segment);
     assert!(matches!(
         EmbeddedStore::open(dir.path()),
         Err(StoreError::Corrupt(_))

@@ -161,8 +161,18 @@ pub(super) fn prepare(dir: &Path, generation: u64, capacity: u64) -> io::Result<
     Ok(path)
 }
 
-/// Deletes prepared segments left by an earlier process (they hold nothing).
-pub(super) fn remove_prepared(dir: &Path) -> io::Result<()> {
+/// Deletes the whole log — every segment and every prepared one — and makes the removals
+/// durable. Only once redb durably has everything the segments hold.
+pub(super) fn remove_all(dir: &Path) -> io::Result<()> {
+    for segment in segments(dir)? {
+        fs::remove_file(&segment.path)?;
+    }
+    remove_prepared(dir)?;
+    sync_dir(dir)
+}
+
+/// Deletes prepared segments (they hold nothing).
+fn remove_prepared(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -319,6 +329,8 @@ mod tests {
         assert_eq!(found, vec![2, 10, 33]);
         remove_prepared(dir.path())?;
         assert_eq!(fs::read_dir(dir.path())?.count(), 5);
+        remove_all(dir.path())?;
+        assert_eq!(fs::read_dir(dir.path())?.count(), 2, "strangers stay");
         Ok(())
     }
 }
