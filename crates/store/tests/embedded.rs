@@ -225,3 +225,57 @@ fn write_raw_in(dir: &std::path::Path, table: TableDefinition<u64, &[u8]>, key: 
     }
     txn.commit().expect("commit");
 }
+
+/// A cleanly closed file is not verified page by page at open (that is what made boot slow),
+/// so damage done to it outside redb must still come out as `Corrupt` — at open or at load,
+/// never as a panic — and the explicit check finds it.
+#[test]
+fn a_file_damaged_after_a_clean_close_reads_as_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        for id in 1..=2_000 {
+            store
+                .commit(&[Mutation::PutLease(lease(id, "to be damaged"))])
+                .expect("commit");
+        }
+    }
+    EmbeddedStore::check(dir.path()).expect("an undamaged file checks clean");
+    let path = dir.path().join("locksmith.redb");
+    let pristine = fs::read(&path).expect("read");
+    let mut corrupt_at_boot = 0;
+    for tenth in 1..10 {
+        let mut bytes = pristine.clone();
+        let page = (bytes.len() * tenth / 10) & !4095;
+        for byte in &mut bytes[page..page + 4096] {
+            *byte ^= 0x5A;
+        }
+        fs::write(&path, &bytes).expect("write");
+        let booted = EmbeddedStore::open(dir.path()).and_then(|mut store| store.load());
+        match booted {
+            // The damage hit pages boot does not read (the audit tables, free pages).
+            Ok(snapshot) => assert_eq!(snapshot.leases.len(), 2_000),
+            Err(StoreError::Corrupt(_)) => {
+                corrupt_at_boot += 1;
+                assert!(
+                    matches!(
+                        EmbeddedStore::check(dir.path()),
+                        Err(StoreError::Corrupt(_))
+                    ),
+                    "the check misses damage boot found at {page}"
+                );
+            }
+            Err(other) => panic!("damage at {page}: expected Corrupt, got {other:?}"),
+        }
+    }
+    assert!(corrupt_at_boot > 0, "no damage reached the leases");
+}
+
+#[test]
+fn the_check_of_a_missing_database_is_an_open_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        EmbeddedStore::check(dir.path()),
+        Err(StoreError::Open { .. })
+    ));
+}

@@ -203,7 +203,9 @@ impl Worker {
             } else {
                 Durability::None
             };
-            match tables::apply(&self.db, &batches, durability, self.retention) {
+            match tables::guard("apply", || {
+                tables::apply(&self.db, &batches, durability, self.retention)
+            }) {
                 Ok(()) => {
                     let mut state = self.shared.state();
                     if let Some((seq, _)) = batches.last() {

@@ -37,6 +37,7 @@ use redb::{Database, Durability};
 
 use crate::{AuditQuery, Store, StoreError, StoreOptions};
 use applier::Applier;
+use tables::Verify;
 use wal::Segment;
 
 #[cfg(feature = "conformance")]
@@ -96,8 +97,12 @@ impl EmbeddedStore {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| open_error(format!("cannot create directory: {e}")))?;
-        let db = tables::open_database(dir, &dir.join(Self::FILE_NAME))?;
-        let (last_seq, next_generation) = recover(&db, dir, options)?;
+        let file = dir.join(Self::FILE_NAME);
+        let (db, repaired) = tables::open_database(dir, &file, Verify::IfUnclean)?;
+        if repaired {
+            tracing::warn!(file = %file.display(), "the database was not closed cleanly; redb verified and repaired it");
+        }
+        let (last_seq, next_generation) = tables::guard("recover", || recover(&db, dir, options))?;
         // Durable in redb now: the log is done with.
         wal::remove_all(dir).map_err(|e| log_error("delete the replayed log", e))?;
         let segment = Segment::create(dir, next_generation, Self::SEGMENT_BYTES)
@@ -120,6 +125,22 @@ impl EmbeddedStore {
             applier,
             failed: None,
         })
+    }
+
+    /// Verifies the checksum of every page of the database file in `dir` (and repairs what a
+    /// crash left, as any open does): what an open skips when the last close was clean. Fails
+    /// with [`StoreError::Corrupt`] if the file is damaged, and with [`StoreError::Open`] while
+    /// a server has the directory open. The log is left alone. Reads the whole file: about 1.5 s
+    /// per GB on the reference machine.
+    pub fn check(dir: &Path) -> Result<(), StoreError> {
+        let file = dir.join(Self::FILE_NAME);
+        if !file.is_file() {
+            return Err(StoreError::Open {
+                path: dir.display().to_string(),
+                reason: format!("{} does not exist", Self::FILE_NAME),
+            });
+        }
+        tables::open_database(dir, &file, Verify::Always).map(|_| ())
     }
 
     /// The data directory.
@@ -182,7 +203,7 @@ impl EmbeddedStore {
 impl Store for EmbeddedStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         self.applier.wait_applied(self.last_seq)?;
-        tables::load(&self.db)
+        tables::guard("load", || tables::load(&self.db))
     }
 
     fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
@@ -194,7 +215,7 @@ impl Store for EmbeddedStore {
 
     fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.applier.wait_applied(self.last_seq)?;
-        tables::query(&self.db, query)
+        tables::guard("audit query", || tables::query(&self.db, query))
     }
 
     fn describe(&self) -> String {

@@ -57,6 +57,8 @@
 //! Every redb error is mapped to a [`StoreError`]; nothing here panics on bad input or bad disks.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use locksmith_core::{AuditRecord, Mutation, Snapshot};
 use redb::{
@@ -92,33 +94,81 @@ const RETENTION_SLACK: u64 = 1_024;
 /// full only at boot, so a modest cap keeps a long-running server's memory predictable.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How [`open_database`] treats the file's integrity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verify {
+    /// Trust a file that was closed cleanly or checkpointed (redb recorded its allocator state in
+    /// its last durable commit); redb verifies every page only when it has to repair the file.
+    /// What boot does.
+    IfUnclean,
+    /// Verify the checksum of every page, whatever the last shutdown was: the explicit check.
+    Always,
+}
+
 /// Opens (creating if missing) the database file `file`.
 ///
-/// The whole file is checksum-verified on every open (redb's `check_integrity_on_open`), so a
-/// file damaged outside redb fails with [`StoreError::Corrupt`] instead of panicking inside
-/// redb; the cost grows with the file, which the audit log dominates. A file left by a crash is
-/// repaired to its last durable commit. A second process opening the same file gets
-/// [`StoreError::Open`]: redb locks the file.
-pub(super) fn open_database(dir: &Path, file: &Path) -> Result<Database, StoreError> {
+/// Boot does not verify the whole file: that read every page (1.5 s for 1 GB, most of it the
+/// audit log) on every start. redb verifies every page's checksum itself whenever it must
+/// repair the file, i.e. when its last durable commit did not record its allocator state. A
+/// clean close records it, and so does every checkpoint (`set_quick_repair` in [`apply`]), so a
+/// `kill -9` opens as fast as a clean stop. A file damaged *outside* redb is therefore not
+/// verified at open: reading a damaged page makes redb panic, which [`guard`] turns into
+/// [`StoreError::Corrupt`], and [`Verify::Always`] (the explicit
+/// [`EmbeddedStore::check`](super::EmbeddedStore::check)) finds damage anywhere. A second
+/// process opening the same file gets [`StoreError::Open`]: redb locks the file.
+///
+/// Returns the database and whether redb repaired (and so verified) it.
+pub(super) fn open_database(
+    dir: &Path,
+    file: &Path,
+    verify: Verify,
+) -> Result<(Database, bool), StoreError> {
     let open_error = |reason: String| StoreError::Open {
         path: dir.display().to_string(),
         reason,
     };
-    Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .set_check_integrity_on_open(true)
-        .create(file)
-        .map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => open_error(format!(
-                "{} is in use by another process \
-                 (is another locksmith server running on this directory?)",
-                EmbeddedStore::FILE_NAME
-            )),
-            DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
-                StoreError::Corrupt(format!("{}: {msg}", file.display()))
-            }
-            other => open_error(other.to_string()),
-        })
+    let repaired = Arc::new(AtomicBool::new(false));
+    let noted = Arc::clone(&repaired);
+    let db = guard(&format!("open {}", file.display()), || {
+        Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(verify == Verify::Always)
+            .set_repair_callback(move |_| noted.store(true, Ordering::Relaxed))
+            .create(file)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => open_error(format!(
+                    "{} is in use by another process \
+                     (is another locksmith server running on this directory?)",
+                    EmbeddedStore::FILE_NAME
+                )),
+                DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
+                    StoreError::Corrupt(format!("{}: {msg}", file.display()))
+                }
+                other => open_error(other.to_string()),
+            })
+    })?;
+    Ok((db, repaired.load(Ordering::Relaxed)))
+}
+
+/// Runs `read`, turning a panic inside redb — how it reacts to a page damaged outside it when
+/// the file was not verified at open (see [`open_database`]) — into [`StoreError::Corrupt`].
+/// redb is built to be unwound through (a transaction dropped by a panic leaks its pages, and
+/// the next open repairs them), and every caller treats `Corrupt` as fatal.
+pub(super) fn guard<T>(
+    context: &str,
+    read: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(StoreError::Corrupt(format!(
+            "{context}: the database file is damaged (redb: {message}); \
+             check it (`EmbeddedStore::check`) and restore it from a backup"
+        )))
+    })
 }
 
 /// The highest write-ahead-log sequence number whose batch the database already has.
@@ -194,6 +244,9 @@ pub(super) fn apply(
     let mut txn = db.begin_write().map_err(|e| redb_error("begin write", e))?;
     txn.set_durability(durability)
         .map_err(|e| redb_error("set durability", e))?;
+    // A durable commit records redb's allocator state, so that the next open after a crash
+    // loads it instead of walking (and verifying) the whole file; see `open_database`.
+    txn.set_quick_repair(matches!(durability, Durability::Immediate));
     {
         let mut tables = WriteTables {
             leases: open_write(&txn, LEASES, "leases")?,

@@ -45,7 +45,11 @@ fn closed_store_with_lease_1(dir: &Path) -> Result<u64, Box<dyn std::error::Erro
         wal::segments(dir)?.is_empty(),
         "a clean close leaves no log"
     );
-    let db = tables::open_database(dir, &dir.join(EmbeddedStore::FILE_NAME))?;
+    let (db, _) = tables::open_database(
+        dir,
+        &dir.join(EmbeddedStore::FILE_NAME),
+        tables::Verify::IfUnclean,
+    )?;
     Ok(tables::applied_seq(&db)?)
 }
 
