@@ -8,7 +8,7 @@ use std::fs;
 use common::lease;
 use locksmith_core::{AuditKind, AuditRecord, LeaseId, Mutation};
 use locksmith_store::{AuditQuery, EmbeddedStore, Store, StoreError, StoreOptions};
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
 const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
@@ -278,4 +278,31 @@ fn the_check_of_a_missing_database_is_an_open_error() {
         EmbeddedStore::check(dir.path()),
         Err(StoreError::Open { .. })
     ));
+}
+
+/// Leases are written in the binary form now; a directory written before holds JSON, and the
+/// two load side by side.
+#[test]
+fn json_leases_from_an_older_release_load_beside_binary_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        store
+            .commit(&[Mutation::PutLease(lease(1, "new"))])
+            .expect("commit");
+    }
+    let old = serde_json::to_vec(&lease(2, "old")).expect("encode");
+    write_raw(dir.path(), 2, &old);
+    {
+        let db = Database::create(dir.path().join("locksmith.redb")).expect("open");
+        let txn = db.begin_read().expect("begin");
+        let leases = txn.open_table(LEASES).expect("table");
+        let new = leases.get(1).expect("get").expect("lease 1");
+        assert_eq!(new.value()[0], 1, "lease 1 is in binary form, version 1");
+    }
+    let mut store = EmbeddedStore::open(dir.path()).expect("open");
+    assert_eq!(
+        store.load().expect("load").leases,
+        vec![lease(1, "new"), lease(2, "old")]
+    );
 }

@@ -8,10 +8,10 @@
 //! commits with `Durability::Immediate`, which makes it and every earlier transaction durable.
 //!
 //! Layout:
-//! - `leases`: lease id → JSON of the [`LeaseRecord`]. JSON, not a compact binary form, because
-//!   the table holds at most a few thousand small records, is read once at boot, and stays
-//!   inspectable with any redb tool; the key is checked against the record on load so a
-//!   misfiled record reads as corruption rather than as a silently wrong lease.
+//! - `leases`: lease id → the [`LeaseRecord`] in the compact binary form of
+//!   [`crate::codec::encode_lease`] (older files hold JSON, which still loads): a server may
+//!   hold a million leases, and boot decodes them all. The key is checked against the record on
+//!   load so a misfiled record reads as corruption rather than as a silently wrong lease.
 //! - `holds`: hold id → JSON of the [`HoldRecord`], checked against its key the same way.
 //! - `audit`: seq → JSON of the [`AuditRecord`]. Not read at boot (only its last key is).
 //! - `audit_time`: seq → `(at_ms, max_at_ms)`, where `max_at_ms` is the highest `at_ms` of any
@@ -68,7 +68,7 @@ use redb::{
 use serde::Deserialize;
 
 use super::EmbeddedStore;
-use crate::codec::{decode_audit, decode_hold, decode_lease, encode};
+use crate::codec::{decode_audit, decode_hold, decode_lease, encode, encode_lease};
 use crate::{AuditQuery, StoreError};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
@@ -613,7 +613,7 @@ impl Write {
         Ok(match mutation {
             Mutation::PutLease(record) => Write::PutLease {
                 id: record.lease.0,
-                bytes: encode(record, || format!("lease {}", record.lease))?,
+                bytes: encode_lease(record)?,
                 fence: record.token.0.max(record.lease.0),
             },
             Mutation::DeleteLease(id) => Write::DeleteLease(id.0),
