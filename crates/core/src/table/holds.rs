@@ -85,11 +85,7 @@ impl LockTable {
         };
         let deadline = now.mono.plus_ms(req.duration_ms);
         self.timers.insert((deadline, Timer::Hold(id)));
-        self.resources
-            .entry(record.resource.clone())
-            .or_default()
-            .holds
-            .push(id);
+        self.resource_entry(&record.resource).1.holds.push(id);
         fx.push(Effect::Persist(Mutation::FenceHighWater(self.last_seq)));
         fx.push(Effect::Persist(Mutation::PutHold(record.clone())));
         self.audit(
@@ -205,7 +201,7 @@ impl LockTable {
         };
         self.timers.remove(&(h.deadline, Timer::Hold(hold)));
         let resource = h.record.resource;
-        if let Some(res) = self.resources.get_mut(&resource) {
+        if let Some(res) = self.resources.get_mut(resource.as_str()) {
             res.holds.retain(|id| *id != hold);
         }
         fx.push(Effect::Persist(Mutation::DeleteHold(hold)));
@@ -235,11 +231,7 @@ impl LockTable {
         let deadline = now.mono.plus_ms(record.duration_ms - elapsed);
         let id = record.hold;
         self.timers.insert((deadline, Timer::Hold(id)));
-        self.resources
-            .entry(record.resource.clone())
-            .or_default()
-            .holds
-            .push(id);
+        self.resource_entry(&record.resource).1.holds.push(id);
         self.holds.insert(
             id,
             Hold {

@@ -26,9 +26,8 @@ mod views;
 pub use ghosts::{BreakOutcome, DeadProcess};
 pub use holds::PlaceHold;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use crate::audit::{AuditKind, AuditRecord};
 use crate::effect::{Effect, Effects};
@@ -162,10 +161,18 @@ enum Timer {
     Delay(LeaseId),
 }
 
+/// The table's hash maps. Its keys are lease, waiter and hold ids the table issues itself, and
+/// resource and node names; foldhash is several times faster than the standard SipHash on them
+/// (it matters at boot, where a million leases are indexed) and still seeded per map, so a
+/// client choosing resource names cannot predict collisions.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<T> = HashSet<T, foldhash::fast::RandomState>;
+
 #[derive(Debug, Clone)]
 struct Lease {
     id: LeaseId,
-    resource: String,
+    /// The resource's key in [`LockTable::resources`], shared rather than copied.
+    resource: Arc<str>,
     owner: Owner,
     token: FenceToken,
     ttl_ms: u64,
@@ -199,7 +206,7 @@ struct Hold {
 #[derive(Debug, Clone, Default)]
 struct Resource {
     slots: u32,
-    /// Lease ids in grant order.
+    /// Lease ids in grant order. Nearly always one: see [`Resource::add_holder`].
     holders: Vec<LeaseId>,
     queue: VecDeque<Waiter>,
     /// Holds placed on this resource, active or pending.
@@ -208,19 +215,29 @@ struct Resource {
     delay: Option<(Mono, LeaseId)>,
 }
 
+impl Resource {
+    fn add_holder(&mut self, id: LeaseId) {
+        // A first push would reserve room for four; most resources only ever have one holder.
+        if self.holders.capacity() == 0 {
+            self.holders.reserve_exact(1);
+        }
+        self.holders.push(id);
+    }
+}
+
 /// The leases held from one node, by the boot id each was granted under. Usually one boot id;
 /// more than one when a waiter queued before a reboot was granted after it (a ghost grant).
-type NodeLeases = HashMap<String, HashSet<LeaseId>>;
+type NodeLeases = Map<String, Set<LeaseId>>;
 
 /// Ended leases remembered so that late callers learn why (bounded, oldest forgotten first).
 #[derive(Debug, Default)]
 struct EndedLog {
-    causes: HashMap<LeaseId, (String, EndCause)>,
+    causes: Map<LeaseId, (Arc<str>, EndCause)>,
     order: VecDeque<LeaseId>,
 }
 
 impl EndedLog {
-    fn record(&mut self, lease: LeaseId, resource: String, cause: EndCause, cap: usize) {
+    fn record(&mut self, lease: LeaseId, resource: Arc<str>, cause: EndCause, cap: usize) {
         if cap == 0 {
             return;
         }
@@ -240,16 +257,20 @@ pub struct LockTable {
     config: TableConfig,
     /// The last fencing token / lease id issued; the next grant gets `last_seq + 1`.
     last_seq: u64,
-    leases: HashMap<LeaseId, Lease>,
-    resources: HashMap<String, Resource>,
-    waiters: HashMap<WaiterId, String>,
+    /// Boxed, like the resources below: a map keeps up to twice as many slots as entries, and
+    /// an empty slot then costs a pointer instead of a whole lease.
+    leases: Map<LeaseId, Box<Lease>>,
+    /// Every held, awaited, frozen or delayed resource. The key is the one copy of the name:
+    /// its leases share it.
+    resources: Map<Arc<str>, Box<Resource>>,
+    waiters: Map<WaiterId, String>,
     last_waiter: u64,
     timers: BTreeSet<(Mono, Timer)>,
     ended: EndedLog,
-    holds: HashMap<HoldId, Hold>,
-    nodes: HashMap<String, NodeLeases>,
+    holds: Map<HoldId, Hold>,
+    nodes: Map<String, NodeLeases>,
     /// Lock-delay timers: failed lease → the resource whose delay it started.
-    delays: HashMap<LeaseId, String>,
+    delays: Map<LeaseId, Arc<str>>,
     last_audit: u64,
 }
 
@@ -263,27 +284,34 @@ impl LockTable {
     /// renewed at `now`: a live holder keeps its lock (its next heartbeat lands in time), a dead
     /// one expires one TTL later. Nothing is reclaimed here; [`LockTable::advance`] does that.
     pub fn restore(config: TableConfig, snapshot: Snapshot, now: Now) -> Self {
+        let count = snapshot.leases.len();
         let mut table = Self {
             config,
             last_seq: snapshot.fence_high_water,
-            leases: HashMap::with_capacity(snapshot.leases.len()),
-            resources: HashMap::new(),
-            waiters: HashMap::new(),
+            leases: Map::with_capacity_and_hasher(count, Default::default()),
+            // At most one per lease; nearly always exactly one.
+            resources: Map::with_capacity_and_hasher(count, Default::default()),
+            waiters: Map::default(),
             last_waiter: 0,
             timers: BTreeSet::new(),
             ended: EndedLog::default(),
-            holds: HashMap::new(),
-            nodes: HashMap::new(),
-            delays: HashMap::new(),
+            holds: Map::default(),
+            nodes: Map::default(),
+            delays: Map::default(),
             last_audit: snapshot.audit_seq,
         };
         let mut records = snapshot.leases;
+        // Stores hand leases back in id order already; then this is one linear pass.
         records.sort_by_key(|r| r.token);
+        let mut timers = Vec::with_capacity(count);
         for r in records {
             table.last_seq = table.last_seq.max(r.token.0).max(r.lease.0);
+            let (resource, res) = table.resource_entry(&r.resource);
+            res.slots = r.slots;
+            res.add_holder(r.lease);
             let lease = Lease {
                 id: r.lease,
-                resource: r.resource,
+                resource,
                 owner: r.owner,
                 token: r.token,
                 ttl_ms: r.ttl_ms,
@@ -294,15 +322,14 @@ impl LockTable {
                 deadline: now.mono.plus_ms(r.ttl_ms),
                 lock_delay_ms: r.lock_delay_ms,
             };
-            let res = table.resources.entry(lease.resource.clone()).or_default();
-            res.slots = lease.slots;
-            res.holders.push(lease.id);
             table.index_node(&lease);
-            table
-                .timers
-                .insert((lease.deadline, Timer::Lease(lease.id)));
-            table.leases.insert(lease.id, lease);
+            timers.push((lease.deadline, Timer::Lease(lease.id)));
+            table.leases.insert(lease.id, Box::new(lease));
         }
+        // Built in one pass from the sorted entries (every deadline is `now` + a TTL, and the
+        // leases came in id order, so they are sorted unless TTLs differ).
+        timers.sort_unstable();
+        table.timers = timers.into_iter().collect();
         for record in snapshot.holds {
             table.last_seq = table.last_seq.max(record.hold.0);
             table.restore_hold(record, now);
@@ -375,7 +402,7 @@ impl LockTable {
         if req.trusted.resize {
             self.apply_size(&req.resource, req.slots, now, fx);
         }
-        if let Some(res) = self.resources.get(&req.resource) {
+        if let Some(res) = self.resources.get(req.resource.as_str()) {
             let mine = res.holders.iter().copied().find(|id| {
                 self.leases
                     .get(id)
@@ -470,7 +497,7 @@ impl LockTable {
             .end_lease(lease, EndCause::Released, now, fx)
             .ok_or(LeaseError::NotHolder { lease })?;
         Ok(Released {
-            resource: ended.resource,
+            resource: ended.resource.to_string(),
             token: ended.token,
             already: false,
         })
@@ -483,7 +510,7 @@ impl LockTable {
         let Some(resource) = self.waiters.remove(&waiter) else {
             return false;
         };
-        if let Some(res) = self.resources.get_mut(&resource) {
+        if let Some(res) = self.resources.get_mut(resource.as_str()) {
             if let Some(pos) = res.queue.iter().position(|w| w.id == waiter) {
                 if let Some(w) = res.queue.remove(pos) {
                     self.timers.remove(&(w.deadline, Timer::Waiter(w.id)));
@@ -593,14 +620,14 @@ impl LockTable {
             if let EndCause::Broken { by, reason } = cause {
                 return LeaseError::Broken {
                     lease,
-                    resource: resource.clone(),
+                    resource: resource.to_string(),
                     by: by.clone(),
                     reason: reason.clone(),
                 };
             }
             return LeaseError::LeaseExpired {
                 lease,
-                resource: resource.clone(),
+                resource: resource.to_string(),
                 cause: cause.clone(),
             };
         }
@@ -629,9 +656,14 @@ impl LockTable {
         self.last_seq += 1;
         let id = LeaseId(self.last_seq);
         let token = FenceToken(self.last_seq);
+        let (resource, res) = self.resource_entry(&g.resource);
+        if res.holders.is_empty() {
+            res.slots = g.slots;
+        }
+        res.add_holder(id);
         let lease = Lease {
             id,
-            resource: g.resource,
+            resource,
             owner: g.owner,
             token,
             ttl_ms: g.ttl_ms,
@@ -642,17 +674,12 @@ impl LockTable {
             deadline: now.mono.plus_ms(g.ttl_ms),
             lock_delay_ms: g.lock_delay_ms,
         };
-        let res = self.resources.entry(lease.resource.clone()).or_default();
-        if res.holders.is_empty() {
-            res.slots = g.slots;
-        }
-        res.holders.push(id);
         self.index_node(&lease);
         self.timers.insert((lease.deadline, Timer::Lease(id)));
         fx.push(Effect::Persist(Mutation::FenceHighWater(self.last_seq)));
         fx.push(Effect::Persist(Mutation::PutLease(LeaseRecord {
             lease: id,
-            resource: lease.resource.clone(),
+            resource: lease.resource.to_string(),
             owner: lease.owner.clone(),
             token,
             ttl_ms: g.ttl_ms,
@@ -671,8 +698,19 @@ impl LockTable {
             fx,
         );
         let view = view_of(&lease, false);
-        self.leases.insert(id, lease);
+        self.leases.insert(id, Box::new(lease));
         view
+    }
+
+    /// `name`'s entry, created if missing, with its key: the one copy of the name that every
+    /// lease on it shares.
+    fn resource_entry(&mut self, name: &str) -> (Arc<str>, &mut Resource) {
+        let key = self
+            .resources
+            .get_key_value(name)
+            .map_or_else(|| Arc::from(name), |(key, _)| Arc::clone(key));
+        let res = self.resources.entry(Arc::clone(&key)).or_default();
+        (key, res)
     }
 
     /// Appends an audit record, giving it the next sequence number and the wall time.
@@ -684,10 +722,20 @@ impl LockTable {
     }
 
     fn index_node(&mut self, lease: &Lease) {
+        let owner = &lease.owner;
+        // Look up before inserting: `entry` would need owned copies of both names every time.
+        if let Some(boot) = self
+            .nodes
+            .get_mut(&owner.node)
+            .and_then(|node| node.get_mut(&owner.boot_id))
+        {
+            boot.insert(lease.id);
+            return;
+        }
         self.nodes
-            .entry(lease.owner.node.clone())
+            .entry(owner.node.clone())
             .or_default()
-            .entry(lease.owner.boot_id.clone())
+            .entry(owner.boot_id.clone())
             .or_default()
             .insert(lease.id);
     }
@@ -698,7 +746,7 @@ impl LockTable {
         let deadline = now.mono.plus_ms(req.wait_ms);
         self.timers.insert((deadline, Timer::Waiter(id)));
         self.waiters.insert(id, req.resource.clone());
-        let res = self.resources.entry(req.resource).or_default();
+        let (_, res) = self.resource_entry(&req.resource);
         res.queue.push_back(Waiter {
             id,
             owner: req.owner,
@@ -715,12 +763,12 @@ impl LockTable {
         let Some(resource) = self.waiters.remove(&id) else {
             return;
         };
-        if let Some(res) = self.resources.get_mut(&resource) {
+        if let Some(res) = self.resources.get_mut(resource.as_str()) {
             res.queue.retain(|w| w.id != id);
         }
         let error = self
             .resources
-            .get(&resource)
+            .get(resource.as_str())
             .and_then(|res| self.blocked(&resource, res, now))
             .unwrap_or_else(|| self.hot(&resource, now));
         self.drop_if_idle(&resource);
@@ -735,7 +783,7 @@ impl LockTable {
         now: Now,
         fx: &mut Effects,
     ) -> Option<Lease> {
-        let lease = self.leases.remove(&id)?;
+        let lease = *self.leases.remove(&id)?;
         self.timers.remove(&(lease.deadline, Timer::Lease(id)));
         if let Some(node) = self.nodes.get_mut(&lease.owner.node) {
             if let Some(boot) = node.get_mut(&lease.owner.boot_id) {
@@ -786,13 +834,14 @@ impl LockTable {
         );
         fx.push(Effect::Ended {
             lease: id,
-            resource: lease.resource.clone(),
+            resource: lease.resource.to_string(),
             owner: lease.owner.clone(),
             token: lease.token,
             cause: cause.clone(),
         });
         let cap = self.config.ended_memory;
-        self.ended.record(id, lease.resource.clone(), cause, cap);
+        self.ended
+            .record(id, Arc::clone(&lease.resource), cause, cap);
         self.wake(&lease.resource, now, fx);
         Some(lease)
     }
@@ -865,7 +914,7 @@ fn view_of(l: &Lease, reacquired: bool) -> LeaseView {
     LeaseView {
         lease: l.id,
         token: l.token,
-        resource: l.resource.clone(),
+        resource: l.resource.to_string(),
         ttl_ms: l.ttl_ms,
         slots: l.slots,
         owner: l.owner.clone(),

@@ -1,5 +1,7 @@
 //! Read-only views of the table, and the "may this resource be granted now?" question.
 
+use std::sync::Arc;
+
 use super::{Lease, LockTable, Resource};
 use crate::error::AcquireError;
 use crate::hold::{HoldState, HoldView};
@@ -25,7 +27,7 @@ impl LockTable {
 
     /// Every held, awaited, frozen or delayed resource, sorted by name.
     pub fn resources(&self, now: Now) -> Vec<ResourceView> {
-        let mut names: Vec<&String> = self.resources.keys().collect();
+        let mut names: Vec<&Arc<str>> = self.resources.keys().collect();
         names.sort();
         names
             .into_iter()
