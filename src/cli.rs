@@ -135,6 +135,12 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// Address of the binary wire protocol (acquire/renew/release/fence check, pipelined), or
+    /// `off` [default: the --listen address with port + 1, e.g. 127.0.0.1:7401; port 0 (a free
+    /// one) if --listen's port is 0].
+    #[arg(long, value_parser = parse_wire_listen, value_name = "ADDR|off")]
+    pub wire_listen: Option<WireListen>,
+
     /// How often expired leases are reclaimed.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub gc_interval: Duration,
@@ -193,6 +199,42 @@ pub struct GroupSlots {
     pub group: String,
     /// Its slot count.
     pub slots: u32,
+}
+
+/// `--wire-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireListen {
+    /// Serve the wire protocol here.
+    At(SocketAddr),
+    /// HTTP only.
+    Off,
+}
+
+impl WireListen {
+    /// The wire address for a server listening for HTTP on `listen`, given the flag's value.
+    pub fn resolve(flag: Option<WireListen>, listen: SocketAddr) -> Option<SocketAddr> {
+        match flag {
+            Some(WireListen::At(addr)) => Some(addr),
+            Some(WireListen::Off) => None,
+            None => {
+                let port = match listen.port() {
+                    0 => 0,
+                    p => p.checked_add(1)?,
+                };
+                Some(SocketAddr::new(listen.ip(), port))
+            }
+        }
+    }
+}
+
+/// Parses `--wire-listen`: `off`, or an address such as `127.0.0.1:7401`.
+pub fn parse_wire_listen(s: &str) -> Result<WireListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(WireListen::Off);
+    }
+    s.parse::<SocketAddr>()
+        .map(WireListen::At)
+        .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:7401, or off"))
 }
 
 /// Parses `GROUP=N`: a FleetLock group name and a slot count of at least 1.

@@ -384,3 +384,112 @@ fn the_server_stops_gracefully_on_sigterm() {
     let status = server.terminate(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log());
 }
+
+/// Starts `locksmith server --listen 127.0.0.1:0 --data DIR EXTRA…` and hands back every line
+/// it prints on stdout (the channel closes when the process does).
+fn server_lines(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let data = dir.to_str().expect("utf-8");
+    let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];
+    args.extend_from_slice(extra);
+    let mut child = common::command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Proc { child }, rx)
+}
+
+#[test]
+fn the_server_announces_its_wire_port_and_a_wire_client_locks_through_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, lines) = server_lines(&dir.path().join("data"), &[]);
+    let first = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("announce line");
+    let url = first
+        .strip_prefix("locksmith listening on ")
+        .expect("HTTP line first")
+        .to_string();
+    let second = lines
+        .recv_timeout(Duration::from_secs(5))
+        .expect("wire line");
+    let wire = second
+        .strip_prefix("locksmith wire protocol on 127.0.0.1:")
+        .map(|port| format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("wire line: {second:?}"));
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let lease = rt.block_on(async {
+        let client = locksmith_client::WireClient::new(wire);
+        client
+            .acquire(&locksmith_client::api::AcquireRequest {
+                resource: "fleet/wire.conf".into(),
+                owner: locksmith_core::Owner {
+                    node: "wire-node".into(),
+                    pid: 4242,
+                    start_time: 1,
+                    boot_id: "wire-boot".into(),
+                    user: "tester".into(),
+                    purpose: "wire test".into(),
+                },
+                ttl_ms: Some(30_000),
+                wait_ms: None,
+                slots: None,
+                lock_delay_ms: None,
+            })
+            .await
+            .expect("acquire over the wire")
+    });
+    let out = locksmith(&["--server", &url, "locks", "--json"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains("fleet/wire.conf"), "{text}");
+    assert!(
+        text.contains(&format!("\"token\": {}", lease.token.0))
+            || text.contains(&format!("\"token\":{}", lease.token.0)),
+        "{text}"
+    );
+}
+
+#[test]
+fn wire_listen_off_announces_no_wire_port_and_a_bad_value_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let out = locksmith(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data,
+        "--wire-listen",
+        "nowhere",
+    ]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--wire-listen") && err.contains("or off"),
+        "{err}"
+    );
+
+    let (server, lines) = server_lines(&dir.path().join("off"), &["--wire-listen", "off"]);
+    let first = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("announce line");
+    assert!(first.starts_with("locksmith listening on "), "{first}");
+    signal(server.pid(), Signal::SIGTERM);
+    // Everything else it printed before exiting: no wire line.
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(rest.iter().all(|l| !l.contains("wire")), "{rest:?}");
+}

@@ -7,7 +7,7 @@ use locksmith_server::fleetlock::FleetLockConfig;
 use locksmith_server::{Server, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{Global, ServerArgs};
+use crate::cli::{Global, ServerArgs, WireListen};
 use crate::exit::Exit;
 use crate::failure::Failure;
 use crate::output::out;
@@ -36,6 +36,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
     };
     let config = ServerConfig {
         listen: args.listen,
+        wire_listen: WireListen::resolve(args.wire_listen, args.listen),
         data_dir: args.data.clone(),
         gc_interval: args.gc_interval,
         probe_interval: args.probe_interval,
@@ -44,6 +45,15 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         fleetlock,
     };
     if !args.etcd.is_empty() {
+        if let Some(WireListen::At(addr)) = args.wire_listen {
+            return Err(Failure::invalid(
+                SUBJECT,
+                "--wire-listen",
+                format!("{addr}: cluster mode (--etcd) serves the HTTP API only"),
+                "drop --wire-listen, or run without --etcd",
+            )
+            .into());
+        }
         return cluster(args, config, shutdown).await;
     }
     let server = Server::bind(config).await.map_err(|e| {
@@ -52,10 +62,12 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             SUBJECT,
             "cannot start",
             format!("listen {} data {}: {e}", args.listen, args.data.display()),
-            "check that the address is free and the data directory is writable",
+            "check that the addresses (--listen, --wire-listen) are free and the data directory \
+             is writable",
         )
     })?;
-    announce_and_serve(server.local_addr(), server.serve(shutdown)).await
+    let wire = server.wire_addr();
+    announce_and_serve(server.local_addr(), wire, server.serve(shutdown)).await
 }
 
 /// The FleetLock settings from the flags, checked.
@@ -112,7 +124,7 @@ async fn cluster(
             "check that the address is free and etcd is reachable",
         )
     })?;
-    announce_and_serve(server.local_addr(), server.serve(shutdown)).await
+    announce_and_serve(server.local_addr(), None, server.serve(shutdown)).await
 }
 
 #[cfg(not(feature = "etcd"))]
@@ -130,13 +142,18 @@ async fn cluster(
     .into())
 }
 
-/// Prints the `locksmith listening on` line (tests and scripts read it to learn the port), then
-/// serves until `serve` ends.
+/// Prints the `locksmith listening on` line (tests and scripts read it to learn the port) and,
+/// if there is one, the wire protocol's `locksmith wire protocol on` line; then serves until
+/// `serve` ends.
 async fn announce_and_serve(
     addr: std::net::SocketAddr,
+    wire: Option<std::net::SocketAddr>,
     serve: impl std::future::Future<Output = Result<(), locksmith_server::ServerError>>,
 ) -> anyhow::Result<Exit> {
     out(&format!("locksmith listening on http://{addr}"))?;
+    if let Some(wire) = wire {
+        out(&format!("locksmith wire protocol on {wire}"))?;
+    }
     serve.await.map_err(|e| {
         Failure::new(
             Exit::Unavailable,

@@ -8,6 +8,7 @@
 //! third-party clients agree on one definition.
 
 mod error;
+pub mod frame;
 mod human;
 mod wire;
 

@@ -18,6 +18,10 @@ struct Args {
     /// Server to load; default: start one in-process on 127.0.0.1:0 with a temp data dir.
     #[arg(long)]
     server: Option<String>,
+    /// Send the load over the binary wire protocol: to this address with --server, to the
+    /// in-process server's wire port without (`--wire` alone).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "ADDR")]
+    wire: Option<String>,
     /// Seconds per row.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
@@ -48,26 +52,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("locksmith-bench")
         .tempdir()?;
-    let (url, stop) = match &args.server {
-        Some(url) => (url.clone(), None),
+    let (url, wire, stop) = match &args.server {
+        Some(url) => (
+            url.clone(),
+            args.wire.clone().filter(|w| !w.is_empty()),
+            None,
+        ),
         None => {
             let server = Server::bind(ServerConfig {
                 listen: "127.0.0.1:0".parse()?,
+                wire_listen: Some("127.0.0.1:0".parse()?),
                 data_dir: dir.path().to_path_buf(),
                 gc_interval: Duration::from_secs(1),
                 ..ServerConfig::default()
             })
             .await?;
             let url = format!("http://{}", server.local_addr());
+            let wire = args
+                .wire
+                .as_ref()
+                .and(server.wire_addr())
+                .map(|a| a.to_string());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(server.serve(async move {
                 let _ = rx.await;
             }));
-            (url, Some((tx, task)))
+            (url, wire, Some((tx, task)))
         }
     };
     let target = Target {
         url,
+        wire,
         prefix: format!("bench-{}", std::process::id()),
     };
     let d = Duration::from_secs_f64(args.seconds);

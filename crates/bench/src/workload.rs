@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use locksmith_api::AcquireRequest;
-use locksmith_client::Client;
-use locksmith_core::Owner;
+use locksmith_api::{AcquireRequest, LeaseView};
+use locksmith_client::{Client, ClientError, WireClient};
+use locksmith_core::{FenceToken, LeaseId, Owner};
 
 use crate::stats::{Latencies, Row};
 
@@ -15,8 +15,51 @@ use crate::stats::{Latencies, Row};
 pub struct Target {
     /// Server base URL.
     pub url: String,
+    /// The server's wire-protocol address: when set, the load goes over the binary wire
+    /// protocol (one connection per client) instead of HTTP.
+    pub wire: Option<String>,
     /// Prefix for resource names, so runs do not collide.
     pub prefix: String,
+}
+
+impl Target {
+    /// A client of its own (its own connection), over the target's transport.
+    fn connect(&self) -> anyhow::Result<Conn> {
+        Ok(match &self.wire {
+            Some(addr) => Conn::Wire(WireClient::new(addr.clone())),
+            None => Conn::Http(Client::new(&self.url)?),
+        })
+    }
+}
+
+/// One load-generating client: HTTP or the wire protocol.
+#[derive(Debug, Clone)]
+enum Conn {
+    Http(Client),
+    Wire(WireClient),
+}
+
+impl Conn {
+    async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
+        match self {
+            Conn::Http(c) => c.acquire(req).await,
+            Conn::Wire(c) => c.acquire(req).await,
+        }
+    }
+
+    async fn renew(&self, lease: LeaseId, token: FenceToken) -> Result<LeaseView, ClientError> {
+        match self {
+            Conn::Http(c) => c.renew(lease, Some(token)).await,
+            Conn::Wire(c) => c.renew(lease, Some(token)).await,
+        }
+    }
+
+    async fn release(&self, lease: LeaseId) -> Result<(), ClientError> {
+        match self {
+            Conn::Http(c) => c.release(lease, None).await.map(drop),
+            Conn::Wire(c) => c.release(lease, None).await.map(drop),
+        }
+    }
 }
 
 fn owner(i: usize) -> Owner {
@@ -130,7 +173,7 @@ pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyh
     let violations = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let client = Client::new(&target.url)?;
+        let client = target.connect()?;
         let (stop, errors, violations) = (stop.clone(), errors.clone(), violations.clone());
         let req = AcquireRequest {
             resource: format!("{}/cycles/{i}", target.prefix),
@@ -149,7 +192,7 @@ pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyh
                     Ok(lease) => {
                         fence.enter(lease.token.0);
                         fence.leave();
-                        if client.release(lease.lease, None).await.is_err() {
+                        if client.release(lease.lease).await.is_err() {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                         lat.record(t0.elapsed());
@@ -185,7 +228,7 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
     let resource = format!("{}/handoff/{clients}", target.prefix);
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let client = Client::new(&target.url)?;
+        let client = target.connect()?;
         let (stop, errors, fence) = (stop.clone(), errors.clone(), fence.clone());
         let req = AcquireRequest {
             resource: resource.clone(),
@@ -206,7 +249,7 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
                         fence.enter(lease.token.0);
                         fence.leave();
                         mine += 1;
-                        if client.release(lease.lease, None).await.is_err() {
+                        if client.release(lease.lease).await.is_err() {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -247,7 +290,7 @@ pub async fn renewals(target: &Target, clients: usize, duration: Duration) -> an
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let client = Client::new(&target.url)?;
+        let client = target.connect()?;
         let (stop, errors) = (stop.clone(), errors.clone());
         let req = AcquireRequest {
             resource: format!("{}/renew/{i}", target.prefix),
@@ -262,14 +305,14 @@ pub async fn renewals(target: &Target, clients: usize, duration: Duration) -> an
             let mut lat = Latencies::default();
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                match client.renew(lease.lease, Some(lease.token)).await {
+                match client.renew(lease.lease, lease.token).await {
                     Ok(_) => lat.record(t0.elapsed()),
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            let _ = client.release(lease.lease, None).await;
+            let _ = client.release(lease.lease).await;
             lat
         }));
     }

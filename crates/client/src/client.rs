@@ -231,28 +231,9 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.transport(e))?;
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                server: self.base.clone(),
-                reason: e.to_string(),
-            });
-        }
-        let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
-            ErrorBody::new(
-                ErrorCode::Internal,
-                format!(
-                    "HTTP {status} from {}: {}",
-                    self.base,
-                    String::from_utf8_lossy(&bytes)
-                ),
-            )
-        });
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            body: Box::new(body),
-        })
+        decode_answer(&self.base, status, &bytes)
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {
@@ -271,6 +252,34 @@ impl Client {
         self.send(self.http.post(self.url(path)).json(body), CALL_TIMEOUT)
             .await
     }
+}
+
+/// The typed answer of a call: the body as `T` on a 2xx status, else the server's error body
+/// (or, if the server sent none, an `internal` one quoting what it sent).
+pub(crate) fn decode_answer<T: DeserializeOwned>(
+    server: &str,
+    status: u16,
+    bytes: &[u8],
+) -> Result<T, ClientError> {
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+            server: server.to_string(),
+            reason: e.to_string(),
+        });
+    }
+    let body = serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| {
+        ErrorBody::new(
+            ErrorCode::Internal,
+            format!(
+                "HTTP {status} from {server}: {}",
+                String::from_utf8_lossy(bytes)
+            ),
+        )
+    });
+    Err(ClientError::Api {
+        status,
+        body: Box::new(body),
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

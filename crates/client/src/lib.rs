@@ -1,7 +1,9 @@
 //! # locksmith-client
 //!
-//! A typed async client for the Locksmith `/v1` API, and a [`LeaseGuard`] that keeps a lease
-//! alive by heartbeating at a third of its TTL and tells its owner the moment the lease is lost.
+//! A typed async client for the Locksmith `/v1` API, a [`WireClient`] for the hot operations
+//! (acquire, renew, release, fence check) over the binary wire protocol, and a [`LeaseGuard`]
+//! that keeps a lease alive by heartbeating at a third of its TTL and tells its owner the moment
+//! the lease is lost.
 //!
 //! What it is not: a retry policy for acquire (the caller decides whether to wait, via
 //! `wait_ms`) or a cache; every call goes to the server.
@@ -10,8 +12,10 @@ mod client;
 mod error;
 pub mod events;
 mod guard;
+mod wire;
 
 pub use client::Client;
 pub use error::ClientError;
 pub use guard::{LeaseGuard, LeaseLost};
 pub use locksmith_api as api;
+pub use wire::WireClient;

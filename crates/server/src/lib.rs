@@ -17,6 +17,7 @@ mod probe;
 pub mod proxy;
 mod reaper;
 mod status;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ use crate::engine::Engine;
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Address of the binary wire protocol's listener (see [`wire`]); `None` serves HTTP only.
+    pub wire_listen: Option<SocketAddr>,
     /// Data directory of the embedded store.
     pub data_dir: PathBuf,
     /// Longest the reaper sleeps between sweeps.
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            wire_listen: None,
             data_dir: PathBuf::from("./locksmith-data"),
             gc_interval: Duration::from_secs(1),
             probe_interval: Duration::from_millis(250),
@@ -94,6 +98,7 @@ pub enum ServerError {
 pub struct Server {
     engine: Engine,
     listener: TcpListener,
+    wire: Option<TcpListener>,
     config: ServerConfig,
     node: String,
     boot_id: String,
@@ -117,9 +122,14 @@ impl Server {
         let identity = NodeIdentity::of(&config)?;
         let engine = recover(store, &identity).await?;
         let listener = bind_listener(config.listen).await?;
+        let wire = match config.wire_listen {
+            Some(addr) => Some(bind_listener(addr).await?),
+            None => None,
+        };
         Ok(Server {
             engine,
             listener,
+            wire,
             config,
             node: identity.node,
             boot_id: identity.boot_id,
@@ -129,6 +139,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// The address the wire protocol's listener actually bound, if it has one.
+    pub fn wire_addr(&self) -> Option<SocketAddr> {
+        self.wire.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The engine, for in-process embedding and tests.
@@ -145,14 +160,26 @@ impl Server {
         let Server {
             engine,
             listener,
+            wire,
             config,
             node,
             boot_id,
         } = self;
         let identity = NodeIdentity { node, boot_id };
         let tasks = EngineTasks::start(&engine, &config, &identity);
-        let app = http::router(app_state(&engine, &config));
+        let state = app_state(&engine, &config);
+        let app = http::router(state.clone());
+        // One stop signal for both listeners, raised once waiters have been answered.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let waiters = engine.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: answering waiters, finishing in-flight requests");
+            waiters.shut_down_waiters();
+            let _ = stop_tx.send(true);
+        });
+        let wire = wire.map(|l| tokio::spawn(wire::serve(l, state, stop_rx.clone())));
+        let mut http_stop = stop_rx;
         // No Nagle: replies and events are small writes that must leave at once (with Nagle a
         // second small write waits for the peer's delayed ACK, ~40 ms).
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -162,12 +189,13 @@ impl Server {
         });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: answering waiters, finishing in-flight requests");
-                waiters.shut_down_waiters();
+                let _ = http_stop.wait_for(|s| *s).await;
             })
             .await
             .map_err(|e| ServerError::Serve(e.to_string()));
+        if let Some(wire) = wire {
+            let _ = wire.await;
+        }
         tasks.stop().await;
         let closer = engine.clone();
         let closed = tokio::task::spawn_blocking(move || closer.close())

@@ -5,7 +5,9 @@
 //! guard; etcd and Redis also run under a `sh` wrapper that kills them when this process's pipe
 //! to it closes, so even a `kill -9` of `compare` leaves no server behind):
 //!
-//! - `locksmith`: in-process, embedded store (every grant and release fsynced before the reply);
+//! - `locksmith`: in-process, embedded store (every grant and release fsynced before the reply),
+//!   over the binary wire protocol (one connection per client, one request in flight at a time);
+//! - `locksmith-http`: the same server over its HTTP/JSON API;
 //! - `locksmith-etcd3`: Locksmith in cluster mode, in-process (`ClusterServer`, what
 //!   `locksmith server --etcd URLS` runs), on its own real 3-member etcd 3.4 cluster on
 //!   loopback (default fsync): one Locksmith server, elected leader, whose every grant and
@@ -45,6 +47,7 @@ const REDIS_BIN: &str = "/usr/bin/redis-server";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum System {
     Locksmith,
+    LocksmithHttp,
     LocksmithEtcd3,
     Etcd,
     RedisAof,
@@ -55,6 +58,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Locksmith => "locksmith",
+            System::LocksmithHttp => "locksmith-http",
             System::LocksmithEtcd3 => "locksmith-etcd3",
             System::Etcd => "etcd",
             System::RedisAof => "redis-aof",
@@ -81,7 +85,8 @@ struct Args {
     seconds: f64,
     /// Systems to run, in table order.
     #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [System::Locksmith, System::LocksmithEtcd3, System::Etcd,
+          default_values_t = [System::Locksmith, System::LocksmithHttp, System::LocksmithEtcd3,
+                              System::Etcd,
                               System::RedisAof, System::RedisMem])]
     systems: Vec<System>,
     /// Workloads to run.
@@ -313,6 +318,8 @@ impl Drop for RedisServer {
 #[derive(Debug)]
 struct Locksmith {
     url: String,
+    /// The wire protocol's address (embedded mode only).
+    wire: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), ServerError>>>,
     // Last: removed after the server has stopped.
@@ -326,6 +333,7 @@ impl Locksmith {
     fn config(dir: &tempfile::TempDir) -> anyhow::Result<ServerConfig> {
         Ok(ServerConfig {
             listen: "127.0.0.1:0".parse()?,
+            wire_listen: Some("127.0.0.1:0".parse()?),
             data_dir: dir.path().to_path_buf(),
             gc_interval: Duration::from_secs(1),
             ..ServerConfig::default()
@@ -343,12 +351,14 @@ impl Locksmith {
         let dir = Self::temp_dir()?;
         let server = Server::bind(Self::config(&dir)?).await?;
         let url = format!("http://{}", server.local_addr());
+        let wire = server.wire_addr().map(|a| a.to_string());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
         Ok(Self {
             url,
+            wire,
             stop: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -369,6 +379,7 @@ impl Locksmith {
         }));
         let me = Self {
             url,
+            wire: None,
             stop: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -404,7 +415,9 @@ struct Plan {
 }
 
 async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
-    let locksmith = if args.systems.contains(&System::Locksmith) {
+    let locksmith = if args.systems.contains(&System::Locksmith)
+        || args.systems.contains(&System::LocksmithHttp)
+    {
         Some(Locksmith::start().await?)
     } else {
         None
@@ -500,17 +513,23 @@ async fn run_one(
 ) -> anyhow::Result<Row> {
     let c = row.clients;
     match system {
-        System::Locksmith | System::LocksmithEtcd3 => {
-            let server = if system == System::Locksmith {
-                servers.locksmith
-            } else {
+        System::Locksmith | System::LocksmithHttp | System::LocksmithEtcd3 => {
+            let server = if system == System::LocksmithEtcd3 {
                 servers.locksmith_etcd3
+            } else {
+                servers.locksmith
+            }
+            .with_context(|| format!("{} is not running", system.name()))?;
+            let wire = if system == System::Locksmith {
+                Some(server.wire.clone().context("no wire listener")?)
+            } else {
+                None
             };
-            let url = server
-                .with_context(|| format!("{} is not running", system.name()))?
-                .url
-                .clone();
-            let t = Target { url, prefix };
+            let t = Target {
+                url: server.url.clone(),
+                wire,
+                prefix,
+            };
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,
                 Workload::Handoff => handoff(&t, c, d).await,

@@ -3,9 +3,9 @@
 
 mod error;
 mod events;
-mod extract;
+pub(crate) mod extract;
 mod ops;
-mod routes;
+pub(crate) mod routes;
 
 pub use error::ApiError;
 

@@ -31,16 +31,21 @@ pub async fn acquire(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<AcquireRequest>,
 ) -> ApiResult<LeaseView> {
-    let acquire = Acquire {
+    let acquire = acquire_of(req, app.default_lock_delay_ms);
+    Ok(Json(app.engine.acquire(acquire).await?))
+}
+
+/// A public acquire request as the table sees it, with the API's defaults filled in.
+pub(crate) fn acquire_of(req: AcquireRequest, default_lock_delay_ms: u64) -> Acquire {
+    Acquire {
         resource: req.resource,
         owner: req.owner,
         ttl_ms: req.ttl_ms.unwrap_or(DEFAULT_TTL_MS),
         slots: req.slots.unwrap_or(1),
         wait_ms: req.wait_ms.unwrap_or(0),
-        lock_delay_ms: req.lock_delay_ms.unwrap_or(app.default_lock_delay_ms),
+        lock_delay_ms: req.lock_delay_ms.unwrap_or(default_lock_delay_ms),
         trusted: locksmith_core::Trusted::NONE,
-    };
-    Ok(Json(app.engine.acquire(acquire).await?))
+    }
 }
 
 pub async fn renew(
@@ -133,12 +138,23 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 pub(super) fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
     id.parse::<u64>()
         .ok()
-        .filter(|n| *n > 0)
-        .map(LeaseId)
+        .and_then(|n| valid_lease(LeaseId(n)).ok())
         .ok_or_else(|| {
             ApiError::from(ErrorBody::invalid(
                 "lease",
                 format!("{id:?} is not a lease id (a positive integer)"),
             ))
         })
+}
+
+/// `lease` if it can name a lease (ids start at 1).
+pub(crate) fn valid_lease(lease: LeaseId) -> Result<LeaseId, ApiError> {
+    if lease.0 > 0 {
+        Ok(lease)
+    } else {
+        Err(ApiError::from(ErrorBody::invalid(
+            "lease",
+            "0 is not a lease id (a positive integer)",
+        )))
+    }
 }

@@ -62,6 +62,8 @@ impl Storage {
 
 pub struct TestServer {
     pub url: String,
+    /// The wire protocol's address, when the config asked for a wire listener.
+    pub wire: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -122,6 +124,7 @@ impl TestServer {
 
     fn serving(server: Server) -> Self {
         let url = format!("http://{}", server.local_addr());
+        let wire = server.wire_addr().map(|a| a.to_string());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -133,6 +136,7 @@ impl TestServer {
         });
         Self {
             url,
+            wire,
             stop: Some(tx),
             task: Some(task),
             _dir: None,

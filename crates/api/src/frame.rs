@@ -1,0 +1,212 @@
+//! The framing of Locksmith's binary wire protocol, as pure functions over byte buffers.
+//!
+//! The wire protocol is a lighter path than HTTP/1.1 for the hot operations (acquire, renew,
+//! release, fence check): one TCP connection carries many requests at once (pipelined, answered
+//! as they complete, matched by request id), and a frame costs a 14-byte header instead of an
+//! HTTP request line and headers. Bodies are the same JSON as the HTTP API's, and so are the
+//! errors: an [`ErrorBody`](crate::ErrorBody) with its stable code, under the status HTTP would
+//! have answered with.
+//!
+//! A connection starts with each side sending [`PREAMBLE`]. Then every frame, both ways, is:
+//!
+//! ```text
+//! length  u32 big-endian   bytes after this field (10 + body length), at most MAX_FRAME
+//! id      u64 big-endian   chosen by the client; the answer carries the same id
+//! code    u16 big-endian   request: the operation (Op); answer: 200 or the error's HTTP status
+//! body    JSON             request: AcquireRequest, LeaseOp or FenceCheckRequest;
+//!                          answer: LeaseView, ReleaseResponse, FenceCheckResponse or ErrorBody
+//! ```
+//!
+//! What it is not: I/O. The server's listener and the client's connection read and write these
+//! frames; this module only lays them out and takes them apart.
+
+use locksmith_core::{FenceToken, LeaseId};
+use serde::{Deserialize, Serialize};
+
+/// What each side sends first: the protocol's name and version, newline-terminated.
+pub const PREAMBLE: &[u8; 12] = b"LOCKSMITH/1\n";
+
+/// Bytes of the header: length, id, code.
+pub const HEADER_LEN: usize = 4 + 8 + 2;
+
+/// Largest `length` accepted (id + code + a body as large as the HTTP API accepts).
+pub const MAX_FRAME: usize = 10 + 64 * 1024;
+
+/// The status of a successful answer.
+pub const OK: u16 = 200;
+
+/// A request's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Op {
+    /// `POST /v1/acquire`: body [`AcquireRequest`](crate::AcquireRequest), answer
+    /// [`LeaseView`](crate::LeaseView).
+    Acquire = 1,
+    /// `POST /v1/leases/{id}/renew`: body [`LeaseOp`], answer [`LeaseView`](crate::LeaseView).
+    Renew = 2,
+    /// `DELETE /v1/leases/{id}`: body [`LeaseOp`], answer
+    /// [`ReleaseResponse`](crate::ReleaseResponse).
+    Release = 3,
+    /// `POST /v1/fence/check`: body [`FenceCheckRequest`](crate::FenceCheckRequest), answer
+    /// [`FenceCheckResponse`](crate::FenceCheckResponse).
+    CheckFence = 4,
+}
+
+impl Op {
+    /// The operation with this code, if any.
+    pub fn from_code(code: u16) -> Option<Op> {
+        match code {
+            1 => Some(Op::Acquire),
+            2 => Some(Op::Renew),
+            3 => Some(Op::Release),
+            4 => Some(Op::CheckFence),
+            _ => None,
+        }
+    }
+}
+
+/// The body of a renew or release: the lease (in the URL path over HTTP) and, optionally, the
+/// fencing token the caller believes it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseOp {
+    /// The lease.
+    pub lease: LeaseId,
+    /// The fencing token the caller believes it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<FenceToken>,
+}
+
+/// One frame, borrowed from the buffer it was read into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The request id.
+    pub id: u64,
+    /// The operation (request) or status (answer).
+    pub code: u16,
+    /// The JSON body.
+    pub body: &'a [u8],
+}
+
+/// Why bytes are not a frame. Either way the stream cannot be trusted past this point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// `length` is below the 10 bytes of id and code.
+    TooShort(u32),
+    /// `length` is above [`MAX_FRAME`].
+    TooLong(u32),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooShort(n) => write!(f, "frame length {n} is below the 10-byte minimum"),
+            FrameError::TooLong(n) => {
+                write!(f, "frame length {n} is above the {MAX_FRAME}-byte maximum")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Appends one frame with a JSON body to `out`.
+pub fn encode<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    id: u64,
+    code: u16,
+    body: &T,
+) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    if let Err(e) = serde_json::to_writer(&mut *out, body) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Takes the first frame off `buf`: `Ok(None)` if `buf` holds only part of one, else the frame
+/// and how many bytes of `buf` it used.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+    let Some(len) = buf.first_chunk::<4>().map(|b| u32::from_be_bytes(*b)) else {
+        return Ok(None);
+    };
+    if (len as usize) < HEADER_LEN - 4 {
+        return Err(FrameError::TooShort(len));
+    }
+    if len as usize > MAX_FRAME {
+        return Err(FrameError::TooLong(len));
+    }
+    let total = 4 + len as usize;
+    let Some(frame) = buf.get(..total) else {
+        return Ok(None);
+    };
+    let mut id = [0; 8];
+    id.copy_from_slice(&frame[4..12]);
+    let code = u16::from_be_bytes([frame[12], frame[13]]);
+    Ok(Some((
+        Frame {
+            id: u64::from_be_bytes(id),
+            code,
+            body: &frame[HEADER_LEN..],
+        },
+        total,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_and_partial_input_waits_for_more() {
+        let mut buf = Vec::new();
+        let op = LeaseOp {
+            lease: LeaseId(7),
+            token: Some(FenceToken(9)),
+        };
+        encode(&mut buf, 42, Op::Renew as u16, &op).expect("encode");
+        encode(&mut buf, 43, OK, &op).expect("encode");
+        for cut in 0..HEADER_LEN + 5 {
+            assert_eq!(decode(&buf[..cut]).expect("valid so far"), None, "cut at {cut}");
+        }
+        let (frame, used) = decode(&buf).expect("valid").expect("whole");
+        assert_eq!((frame.id, frame.code), (42, 2));
+        assert_eq!(serde_json::from_slice::<LeaseOp>(frame.body).expect("JSON"), op);
+        let (second, rest) = decode(&buf[used..]).expect("valid").expect("whole");
+        assert_eq!((second.id, second.code), (43, OK));
+        assert_eq!(used + rest, buf.len());
+    }
+
+    #[test]
+    fn lengths_outside_the_limits_are_refused_before_reading_the_body() {
+        let short = 9u32.to_be_bytes();
+        assert_eq!(decode(&short), Err(FrameError::TooShort(9)));
+        let long = (MAX_FRAME as u32 + 1).to_be_bytes();
+        assert_eq!(
+            decode(&long),
+            Err(FrameError::TooLong(MAX_FRAME as u32 + 1))
+        );
+        // An empty body is a frame (the server answers it with invalid_json).
+        let empty = [0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        let (frame, used) = decode(&empty).expect("valid").expect("whole");
+        assert_eq!(
+            (frame.id, frame.code, frame.body.len(), used),
+            (1, 1, 0, 14)
+        );
+    }
+
+    #[test]
+    fn every_op_code_maps_back() {
+        for op in [Op::Acquire, Op::Renew, Op::Release, Op::CheckFence] {
+            assert_eq!(Op::from_code(op as u16), Some(op));
+        }
+        assert_eq!(Op::from_code(0), None);
+        assert_eq!(Op::from_code(5), None);
+    }
+}

@@ -1,0 +1,374 @@
+//! [`WireClient`]: acquire, renew, release and fence checks over Locksmith's binary wire
+//! protocol (framing in `locksmith_api::frame`), the lighter path beside HTTP.
+//!
+//! One client is one TCP connection, shared by every clone and every task: calls from many tasks
+//! are pipelined on it (each frame goes out as soon as the call is made, answers come back in
+//! whatever order the server finishes them and are matched by request id). A call writes its
+//! frame itself when the socket can take it (no hand-off to another task); one reader task
+//! delivers the answers. If the connection breaks, the calls under way fail with
+//! [`ClientError::Transport`] (whether the server carried them out is unknown, as with any
+//! connection lost mid-call) and the next call opens a new connection.
+//!
+//! What it is not: the whole API (holds, breaks, audit, status stay on HTTP: [`crate::Client`])
+//! or a lease keeper ([`crate::LeaseGuard`] uses HTTP). Dropping a call's future does not
+//! withdraw a queued acquire (the server still answers it); closing the connection — dropping
+//! every clone of the client — does.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use locksmith_api::frame::{self, LeaseOp, Op, PREAMBLE};
+use locksmith_api::{
+    AcquireRequest, FenceCheckRequest, FenceCheckResponse, LeaseView, ReleaseResponse,
+};
+use locksmith_core::{FenceToken, LeaseId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::client::decode_answer;
+use crate::error::ClientError;
+
+/// Longest wait for a connection (and the server's preamble).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Extra time allowed beyond a request's own wait before the client gives up on the server.
+const WAIT_SLACK: Duration = Duration::from_secs(10);
+/// Timeout for calls that do not wait in a queue.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle to one Locksmith server's wire-protocol port. Cheap to clone: clones share the
+/// connection.
+#[derive(Debug, Clone)]
+pub struct WireClient {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    addr: String,
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Held while connecting, so concurrent callers open one connection, not one each.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl WireClient {
+    /// A client for the wire port at `addr` (`host:port`, e.g. `127.0.0.1:7401`). Connects on
+    /// the first call.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                addr: addr.into(),
+                current: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The server's wire address.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// Acquires a lock (waiting up to `req.wait_ms` in the FIFO queue).
+    pub async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
+        let timeout = Duration::from_millis(req.wait_ms.unwrap_or(0)) + WAIT_SLACK;
+        self.call(Op::Acquire, req, timeout).await
+    }
+
+    /// Renews a lease; with `token`, also checks it is the lease's token.
+    pub async fn renew(
+        &self,
+        lease: LeaseId,
+        token: Option<FenceToken>,
+    ) -> Result<LeaseView, ClientError> {
+        self.call(Op::Renew, &LeaseOp { lease, token }, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Releases a lease (idempotent); with `token`, also checks it is the lease's token.
+    pub async fn release(
+        &self,
+        lease: LeaseId,
+        token: Option<FenceToken>,
+    ) -> Result<ReleaseResponse, ClientError> {
+        self.call(Op::Release, &LeaseOp { lease, token }, CALL_TIMEOUT)
+            .await
+    }
+
+    /// Checks a fencing token against the live holders of a resource.
+    pub async fn check_fence(
+        &self,
+        req: &FenceCheckRequest,
+    ) -> Result<FenceCheckResponse, ClientError> {
+        self.call(Op::CheckFence, req, CALL_TIMEOUT).await
+    }
+
+    /// Sends one request and waits for its answer.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        op: Op,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let conn = self.conn().await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::with_capacity(256);
+        frame::encode(&mut bytes, id, op as u16, body).map_err(|e| ClientError::Decode {
+            server: self.addr().to_string(),
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = conn.pending();
+            if let Some(reason) = &pending.broken {
+                return Err(self.transport(reason.clone()));
+            }
+            pending.waiting.insert(id, tx);
+        }
+        if let Err(e) = conn.send(&bytes) {
+            let reason = format!("cannot send: {e}");
+            conn.fail(&reason);
+            return Err(self.transport(reason));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(answer))) => decode_answer(self.addr(), answer.status, &answer.body),
+            Ok(Ok(Err(reason))) => Err(self.transport(reason)),
+            Ok(Err(_)) => Err(self.transport("the connection closed".into())),
+            Err(_) => {
+                conn.pending().waiting.remove(&id);
+                Err(self.transport(format!("no answer within {timeout:?}")))
+            }
+        }
+    }
+
+    /// The live connection, opening one if there is none (or the last one broke).
+    async fn conn(&self) -> Result<Arc<Conn>, ClientError> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let _connecting = self.shared.connecting.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let conn = Arc::new(
+            Conn::open(&self.shared.addr)
+                .await
+                .map_err(|reason| self.transport(reason))?,
+        );
+        *lock(&self.shared.current) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn live(&self) -> Option<Arc<Conn>> {
+        lock(&self.shared.current)
+            .as_ref()
+            .filter(|c| c.pending().broken.is_none())
+            .cloned()
+    }
+
+    fn transport(&self, reason: String) -> ClientError {
+        ClientError::Transport {
+            server: self.shared.addr.clone(),
+            reason,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An answer frame, owned.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// Calls waiting for their answers, or why the connection is unusable.
+#[derive(Debug, Default)]
+struct Pending {
+    waiting: HashMap<u64, oneshot::Sender<Result<Answer, String>>>,
+    broken: Option<String>,
+}
+
+/// One open connection: the write half (written by callers, finished by the flusher task when the
+/// socket is full) and the calls waiting for answers (delivered by the reader task).
+#[derive(Debug)]
+struct Conn {
+    write: Arc<OwnedWriteHalf>,
+    /// Bytes the socket did not take yet, in order; the flusher writes them out.
+    unsent: Arc<Mutex<Vec<u8>>>,
+    flush: Arc<Notify>,
+    pending: Arc<Mutex<Pending>>,
+    next_id: AtomicU64,
+    tasks: [AbortHandle; 2],
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Result<Conn, String> {
+        let handshake = async {
+            let mut tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            tcp.write_all(PREAMBLE).await?;
+            let mut theirs = [0u8; PREAMBLE.len()];
+            tcp.read_exact(&mut theirs).await?;
+            if &theirs != PREAMBLE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "not a Locksmith wire-protocol port (it answered {:?}); \
+                         is this the HTTP --listen address instead of the wire one?",
+                        String::from_utf8_lossy(&theirs)
+                    ),
+                ));
+            }
+            Ok(tcp)
+        };
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        };
+        let (read, write) = tcp.into_split();
+        let write = Arc::new(write);
+        let unsent = Arc::new(Mutex::new(Vec::new()));
+        let flush = Arc::new(Notify::new());
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let reader = tokio::spawn(read_answers(read, pending.clone()));
+        let flusher = tokio::spawn(flush_unsent(
+            write.clone(),
+            unsent.clone(),
+            flush.clone(),
+            pending.clone(),
+        ));
+        Ok(Conn {
+            write,
+            unsent,
+            flush,
+            pending,
+            next_id: AtomicU64::new(1),
+            tasks: [reader.abort_handle(), flusher.abort_handle()],
+        })
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        lock(&self.pending)
+    }
+
+    /// Queues `bytes` on the socket: written at once if the socket takes them, else (the rest)
+    /// handed to the flusher. Never blocks and never writes part of a frame out of order.
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut unsent = lock(&self.unsent);
+        if !unsent.is_empty() {
+            unsent.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let written = match self.write.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if written < bytes.len() {
+            unsent.extend_from_slice(&bytes[written..]);
+            self.flush.notify_one();
+        }
+        Ok(())
+    }
+
+    fn fail(&self, reason: &str) {
+        fail(&self.pending, reason);
+    }
+}
+
+/// Marks the connection broken and fails every call waiting on it.
+fn fail(pending: &Mutex<Pending>, reason: &str) {
+    let mut p = lock(pending);
+    if p.broken.is_none() {
+        p.broken = Some(reason.to_string());
+    }
+    for (_, tx) in p.waiting.drain() {
+        let _ = tx.send(Err(reason.to_string()));
+    }
+}
+
+/// The reader task: delivers each answer to its call, until the connection ends.
+async fn read_answers(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let reason = loop {
+        match read.read_buf(&mut buf).await {
+            Ok(0) => break "the server closed the connection".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+        let mut used = 0;
+        let decoded = loop {
+            match frame::decode(&buf[used..]) {
+                Ok(Some((answer, len))) => {
+                    used += len;
+                    let tx = lock(&pending).waiting.remove(&answer.id);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Ok(Answer {
+                            status: answer.code,
+                            body: answer.body.to_vec(),
+                        }));
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("bad frame from the server: {e}")),
+            }
+        };
+        buf.drain(..used);
+        if let Err(reason) = decoded {
+            break reason;
+        }
+        buf.reserve(8 * 1024);
+    };
+    fail(&pending, &reason);
+}
+
+/// The flusher task: writes out what callers could not, whenever there is some.
+async fn flush_unsent(
+    write: Arc<OwnedWriteHalf>,
+    unsent: Arc<Mutex<Vec<u8>>>,
+    flush: Arc<Notify>,
+    pending: Arc<Mutex<Pending>>,
+) {
+    loop {
+        flush.notified().await;
+        loop {
+            if let Err(e) = write.writable().await {
+                return fail(&pending, &format!("write failed: {e}"));
+            }
+            let mut bytes = lock(&unsent);
+            if bytes.is_empty() {
+                break;
+            }
+            match write.try_write(&bytes) {
+                Ok(n) => {
+                    bytes.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    drop(bytes);
+                    return fail(&pending, &format!("write failed: {e}"));
+                }
+            }
+        }
+    }
+}

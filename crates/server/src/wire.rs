@@ -1,0 +1,325 @@
+//! The binary wire protocol's listener: acquire, renew, release and fence checks over framed,
+//! pipelined TCP (the framing is `locksmith_api::frame`).
+//!
+//! One task per connection reads frames, starts each request at once (a connection may have up
+//! to [`MAX_IN_FLIGHT`] requests under way; a queued acquire does not hold up the renewals behind
+//! it), and writes the answers as they complete, several per write when they are ready together.
+//! The requests go to the same [`Engine`] calls as the HTTP routes, with the same defaults and
+//! the same error bodies.
+//!
+//! Closing the connection withdraws the acquires still waiting in a queue; every other request
+//! already received is carried out. On shutdown the listener stops accepting, each connection
+//! stops reading, answers what it has under way (queued acquires are answered `shutting_down`
+//! by the engine), and closes.
+//!
+//! What it is not: the HTTP API (`crate::http`), which serves everything, including the
+//! operations this protocol also carries.
+
+use std::io;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::{FutureExt, future::BoxFuture};
+use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE};
+use locksmith_api::{
+    AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest, FenceCheckResponse, ReleaseResponse,
+};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::http::extract::parse;
+use crate::http::routes::{acquire_of, valid_lease};
+use crate::http::{ApiError, AppState};
+
+/// Most requests one connection may have under way; past it the connection reads no more until
+/// some finish.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// What the server answers a client that does not open with [`PREAMBLE`] — usually an HTTP
+/// client pointed at the wire port — before it closes the connection.
+const NOT_WIRE_ANSWER: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: ";
+
+/// Accepts connections until `stop` turns true, then waits for every connection to finish.
+pub(crate) async fn serve(listener: TcpListener, app: AppState, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    let connection_stop = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
+                    }
+                    connections.spawn(connection(tcp, app.clone(), connection_stop.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "wire: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Resolves once `flag` is true (or its sender is gone).
+async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await;
+}
+
+/// Serves one connection; I/O errors just end it (the peer went away).
+async fn connection(tcp: TcpStream, app: AppState, stop: watch::Receiver<bool>) {
+    if let Err(e) = run_connection(tcp, app, stop).await {
+        tracing::debug!(error = %e, "wire: connection ended");
+    }
+}
+
+async fn run_connection(
+    tcp: TcpStream,
+    app: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let (read_half, mut write_half) = tcp.into_split();
+    let mut reader = FrameReader::new(read_half);
+    if !reader.preamble().await? {
+        let body = serde_json::to_string(&ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "this is the Locksmith wire-protocol port, which expects the LOCKSMITH/1 preamble; \
+             the HTTP API is on the server's --listen address",
+        ))
+        .unwrap_or_default();
+        let answer = format!("{NOT_WIRE_ANSWER}{}\r\n\r\n{body}", body.len());
+        write_half.write_all(answer.as_bytes()).await?;
+        return write_half.shutdown().await;
+    }
+    write_half.write_all(PREAMBLE).await?;
+
+    // Turns true when the peer stops sending: its queued acquires are withdrawn.
+    let (gone_tx, gone) = watch::channel(false);
+    let mut in_flight: FuturesUnordered<BoxFuture<'static, Vec<u8>>> = FuturesUnordered::new();
+    let mut out = Vec::with_capacity(4096);
+    let mut reading = true;
+    while reading || !in_flight.is_empty() {
+        tokio::select! {
+            biased;
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => out.extend(answer),
+            read = reader.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => match read {
+                Ok(Some(frame)) => in_flight.push(request(&app, frame, &gone)),
+                Ok(None) => {
+                    reading = false;
+                    let _ = gone_tx.send(true);
+                }
+                Err(e) => {
+                    // The stream cannot be trusted past a bad length: answer and close.
+                    let body = ErrorBody::new(ErrorCode::InvalidRequest, format!("bad frame: {e}"));
+                    encode::<()>(&mut out, 0, Err(ApiError::from(body)));
+                    reading = false;
+                    let _ = gone_tx.send(true);
+                }
+            },
+            _ = stopped(&mut stop), if reading => reading = false,
+        }
+        // Everything else already done, and frames already buffered, go out in the same write.
+        while let Some(Some(answer)) = in_flight.next().now_or_never() {
+            out.extend(answer);
+        }
+        if reading && in_flight.len() < MAX_IN_FLIGHT {
+            while let Some(frame) = reader.buffered()? {
+                in_flight.push(request(&app, frame, &gone));
+            }
+        }
+        if !out.is_empty() {
+            write_half.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    write_half.shutdown().await
+}
+
+/// A decoded request, owned, so its handler can outlive the read buffer.
+struct Request {
+    id: u64,
+    code: u16,
+    body: Vec<u8>,
+}
+
+impl From<Frame<'_>> for Request {
+    fn from(f: Frame<'_>) -> Self {
+        Self {
+            id: f.id,
+            code: f.code,
+            body: f.body.to_vec(),
+        }
+    }
+}
+
+/// Starts one request; resolves to its encoded answer.
+fn request(
+    app: &AppState,
+    req: Request,
+    gone: &watch::Receiver<bool>,
+) -> BoxFuture<'static, Vec<u8>> {
+    let (app, mut gone) = (app.clone(), gone.clone());
+    async move {
+        let mut out = Vec::new();
+        let id = req.id;
+        match Op::from_code(req.code) {
+            Some(Op::Acquire) => {
+                let answer = async {
+                    let req: AcquireRequest = parse(&req.body)?;
+                    let acquire = acquire_of(req, app.default_lock_delay_ms);
+                    tokio::select! {
+                        granted = app.engine.acquire(acquire) => Ok(granted?),
+                        // Dropping the acquire withdraws it from the queue.
+                        _ = stopped(&mut gone) => Err(ApiError::from(ErrorBody::new(
+                            ErrorCode::InvalidRequest,
+                            "the connection was closed while the acquire waited",
+                        ))),
+                    }
+                };
+                encode(&mut out, id, answer.await);
+            }
+            Some(Op::Renew) => {
+                let answer = async {
+                    let op: LeaseOp = parse(&req.body)?;
+                    Ok(app.engine.renew(valid_lease(op.lease)?, op.token).await?)
+                };
+                encode(&mut out, id, answer.await);
+            }
+            Some(Op::Release) => {
+                let answer = async {
+                    let op: LeaseOp = parse(&req.body)?;
+                    let lease = valid_lease(op.lease)?;
+                    let released = app.engine.release(lease, op.token).await?;
+                    Ok(ReleaseResponse {
+                        lease,
+                        resource: released.resource,
+                        already_released: released.already,
+                    })
+                };
+                encode(&mut out, id, answer.await);
+            }
+            Some(Op::CheckFence) => {
+                let answer = async {
+                    let req: FenceCheckRequest = parse(&req.body)?;
+                    let holder = app.engine.check_fence(&req.resource, req.token).await?;
+                    Ok(FenceCheckResponse {
+                        resource: req.resource,
+                        holder,
+                    })
+                };
+                encode(&mut out, id, answer.await);
+            }
+            None => encode::<()>(
+                &mut out,
+                id,
+                Err(ApiError::from(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "no wire operation {}: 1 acquire, 2 renew, 3 release, 4 fence check",
+                        req.code
+                    ),
+                ))),
+            ),
+        }
+        out
+    }
+    .boxed()
+}
+
+/// Appends the answer frame for `answer` to `out`.
+fn encode<T: Serialize>(out: &mut Vec<u8>, id: u64, answer: Result<T, ApiError>) {
+    let encoded = match &answer {
+        Ok(body) => frame::encode(out, id, frame::OK, body),
+        Err(ApiError(body)) => frame::encode(out, id, body.error.http_status(), body),
+    };
+    if let Err(e) = encoded {
+        // Our own types always serialize; if one ever does not, still answer.
+        let body = ErrorBody::new(
+            ErrorCode::Internal,
+            format!("cannot encode the answer: {e}"),
+        );
+        let _ = frame::encode(out, id, body.error.http_status(), &body);
+    }
+}
+
+/// Reads frames off a stream. [`FrameReader::next`] is cancel-safe: bytes read are kept in the
+/// buffer whether or not the caller's `select!` lets it finish.
+struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already handed out.
+    used: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(16 * 1024),
+            used: 0,
+        }
+    }
+
+    /// Reads the peer's preamble: true if it is [`PREAMBLE`].
+    async fn preamble(&mut self) -> io::Result<bool> {
+        while self.buf.len() < PREAMBLE.len() {
+            if self.fill().await? == 0 {
+                return Ok(false);
+            }
+        }
+        let ok = &self.buf[..PREAMBLE.len()] == PREAMBLE;
+        self.used = PREAMBLE.len();
+        Ok(ok)
+    }
+
+    /// The next frame; `None` at a clean end of stream.
+    async fn next(&mut self) -> io::Result<Option<Request>> {
+        loop {
+            if let Some(frame) = self.buffered()? {
+                return Ok(Some(frame));
+            }
+            if self.fill().await? == 0 {
+                return if self.used == self.buf.len() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection closed mid-frame",
+                    ))
+                };
+            }
+        }
+    }
+
+    /// A frame already in the buffer, without reading.
+    fn buffered(&mut self) -> io::Result<Option<Request>> {
+        match frame::decode(&self.buf[self.used..]) {
+            Ok(Some((frame, len))) => {
+                let req = Request::from(frame);
+                self.used += len;
+                Ok(Some(req))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+    }
+
+    /// One read into the buffer (compacting it first); the bytes read, 0 at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.used > 0 {
+            self.buf.drain(..self.used);
+            self.used = 0;
+        }
+        self.buf.reserve(8 * 1024);
+        // `read_buf` appends what it read before returning, so cancelling it loses nothing.
+        self.inner.read_buf(&mut self.buf).await
+    }
+}

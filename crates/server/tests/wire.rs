@@ -1,0 +1,420 @@
+//! The binary wire protocol against a real server (embedded store, 127.0.0.1:0): the typed
+//! `WireClient`, and raw frames for what a well-behaved client never sends.
+
+use std::time::Duration;
+
+mod common;
+
+use common::{TestServer, req};
+use locksmith_api::frame::{self, LeaseOp, Op, PREAMBLE};
+use locksmith_client::WireClient;
+use locksmith_client::api::{ErrorCode, FenceCheckRequest};
+use locksmith_core::LockState;
+use locksmith_core::{FenceToken, LeaseId};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn wire_server() -> (TestServer, WireClient) {
+    let s =
+        TestServer::start_tweaked(|c| c.wire_listen = Some("127.0.0.1:0".parse().expect("addr")))
+            .await;
+    let wire = WireClient::new(s.wire.clone().expect("wire listener"));
+    (s, wire)
+}
+
+/// A raw connection that has exchanged preambles.
+async fn raw_conn(s: &TestServer) -> TcpStream {
+    let mut tcp = TcpStream::connect(s.wire.as_deref().expect("wire"))
+        .await
+        .expect("connect");
+    tcp.write_all(PREAMBLE).await.expect("preamble");
+    let mut theirs = [0u8; 12];
+    tcp.read_exact(&mut theirs).await.expect("server preamble");
+    assert_eq!(&theirs, PREAMBLE);
+    tcp
+}
+
+/// Reads one answer frame: (id, status, JSON body).
+async fn read_answer(tcp: &mut TcpStream) -> (u64, u16, Value) {
+    let mut len = [0u8; 4];
+    tcp.read_exact(&mut len).await.expect("length");
+    let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+    tcp.read_exact(&mut rest).await.expect("frame");
+    let mut whole = len.to_vec();
+    whole.extend(rest);
+    let (f, used) = frame::decode(&whole).expect("valid").expect("whole frame");
+    assert_eq!(used, whole.len());
+    (
+        f.id,
+        f.code,
+        serde_json::from_slice(f.body).expect("JSON body"),
+    )
+}
+
+fn raw_frame(id: u64, code: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = ((10 + body.len()) as u32).to_be_bytes().to_vec();
+    out.extend(id.to_be_bytes());
+    out.extend(code.to_be_bytes());
+    out.extend(body);
+    out
+}
+
+#[tokio::test]
+async fn acquire_renew_check_release_over_the_wire_agree_with_http() {
+    let (s, wire) = wire_server().await;
+    let http = s.client();
+    let lease = wire
+        .acquire(&req("fleet/a.conf", 10))
+        .await
+        .expect("acquire");
+    assert_eq!(lease.resource, "fleet/a.conf");
+    // The same table: HTTP sees the lease the wire granted.
+    let seen = http
+        .lock("fleet/a.conf")
+        .await
+        .expect("lock over HTTP")
+        .lock;
+    assert_eq!(seen.holders.len(), 1);
+    assert_eq!(
+        (seen.holders[0].lease, seen.holders[0].token),
+        (lease.lease, lease.token)
+    );
+
+    let renewed = wire
+        .renew(lease.lease, Some(lease.token))
+        .await
+        .expect("renew");
+    assert_eq!(renewed.token, lease.token);
+    let check = wire
+        .check_fence(&FenceCheckRequest {
+            resource: "fleet/a.conf".into(),
+            token: lease.token,
+        })
+        .await
+        .expect("fence check");
+    assert_eq!(check.holder.lease, lease.lease);
+
+    let released = wire
+        .release(lease.lease, Some(lease.token))
+        .await
+        .expect("release");
+    assert!(!released.already_released);
+    assert_eq!(released.resource, "fleet/a.conf");
+    let again = wire.release(lease.lease, None).await.expect("idempotent");
+    assert!(again.already_released);
+    let view = http.lock("fleet/a.conf").await.expect("lock view");
+    assert_eq!(view.lock.state, LockState::Free);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_carry_the_same_codes_and_statuses_as_http() {
+    let (s, wire) = wire_server().await;
+    let held = wire
+        .acquire(&req("fleet/hot.conf", 10))
+        .await
+        .expect("acquire");
+
+    let hot = wire
+        .acquire(&req("fleet/hot.conf", 11))
+        .await
+        .expect_err("hot");
+    assert_eq!(hot.code(), Some(ErrorCode::Hot));
+    let body = hot.body().expect("body");
+    assert_eq!(body.holders.len(), 1, "{body:?}");
+    assert!(
+        matches!(hot, locksmith_client::ClientError::Api { status: 409, .. }),
+        "{hot:?}"
+    );
+
+    let stale = wire
+        .renew(held.lease, Some(FenceToken(held.token.0 + 100)))
+        .await
+        .expect_err("stale token");
+    assert_eq!(stale.code(), Some(ErrorCode::StaleToken));
+
+    let unknown = wire
+        .renew(LeaseId(999_999), None)
+        .await
+        .expect_err("no lease");
+    assert_eq!(unknown.code(), Some(ErrorCode::NotHolder));
+
+    let zero = wire.release(LeaseId(0), None).await.expect_err("lease 0");
+    assert_eq!(zero.code(), Some(ErrorCode::InvalidRequest));
+
+    let mut bad = req("", 12);
+    bad.ttl_ms = Some(5_000);
+    let invalid = wire.acquire(&bad).await.expect_err("empty resource");
+    assert_eq!(invalid.code(), Some(ErrorCode::InvalidRequest));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_and_unknown_ops_are_answered_and_the_connection_stays_usable() {
+    let (s, _wire) = wire_server().await;
+    let mut tcp = raw_conn(&s).await;
+    tcp.write_all(&raw_frame(1, Op::Renew as u16, b"{not json"))
+        .await
+        .expect("write");
+    tcp.write_all(&raw_frame(2, 77, b"{}"))
+        .await
+        .expect("write");
+    let body = serde_json::to_vec(&LeaseOp {
+        lease: LeaseId(5),
+        token: None,
+    })
+    .expect("encode");
+    tcp.write_all(&raw_frame(3, Op::Renew as u16, &body))
+        .await
+        .expect("write");
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(read_answer(&mut tcp).await);
+    }
+    answers.sort_by_key(|a| a.0);
+    assert_eq!(
+        (answers[0].1, &answers[0].2["error"]),
+        (400, &Value::from("invalid_json"))
+    );
+    assert_eq!(
+        (answers[1].1, &answers[1].2["error"]),
+        (404, &Value::from("not_found"))
+    );
+    assert!(
+        answers[1].2["message"]
+            .as_str()
+            .expect("message")
+            .contains("77")
+    );
+    // Still in sync: the third frame was read and answered on its own.
+    assert_eq!(
+        (answers[2].1, &answers[2].2["error"]),
+        (404, &Value::from("not_holder"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_answered_then_the_connection_closes() {
+    let (s, _wire) = wire_server().await;
+    let mut tcp = raw_conn(&s).await;
+    let huge = (frame::MAX_FRAME as u32 + 1).to_be_bytes();
+    tcp.write_all(&huge).await.expect("write");
+    let (id, status, body) = read_answer(&mut tcp).await;
+    assert_eq!((id, status), (0, 400));
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("maximum")
+    );
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).await.expect("closed cleanly");
+    assert!(rest.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_http_client_on_the_wire_port_gets_a_json_400_naming_the_right_port() {
+    let (s, _wire) = wire_server().await;
+    let url = format!("http://{}/v1/locks", s.wire.as_deref().expect("wire"));
+    let resp = reqwest::get(&url).await.expect("an HTTP answer");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("--listen")
+    );
+    // And the wire client pointed at the HTTP port says so instead of hanging.
+    let wrong = WireClient::new(s.url.trim_start_matches("http://"));
+    let err = wrong
+        .acquire(&req("x", 1))
+        .await
+        .expect_err("not a wire port");
+    assert!(
+        err.to_string()
+            .contains("not a Locksmith wire-protocol port"),
+        "{err}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn many_tasks_share_one_connection_and_each_gets_its_own_answer() {
+    let (s, wire) = wire_server().await;
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let wire = wire.clone();
+        tasks.push(tokio::spawn(async move {
+            let resource = format!("fleet/many/{i}.conf");
+            let lease = wire
+                .acquire(&req(&resource, 100 + i))
+                .await
+                .expect("acquire");
+            assert_eq!(lease.resource, resource);
+            let renewed = wire
+                .renew(lease.lease, Some(lease.token))
+                .await
+                .expect("renew");
+            assert_eq!(renewed.lease, lease.lease);
+            wire.release(lease.lease, Some(lease.token))
+                .await
+                .expect("release");
+            lease.token.0
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.expect("task"));
+    }
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 200, "every grant has its own token");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_acquire_does_not_hold_up_renewals_behind_it_on_the_same_connection() {
+    let (s, wire) = wire_server().await;
+    let held = wire
+        .acquire(&req("fleet/q.conf", 10))
+        .await
+        .expect("acquire");
+    let mut waiting = req("fleet/q.conf", 11);
+    waiting.wait_ms = Some(10_000);
+    let queued = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.acquire(&waiting).await }
+    });
+    // Wait until the acquire is in the queue.
+    let http = s.client();
+    for _ in 0..200 {
+        if !http
+            .lock("fleet/q.conf")
+            .await
+            .expect("view")
+            .lock
+            .waiters
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..20 {
+        wire.renew(held.lease, Some(held.token))
+            .await
+            .expect("renew while queued");
+    }
+    assert!(!queued.is_finished());
+    wire.release(held.lease, None).await.expect("release");
+    let next = queued.await.expect("task").expect("granted after release");
+    assert!(next.token > held.token);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn closing_the_connection_withdraws_its_queued_acquire() {
+    let (s, wire) = wire_server().await;
+    let held = wire
+        .acquire(&req("fleet/w.conf", 10))
+        .await
+        .expect("acquire");
+    let mut tcp = raw_conn(&s).await;
+    let mut waiting = req("fleet/w.conf", 11);
+    waiting.wait_ms = Some(30_000);
+    let body = serde_json::to_vec(&waiting).expect("encode");
+    tcp.write_all(&raw_frame(1, Op::Acquire as u16, &body))
+        .await
+        .expect("write");
+    let http = s.client();
+    let mut queued = false;
+    for _ in 0..200 {
+        if !http
+            .lock("fleet/w.conf")
+            .await
+            .expect("view")
+            .lock
+            .waiters
+            .is_empty()
+        {
+            queued = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(queued, "the raw acquire should have queued");
+    drop(tcp);
+    let mut withdrawn = false;
+    for _ in 0..200 {
+        if http
+            .lock("fleet/w.conf")
+            .await
+            .expect("view")
+            .lock
+            .waiters
+            .is_empty()
+        {
+            withdrawn = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        withdrawn,
+        "the gone client's acquire should leave the queue"
+    );
+    wire.release(held.lease, None).await.expect("release");
+    let view = http.lock("fleet/w.conf").await.expect("view");
+    assert_eq!(
+        view.lock.state,
+        LockState::Free,
+        "nobody inherits a gone waiter's grant"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_answers_queued_wire_acquires_and_later_calls_fail_cleanly() {
+    let (s, wire) = wire_server().await;
+    let _held = wire
+        .acquire(&req("fleet/s.conf", 10))
+        .await
+        .expect("acquire");
+    let mut waiting = req("fleet/s.conf", 11);
+    waiting.wait_ms = Some(30_000);
+    let queued = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.acquire(&waiting).await }
+    });
+    let http = s.client();
+    for _ in 0..200 {
+        if !http
+            .lock("fleet/s.conf")
+            .await
+            .expect("view")
+            .lock
+            .waiters
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.stop().await;
+    let answer = queued
+        .await
+        .expect("task")
+        .expect_err("no grant during shutdown");
+    assert_eq!(answer.code(), Some(ErrorCode::ShuttingDown), "{answer:?}");
+    let after = wire.renew(LeaseId(1), None).await.expect_err("server gone");
+    assert!(
+        matches!(after, locksmith_client::ClientError::Transport { .. }),
+        "{after:?}"
+    );
+}
