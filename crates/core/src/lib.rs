@@ -32,8 +32,8 @@ pub use owner::Owner;
 pub use record::{LeaseRecord, Mutation, Snapshot};
 pub use resource::validate_resource;
 pub use table::{
-    Acquire, AcquireOutcome, BreakOutcome, DeadProcess, LockTable, NO_EXPIRY_TTL_MS, PlaceHold,
-    Released, TableConfig, Trusted,
+    Acquire, AcquireOutcome, BreakOutcome, Census, DeadProcess, LockTable, NO_EXPIRY_TTL_MS,
+    PlaceHold, Released, TableConfig, Trusted,
 };
 pub use time::{Mono, Now};
 pub use view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};

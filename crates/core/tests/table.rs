@@ -1083,3 +1083,37 @@ fn resource_view_is_free_then_hot_then_stale_after_half_the_ttl_without_heartbea
         .collect();
     assert_eq!(names, vec!["sem".to_string()]);
 }
+
+/// The census counts plainly HOT resources and gives exactly the other views `resources()`
+/// gives, in the same order.
+#[test]
+fn census_counts_plain_hot_resources_and_lists_the_rest() {
+    let mut table = table();
+    let mut fx = Effects::new();
+    lock(&mut table, "a/quiet", 1, t(0));
+    lock(&mut table, "b/waited", 2, t(0));
+    queued(table.acquire(req("b/waited", owner(3), 1, 60_000), t(0), &mut fx));
+    lock(&mut table, "c/stale", 4, t(0));
+    lock(&mut table, "d/quiet", 5, t(0));
+    let renewed = lock(&mut table, "e/renewed", 6, t(0));
+    // Past half the TTL: every holder that did not renew is stale.
+    let now = t(TTL / 2 + 1);
+    table
+        .renew(renewed.lease, Some(renewed.token), now, &mut fx)
+        .expect("renew");
+    let all = table.resources(now);
+    let census = table.census(now);
+    let notable: Vec<_> = all
+        .iter()
+        .filter(|r| r.state != LockState::Hot || !r.waiters.is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(census.notable, notable);
+    assert_eq!(census.hot as usize + census.notable.len(), all.len());
+    assert_eq!(census.hot, 1, "{census:?}");
+
+    let fresh = table.census(t(1));
+    assert_eq!(fresh.hot, 4);
+    assert_eq!(fresh.notable.len(), 1);
+    assert_eq!(fresh.notable[0].resource, "b/waited");
+}

@@ -207,6 +207,13 @@ impl Engine {
         lock(&self.inner.table).resources(now)
     }
 
+    /// The plainly HOT resources counted, every other one's view: what `/v1/status` needs,
+    /// in one pass under the table lock that builds nothing for the HOT ones.
+    pub fn census(&self) -> locksmith_core::Census {
+        let now = self.inner.clock.now();
+        lock(&self.inner.table).census(now)
+    }
+
     /// One resource.
     pub fn resource(&self, name: &str) -> ResourceView {
         let now = self.inner.clock.now();

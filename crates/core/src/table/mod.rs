@@ -25,6 +25,7 @@ mod views;
 
 pub use ghosts::{BreakOutcome, DeadProcess};
 pub use holds::PlaceHold;
+pub use views::Census;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
