@@ -56,6 +56,7 @@
 //!
 //! Every redb error is mapped to a [`StoreError`]; nothing here panics on bad input or bad disks.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,8 +260,20 @@ pub(super) fn apply(
         let stored = Meta::read(&meta_table)?;
         let mut meta = stored;
         let mut appended = 0u64;
-        for write in writes {
-            tables.apply(write, &mut meta, &mut appended)?;
+        // A lease (or hold) written more than once in one pass — granted and released between
+        // two passes, the common case under load — needs only its last write: the earlier
+        // ones would be B-tree inserts that the last one undoes.
+        let mut last = HashMap::new();
+        for (i, write) in writes.iter().enumerate() {
+            if let Some(key) = write.key() {
+                last.insert(key, i);
+            }
+        }
+        for (i, write) in writes.into_iter().enumerate() {
+            match write.key() {
+                Some(key) if last.get(&key) != Some(&i) => write.skip(&mut meta),
+                _ => tables.apply(write, &mut meta, &mut appended)?,
+            }
         }
         if appended > 0 || batches.is_empty() {
             tables.trim_audit(retention, appended)?;
@@ -609,6 +622,26 @@ enum Write {
 }
 
 impl Write {
+    /// The lease or hold this write replaces or deletes (audit appends and fence raises have
+    /// none: each is its own record).
+    fn key(&self) -> Option<(bool, u64)> {
+        match self {
+            Write::PutLease { id, .. } | Write::DeleteLease(id) => Some((true, *id)),
+            Write::PutHold { id, .. } | Write::DeleteHold(id) => Some((false, *id)),
+            Write::Append { .. } | Write::Raise(_) => None,
+        }
+    }
+
+    /// Leaves out a write that a later one in the same pass supersedes, keeping its effect on
+    /// the fence high-water mark.
+    fn skip(self, meta: &mut Meta) {
+        match self {
+            Write::PutLease { fence, .. } => meta.raise_fence(fence),
+            Write::PutHold { id, .. } => meta.raise_fence(id),
+            _ => {}
+        }
+    }
+
     fn plan(mutation: &Mutation) -> Result<Self, StoreError> {
         Ok(match mutation {
             Mutation::PutLease(record) => Write::PutLease {

@@ -202,3 +202,42 @@ fn the_log_rotates_and_sealed_segments_are_deleted_after_a_checkpoint() -> TestR
     assert_eq!(loaded.len() as u64, id);
     Ok(())
 }
+
+#[test]
+fn a_lease_granted_and_released_within_one_pass_is_skipped_but_raises_the_fence() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (db, _) = tables::open_database(
+        dir.path(),
+        &dir.path().join(EmbeddedStore::FILE_NAME),
+        tables::Verify::IfUnclean,
+    )?;
+    let mut renewed = lease(3, "rewritten");
+    renewed.ttl_ms = 60_000;
+    let batches = vec![
+        (1, vec![put(1), put(2)]),
+        (2, vec![Mutation::DeleteLease(LeaseId(1)), put(3)]),
+        // Lease 9 never outlives the pass; lease 3 is written twice, the last write wins.
+        (3, vec![put(9), Mutation::DeleteLease(LeaseId(9))]),
+        (4, vec![Mutation::PutLease(renewed)]),
+    ];
+    tables::apply(&db, &batches, redb::Durability::Immediate, 100)?;
+    let snapshot = tables::load(&db)?;
+    let mut ids: Vec<u64> = snapshot.leases.iter().map(|l| l.lease.0).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![2, 3]);
+    let three = snapshot
+        .leases
+        .iter()
+        .find(|l| l.lease.0 == 3)
+        .ok_or("lease 3 missing")?;
+    assert_eq!(
+        three.ttl_ms, 60_000,
+        "the last write of a lease is the one kept"
+    );
+    assert_eq!(
+        snapshot.fence_high_water, 9,
+        "a skipped grant still raised the fence"
+    );
+    assert_eq!(tables::applied_seq(&db)?, 4);
+    Ok(())
+}
