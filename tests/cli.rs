@@ -493,3 +493,43 @@ fn wire_listen_off_announces_no_wire_port_and_a_bad_value_is_refused() {
     let rest: Vec<String> = lines.iter().collect();
     assert!(rest.iter().all(|l| !l.contains("wire")), "{rest:?}");
 }
+
+#[test]
+fn verify_store_passes_a_sound_file_and_refuses_a_damaged_one_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // A fresh directory has nothing to verify.
+    let mut server = ServerProc::start_with(&data, &["--verify-store"]);
+    let out = server.cli(&["acquire", "fleet/verify.conf", "--ttl", "60s"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(server.terminate(Duration::from_secs(15)).code(), Some(0));
+    // A cleanly closed, sound file verifies and serves.
+    let mut server = ServerProc::start_with(&data, &["--verify-store"]);
+    assert!(
+        server.log().contains("every page checked"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.terminate(Duration::from_secs(15)).code(), Some(0));
+
+    // Damage every page after the first.
+    let file = data.join("locksmith.redb");
+    let mut bytes = std::fs::read(&file).expect("read");
+    for b in bytes.iter_mut().skip(4096) {
+        *b ^= 0x5A;
+    }
+    std::fs::write(&file, &bytes).expect("write");
+    let d = data.to_str().expect("utf-8");
+    let out = locksmith(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        d,
+        "--verify-store",
+    ]);
+    assert_ne!(code(&out), 0, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(line.contains("store verification failed"), "{line}");
+    assert!(line.contains(d), "{line}");
+}

@@ -173,11 +173,18 @@ mod tests {
         encode(&mut buf, 42, Op::Renew as u16, &op).expect("encode");
         encode(&mut buf, 43, OK, &op).expect("encode");
         for cut in 0..HEADER_LEN + 5 {
-            assert_eq!(decode(&buf[..cut]).expect("valid so far"), None, "cut at {cut}");
+            assert_eq!(
+                decode(&buf[..cut]).expect("valid so far"),
+                None,
+                "cut at {cut}"
+            );
         }
         let (frame, used) = decode(&buf).expect("valid").expect("whole");
         assert_eq!((frame.id, frame.code), (42, 2));
-        assert_eq!(serde_json::from_slice::<LeaseOp>(frame.body).expect("JSON"), op);
+        assert_eq!(
+            serde_json::from_slice::<LeaseOp>(frame.body).expect("JSON"),
+            op
+        );
         let (second, rest) = decode(&buf[used..]).expect("valid").expect("whole");
         assert_eq!((second.id, second.code), (43, OK));
         assert_eq!(used + rest, buf.len());
