@@ -117,9 +117,7 @@ async fn run_connection(
                     let _ = gone_tx.send(true);
                 }
                 Err(e) => {
-                    // The stream cannot be trusted past a bad length: answer and close.
-                    let body = ErrorBody::new(ErrorCode::InvalidRequest, format!("bad frame: {e}"));
-                    encode::<()>(&mut out, 0, Err(ApiError::from(body)));
+                    bad_frame(&mut out, &e);
                     reading = false;
                     let _ = gone_tx.send(true);
                 }
@@ -130,9 +128,15 @@ async fn run_connection(
         while let Some(Some(answer)) = in_flight.next().now_or_never() {
             out.extend(answer);
         }
-        if reading && in_flight.len() < MAX_IN_FLIGHT {
-            while let Some(frame) = reader.buffered()? {
-                in_flight.push(request(&app, frame, &gone));
+        while reading && in_flight.len() < MAX_IN_FLIGHT {
+            match reader.buffered() {
+                Ok(Some(frame)) => in_flight.push(request(&app, frame, &gone)),
+                Ok(None) => break,
+                Err(e) => {
+                    bad_frame(&mut out, &e);
+                    reading = false;
+                    let _ = gone_tx.send(true);
+                }
             }
         }
         if !out.is_empty() {
@@ -141,6 +145,13 @@ async fn run_connection(
         }
     }
     write_half.shutdown().await
+}
+
+/// Answers a read that failed (a bad length, or the peer gone mid-frame) under id 0: the stream
+/// cannot be trusted past it, so the connection closes after what is under way.
+fn bad_frame(out: &mut Vec<u8>, e: &io::Error) {
+    let body = ErrorBody::new(ErrorCode::InvalidRequest, format!("bad frame: {e}"));
+    encode::<()>(out, 0, Err(ApiError::from(body)));
 }
 
 /// A decoded request, owned, so its handler can outlive the read buffer.

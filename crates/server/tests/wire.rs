@@ -418,3 +418,35 @@ async fn shutdown_answers_queued_wire_acquires_and_later_calls_fail_cleanly() {
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_length_behind_a_good_frame_in_one_write_answers_both_then_closes() {
+    let (s, _wire) = wire_server().await;
+    let mut tcp = raw_conn(&s).await;
+    let body = serde_json::to_vec(&LeaseOp {
+        lease: LeaseId(5),
+        token: None,
+    })
+    .expect("encode");
+    let mut bytes = raw_frame(7, Op::Renew as u16, &body);
+    bytes.extend(3u32.to_be_bytes());
+    tcp.write_all(&bytes).await.expect("write");
+    let mut answers = vec![read_answer(&mut tcp).await, read_answer(&mut tcp).await];
+    answers.sort_by_key(|a| a.0);
+    assert_eq!((answers[0].0, answers[0].1), (0, 400));
+    assert!(
+        answers[0].2["message"]
+            .as_str()
+            .expect("message")
+            .contains("minimum")
+    );
+    assert_eq!(
+        (answers[1].0, answers[1].1),
+        (7, 404),
+        "the good frame is answered"
+    );
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).await.expect("closed cleanly");
+    assert!(rest.is_empty());
+    s.stop().await;
+}
