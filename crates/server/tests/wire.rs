@@ -431,7 +431,7 @@ async fn a_bad_length_behind_a_good_frame_in_one_write_answers_both_then_closes(
     let mut bytes = raw_frame(7, Op::Renew as u16, &body);
     bytes.extend(3u32.to_be_bytes());
     tcp.write_all(&bytes).await.expect("write");
-    let mut answers = vec![read_answer(&mut tcp).await, read_answer(&mut tcp).await];
+    let mut answers = [read_answer(&mut tcp).await, read_answer(&mut tcp).await];
     answers.sort_by_key(|a| a.0);
     assert_eq!((answers[0].0, answers[0].1), (0, 400));
     assert!(
