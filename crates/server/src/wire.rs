@@ -37,6 +37,9 @@ use crate::http::{ApiError, AppState};
 /// some finish.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
+/// How long a new connection has to send its preamble.
+const PREAMBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the server answers a client that does not open with [`PREAMBLE`] — usually an HTTP
 /// client pointed at the wire port — before it closes the connection.
 const NOT_WIRE_ANSWER: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
@@ -88,7 +91,15 @@ async fn run_connection(
 ) -> io::Result<()> {
     let (read_half, mut write_half) = tcp.into_split();
     let mut reader = FrameReader::new(read_half);
-    if !reader.preamble().await? {
+    // A peer that never completes its preamble is dropped, and never holds up a shutdown.
+    let greeted = tokio::select! {
+        greeted = tokio::time::timeout(PREAMBLE_WITHIN, reader.preamble()) => match greeted {
+            Ok(greeted) => greeted?,
+            Err(_) => return Ok(()),
+        },
+        _ = stopped(&mut stop) => return Ok(()),
+    };
+    if !greeted {
         let body = serde_json::to_string(&ErrorBody::new(
             ErrorCode::InvalidRequest,
             "this is the Locksmith wire-protocol port, which expects the LOCKSMITH/1 preamble; \

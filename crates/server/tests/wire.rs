@@ -450,3 +450,21 @@ async fn a_bad_length_behind_a_good_frame_in_one_write_answers_both_then_closes(
     assert!(rest.is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_that_never_sends_its_preamble_does_not_hold_up_shutdown() {
+    let (s, wire) = wire_server().await;
+    // Idle after the handshake, and silent before it: neither may keep the server up.
+    let lease = wire
+        .acquire(&req("fleet/idle.conf", 10))
+        .await
+        .expect("acquire");
+    assert!(lease.token.0 > 0);
+    let _silent = TcpStream::connect(s.wire.as_deref().expect("wire"))
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(5), s.stop())
+        .await
+        .expect("the server stops although a connection never said hello");
+}
