@@ -52,6 +52,19 @@ async fn read_answer(tcp: &mut TcpStream) -> (u64, u16, Value) {
     )
 }
 
+/// Polls `resource` (up to about a second) until its queue is non-empty (`queued`) or empty;
+/// whether it got there.
+async fn queue_is(http: &locksmith_client::Client, resource: &str, queued: bool) -> bool {
+    for _ in 0..200 {
+        let waiters = http.lock(resource).await.expect("view").lock.waiters;
+        if waiters.is_empty() != queued {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
 fn raw_frame(id: u64, code: u16, body: &[u8]) -> Vec<u8> {
     let mut out = ((10 + body.len()) as u32).to_be_bytes().to_vec();
     out.extend(id.to_be_bytes());
@@ -293,19 +306,7 @@ async fn a_queued_acquire_does_not_hold_up_renewals_behind_it_on_the_same_connec
     });
     // Wait until the acquire is in the queue.
     let http = s.client();
-    for _ in 0..200 {
-        if !http
-            .lock("fleet/q.conf")
-            .await
-            .expect("view")
-            .lock
-            .waiters
-            .is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    queue_is(&http, "fleet/q.conf", true).await;
     for _ in 0..20 {
         wire.renew(held.lease, Some(held.token))
             .await
@@ -333,38 +334,10 @@ async fn closing_the_connection_withdraws_its_queued_acquire() {
         .await
         .expect("write");
     let http = s.client();
-    let mut queued = false;
-    for _ in 0..200 {
-        if !http
-            .lock("fleet/w.conf")
-            .await
-            .expect("view")
-            .lock
-            .waiters
-            .is_empty()
-        {
-            queued = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let queued = queue_is(&http, "fleet/w.conf", true).await;
     assert!(queued, "the raw acquire should have queued");
     drop(tcp);
-    let mut withdrawn = false;
-    for _ in 0..200 {
-        if http
-            .lock("fleet/w.conf")
-            .await
-            .expect("view")
-            .lock
-            .waiters
-            .is_empty()
-        {
-            withdrawn = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let withdrawn = queue_is(&http, "fleet/w.conf", false).await;
     assert!(
         withdrawn,
         "the gone client's acquire should leave the queue"
@@ -393,19 +366,7 @@ async fn shutdown_answers_queued_wire_acquires_and_later_calls_fail_cleanly() {
         async move { wire.acquire(&waiting).await }
     });
     let http = s.client();
-    for _ in 0..200 {
-        if !http
-            .lock("fleet/s.conf")
-            .await
-            .expect("view")
-            .lock
-            .waiters
-            .is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    queue_is(&http, "fleet/s.conf", true).await;
     s.stop().await;
     let answer = queued
         .await
