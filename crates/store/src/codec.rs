@@ -2,11 +2,13 @@
 //! decode the key a record is stored under must match the id it names (a mismatch is corruption,
 //! not a record to trust).
 //!
-//! Holds and audit records are JSON. Leases may also be in a compact binary form
-//! ([`encode_lease`]), because a server holding a million of them decodes them all at boot —
-//! JSON took 1.5–1.9 s of it. The binary form starts with a version byte that JSON can never
-//! start with (JSON lease records start with `{`), so [`decode_lease`] reads both: data written
-//! before the binary form existed still opens.
+//! Holds are JSON. Leases and audit records may also be in a compact binary form
+//! ([`encode_lease`], [`encode_audit`]): a server holding a million leases decodes them all at
+//! boot (JSON took 1.5–1.9 s of it), and every grant and end appends an audit record. A binary
+//! form starts with a version byte that JSON can never start with (JSON records start with
+//! `{`), so [`decode_lease`] and [`decode_audit`] read both: data written before the binary
+//! forms existed still opens. A write-ahead-log frame holds a whole batch ([`encode_batch_into`],
+//! [`decode_batch`]; see `batch`).
 //!
 //! Binary lease, version 1, integers little-endian:
 //!
@@ -17,9 +19,15 @@
 //! then resource, owner.node, owner.boot_id, owner.user, owner.purpose: each u32 length + UTF-8
 //! ```
 
+mod audit;
+mod batch;
+
 use locksmith_core::{AuditRecord, FenceToken, HoldRecord, LeaseId, LeaseRecord, Owner};
 
 use crate::StoreError;
+
+pub(crate) use batch::{RawMutation, raw_mutations};
+pub use batch::{decode_batch, encode_batch_into};
 
 /// Encodes a record; `what` names it in the error.
 pub fn encode<T: serde::Serialize>(
@@ -34,35 +42,48 @@ const LEASE_V1: u8 = 1;
 
 /// Encodes a lease in the binary form (see the module docs).
 pub fn encode_lease(record: &LeaseRecord) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(
+        61 + 4 * 5
+            + record.resource.len()
+            + record.owner.node.len()
+            + record.owner.boot_id.len()
+            + record.owner.user.len()
+            + record.owner.purpose.len(),
+    );
+    encode_lease_into(record, &mut out)?;
+    Ok(out)
+}
+
+/// Appends a lease in the binary form to `out`.
+fn encode_lease_into(record: &LeaseRecord, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let owner = &record.owner;
-    let texts = [
+    let mut w = Writer::new(out, || format!("lease {}", record.lease));
+    w.u8(LEASE_V1);
+    for n in [record.lease.0, record.token.0, record.ttl_ms] {
+        w.u64(n);
+    }
+    w.u32(record.slots);
+    for n in [record.granted_at_ms, record.lock_delay_ms] {
+        w.u64(n);
+    }
+    w.u32(owner.pid);
+    w.u64(owner.start_time);
+    for text in [
         record.resource.as_str(),
         &owner.node,
         &owner.boot_id,
         &owner.user,
         &owner.purpose,
-    ];
-    let mut out = Vec::with_capacity(61 + texts.iter().map(|t| 4 + t.len()).sum::<usize>());
-    out.push(LEASE_V1);
-    for n in [record.lease.0, record.token.0, record.ttl_ms] {
-        out.extend_from_slice(&n.to_le_bytes());
+    ] {
+        w.text(text)?;
     }
-    out.extend_from_slice(&record.slots.to_le_bytes());
-    for n in [record.granted_at_ms, record.lock_delay_ms] {
-        out.extend_from_slice(&n.to_le_bytes());
-    }
-    out.extend_from_slice(&owner.pid.to_le_bytes());
-    out.extend_from_slice(&owner.start_time.to_le_bytes());
-    for text in texts {
-        let len = u32::try_from(text.len()).map_err(|_| {
-            StoreError::Io(format!(
-                "cannot encode lease {}: a field is over 4 GiB",
-                record.lease
-            ))
-        })?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(text.as_bytes());
-    }
+    Ok(())
+}
+
+/// Encodes an audit record in the binary form (see `audit`).
+pub fn encode_audit(record: &AuditRecord) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(128);
+    audit::encode_audit_into(record, &mut out)?;
     Ok(out)
 }
 
@@ -102,10 +123,46 @@ pub fn decode_hold(key: u64, bytes: &[u8]) -> Result<HoldRecord, StoreError> {
     Ok(record)
 }
 
-/// Decodes a record stored under `key`, checking the key matches the id it names.
+/// The resource of the audit record stored under `key`, in either form, without decoding the
+/// rest of it.
+pub fn decode_audit_resource(key: u64, bytes: &[u8]) -> Result<String, StoreError> {
+    /// The one field of a JSON record that is needed; the rest is skipped without being built.
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        resource: std::borrow::Cow<'a, str>,
+    }
+    match bytes.first() {
+        Some(&audit::AUDIT_V1) => audit::audit_resource_v1(&bytes[1..])
+            .ok_or_else(|| StoreError::Corrupt(format!("audit record {key}: truncated"))),
+        _ => serde_json::from_slice::<Head<'_>>(bytes)
+            .map(|head| head.resource.into_owned())
+            .map_err(|e| StoreError::Corrupt(format!("audit record {key}: {e}"))),
+    }
+}
+
+/// Decodes an audit record stored under `key`, in either form, checking the key matches the
+/// seq it names.
 pub fn decode_audit(key: u64, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
-    let record: AuditRecord = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("audit record {key}: {e}")))?;
+    let record = match bytes.first() {
+        Some(&audit::AUDIT_V1) => audit::decode_audit_v1(&bytes[1..]).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "audit record {key}: truncated, not UTF-8, or of an unknown kind"
+            ))
+        })?,
+        Some(b'{') => serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("audit record {key}: {e}")))?,
+        Some(other) => {
+            return Err(StoreError::Corrupt(format!(
+                "audit record {key}: unknown format {other} (written by a newer version?)"
+            )));
+        }
+        None => {
+            return Err(StoreError::Corrupt(format!(
+                "audit record {key}: empty record"
+            )));
+        }
+    };
     if record.seq != key {
         return Err(StoreError::Corrupt(format!(
             "audit record {key}: record is stored under the wrong key (it names seq {})",
@@ -145,11 +202,15 @@ fn decode_lease_v1(bytes: &[u8]) -> Option<LeaseRecord> {
 
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
         let (head, rest) = self.0.split_first_chunk::<N>()?;
         self.0 = rest;
         Some(*head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take().map(u8::from_le_bytes)
     }
 
     fn u32(&mut self) -> Option<u32> {
@@ -160,11 +221,77 @@ impl Reader<'_> {
         self.take().map(u64::from_le_bytes)
     }
 
-    fn text(&mut self) -> Option<String> {
+    /// A `u32` length and that many bytes.
+    fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.u32()?).ok()?;
-        let (text, rest) = self.0.split_at_checked(len)?;
+        let (bytes, rest) = self.0.split_at_checked(len)?;
         self.0 = rest;
-        String::from_utf8(text.to_vec()).ok()
+        Some(bytes)
+    }
+
+    fn text(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+}
+
+/// Appends the binary forms' fields to a buffer; `what` names the record in an error.
+struct Writer<'a, F: Fn() -> String> {
+    out: &'a mut Vec<u8>,
+    what: F,
+}
+
+impl<'a, F: Fn() -> String> Writer<'a, F> {
+    fn new(out: &'a mut Vec<u8>, what: F) -> Self {
+        Self { out, what }
+    }
+
+    fn u8(&mut self, n: u8) {
+        self.out.push(n);
+    }
+
+    fn u32(&mut self, n: u32) {
+        self.out.extend_from_slice(&n.to_le_bytes());
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.out.extend_from_slice(&n.to_le_bytes());
+    }
+
+    /// A length as a `u32`; over 4 GiB is an error, not a truncation.
+    fn len(&mut self, len: usize) -> Result<(), StoreError> {
+        let len = u32::try_from(len).map_err(|_| {
+            StoreError::Io(format!(
+                "cannot encode {}: a field is over 4 GiB",
+                (self.what)()
+            ))
+        })?;
+        self.u32(len);
+        Ok(())
+    }
+
+    fn text(&mut self, text: &str) -> Result<(), StoreError> {
+        self.len(text.len())?;
+        self.out.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+
+    /// Whatever `write` appends, preceded by its length as a `u32`.
+    fn nested(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let at = self.out.len();
+        self.u32(0);
+        write(self.out)?;
+        let len = self.out.len() - at - 4;
+        let len = u32::try_from(len).map_err(|_| {
+            StoreError::Io(format!(
+                "cannot encode {}: a field is over 4 GiB",
+                (self.what)()
+            ))
+        })?;
+        self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
     }
 }
 

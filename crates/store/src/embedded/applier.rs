@@ -19,7 +19,6 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use locksmith_core::Mutation;
 use redb::{Database, Durability};
 
 use super::tables;
@@ -34,7 +33,8 @@ const THREAD_NAME: &str = "locksmith-apply";
 const PASS_INTERVAL: Duration = Duration::from_millis(20);
 
 enum Message {
-    Batch(u64, Vec<Mutation>),
+    /// A batch's binary payload (see [`crate::codec::encode_batch_into`]).
+    Batch(u64, Vec<u8>),
     /// A segment whose frames all have `seq <= last_seq`; delete it after the next checkpoint.
     Sealed(PathBuf),
     /// A reader is waiting: apply what is queued now.
@@ -109,8 +109,9 @@ impl Applier {
         }
     }
 
-    /// Queues a batch that is durable in the log under `seq`.
-    pub(super) fn batch(&self, seq: u64, batch: Vec<Mutation>) -> Result<(), StoreError> {
+    /// Queues a batch that is durable in the log under `seq`, as its binary payload: the
+    /// records it holds are written to redb as they are, never decoded and encoded again.
+    pub(super) fn batch(&self, seq: u64, batch: Vec<u8>) -> Result<(), StoreError> {
         self.send(Message::Batch(seq, batch))
     }
 
@@ -182,7 +183,7 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        let mut batches: Vec<(u64, Vec<Mutation>)> = Vec::new();
+        let mut batches: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut sealed: Vec<PathBuf> = Vec::new();
         let mut stop = false;
         let mut last_pass = Instant::now();

@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use locksmith_core::{AuditRecord, Mutation, Snapshot};
 use redb::{Database, Durability};
 
+use crate::codec::{decode_batch, encode_batch_into};
 use crate::{AuditQuery, Store, StoreError, StoreOptions};
 use applier::Applier;
 use tables::Verify;
@@ -57,6 +58,8 @@ pub struct EmbeddedStore {
     /// Set once a log append failed: the log may end in a partial frame, so nothing more may
     /// be appended (fail-stop).
     failed: Option<String>,
+    /// The frame payload being encoded.
+    payload: Vec<u8>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -124,6 +127,7 @@ impl EmbeddedStore {
             last_seq,
             applier,
             failed: None,
+            payload: Vec::new(),
         })
     }
 
@@ -158,17 +162,17 @@ impl EmbeddedStore {
             return Err(StoreError::Failed(reason.clone()));
         }
         self.applier.check()?;
-        let payload = serde_json::to_vec(batch)
-            .map_err(|e| StoreError::Io(format!("cannot encode a batch: {e}")))?;
+        encode_batch_into(batch, &mut self.payload)?;
         let seq = self.last_seq + 1;
         let segment = self.segment.as_mut().ok_or(StoreError::Closed)?;
-        if let Err(e) = segment.append(seq, &payload) {
+        if let Err(e) = segment.append(seq, &self.payload) {
             let error = log_error("append to the log", e);
             self.failed = Some(error.to_string());
             return Err(error);
         }
         self.last_seq = seq;
-        self.applier.batch(seq, batch.to_vec())?;
+        // The payload itself goes to the apply thread; the next batch gets a new buffer.
+        self.applier.batch(seq, std::mem::take(&mut self.payload))?;
         if segment.len() >= Self::SEGMENT_BYTES {
             self.rotate()?;
         }
@@ -252,7 +256,7 @@ fn recover(db: &Database, dir: &Path, options: StoreOptions) -> Result<(u64, u64
     let Some(newest) = segments.last().map(|s| s.generation) else {
         return Ok((applied, 0));
     };
-    let mut replay: Vec<(u64, Vec<Mutation>)> = Vec::new();
+    let mut replay: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut last_seq = applied;
     for segment in &segments {
         let name = segment.path.display();
@@ -275,9 +279,19 @@ fn recover(db: &Database, dir: &Path, options: StoreOptions) -> Result<(u64, u64
                     frame.seq
                 )));
             }
-            let batch: Vec<Mutation> = serde_json::from_slice(&frame.payload)
-                .map_err(|e| StoreError::Corrupt(format!("{name}: frame {}: {e}", frame.seq)))?;
-            replay.push((frame.seq, batch));
+            // Decoded in full, so that damage inside a record is found here and not half-way
+            // through the replay; re-encoded, so that a JSON frame (older logs) replays the same
+            // way as a binary one.
+            let mut payload = Vec::new();
+            decode_batch(&frame.payload)
+                .and_then(|batch| encode_batch_into(&batch, &mut payload))
+                .map_err(|e| match e {
+                    StoreError::Corrupt(what) => {
+                        StoreError::Corrupt(format!("{name}: frame {}: {what}", frame.seq))
+                    }
+                    other => other,
+                })?;
+            replay.push((frame.seq, payload));
             last_seq = frame.seq;
         }
     }

@@ -13,7 +13,8 @@
 //!   hold a million leases, and boot decodes them all. The key is checked against the record on
 //!   load so a misfiled record reads as corruption rather than as a silently wrong lease.
 //! - `holds`: hold id → JSON of the [`HoldRecord`], checked against its key the same way.
-//! - `audit`: seq → JSON of the [`AuditRecord`]. Not read at boot (only its last key is).
+//! - `audit`: seq → the [`AuditRecord`] in the binary form of [`crate::codec::encode_audit`]
+//!   (older files hold JSON, which still reads). Not read at boot (only its last key is).
 //! - `audit_time`: seq → `(at_ms, max_at_ms)`, where `max_at_ms` is the highest `at_ms` of any
 //!   record appended up to and including this one: what lets a `since_ms` query stop early
 //!   (below) without decoding JSON.
@@ -61,15 +62,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use locksmith_core::{AuditRecord, Mutation, Snapshot};
+use locksmith_core::{AuditRecord, Snapshot};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     Table, TableDefinition, TableError,
 };
-use serde::Deserialize;
 
 use super::EmbeddedStore;
-use crate::codec::{decode_audit, decode_hold, decode_lease, encode, encode_lease};
+use crate::codec::{
+    RawMutation, decode_audit, decode_audit_resource, decode_hold, decode_lease, raw_mutations,
+};
 use crate::{AuditQuery, StoreError};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
@@ -231,22 +233,20 @@ pub(super) fn load(db: &Database) -> Result<Snapshot, StoreError> {
     Ok(snapshot)
 }
 
-/// Applies `batches` (each under its log sequence number, ascending) in one transaction of the
+/// Applies `batches` (binary batch payloads, each under its log sequence number, ascending) in one transaction of the
 /// given durability, trims the audit log to `retention`, and records the last sequence number
 /// as applied. With no batches and `Durability::Immediate` it still commits: that makes every
 /// earlier `Durability::None` transaction durable (a checkpoint).
 pub(super) fn apply(
     db: &Database,
-    batches: &[(u64, Vec<Mutation>)],
+    batches: &[(u64, Vec<u8>)],
     durability: Durability,
     retention: usize,
 ) -> Result<(), StoreError> {
-    // Encode first, so that a record that cannot be encoded fails before any write begins.
+    // Parse first, so that a damaged batch fails before any write begins.
     let mut writes = Vec::new();
-    for (_, batch) in batches {
-        for mutation in batch {
-            writes.push(Write::plan(mutation)?);
-        }
+    for (_, payload) in batches {
+        writes.extend(raw_mutations(payload)?);
     }
     let mut txn = db.begin_write().map_err(|e| redb_error("begin write", e))?;
     txn.set_durability(durability)
@@ -271,13 +271,13 @@ pub(super) fn apply(
         // ones would be B-tree inserts that the last one undoes.
         let mut last = HashMap::new();
         for (i, write) in writes.iter().enumerate() {
-            if let Some(key) = write.key() {
+            if let Some(key) = key(write) {
                 last.insert(key, i);
             }
         }
         for (i, write) in writes.into_iter().enumerate() {
-            match write.key() {
-                Some(key) if last.get(&key) != Some(&i) => write.skip(&mut meta),
+            match key(&write) {
+                Some(key) if last.get(&key) != Some(&i) => skip(write, &mut meta),
                 _ => tables.apply(write, &mut meta, &mut appended)?,
             }
         }
@@ -446,7 +446,7 @@ impl WriteTables<'_> {
         match write {
             Write::PutLease { id, bytes, fence } => {
                 self.leases
-                    .insert(id, bytes.as_slice())
+                    .insert(id, bytes)
                     .map_err(|e| redb_error("write lease", e))?;
                 meta.raise_fence(fence);
             }
@@ -457,7 +457,7 @@ impl WriteTables<'_> {
             }
             Write::PutHold { id, bytes } => {
                 self.holds
-                    .insert(id, bytes.as_slice())
+                    .insert(id, bytes)
                     .map_err(|e| redb_error("write hold", e))?;
                 meta.raise_fence(id);
             }
@@ -466,7 +466,7 @@ impl WriteTables<'_> {
                     .remove(id)
                     .map_err(|e| redb_error("delete hold", e))?;
             }
-            Write::Append {
+            Write::AppendAudit {
                 seq,
                 at_ms,
                 resource,
@@ -474,7 +474,7 @@ impl WriteTables<'_> {
             } => {
                 let replaced = self
                     .audit
-                    .insert(seq, bytes.as_slice())
+                    .insert(seq, bytes)
                     .map_err(|e| redb_error("append audit record", e))?
                     .map(|old| audit_resource(seq, old.value()));
                 match replaced {
@@ -487,14 +487,14 @@ impl WriteTables<'_> {
                     Some(None) => {}
                 }
                 self.index
-                    .insert((resource.as_str(), seq), ())
+                    .insert((resource, seq), ())
                     .map_err(|e| redb_error("write audit index", e))?;
                 meta.note_append(seq, at_ms);
                 self.times
                     .insert(seq, (at_ms, meta.max_at_ms))
                     .map_err(|e| redb_error("write audit time", e))?;
             }
-            Write::Raise(value) => meta.raise_fence(value),
+            Write::FenceHighWater(value) => meta.raise_fence(value),
         }
         Ok(())
     }
@@ -605,91 +605,35 @@ impl Meta {
     }
 }
 
-/// One mutation, encoded and ready to write.
-enum Write {
-    PutLease {
-        id: u64,
-        bytes: Vec<u8>,
-        fence: u64,
-    },
-    DeleteLease(u64),
-    PutHold {
-        id: u64,
-        bytes: Vec<u8>,
-    },
-    DeleteHold(u64),
-    Append {
-        seq: u64,
-        at_ms: u64,
-        resource: String,
-        bytes: Vec<u8>,
-    },
-    Raise(u64),
-}
+/// One mutation, ready to write: the stored records are the batch's bytes (see
+/// [`RawMutation`]).
+type Write<'a> = RawMutation<'a>;
 
-impl Write {
-    /// The lease or hold this write replaces or deletes (audit appends and fence raises have
-    /// none: each is its own record).
-    fn key(&self) -> Option<(bool, u64)> {
-        match self {
-            Write::PutLease { id, .. } | Write::DeleteLease(id) => Some((true, *id)),
-            Write::PutHold { id, .. } | Write::DeleteHold(id) => Some((false, *id)),
-            Write::Append { .. } | Write::Raise(_) => None,
-        }
-    }
-
-    /// Leaves out a write that a later one in the same pass supersedes, keeping its effect on
-    /// the fence high-water mark.
-    fn skip(self, meta: &mut Meta) {
-        match self {
-            Write::PutLease { fence, .. } => meta.raise_fence(fence),
-            Write::PutHold { id, .. } => meta.raise_fence(id),
-            _ => {}
-        }
-    }
-
-    fn plan(mutation: &Mutation) -> Result<Self, StoreError> {
-        Ok(match mutation {
-            Mutation::PutLease(record) => Write::PutLease {
-                id: record.lease.0,
-                bytes: encode_lease(record)?,
-                fence: record.token.0.max(record.lease.0),
-            },
-            Mutation::DeleteLease(id) => Write::DeleteLease(id.0),
-            Mutation::PutHold(record) => Write::PutHold {
-                id: record.hold.0,
-                bytes: encode(record, || format!("hold {}", record.hold))?,
-            },
-            Mutation::DeleteHold(id) => Write::DeleteHold(id.0),
-            Mutation::AppendAudit(record) => Write::Append {
-                seq: record.seq,
-                at_ms: record.at_ms,
-                resource: record.resource.clone(),
-                bytes: encode(record, || format!("audit record {}", record.seq))?,
-            },
-            Mutation::FenceHighWater(value) => Write::Raise(*value),
-        })
+/// The lease or hold `write` replaces or deletes (audit appends and fence raises have none:
+/// each is its own record).
+fn key(write: &Write<'_>) -> Option<(bool, u64)> {
+    match write {
+        Write::PutLease { id, .. } | Write::DeleteLease(id) => Some((true, *id)),
+        Write::PutHold { id, .. } | Write::DeleteHold(id) => Some((false, *id)),
+        Write::AppendAudit { .. } | Write::FenceHighWater(_) => None,
     }
 }
 
-/// The field of a stored audit record that its index entry needs; the rest is skipped without
-/// being built.
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    resource: std::borrow::Cow<'a, str>,
-}
-
-fn decode_head(seq: u64, bytes: &[u8]) -> Result<Head<'_>, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("audit record {seq}: {e}")))
+/// Leaves out a write that a later one in the same pass supersedes, keeping its effect on the
+/// fence high-water mark.
+fn skip(write: Write<'_>, meta: &mut Meta) {
+    match write {
+        Write::PutLease { fence, .. } => meta.raise_fence(fence),
+        Write::PutHold { id, .. } => meta.raise_fence(id),
+        _ => {}
+    }
 }
 
 /// The resource of a stored audit record, for its index entry; `None` (logged) if the record
 /// cannot be decoded — deleting or replacing it must not fail a commit.
 fn audit_resource(seq: u64, bytes: &[u8]) -> Option<String> {
-    match decode_head(seq, bytes) {
-        Ok(head) => Some(head.resource.into_owned()),
+    match decode_audit_resource(seq, bytes) {
+        Ok(resource) => Some(resource),
         Err(error) => {
             tracing::warn!(seq, %error, "undecodable audit record; its index entry is left behind");
             None

@@ -7,6 +7,7 @@ use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Mutation, Owner};
 
 use super::wal::{self, Segment};
 use super::{EmbeddedStore, tables};
+use crate::codec::encode_batch_into;
 use crate::{AuditQuery, Store, StoreError};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -62,8 +63,10 @@ fn write_log(
 ) -> Result<(PathBuf, Vec<usize>), Box<dyn std::error::Error>> {
     let mut segment = Segment::create(dir, generation, 4096)?;
     let mut ends = Vec::new();
+    let mut payload = Vec::new();
     for (seq, mutation) in frames {
-        segment.append(*seq, &serde_json::to_vec(std::slice::from_ref(mutation))?)?;
+        encode_batch_into(std::slice::from_ref(mutation), &mut payload)?;
+        segment.append(*seq, &payload)?;
         ends.push(usize::try_from(segment.len())?);
     }
     Ok((segment.path().to_path_buf(), ends))
@@ -90,6 +93,21 @@ fn acknowledged_batches_missing_from_the_database_are_replayed_at_open() -> Test
     // Replayed into redb durably and deleted: a second open sees the same without a log.
     assert_eq!(leases_in(dir.path())?, vec![2]);
     assert!(wal::segments(dir.path())?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_log_in_json_left_by_an_earlier_version_is_replayed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let applied = closed_store_with_lease_1(dir.path())?;
+    let mut segment = Segment::create(dir.path(), 5, 4096)?;
+    segment.append(applied + 1, &serde_json::to_vec(&[put(2)])?)?;
+    let mut payload = Vec::new();
+    encode_batch_into(&[Mutation::DeleteLease(LeaseId(1))], &mut payload)?;
+    segment.append(applied + 2, &payload)?;
+    drop(segment);
+
+    assert_eq!(leases_in(dir.path())?, vec![2]);
     Ok(())
 }
 
@@ -220,7 +238,13 @@ fn a_lease_granted_and_released_within_one_pass_is_skipped_but_raises_the_fence(
         (3, vec![put(9), Mutation::DeleteLease(LeaseId(9))]),
         (4, vec![Mutation::PutLease(renewed)]),
     ];
-    tables::apply(&db, &batches, redb::Durability::Immediate, 100)?;
+    let mut payloads = Vec::new();
+    for (seq, batch) in batches {
+        let mut payload = Vec::new();
+        encode_batch_into(&batch, &mut payload)?;
+        payloads.push((seq, payload));
+    }
+    tables::apply(&db, &payloads, redb::Durability::Immediate, 100)?;
     let snapshot = tables::load(&db)?;
     let mut ids: Vec<u64> = snapshot.leases.iter().map(|l| l.lease.0).collect();
     ids.sort_unstable();

@@ -2,8 +2,9 @@
 //! frame per committed batch.
 //!
 //! A frame is a 16-byte header — payload length (`u32`), CRC-32 of the rest (`u32`), batch
-//! sequence number (`u64`), all little-endian — followed by the payload (the batch's mutations as
-//! JSON). A commit appends one frame with one `write` and makes it durable with one
+//! sequence number (`u64`), all little-endian — followed by the payload: the batch's mutations
+//! in the binary form of [`crate::codec::encode_batch_into`] (older logs hold JSON, which still
+//! replays). A commit appends one frame with one `write` and makes it durable with one
 //! `fdatasync`: a sequential append instead of the several pages a B-tree commit writes.
 //!
 //! A segment is **preallocated**: created at its full size filled with zeros and synced before
