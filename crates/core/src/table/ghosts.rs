@@ -166,7 +166,7 @@ impl LockTable {
         let holders: Vec<LeaseId> = self
             .resources
             .get(resource)
-            .map(|r| r.holders.clone())
+            .map(|r| r.holders.as_slice().to_vec())
             .unwrap_or_default();
         let victims: Vec<LeaseId> = match lease {
             Some(id) => holders.into_iter().filter(|h| *h == id).collect(),

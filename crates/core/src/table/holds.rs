@@ -85,7 +85,11 @@ impl LockTable {
         };
         let deadline = now.mono.plus_ms(req.duration_ms);
         self.timers.insert((deadline, Timer::Hold(id)));
-        self.resource_entry(&record.resource).1.holds.push(id);
+        self.resource_entry(&record.resource)
+            .1
+            .busy()
+            .holds
+            .push(id);
         fx.push(Effect::Persist(Mutation::FenceHighWater(self.last_seq)));
         fx.push(Effect::Persist(Mutation::PutHold(record.clone())));
         self.audit(
@@ -202,7 +206,10 @@ impl LockTable {
         self.timers.remove(&(h.deadline, Timer::Hold(hold)));
         let resource = h.record.resource;
         if let Some(res) = self.resources.get_mut(resource.as_str()) {
-            res.holds.retain(|id| *id != hold);
+            if let Some(busy) = res.busy_if_any() {
+                busy.holds.retain(|id| *id != hold);
+            }
+            res.tidy();
         }
         fx.push(Effect::Persist(Mutation::DeleteHold(hold)));
         self.audit(
@@ -231,7 +238,11 @@ impl LockTable {
         let deadline = now.mono.plus_ms(record.duration_ms - elapsed);
         let id = record.hold;
         self.timers.insert((deadline, Timer::Hold(id)));
-        self.resource_entry(&record.resource).1.holds.push(id);
+        self.resource_entry(&record.resource)
+            .1
+            .busy()
+            .holds
+            .push(id);
         self.holds.insert(
             id,
             Hold {
@@ -248,9 +259,12 @@ impl LockTable {
             return;
         };
         if let Some(res) = self.resources.get_mut(&resource) {
-            if res.delay.is_some_and(|(_, k)| k == key) {
-                res.delay = None;
+            if let Some(busy) = res.busy_if_any() {
+                if busy.delay.is_some_and(|(_, k)| k == key) {
+                    busy.delay = None;
+                }
             }
+            res.tidy();
         }
         self.wake(&resource, now, fx);
         self.drop_if_idle(&resource);

@@ -21,6 +21,7 @@
 mod ghosts;
 mod holds;
 mod resize;
+mod resources;
 mod views;
 
 pub use ghosts::{BreakOutcome, DeadProcess};
@@ -40,6 +41,7 @@ use crate::record::{LeaseRecord, Mutation, Snapshot};
 use crate::resource::validate_resource;
 use crate::time::{Mono, Now};
 use crate::view::{HolderView, LeaseView};
+use resources::Resource;
 
 /// Limits the table enforces on requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,28 +206,6 @@ struct Hold {
     deadline: Mono,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Resource {
-    slots: u32,
-    /// Lease ids in grant order. Nearly always one: see [`Resource::add_holder`].
-    holders: Vec<LeaseId>,
-    queue: VecDeque<Waiter>,
-    /// Holds placed on this resource, active or pending.
-    holds: Vec<HoldId>,
-    /// Lock-delay: no grants before this instant; the timer is keyed by the failed lease.
-    delay: Option<(Mono, LeaseId)>,
-}
-
-impl Resource {
-    fn add_holder(&mut self, id: LeaseId) {
-        // A first push would reserve room for four; most resources only ever have one holder.
-        if self.holders.capacity() == 0 {
-            self.holders.reserve_exact(1);
-        }
-        self.holders.push(id);
-    }
-}
-
 /// The leases held from one node, by the boot id each was granted under. Usually one boot id;
 /// more than one when a waiter queued before a reboot was granted after it (a ghost grant).
 type NodeLeases = Map<String, Set<LeaseId>>;
@@ -262,8 +242,8 @@ pub struct LockTable {
     /// an empty slot then costs a pointer instead of a whole lease.
     leases: Map<LeaseId, Box<Lease>>,
     /// Every held, awaited, frozen or delayed resource. The key is the one copy of the name:
-    /// its leases share it.
-    resources: Map<Arc<str>, Box<Resource>>,
+    /// its leases share it. Entries are inline and small (see [`resources`]).
+    resources: Map<Arc<str>, Resource>,
     waiters: Map<WaiterId, String>,
     last_waiter: u64,
     timers: BTreeSet<(Mono, Timer)>,
@@ -309,7 +289,7 @@ impl LockTable {
             table.last_seq = table.last_seq.max(r.token.0).max(r.lease.0);
             let (resource, res) = table.resource_entry(&r.resource);
             res.slots = r.slots;
-            res.add_holder(r.lease);
+            res.holders.push(r.lease);
             let lease = Lease {
                 id: r.lease,
                 resource,
@@ -419,7 +399,7 @@ impl LockTable {
             // unheld, the size its queue waits for: a waiter of another size would block the
             // queue's head (or be stranded behind it) with a slot free.
             let size = if res.holders.is_empty() {
-                res.queue.front().map(|w| w.slots)
+                res.queue().front().map(|w| w.slots)
             } else {
                 Some(res.slots)
             };
@@ -432,7 +412,7 @@ impl LockTable {
             }
             let blocked = self.blocked(&req.resource, res, now);
             let full = res.holders.len() >= res.slots.max(1) as usize
-                || !res.queue.is_empty()
+                || !res.queue().is_empty()
                 || blocked.is_some();
             if full {
                 if req.wait_ms == 0 {
@@ -512,11 +492,14 @@ impl LockTable {
             return false;
         };
         if let Some(res) = self.resources.get_mut(resource.as_str()) {
-            if let Some(pos) = res.queue.iter().position(|w| w.id == waiter) {
-                if let Some(w) = res.queue.remove(pos) {
-                    self.timers.remove(&(w.deadline, Timer::Waiter(w.id)));
+            if let Some(busy) = res.busy_if_any() {
+                if let Some(pos) = busy.queue.iter().position(|w| w.id == waiter) {
+                    if let Some(w) = busy.queue.remove(pos) {
+                        self.timers.remove(&(w.deadline, Timer::Waiter(w.id)));
+                    }
                 }
             }
+            res.tidy();
         }
         true
     }
@@ -661,7 +644,7 @@ impl LockTable {
         if res.holders.is_empty() {
             res.slots = g.slots;
         }
-        res.add_holder(id);
+        res.holders.push(id);
         let lease = Lease {
             id,
             resource,
@@ -748,7 +731,7 @@ impl LockTable {
         self.timers.insert((deadline, Timer::Waiter(id)));
         self.waiters.insert(id, req.resource.clone());
         let (_, res) = self.resource_entry(&req.resource);
-        res.queue.push_back(Waiter {
+        res.busy().queue.push_back(Waiter {
             id,
             owner: req.owner,
             ttl_ms: req.ttl_ms,
@@ -765,7 +748,10 @@ impl LockTable {
             return;
         };
         if let Some(res) = self.resources.get_mut(resource.as_str()) {
-            res.queue.retain(|w| w.id != id);
+            if let Some(busy) = res.busy_if_any() {
+                busy.queue.retain(|w| w.id != id);
+            }
+            res.tidy();
         }
         let error = self
             .resources
@@ -805,10 +791,10 @@ impl LockTable {
             .then(|| failed_at.plus_ms(lease.lock_delay_ms))
             .filter(|until| *until > now.mono);
         if let Some(res) = self.resources.get_mut(&lease.resource) {
-            res.holders.retain(|h| *h != id);
+            res.holders.remove(id);
             if let Some(until) = delay {
-                if res.delay.is_none_or(|(old, _)| old < until) {
-                    if let Some((old, key)) = res.delay.replace((until, id)) {
+                if res.delay().is_none_or(|(old, _)| old < until) {
+                    if let Some((old, key)) = res.busy().delay.replace((until, id)) {
                         self.timers.remove(&(old, Timer::Delay(key)));
                         self.delays.remove(&key);
                     }
@@ -859,7 +845,7 @@ impl LockTable {
             let Some(res) = self.resources.get_mut(resource) else {
                 return;
             };
-            let Some(front) = res.queue.front() else {
+            let Some(front) = res.queue().front() else {
                 break;
             };
             let slots = if res.holders.is_empty() {
@@ -870,9 +856,10 @@ impl LockTable {
             if front.slots != slots || res.holders.len() >= slots as usize {
                 break;
             }
-            let Some(w) = res.queue.pop_front() else {
+            let Some(w) = res.busy_if_any().and_then(|b| b.queue.pop_front()) else {
                 break;
             };
+            res.tidy();
             self.waiters.remove(&w.id);
             self.timers.remove(&(w.deadline, Timer::Waiter(w.id)));
             let grant = Grant {
@@ -892,9 +879,7 @@ impl LockTable {
     }
 
     fn drop_if_idle(&mut self, resource: &str) {
-        if self.resources.get(resource).is_some_and(|r| {
-            r.holders.is_empty() && r.queue.is_empty() && r.holds.is_empty() && r.delay.is_none()
-        }) {
+        if self.resources.get(resource).is_some_and(Resource::is_idle) {
             self.resources.remove(resource);
         }
     }

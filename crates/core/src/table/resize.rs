@@ -60,13 +60,15 @@ impl LockTable {
         let before = if !res.holders.is_empty() {
             Some(res.slots)
         } else {
-            res.queue.front().map(|w| w.slots)
+            res.queue().front().map(|w| w.slots)
         };
         res.slots = slots;
-        for w in res.queue.iter_mut() {
-            w.slots = slots;
+        if let Some(busy) = res.busy_if_any() {
+            for w in busy.queue.iter_mut() {
+                w.slots = slots;
+            }
         }
-        for id in &res.holders {
+        for id in res.holders.iter() {
             if let Some(lease) = self.leases.get_mut(id) {
                 lease.slots = slots;
             }

@@ -52,9 +52,7 @@ impl LockTable {
         let mut census = Census::default();
         let mut notable: Vec<(&Arc<str>, &Resource)> = Vec::new();
         for (name, res) in &self.resources {
-            let plain = res.queue.is_empty()
-                && res.holds.is_empty()
-                && res.delay.is_none()
+            let plain = res.is_plain()
                 && !res.holders.is_empty()
                 && res
                     .holders
@@ -87,7 +85,7 @@ impl LockTable {
     /// Why a grant on `res` must wait right now, if it must: a hold in force, or a lock-delay.
     pub(super) fn blocked(&self, name: &str, res: &Resource, now: Now) -> Option<AcquireError> {
         let active: Vec<HoldView> = res
-            .holds
+            .holds()
             .iter()
             .filter_map(|id| self.hold_view(*id, now))
             .filter(|h| h.state == HoldState::Active)
@@ -98,7 +96,7 @@ impl LockTable {
                 holds: active,
             });
         }
-        match res.delay {
+        match res.delay() {
             Some((until, _)) if until > now.mono => Some(AcquireError::LockDelay {
                 resource: name.to_string(),
                 left_ms: until.ms_since(now.mono),
@@ -136,12 +134,12 @@ impl LockTable {
             .map(|l| self.holder_view(l, now))
             .collect();
         let holds: Vec<HoldView> = res
-            .holds
+            .holds()
             .iter()
             .filter_map(|id| self.hold_view(*id, now))
             .collect();
         let delay_left_ms = res
-            .delay
+            .delay()
             .map(|(until, _)| until.ms_since(now.mono))
             .unwrap_or(0);
         let state = if holds.iter().any(|h| h.state == HoldState::Active) {
@@ -161,7 +159,7 @@ impl LockTable {
             slots: res.slots.max(1),
             holders,
             waiters: res
-                .queue
+                .queue()
                 .iter()
                 .map(|w| WaiterView {
                     owner: w.owner.clone(),
