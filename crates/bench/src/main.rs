@@ -34,6 +34,10 @@ struct Args {
     /// Client counts for the renewal workload.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize])]
     renew_clients: Vec<usize>,
+    /// Renewals each renew client keeps in flight on its one connection (one lease each): 1 is
+    /// one round trip at a time; more pipelines them (the wire protocol answers as they complete).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
+    renew_in_flight: Vec<usize>,
     /// Print JSON rows instead of a Markdown table.
     #[arg(long)]
     json: bool,
@@ -94,7 +98,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rows.push(handoff(&target, c, d).await?);
     }
     for &c in &args.renew_clients {
-        rows.push(renewals(&target, c, d).await?);
+        for &n in &args.renew_in_flight {
+            rows.push(renewals(&target, c, n, d).await?);
+        }
     }
     let mut out = std::io::stdout().lock();
     if args.json {

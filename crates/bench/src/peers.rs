@@ -24,7 +24,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::stats::{Latencies, Row};
+use crate::stats::{Latencies, Row, renew_label};
 use crate::workload::Fence;
 
 /// How long an etcd lock wait in progress at the end of a run may still take. Waits are drained,
@@ -162,10 +162,14 @@ fn start_run() -> (Control, Run) {
 // ----------------------------------------------------------------------------------------------
 // etcd
 
-async fn etcd_session(target: &EtcdTarget) -> anyhow::Result<(etcd_client::Client, i64)> {
-    let mut client = etcd_client::Client::connect(&target.endpoints, None)
+async fn etcd_connect(target: &EtcdTarget) -> anyhow::Result<etcd_client::Client> {
+    etcd_client::Client::connect(&target.endpoints, None)
         .await
-        .context("connect to etcd")?;
+        .context("connect to etcd")
+}
+
+async fn etcd_session(target: &EtcdTarget) -> anyhow::Result<(etcd_client::Client, i64)> {
+    let mut client = etcd_connect(target).await?;
     let lease = client
         .lease_grant(TTL_SECS, None)
         .await
@@ -283,49 +287,68 @@ pub async fn etcd_handoff(
     Ok(row)
 }
 
-/// etcd: C clients each hold a lock on their own lease and renew the lease in a loop, one
-/// keep-alive round trip (request, response on the keep-alive stream) per renewal.
+/// etcd: C clients (one connection each) each hold `in_flight` locks, each on a lease of its own,
+/// and renew each lease in a loop, one keep-alive round trip (request, response on the lease's
+/// keep-alive stream) per renewal; a client's streams share its connection (HTTP/2).
 pub async fn etcd_renewals(
     target: &EtcdTarget,
     clients: usize,
+    in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<Row> {
     let (control, run) = start_run();
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let (mut client, lease) = etcd_session(target).await?;
-        let name = format!("{}/renew/{i}", target.prefix);
-        client
-            .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
-            .await
-            .context("etcd lock for renewals")?;
-        let (mut keeper, mut stream) = client
-            .lease_keep_alive(lease)
-            .await
-            .context("etcd keep-alive stream")?;
-        let run = run.clone();
-        tasks.push(tokio::spawn(async move {
-            run.started().await;
-            let mut lat = Latencies::default();
-            while !run.stopped() {
-                let t0 = Instant::now();
-                let renewed = match keeper.keep_alive().await {
-                    Ok(()) => matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0),
-                    Err(_) => false,
-                };
-                if renewed {
-                    lat.record(t0.elapsed());
-                } else {
-                    run.error().await;
+        let connection = etcd_connect(target).await?;
+        for j in 0..in_flight.max(1) {
+            let mut client = connection.clone();
+            let lease = client
+                .lease_grant(TTL_SECS, None)
+                .await
+                .context("etcd lease grant")?
+                .id();
+            let name = format!("{}/renew/{i}/{j}", target.prefix);
+            client
+                .lock(name.as_str(), Some(LockOptions::new().with_lease(lease)))
+                .await
+                .context("etcd lock for renewals")?;
+            let (mut keeper, mut stream) = client
+                .lease_keep_alive(lease)
+                .await
+                .context("etcd keep-alive stream")?;
+            let run = run.clone();
+            tasks.push(tokio::spawn(async move {
+                run.started().await;
+                let mut lat = Latencies::default();
+                while !run.stopped() {
+                    let t0 = Instant::now();
+                    let renewed = match keeper.keep_alive().await {
+                        Ok(()) => matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0),
+                        Err(_) => false,
+                    };
+                    if renewed {
+                        lat.record(t0.elapsed());
+                    } else {
+                        run.error().await;
+                    }
                 }
-            }
-            drop((keeper, stream));
-            let _ = client.lease_revoke(lease).await;
-            let n = lat.count();
-            Ok((lat, n))
-        }));
+                drop((keeper, stream));
+                let _ = client.lease_revoke(lease).await;
+                let n = lat.count();
+                Ok((lat, n))
+            }));
+        }
     }
-    finish("renew", clients, duration, control, &run, tasks, false).await
+    finish(
+        &renew_label(in_flight),
+        clients,
+        duration,
+        control,
+        &run,
+        tasks,
+        false,
+    )
+    .await
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -493,48 +516,63 @@ pub async fn redis_handoff(
     Ok(row)
 }
 
-/// Redis: C clients each hold their own key and extend it with a compare-and-`PEXPIRE` script.
+/// Redis: C clients (one multiplexed connection each) each hold `in_flight` keys and extend
+/// each in a loop of its own with a compare-and-`PEXPIRE` script; a client's concurrent scripts
+/// share its connection (pipelined).
 pub async fn redis_renewals(
     target: &RedisTarget,
     clients: usize,
+    in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<Row> {
     let (control, run) = start_run();
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let mut con = redis_connection(target).await?;
-        let key = format!("{}/renew/{i}", target.prefix);
-        let token = format!("{i}-renew");
-        if !redis_try_lock(&mut con, &key, &token).await? {
-            anyhow::bail!("redis: {key} is already held");
-        }
-        let run = run.clone();
-        tasks.push(tokio::spawn(async move {
-            run.started().await;
-            let renew = redis::Script::new(REDIS_RENEW);
-            let release = redis::Script::new(REDIS_RELEASE);
-            let mut lat = Latencies::default();
-            while !run.stopped() {
-                let t0 = Instant::now();
-                match renew
+        let connection = redis_connection(target).await?;
+        for j in 0..in_flight.max(1) {
+            let mut con = connection.clone();
+            let key = format!("{}/renew/{i}/{j}", target.prefix);
+            let token = format!("{i}-{j}-renew");
+            if !redis_try_lock(&mut con, &key, &token).await? {
+                anyhow::bail!("redis: {key} is already held");
+            }
+            let run = run.clone();
+            tasks.push(tokio::spawn(async move {
+                run.started().await;
+                let renew = redis::Script::new(REDIS_RENEW);
+                let release = redis::Script::new(REDIS_RELEASE);
+                let mut lat = Latencies::default();
+                while !run.stopped() {
+                    let t0 = Instant::now();
+                    match renew
+                        .key(&key)
+                        .arg(&token)
+                        .arg(TTL_SECS * 1000)
+                        .invoke_async::<i64>(&mut con)
+                        .await
+                    {
+                        Ok(1) => lat.record(t0.elapsed()),
+                        _ => run.error().await,
+                    }
+                }
+                let _ = release
                     .key(&key)
                     .arg(&token)
-                    .arg(TTL_SECS * 1000)
                     .invoke_async::<i64>(&mut con)
-                    .await
-                {
-                    Ok(1) => lat.record(t0.elapsed()),
-                    _ => run.error().await,
-                }
-            }
-            let _ = release
-                .key(&key)
-                .arg(&token)
-                .invoke_async::<i64>(&mut con)
-                .await;
-            let n = lat.count();
-            Ok((lat, n))
-        }));
+                    .await;
+                let n = lat.count();
+                Ok((lat, n))
+            }));
+        }
     }
-    finish("renew", clients, duration, control, &run, tasks, false).await
+    finish(
+        &renew_label(in_flight),
+        clients,
+        duration,
+        control,
+        &run,
+        tasks,
+        false,
+    )
+    .await
 }

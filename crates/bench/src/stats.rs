@@ -8,7 +8,7 @@ use serde::Serialize;
 /// One measured row of a benchmark table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// Workload name: `cycles`, `handoff`, `renew`.
+    /// Workload name: `cycles`, `handoff`, `renew` or `renew ×N` (see [`renew_label`]).
     pub workload: String,
     /// Concurrent clients.
     pub clients: usize,
@@ -31,6 +31,16 @@ pub struct Row {
     pub handoff_ms: Option<(f64, f64)>,
     /// Errors other than expected refusals.
     pub errors: u64,
+}
+
+/// The renew workload's name: `renew`, or `renew ×N` when each client keeps N renewals (of N
+/// leases) in flight on its one connection.
+pub fn renew_label(in_flight: usize) -> String {
+    if in_flight <= 1 {
+        "renew".to_owned()
+    } else {
+        format!("renew ×{in_flight}")
+    }
 }
 
 /// A latency recorder (microsecond resolution, up to 60 s).

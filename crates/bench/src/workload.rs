@@ -8,7 +8,7 @@ use locksmith_api::{AcquireRequest, LeaseView};
 use locksmith_client::{Client, ClientError, WireClient};
 use locksmith_core::{FenceToken, LeaseId, Owner};
 
-use crate::stats::{Latencies, Row};
+use crate::stats::{Latencies, Row, renew_label};
 
 /// Where to send load.
 #[derive(Debug, Clone)]
@@ -284,37 +284,48 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
     Ok(r)
 }
 
-/// C clients each hold a lease and renew it in a loop.
-pub async fn renewals(target: &Target, clients: usize, duration: Duration) -> anyhow::Result<Row> {
+/// C clients each hold `in_flight` leases and renew each in a loop of its own, all over the
+/// client's one connection: with the wire protocol, `in_flight` renewals share the
+/// connection's writes and reads (pipelining); over HTTP/1.1, which cannot pipeline, the
+/// client opens up to `in_flight` connections.
+pub async fn renewals(
+    target: &Target,
+    clients: usize,
+    in_flight: usize,
+    duration: Duration,
+) -> anyhow::Result<Row> {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let client = target.connect()?;
-        let (stop, errors) = (stop.clone(), errors.clone());
-        let req = AcquireRequest {
-            resource: format!("{}/renew/{i}", target.prefix),
-            owner: owner(i),
-            ttl_ms: Some(15_000),
-            wait_ms: None,
-            slots: None,
-            lock_delay_ms: None,
-        };
-        let lease = client.acquire(&req).await?;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Latencies::default();
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                match client.renew(lease.lease, lease.token).await {
-                    Ok(_) => lat.record(t0.elapsed()),
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+        let connection = target.connect()?;
+        for j in 0..in_flight.max(1) {
+            let client = connection.clone();
+            let (stop, errors) = (stop.clone(), errors.clone());
+            let req = AcquireRequest {
+                resource: format!("{}/renew/{i}/{j}", target.prefix),
+                owner: owner(i),
+                ttl_ms: Some(15_000),
+                wait_ms: None,
+                slots: None,
+                lock_delay_ms: None,
+            };
+            let lease = client.acquire(&req).await?;
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Latencies::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    match client.renew(lease.lease, lease.token).await {
+                        Ok(_) => lat.record(t0.elapsed()),
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
-            }
-            let _ = client.release(lease.lease).await;
-            lat
-        }));
+                let _ = client.release(lease.lease).await;
+                lat
+            }));
+        }
     }
     let start = Instant::now();
     tokio::time::sleep(duration).await;
@@ -323,7 +334,7 @@ pub async fn renewals(target: &Target, clients: usize, duration: Duration) -> an
     for t in tasks {
         all.merge(&t.await?);
     }
-    let mut r = row("renew", clients, &all, start.elapsed());
+    let mut r = row(&renew_label(in_flight), clients, &all, start.elapsed());
     r.errors = errors.load(Ordering::Relaxed);
     Ok(r)
 }

@@ -102,6 +102,12 @@ struct Args {
     /// Client counts for the renewal workload.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize])]
     renew_clients: Vec<usize>,
+    /// Renewals each renew client keeps in flight on its one connection (one lease each), one
+    /// row per value: 1 is one round trip at a time; more is pipelined the same way for every
+    /// system (the wire protocol and Redis pipeline on the connection, etcd multiplexes its
+    /// keep-alive streams over HTTP/2, HTTP/1.1 opens more connections).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8])]
+    renew_in_flight: Vec<usize>,
     /// Redis handoff: sleep between `SET NX` attempts while the lock is held, ms.
     #[arg(long, default_value_t = 1)]
     redis_retry_ms: u64,
@@ -412,6 +418,8 @@ impl Locksmith {
 struct Plan {
     workload: Workload,
     clients: usize,
+    /// Renewals each client keeps in flight (1 for the other workloads).
+    in_flight: usize,
 }
 
 async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
@@ -440,7 +448,17 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
             Workload::Handoff => &args.handoff_clients,
             Workload::Renew => &args.renew_clients,
         };
-        plan.extend(counts.iter().map(|&clients| Plan { workload, clients }));
+        let depths: &[usize] = match workload {
+            Workload::Renew => &args.renew_in_flight,
+            Workload::Cycles | Workload::Handoff => &[1],
+        };
+        for &clients in counts {
+            plan.extend(depths.iter().map(|&in_flight| Plan {
+                workload,
+                clients,
+                in_flight,
+            }));
+        }
     }
     let d = Duration::from_secs_f64(args.seconds);
     let retry = Duration::from_millis(args.redis_retry_ms);
@@ -533,7 +551,7 @@ async fn run_one(
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,
                 Workload::Handoff => handoff(&t, c, d).await,
-                Workload::Renew => renewals(&t, c, d).await,
+                Workload::Renew => renewals(&t, c, row.in_flight, d).await,
             }
         }
         System::Etcd => {
@@ -545,7 +563,7 @@ async fn run_one(
             match row.workload {
                 Workload::Cycles => peers::etcd_cycles(&t, c, d).await,
                 Workload::Handoff => peers::etcd_handoff(&t, c, d).await,
-                Workload::Renew => peers::etcd_renewals(&t, c, d).await,
+                Workload::Renew => peers::etcd_renewals(&t, c, row.in_flight, d).await,
             }
         }
         System::RedisAof | System::RedisMem => {
@@ -559,7 +577,7 @@ async fn run_one(
             match row.workload {
                 Workload::Cycles => peers::redis_cycles(&t, c, d).await,
                 Workload::Handoff => peers::redis_handoff(&t, c, d).await,
-                Workload::Renew => peers::redis_renewals(&t, c, d).await,
+                Workload::Renew => peers::redis_renewals(&t, c, row.in_flight, d).await,
             }
         }
     }
