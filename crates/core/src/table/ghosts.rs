@@ -57,8 +57,8 @@ impl LockTable {
             };
             let mut ghosts: Vec<LeaseId> = known
                 .iter()
-                .filter(|(boot, _)| boot.as_str() != boot_id)
-                .flat_map(|(_, leases)| leases.iter().copied())
+                .filter(|(boot, _)| &***boot != boot_id)
+                .flat_map(|(_, boot)| boot.leases.iter().copied())
                 .collect();
             if ghosts.is_empty() {
                 return reclaimed;
@@ -93,17 +93,17 @@ impl LockTable {
         let Some(l) = self.leases.get(&lease) else {
             return Err(ReportError::Lease(self.ended_error(lease)));
         };
-        if l.owner.node != reporter_node || l.owner.boot_id != reporter_boot {
+        if *l.origin.node != *reporter_node || *l.origin.boot_id != *reporter_boot {
             return Err(ReportError::NotSameNode {
                 lease,
-                owner_node: l.owner.node.clone(),
+                owner_node: l.origin.node.to_string(),
             });
         }
-        if l.owner.pid != dead.pid || l.owner.start_time != dead.start_time {
+        if l.pid != dead.pid || l.start_time != dead.start_time {
             return Err(ReportError::WrongProcess {
                 lease,
-                pid: l.owner.pid,
-                start_time: l.owner.start_time,
+                pid: l.pid,
+                start_time: l.start_time,
             });
         }
         let view = self.holder_view(l, now);
@@ -121,12 +121,13 @@ impl LockTable {
             return Vec::new();
         };
         let mut out: Vec<DeadProcess> = known
+            .leases
             .iter()
             .filter_map(|id| self.leases.get(id))
             .map(|l| DeadProcess {
                 lease: l.id,
-                pid: l.owner.pid,
-                start_time: l.owner.start_time,
+                pid: l.pid,
+                start_time: l.start_time,
             })
             .collect();
         out.sort_by_key(|d| d.lease);

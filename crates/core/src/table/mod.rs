@@ -20,6 +20,7 @@
 
 mod ghosts;
 mod holds;
+mod origins;
 mod resize;
 mod resources;
 mod views;
@@ -41,6 +42,7 @@ use crate::record::{LeaseRecord, Mutation, Snapshot};
 use crate::resource::validate_resource;
 use crate::time::{Mono, Now};
 use crate::view::{HolderView, LeaseView};
+use origins::{NodeLeases, Origin};
 use resources::Resource;
 
 /// Limits the table enforces on requests.
@@ -171,15 +173,21 @@ enum Timer {
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<T> = HashSet<T, foldhash::fast::RandomState>;
 
-#[derive(Debug, Clone)]
+/// A live lease. Boxed in the table, and kept to 120 bytes: a server may hold a million.
+#[derive(Debug)]
 struct Lease {
     id: LeaseId,
+    token: FenceToken,
     /// The resource's key in [`LockTable::resources`], shared rather than copied.
     resource: Arc<str>,
-    owner: Owner,
-    token: FenceToken,
-    ttl_ms: u64,
+    /// The owner's node, boot id and user, shared with the owner's other leases there (see
+    /// [`origins`]); the rest of the owner follows.
+    origin: Arc<Origin>,
+    purpose: Box<str>,
+    pid: u32,
     slots: u32,
+    start_time: u64,
+    ttl_ms: u64,
     granted_at_ms: u64,
     renewed_wall_ms: u64,
     renewed: Mono,
@@ -206,9 +214,27 @@ struct Hold {
     deadline: Mono,
 }
 
-/// The leases held from one node, by the boot id each was granted under. Usually one boot id;
-/// more than one when a waiter queued before a reboot was granted after it (a ghost grant).
-type NodeLeases = Map<String, Set<LeaseId>>;
+impl Lease {
+    /// The owner, as the API shows it.
+    fn owner(&self) -> Owner {
+        Owner {
+            node: self.origin.node.to_string(),
+            pid: self.pid,
+            start_time: self.start_time,
+            boot_id: self.origin.boot_id.to_string(),
+            user: self.origin.user.to_string(),
+            purpose: self.purpose.to_string(),
+        }
+    }
+
+    /// See [`Owner::same_process`].
+    fn same_process(&self, owner: &Owner) -> bool {
+        self.pid == owner.pid
+            && self.start_time == owner.start_time
+            && *self.origin.node == *owner.node
+            && *self.origin.boot_id == *owner.boot_id
+    }
+}
 
 /// Ended leases remembered so that late callers learn why (bounded, oldest forgotten first).
 #[derive(Debug, Default)]
@@ -249,7 +275,9 @@ pub struct LockTable {
     timers: BTreeSet<(Mono, Timer)>,
     ended: EndedLog,
     holds: Map<HoldId, Hold>,
-    nodes: Map<String, NodeLeases>,
+    /// Live leases by node and boot id; also where their owners' shared parts live (see
+    /// [`origins`]).
+    nodes: Map<Arc<str>, NodeLeases>,
     /// Lock-delay timers: failed lease → the resource whose delay it started.
     delays: Map<LeaseId, Arc<str>>,
     last_audit: u64,
@@ -290,11 +318,15 @@ impl LockTable {
             let (resource, res) = table.resource_entry(&r.resource);
             res.slots = r.slots;
             res.holders.push(r.lease);
+            let origin = table.index_lease(r.lease, &r.owner.node, &r.owner.boot_id, &r.owner.user);
             let lease = Lease {
                 id: r.lease,
-                resource,
-                owner: r.owner,
                 token: r.token,
+                resource,
+                origin,
+                purpose: r.owner.purpose.into_boxed_str(),
+                pid: r.owner.pid,
+                start_time: r.owner.start_time,
                 ttl_ms: r.ttl_ms,
                 slots: r.slots,
                 granted_at_ms: r.granted_at_ms,
@@ -303,7 +335,6 @@ impl LockTable {
                 deadline: now.mono.plus_ms(r.ttl_ms),
                 lock_delay_ms: r.lock_delay_ms,
             };
-            table.index_node(&lease);
             timers.push((lease.deadline, Timer::Lease(lease.id)));
             table.leases.insert(lease.id, Box::new(lease));
         }
@@ -387,7 +418,7 @@ impl LockTable {
             let mine = res.holders.iter().copied().find(|id| {
                 self.leases
                     .get(id)
-                    .is_some_and(|l| l.owner.same_process(&req.owner))
+                    .is_some_and(|l| l.same_process(&req.owner))
             });
             if let Some(id) = mine {
                 self.touch(id, now);
@@ -645,11 +676,16 @@ impl LockTable {
             res.slots = g.slots;
         }
         res.holders.push(id);
+        let owner = g.owner;
+        let origin = self.index_lease(id, &owner.node, &owner.boot_id, &owner.user);
         let lease = Lease {
             id,
-            resource,
-            owner: g.owner,
             token,
+            resource,
+            origin,
+            purpose: owner.purpose.as_str().into(),
+            pid: owner.pid,
+            start_time: owner.start_time,
             ttl_ms: g.ttl_ms,
             slots: g.slots,
             granted_at_ms: now.wall_ms,
@@ -658,13 +694,12 @@ impl LockTable {
             deadline: now.mono.plus_ms(g.ttl_ms),
             lock_delay_ms: g.lock_delay_ms,
         };
-        self.index_node(&lease);
         self.timers.insert((lease.deadline, Timer::Lease(id)));
         fx.push(Effect::Persist(Mutation::FenceHighWater(self.last_seq)));
         fx.push(Effect::Persist(Mutation::PutLease(LeaseRecord {
             lease: id,
             resource: lease.resource.to_string(),
-            owner: lease.owner.clone(),
+            owner: owner.clone(),
             token,
             ttl_ms: g.ttl_ms,
             slots: g.slots,
@@ -675,7 +710,7 @@ impl LockTable {
             AuditRecord {
                 lease: Some(id),
                 token: Some(token),
-                owner: Some(lease.owner.clone()),
+                owner: Some(owner),
                 ..AuditRecord::new(&lease.resource, AuditKind::Granted)
             },
             now,
@@ -703,25 +738,6 @@ impl LockTable {
         record.seq = self.last_audit;
         record.at_ms = now.wall_ms;
         fx.push(Effect::Persist(Mutation::AppendAudit(record)));
-    }
-
-    fn index_node(&mut self, lease: &Lease) {
-        let owner = &lease.owner;
-        // Look up before inserting: `entry` would need owned copies of both names every time.
-        if let Some(boot) = self
-            .nodes
-            .get_mut(&owner.node)
-            .and_then(|node| node.get_mut(&owner.boot_id))
-        {
-            boot.insert(lease.id);
-            return;
-        }
-        self.nodes
-            .entry(owner.node.clone())
-            .or_default()
-            .entry(owner.boot_id.clone())
-            .or_default()
-            .insert(lease.id);
     }
 
     fn enqueue(&mut self, req: Acquire, now: Now) -> WaiterId {
@@ -772,17 +788,7 @@ impl LockTable {
     ) -> Option<Lease> {
         let lease = *self.leases.remove(&id)?;
         self.timers.remove(&(lease.deadline, Timer::Lease(id)));
-        if let Some(node) = self.nodes.get_mut(&lease.owner.node) {
-            if let Some(boot) = node.get_mut(&lease.owner.boot_id) {
-                boot.remove(&id);
-                if boot.is_empty() {
-                    node.remove(&lease.owner.boot_id);
-                }
-            }
-            if node.is_empty() {
-                self.nodes.remove(&lease.owner.node);
-            }
-        }
+        self.unindex_lease(id, &lease.origin);
         // A lease never outlives its deadline: an expiry noticed late (the reaper overslept, or
         // the next request came long after) failed at the deadline, so its lock-delay runs from
         // there, not from whenever the table got round to it (and may already be over).
@@ -804,11 +810,12 @@ impl LockTable {
             }
         }
         fx.push(Effect::Persist(Mutation::DeleteLease(id)));
+        let owner = lease.owner();
         self.audit(
             AuditRecord {
                 lease: Some(id),
                 token: Some(lease.token),
-                owner: Some(lease.owner.clone()),
+                owner: Some(owner.clone()),
                 ..AuditRecord::new(
                     &lease.resource,
                     AuditKind::Ended {
@@ -822,7 +829,7 @@ impl LockTable {
         fx.push(Effect::Ended {
             lease: id,
             resource: lease.resource.to_string(),
-            owner: lease.owner.clone(),
+            owner,
             token: lease.token,
             cause: cause.clone(),
         });
@@ -903,7 +910,7 @@ fn view_of(l: &Lease, reacquired: bool) -> LeaseView {
         resource: l.resource.to_string(),
         ttl_ms: l.ttl_ms,
         slots: l.slots,
-        owner: l.owner.clone(),
+        owner: l.owner(),
         granted_at_ms: l.granted_at_ms,
         reacquired,
     }

@@ -117,7 +117,7 @@ impl LockTable {
         HolderView {
             lease: l.id,
             token: l.token,
-            owner: l.owner.clone(),
+            owner: l.owner(),
             granted_at_ms: l.granted_at_ms,
             last_heartbeat_ms: l.renewed_wall_ms,
             ttl_ms: l.ttl_ms,

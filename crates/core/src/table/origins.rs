@@ -1,0 +1,310 @@
+//! Where leases come from: the index of leases by node and boot id, which is also where the
+//! parts of an owner that many leases share are kept once.
+//!
+//! The index answers "which leases were granted under another boot of this node?" (ghosts, see
+//! `ghosts`) and "which leases does this node's probe check?". It has an entry per node and boot
+//! id for as long as a lease of that boot lives — so it is the natural place to intern what the
+//! leases of one node and boot have in common: a fleet runs many locks per host, and a million
+//! leases would otherwise carry a million copies of a few thousand node names, boot ids and
+//! user names (four strings per lease, most of a lease's memory). A lease keeps one pointer to
+//! its [`Origin`] and only its own purpose, pid and start time; the public [`Owner`] is
+//! rebuilt when a view asks for it.
+//!
+//! [`Owner`]: crate::owner::Owner
+
+use std::sync::Arc;
+
+use super::{LockTable, Map, Set};
+use crate::ids::LeaseId;
+
+/// The node, boot id and user of a lease's owner: shared by every lease granted to that user
+/// on that node under that boot.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Origin {
+    pub(super) node: Arc<str>,
+    pub(super) boot_id: Arc<str>,
+    pub(super) user: Box<str>,
+}
+
+/// The leases granted on one node under one boot id, and their origins.
+#[derive(Debug, Default)]
+pub(super) struct BootLeases {
+    pub(super) leases: Set<LeaseId>,
+    /// One per user with a lease here: nearly always one. Dropped with its last lease.
+    origins: Vec<Arc<Origin>>,
+}
+
+/// The leases held from one node, by the boot id each was granted under. Usually one boot id;
+/// more than one when a waiter queued before a reboot was granted after it (a ghost grant).
+pub(super) type NodeLeases = Map<Arc<str>, BootLeases>;
+
+impl BootLeases {
+    /// The origin for `user` here, created (sharing the node and boot names) if missing.
+    fn origin(&mut self, node: &Arc<str>, boot_id: &Arc<str>, user: &str) -> Arc<Origin> {
+        if let Some(origin) = self.origins.iter().find(|o| &*o.user == user) {
+            return Arc::clone(origin);
+        }
+        let origin = Arc::new(Origin {
+            node: Arc::clone(node),
+            boot_id: Arc::clone(boot_id),
+            user: user.into(),
+        });
+        self.origins.push(Arc::clone(&origin));
+        origin
+    }
+}
+
+impl LockTable {
+    /// Indexes lease `id` under `node` and `boot_id`, and returns the origin it shares with the
+    /// other leases of `user` there.
+    pub(super) fn index_lease(
+        &mut self,
+        id: LeaseId,
+        node: &str,
+        boot_id: &str,
+        user: &str,
+    ) -> Arc<Origin> {
+        // Looked up before inserting: `entry` would need owned names every time, and nearly
+        // every lease joins a node and boot that already has some.
+        if let Some(boot) = self.nodes.get_mut(node).and_then(|n| n.get_mut(boot_id)) {
+            boot.leases.insert(id);
+            if let Some(first) = boot.origins.first() {
+                let (node, boot_id) = (Arc::clone(&first.node), Arc::clone(&first.boot_id));
+                return boot.origin(&node, &boot_id, user);
+            }
+        }
+        let node: Arc<str> = self
+            .nodes
+            .get_key_value(node)
+            .map_or_else(|| Arc::from(node), |(key, _)| Arc::clone(key));
+        let known = self.nodes.entry(Arc::clone(&node)).or_default();
+        let boot_id: Arc<str> = known
+            .get_key_value(boot_id)
+            .map_or_else(|| Arc::from(boot_id), |(key, _)| Arc::clone(key));
+        let boot = known.entry(Arc::clone(&boot_id)).or_default();
+        boot.leases.insert(id);
+        boot.origin(&node, &boot_id, user)
+    }
+
+    /// Removes lease `id` (of `origin`) from the index, and with it whatever only it used:
+    /// its origin, its boot's entry, its node's entry. The caller holds the lease's reference
+    /// to `origin` (the lease is already out of the table).
+    pub(super) fn unindex_lease(&mut self, id: LeaseId, origin: &Arc<Origin>) {
+        let Some(node) = self.nodes.get_mut(&*origin.node) else {
+            return;
+        };
+        if let Some(boot) = node.get_mut(&*origin.boot_id) {
+            boot.leases.remove(&id);
+            // The index's reference and the caller's: no other lease shares it any more.
+            if Arc::strong_count(origin) <= 2 {
+                boot.origins.retain(|o| !Arc::ptr_eq(o, origin));
+            }
+            if boot.leases.is_empty() {
+                node.remove(&*origin.boot_id);
+            }
+        }
+        if node.is_empty() {
+            self.nodes.remove(&*origin.node);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owner::Owner;
+    use crate::record::{LeaseRecord, Snapshot};
+    use crate::table::{Acquire, AcquireOutcome, TableConfig, Trusted};
+    use crate::time::Now;
+    use crate::{Effect, FenceToken};
+
+    fn owner(node: &str, boot_id: &str, user: &str, pid: u32) -> Owner {
+        Owner {
+            node: node.into(),
+            pid,
+            start_time: 100 + u64::from(pid),
+            boot_id: boot_id.into(),
+            user: user.into(),
+            purpose: format!("purpose of {pid}"),
+        }
+    }
+
+    fn acquire(table: &mut LockTable, resource: &str, owner: &Owner) -> LeaseId {
+        let req = Acquire {
+            resource: resource.into(),
+            owner: owner.clone(),
+            ttl_ms: 10_000,
+            slots: 1,
+            wait_ms: 0,
+            lock_delay_ms: 0,
+            trusted: Trusted {
+                // Several boots of one node side by side, without reclaiming each other.
+                synthetic_owner: true,
+                ..Trusted::NONE
+            },
+        };
+        match table.acquire(req, Now::at(0, 0), &mut Vec::new()) {
+            Ok(AcquireOutcome::Granted(view)) => {
+                assert_eq!(&view.owner, owner);
+                view.lease
+            }
+            other => panic!("expected a grant, got {other:?}"),
+        }
+    }
+
+    fn origin(table: &LockTable, id: LeaseId) -> Arc<Origin> {
+        let lease = table.leases.get(&id).expect("a live lease");
+        Arc::clone(&lease.origin)
+    }
+
+    fn origins(table: &LockTable) -> usize {
+        table
+            .nodes
+            .values()
+            .flat_map(|n| n.values())
+            .map(|b| b.origins.len())
+            .sum()
+    }
+
+    /// Every live lease shows exactly the owner it was granted to.
+    fn assert_owners(table: &LockTable, expected: &[(LeaseId, &Owner)]) {
+        for (id, owner) in expected {
+            let view = table.lease(*id).expect("a live lease");
+            assert_eq!(&view.owner, *owner, "lease {id}");
+        }
+    }
+
+    #[test]
+    fn leases_of_one_node_boot_and_user_share_an_origin_and_keep_their_own_process() {
+        let mut table = LockTable::new(TableConfig::default());
+        let a = owner("node-1", "boot-a", "svc", 1);
+        let b = owner("node-1", "boot-a", "svc", 2);
+        let (la, lb) = (
+            acquire(&mut table, "r/1", &a),
+            acquire(&mut table, "r/2", &b),
+        );
+        assert!(Arc::ptr_eq(&origin(&table, la), &origin(&table, lb)));
+        assert_owners(&table, &[(la, &a), (lb, &b)]);
+        assert_eq!(origins(&table), 1);
+    }
+
+    #[test]
+    fn different_boots_nodes_and_users_never_share_an_origin() {
+        let mut table = LockTable::new(TableConfig::default());
+        let owners = [
+            owner("node-1", "boot-a", "svc", 1),
+            owner("node-1", "boot-b", "svc", 1),
+            // The same boot id string on another node is another boot.
+            owner("node-2", "boot-a", "svc", 1),
+            owner("node-1", "boot-a", "root", 1),
+        ];
+        let ids: Vec<LeaseId> = owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| acquire(&mut table, &format!("r/{i}"), o))
+            .collect();
+        for (i, x) in ids.iter().enumerate() {
+            for y in &ids[i + 1..] {
+                assert!(!Arc::ptr_eq(&origin(&table, *x), &origin(&table, *y)));
+            }
+        }
+        let expected: Vec<_> = ids.iter().copied().zip(owners.iter()).collect();
+        assert_owners(&table, &expected);
+        assert_eq!(origins(&table), 4);
+        // The node's leases under boot-b are not node-2's or boot-a's.
+        let local = table.local_leases("node-1", "boot-b");
+        assert_eq!(local.iter().map(|d| d.lease).collect::<Vec<_>>(), [ids[1]]);
+    }
+
+    #[test]
+    fn a_reboot_reclaims_only_the_old_boots_leases_of_that_node() {
+        let mut table = LockTable::new(TableConfig::default());
+        let old = owner("node-1", "boot-a", "svc", 1);
+        let other_node = owner("node-2", "boot-a", "svc", 1);
+        let (lo, ln) = (
+            acquire(&mut table, "r/1", &old),
+            acquire(&mut table, "r/2", &other_node),
+        );
+        let mut fx = Vec::new();
+        assert_eq!(
+            table.observe_boot("node-1", "boot-b", Now::at(1, 1), &mut fx),
+            1
+        );
+        assert!(table.lease(lo).is_none());
+        assert!(fx.iter().any(|e| matches!(e,
+            Effect::Ended { lease, owner, .. } if *lease == lo && *owner == old)));
+        assert_owners(&table, &[(ln, &other_node)]);
+        // The old boot's origin went with its last lease.
+        assert_eq!(origins(&table), 1);
+        assert!(!table.nodes.contains_key("node-1"));
+    }
+
+    #[test]
+    fn an_origin_goes_with_its_last_lease_and_a_new_user_gets_its_own() {
+        let mut table = LockTable::new(TableConfig::default());
+        let svc = owner("node-1", "boot-a", "svc", 1);
+        let root = owner("node-1", "boot-a", "root", 2);
+        let (ls, lr) = (
+            acquire(&mut table, "r/1", &svc),
+            acquire(&mut table, "r/2", &root),
+        );
+        let mut fx = Vec::new();
+        table
+            .release(ls, None, Now::at(1, 1), &mut fx)
+            .expect("release");
+        assert_eq!(origins(&table), 1);
+        assert_owners(&table, &[(lr, &root)]);
+        let again = owner("node-1", "boot-a", "svc", 3);
+        let la = acquire(&mut table, "r/3", &again);
+        assert_owners(&table, &[(lr, &root), (la, &again)]);
+        assert_eq!(origins(&table), 2);
+        for id in [lr, la] {
+            table
+                .release(id, None, Now::at(2, 2), &mut fx)
+                .expect("release");
+        }
+        assert!(table.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_restore_keeps_every_owner_apart() {
+        let owners = [
+            owner("node-1", "boot-a", "svc", 1),
+            owner("node-1", "boot-a", "svc", 2),
+            owner("node-1", "boot-b", "svc", 1),
+            owner("node-2", "boot-a", "svc", 1),
+            owner("node-2", "boot-a", "ops", 1),
+        ];
+        let leases = owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| LeaseRecord {
+                lease: LeaseId(i as u64 + 1),
+                resource: format!("r/{i}"),
+                owner: o.clone(),
+                token: FenceToken(i as u64 + 1),
+                ttl_ms: 10_000,
+                slots: 1,
+                granted_at_ms: 5,
+                lock_delay_ms: 0,
+            })
+            .collect();
+        let snapshot = Snapshot {
+            leases,
+            ..Snapshot::default()
+        };
+        let table = LockTable::restore(TableConfig::default(), snapshot, Now::at(0, 0));
+        let expected: Vec<_> = (1..=5).map(LeaseId).zip(owners.iter()).collect();
+        assert_owners(&table, &expected);
+        assert_eq!(origins(&table), 4);
+        assert!(Arc::ptr_eq(
+            &origin(&table, LeaseId(1)),
+            &origin(&table, LeaseId(2))
+        ));
+    }
+
+    #[test]
+    fn a_lease_stays_small() {
+        assert!(std::mem::size_of::<super::super::Lease>() <= 128);
+    }
+}
