@@ -14,8 +14,7 @@
 //! A failed pass latches: the store then refuses commits (the committer's fail-stop).
 
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -32,37 +31,55 @@ const THREAD_NAME: &str = "locksmith-apply";
 /// passes a second, each covering hundreds of batches.
 const PASS_INTERVAL: Duration = Duration::from_millis(20);
 
-enum Message {
-    /// A batch's binary payload (see [`crate::codec::encode_batch_into`]).
-    Batch(u64, Vec<u8>),
-    /// A segment whose frames all have `seq <= last_seq`; delete it after the next checkpoint.
-    Sealed(PathBuf),
-    /// A reader is waiting: apply what is queued now.
-    Flush,
-    Shutdown,
-}
-
+/// What the store hands the thread, and what the thread reports back, under one lock.
+///
+/// Batches are queued here rather than sent over a channel so that queueing one does not wake
+/// the thread: a commit thread making thousands of commits a second would otherwise switch to
+/// it and back for every one, only for it to go back to sleep until the pass interval is over.
+/// Only what cannot wait for the interval wakes it: the first batch after an idle spell, a
+/// sealed segment, a waiting reader, shutdown.
 #[derive(Default)]
 struct State {
+    /// Batches durable in the log, not yet applied: `(seq, binary payload)`.
+    batches: Vec<(u64, Vec<u8>)>,
+    /// Segments whose frames all have `seq <= last_seq`; delete them after the next checkpoint.
+    sealed: Vec<PathBuf>,
+    /// A reader is waiting: apply what is queued now.
+    flush: bool,
+    shutdown: bool,
+    /// The highest sequence number in redb.
     applied: u64,
     failure: Option<String>,
     exited: bool,
 }
 
+impl State {
+    /// Something is queued that must not wait for the pass interval.
+    fn urgent(&self) -> bool {
+        self.flush || self.shutdown || !self.sealed.is_empty()
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
+    /// Signalled to the thread (work it must not sleep through) and by it (a pass finished).
     changed: Condvar,
 }
 
 impl Shared {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// A handle to the apply thread.
 pub(super) struct Applier {
-    tx: mpsc::Sender<Message>,
     shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
 }
@@ -75,7 +92,6 @@ impl Applier {
         retention: usize,
         applied: u64,
     ) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 applied,
@@ -87,7 +103,6 @@ impl Applier {
             db,
             dir,
             retention,
-            rx,
             shared: Arc::clone(&shared),
         };
         let handle = thread::Builder::new()
@@ -95,7 +110,6 @@ impl Applier {
             .spawn(move || worker.run())
             .map_err(|e| StoreError::Io(format!("cannot start the apply thread: {e}")))?;
         Ok(Self {
-            tx,
             shared,
             handle: Some(handle),
         })
@@ -103,8 +117,15 @@ impl Applier {
 
     /// The latched failure of an earlier pass, if any.
     pub(super) fn check(&self) -> Result<(), StoreError> {
-        match &self.shared.state().failure {
+        Self::failed(&self.shared.state())
+    }
+
+    fn failed(state: &State) -> Result<(), StoreError> {
+        match &state.failure {
             Some(reason) => Err(StoreError::Failed(reason.clone())),
+            None if state.exited => Err(StoreError::Failed(
+                "the apply thread has stopped".to_owned(),
+            )),
             None => Ok(()),
         }
     }
@@ -112,22 +133,33 @@ impl Applier {
     /// Queues a batch that is durable in the log under `seq`, as its binary payload: the
     /// records it holds are written to redb as they are, never decoded and encoded again.
     pub(super) fn batch(&self, seq: u64, batch: Vec<u8>) -> Result<(), StoreError> {
-        self.send(Message::Batch(seq, batch))
+        let mut state = self.shared.state();
+        Self::failed(&state)?;
+        let idle = state.batches.is_empty();
+        state.batches.push((seq, batch));
+        drop(state);
+        if idle {
+            // The thread may be asleep with nothing to do; from now on it sleeps out the
+            // interval and takes whatever has queued meanwhile.
+            self.shared.changed.notify_all();
+        }
+        Ok(())
     }
 
     /// Queues the deletion of a sealed segment, after the next checkpoint.
     pub(super) fn sealed(&self, path: PathBuf) -> Result<(), StoreError> {
-        self.send(Message::Sealed(path))
+        let mut state = self.shared.state();
+        Self::failed(&state)?;
+        state.sealed.push(path);
+        drop(state);
+        self.shared.changed.notify_all();
+        Ok(())
     }
 
     /// Blocks until every batch up to `seq` is in redb (visible to readers, not necessarily
     /// durable there), or the thread failed.
     pub(super) fn wait_applied(&self, seq: u64) -> Result<(), StoreError> {
         let mut state = self.shared.state();
-        if state.applied >= seq {
-            return Ok(());
-        }
-        self.send(Message::Flush)?;
         loop {
             if let Some(reason) = &state.failure {
                 return Err(StoreError::Failed(reason.clone()));
@@ -138,32 +170,26 @@ impl Applier {
             if state.exited {
                 return Err(StoreError::Closed);
             }
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state.flush = true;
+            self.shared.changed.notify_all();
+            state = self.shared.wait(state);
         }
     }
 
     /// Applies everything queued, checkpoints (redb durable), and stops the thread. Returns
     /// the latched failure, if a pass ever failed.
     pub(super) fn shutdown(&mut self) -> Result<(), StoreError> {
-        let _ = self.tx.send(Message::Shutdown);
+        self.shared.state().shutdown = true;
+        self.shared.changed.notify_all();
         if let Some(handle) = self.handle.take()
             && handle.join().is_err()
         {
             return Err(StoreError::Failed("the apply thread panicked".to_owned()));
         }
-        self.check()
-    }
-
-    fn send(&self, message: Message) -> Result<(), StoreError> {
-        self.tx.send(message).map_err(|_| {
-            self.check()
-                .err()
-                .unwrap_or_else(|| StoreError::Failed("the apply thread has stopped".to_owned()))
-        })
+        match &self.shared.state().failure {
+            Some(reason) => Err(StoreError::Failed(reason.clone())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -177,77 +203,74 @@ struct Worker {
     db: Arc<Database>,
     dir: PathBuf,
     retention: usize,
-    rx: mpsc::Receiver<Message>,
     shared: Arc<Shared>,
 }
 
 impl Worker {
     fn run(self) {
-        let mut batches: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut sealed: Vec<PathBuf> = Vec::new();
-        let mut stop = false;
         let mut last_pass = Instant::now();
-        while !stop {
-            // Block for the first message (a closed channel means the store is gone), then take
-            // whatever else is queued: one pass for all of it.
-            let mut flush = false;
-            let mut next = self.rx.recv().ok();
-            if next.is_none() {
-                stop = true;
+        loop {
+            let mut state = self.shared.state();
+            // Idle: sleep until something is queued.
+            while state.batches.is_empty() && !state.urgent() {
+                state = self.shared.wait(state);
             }
-            loop {
-                while let Some(message) = next {
-                    match message {
-                        Message::Batch(seq, batch) => batches.push((seq, batch)),
-                        Message::Sealed(path) => sealed.push(path),
-                        Message::Flush => flush = true,
-                        Message::Shutdown => stop = true,
-                    }
-                    next = self.rx.try_recv().ok();
-                }
-                // Unless a reader waits or a checkpoint is due, keep collecting until the pass
-                // interval is over: each pass rewrites the B-tree pages it touches, so one pass
-                // per interval touches each page once for many batches.
+            // Unless a reader waits, a checkpoint is due or the store closes, let batches
+            // collect until the pass interval is over: each pass rewrites the B-tree pages it
+            // touches, so one pass per interval touches each page once for many batches.
+            while !state.urgent() {
                 let left = PASS_INTERVAL.saturating_sub(last_pass.elapsed());
-                if stop || flush || !sealed.is_empty() || batches.is_empty() || left.is_zero() {
+                if left.is_zero() {
                     break;
                 }
-                match self.rx.recv_timeout(left) {
-                    Ok(message) => next = Some(message),
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => stop = true,
-                }
+                state = self
+                    .shared
+                    .changed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
+            let batches = std::mem::take(&mut state.batches);
+            let sealed = std::mem::take(&mut state.sealed);
+            let stop = state.shutdown;
+            state.flush = false;
+            drop(state);
+
             let checkpoint = stop || !sealed.is_empty();
-            if batches.is_empty() && !checkpoint {
-                continue;
-            }
-            let durability = if checkpoint {
-                Durability::Immediate
-            } else {
-                Durability::None
-            };
-            last_pass = Instant::now();
-            match tables::guard("apply", || {
-                tables::apply(&self.db, &batches, durability, self.retention)
-            }) {
-                Ok(()) => {
-                    let mut state = self.shared.state();
-                    if let Some((seq, _)) = batches.last() {
-                        state.applied = state.applied.max(*seq);
+            if !batches.is_empty() || checkpoint {
+                let durability = if checkpoint {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                };
+                last_pass = Instant::now();
+                let applied = tables::guard("apply", || {
+                    tables::apply(&self.db, &batches, durability, self.retention)
+                });
+                let mut state = self.shared.state();
+                match applied {
+                    Ok(()) => {
+                        if let Some((seq, _)) = batches.last() {
+                            state.applied = state.applied.max(*seq);
+                        }
                     }
-                    drop(state);
-                    self.shared.changed.notify_all();
-                    batches.clear();
+                    Err(error) => {
+                        tracing::error!(%error, "applying committed batches to the database failed");
+                        state.failure = Some(error.to_string());
+                        state.exited = true;
+                        drop(state);
+                        self.shared.changed.notify_all();
+                        return;
+                    }
                 }
-                Err(error) => {
-                    tracing::error!(%error, "applying committed batches to the database failed");
-                    self.shared.state().failure = Some(error.to_string());
-                    break;
+                drop(state);
+                self.shared.changed.notify_all();
+                if checkpoint && !sealed.is_empty() {
+                    self.delete(sealed);
                 }
             }
-            if checkpoint && !sealed.is_empty() {
-                self.delete(&mut sealed);
+            if stop {
+                break;
             }
         }
         self.shared.state().exited = true;
@@ -256,8 +279,8 @@ impl Worker {
 
     /// Deletes sealed segments that the last checkpoint made redundant. A segment that cannot
     /// be deleted is only wasted space: recovery skips frames redb already has.
-    fn delete(&self, sealed: &mut Vec<PathBuf>) {
-        for path in sealed.drain(..) {
+    fn delete(&self, sealed: Vec<PathBuf>) {
+        for path in sealed {
             if let Err(error) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), %error, "cannot delete a checkpointed log segment");
             }
