@@ -29,11 +29,11 @@ pub use error::{
 pub use hold::{HoldId, HoldRecord, HoldState, HoldView};
 pub use ids::{FenceToken, LeaseId, WaiterId};
 pub use owner::Owner;
-pub use record::{LeaseRecord, Mutation, Snapshot};
+pub use record::{LeaseChunk, LeaseRecord, LeaseRef, Mutation, OwnerRef, Snapshot};
 pub use resource::validate_resource;
 pub use table::{
     Acquire, AcquireOutcome, BreakOutcome, Census, DeadProcess, LockTable, NO_EXPIRY_TTL_MS,
-    PlaceHold, Released, TableConfig, Trusted,
+    PlaceHold, Released, RestoreBuilder, TableConfig, Trusted,
 };
 pub use time::{Mono, Now};
 pub use view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};

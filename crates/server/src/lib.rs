@@ -24,8 +24,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use locksmith_core::{LockTable, TableConfig};
-use locksmith_store::{Committer, EmbeddedStore, Store, StoreError};
+use locksmith_core::{LeaseChunk, LockTable, Now, RestoreBuilder, Snapshot, TableConfig};
+use locksmith_store::{Committer, EmbeddedStore, LeaseSink, Store, StoreError};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -231,23 +231,16 @@ impl NodeIdentity {
 /// Loads the store, rebuilds the lock table (every surviving lease counts as renewed now),
 /// starts the committer, and runs the boot watchdog.
 pub(crate) async fn recover(
-    mut store: Box<dyn Store>,
+    store: Box<dyn Store>,
     identity: &NodeIdentity,
 ) -> Result<Engine, ServerError> {
-    let (snapshot, store) = tokio::task::spawn_blocking(move || {
-        let snapshot = store.load();
-        (snapshot, store)
-    })
-    .await
-    .map_err(|e| StoreError::Io(e.to_string()))?;
-    let snapshot = snapshot?;
     let clock = Clock::start();
-    let recovered = snapshot.leases.len();
-    let table = LockTable::restore(TableConfig::default(), snapshot, clock.now());
+    let (table, store) = restore_table(store, clock.now()).await?;
     tracing::info!(
-        leases = recovered,
+        leases = table.lease_count(),
         fence_high_water = table.fence_high_water(),
         store = %store.describe(),
+        took_ms = clock.now().mono.0,
         "recovered lock table; surviving leases count as renewed now"
     );
     let committer = Committer::spawn(store)?;
@@ -264,6 +257,92 @@ pub(crate) async fn recover(
         );
     }
     Ok(engine)
+}
+
+/// What [`restore_table`]'s reading thread hands its building thread, in this order.
+enum Handoff {
+    /// How many leases will come (a capacity hint).
+    Expect(usize),
+    Leases(LeaseChunk),
+    /// The rest of the stored state; the last message.
+    Rest(Snapshot),
+}
+
+/// Reads the store and builds the table from it at the same time, on two threads: the store
+/// reads and decodes leases on one and hands them over in chunks through a short channel, and
+/// the table is built from each chunk on the other as it comes (a [`RestoreBuilder`]). At a
+/// million leases a restart is all CPU — decoding on one side, hashing and allocating on the
+/// other — so two cores make it about as long as the longer side rather than both together.
+/// Emptied chunks go back to be filled again. Every lease counts as renewed at `now`.
+async fn restore_table(
+    mut store: Box<dyn Store>,
+    now: Now,
+) -> Result<(LockTable, Box<dyn Store>), ServerError> {
+    /// Chunks between the two threads: enough that neither waits for the other's hiccups,
+    /// few enough that they stay in cache.
+    const IN_FLIGHT: usize = 4;
+    let (handoff, handed) = std::sync::mpsc::sync_channel::<Handoff>(IN_FLIGHT);
+    let (recycle, recycled) = std::sync::mpsc::channel::<LeaseChunk>();
+    let build = tokio::task::spawn_blocking(move || {
+        let mut builder = RestoreBuilder::new(TableConfig::default(), now);
+        for message in handed {
+            match message {
+                Handoff::Expect(leases) => builder.reserve(leases),
+                Handoff::Leases(mut chunk) => {
+                    builder.chunk(&chunk);
+                    chunk.clear();
+                    // Once the reader is done nobody takes it back; it is then just dropped.
+                    let _ = recycle.send(chunk);
+                }
+                Handoff::Rest(rest) => return Some(builder.finish(rest)),
+            }
+        }
+        // The reader stopped before the end; its error says why.
+        None
+    });
+    let load = tokio::task::spawn_blocking(move || {
+        let mut sink = Handover { handoff, recycled };
+        let loaded = store.load_streaming(&mut sink).and_then(|rest| {
+            sink.handoff
+                .send(Handoff::Rest(rest))
+                .map_err(|_| builder_gone())
+        });
+        (loaded, store)
+    });
+    let (loaded, store) = load.await.map_err(|e| StoreError::Io(e.to_string()))?;
+    // A panic while building is the error to report, rather than the reader's "builder gone".
+    let built = build.await.map_err(|e| StoreError::Io(e.to_string()))?;
+    loaded?;
+    let table = built.ok_or_else(builder_gone)?;
+    Ok((table, store))
+}
+
+/// The store's side of [`restore_table`]'s channel.
+struct Handover {
+    handoff: std::sync::mpsc::SyncSender<Handoff>,
+    recycled: std::sync::mpsc::Receiver<LeaseChunk>,
+}
+
+impl LeaseSink for Handover {
+    fn expect(&mut self, leases: usize) {
+        // If the builder is gone, the next chunk's send says so.
+        let _ = self.handoff.send(Handoff::Expect(leases));
+    }
+
+    fn leases(&mut self, chunk: &mut LeaseChunk) -> Result<(), StoreError> {
+        let empty = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| LeaseChunk::with_capacity(chunk.len(), chunk.text_len()));
+        let full = std::mem::replace(chunk, empty);
+        self.handoff
+            .send(Handoff::Leases(full))
+            .map_err(|_| builder_gone())
+    }
+}
+
+fn builder_gone() -> StoreError {
+    StoreError::Io("recovery stopped: the lock table builder is gone".to_owned())
 }
 
 pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -314,6 +393,124 @@ impl EngineTasks {
         let _ = self.stop.send(true);
         for h in self.handles {
             let _ = h.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod recover_tests {
+    use super::*;
+    use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Mutation, Owner};
+
+    /// Holds `leases` leases; its streaming load fails after `fail_after` chunks, if set.
+    struct Stored {
+        leases: u64,
+        fail_after: Option<usize>,
+    }
+
+    fn record(i: u64) -> LeaseRecord {
+        LeaseRecord {
+            lease: LeaseId(i),
+            resource: format!("fleet/node-{}/config-{}.conf", i / 100, i % 100),
+            owner: Owner {
+                node: format!("node-{}", i / 100),
+                pid: 1_000 + (i % 100) as u32,
+                start_time: 7,
+                boot_id: format!("boot-{}", i / 100),
+                user: "svc".to_owned(),
+                purpose: "recover test".to_owned(),
+            },
+            token: FenceToken(i),
+            ttl_ms: 60_000,
+            slots: 1,
+            granted_at_ms: 1_700_000_000_000,
+            lock_delay_ms: 0,
+        }
+    }
+
+    impl Store for Stored {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot {
+                leases: (1..=self.leases).map(record).collect(),
+                fence_high_water: self.leases + 5,
+                audit_seq: 3,
+                ..Snapshot::default()
+            })
+        }
+
+        fn load_streaming(&mut self, sink: &mut dyn LeaseSink) -> Result<Snapshot, StoreError> {
+            let Some(fail_after) = self.fail_after else {
+                let mut snapshot = self.load()?;
+                let leases = std::mem::take(&mut snapshot.leases);
+                sink.expect(leases.len());
+                let mut chunk = LeaseChunk::default();
+                for part in leases.chunks(1_000) {
+                    part.iter().for_each(|r| chunk.push(r.into()));
+                    sink.leases(&mut chunk)?;
+                    chunk.clear();
+                }
+                return Ok(snapshot);
+            };
+            for i in 0..fail_after {
+                let mut chunk = LeaseChunk::default();
+                chunk.push((&record(i as u64 + 1)).into());
+                sink.leases(&mut chunk)?;
+            }
+            Err(StoreError::Corrupt("damaged after some chunks".to_owned()))
+        }
+
+        fn commit(&mut self, _batch: &[Mutation]) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn audit(
+            &mut self,
+            _query: &locksmith_store::AuditQuery,
+        ) -> Result<Vec<locksmith_core::AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        fn describe(&self) -> String {
+            "test".to_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_table_built_while_the_store_streams_is_the_table_restore_builds() {
+        let leases = 10_500;
+        let now = Now::at(5, 1_700_000_001_000);
+        let store = Box::new(Stored {
+            leases,
+            fail_after: None,
+        });
+        let (table, _store) = restore_table(store, now).await.expect("restore");
+        let whole = LockTable::restore(
+            TableConfig::default(),
+            Stored {
+                leases,
+                fail_after: None,
+            }
+            .load()
+            .expect("load"),
+            now,
+        );
+        assert_eq!(table.lease_count(), 10_500);
+        assert_eq!(table.fence_high_water(), whole.fence_high_water());
+        assert_eq!(table.next_deadline(), whole.next_deadline());
+        assert_eq!(table.resources(now), whole.resources(now));
+    }
+
+    #[tokio::test]
+    async fn a_store_failing_mid_stream_fails_recovery_with_its_error() {
+        let store = Box::new(Stored {
+            leases: 0,
+            fail_after: Some(6),
+        });
+        match restore_table(store, Now::default()).await {
+            Err(ServerError::Store(StoreError::Corrupt(reason))) => {
+                assert!(reason.contains("damaged"), "{reason}");
+            }
+            other => panic!("expected the store's error, got {:?}", other.map(|_| ())),
         }
     }
 }

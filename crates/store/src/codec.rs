@@ -22,7 +22,9 @@
 mod audit;
 mod batch;
 
-use locksmith_core::{AuditRecord, FenceToken, HoldRecord, LeaseId, LeaseRecord, Owner};
+use locksmith_core::{
+    AuditRecord, FenceToken, HoldRecord, LeaseChunk, LeaseId, LeaseRecord, LeaseRef, OwnerRef,
+};
 
 use crate::StoreError;
 
@@ -90,8 +92,7 @@ pub fn encode_audit(record: &AuditRecord) -> Result<Vec<u8>, StoreError> {
 /// Decodes a lease stored under `key`, in either form, checking the key matches the id it names.
 pub fn decode_lease(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
     let record = match bytes.first() {
-        Some(&LEASE_V1) => decode_lease_v1(&bytes[1..])
-            .ok_or_else(|| StoreError::Corrupt(format!("lease {key}: truncated or not UTF-8")))?,
+        Some(&LEASE_V1) => lease_v1(key, bytes)?.to_record(),
         Some(b'{') => serde_json::from_slice(bytes)
             .map_err(|e| StoreError::Corrupt(format!("lease {key}: {e}")))?,
         Some(other) => {
@@ -101,13 +102,44 @@ pub fn decode_lease(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
         }
         None => return Err(StoreError::Corrupt(format!("lease {key}: empty record"))),
     };
-    if record.lease.0 != key {
+    check_lease_key(key, record.lease)?;
+    Ok(record)
+}
+
+/// [`decode_lease`] into `chunk`, for a load that hands leases over in chunks: a lease in the
+/// binary form is copied straight from `bytes`, with no allocation of its own. Returns the
+/// lease's id and token.
+pub fn decode_lease_into(
+    key: u64,
+    bytes: &[u8],
+    chunk: &mut LeaseChunk,
+) -> Result<(LeaseId, FenceToken), StoreError> {
+    if bytes.first() == Some(&LEASE_V1) {
+        let lease = lease_v1(key, bytes)?;
+        check_lease_key(key, lease.lease)?;
+        chunk.push(lease);
+        return Ok((lease.lease, lease.token));
+    }
+    let record = decode_lease(key, bytes)?;
+    chunk.push((&record).into());
+    Ok((record.lease, record.token))
+}
+
+/// A binary lease (version byte included), borrowed from `bytes`.
+fn lease_v1(key: u64, bytes: &[u8]) -> Result<LeaseRef<'_>, StoreError> {
+    bytes
+        .get(1..)
+        .and_then(decode_lease_v1)
+        .ok_or_else(|| StoreError::Corrupt(format!("lease {key}: truncated or not UTF-8")))
+}
+
+fn check_lease_key(key: u64, lease: LeaseId) -> Result<(), StoreError> {
+    if lease.0 != key {
         return Err(StoreError::Corrupt(format!(
-            "lease {key}: record is stored under the wrong key (it names lease {})",
-            record.lease
+            "lease {key}: record is stored under the wrong key (it names lease {lease})"
         )));
     }
-    Ok(record)
+    Ok(())
 }
 
 /// Decodes a record stored under `key`, checking the key matches the id it names.
@@ -174,22 +206,22 @@ pub fn decode_audit(key: u64, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
 
 /// The binary form after its version byte; `None` if it is truncated, has bytes left over, or
 /// holds a text that is not UTF-8.
-fn decode_lease_v1(bytes: &[u8]) -> Option<LeaseRecord> {
+fn decode_lease_v1(bytes: &[u8]) -> Option<LeaseRef<'_>> {
     let mut r = Reader(bytes);
     let (lease, token, ttl_ms) = (r.u64()?, r.u64()?, r.u64()?);
     let slots = r.u32()?;
     let (granted_at_ms, lock_delay_ms) = (r.u64()?, r.u64()?);
     let (pid, start_time) = (r.u32()?, r.u64()?);
-    let record = LeaseRecord {
+    let record = LeaseRef {
         lease: LeaseId(lease),
-        resource: r.text()?,
-        owner: Owner {
-            node: r.text()?,
+        resource: r.str()?,
+        owner: OwnerRef {
+            node: r.str()?,
             pid,
             start_time,
-            boot_id: r.text()?,
-            user: r.text()?,
-            purpose: r.text()?,
+            boot_id: r.str()?,
+            user: r.str()?,
+            purpose: r.str()?,
         },
         token: FenceToken(token),
         ttl_ms,
@@ -229,8 +261,12 @@ impl<'a> Reader<'a> {
         Some(bytes)
     }
 
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+
     fn text(&mut self) -> Option<String> {
-        String::from_utf8(self.bytes()?.to_vec()).ok()
+        self.str().map(str::to_owned)
     }
 }
 
@@ -298,6 +334,7 @@ impl<'a, F: Fn() -> String> Writer<'a, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use locksmith_core::Owner;
 
     fn lease() -> LeaseRecord {
         LeaseRecord {
@@ -324,6 +361,35 @@ mod tests {
         let bytes = encode_lease(&lease())?;
         assert_eq!(bytes[0], LEASE_V1);
         assert_eq!(decode_lease(7, &bytes)?, lease());
+        Ok(())
+    }
+
+    #[test]
+    fn leases_decode_into_a_chunk_in_either_form() -> Result<(), StoreError> {
+        let mut chunk = LeaseChunk::default();
+        let binary = encode_lease(&lease())?;
+        let json = encode(&lease(), || "lease".to_owned())?;
+        assert_eq!(
+            decode_lease_into(7, &binary, &mut chunk)?,
+            (LeaseId(7), FenceToken(8))
+        );
+        assert_eq!(
+            decode_lease_into(7, &json, &mut chunk)?,
+            (LeaseId(7), FenceToken(8))
+        );
+        let back: Vec<LeaseRecord> = chunk.iter().map(|l| l.to_record()).collect();
+        assert_eq!(back, [lease(), lease()]);
+        for bad in [&binary[..binary.len() - 1], &[][..]] {
+            assert!(matches!(
+                decode_lease_into(7, bad, &mut chunk),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        assert!(matches!(
+            decode_lease_into(6, &binary, &mut chunk),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(chunk.len(), 2, "nothing is pushed for a bad record");
         Ok(())
     }
 

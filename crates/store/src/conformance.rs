@@ -80,6 +80,11 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("empty_batch_is_a_no_op", empty_batch_is_a_no_op),
     ("large_batch_round_trips", large_batch_round_trips),
     ("many_leases_round_trip", many_leases_round_trip),
+    ("streaming_load_matches_load", streaming_load_matches_load),
+    (
+        "streaming_load_stops_on_a_sink_error",
+        streaming_load_stops_on_a_sink_error,
+    ),
     ("durable_across_reopens", durable_across_reopens),
     (
         "unicode_and_long_fields_round_trip",

@@ -25,7 +25,7 @@ pub use options::{AuditQuery, StoreOptions};
 
 use std::path::Path;
 
-use locksmith_core::{AuditRecord, Mutation, Snapshot};
+use locksmith_core::{AuditRecord, LeaseChunk, Mutation, Snapshot};
 
 /// Opens the embedded store in `dir` (created if missing), loads it, and starts its committer:
 /// everything a server needs at boot, in the order the [`Store`] contract requires.
@@ -42,6 +42,23 @@ pub fn open_embedded_with(
     let snapshot = store.load()?;
     let committer = Committer::spawn(Box::new(store))?;
     Ok((snapshot, committer))
+}
+
+/// How many leases a store puts in a chunk for a [`LeaseSink`] (the last may have fewer):
+/// a few hundred KB, so handing one over costs nothing next to reading it, and the chunks in
+/// flight between two threads stay small.
+pub const LEASE_CHUNK: usize = 4_096;
+
+/// Where [`Store::load_streaming`] hands the stored leases.
+pub trait LeaseSink {
+    /// How many leases will follow, when the store knows: called at most once, before any
+    /// chunk. A capacity hint, nothing more.
+    fn expect(&mut self, _leases: usize) {}
+
+    /// Takes the leases in `chunk`. The store clears the chunk afterwards and fills it again,
+    /// so a sink that keeps the leases swaps it for an empty one (`std::mem::take`). An error
+    /// stops the load, which returns it.
+    fn leases(&mut self, chunk: &mut LeaseChunk) -> Result<(), StoreError>;
 }
 
 /// A durable home for the lock table's state: leases, holds, the fence high-water mark, and
@@ -72,10 +89,37 @@ pub fn open_embedded_with(
 /// - After `commit` returns `Err`, the store's durable state is unknown; the caller must stop
 ///   writing (the [`Committer`] latches the failure and refuses all later batches) rather than
 ///   guess. A new process must `load` to learn what survived.
-/// - `load` is called once, before any `commit`, and returns exactly the durable state.
+/// - `load` — or [`Store::load_streaming`], which reads the same state — is called once, before
+///   any `commit`, and returns exactly the durable state.
 pub trait Store: Send + 'static {
     /// Reads the durable state.
     fn load(&mut self) -> Result<Snapshot, StoreError>;
+
+    /// Reads the durable state like [`Store::load`], but hands the leases to `sink` a chunk at
+    /// a time as they are read, instead of in the snapshot: the snapshot returned has no
+    /// leases, and everything else as `load` would return it (its `fence_high_water` still
+    /// covers every lease). Every lease `load` would return reaches the sink exactly once,
+    /// before this returns; the order is not part of the contract (the stores here go by id).
+    ///
+    /// What a server does at boot: a million leases then never exist as a million records, and
+    /// the lock table is built from the first chunks while the store still reads the next ones
+    /// (see `locksmith-server`'s `recover`). An error from the sink stops the read and is
+    /// returned. The default calls `load` and hands its leases over; a backend that can decode
+    /// straight into chunks overrides it (the embedded store does).
+    fn load_streaming(&mut self, sink: &mut dyn LeaseSink) -> Result<Snapshot, StoreError> {
+        let mut snapshot = self.load()?;
+        let leases = std::mem::take(&mut snapshot.leases);
+        sink.expect(leases.len());
+        let mut chunk = LeaseChunk::default();
+        for part in leases.chunks(LEASE_CHUNK) {
+            for record in part {
+                chunk.push(record.into());
+            }
+            sink.leases(&mut chunk)?;
+            chunk.clear();
+        }
+        Ok(snapshot)
+    }
 
     /// Applies `batch` atomically and durably (see the trait docs).
     fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError>;

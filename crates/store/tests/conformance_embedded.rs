@@ -35,6 +35,8 @@ checks!(
     empty_batch_is_a_no_op,
     large_batch_round_trips,
     many_leases_round_trip,
+    streaming_load_matches_load,
+    streaming_load_stops_on_a_sink_error,
     durable_across_reopens,
     unicode_and_long_fields_round_trip,
     extreme_values_round_trip,

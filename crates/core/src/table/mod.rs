@@ -23,10 +23,12 @@ mod holds;
 mod origins;
 mod resize;
 mod resources;
+mod restore;
 mod views;
 
 pub use ghosts::{BreakOutcome, DeadProcess};
 pub use holds::PlaceHold;
+pub use restore::RestoreBuilder;
 pub use views::Census;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -38,7 +40,7 @@ use crate::error::{AcquireError, EndCause, FenceError, InvalidRequest, LeaseErro
 use crate::hold::{HoldId, HoldRecord, HoldState};
 use crate::ids::{FenceToken, LeaseId, WaiterId};
 use crate::owner::Owner;
-use crate::record::{LeaseRecord, Mutation, Snapshot};
+use crate::record::{LeaseRecord, Mutation};
 use crate::resource::validate_resource;
 use crate::time::{Mono, Now};
 use crate::view::{HolderView, LeaseView};
@@ -286,20 +288,11 @@ pub struct LockTable {
 impl LockTable {
     /// An empty table.
     pub fn new(config: TableConfig) -> Self {
-        Self::restore(config, Snapshot::default(), Now::default())
-    }
-
-    /// Rebuilds the table from storage after a (re)start. Every surviving lease is treated as
-    /// renewed at `now`: a live holder keeps its lock (its next heartbeat lands in time), a dead
-    /// one expires one TTL later. Nothing is reclaimed here; [`LockTable::advance`] does that.
-    pub fn restore(config: TableConfig, snapshot: Snapshot, now: Now) -> Self {
-        let count = snapshot.leases.len();
-        let mut table = Self {
+        Self {
             config,
-            last_seq: snapshot.fence_high_water,
-            leases: Map::with_capacity_and_hasher(count, Default::default()),
-            // At most one per lease; nearly always exactly one.
-            resources: Map::with_capacity_and_hasher(count, Default::default()),
+            last_seq: 0,
+            leases: Map::default(),
+            resources: Map::default(),
             waiters: Map::default(),
             last_waiter: 0,
             timers: BTreeSet::new(),
@@ -307,46 +300,8 @@ impl LockTable {
             holds: Map::default(),
             nodes: Map::default(),
             delays: Map::default(),
-            last_audit: snapshot.audit_seq,
-        };
-        let mut records = snapshot.leases;
-        // Stores hand leases back in id order already; then this is one linear pass.
-        records.sort_by_key(|r| r.token);
-        let mut timers = Vec::with_capacity(count);
-        for r in records {
-            table.last_seq = table.last_seq.max(r.token.0).max(r.lease.0);
-            let (resource, res) = table.resource_entry(&r.resource);
-            res.slots = r.slots;
-            res.holders.push(r.lease);
-            let origin = table.index_lease(r.lease, &r.owner.node, &r.owner.boot_id, &r.owner.user);
-            let lease = Lease {
-                id: r.lease,
-                token: r.token,
-                resource,
-                origin,
-                purpose: r.owner.purpose.into_boxed_str(),
-                pid: r.owner.pid,
-                start_time: r.owner.start_time,
-                ttl_ms: r.ttl_ms,
-                slots: r.slots,
-                granted_at_ms: r.granted_at_ms,
-                renewed_wall_ms: now.wall_ms,
-                renewed: now.mono,
-                deadline: now.mono.plus_ms(r.ttl_ms),
-                lock_delay_ms: r.lock_delay_ms,
-            };
-            timers.push((lease.deadline, Timer::Lease(lease.id)));
-            table.leases.insert(lease.id, Box::new(lease));
+            last_audit: 0,
         }
-        // Built in one pass from the sorted entries (every deadline is `now` + a TTL, and the
-        // leases came in id order, so they are sorted unless TTLs differ).
-        timers.sort_unstable();
-        table.timers = timers.into_iter().collect();
-        for record in snapshot.holds {
-            table.last_seq = table.last_seq.max(record.hold.0);
-            table.restore_hold(record, now);
-        }
-        table
     }
 
     /// The limits in force.

@@ -62,6 +62,15 @@ impl Holders {
         };
     }
 
+    /// Adds a holder at its place in grant order, given each holder's rank in that order: what
+    /// a restore does with a lease that comes after a newer one of the same resource.
+    pub(super) fn insert_by<K: Ord>(&mut self, id: LeaseId, rank: impl Fn(LeaseId) -> K) {
+        self.push(id);
+        if let Holders::Many(ids) = self {
+            ids.sort_by_key(|h| rank(*h));
+        }
+    }
+
     /// Removes `id` if it holds; the order of the others is kept.
     pub(super) fn remove(&mut self, id: LeaseId) {
         match self {
@@ -179,6 +188,9 @@ mod tests {
         assert_eq!(h.len(), 1);
         h.remove(LeaseId(9));
         assert_eq!(h, Holders::None);
+        h.insert_by(LeaseId(8), |id| id);
+        h.insert_by(LeaseId(2), |id| id);
+        assert_eq!(h.as_slice(), &[LeaseId(2), LeaseId(8)]);
     }
 
     #[test]

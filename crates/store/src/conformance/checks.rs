@@ -1,9 +1,9 @@
 //! The checks of the suite, one contract promise (or one edge of it) each.
 
-use locksmith_core::{LeaseId, LeaseRecord, Mutation, Snapshot};
+use locksmith_core::{LeaseChunk, LeaseId, LeaseRecord, Mutation, Snapshot};
 
-use super::{Harness, sample_lease};
-use crate::Store;
+use super::{Harness, sample_audit, sample_hold, sample_lease};
+use crate::{LeaseSink, Store, StoreError};
 
 pub(super) fn fresh_loaded(h: &mut dyn Harness) -> Box<dyn Store> {
     let mut store = h.fresh();
@@ -363,6 +363,103 @@ pub fn legacy_lease_without_lock_delay_loads(h: &mut dyn Harness) {
     commit(&mut store, &[put(&renewed)]);
     let (_, snapshot) = reload(h, store);
     assert_eq!(snapshot.leases, vec![sample_lease(7, 7), renewed]);
+}
+
+/// Records what a streaming load hands over, and when.
+#[derive(Default)]
+struct Recorder {
+    expected: Vec<usize>,
+    chunks: usize,
+    leases: Vec<LeaseRecord>,
+    /// Fail on this chunk (1-based).
+    fail_at: Option<usize>,
+}
+
+impl LeaseSink for Recorder {
+    fn expect(&mut self, leases: usize) {
+        assert_eq!(self.chunks, 0, "`expect` must come before any chunk");
+        self.expected.push(leases);
+    }
+
+    fn leases(&mut self, chunk: &mut LeaseChunk) -> Result<(), StoreError> {
+        self.chunks += 1;
+        if self.fail_at == Some(self.chunks) {
+            return Err(StoreError::Io("the sink gave up".to_owned()));
+        }
+        self.leases
+            .extend(chunk.iter().map(|lease| lease.to_record()));
+        // Swapped out, as a sink that keeps chunks does: the store must carry on regardless.
+        std::mem::take(chunk);
+        Ok(())
+    }
+}
+
+/// `load_streaming` hands every lease `load` returns to the sink exactly once (over several
+/// chunks, old-format records included) and returns the rest of the same state.
+pub fn streaming_load_matches_load(h: &mut dyn Harness) {
+    const LEASES: u64 = 4_200;
+    const BATCH: u64 = 100;
+    let mut store = fresh_loaded(h);
+    for start in (1..=LEASES).step_by(BATCH as usize) {
+        let end = start + BATCH - 1;
+        let mut batch: Vec<_> = (start..=end).map(|id| put(&sample_lease(id, id))).collect();
+        batch.push(Mutation::FenceHighWater(end));
+        commit(&mut store, &batch);
+    }
+    commit(
+        &mut store,
+        &[
+            delete(17),
+            Mutation::PutHold(sample_hold(LEASES + 1)),
+            Mutation::AppendAudit(sample_audit(9, 1_000, "configs/resource-1.conf")),
+            Mutation::FenceHighWater(LEASES + 10),
+        ],
+    );
+    let legacy = br#"{"lease":4300,"resource":"reboot/slot-41","owner":{"node":"node-7","pid":4121,"start_time":987654,"boot_id":"0b2c5d1e","user":"orchestrator","purpose":"legacy"},"token":4300,"ttl_ms":30000,"slots":1,"granted_at_ms":1700000000000}"#;
+    let store = h.write_raw_lease(store, 4_300, legacy);
+    let mut store = h.reopen(store);
+    let mut sink = Recorder::default();
+    let mut streamed = store.load_streaming(&mut sink).expect("load_streaming");
+    assert!(
+        streamed.leases.is_empty(),
+        "streamed leases go to the sink, not the snapshot"
+    );
+    let (_, mut loaded) = reload(h, store);
+    assert_eq!(loaded.leases.len() as u64, LEASES);
+    assert!(sink.expected.len() <= 1);
+    if let Some(&expected) = sink.expected.first() {
+        assert_eq!(
+            expected,
+            loaded.leases.len(),
+            "`expect` must be the lease count"
+        );
+    }
+    sink.leases.sort_by_key(|record| record.lease);
+    assert!(
+        sink.leases == loaded.leases,
+        "streamed leases differ from loaded ones"
+    );
+    streamed.holds.sort_by_key(|record| record.hold);
+    loaded.leases.clear();
+    assert_eq!(streamed, loaded);
+    assert!(streamed.fence_high_water >= 4_300);
+}
+
+/// An error from the sink stops a streaming load, which returns it.
+pub fn streaming_load_stops_on_a_sink_error(h: &mut dyn Harness) {
+    let mut store = fresh_loaded(h);
+    let batch: Vec<_> = (1..=50).map(|id| put(&sample_lease(id, id))).collect();
+    commit(&mut store, &batch);
+    let mut store = h.reopen(store);
+    let mut sink = Recorder {
+        fail_at: Some(1),
+        ..Recorder::default()
+    };
+    match store.load_streaming(&mut sink) {
+        Err(StoreError::Io(reason)) => assert!(reason.contains("gave up"), "{reason}"),
+        other => panic!("expected the sink's error, got {other:?}"),
+    }
+    assert_eq!(sink.chunks, 1, "no chunk after the failing one");
 }
 
 /// The longest prefix of `text` that fits in `max` bytes without splitting a character.

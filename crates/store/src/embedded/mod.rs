@@ -36,7 +36,7 @@ use locksmith_core::{AuditRecord, Mutation, Snapshot};
 use redb::{Database, Durability};
 
 use crate::codec::{decode_batch, encode_batch_into};
-use crate::{AuditQuery, Store, StoreError, StoreOptions};
+use crate::{AuditQuery, LeaseSink, Store, StoreError, StoreOptions};
 use applier::Applier;
 use tables::Verify;
 use wal::Segment;
@@ -208,6 +208,11 @@ impl Store for EmbeddedStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         self.applier.wait_applied(self.last_seq)?;
         tables::guard("load", || tables::load(&self.db))
+    }
+
+    fn load_streaming(&mut self, sink: &mut dyn LeaseSink) -> Result<Snapshot, StoreError> {
+        self.applier.wait_applied(self.last_seq)?;
+        tables::guard("load", || tables::load_streaming(&self.db, sink))
     }
 
     fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {

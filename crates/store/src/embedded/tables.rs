@@ -62,7 +62,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use locksmith_core::{AuditRecord, Snapshot};
+use locksmith_core::{AuditRecord, LeaseChunk, LeaseRecord, Snapshot};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     Table, TableDefinition, TableError,
@@ -70,9 +70,9 @@ use redb::{
 
 use super::EmbeddedStore;
 use crate::codec::{
-    RawMutation, decode_audit, decode_audit_resource, decode_hold, decode_lease, raw_mutations,
+    RawMutation, decode_audit, decode_audit_resource, decode_hold, decode_lease_into, raw_mutations,
 };
-use crate::{AuditQuery, StoreError};
+use crate::{AuditQuery, LEASE_CHUNK, LeaseSink, StoreError};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
 const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
@@ -185,6 +185,35 @@ pub(super) fn applied_seq(db: &Database) -> Result<u64, StoreError> {
 
 /// Reads the whole lock-table state.
 pub(super) fn load(db: &Database) -> Result<Snapshot, StoreError> {
+    /// Collects the leases as records, for a caller that wants them all at once.
+    struct Collect(Vec<LeaseRecord>);
+
+    impl LeaseSink for Collect {
+        fn expect(&mut self, leases: usize) {
+            // Sized once: growing a vector of a million records by doubling copies (and first
+            // touches) twice the memory.
+            self.0.reserve_exact(leases);
+        }
+
+        fn leases(&mut self, chunk: &mut LeaseChunk) -> Result<(), StoreError> {
+            self.0.extend(chunk.iter().map(|lease| lease.to_record()));
+            Ok(())
+        }
+    }
+
+    let mut leases = Collect(Vec::new());
+    let mut snapshot = load_streaming(db, &mut leases)?;
+    snapshot.leases = leases.0;
+    Ok(snapshot)
+}
+
+/// Reads the whole lock-table state, handing the leases to `sink` in chunks of
+/// [`LEASE_CHUNK`] as they are decoded (see [`crate::Store::load_streaming`]): a lease in the
+/// binary form goes from redb's page into the chunk without an allocation of its own.
+pub(super) fn load_streaming(
+    db: &Database,
+    sink: &mut dyn LeaseSink,
+) -> Result<Snapshot, StoreError> {
     let txn = db.begin_read().map_err(|e| redb_error("begin read", e))?;
     let mut snapshot = Snapshot::default();
 
@@ -199,20 +228,22 @@ pub(super) fn load(db: &Database) -> Result<Snapshot, StoreError> {
     }
 
     if let Some(leases) = open_read(&txn, LEASES, "leases")? {
-        // Sized once: growing a vector of a million records by doubling copies (and first
-        // touches) twice the memory, which is most of what a large restart costs.
         let count = leases.len().map_err(|e| redb_error("count leases", e))?;
-        snapshot
-            .leases
-            .reserve_exact(usize::try_from(count).unwrap_or(0));
+        sink.expect(usize::try_from(count).unwrap_or(0));
+        // Room for a chunk of typical leases (about 100 bytes of strings each); it grows if
+        // they are longer, and is reused for every chunk.
+        let mut chunk = LeaseChunk::with_capacity(LEASE_CHUNK, LEASE_CHUNK * 128);
         for entry in leases.iter().map_err(|e| redb_error("scan leases", e))? {
             let (key, value) = entry.map_err(|e| redb_error("scan leases", e))?;
-            let record = decode_lease(key.value(), value.value())?;
-            snapshot.fence_high_water = snapshot
-                .fence_high_water
-                .max(record.token.0)
-                .max(record.lease.0);
-            snapshot.leases.push(record);
+            let (lease, token) = decode_lease_into(key.value(), value.value(), &mut chunk)?;
+            snapshot.fence_high_water = snapshot.fence_high_water.max(token.0).max(lease.0);
+            if chunk.len() >= LEASE_CHUNK {
+                sink.leases(&mut chunk)?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            sink.leases(&mut chunk)?;
         }
     }
 
