@@ -32,8 +32,8 @@ pub use owner::Owner;
 pub use record::{LeaseChunk, LeaseRecord, LeaseRef, Mutation, OwnerRef, Snapshot};
 pub use resource::validate_resource;
 pub use table::{
-    Acquire, AcquireOutcome, BreakOutcome, Census, DeadProcess, LockTable, NO_EXPIRY_TTL_MS,
-    PlaceHold, Released, RestoreBuilder, TableConfig, Trusted,
+    Acquire, AcquireOutcome, BreakOutcome, Census, DeadProcess, LeasePreparer, LockTable,
+    NO_EXPIRY_TTL_MS, PlaceHold, PreparedLeases, Released, RestoreBuilder, TableConfig, Trusted,
 };
 pub use time::{Mono, Now};
 pub use view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};

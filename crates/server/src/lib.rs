@@ -24,7 +24,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use locksmith_core::{LeaseChunk, LockTable, Now, RestoreBuilder, Snapshot, TableConfig};
+use locksmith_core::{
+    LeaseChunk, LeasePreparer, LockTable, Now, PreparedLeases, RestoreBuilder, Snapshot,
+    TableConfig,
+};
 use locksmith_store::{Committer, EmbeddedStore, LeaseSink, Store, StoreError};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -263,17 +266,17 @@ pub(crate) async fn recover(
 enum Handoff {
     /// How many leases will come (a capacity hint).
     Expect(usize),
-    Leases(LeaseChunk),
+    Leases(PreparedLeases),
     /// The rest of the stored state; the last message.
     Rest(Snapshot),
 }
 
-/// Reads the store and builds the table from it at the same time, on two threads: the store
-/// reads and decodes leases on one and hands them over in chunks through a short channel, and
-/// the table is built from each chunk on the other as it comes (a [`RestoreBuilder`]). At a
-/// million leases a restart is all CPU — decoding on one side, hashing and allocating on the
-/// other — so two cores make it about as long as the longer side rather than both together.
-/// Emptied chunks go back to be filled again. Every lease counts as renewed at `now`.
+/// Reads the store and builds the table from it at the same time, on two threads. At a million
+/// leases a restart is all CPU, so it is cut in two halves of about the same cost: on one
+/// thread the store reads and decodes the leases, and a [`LeasePreparer`] makes table leases
+/// of them (their allocations and first touches of fresh memory); they go through a short
+/// channel, a few thousand at a time, to the other thread, where a [`RestoreBuilder`] indexes
+/// them as they come. Every lease counts as renewed at `now`.
 async fn restore_table(
     mut store: Box<dyn Store>,
     now: Now,
@@ -282,18 +285,13 @@ async fn restore_table(
     /// few enough that they stay in cache.
     const IN_FLIGHT: usize = 4;
     let (handoff, handed) = std::sync::mpsc::sync_channel::<Handoff>(IN_FLIGHT);
-    let (recycle, recycled) = std::sync::mpsc::channel::<LeaseChunk>();
+    let mut builder = RestoreBuilder::new(TableConfig::default(), now);
+    let preparer = builder.preparer();
     let build = tokio::task::spawn_blocking(move || {
-        let mut builder = RestoreBuilder::new(TableConfig::default(), now);
         for message in handed {
             match message {
                 Handoff::Expect(leases) => builder.reserve(leases),
-                Handoff::Leases(mut chunk) => {
-                    builder.chunk(&chunk);
-                    chunk.clear();
-                    // Once the reader is done nobody takes it back; it is then just dropped.
-                    let _ = recycle.send(chunk);
-                }
+                Handoff::Leases(leases) => builder.prepared(leases),
                 Handoff::Rest(rest) => return Some(builder.finish(rest)),
             }
         }
@@ -301,7 +299,7 @@ async fn restore_table(
         None
     });
     let load = tokio::task::spawn_blocking(move || {
-        let mut sink = Handover { handoff, recycled };
+        let mut sink = Handover { handoff, preparer };
         let loaded = store.load_streaming(&mut sink).and_then(|rest| {
             sink.handoff
                 .send(Handoff::Rest(rest))
@@ -320,7 +318,7 @@ async fn restore_table(
 /// The store's side of [`restore_table`]'s channel.
 struct Handover {
     handoff: std::sync::mpsc::SyncSender<Handoff>,
-    recycled: std::sync::mpsc::Receiver<LeaseChunk>,
+    preparer: LeasePreparer,
 }
 
 impl LeaseSink for Handover {
@@ -330,13 +328,9 @@ impl LeaseSink for Handover {
     }
 
     fn leases(&mut self, chunk: &mut LeaseChunk) -> Result<(), StoreError> {
-        let empty = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| LeaseChunk::with_capacity(chunk.len(), chunk.text_len()));
-        let full = std::mem::replace(chunk, empty);
+        let prepared = self.preparer.prepare(chunk);
         self.handoff
-            .send(Handoff::Leases(full))
+            .send(Handoff::Leases(prepared))
             .map_err(|_| builder_gone())
     }
 }

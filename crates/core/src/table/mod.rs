@@ -28,7 +28,7 @@ mod views;
 
 pub use ghosts::{BreakOutcome, DeadProcess};
 pub use holds::PlaceHold;
-pub use restore::RestoreBuilder;
+pub use restore::{LeasePreparer, PreparedLeases, RestoreBuilder};
 pub use views::Census;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};

@@ -30,8 +30,9 @@ pub(super) struct Origin {
 #[derive(Debug, Default)]
 pub(super) struct BootLeases {
     pub(super) leases: Set<LeaseId>,
-    /// One per user with a lease here: nearly always one. Dropped with its last lease.
-    origins: Vec<Arc<Origin>>,
+    /// One per user with a lease here (nearly always one), with how many leases share it; it
+    /// goes with its last lease.
+    origins: Vec<(Arc<Origin>, usize)>,
 }
 
 /// The leases held from one node, by the boot id each was granted under. Usually one boot id;
@@ -39,17 +40,15 @@ pub(super) struct BootLeases {
 pub(super) type NodeLeases = Map<Arc<str>, BootLeases>;
 
 impl BootLeases {
-    /// The origin for `user` here, created (sharing the node and boot names) if missing.
-    fn origin(&mut self, node: &Arc<str>, boot_id: &Arc<str>, user: &str) -> Arc<Origin> {
-        if let Some(origin) = self.origins.iter().find(|o| &*o.user == user) {
+    /// Counts `count` more leases of `user` here and returns their origin: the one in use, or
+    /// `new` (called with the node and boot names to share) when there is none yet.
+    fn join(&mut self, user: &str, count: usize, new: impl FnOnce() -> Arc<Origin>) -> Arc<Origin> {
+        if let Some((origin, leases)) = self.origins.iter_mut().find(|(o, _)| &*o.user == user) {
+            *leases += count;
             return Arc::clone(origin);
         }
-        let origin = Arc::new(Origin {
-            node: Arc::clone(node),
-            boot_id: Arc::clone(boot_id),
-            user: user.into(),
-        });
-        self.origins.push(Arc::clone(&origin));
+        let origin = new();
+        self.origins.push((Arc::clone(&origin), count));
         origin
     }
 }
@@ -67,10 +66,10 @@ impl LockTable {
         // Looked up before inserting: `entry` would need owned names every time, and nearly
         // every lease joins a node and boot that already has some.
         if let Some(boot) = self.nodes.get_mut(node).and_then(|n| n.get_mut(boot_id)) {
-            boot.leases.insert(id);
-            if let Some(first) = boot.origins.first() {
+            if let Some((first, _)) = boot.origins.first() {
                 let (node, boot_id) = (Arc::clone(&first.node), Arc::clone(&first.boot_id));
-                return boot.origin(&node, &boot_id, user);
+                boot.leases.insert(id);
+                return boot.join(user, 1, || origin(node, boot_id, user));
             }
         }
         let node: Arc<str> = self
@@ -83,21 +82,40 @@ impl LockTable {
             .map_or_else(|| Arc::from(boot_id), |(key, _)| Arc::clone(key));
         let boot = known.entry(Arc::clone(&boot_id)).or_default();
         boot.leases.insert(id);
-        boot.origin(&node, &boot_id, user)
+        boot.join(user, 1, || origin(node, boot_id, user))
+    }
+
+    /// Indexes leases `ids`, all of `origin` (made elsewhere: see `restore`), and returns the
+    /// origin they must share: `origin`, or an equal one already in use.
+    pub(super) fn index_leases(&mut self, origin: &Arc<Origin>, ids: &[LeaseId]) -> Arc<Origin> {
+        let boot = self
+            .nodes
+            .entry(Arc::clone(&origin.node))
+            .or_default()
+            .entry(Arc::clone(&origin.boot_id))
+            .or_default();
+        boot.leases.extend(ids.iter().copied());
+        boot.join(&origin.user, ids.len(), || Arc::clone(origin))
     }
 
     /// Removes lease `id` (of `origin`) from the index, and with it whatever only it used:
-    /// its origin, its boot's entry, its node's entry. The caller holds the lease's reference
-    /// to `origin` (the lease is already out of the table).
+    /// its origin, its boot's entry, its node's entry.
     pub(super) fn unindex_lease(&mut self, id: LeaseId, origin: &Arc<Origin>) {
         let Some(node) = self.nodes.get_mut(&*origin.node) else {
             return;
         };
         if let Some(boot) = node.get_mut(&*origin.boot_id) {
-            boot.leases.remove(&id);
-            // The index's reference and the caller's: no other lease shares it any more.
-            if Arc::strong_count(origin) <= 2 {
-                boot.origins.retain(|o| !Arc::ptr_eq(o, origin));
+            if boot.leases.remove(&id) {
+                if let Some(at) = boot
+                    .origins
+                    .iter()
+                    .position(|(o, _)| Arc::ptr_eq(o, origin))
+                {
+                    boot.origins[at].1 -= 1;
+                    if boot.origins[at].1 == 0 {
+                        boot.origins.swap_remove(at);
+                    }
+                }
             }
             if boot.leases.is_empty() {
                 node.remove(&*origin.boot_id);
@@ -107,6 +125,52 @@ impl LockTable {
             self.nodes.remove(&*origin.node);
         }
     }
+}
+
+impl LockTable {
+    /// Panics unless the index and the leases agree: every live lease is indexed under its
+    /// origin's node and boot, shares the one origin there for its user, and each origin counts
+    /// exactly its leases.
+    #[cfg(test)]
+    pub(super) fn check_origins(&self) {
+        let mut indexed = 0;
+        for (node, boots) in &self.nodes {
+            for (boot_id, boot) in boots {
+                assert!(!boot.leases.is_empty(), "an empty boot entry stays behind");
+                let mut counted = 0;
+                for (i, (origin, count)) in boot.origins.iter().enumerate() {
+                    assert!(*origin.node == **node && *origin.boot_id == **boot_id);
+                    assert!(boot.origins[..i].iter().all(|(o, _)| o.user != origin.user));
+                    let leases = boot
+                        .leases
+                        .iter()
+                        .filter(|id| {
+                            self.leases
+                                .get(id)
+                                .is_some_and(|l| Arc::ptr_eq(&l.origin, origin))
+                        })
+                        .count();
+                    assert_eq!(leases, *count, "origin {origin:?} counts its leases");
+                    counted += count;
+                }
+                assert_eq!(
+                    counted,
+                    boot.leases.len(),
+                    "every lease has its origin here"
+                );
+                indexed += boot.leases.len();
+            }
+        }
+        assert_eq!(indexed, self.leases.len(), "every live lease is indexed");
+    }
+}
+
+fn origin(node: Arc<str>, boot_id: Arc<str>, user: &str) -> Arc<Origin> {
+    Arc::new(Origin {
+        node,
+        boot_id,
+        user: user.into(),
+    })
 }
 
 #[cfg(test)]
@@ -168,6 +232,7 @@ mod tests {
 
     /// Every live lease shows exactly the owner it was granted to.
     fn assert_owners(table: &LockTable, expected: &[(LeaseId, &Owner)]) {
+        table.check_origins();
         for (id, owner) in expected {
             let view = table.lease(*id).expect("a live lease");
             assert_eq!(&view.owner, *owner, "lease {id}");

@@ -6,15 +6,24 @@
 //! whole [`Snapshot`]. Both give the same table for the same leases, in whatever order and
 //! chunks they come.
 //!
+//! The work per lease splits in two halves of about the same cost, so that each thread of such
+//! a restart gets one: making the lease (its allocations, first touches of fresh memory, the
+//! sharing of its owner's node, boot id and user) is a [`LeasePreparer`]'s, which can run on
+//! the thread that reads the store; indexing it (the resource, lease and node maps, the timers)
+//! is the builder's.
+//!
 //! Order: a resource's holders are kept in grant (token) order, and its size is its newest
 //! holder's. Stores hand leases over in id order, which is token order, so each lease simply
 //! goes last; one that comes after a newer lease of its resource is put in its place instead.
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use super::{Lease, LockTable, TableConfig, Timer};
+use super::origins::Origin;
+use super::resources::Resource;
+use super::{Lease, LockTable, Map, TableConfig, Timer};
 use crate::ids::{FenceToken, LeaseId};
-use crate::record::{LeaseChunk, LeaseRef, Snapshot};
+use crate::record::{LeaseChunk, LeaseRef, OwnerRef, Snapshot};
 use crate::time::{Mono, Now};
 
 /// Builds a [`LockTable`] from storage after a (re)start: the stored leases, handed over in
@@ -25,13 +34,19 @@ use crate::time::{Mono, Now};
 /// [`LockTable::advance`] does that. The table comes out the same however the leases were cut
 /// into chunks and whatever their order: a resource's holders are kept in grant (token) order,
 /// and its size is that of its newest holder.
+///
+/// Leases come either as they are stored ([`RestoreBuilder::chunk`], [`RestoreBuilder::lease`])
+/// or made ready on another thread by a [`LeasePreparer`] ([`RestoreBuilder::prepared`]).
 #[derive(Debug)]
 pub struct RestoreBuilder {
     table: LockTable,
-    now: Now,
+    /// Prepares the leases that come as they are stored.
+    preparer: LeasePreparer,
     /// Lease deadlines, sorted into the timer set at the end (one bulk build instead of a
     /// million ordered inserts).
     timers: Vec<(Mono, Timer)>,
+    /// Scratch: the ids of a run of leases of one origin.
+    run: Vec<LeaseId>,
 }
 
 impl RestoreBuilder {
@@ -39,9 +54,16 @@ impl RestoreBuilder {
     pub fn new(config: TableConfig, now: Now) -> Self {
         Self {
             table: LockTable::new(config),
-            now,
+            preparer: LeasePreparer::new(now),
             timers: Vec::new(),
+            run: Vec::new(),
         }
+    }
+
+    /// A preparer for this builder's leases, to run on another thread (see
+    /// [`RestoreBuilder::prepared`]).
+    pub fn preparer(&self) -> LeasePreparer {
+        LeasePreparer::new(self.preparer.now)
     }
 
     /// Makes room for `leases` more leases: what a store that knows how many it holds says
@@ -56,58 +78,82 @@ impl RestoreBuilder {
 
     /// Adds every lease of `chunk`.
     pub fn chunk(&mut self, chunk: &LeaseChunk) {
-        for lease in chunk.iter() {
-            self.lease(lease);
-        }
+        let prepared = self.preparer.prepare(chunk);
+        self.prepared(prepared);
     }
 
     /// Adds one stored lease. Each lease id must come once.
-    pub fn lease(&mut self, r: LeaseRef<'_>) {
-        let t = &mut self.table;
-        t.last_seq = t.last_seq.max(r.token.0).max(r.lease.0);
-        // The fields one by one (not `resource_entry`): the holders' tokens are looked up in
-        // `leases` while the entry is borrowed.
-        let resource = t
-            .resources
-            .get_key_value(r.resource)
-            .map_or_else(|| Arc::from(r.resource), |(key, _)| Arc::clone(key));
-        let res = t.resources.entry(Arc::clone(&resource)).or_default();
-        let leases = &t.leases;
-        let token_of = |id: LeaseId| {
-            if id == r.lease {
-                r.token
-            } else {
-                leases.get(&id).map_or(FenceToken(0), |l| l.token)
+    pub fn lease(&mut self, lease: LeaseRef<'_>) {
+        let lease = self.preparer.lease(lease);
+        self.prepared(PreparedLeases {
+            leases: vec![lease],
+        });
+    }
+
+    /// Adds leases made ready by a [`LeasePreparer`] of this builder.
+    pub fn prepared(&mut self, prepared: PreparedLeases) {
+        let mut leases = prepared.leases;
+        // Index them by node and boot a run of one origin at a time: one lookup for a node's
+        // hundred leases rather than one each.
+        let mut start = 0;
+        while let Some(first) = leases.get(start) {
+            let origin = Arc::clone(&first.origin);
+            let end = start
+                + leases[start..]
+                    .iter()
+                    .take_while(|l| Arc::ptr_eq(&l.origin, &origin))
+                    .count();
+            self.run.clear();
+            self.run.extend(leases[start..end].iter().map(|l| l.id));
+            let shared = self.table.index_leases(&origin, &self.run);
+            if !Arc::ptr_eq(&shared, &origin) {
+                for lease in &mut leases[start..end] {
+                    lease.origin = Arc::clone(&shared);
+                }
             }
-        };
-        match res.holders.as_slice().last() {
-            Some(&newest) if token_of(newest) > r.token => res.holders.insert_by(r.lease, token_of),
-            _ => {
-                res.slots = r.slots;
-                res.holders.push(r.lease);
+            start = end;
+        }
+        for lease in leases {
+            self.add(lease);
+        }
+    }
+
+    /// Adds a lease, already indexed by node, to the resource, lease and timer indexes.
+    fn add(&mut self, mut lease: Box<Lease>) {
+        let t = &mut self.table;
+        t.last_seq = t.last_seq.max(lease.token.0).max(lease.id.0);
+        match t.resources.entry(Arc::clone(&lease.resource)) {
+            Entry::Vacant(entry) => {
+                let res = entry.insert(Resource::default());
+                res.slots = lease.slots;
+                res.holders.push(lease.id);
+            }
+            Entry::Occupied(mut entry) => {
+                // The resource's one copy of its name.
+                lease.resource = Arc::clone(entry.key());
+                let res = entry.get_mut();
+                let leases = &t.leases;
+                let (id, token) = (lease.id, lease.token);
+                let token_of = |other: LeaseId| {
+                    if other == id {
+                        token
+                    } else {
+                        leases.get(&other).map_or(FenceToken(0), |l| l.token)
+                    }
+                };
+                match res.holders.as_slice().last() {
+                    Some(&newest) if token_of(newest) > token => {
+                        res.holders.insert_by(id, token_of);
+                    }
+                    _ => {
+                        res.slots = lease.slots;
+                        res.holders.push(id);
+                    }
+                }
             }
         }
-        let o = r.owner;
-        let origin = t.index_lease(r.lease, o.node, o.boot_id, o.user);
-        let now = self.now;
-        let lease = Lease {
-            id: r.lease,
-            token: r.token,
-            resource,
-            origin,
-            purpose: o.purpose.into(),
-            pid: o.pid,
-            start_time: o.start_time,
-            ttl_ms: r.ttl_ms,
-            slots: r.slots,
-            granted_at_ms: r.granted_at_ms,
-            renewed_wall_ms: now.wall_ms,
-            renewed: now.mono,
-            deadline: now.mono.plus_ms(r.ttl_ms),
-            lock_delay_ms: r.lock_delay_ms,
-        };
         self.timers.push((lease.deadline, Timer::Lease(lease.id)));
-        t.leases.insert(lease.id, Box::new(lease));
+        t.leases.insert(lease.id, lease);
     }
 
     /// Adds the rest of the stored state — `snapshot`'s leases if it has any (none when they
@@ -124,9 +170,11 @@ impl RestoreBuilder {
         drop(records);
         let Self {
             mut table,
-            now,
+            preparer,
             mut timers,
+            ..
         } = self;
+        let now = preparer.now;
         table.last_seq = table.last_seq.max(snapshot.fence_high_water);
         table.last_audit = table.last_audit.max(snapshot.audit_seq);
         // Every deadline is `now` + a TTL and the leases came in id order, so this is sorted
@@ -138,6 +186,114 @@ impl RestoreBuilder {
             table.restore_hold(record, now);
         }
         table
+    }
+}
+
+/// Stored leases made into table leases, ready for [`RestoreBuilder::prepared`].
+#[derive(Debug, Default)]
+pub struct PreparedLeases {
+    // Boxed already: each goes into the table's lease map as it is (the whole point of making
+    // them on another thread).
+    #[allow(clippy::vec_box)]
+    leases: Vec<Box<Lease>>,
+}
+
+impl PreparedLeases {
+    /// How many leases it holds.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+}
+
+/// Makes table leases out of stored ones, for a [`RestoreBuilder`] on another thread: the
+/// allocations of each lease (its record, resource name and purpose — most of a restart's
+/// first touches of fresh memory), and the sharing of its owner's node, boot id and user, so
+/// that the builder only indexes them. Made by [`RestoreBuilder::preparer`].
+#[derive(Debug)]
+pub struct LeasePreparer {
+    now: Now,
+    /// The origins made so far, by node, boot id and user.
+    origins: Map<Arc<str>, OriginsByBoot>,
+    /// The last origin made or found: a node's leases tend to come together.
+    last: Option<Arc<Origin>>,
+}
+
+/// A node's origins by boot id (one per user).
+type OriginsByBoot = Map<Arc<str>, Vec<Arc<Origin>>>;
+
+impl LeasePreparer {
+    fn new(now: Now) -> Self {
+        Self {
+            now,
+            origins: Map::default(),
+            last: None,
+        }
+    }
+
+    /// The leases of `chunk`, made.
+    pub fn prepare(&mut self, chunk: &LeaseChunk) -> PreparedLeases {
+        let mut leases = Vec::with_capacity(chunk.len());
+        leases.extend(chunk.iter().map(|lease| self.lease(lease)));
+        PreparedLeases { leases }
+    }
+
+    fn lease(&mut self, r: LeaseRef<'_>) -> Box<Lease> {
+        let o = r.owner;
+        let now = self.now;
+        Box::new(Lease {
+            id: r.lease,
+            token: r.token,
+            resource: Arc::from(r.resource),
+            origin: self.origin(&o),
+            purpose: o.purpose.into(),
+            pid: o.pid,
+            start_time: o.start_time,
+            ttl_ms: r.ttl_ms,
+            slots: r.slots,
+            granted_at_ms: r.granted_at_ms,
+            renewed_wall_ms: now.wall_ms,
+            renewed: now.mono,
+            deadline: now.mono.plus_ms(r.ttl_ms),
+            lock_delay_ms: r.lock_delay_ms,
+        })
+    }
+
+    fn origin(&mut self, o: &OwnerRef<'_>) -> Arc<Origin> {
+        if let Some(last) = self
+            .last
+            .as_ref()
+            .filter(|l| *l.node == *o.node && *l.boot_id == *o.boot_id && *l.user == *o.user)
+        {
+            return Arc::clone(last);
+        }
+        let node: Arc<str> = self
+            .origins
+            .get_key_value(o.node)
+            .map_or_else(|| Arc::from(o.node), |(key, _)| Arc::clone(key));
+        let boots = self.origins.entry(Arc::clone(&node)).or_default();
+        let boot_id: Arc<str> = boots
+            .get_key_value(o.boot_id)
+            .map_or_else(|| Arc::from(o.boot_id), |(key, _)| Arc::clone(key));
+        let users = boots.entry(Arc::clone(&boot_id)).or_default();
+        let origin = match users.iter().find(|u| *u.user == *o.user) {
+            Some(found) => Arc::clone(found),
+            None => {
+                let made = Arc::new(Origin {
+                    node,
+                    boot_id,
+                    user: o.user.into(),
+                });
+                users.push(Arc::clone(&made));
+                made
+            }
+        };
+        self.last = Some(Arc::clone(&origin));
+        origin
     }
 }
 
@@ -202,6 +358,8 @@ mod tests {
 
     /// Everything a caller can see of a table, and its timers: equal tables answer alike.
     fn assert_same(a: &LockTable, b: &LockTable, ids: &[LeaseId], now: Now) {
+        a.check_origins();
+        b.check_origins();
         assert_eq!(a.fence_high_water(), b.fence_high_water());
         assert_eq!(a.lease_count(), b.lease_count());
         assert_eq!(a.resources(now), b.resources(now));
@@ -261,14 +419,21 @@ mod tests {
             }
             let mut builder = RestoreBuilder::new(TableConfig::default(), now);
             builder.reserve(shuffled.len());
+            // Chunks prepared by the builder itself and by two preparers of its own (as if on
+            // other threads), by turns: their origins must still be shared, one per owner.
+            let mut preparers = [builder.preparer(), builder.preparer()];
             let mut buffer = LeaseChunk::default();
-            for part in shuffled.chunks(chunk) {
+            for (i, part) in shuffled.chunks(chunk).enumerate() {
                 for r in part {
                     buffer.push(r.into());
                 }
-                builder.chunk(&buffer);
+                match (order >> (i % 64)) % 4 {
+                    0 | 1 => builder.chunk(&buffer),
+                    way => builder.prepared(preparers[way as usize - 2].prepare(&buffer)),
+                }
                 buffer.clear();
             }
+            drop(preparers);
             let mut streamed = builder.finish(Snapshot { leases: Vec::new(), ..snapshot });
 
             assert_same(&whole, &streamed, &ids, now);
