@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use locksmith_bench::{Target, cycles, handoff, renewals, stats};
 use locksmith_server::{Server, ServerConfig};
 
@@ -38,9 +38,20 @@ struct Args {
     /// one round trip at a time; more pipelines them (the wire protocol answers as they complete).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
     renew_in_flight: Vec<usize>,
+    /// Which workloads to run (e.g. `--workloads cycles` for a profile of one row).
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [Workload::Cycles, Workload::Handoff, Workload::Renew])]
+    workloads: Vec<Workload>,
     /// Print JSON rows instead of a Markdown table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Cycles,
+    Handoff,
+    Renew,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,13 +102,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let d = Duration::from_secs_f64(args.seconds);
     let mut rows = Vec::new();
-    for &c in &args.cycle_clients {
+    let runs = |w: Workload| args.workloads.contains(&w);
+    for &c in args.cycle_clients.iter().filter(|_| runs(Workload::Cycles)) {
         rows.push(cycles(&target, c, d).await?);
     }
-    for &c in &args.handoff_clients {
+    for &c in args
+        .handoff_clients
+        .iter()
+        .filter(|_| runs(Workload::Handoff))
+    {
         rows.push(handoff(&target, c, d).await?);
     }
-    for &c in &args.renew_clients {
+    for &c in args.renew_clients.iter().filter(|_| runs(Workload::Renew)) {
         for &n in &args.renew_in_flight {
             rows.push(renewals(&target, c, n, d).await?);
         }

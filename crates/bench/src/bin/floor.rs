@@ -1,0 +1,223 @@
+//! `floor`: what this machine charges for the pieces every durable lock operation is made of,
+//! measured without Locksmith, so that the benchmark numbers can be read against them.
+//!
+//! - **fdatasync**: a 600-byte `pwrite` then `fdatasync`, appending to a growing file and
+//!   overwriting inside a preallocated one (what the embedded store's log segments do), in the
+//!   directory given (default: the system temp dir, where `locksmith-bench` puts its store).
+//! - **thread wake-up**: two OS threads passing a token back and forth over blocking channels;
+//!   each pass wakes a sleeping thread (the commit thread waking, the reply waking a runtime
+//!   worker). Reported per pass, i.e. half a round trip.
+//! - **thread → task wake-up**: an OS thread answering a tokio task through a `oneshot`, as the
+//!   commit thread answers a request; per pass.
+//! - **loopback TCP round trip**: a 64-byte request and answer between two tokio tasks over
+//!   127.0.0.1, one in flight (what one client's round trip costs before any work).
+//!
+//! It is not a disk benchmark (one block size, one queue depth) and it measures nothing of
+//! Locksmith's own code.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(about = "The machine's floor: fdatasync, thread wake-ups, loopback TCP round trips")]
+struct Args {
+    /// Directory for the fdatasync files (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Syncs per fdatasync row.
+    #[arg(long, default_value_t = 3000)]
+    syncs: u64,
+    /// Passes per wake-up and round-trip row.
+    #[arg(long, default_value_t = 20_000)]
+    passes: u64,
+}
+
+/// Bytes per synced write: about one small commit frame.
+const WRITE: usize = 600;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::Builder::new()
+        .prefix("locksmith-floor")
+        .tempdir_in(&dir)
+        .with_context(|| format!("cannot create a scratch directory in {}", dir.display()))?;
+    let mut rows = vec![
+        (
+            "pwrite 600 B + fdatasync, appending",
+            sync_append(&scratch.path().join("append"), args.syncs)?,
+        ),
+        (
+            "pwrite 600 B + fdatasync, preallocated",
+            sync_overwrite(&scratch.path().join("prealloc"), args.syncs)?,
+        ),
+        (
+            "thread wake-up (blocking channel), per pass",
+            thread_pingpong(args.passes)?,
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rows.push((
+        "thread → tokio task wake-up (oneshot), per pass",
+        rt.block_on(task_pingpong(args.passes))?,
+    ));
+    rows.push((
+        "loopback TCP round trip, 64 B, tokio",
+        rt.block_on(tcp_pingpong(args.passes))?,
+    ));
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "| what | n | mean µs | p50 µs | p99 µs |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|")?;
+    for (what, h) in rows {
+        writeln!(
+            out,
+            "| {what} | {} | {:.1} | {:.1} | {:.1} |",
+            h.len(),
+            h.mean() / 1000.0,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+        )?;
+    }
+    writeln!(out, "\nfdatasync files in {}", dir.display())?;
+    Ok(())
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).context("histogram")
+}
+
+fn record(h: &mut Histogram<u64>, elapsed: Duration) {
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    h.saturating_record(nanos.max(1));
+}
+
+fn sync_append(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u64>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    let buf = [0x5au8; WRITE];
+    let mut h = histogram()?;
+    for i in 0..n {
+        let started = Instant::now();
+        file.write_all_at(&buf, i * WRITE as u64)?;
+        file.sync_data()?;
+        record(&mut h, started.elapsed());
+    }
+    Ok(h)
+}
+
+fn sync_overwrite(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u64>> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    // Written and synced once, so that the timed writes change no file metadata.
+    let len = usize::try_from(n)?.saturating_mul(WRITE);
+    file.write_all(&vec![0u8; len])?;
+    file.sync_all()?;
+    let buf = [0x5au8; WRITE];
+    let mut h = histogram()?;
+    for i in 0..n {
+        let started = Instant::now();
+        file.write_all_at(&buf, i * WRITE as u64)?;
+        file.sync_data()?;
+        record(&mut h, started.elapsed());
+    }
+    Ok(h)
+}
+
+fn thread_pingpong(n: u64) -> anyhow::Result<Histogram<u64>> {
+    let (to_echo, from_main) = mpsc::channel::<Instant>();
+    let (to_main, from_echo) = mpsc::channel::<Instant>();
+    let echo = std::thread::spawn(move || {
+        while let Ok(sent) = from_main.recv() {
+            if to_main.send(sent).is_err() {
+                break;
+            }
+        }
+    });
+    let mut h = histogram()?;
+    for _ in 0..n {
+        // A pause first, so that the echo thread is asleep when the token arrives.
+        std::thread::sleep(Duration::from_micros(50));
+        to_echo.send(Instant::now())?;
+        let sent = from_echo.recv()?;
+        record(&mut h, sent.elapsed() / 2);
+    }
+    drop(to_echo);
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("echo thread panicked"))?;
+    Ok(h)
+}
+
+async fn task_pingpong(n: u64) -> anyhow::Result<Histogram<u64>> {
+    let (to_thread, from_task) = mpsc::channel::<(Instant, oneshot::Sender<Instant>)>();
+    let answerer = std::thread::spawn(move || {
+        while let Ok((sent, reply)) = from_task.recv() {
+            let _ = reply.send(sent);
+        }
+    });
+    let mut h = histogram()?;
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_micros(50)).await;
+        let (tx, rx) = oneshot::channel();
+        to_thread.send((Instant::now(), tx))?;
+        let sent = rx.await?;
+        record(&mut h, sent.elapsed() / 2);
+    }
+    drop(to_thread);
+    answerer
+        .join()
+        .map_err(|_| anyhow::anyhow!("answering thread panicked"))?;
+    Ok(h)
+}
+
+async fn tcp_pingpong(n: u64) -> anyhow::Result<Histogram<u64>> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await?;
+        socket.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        loop {
+            if socket.read_exact(&mut buf).await.is_err() {
+                return anyhow::Ok(());
+            }
+            socket.write_all(&buf).await?;
+        }
+    });
+    let mut client = TcpStream::connect(addr).await?;
+    client.set_nodelay(true)?;
+    let mut buf = [0u8; 64];
+    let mut h = histogram()?;
+    for _ in 0..n {
+        let started = Instant::now();
+        client.write_all(&buf).await?;
+        client.read_exact(&mut buf).await?;
+        record(&mut h, started.elapsed());
+    }
+    drop(client);
+    server.await??;
+    Ok(h)
+}
