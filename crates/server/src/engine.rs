@@ -3,9 +3,11 @@
 //! Every operation follows one path: lock the table (a `std::sync::Mutex` — the critical section
 //! is a few hash-map operations and never awaits), apply the operation with the current time,
 //! hand the resulting mutations to the group committer *while still holding the lock* (so the
-//! durable log has exactly the table's order), release the lock, wait for the commit, then
-//! deliver the other effects (grants to queued waiters, timeouts) and reply. Nothing leaves the
-//! server before the state that produced it is durable.
+//! durable log has exactly the table's order), release the lock, wait for the commit, and reply.
+//! The other effects (audit events, grants to queued waiters, timeouts) are delivered by the
+//! commit thread as soon as the batch is durable, before the caller's wait ends, and also when
+//! the caller has gone away. Nothing leaves the server before the state that produced it is
+//! durable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,14 +74,17 @@ struct Inner {
     last_reap_ms: AtomicU64,
     /// Flips to true when shutdown begins: long-lived responses (event streams) end on it.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The runtime the engine was made on, for work started on the commit thread.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
-/// What an operation left to do once its batch is durable.
+/// What an operation's caller waits for: its batch's commit, whose callback publishes the
+/// audit records and delivers the other effects on the commit thread (so that they happen even
+/// if the caller goes away); or, with nothing to commit, effects to deliver at once.
 #[must_use]
 struct Pending {
-    rest: Effects,
-    audits: Vec<AuditRecord>,
     ticket: Option<CommitTicket>,
+    now: Effects,
 }
 
 impl Engine {
@@ -97,6 +102,7 @@ impl Engine {
                 metrics: Metrics::default(),
                 last_reap_ms: AtomicU64::new(wall_ms()),
                 closing: tokio::sync::watch::channel(false).0,
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -303,45 +309,65 @@ impl Engine {
         let now = self.inner.clock.now();
         let out = op(&mut t, now, &mut fx);
         let (mutations, rest) = locksmith_core::effect::split(fx);
-        let audits: Vec<AuditRecord> = mutations
-            .iter()
-            .filter_map(|m| match m {
-                Mutation::AppendAudit(r) => Some(r.clone()),
-                _ => None,
-            })
-            .collect();
-        let ticket =
-            (barrier || !mutations.is_empty()).then(|| self.inner.committer.submit(mutations));
+        let pending = if barrier || !mutations.is_empty() {
+            let audits: Vec<AuditRecord> = mutations
+                .iter()
+                .filter_map(|m| match m {
+                    Mutation::AppendAudit(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect();
+            // Runs on the commit thread once the batch is durable, whether or not this
+            // caller is still there to wait for it: a release whose client disconnects
+            // mid-commit still hands the lock to the next waiter. It also spares the next
+            // holder's grant a hop through this caller's task.
+            let engine = self.clone();
+            let ticket = self
+                .inner
+                .committer
+                .submit_then(mutations, move || engine.publish(audits, rest));
+            Pending {
+                ticket: Some(ticket),
+                now: Effects::new(),
+            }
+        } else {
+            Pending {
+                ticket: None,
+                now: rest,
+            }
+        };
         let after = t.next_deadline();
         drop(t);
         if after.is_some() && (before.is_none() || after < before) {
             self.inner.reaper.notify_one();
         }
-        (
-            out,
-            Pending {
-                rest,
-                audits,
-                ticket,
-            },
-        )
+        (out, pending)
     }
 
-    /// Waits for the operation's batch to be durable, then publishes its audit records and
-    /// delivers its other effects.
+    /// Waits for the operation's batch to be durable — by then its audit records are
+    /// published and its effects delivered ([`publish`](Self::publish), on the commit thread)
+    /// — or, with nothing to commit, delivers its effects now.
     async fn finish(&self, pending: Pending) -> Result<(), StoreError> {
-        if let Some(ticket) = pending.ticket {
-            let started = std::time::Instant::now();
-            ticket.wait().await?;
-            self.inner.metrics.observe_commit(started.elapsed());
+        match pending.ticket {
+            Some(ticket) => {
+                let started = std::time::Instant::now();
+                ticket.wait().await?;
+                self.inner.metrics.observe_commit(started.elapsed());
+            }
+            None => self.deliver(pending.now),
         }
-        for record in pending.audits {
+        Ok(())
+    }
+
+    /// After a batch is durable: counts and publishes its audit records, then delivers its
+    /// other effects. Called on the commit thread: never blocks, never awaits.
+    fn publish(&self, audits: Vec<AuditRecord>, rest: Effects) {
+        for record in audits {
             self.inner.metrics.count(&record);
             // No subscribers is fine: the record is durable in the audit log regardless.
             let _ = self.inner.events.send(Arc::new(record));
         }
-        self.deliver(pending.rest);
-        Ok(())
+        self.deliver(rest);
     }
 
     /// Runs a table operation that needs no special driver handling, durably.
@@ -419,27 +445,32 @@ impl Engine {
         reported_by: &str,
         dead: Vec<DeadProcess>,
     ) -> Result<(Vec<LeaseId>, Vec<ReportError>), StoreError> {
-        let (refused, pending) = self.with_table(false, |t, now, fx| {
+        let ((refused, reclaimed), pending) = self.with_table(false, |t, now, fx| {
             t.observe_boot(node, boot_id, now, fx);
-            dead.into_iter()
+            let refused = dead
+                .into_iter()
                 .filter_map(|d| t.report_dead(node, boot_id, reported_by, d, now, fx).err())
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            // Whatever this report ended — older-boot ghosts and dead holders — is in its audit.
+            let reclaimed: Vec<LeaseId> = fx
+                .iter()
+                .filter_map(|effect| match effect {
+                    Effect::Persist(Mutation::AppendAudit(r)) => Some(r),
+                    _ => None,
+                })
+                .filter(|r| {
+                    matches!(
+                        &r.kind,
+                        locksmith_core::AuditKind::Ended {
+                            cause: locksmith_core::EndCause::NodeRebooted { .. }
+                                | locksmith_core::EndCause::ProcessDied { .. }
+                        }
+                    )
+                })
+                .filter_map(|r| r.lease)
+                .collect();
+            (refused, reclaimed)
         });
-        // Whatever this report ended — older-boot ghosts and dead holders — is in its audit.
-        let reclaimed: Vec<LeaseId> = pending
-            .audits
-            .iter()
-            .filter(|r| {
-                matches!(
-                    &r.kind,
-                    locksmith_core::AuditKind::Ended {
-                        cause: locksmith_core::EndCause::NodeRebooted { .. }
-                            | locksmith_core::EndCause::ProcessDied { .. }
-                    }
-                )
-            })
-            .filter_map(|r| r.lease)
-            .collect();
         self.finish(pending).await?;
         Ok((reclaimed, refused))
     }
@@ -479,15 +510,27 @@ impl Engine {
         }
     }
 
+    /// Releases a grant nobody is left to receive. Called on the commit thread too (from
+    /// [`publish`](Self::publish)), where there is no runtime context: the release is spawned on
+    /// the runtime the engine was made on.
     fn release_abandoned(&self, lease: LeaseView) {
         tracing::info!(lease = %lease.lease, resource = %lease.resource,
             "waiter went away before its grant arrived; releasing");
         let engine = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = engine.release(lease.lease, Some(lease.token)).await {
-                tracing::warn!(lease = %lease.lease, error = ?e, "could not release abandoned grant");
+        let (id, token) = (lease.lease, lease.token);
+        let release = async move {
+            if let Err(e) = engine.release(id, Some(token)).await {
+                tracing::warn!(lease = %id, error = ?e, "could not release abandoned grant");
             }
-        });
+        };
+        match tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.inner.runtime.clone())
+        {
+            Some(runtime) => drop(runtime.spawn(release)),
+            None => tracing::warn!(lease = %id,
+                "no runtime to release the abandoned grant on; it expires with its lease"),
+        }
     }
 }
 
@@ -537,4 +580,105 @@ impl Drop for WaitGuard {
 /// consistent before anything that could panic, so a poisoned lock carries no torn state.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use locksmith_core::{Acquire, Owner, Snapshot, TableConfig, Trusted};
+    use locksmith_store::{EmbeddedStore, Store};
+
+    use super::*;
+
+    /// The real embedded store, with every commit taking at least `delay` more: a window in
+    /// which a caller can go away while its batch is on its way to disk.
+    struct SlowCommits {
+        store: EmbeddedStore,
+        delay: Duration,
+    }
+
+    impl Store for SlowCommits {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            self.store.load()
+        }
+        fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+            std::thread::sleep(self.delay);
+            self.store.commit(batch)
+        }
+        fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+            self.store.audit(query)
+        }
+        fn describe(&self) -> String {
+            format!("slow {}", self.store.describe())
+        }
+    }
+
+    fn acquire(resource: &str, pid: u32, wait_ms: u64) -> Acquire {
+        Acquire {
+            resource: resource.to_string(),
+            owner: Owner {
+                node: "node-1".into(),
+                pid,
+                start_time: 1,
+                boot_id: "boot-1".into(),
+                user: "ops".into(),
+                purpose: format!("test holder {pid}"),
+            },
+            ttl_ms: 60_000,
+            slots: 1,
+            wait_ms,
+            lock_delay_ms: 0,
+            trusted: Trusted::NONE,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_whose_caller_goes_away_before_it_is_durable_still_hands_the_lock_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SlowCommits {
+            store: EmbeddedStore::open(dir.path()).expect("open"),
+            delay: Duration::from_millis(200),
+        };
+        store.load().expect("load");
+        let committer = Committer::spawn(Box::new(store)).expect("committer");
+        let engine = Engine::new(
+            LockTable::new(TableConfig::default()),
+            committer,
+            Clock::start(),
+        );
+
+        let first = engine.acquire(acquire("cfg/a", 1, 0)).await.expect("first");
+        let waiting = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.acquire(acquire("cfg/a", 2, 30_000)).await }
+        });
+        while engine.resource("cfg/a").waiters.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // The release runs on the table and is submitted, then its caller goes away (a client
+        // that disconnects, a handler future dropped) while the commit is still 200 ms out.
+        let release = engine.release(first.lease, Some(first.token));
+        assert!(
+            release.now_or_never().is_none(),
+            "the release cannot be durable before its commit's delay"
+        );
+
+        // Before the fix the grant was delivered by the dropped future, so the waiter only
+        // learnt it (by its lease expiring) a TTL later.
+        let second = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiter gets the lock once the release is durable")
+            .expect("task")
+            .expect("granted");
+        assert_eq!(second.resource, "cfg/a");
+        assert!(second.token > first.token);
+        assert_eq!(second.owner.pid, 2);
+        let holders = engine.resource("cfg/a").holders;
+        assert_eq!(holders.len(), 1);
+        assert_eq!(holders[0].lease, second.lease);
+        engine.close().expect("close");
+    }
 }

@@ -10,6 +10,9 @@
 //! - A ticket resolves `Ok` only after its batch, and every batch submitted before it, is
 //!   durable. Batches are applied in submission order, so a later batch's mutation of a lease
 //!   wins over an earlier one's.
+//! - A job's after-commit callback ([`Committer::submit_then`]) runs exactly once after its
+//!   batch is durable: as its ticket resolves, or, if nobody waits on the ticket any more,
+//!   wherever the answer is dropped (the commit thread, or the task dropping the ticket).
 //! - An empty batch is an ordering barrier: it is acknowledged after every earlier batch is
 //!   durable, without a commit of its own.
 //! - Audit queries ([`Committer::query_audit`]) run on the same thread, in submission order
@@ -37,7 +40,7 @@ use tokio::sync::oneshot;
 
 pub use stats::CommitStats;
 use stats::StatsCell;
-use worker::{Job, Message, Query, QueryReply, Reply, Worker};
+use worker::{Answer, Callback, Job, Message, Query, QueryReply, Reply, Worker};
 
 use crate::{AuditQuery, Store, StoreError};
 
@@ -112,10 +115,32 @@ impl Committer {
     /// durable. Never blocks, so it may be called while holding the lock table's mutex — which
     /// is how callers keep submission order equal to the order the table decided things in.
     pub fn submit(&self, batch: Vec<Mutation>) -> CommitTicket {
+        self.send_job(batch, None)
+    }
+
+    /// [`submit`](Self::submit), and once the batch is durable run `then` exactly once, whether
+    /// or not anybody still waits on the ticket. For what must follow a durable batch even if
+    /// its caller goes away (handing a released lock to the next waiter).
+    ///
+    /// Where it runs: in the task awaiting [`CommitTicket::wait`], just before `wait` returns
+    /// `Ok` (no extra thread hop on the caller's path); if the ticket was dropped before the
+    /// answer came, on the commit thread as it answers; if it was dropped after, in the task
+    /// that dropped it. So keep it short and never block in it. It runs only if the batch was
+    /// committed (not after a failed commit, nor if the committer shut down first). A panic in
+    /// it is caught and logged; the batch stays committed and the ticket resolves `Ok`.
+    pub fn submit_then(
+        &self,
+        batch: Vec<Mutation>,
+        then: impl FnOnce() + Send + 'static,
+    ) -> CommitTicket {
+        self.send_job(batch, Some(Box::new(then)))
+    }
+
+    fn send_job(&self, batch: Vec<Mutation>, then: Option<Callback>) -> CommitTicket {
         let (done, rx) = oneshot::channel();
         // If the thread has exited, the message and `done` are dropped here and the ticket
         // resolves to `Closed`.
-        let _ = self.inner.tx.send(Message::Job(Job { batch, done }));
+        let _ = self.inner.tx.send(Message::Job(Job { batch, then, done }));
         CommitTicket { rx }
     }
 
@@ -182,15 +207,25 @@ impl Committer {
 #[derive(Debug)]
 #[must_use = "a batch is only known durable once its ticket resolves Ok"]
 pub struct CommitTicket {
-    rx: oneshot::Receiver<Reply>,
+    rx: oneshot::Receiver<Answer>,
 }
 
 impl CommitTicket {
-    /// Resolves when the batch (and every batch submitted before it) is durable, or with the
-    /// error that stopped it: [`StoreError::Failed`] after a failed commit,
-    /// [`StoreError::Closed`] if the committer shut down first.
+    /// Resolves when the batch (and every batch submitted before it) is durable — having run
+    /// its [`submit_then`](Committer::submit_then) callback, if any — or with the error that
+    /// stopped it: [`StoreError::Failed`] after a failed commit, [`StoreError::Closed`] if the
+    /// committer shut down first.
     pub async fn wait(self) -> Result<(), StoreError> {
-        self.rx.await.unwrap_or(Err(StoreError::Closed))
+        match self.rx.await {
+            Ok(Ok(then)) => {
+                if let Some(then) = then {
+                    then.run();
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(StoreError::Closed),
+        }
     }
 }
 

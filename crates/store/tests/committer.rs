@@ -478,3 +478,97 @@ async fn queries_after_shutdown_are_closed() {
     assert!(matches!(after.wait().await, Err(StoreError::Closed)));
     committer.join().expect("clean close");
 }
+
+/// What `submit_then` callbacks record, in the order they ran.
+fn recorder() -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
+    std::sync::Arc::new(std::sync::Mutex::new(Vec::new()))
+}
+
+fn record_into(
+    log: &std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    id: u64,
+) -> impl FnOnce() + Send + 'static {
+    let log = std::sync::Arc::clone(log);
+    move || log.lock().expect("log").push(id)
+}
+
+#[tokio::test]
+async fn an_after_commit_callback_runs_once_its_batch_is_durable_and_before_wait_returns() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.gated();
+    let committer = spawn(store);
+    let log = recorder();
+
+    let ticket = committer.submit_then(vec![put(1)], record_into(&log, 1));
+    gate.wait_entered();
+    // Not durable yet, so not run yet.
+    assert!(log.lock().expect("log").is_empty());
+    gate.release_one();
+    ticket.wait().await.expect("committed");
+    assert_eq!(*log.lock().expect("log"), vec![1]);
+    assert_eq!(probe.commits(), vec![vec![put(1)]]);
+}
+
+#[tokio::test]
+async fn an_after_commit_callback_runs_even_if_its_ticket_was_dropped_before_the_commit() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.gated();
+    let committer = spawn(store);
+    let log = recorder();
+
+    let first = committer.submit(vec![put(1)]);
+    gate.wait_entered();
+    // Queued behind the commit in progress; its caller goes away before it is durable.
+    drop(committer.submit_then(vec![put(2)], record_into(&log, 2)));
+    let later = committer.submit(vec![put(3)]);
+    gate.release_one();
+    gate.release_one();
+    first.wait().await.expect("first");
+    // The commit thread answered the dropped ticket before the later one, and ran its callback.
+    later.wait().await.expect("later");
+    assert_eq!(*log.lock().expect("log"), vec![2]);
+    assert_eq!(probe.commits(), vec![vec![put(1)], vec![put(2), put(3)]]);
+}
+
+#[tokio::test]
+async fn an_after_commit_callback_runs_when_an_answered_ticket_is_dropped_unread() {
+    let (store, _probe) = FakeStore::new();
+    let committer = spawn(store);
+    let log = recorder();
+
+    let ticket = committer.submit_then(vec![put(1)], record_into(&log, 1));
+    // Once a later barrier is answered, the first answer is sitting in its ticket, unread.
+    committer.submit(Vec::new()).wait().await.expect("barrier");
+    assert!(log.lock().expect("log").is_empty());
+    drop(ticket);
+    assert_eq!(*log.lock().expect("log"), vec![1]);
+}
+
+#[tokio::test]
+async fn after_commit_callbacks_do_not_run_when_the_commit_fails() {
+    let (store, _probe) = FakeStore::new();
+    let committer = spawn(store.fail_on_call(1));
+    let log = recorder();
+    let ticket = committer.submit_then(vec![put(1)], record_into(&log, 1));
+    assert!(matches!(ticket.wait().await, Err(StoreError::Failed(_))));
+    let later = committer.submit_then(vec![put(2)], record_into(&log, 2));
+    assert!(matches!(later.wait().await, Err(StoreError::Failed(_))));
+    assert!(log.lock().expect("log").is_empty());
+}
+
+#[tokio::test]
+async fn a_panicking_after_commit_callback_leaves_the_commit_and_the_thread_alone() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store);
+    let log = recorder();
+    let ticket = committer.submit_then(vec![put(1)], || panic!("callback bug"));
+    ticket.wait().await.expect("the batch is committed");
+    committer
+        .submit_then(vec![put(2)], record_into(&log, 2))
+        .wait()
+        .await
+        .expect("the thread still commits");
+    assert_eq!(*log.lock().expect("log"), vec![2]);
+    assert_eq!(probe.commits(), vec![vec![put(1)], vec![put(2)]]);
+    assert!(committer.failure().is_none());
+}

@@ -28,10 +28,61 @@ pub(crate) type Reply = Result<(), StoreError>;
 /// What a query's waiter receives.
 pub(crate) type QueryReply = Result<Vec<AuditRecord>, StoreError>;
 
-/// One submitted batch and the channel that acknowledges it.
+/// What follows a job's commit ([`Committer::submit_then`](super::Committer::submit_then)).
+pub(crate) type Callback = Box<dyn FnOnce() + Send>;
+
+/// What a job's ticket receives: after a successful commit, the job's callback (if any), to
+/// run in the task that waits; otherwise the error.
+pub(crate) type Answer = Result<Option<AfterCommit>, StoreError>;
+
+/// A committed job's callback, handed to whoever ends up holding it: run by the waiting task
+/// ([`AfterCommit::run`]), or, if nobody waits any more, when dropped — by the commit thread
+/// when the ticket was already gone, or by the task that drops an answered ticket. So it runs
+/// exactly once, and without an extra thread hop when its caller is still there.
+pub(crate) struct AfterCommit(Option<Callback>);
+
+impl AfterCommit {
+    pub(crate) fn run(mut self) {
+        if let Some(callback) = self.0.take() {
+            run_caught(callback);
+        }
+    }
+}
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AfterCommit(pending)"
+        } else {
+            "AfterCommit(done)"
+        })
+    }
+}
+
+impl Drop for AfterCommit {
+    fn drop(&mut self) {
+        if let Some(callback) = self.0.take() {
+            run_caught(callback);
+        }
+    }
+}
+
+/// Runs a callback; a panic in it is logged, and takes down neither the thread it runs on nor
+/// the commit (already durable).
+fn run_caught(callback: Callback) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(callback)) {
+        tracing::error!(
+            panic = %payload_text(payload.as_ref()),
+            "an after-commit callback panicked; its batch is committed"
+        );
+    }
+}
+
+/// One submitted batch, what follows its commit, and the channel that acknowledges it.
 pub(crate) struct Job {
     pub(crate) batch: Vec<Mutation>,
-    pub(crate) done: oneshot::Sender<Reply>,
+    pub(crate) then: Option<Callback>,
+    pub(crate) done: oneshot::Sender<Answer>,
 }
 
 /// One audit query and the channel that answers it.
@@ -134,17 +185,23 @@ impl Worker {
         let mut waiters = Vec::with_capacity(group.len());
         for job in group {
             batch.extend(job.batch);
-            waiters.push(job.done);
+            waiters.push((job.then, job.done));
         }
 
         let reply = self.commit(&batch);
         if reply.is_ok() {
             self.stats.record_jobs(jobs);
         }
-        for waiter in waiters {
+        for (then, waiter) in waiters {
+            let answer = match &reply {
+                Ok(()) => Ok(then.map(|callback| AfterCommit(Some(callback)))),
+                // Not committed: the callback is dropped unrun.
+                Err(error) => Err(error.clone()),
+            };
             // A waiter that stopped listening is fine: its batch is durable (or refused) either
-            // way, and nobody is left to tell.
-            let _ = waiter.send(reply.clone());
+            // way, and nobody is left to tell; the answer comes back and is dropped here, which
+            // runs its callback.
+            let _ = waiter.send(answer);
         }
     }
 
