@@ -324,6 +324,10 @@ pub struct LocksArgs {
     /// Show only this resource (a FREE resource shows one FREE row).
     pub resource: Option<String>,
 
+    /// Show only the resources whose names start with this, e.g. `--prefix fleet/drones/`.
+    #[arg(long, conflicts_with = "resource", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+
     /// Print the server's JSON.
     #[arg(long, conflicts_with = "output")]
     pub json: bool,

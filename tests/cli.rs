@@ -190,6 +190,30 @@ fn bad_input_exits_1_with_one_line_naming_the_field() {
 }
 
 #[test]
+fn locks_prefix_lists_only_the_matching_resources() {
+    let (_dir, server) = server();
+    for res in [
+        "fleet/drone-1.conf",
+        "fleet/drone-2.conf",
+        "factory/arm.conf",
+    ] {
+        let out = server.cli(&["acquire", res, "--ttl", "30s"]);
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+    }
+    let out = server.cli(&["locks", "--prefix", "fleet/", "-o", "resource,state"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let listed: Vec<String> = stdout(&out).lines().skip(1).map(str::to_string).collect();
+    let names: Vec<&str> = listed
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["fleet/drone-1.conf", "fleet/drone-2.conf"]);
+    // A prefix and a resource together are a usage error.
+    let out = server.cli(&["locks", "fleet/drone-1.conf", "--prefix", "fleet/"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+}
+
+#[test]
 fn an_unreachable_server_exits_5() {
     // A port that was free a moment ago: nothing listens there.
     let port = TcpListener::bind("127.0.0.1:0")

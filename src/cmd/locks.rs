@@ -22,11 +22,12 @@ impl Listing {
     async fn fetch(
         client: &Client,
         resource: Option<&str>,
+        prefix: Option<&str>,
         ctx: Context<'_>,
     ) -> Result<Self, Failure> {
         let fetched = match resource {
             Some(r) => client.lock(r).await.map(Listing::One),
-            None => client.locks().await.map(Listing::All),
+            None => client.locks_matching(prefix).await.map(Listing::All),
         };
         fetched.map_err(|e| Failure::from_client(&e, ctx))
     }
@@ -49,7 +50,13 @@ pub async fn locks(global: &Global, args: LocksArgs) -> anyhow::Result<Exit> {
         super::check_resource(resource)?;
     }
     let client = super::client(global, ctx)?;
-    let mut listing = Listing::fetch(&client, args.resource.as_deref(), ctx).await?;
+    let mut listing = Listing::fetch(
+        &client,
+        args.resource.as_deref(),
+        args.prefix.as_deref(),
+        ctx,
+    )
+    .await?;
     if !args.no_check {
         let here = Here::detect(global);
         let mut checks = liveness::check(&here, listing.views());
@@ -58,7 +65,13 @@ pub async fn locks(global: &Global, args: LocksArgs) -> anyhow::Result<Exit> {
             .await
             .is_some()
         {
-            listing = Listing::fetch(&client, args.resource.as_deref(), ctx).await?;
+            listing = Listing::fetch(
+                &client,
+                args.resource.as_deref(),
+                args.prefix.as_deref(),
+                ctx,
+            )
+            .await?;
         }
         for c in checks.iter().filter(|c| c.verdict.is_dead()) {
             tracing::debug!(resource = %c.resource, lease = %c.lease, outcome = ?c.reported, "dead holder");

@@ -54,13 +54,37 @@ pub struct ReleaseResponse {
     pub already_released: bool,
 }
 
-/// `GET /v1/locks`.
+/// How many locks one `GET /v1/locks` page holds unless `limit` says otherwise.
+pub const LOCKS_DEFAULT_LIMIT: usize = 1_000;
+/// The largest `limit` a `GET /v1/locks` page accepts.
+pub const LOCKS_MAX_LIMIT: usize = 10_000;
+
+/// `GET /v1/locks` query string: one page of the held or awaited resources.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocksQuery {
+    /// Only resources whose names start with this (e.g. `fleet/drones/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Only resources whose names sort after this one: the previous page's `next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// At most this many resources ([`LOCKS_DEFAULT_LIMIT`] if absent, at most
+    /// [`LOCKS_MAX_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/locks`: one page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocksResponse {
     /// The server's wall clock, Unix ms, for computing ages.
     pub server_time_ms: u64,
-    /// Every held or awaited resource, sorted by name.
+    /// Held or awaited resources, sorted by name: one page of them.
     pub locks: Vec<ResourceView>,
+    /// More follow: pass this as `after` for the next page. Absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `GET /v1/locks/{resource}`.

@@ -5,8 +5,8 @@ use std::time::Duration;
 use locksmith_api::{
     AcquireRequest, AuditQuery, AuditResponse, BreakRequest, BreakResponse, ErrorBody, ErrorCode,
     FenceCheckRequest, FenceCheckResponse, HealthResponse, HoldRequest, HoldsResponse,
-    LeaseOpRequest, LeaseView, LivenessReport, LivenessResponse, LockResponse, LocksResponse,
-    OperatorRequest, ReleaseResponse, StatusResponse,
+    LOCKS_MAX_LIMIT, LeaseOpRequest, LeaseView, LivenessReport, LivenessResponse, LockResponse,
+    LocksQuery, LocksResponse, OperatorRequest, ReleaseResponse, StatusResponse,
 };
 use locksmith_core::{FenceToken, HoldId, HoldView, LeaseId};
 use serde::Serialize;
@@ -93,10 +93,38 @@ impl Client {
         .await
     }
 
-    /// Lists every held or awaited resource.
+    /// Lists every held or awaited resource, following the server's pages (sorted by name;
+    /// `next` is `None`). Resources that come or go while it pages may be missed or listed:
+    /// each page is consistent, the whole is not one snapshot.
     pub async fn locks(&self) -> Result<LocksResponse, ClientError> {
-        self.send(self.http.get(self.url("/v1/locks")), CALL_TIMEOUT)
-            .await
+        self.locks_matching(None).await
+    }
+
+    /// [`locks`](Self::locks), only the resources whose names start with `prefix`.
+    pub async fn locks_matching(&self, prefix: Option<&str>) -> Result<LocksResponse, ClientError> {
+        let mut query = LocksQuery {
+            prefix: prefix.map(str::to_string),
+            after: None,
+            limit: Some(LOCKS_MAX_LIMIT),
+        };
+        let mut all = self.locks_page(&query).await?;
+        while let Some(after) = all.next.take() {
+            query.after = Some(after);
+            let page = self.locks_page(&query).await?;
+            all.server_time_ms = page.server_time_ms;
+            all.locks.extend(page.locks);
+            all.next = page.next;
+        }
+        Ok(all)
+    }
+
+    /// One page of the held or awaited resources (`GET /v1/locks?prefix=&after=&limit=`).
+    pub async fn locks_page(&self, query: &LocksQuery) -> Result<LocksResponse, ClientError> {
+        self.send(
+            self.http.get(self.url("/v1/locks")).query(query),
+            CALL_TIMEOUT,
+        )
+        .await
     }
 
     /// One resource (FREE if nobody holds it).

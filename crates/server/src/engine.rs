@@ -213,6 +213,18 @@ impl Engine {
         lock(&self.inner.table).resources(now)
     }
 
+    /// One page of [`resources`](Self::resources) (see `LockTable::resources_page`): the table
+    /// is held for one pass over the names, and only the page's views are built.
+    pub fn resources_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ResourceView>, bool) {
+        let now = self.inner.clock.now();
+        lock(&self.inner.table).resources_page(now, prefix, after, limit)
+    }
+
     /// The plainly HOT resources counted, every other one's view: what `/v1/status` needs,
     /// in one pass under the table lock that builds nothing for the HOT ones.
     pub fn census(&self) -> locksmith_core::Census {

@@ -117,7 +117,10 @@ impl Default for Metrics {
 /// The table state a scrape reports.
 #[derive(Debug)]
 pub struct Snapshot<'a> {
-    /// Every held, awaited, frozen or delayed resource.
+    /// Resources that are HOT with nothing else to say (no waiter, hold or lock-delay): only
+    /// counted (see `LockTable::census`).
+    pub plain_hot: u64,
+    /// Every other held, awaited, frozen or delayed resource.
     pub resources: &'a [ResourceView],
     /// Live leases.
     pub leases: u64,
@@ -175,11 +178,12 @@ impl Metrics {
     /// FREE resources are not listed: their number is unbounded.
     pub fn render(&self, snap: &Snapshot<'_>) -> String {
         for state in ["HOT", "STALE", "FROZEN", "DELAYED"] {
-            let n = snap
+            let listed = snap
                 .resources
                 .iter()
                 .filter(|r| locksmith_api::state_name(r.state) == state)
-                .count();
+                .count() as u64;
+            let n = listed + if state == "HOT" { snap.plain_hot } else { 0 };
             self.locks
                 .get_or_create(&StateLabel {
                     state: state.to_string(),

@@ -427,6 +427,46 @@ async fn metrics_expose_counters_gauges_and_the_servers_own_heartbeat() {
 }
 
 #[tokio::test]
+async fn metrics_count_plainly_held_locks_and_those_with_waiters_as_hot() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    c.acquire(&req("plain-1", 1)).await.expect("acquire");
+    c.acquire(&req("plain-2", 2)).await.expect("acquire");
+    c.acquire(&req("contended", 3)).await.expect("acquire");
+    let waiter = tokio::spawn({
+        let c = s.client();
+        async move {
+            let mut queued = req("contended", 4);
+            queued.wait_ms = Some(30_000);
+            c.acquire(&queued).await
+        }
+    });
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = reqwest::get(format!("{}/metrics", s.url))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        if text.contains("locksmith_waiters 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for needle in [
+        "locksmith_locks{state=\"HOT\"} 3",
+        "locksmith_locks{state=\"STALE\"} 0",
+        "locksmith_waiters 1",
+        "locksmith_leases 3",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    waiter.abort();
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn holds_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = TestServer::start_with(dir.path(), no_probe()).await;

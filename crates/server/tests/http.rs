@@ -289,6 +289,49 @@ macro_rules! lock_semantics {
             assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
             s.stop().await;
         }
+
+        #[tokio::test]
+        async fn locks_are_listed_in_pages_by_name_and_prefix() {
+            let s = TestServer::start_on($backend).await;
+            let c = s.client();
+            for (i, name) in ["fleet/b", "fleet/a", "other/x", "fleet/d", "fleet/c"]
+                .iter()
+                .enumerate()
+            {
+                c.acquire(&req(name, 200 + i as u32)).await.expect("acquire");
+            }
+            let names = |page: &Value| -> Vec<String> {
+                page["locks"]
+                    .as_array()
+                    .expect("locks")
+                    .iter()
+                    .map(|l| l["resource"].as_str().expect("name").to_string())
+                    .collect()
+            };
+            let (status, first) =
+                raw(&s.url, "GET", "/v1/locks?prefix=fleet/&limit=2", None).await;
+            assert_eq!(status, 200, "{first}");
+            assert_eq!(names(&first), ["fleet/a", "fleet/b"]);
+            assert_eq!(first["next"], "fleet/b");
+            let (_, second) = raw(&s.url, "GET", "/v1/locks?prefix=fleet/&limit=2&after=fleet/b", None).await;
+            assert_eq!(names(&second), ["fleet/c", "fleet/d"]);
+            // The page that happens to end at the last match says no more follow.
+            assert!(second.get("next").is_none(), "{second}");
+            let (_, all) = raw(&s.url, "GET", "/v1/locks", None).await;
+            assert_eq!(names(&all).len(), 5);
+            assert!(all.get("next").is_none());
+            // The client follows the pages.
+            let listed = c.locks_matching(Some("fleet/")).await.expect("locks");
+            assert_eq!(listed.locks.len(), 4);
+            assert_eq!(listed.next, None);
+            for bad in ["limit=0", "limit=10001", "limit=many", "colour=red"] {
+                let (status, body) = raw(&s.url, "GET", &format!("/v1/locks?{bad}"), None).await;
+                assert_eq!(status, 400, "{bad}: {body}");
+                assert_eq!(body["error"], "invalid_request", "{bad}: {body}");
+                assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+            }
+            s.stop().await;
+        }
     };
 }
 

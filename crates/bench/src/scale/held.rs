@@ -374,6 +374,46 @@ async fn status_rows(
         "RSS after that `/v1/status` (VmRSS / VmHWM)",
         format!("{:.0} / {:.0} MiB", after.rss_mib(), after.hwm_mib()),
     ));
+    locks_page_rows(rows, server).await
+}
+
+/// One default page of `GET /v1/locks` (1,000 of the million, from the middle of the names)
+/// while another holder keeps renewing: what an operator's listing costs everyone else.
+async fn locks_page_rows(rows: &mut Vec<Measure>, server: &ServerProcess) -> anyhow::Result<()> {
+    let (stop_probe, probe) = renew_probe(server.url())?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let query = locksmith_api::LocksQuery {
+        prefix: Some("fleet/".to_string()),
+        after: Some("fleet/scale-node-05000".to_string()),
+        limit: None,
+    };
+    let started = Instant::now();
+    let page = Client::new(server.url())?.locks_page(&query).await?;
+    let took = started.elapsed();
+    let _ = stop_probe.send(true);
+    let (worst, renewals) = probe.await??;
+    rows.push(Measure::check(
+        SCENARIO,
+        format!(
+            "`GET /v1/locks` page (default limit, `after` mid-table): answered in {:.3} s",
+            took.as_secs_f64()
+        ),
+        format!(
+            "{} locks, next {}",
+            page.locks.len(),
+            if page.next.is_some() { "set" } else { "absent" }
+        ),
+        "1,000 locks, next set".to_string(),
+        page.locks.len() == locksmith_api::LOCKS_DEFAULT_LIMIT && page.next.is_some(),
+    ));
+    rows.push(Measure::info(
+        SCENARIO,
+        "longest renew of another lease while that page was built",
+        format!(
+            "{:.3} s ({renewals} renewals, one every 5 ms when not stalled)",
+            worst.as_secs_f64()
+        ),
+    ));
     Ok(())
 }
 

@@ -44,6 +44,44 @@ impl LockTable {
             .collect()
     }
 
+    /// One page of [`resources`](Self::resources): the resources whose names start with
+    /// `prefix` and sort after `after` (all, if `None`), at most `limit` of them, sorted by name,
+    /// and whether more follow. Costs one pass over the resource names and a heap of `limit`,
+    /// and builds only the page's views — what keeps a listing of a million locks from holding
+    /// the table for seconds: a client pages through with the last name of each page.
+    pub fn resources_page(
+        &self,
+        now: Now,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ResourceView>, bool) {
+        // The `limit + 1` smallest matching names, in a max-heap: the extra one says "more".
+        let keep = limit.saturating_add(1);
+        let mut smallest: std::collections::BinaryHeap<&str> =
+            std::collections::BinaryHeap::with_capacity(keep.min(self.resources.len()));
+        for name in self.resources.keys() {
+            let name: &str = name;
+            if !name.starts_with(prefix) || after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            if smallest.len() < keep {
+                smallest.push(name);
+            } else if smallest.peek().is_some_and(|largest| name < *largest) {
+                smallest.pop();
+                smallest.push(name);
+            }
+        }
+        let mut names = smallest.into_sorted_vec();
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let page = names
+            .into_iter()
+            .filter_map(|n| self.resources.get(n).map(|r| self.resource_view(n, r, now)))
+            .collect();
+        (page, more)
+    }
+
     /// What a status report needs, without a view of every resource: how many resources are
     /// plainly HOT, and the views of all the others (STALE, FROZEN, DELAYED, or with waiters),
     /// sorted by name. A plainly HOT resource costs a look at its holders and builds nothing,

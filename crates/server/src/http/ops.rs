@@ -143,10 +143,12 @@ pub async fn status(State(app): State<AppState>) -> Json<StatusResponse> {
 
 pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
     let health = engine.health();
-    let resources = engine.resources();
+    // Counts, not views: a scrape at a million locks must not build a million views.
+    let census = engine.census();
     let holds = engine.holds();
     let body = engine.metrics().render(&Snapshot {
-        resources: &resources,
+        plain_hot: census.hot,
+        resources: &census.notable,
         leases: health.leases,
         waiters: health.waiters,
         fence: health.fence_high_water,
