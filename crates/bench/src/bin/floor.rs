@@ -115,15 +115,7 @@ fn sync_append(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u64>>
         .write(true)
         .truncate(true)
         .open(path)?;
-    let buf = [0x5au8; WRITE];
-    let mut h = histogram()?;
-    for i in 0..n {
-        let started = Instant::now();
-        file.write_all_at(&buf, i * WRITE as u64)?;
-        file.sync_data()?;
-        record(&mut h, started.elapsed());
-    }
-    Ok(h)
+    time_syncs(&file, n)
 }
 
 fn sync_overwrite(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u64>> {
@@ -136,6 +128,11 @@ fn sync_overwrite(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u6
     let len = usize::try_from(n)?.saturating_mul(WRITE);
     file.write_all(&vec![0u8; len])?;
     file.sync_all()?;
+    time_syncs(&file, n)
+}
+
+/// `n` times: write `WRITE` bytes at the next offset and `fdatasync`; each pair timed.
+fn time_syncs(file: &std::fs::File, n: u64) -> anyhow::Result<Histogram<u64>> {
     let buf = [0x5au8; WRITE];
     let mut h = histogram()?;
     for i in 0..n {

@@ -69,3 +69,25 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         parse(&bytes).map(OptionalJson)
     }
 }
+
+/// A parsed query string, or an `invalid_request` naming the query and serde's reason.
+pub fn query<T>(
+    parsed: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    parsed
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::from(ErrorBody::invalid("query", format!("is not valid: {e}"))))
+}
+
+/// A page size: `limit`, or `default` if absent; `invalid_request` naming `limit` unless it is
+/// between 1 and `max`.
+pub fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(ApiError::from(ErrorBody::invalid(
+            "limit",
+            format!("must be between 1 and {max} (got {limit})"),
+        )));
+    }
+    Ok(limit)
+}

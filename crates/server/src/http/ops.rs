@@ -10,7 +10,7 @@ use locksmith_api::{
 };
 use locksmith_core::{DeadProcess, HoldId, HoldView, PlaceHold, validate_resource};
 
-use super::extract::JsonBody;
+use super::extract::{self, JsonBody};
 use super::{ApiError, AppState};
 use crate::engine::Engine;
 use crate::metrics::{Snapshot, hold_counts};
@@ -114,18 +114,11 @@ pub async fn audit(
     State(engine): State<Engine>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<AuditResponse> {
-    let Query(q) = query
-        .map_err(|e| ApiError::from(ErrorBody::invalid("query", format!("is not valid: {e}"))))?;
+    let q = extract::query(query)?;
     if let Some(r) = &q.resource {
         validate_resource(r).map_err(|e| ApiError::from(ErrorBody::from_invalid(&e)))?;
     }
-    let limit = q.limit.unwrap_or(AUDIT_DEFAULT_LIMIT);
-    if limit == 0 || limit > AUDIT_MAX_LIMIT {
-        return Err(ApiError::from(ErrorBody::invalid(
-            "limit",
-            format!("must be between 1 and {AUDIT_MAX_LIMIT} (got {limit})"),
-        )));
-    }
+    let limit = extract::page_limit(q.limit, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT)?;
     let records = engine
         .audit(locksmith_store::AuditQuery {
             resource: q.resource,

@@ -11,7 +11,7 @@ use locksmith_api::{
 };
 use locksmith_core::{Acquire, LeaseId, validate_resource};
 
-use super::extract::{JsonBody, OptionalJson};
+use super::extract::{self, JsonBody, OptionalJson};
 use super::{ApiError, AppState};
 use crate::clock::wall_ms;
 use crate::engine::Engine;
@@ -96,15 +96,8 @@ pub async fn locks(
     State(engine): State<Engine>,
     query: Result<Query<LocksQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<LocksResponse> {
-    let Query(q) = query
-        .map_err(|e| ApiError::from(ErrorBody::invalid("query", format!("is not valid: {e}"))))?;
-    let limit = q.limit.unwrap_or(LOCKS_DEFAULT_LIMIT);
-    if limit == 0 || limit > LOCKS_MAX_LIMIT {
-        return Err(ApiError::from(ErrorBody::invalid(
-            "limit",
-            format!("must be between 1 and {LOCKS_MAX_LIMIT} (got {limit})"),
-        )));
-    }
+    let q = extract::query(query)?;
+    let limit = extract::page_limit(q.limit, LOCKS_DEFAULT_LIMIT, LOCKS_MAX_LIMIT)?;
     let (locks, more) =
         engine.resources_page(q.prefix.as_deref().unwrap_or(""), q.after.as_deref(), limit);
     let next = more
