@@ -3,7 +3,10 @@
 //!
 //! - **fdatasync**: a 600-byte `pwrite` then `fdatasync`, appending to a growing file and
 //!   overwriting inside a preallocated one (what the embedded store's log segments do), in the
-//!   directory given (default: the system temp dir, where `locksmith-bench` puts its store).
+//!   directory given (default: the system temp dir, where `locksmith-bench` puts its store);
+//!   and the preallocated case again with the thread asleep for 0.5 ms before each sync, as a
+//!   lightly loaded commit thread is (on a VM whose idle vCPUs halt, the completion then has
+//!   to wake one).
 //! - **thread wake-up**: two OS threads passing a token back and forth over blocking channels;
 //!   each pass wakes a sleeping thread (the commit thread waking, the reply waking a runtime
 //!   worker). Reported per pass, i.e. half a round trip.
@@ -63,7 +66,15 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             "pwrite 600 B + fdatasync, preallocated",
-            sync_overwrite(&scratch.path().join("prealloc"), args.syncs)?,
+            sync_overwrite(&scratch.path().join("prealloc"), args.syncs, None)?,
+        ),
+        (
+            "the same, each after 0.5 ms asleep",
+            sync_overwrite(
+                &scratch.path().join("prealloc-idle"),
+                args.syncs,
+                Some(Duration::from_micros(500)),
+            )?,
         ),
         (
             "thread wake-up (blocking channel), per pass",
@@ -115,10 +126,14 @@ fn sync_append(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u64>>
         .write(true)
         .truncate(true)
         .open(path)?;
-    time_syncs(&file, n)
+    time_syncs(&file, n, None)
 }
 
-fn sync_overwrite(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u64>> {
+fn sync_overwrite(
+    path: &std::path::Path,
+    n: u64,
+    idle: Option<Duration>,
+) -> anyhow::Result<Histogram<u64>> {
     let mut file = OpenOptions::new()
         .create(true)
         .write(true)
@@ -128,14 +143,24 @@ fn sync_overwrite(path: &std::path::Path, n: u64) -> anyhow::Result<Histogram<u6
     let len = usize::try_from(n)?.saturating_mul(WRITE);
     file.write_all(&vec![0u8; len])?;
     file.sync_all()?;
-    time_syncs(&file, n)
+    time_syncs(&file, n, idle)
 }
 
-/// `n` times: write `WRITE` bytes at the next offset and `fdatasync`; each pair timed.
-fn time_syncs(file: &std::fs::File, n: u64) -> anyhow::Result<Histogram<u64>> {
+/// `n` times: write `WRITE` bytes at the next offset and `fdatasync`; each pair timed. With
+/// `idle`, the thread sleeps that long before each pair, as a lightly loaded server's commit
+/// thread does between requests (on a VM the idle vCPU then has to be woken for the I/O
+/// completion, which shows in the sync's latency).
+fn time_syncs(
+    file: &std::fs::File,
+    n: u64,
+    idle: Option<Duration>,
+) -> anyhow::Result<Histogram<u64>> {
     let buf = [0x5au8; WRITE];
     let mut h = histogram()?;
     for i in 0..n {
+        if let Some(idle) = idle {
+            std::thread::sleep(idle);
+        }
         let started = Instant::now();
         file.write_all_at(&buf, i * WRITE as u64)?;
         file.sync_data()?;
