@@ -29,9 +29,15 @@ pub async fn status(global: &Global, args: StatusArgs) -> anyhow::Result<Exit> {
     let client = super::client(global, ctx)?;
     let fail = |e: locksmith_client::ClientError| Failure::from_client(&e, ctx);
     let mut status = client.status().await.map_err(fail)?;
-    let locks = client.locks().await.map_err(fail)?;
-
     let here = Here::detect(global);
+    // Only this node's holders can be checked here: ask for just the locks they hold (the
+    // server's node index), not every lock in the fleet.
+    let locks = match &here {
+        Ok(here) => client.locks_on_node(&here.node).await,
+        Err(_) => client.locks().await,
+    }
+    .map_err(fail)?;
+
     let mut checks = liveness::check(&here, &locks.locks);
     let operator = super::operator(global).map_err(|f| f.line);
     let report = liveness::report(&client, &here, operator, &mut checks).await;

@@ -73,6 +73,10 @@ pub struct LocksQuery {
     /// [`LOCKS_MAX_LIMIT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Only resources with a holder on this node (any boot id): what a node's own checks need,
+    /// found through the server's node index rather than a pass over every lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `GET /v1/locks`: one page.

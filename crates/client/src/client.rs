@@ -102,11 +102,26 @@ impl Client {
 
     /// [`locks`](Self::locks), only the resources whose names start with `prefix`.
     pub async fn locks_matching(&self, prefix: Option<&str>) -> Result<LocksResponse, ClientError> {
-        let mut query = LocksQuery {
+        self.locks_where(LocksQuery {
             prefix: prefix.map(str::to_string),
-            after: None,
-            limit: Some(LOCKS_MAX_LIMIT),
-        };
+            ..LocksQuery::default()
+        })
+        .await
+    }
+
+    /// [`locks`](Self::locks), only the resources with a holder on `node`.
+    pub async fn locks_on_node(&self, node: &str) -> Result<LocksResponse, ClientError> {
+        self.locks_where(LocksQuery {
+            node: Some(node.to_string()),
+            ..LocksQuery::default()
+        })
+        .await
+    }
+
+    /// Every page of `query` (its `after` and `limit` are the pager's), concatenated.
+    async fn locks_where(&self, mut query: LocksQuery) -> Result<LocksResponse, ClientError> {
+        query.after = None;
+        query.limit = Some(LOCKS_MAX_LIMIT);
         let mut all = self.locks_page(&query).await?;
         while let Some(after) = all.next.take() {
             query.after = Some(after);

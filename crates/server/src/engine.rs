@@ -220,9 +220,10 @@ impl Engine {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        node: Option<&str>,
     ) -> (Vec<ResourceView>, bool) {
         let now = self.inner.clock.now();
-        lock(&self.inner.table).resources_page(now, prefix, after, limit)
+        lock(&self.inner.table).resources_page(now, prefix, after, limit, node)
     }
 
     /// The plainly HOT resources counted, every other one's view: what `/v1/status` needs,

