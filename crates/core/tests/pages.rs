@@ -16,6 +16,11 @@ fn t(ms: u64) -> Now {
 }
 
 fn hold(table: &mut LockTable, resource: &str, n: u32) {
+    hold_slot(table, resource, n, 1);
+}
+
+/// Grants holder `n` (pid 1000 + n, on `node_of(n)`) a slot of an `slots`-slot `resource`.
+fn hold_slot(table: &mut LockTable, resource: &str, n: u32, slots: u32) {
     let owner = Owner {
         node: node_of(n).to_string(),
         pid: 1_000 + n,
@@ -28,7 +33,7 @@ fn hold(table: &mut LockTable, resource: &str, n: u32) {
         resource: resource.to_string(),
         owner,
         ttl_ms: 10_000,
-        slots: 1,
+        slots,
         wait_ms: 0,
         lock_delay_ms: 0,
         trusted: Trusted::NONE,
@@ -133,27 +138,9 @@ proptest! {
 #[test]
 fn a_semaphore_with_two_holders_on_the_node_is_listed_once() {
     let mut table = table();
-    for pid in [1, 4] {
-        // Holders 1 and 4 both run on node-1.
-        let owner = Owner {
-            node: node_of(pid).to_string(),
-            pid: 1_000 + pid,
-            start_time: 7,
-            boot_id: "boot-1".to_string(),
-            user: "ops".to_string(),
-            purpose: "semaphore".to_string(),
-        };
-        let req = Acquire {
-            resource: "reboot/slots".to_string(),
-            owner,
-            ttl_ms: 10_000,
-            slots: 2,
-            wait_ms: 0,
-            lock_delay_ms: 0,
-            trusted: Trusted::NONE,
-        };
-        let mut fx = Effects::new();
-        granted(table.acquire(req, t(0), &mut fx));
+    // Holders 1 and 4 both run on node-1.
+    for n in [1, 4] {
+        hold_slot(&mut table, "reboot/slots", n, 2);
     }
     hold(&mut table, "other", 2);
     let (page, more) = table.resources_page(t(1), "", None, 10, Some("node-1"));
