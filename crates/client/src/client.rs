@@ -133,7 +133,7 @@ impl Client {
         Ok(all)
     }
 
-    /// One page of the held or awaited resources (`GET /v1/locks?prefix=&after=&limit=`).
+    /// One page of the held or awaited resources (`GET /v1/locks?prefix=&after=&limit=&node=`).
     pub async fn locks_page(&self, query: &LocksQuery) -> Result<LocksResponse, ClientError> {
         self.send(
             self.http.get(self.url("/v1/locks")).query(query),

@@ -4,10 +4,10 @@
 //! is a few hash-map operations and never awaits), apply the operation with the current time,
 //! hand the resulting mutations to the group committer *while still holding the lock* (so the
 //! durable log has exactly the table's order), release the lock, wait for the commit, and reply.
-//! The other effects (audit events, grants to queued waiters, timeouts) are delivered by the
-//! commit thread as soon as the batch is durable, before the caller's wait ends, and also when
-//! the caller has gone away. Nothing leaves the server before the state that produced it is
-//! durable.
+//! The other effects (audit events, grants to queued waiters, timeouts) ride with the commit
+//! (`Committer::submit_then`): delivered by the waiting caller as its wait ends, or, if the
+//! caller has gone away, by whoever drops the answer (usually the commit thread). Nothing leaves
+//! the server before the state that produced it is durable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -78,13 +78,14 @@ struct Inner {
     runtime: Option<tokio::runtime::Handle>,
 }
 
-/// What an operation's caller waits for: its batch's commit, whose callback publishes the
-/// audit records and delivers the other effects on the commit thread (so that they happen even
-/// if the caller goes away); or, with nothing to commit, effects to deliver at once.
+/// What an operation's caller finishes with (see [`Engine::finish`]).
 #[must_use]
-struct Pending {
-    ticket: Option<CommitTicket>,
-    now: Effects,
+enum Pending {
+    /// Its batch's commit, whose callback publishes the audit records and delivers the other
+    /// effects once it is durable — even if the caller goes away.
+    Commit(CommitTicket),
+    /// Nothing to commit: effects to deliver at once.
+    Deliver(Effects),
 }
 
 impl Engine {
@@ -330,24 +331,17 @@ impl Engine {
                     _ => None,
                 })
                 .collect();
-            // Runs on the commit thread once the batch is durable, whether or not this
-            // caller is still there to wait for it: a release whose client disconnects
-            // mid-commit still hands the lock to the next waiter. It also spares the next
-            // holder's grant a hop through this caller's task.
+            // Runs once the batch is durable, whether or not this caller is still there to
+            // wait for it: a release whose client disconnects mid-commit still hands the lock
+            // to the next waiter.
             let engine = self.clone();
-            let ticket = self
-                .inner
-                .committer
-                .submit_then(mutations, move || engine.publish(audits, rest));
-            Pending {
-                ticket: Some(ticket),
-                now: Effects::new(),
-            }
+            Pending::Commit(
+                self.inner
+                    .committer
+                    .submit_then(mutations, move || engine.publish(audits, rest)),
+            )
         } else {
-            Pending {
-                ticket: None,
-                now: rest,
-            }
+            Pending::Deliver(rest)
         };
         let after = t.next_deadline();
         drop(t);
@@ -358,22 +352,23 @@ impl Engine {
     }
 
     /// Waits for the operation's batch to be durable — by then its audit records are
-    /// published and its effects delivered ([`publish`](Self::publish), on the commit thread)
-    /// — or, with nothing to commit, delivers its effects now.
+    /// published and its effects delivered ([`publish`](Self::publish), run by the ticket) —
+    /// or, with nothing to commit, delivers its effects now.
     async fn finish(&self, pending: Pending) -> Result<(), StoreError> {
-        match pending.ticket {
-            Some(ticket) => {
+        match pending {
+            Pending::Commit(ticket) => {
                 let started = std::time::Instant::now();
                 ticket.wait().await?;
                 self.inner.metrics.observe_commit(started.elapsed());
             }
-            None => self.deliver(pending.now),
+            Pending::Deliver(effects) => self.deliver(effects),
         }
         Ok(())
     }
 
     /// After a batch is durable: counts and publishes its audit records, then delivers its
-    /// other effects. Called on the commit thread: never blocks, never awaits.
+    /// other effects. Run by the commit's ticket: in the waiting task, or on the commit thread
+    /// if the caller went away — so it never blocks and never awaits.
     fn publish(&self, audits: Vec<AuditRecord>, rest: Effects) {
         for record in audits {
             self.inner.metrics.count(&record);

@@ -42,10 +42,9 @@ pub(crate) type Answer = Result<Option<AfterCommit>, StoreError>;
 pub(crate) struct AfterCommit(Option<Callback>);
 
 impl AfterCommit {
-    pub(crate) fn run(mut self) {
-        if let Some(callback) = self.0.take() {
-            run_caught(callback);
-        }
+    /// Runs the callback now (it runs on drop; this names the intent at the call site).
+    pub(crate) fn run(self) {
+        drop(self);
     }
 }
 
