@@ -343,13 +343,8 @@ async fn status_rows(
 ) -> anyhow::Result<()> {
     // While `/v1/status` runs, one holder keeps renewing (lease 1, granted first): how long
     // does the listing keep everyone else waiting?
-    let (stop_probe, probe) = renew_probe(server.url())?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let status_started = Instant::now();
-    let status = Client::new(server.url())?.status().await?;
-    let status_took = status_started.elapsed();
-    let _ = stop_probe.send(true);
-    let (worst, renewals) = probe.await??;
+    let client = Client::new(server.url())?;
+    let (status, status_took, worst, renewals) = while_renewing(server, client.status()).await?;
     rows.push(Measure::info(
         SCENARIO,
         "longest renew of another lease while `GET /v1/status` ran",
@@ -374,24 +369,28 @@ async fn status_rows(
         "RSS after that `/v1/status` (VmRSS / VmHWM)",
         format!("{:.0} / {:.0} MiB", after.rss_mib(), after.hwm_mib()),
     ));
-    locks_page_rows(rows, server).await
+    locks_page_rows(rows, server, n).await
 }
 
-/// One default page of `GET /v1/locks` (1,000 of the million, from the middle of the names)
+/// One default page of `GET /v1/locks` (1,000 of the `n`, from the middle of the names)
 /// while another holder keeps renewing: what an operator's listing costs everyone else.
-async fn locks_page_rows(rows: &mut Vec<Measure>, server: &ServerProcess) -> anyhow::Result<()> {
-    let (stop_probe, probe) = renew_probe(server.url())?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+async fn locks_page_rows(
+    rows: &mut Vec<Measure>,
+    server: &ServerProcess,
+    n: u64,
+) -> anyhow::Result<()> {
+    // After the middle lease's resource: the names sort in lease order.
+    let middle = n / 2;
+    let left = usize::try_from(n.saturating_sub(middle + 1)).unwrap_or(usize::MAX);
+    let expect_locks = left.min(locksmith_api::LOCKS_DEFAULT_LIMIT);
+    let expect_next = left > locksmith_api::LOCKS_DEFAULT_LIMIT;
     let query = locksmith_api::LocksQuery {
         prefix: Some("fleet/".to_string()),
-        after: Some("fleet/scale-node-05000".to_string()),
+        after: Some(lease_shape(middle).0),
         ..locksmith_api::LocksQuery::default()
     };
-    let started = Instant::now();
-    let page = Client::new(server.url())?.locks_page(&query).await?;
-    let took = started.elapsed();
-    let _ = stop_probe.send(true);
-    let (worst, renewals) = probe.await??;
+    let client = Client::new(server.url())?;
+    let (page, took, worst, renewals) = while_renewing(server, client.locks_page(&query)).await?;
     rows.push(Measure::check(
         SCENARIO,
         format!(
@@ -403,8 +402,11 @@ async fn locks_page_rows(rows: &mut Vec<Measure>, server: &ServerProcess) -> any
             page.locks.len(),
             if page.next.is_some() { "set" } else { "absent" }
         ),
-        "1,000 locks, next set".to_string(),
-        page.locks.len() == locksmith_api::LOCKS_DEFAULT_LIMIT && page.next.is_some(),
+        format!(
+            "{expect_locks} locks, next {}",
+            if expect_next { "set" } else { "absent" }
+        ),
+        page.locks.len() == expect_locks && page.next.is_some() == expect_next,
     ));
     rows.push(Measure::info(
         SCENARIO,
@@ -415,6 +417,25 @@ async fn locks_page_rows(rows: &mut Vec<Measure>, server: &ServerProcess) -> any
         ),
     ));
     Ok(())
+}
+
+/// Runs `request` while another holder renews every 5 ms: its answer, how long it took, and
+/// the slowest renewal meanwhile and how many there were.
+async fn while_renewing<T, E>(
+    server: &ServerProcess,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<(T, Duration, Duration, u64)>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (stop_probe, probe) = renew_probe(server.url())?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let answer = request.await;
+    let took = started.elapsed();
+    let _ = stop_probe.send(true);
+    let (worst, renewals) = probe.await??;
+    Ok((answer?, took, worst, renewals))
 }
 
 /// The renew probe's task: the slowest renewal and how many there were.
