@@ -12,6 +12,12 @@
 //!
 //! Readers (audit queries) call [`Applier::wait_applied`] to see every committed batch.
 //! A failed pass latches: the store then refuses commits (the committer's fail-stop).
+//!
+//! The thread runs at the lowest CPU priority ([`super::priority`]): under load it takes the
+//! cores only when requests leave them idle. So that it can never fall behind without bound,
+//! [`Applier::batch`] blocks the commit thread while the queued batches hold more than
+//! [`MAX_BACKLOG_BYTES`], until the thread has taken them: requests then wait, the cores go
+//! idle, and the apply thread gets them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -31,6 +37,11 @@ const THREAD_NAME: &str = "locksmith-apply";
 /// passes a second, each covering hundreds of batches.
 const PASS_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Most bytes of batch payload queued for the apply thread before the commit thread waits for
+/// it to take them: a few seconds of the heaviest load the benchmarks make, and the memory
+/// the queue can hold.
+pub(super) const MAX_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
+
 /// What the store hands the thread, and what the thread reports back, under one lock.
 ///
 /// Batches are queued here rather than sent over a channel so that queueing one does not wake
@@ -42,6 +53,10 @@ const PASS_INTERVAL: Duration = Duration::from_millis(20);
 struct State {
     /// Batches durable in the log, not yet applied: `(seq, binary payload)`.
     batches: Vec<(u64, Vec<u8>)>,
+    /// The payload bytes in `batches`.
+    queued_bytes: usize,
+    /// The bound on `queued_bytes` past which [`Applier::batch`] waits.
+    max_backlog: usize,
     /// Segments whose frames all have `seq <= last_seq`; delete them after the next checkpoint.
     sealed: Vec<PathBuf>,
     /// A reader is waiting: apply what is queued now.
@@ -56,7 +71,12 @@ struct State {
 impl State {
     /// Something is queued that must not wait for the pass interval.
     fn urgent(&self) -> bool {
-        self.flush || self.shutdown || !self.sealed.is_empty()
+        self.flush || self.shutdown || !self.sealed.is_empty() || self.backlogged()
+    }
+
+    /// The queue is over its bound: the commit thread waits for the apply thread.
+    fn backlogged(&self) -> bool {
+        self.queued_bytes >= self.max_backlog
     }
 }
 
@@ -92,9 +112,21 @@ impl Applier {
         retention: usize,
         applied: u64,
     ) -> Result<Self, StoreError> {
+        Self::spawn_with_backlog(db, dir, retention, applied, MAX_BACKLOG_BYTES)
+    }
+
+    /// [`spawn`](Self::spawn) with another bound on the queue than [`MAX_BACKLOG_BYTES`].
+    pub(super) fn spawn_with_backlog(
+        db: Arc<Database>,
+        dir: PathBuf,
+        retention: usize,
+        applied: u64,
+        max_backlog: usize,
+    ) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 applied,
+                max_backlog,
                 ..State::default()
             }),
             changed: Condvar::new(),
@@ -132,13 +164,25 @@ impl Applier {
 
     /// Queues a batch that is durable in the log under `seq`, as its binary payload: the
     /// records it holds are written to redb as they are, never decoded and encoded again.
+    ///
+    /// While the queue is over its bound, this waits for the thread to take it (or to fail).
     pub(super) fn batch(&self, seq: u64, batch: Vec<u8>) -> Result<(), StoreError> {
         let mut state = self.shared.state();
-        Self::failed(&state)?;
+        loop {
+            Self::failed(&state)?;
+            if !state.backlogged() {
+                break;
+            }
+            // `urgent()` is true now: the thread does not sleep out the pass interval.
+            self.shared.changed.notify_all();
+            state = self.shared.wait(state);
+        }
         let idle = state.batches.is_empty();
+        state.queued_bytes += batch.len();
         state.batches.push((seq, batch));
+        let backlogged = state.backlogged();
         drop(state);
-        if idle {
+        if idle || backlogged {
             // The thread may be asleep with nothing to do; from now on it sleeps out the
             // interval and takes whatever has queued meanwhile.
             self.shared.changed.notify_all();
@@ -208,6 +252,7 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
+        super::priority::run_in_background(THREAD_NAME);
         let mut last_pass = Instant::now();
         loop {
             let mut state = self.shared.state();
@@ -231,10 +276,15 @@ impl Worker {
                     .0;
             }
             let batches = std::mem::take(&mut state.batches);
+            let released = std::mem::take(&mut state.queued_bytes) >= state.max_backlog;
             let sealed = std::mem::take(&mut state.sealed);
             let stop = state.shutdown;
             state.flush = false;
             drop(state);
+            if released {
+                // The commit thread may be waiting for the queue to empty; it is.
+                self.shared.changed.notify_all();
+            }
 
             let checkpoint = stop || !sealed.is_empty();
             if !batches.is_empty() || checkpoint {
@@ -288,5 +338,115 @@ impl Worker {
         if let Err(error) = wal::sync_dir(&self.dir) {
             tracing::warn!(%error, "cannot sync the data directory after deleting log segments");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use locksmith_core::{LeaseId, Mutation};
+
+    use super::super::priority::BACKGROUND_NICE;
+    use super::*;
+    use crate::codec::encode_batch_into;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn payload(id: u64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        encode_batch_into(&[Mutation::DeleteLease(LeaseId(id))], &mut out)?;
+        Ok(out)
+    }
+
+    /// The apply thread runs at the lowest priority, so under sustained load it could fall
+    /// behind for good and the queue would grow until memory ran out. Past its bound, queueing
+    /// a batch waits until the thread has taken the queue.
+    #[test]
+    fn the_commit_thread_waits_while_the_apply_queue_is_over_its_bound() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("test.redb");
+        let (db, _) = tables::open_database(dir.path(), &file, tables::Verify::IfUnclean)?;
+        let db = Arc::new(db);
+        let len = payload(1)?.len();
+        // Two batches reach the bound.
+        let applier = Arc::new(Applier::spawn_with_backlog(
+            Arc::clone(&db),
+            dir.path().to_path_buf(),
+            1_000,
+            0,
+            2 * len,
+        )?);
+        // Holding redb's one write transaction stalls the thread inside its next pass.
+        let stall = db.begin_write()?;
+        // 1 and 2 reach the bound; the thread takes them and stalls; 3 and 4 reach it again.
+        for seq in 1..=4 {
+            applier.batch(seq, payload(seq)?)?;
+        }
+        let (done_tx, done) = mpsc::channel();
+        let queueing = Arc::clone(&applier);
+        let fifth = thread::spawn(move || {
+            let queued = payload(5).and_then(|p| queueing.batch(5, p));
+            let _ = done_tx.send(queued);
+        });
+        assert!(
+            done.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a batch was queued past the bound while the apply thread was stalled"
+        );
+        drop(stall);
+        done.recv_timeout(Duration::from_secs(10))??;
+        fifth.join().map_err(|_| "queueing thread panicked")?;
+        applier.wait_applied(5)?;
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_apply_thread_runs_at_the_lowest_cpu_priority() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("test.redb");
+        let (db, _) = tables::open_database(dir.path(), &file, tables::Verify::IfUnclean)?;
+        let _applier = Applier::spawn(Arc::new(db), dir.path().to_path_buf(), 1_000, 0)?;
+        // The thread lowers its priority as it starts; find it (and those of other tests
+        // running in this process) by name and read their nice values.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let nices = nice_of_threads_named(THREAD_NAME)?;
+            if !nices.is_empty() && nices.iter().all(|&n| n == BACKGROUND_NICE) {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "apply threads' nice values: {nices:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The nice value of every thread of this process named `name` (`/proc/self/task`).
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads_named(name: &str) -> Result<Vec<i32>, Box<dyn std::error::Error>> {
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let path = task?.path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(path.join("comm")),
+                std::fs::read_to_string(path.join("stat")),
+            ) else {
+                continue; // the thread ended meanwhile
+            };
+            if comm.trim_end() != name {
+                continue;
+            }
+            // Fields after the parenthesised name: state is field 3, nice field 19.
+            let after_name = stat.rsplit_once(')').ok_or("bad stat")?.1;
+            let nice = after_name
+                .split_whitespace()
+                .nth(19 - 3)
+                .ok_or("short stat")?
+                .parse()?;
+            nices.push(nice);
+        }
+        Ok(nices)
     }
 }

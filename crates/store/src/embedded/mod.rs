@@ -24,6 +24,7 @@
 //! append and one sync, and the B-tree work is batched in the background.
 
 mod applier;
+mod priority;
 mod tables;
 mod wal;
 
@@ -316,7 +317,10 @@ fn recover(db: &Database, dir: &Path, options: StoreOptions) -> Result<(u64, u64
 /// Preallocates segment `generation` on a helper thread, off the commit path.
 fn prepare_in_background(dir: &Path, generation: u64) -> JoinHandle<std::io::Result<PathBuf>> {
     let dir = dir.to_path_buf();
-    std::thread::spawn(move || wal::prepare(&dir, generation, EmbeddedStore::SEGMENT_BYTES))
+    std::thread::spawn(move || {
+        priority::run_in_background("segment preparer");
+        wal::prepare(&dir, generation, EmbeddedStore::SEGMENT_BYTES)
+    })
 }
 
 fn log_error(context: &str, error: std::io::Error) -> StoreError {
