@@ -17,6 +17,7 @@
 
 pub mod peers;
 pub mod procfs;
+mod run;
 pub mod scale;
 pub mod server_process;
 pub mod stats;

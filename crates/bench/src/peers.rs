@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use locksmith_etcd::etcd_client::{self, LockOptions};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::run::{Run, finish, start_run};
 use crate::stats::{Latencies, Row, renew_label};
 use crate::workload::Fence;
 
@@ -61,102 +60,6 @@ pub struct RedisTarget {
     pub prefix: String,
     /// Sleep between attempts while another client holds the lock (Redis has no wait queue).
     pub retry: Duration,
-}
-
-/// What one client task returns: its latencies and how many operations it completed.
-type Out = anyhow::Result<(Latencies, u64)>;
-
-/// Shared per-run state: the start and stop signals and the error counter.
-#[derive(Debug, Clone)]
-struct Run {
-    go: watch::Receiver<bool>,
-    stop: watch::Receiver<bool>,
-    errors: Arc<AtomicU64>,
-}
-
-/// The run's controls, kept by the caller.
-#[derive(Debug)]
-struct Control {
-    go: watch::Sender<bool>,
-    stop: watch::Sender<bool>,
-}
-
-impl Run {
-    /// Resolves once every client is connected and set up, so that all start together (the
-    /// first clients would otherwise have the lock to themselves while the last connect).
-    async fn started(&self) {
-        let mut go = self.go.clone();
-        let _ = go.wait_for(|g| *g).await;
-    }
-
-    fn stopped(&self) -> bool {
-        *self.stop.borrow()
-    }
-
-    /// Resolves once the run is over.
-    async fn until_stopped(&self) {
-        let mut stop = self.stop.clone();
-        let _ = stop.wait_for(|s| *s).await;
-    }
-
-    async fn error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        // An error storm must not turn into a busy loop.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Runs the spawned clients for `duration`, then stops them and builds the row.
-async fn finish(
-    workload: &str,
-    clients: usize,
-    duration: Duration,
-    control: Control,
-    run: &Run,
-    tasks: Vec<JoinHandle<Out>>,
-    fairness: bool,
-) -> anyhow::Result<Row> {
-    let start = Instant::now();
-    let _ = control.go.send(true);
-    tokio::time::sleep(duration).await;
-    let _ = control.stop.send(true);
-    let mut all = Latencies::default();
-    let (mut min, mut max) = (u64::MAX, 0);
-    for t in tasks {
-        let (lat, mine) = t.await??;
-        all.merge(&lat);
-        min = min.min(mine);
-        max = max.max(mine);
-    }
-    // Like Locksmith's workloads: the waits drained after the stop count, and so does their time.
-    let elapsed = start.elapsed();
-    Ok(Row {
-        workload: workload.into(),
-        clients,
-        ops: all.count(),
-        ops_per_sec: all.count() as f64 / elapsed.as_secs_f64(),
-        p50_ms: all.quantile_ms(0.5),
-        p99_ms: all.quantile_ms(0.99),
-        // Set by the caller once its clients are done.
-        violations: 0,
-        fifo: fairness.then_some(max - min <= 1),
-        per_client_min_max: fairness.then_some((min, max)),
-        handoff_ms: None,
-        errors: run.errors.load(Ordering::Relaxed),
-    })
-}
-
-fn start_run() -> (Control, Run) {
-    let (go, go_rx) = watch::channel(false);
-    let (stop, stop_rx) = watch::channel(false);
-    (
-        Control { go, stop },
-        Run {
-            go: go_rx,
-            stop: stop_rx,
-            errors: Arc::new(AtomicU64::new(0)),
-        },
-    )
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The workloads. Each spawns its clients, runs for a fixed duration, and returns one [`Row`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,7 @@ use locksmith_api::{AcquireRequest, LeaseView};
 use locksmith_client::{Client, ClientError, WireClient};
 use locksmith_core::{FenceToken, LeaseId, Owner};
 
+use crate::run::{finish, start_run};
 use crate::stats::{Latencies, Row, renew_label};
 
 /// Where to send load.
@@ -23,11 +24,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// A client of its own (its own connection), over the target's transport.
-    fn connect(&self) -> anyhow::Result<Conn> {
+    /// A client of its own, connected (its own connection), over the target's transport.
+    /// Connecting happens here, before the run starts, as it does for the peers' clients.
+    async fn connect(&self) -> anyhow::Result<Conn> {
         Ok(match &self.wire {
-            Some(addr) => Conn::Wire(WireClient::new(addr.clone())),
-            None => Conn::Http(Client::new(&self.url)?),
+            Some(addr) => {
+                let client = WireClient::new(addr.clone());
+                client.connect().await?;
+                Conn::Wire(client)
+            }
+            None => {
+                let client = Client::new(&self.url)?;
+                // Opens the pooled keep-alive connection the calls then use.
+                client.health().await?;
+                Conn::Http(client)
+            }
         })
     }
 }
@@ -150,31 +161,14 @@ impl Fence {
     }
 }
 
-fn row(workload: &str, clients: usize, lat: &Latencies, elapsed: Duration) -> Row {
-    Row {
-        workload: workload.into(),
-        clients,
-        ops: lat.count(),
-        ops_per_sec: lat.count() as f64 / elapsed.as_secs_f64(),
-        p50_ms: lat.quantile_ms(0.5),
-        p99_ms: lat.quantile_ms(0.99),
-        violations: 0,
-        fifo: None,
-        per_client_min_max: None,
-        handoff_ms: None,
-        errors: 0,
-    }
-}
-
 /// C clients each acquire+release their own resource in a loop for `duration`.
 pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyhow::Result<Row> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
+    let (control, run) = start_run();
     let violations = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let client = target.connect()?;
-        let (stop, errors, violations) = (stop.clone(), errors.clone(), violations.clone());
+        let client = target.connect().await?;
+        let (run, violations) = (run.clone(), violations.clone());
         let req = AcquireRequest {
             resource: format!("{}/cycles/{i}", target.prefix),
             owner: owner(i),
@@ -184,52 +178,48 @@ pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyh
             lock_delay_ms: None,
         };
         tasks.push(tokio::spawn(async move {
+            run.started().await;
             let fence = Fence::default();
             let mut lat = Latencies::default();
-            while !stop.load(Ordering::Relaxed) {
+            while !run.stopped() {
                 let t0 = Instant::now();
                 match client.acquire(&req).await {
                     Ok(lease) => {
                         fence.enter(lease.token.0);
                         fence.leave();
-                        if client.release(lease.lease).await.is_err() {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                        match client.release(lease.lease).await {
+                            Ok(()) => lat.record(t0.elapsed()),
+                            Err(_) => run.error().await,
                         }
-                        lat.record(t0.elapsed());
                     }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Err(_) => run.error().await,
                 }
             }
-            violations.fetch_add(fence.violations.load(Ordering::Relaxed), Ordering::Relaxed);
-            lat
+            violations.fetch_add(fence.violations(), Ordering::Relaxed);
+            let n = lat.count();
+            Ok((lat, n))
         }));
     }
-    let start = Instant::now();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Latencies::default();
-    for t in tasks {
-        all.merge(&t.await?);
-    }
-    let mut r = row("cycles", clients, &all, start.elapsed());
-    r.errors = errors.load(Ordering::Relaxed);
-    r.violations = violations.load(Ordering::Relaxed);
-    Ok(r)
+    let mut row = finish("cycles", clients, duration, control, &run, tasks, false).await?;
+    row.violations = violations.load(Ordering::Relaxed);
+    Ok(row)
 }
 
 /// C clients contend for one resource: acquire (waiting in the FIFO queue), enter the fenced
 /// critical section, release. Latency is the time from asking to holding.
+///
+/// Fairness: every client re-queues as soon as it releases, so all of them are always waiting
+/// (from 16 clients on; with 2, a client's next acquire may reach the server before the other's
+/// does): under strict FIFO the grants rotate round-robin and per-client counts differ by at
+/// most one. Any barging or LIFO wake-up shows up as a wider spread.
 pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> anyhow::Result<Row> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
+    let (control, run) = start_run();
     let fence = Arc::new(Fence::default());
     let resource = format!("{}/handoff/{clients}", target.prefix);
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let client = target.connect()?;
-        let (stop, errors, fence) = (stop.clone(), errors.clone(), fence.clone());
+        let client = target.connect().await?;
+        let (run, fence) = (run.clone(), fence.clone());
         let req = AcquireRequest {
             resource: resource.clone(),
             owner: owner(i),
@@ -239,9 +229,10 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
             lock_delay_ms: None,
         };
         tasks.push(tokio::spawn(async move {
+            run.started().await;
             let mut lat = Latencies::default();
             let mut mine = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !run.stopped() {
                 let t0 = Instant::now();
                 match client.acquire(&req).await {
                     Ok(lease) => {
@@ -250,38 +241,19 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
                         fence.leave();
                         mine += 1;
                         if client.release(lease.lease).await.is_err() {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                            run.error().await;
                         }
                     }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Err(_) => run.error().await,
                 }
             }
-            (lat, mine)
+            Ok((lat, mine))
         }));
     }
-    let start = Instant::now();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Latencies::default();
-    let (mut min, mut max) = (u64::MAX, 0);
-    for t in tasks {
-        let (lat, mine) = t.await?;
-        all.merge(&lat);
-        min = min.min(mine);
-        max = max.max(mine);
-    }
-    let mut r = row("handoff", clients, &all, start.elapsed());
-    r.errors = errors.load(Ordering::Relaxed);
-    r.violations = fence.violations.load(Ordering::Relaxed);
-    r.per_client_min_max = Some((min, max));
-    r.handoff_ms = fence.handoff_ms();
-    // Every client re-queues as soon as it releases, so all of them are always waiting: under
-    // strict FIFO the grants rotate round-robin and per-client counts differ by at most one.
-    // Any barging or LIFO wake-up shows up as a wider spread.
-    r.fifo = Some(max - min <= 1);
-    Ok(r)
+    let mut row = finish("handoff", clients, duration, control, &run, tasks, true).await?;
+    row.violations = fence.violations();
+    row.handoff_ms = fence.handoff_ms();
+    Ok(row)
 }
 
 /// C clients each hold `in_flight` leases and renew each in a loop of its own, all over the
@@ -294,14 +266,13 @@ pub async fn renewals(
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<Row> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
+    let (control, run) = start_run();
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let connection = target.connect()?;
+        let connection = target.connect().await?;
         for j in 0..in_flight.max(1) {
             let client = connection.clone();
-            let (stop, errors) = (stop.clone(), errors.clone());
+            let run = run.clone();
             let req = AcquireRequest {
                 resource: format!("{}/renew/{i}/{j}", target.prefix),
                 owner: owner(i),
@@ -312,29 +283,21 @@ pub async fn renewals(
             };
             let lease = client.acquire(&req).await?;
             tasks.push(tokio::spawn(async move {
+                run.started().await;
                 let mut lat = Latencies::default();
-                while !stop.load(Ordering::Relaxed) {
+                while !run.stopped() {
                     let t0 = Instant::now();
                     match client.renew(lease.lease, lease.token).await {
                         Ok(_) => lat.record(t0.elapsed()),
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Err(_) => run.error().await,
                     }
                 }
                 let _ = client.release(lease.lease).await;
-                lat
+                let n = lat.count();
+                Ok((lat, n))
             }));
         }
     }
-    let start = Instant::now();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Latencies::default();
-    for t in tasks {
-        all.merge(&t.await?);
-    }
-    let mut r = row(&renew_label(in_flight), clients, &all, start.elapsed());
-    r.errors = errors.load(Ordering::Relaxed);
-    Ok(r)
+    let label = renew_label(in_flight);
+    finish(&label, clients, duration, control, &run, tasks, false).await
 }

@@ -76,6 +76,13 @@ impl WireClient {
         &self.shared.addr
     }
 
+    /// Opens the connection now, if it is not open: calls open it on demand, so this only
+    /// moves the handshake (a TCP connect and the preamble exchange) out of the first call.
+    /// Fails as a call would when the server cannot be reached.
+    pub async fn connect(&self) -> Result<(), ClientError> {
+        self.conn().await.map(drop)
+    }
+
     /// Acquires a lock (waiting up to `req.wait_ms` in the FIFO queue).
     pub async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
         let timeout = Duration::from_millis(req.wait_ms.unwrap_or(0)) + WAIT_SLACK;

@@ -429,3 +429,50 @@ async fn a_connection_that_never_sends_its_preamble_does_not_hold_up_shutdown() 
         .await
         .expect("the server stops although a connection never said hello");
 }
+
+#[tokio::test]
+async fn connect_opens_one_connection_before_the_first_call_and_names_an_unreachable_server() {
+    // A stand-in server that records what each connection sends before it answers anything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut theirs = [0u8; 12];
+            tcp.read_exact(&mut theirs).await.expect("client preamble");
+            tcp.write_all(PREAMBLE).await.expect("answer the preamble");
+            let _ = seen_tx.send(theirs);
+            // Keep the connection open for the rest of the test.
+            tokio::spawn(async move {
+                let mut rest = Vec::new();
+                let _ = tcp.read_to_end(&mut rest).await;
+            });
+        }
+    });
+    let wire = WireClient::new(addr);
+    wire.connect().await.expect("connect");
+    assert_eq!(&seen.recv().await.expect("a connection"), PREAMBLE);
+    // Connected already: no second connection.
+    wire.connect().await.expect("connect again");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), seen.recv())
+            .await
+            .is_err(),
+        "a second connect opened a second connection"
+    );
+
+    // Nothing listens on a port that was just free.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let nowhere = WireClient::new(format!("127.0.0.1:{port}"));
+    match nowhere.connect().await {
+        Err(locksmith_client::ClientError::Transport { server, .. }) => {
+            assert_eq!(server, format!("127.0.0.1:{port}"));
+        }
+        other => panic!("expected a transport error naming the server, got {other:?}"),
+    }
+}
