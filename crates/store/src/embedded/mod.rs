@@ -111,6 +111,15 @@ impl EmbeddedStore {
         wal::remove_all(dir).map_err(|e| log_error("delete the replayed log", e))?;
         let segment = Segment::create(dir, next_generation, Self::SEGMENT_BYTES)
             .map_err(|e| log_error("create a log segment", e))?;
+        tracing::debug!(
+            direct = segment.is_direct(),
+            "log appends are {}",
+            if segment.is_direct() {
+                "direct writes (O_DIRECT | O_DSYNC)"
+            } else {
+                "page-cache writes and fdatasync"
+            }
+        );
         let next_segment = Some(prepare_in_background(dir, next_generation + 1));
         let db = Arc::new(db);
         let applier = Applier::spawn(
