@@ -82,8 +82,12 @@ struct Inner {
 #[must_use]
 enum Pending {
     /// Its batch's commit, whose callback publishes the audit records and delivers the other
-    /// effects once it is durable — even if the caller goes away.
-    Commit(CommitTicket),
+    /// effects once it is durable — even if the caller goes away. `hands_on`: the effects grant
+    /// the lock to a waiter, and others still wait.
+    Commit {
+        ticket: CommitTicket,
+        hands_on: bool,
+    },
     /// Nothing to commit: effects to deliver at once.
     Deliver(Effects),
 }
@@ -331,15 +335,23 @@ impl Engine {
                     _ => None,
                 })
                 .collect();
+            // A grant while others still wait: a busy queue, where the next handoff depends on
+            // the new holder hearing of its grant, not on this caller's answer.
+            let hands_on = t.waiter_count() > 0
+                && rest
+                    .iter()
+                    .any(|effect| matches!(effect, Effect::Granted { .. }));
             // Runs once the batch is durable, whether or not this caller is still there to
             // wait for it: a release whose client disconnects mid-commit still hands the lock
             // to the next waiter.
             let engine = self.clone();
-            Pending::Commit(
-                self.inner
+            Pending::Commit {
+                ticket: self
+                    .inner
                     .committer
                     .submit_then(mutations, move || engine.publish(audits, rest)),
-            )
+                hands_on,
+            }
         } else {
             Pending::Deliver(rest)
         };
@@ -356,10 +368,19 @@ impl Engine {
     /// or, with nothing to commit, delivers its effects now.
     async fn finish(&self, pending: Pending) -> Result<(), StoreError> {
         match pending {
-            Pending::Commit(ticket) => {
+            Pending::Commit { ticket, hands_on } => {
                 let started = std::time::Instant::now();
                 ticket.wait().await?;
                 self.inner.metrics.observe_commit(started.elapsed());
+                if hands_on {
+                    // The grant just woke the new holder's task. Let it run before this one
+                    // answers its own caller (the releaser, usually), so the grant goes out
+                    // first: with others queued, the next handoff waits for the grant, not for
+                    // the release's answer. (With nobody else queued the releaser may be the
+                    // next to ask, and delaying its answer measured 13 % fewer handoffs at 2
+                    // clients.)
+                    tokio::task::yield_now().await;
+                }
             }
             Pending::Deliver(effects) => self.deliver(effects),
         }
@@ -687,6 +708,74 @@ mod tests {
         let holders = engine.resource("cfg/a").holders;
         assert_eq!(holders.len(), 1);
         assert_eq!(holders[0].lease, second.lease);
+        engine.close().expect("close");
+    }
+
+    /// Order of completion, as the tasks saw it.
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+
+    fn waiter(
+        engine: &Engine,
+        pid: u32,
+        log: &Log,
+        name: &'static str,
+    ) -> tokio::task::JoinHandle<()> {
+        let (engine, log) = (engine.clone(), log.clone());
+        tokio::spawn(async move {
+            engine
+                .acquire(acquire("cfg/q", pid, 30_000))
+                .await
+                .expect("granted");
+            lock(&log).push(name);
+        })
+    }
+
+    /// On one thread, with others still queued, the new holder's task runs before the
+    /// releaser's gets its answer: the grant is sent first. With nobody left waiting the
+    /// releaser answers first (it may be the next to ask).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_grant_goes_out_before_the_release_answer_while_others_still_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        store.load().expect("load");
+        let committer = Committer::spawn(Box::new(store)).expect("committer");
+        let engine = Engine::new(
+            LockTable::new(TableConfig::default()),
+            committer,
+            Clock::start(),
+        );
+        let log: Log = Arc::default();
+        let holder = engine
+            .acquire(acquire("cfg/q", 1, 0))
+            .await
+            .expect("holder");
+        let second = waiter(&engine, 2, &log, "second granted");
+        while engine.resource("cfg/q").waiters.len() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let third = waiter(&engine, 3, &log, "third granted");
+        while engine.resource("cfg/q").waiters.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+
+        // The third still waits after this grant.
+        engine.release(holder.lease, None).await.expect("release");
+        lock(&log).push("first released");
+        second.await.expect("second");
+        assert_eq!(*lock(&log), ["second granted", "first released"]);
+
+        // Nobody waits after this one.
+        lock(&log).clear();
+        let lease = engine
+            .resource("cfg/q")
+            .holders
+            .first()
+            .map(|h| h.lease)
+            .expect("second holds");
+        engine.release(lease, None).await.expect("release");
+        lock(&log).push("second released");
+        third.await.expect("third");
+        assert_eq!(*lock(&log), ["second released", "third granted"]);
         engine.close().expect("close");
     }
 }
