@@ -51,6 +51,17 @@ enum Conn {
 }
 
 impl Conn {
+    /// A handle for one more request in flight at a time: over the wire protocol the same
+    /// connection (it pipelines); over HTTP/1.1, which cannot, a connection of its own, opened
+    /// now. (Sharing one HTTP client's pool instead left the in-flight requests queued on the
+    /// few connections it had when they all started at once.)
+    async fn another(&self, target: &Target) -> anyhow::Result<Conn> {
+        match self {
+            Conn::Wire(_) => Ok(self.clone()),
+            Conn::Http(_) => target.connect().await,
+        }
+    }
+
     async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
         match self {
             Conn::Http(c) => c.acquire(req).await,
@@ -256,10 +267,9 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
     Ok(row)
 }
 
-/// C clients each hold `in_flight` leases and renew each in a loop of its own, all over the
-/// client's one connection: with the wire protocol, `in_flight` renewals share the
-/// connection's writes and reads (pipelining); over HTTP/1.1, which cannot pipeline, the
-/// client opens up to `in_flight` connections.
+/// C clients each hold `in_flight` leases and renew each in a loop of its own: with the wire
+/// protocol all over the client's one connection (`in_flight` renewals share its writes and
+/// reads: pipelining); over HTTP/1.1, which cannot pipeline, over `in_flight` connections.
 pub async fn renewals(
     target: &Target,
     clients: usize,
@@ -271,7 +281,11 @@ pub async fn renewals(
     for i in 0..clients {
         let connection = target.connect().await?;
         for j in 0..in_flight.max(1) {
-            let client = connection.clone();
+            let client = if j == 0 {
+                connection.clone()
+            } else {
+                connection.another(target).await?
+            };
             let run = run.clone();
             let req = AcquireRequest {
                 resource: format!("{}/renew/{i}/{j}", target.prefix),

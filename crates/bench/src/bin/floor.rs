@@ -7,6 +7,10 @@
 //!   and the preallocated case again with the thread asleep for 0.5 ms before each sync, as a
 //!   lightly loaded commit thread is (on a VM whose idle vCPUs halt, the completion then has
 //!   to wake one).
+//! - **direct write**: the same preallocated file opened `O_DIRECT | O_DSYNC`, each append one
+//!   4 KiB block write that returns once durable (what the log does where the filesystem
+//!   allows it), back to back and after 0.5 ms asleep. Skipped where the filesystem refuses
+//!   `O_DIRECT`.
 //! - **thread wake-up**: two OS threads passing a token back and forth over blocking channels;
 //!   each pass wakes a sleeping thread (the commit thread waking, the reply waking a runtime
 //!   worker). Reported per pass, i.e. half a round trip.
@@ -76,11 +80,26 @@ fn main() -> anyhow::Result<()> {
                 Some(Duration::from_micros(500)),
             )?,
         ),
-        (
-            "thread wake-up (blocking channel), per pass",
-            thread_pingpong(args.passes)?,
-        ),
     ];
+    for (what, idle) in [
+        ("one 4 KiB O_DIRECT|O_DSYNC write, preallocated", None),
+        (
+            "the same direct write, each after 0.5 ms asleep",
+            Some(Duration::from_micros(500)),
+        ),
+    ] {
+        match direct_writes(&scratch.path().join("direct"), args.syncs, idle)? {
+            Some(h) => rows.push((what, h)),
+            None => eprintln!(
+                "{}: O_DIRECT refused here; no direct-write rows",
+                dir.display()
+            ),
+        }
+    }
+    rows.push((
+        "thread wake-up (blocking channel), per pass",
+        thread_pingpong(args.passes)?,
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -167,6 +186,52 @@ fn time_syncs(
         record(&mut h, started.elapsed());
     }
     Ok(h)
+}
+
+/// `n` durable appends as the log makes them where it can: each one 4 KiB `O_DIRECT |
+/// O_DSYNC` write (the block holding the append point) into a preallocated file. `None` where
+/// the filesystem refuses `O_DIRECT`.
+fn direct_writes(
+    path: &std::path::Path,
+    n: u64,
+    idle: Option<Duration>,
+) -> anyhow::Result<Option<Histogram<u64>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const BLOCK: usize = 4096;
+    let len = usize::try_from(n)?.saturating_mul(WRITE) + BLOCK;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(&vec![0u8; len])?;
+    file.sync_all()?;
+    let Ok(file) = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+        .open(path)
+    else {
+        return Ok(None);
+    };
+    // O_DIRECT wants an aligned buffer: take the aligned block inside a larger one.
+    let mut raw = vec![0x5au8; 2 * BLOCK];
+    let start = raw.as_ptr().align_offset(BLOCK);
+    let block = raw
+        .get_mut(start..start + BLOCK)
+        .context("cannot align a buffer")?;
+    let mut h = histogram()?;
+    for i in 0..n {
+        if let Some(idle) = idle {
+            std::thread::sleep(idle);
+        }
+        let at = i * WRITE as u64;
+        let started = Instant::now();
+        if file.write_all_at(block, at - at % BLOCK as u64).is_err() {
+            return Ok(None);
+        }
+        record(&mut h, started.elapsed());
+    }
+    Ok(Some(h))
 }
 
 fn thread_pingpong(n: u64) -> anyhow::Result<Histogram<u64>> {
