@@ -644,6 +644,17 @@ mod tests {
         }
     }
 
+    /// An engine with an empty table over `store` (loaded, as a server boots).
+    fn engine_over(mut store: impl Store + 'static) -> Engine {
+        store.load().expect("load");
+        let committer = Committer::spawn(Box::new(store)).expect("committer");
+        Engine::new(
+            LockTable::new(TableConfig::default()),
+            committer,
+            Clock::start(),
+        )
+    }
+
     fn acquire(resource: &str, pid: u32, wait_ms: u64) -> Acquire {
         Acquire {
             resource: resource.to_string(),
@@ -666,17 +677,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_release_whose_caller_goes_away_before_it_is_durable_still_hands_the_lock_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SlowCommits {
+        let engine = engine_over(SlowCommits {
             store: EmbeddedStore::open(dir.path()).expect("open"),
             delay: Duration::from_millis(200),
-        };
-        store.load().expect("load");
-        let committer = Committer::spawn(Box::new(store)).expect("committer");
-        let engine = Engine::new(
-            LockTable::new(TableConfig::default()),
-            committer,
-            Clock::start(),
-        );
+        });
 
         let first = engine.acquire(acquire("cfg/a", 1, 0)).await.expect("first");
         let waiting = tokio::spawn({
@@ -736,21 +740,14 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_grant_goes_out_before_the_release_answer_while_others_still_wait() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = EmbeddedStore::open(dir.path()).expect("open");
-        store.load().expect("load");
-        let committer = Committer::spawn(Box::new(store)).expect("committer");
-        let engine = Engine::new(
-            LockTable::new(TableConfig::default()),
-            committer,
-            Clock::start(),
-        );
+        let engine = engine_over(EmbeddedStore::open(dir.path()).expect("open"));
         let log: Log = Arc::default();
         let holder = engine
             .acquire(acquire("cfg/q", 1, 0))
             .await
             .expect("holder");
         let second = waiter(&engine, 2, &log, "second granted");
-        while engine.resource("cfg/q").waiters.len() < 1 {
+        while engine.resource("cfg/q").waiters.is_empty() {
             tokio::task::yield_now().await;
         }
         let third = waiter(&engine, 3, &log, "third granted");
