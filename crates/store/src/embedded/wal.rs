@@ -14,9 +14,9 @@
 //! separate `fdatasync`: on the reference machine a 600-byte durable append took 83–87 µs p50
 //! and 23 µs of CPU, against 107–111 µs and 36–39 µs for `pwrite` + `fdatasync`. Rewriting
 //! the partial block is safe: its acknowledged bytes are rewritten unchanged, so a torn write
-//! leaves them as they were. A filesystem that refuses `O_DIRECT` (tmpfs, some FUSE
-//! filesystems), or a device whose blocks are larger than 4 KiB, gets the page cache and
-//! `fdatasync` instead ([`Segment::is_direct`] tells which); the bytes on disk are the same.
+//! leaves them as they were. A filesystem that refuses `O_DIRECT` (tmpfs before Linux 6.6,
+//! some FUSE filesystems), or a device whose blocks are larger than 4 KiB, gets the page cache
+//! and `fdatasync` instead ([`Segment::is_direct`] tells which); the bytes on disk are the same.
 //!
 //! A segment is **preallocated**: created at its full size filled with zeros and synced before
 //! the first append (ahead of time, by [`prepare`], off the commit path). Appending then
