@@ -156,7 +156,7 @@ pub async fn etcd_handoff(
     let fence = Arc::new(Fence::default());
     let name = format!("{}/handoff/{clients}", target.prefix);
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for i in 0..clients {
         let (mut client, lease) = etcd_session(target).await?;
         let (run, fence, name) = (run.clone(), fence.clone(), name.clone());
         tasks.push(tokio::spawn(async move {
@@ -165,10 +165,12 @@ pub async fn etcd_handoff(
             let mut mine = 0u64;
             while !run.stopped() {
                 let t0 = Instant::now();
+                let asking = fence.asking(i);
                 match etcd_lock(&mut client, &name, lease, &run).await {
                     None => break,
                     Some(Ok((key, token))) => {
                         lat.record(t0.elapsed());
+                        asking.granted();
                         fence.enter(token);
                         fence.leave();
                         mine += 1;
@@ -185,8 +187,7 @@ pub async fn etcd_handoff(
         }));
     }
     let mut row = finish("handoff", clients, duration, control, &run, tasks, true).await?;
-    row.violations = fence.violations();
-    row.handoff_ms = fence.handoff_ms();
+    fence.judge(&mut row);
     Ok(row)
 }
 
@@ -391,6 +392,7 @@ pub async fn redis_handoff(
                 n += 1;
                 let token = format!("{i}-{n}");
                 let t0 = Instant::now();
+                let asking = fence.asking(i);
                 loop {
                     match redis_try_lock(&mut con, &key, &token).await {
                         Ok(true) => break,
@@ -403,6 +405,7 @@ pub async fn redis_handoff(
                     tokio::time::sleep(retry).await;
                 }
                 lat.record(t0.elapsed());
+                asking.granted();
                 mine += 1;
                 if !redis_hold_and_release(&mut con, &release, &key, &fence_key, &token, &fence)
                     .await
@@ -414,8 +417,7 @@ pub async fn redis_handoff(
         }));
     }
     let mut row = finish("handoff", clients, duration, control, &run, tasks, true).await?;
-    row.violations = fence.violations();
-    row.handoff_ms = fence.handoff_ms();
+    fence.judge(&mut row);
     Ok(row)
 }
 

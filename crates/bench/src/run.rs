@@ -89,7 +89,9 @@ pub(crate) async fn finish(
         p99_ms: all.quantile_ms(0.99),
         // Set by the caller once its clients are done.
         violations: 0,
-        fifo: fairness.then_some(max - min <= 1),
+        // Set by the caller from its fence's overtakes (`Fence::asking`).
+        fifo: None,
+        overtakes: None,
         per_client_min_max: fairness.then_some((min, max)),
         handoff_ms: None,
         errors: run.errors.load(Ordering::Relaxed),

@@ -22,8 +22,12 @@ pub struct Row {
     pub p99_ms: f64,
     /// Mutual-exclusion violations seen by the fenced counter (must be 0).
     pub violations: u64,
-    /// For handoff: true when every grant followed queue order (FIFO).
+    /// For handoff: true when no grant went to a client while another had been asking for
+    /// [`OVERTAKE_TOLERANCE`](crate::workload::OVERTAKE_TOLERANCE) longer (FIFO; see
+    /// [`Fence::asking`](crate::workload::Fence::asking)).
     pub fifo: Option<bool>,
+    /// For handoff: how many grants overtook a client that had been asking longer.
+    pub overtakes: Option<u64>,
     /// For handoff: fewest and most acquisitions per client (fairness).
     pub per_client_min_max: Option<(u64, u64)>,
     /// For handoff: (p50, p99) ms from one holder leaving its critical section to the next
@@ -97,9 +101,12 @@ pub fn markdown(rows: &[Row]) -> String {
             r.handoff_ms
                 .map_or("-".to_string(), |(p50, p99)| format!("{p50:.3}/{p99:.3}")),
             r.violations,
-            r.fifo
-                .map_or("-".to_string(), |f| if f { "yes" } else { "no" }
-                    .to_string()),
+            match (r.fifo, r.overtakes) {
+                (Some(true), _) => "yes".to_string(),
+                (Some(false), Some(n)) => format!("no ({n} overtakes)"),
+                (Some(false), None) => "no".to_string(),
+                (None, _) => "-".to_string(),
+            },
             r.per_client_min_max
                 .map_or("-".to_string(), |(a, b)| format!("{a}/{b}")),
             r.errors

@@ -1,5 +1,6 @@
 //! The workloads. Each spawns its clients, runs for a fixed duration, and returns one [`Row`].
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,6 +103,12 @@ fn owner(i: usize) -> Owner {
 /// before it sends its release) to the next holder entering it — release round trip, the
 /// server's durable commit, and the grant's delivery to the waiter. Only meaningful when the
 /// fence is shared by contending clients (the handoff workloads).
+///
+/// And it judges **FIFO order**: each contending client registers as asking just before it
+/// sends its acquire ([`Fence::asking`]) and reports its grant; a grant that goes to a client
+/// while another has been asking for more than [`OVERTAKE_TOLERANCE`] longer is an overtake.
+/// The tolerance covers requests crossing in flight; a client that is late to ask again (its
+/// task stalled) is simply not waiting yet, and losing its turn is not an overtake.
 #[derive(Debug)]
 pub struct Fence {
     newest: AtomicU64,
@@ -111,7 +118,13 @@ pub struct Fence {
     /// Nanoseconds after `base` of the last `leave`, 0 before the first.
     left_at_ns: AtomicU64,
     gaps: Mutex<Latencies>,
+    /// Clients asking now: (nanoseconds after `base` when they asked, client).
+    asking: Mutex<BTreeSet<(u64, usize)>>,
+    overtakes: AtomicU64,
 }
+
+/// How much longer another client must have been asking for a grant to count as overtaking it.
+pub const OVERTAKE_TOLERANCE: Duration = Duration::from_millis(1);
 
 impl Default for Fence {
     fn default() -> Self {
@@ -122,11 +135,62 @@ impl Default for Fence {
             base: Instant::now(),
             left_at_ns: AtomicU64::new(0),
             gaps: Mutex::new(Latencies::default()),
+            asking: Mutex::new(BTreeSet::new()),
+            overtakes: AtomicU64::new(0),
         }
     }
 }
 
+/// A client's place in line from the moment it asks; see [`Fence::asking`]. Dropped without
+/// [`granted`](Self::granted) (the run ended while it waited), it just leaves the line.
+#[derive(Debug)]
+pub struct Asking<'a> {
+    fence: &'a Fence,
+    key: (u64, usize),
+}
+
+impl Asking<'_> {
+    /// The client got the lock: it leaves the line, and if someone else had been asking for
+    /// more than [`OVERTAKE_TOLERANCE`] longer, that is an overtake.
+    pub fn granted(self) {
+        let mut line = self.fence.line();
+        line.remove(&self.key);
+        let tolerance = u64::try_from(OVERTAKE_TOLERANCE.as_nanos()).unwrap_or(u64::MAX);
+        if line
+            .first()
+            .is_some_and(|&(asked, _)| asked.saturating_add(tolerance) < self.key.0)
+        {
+            self.fence.overtakes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.fence.line().remove(&self.key);
+    }
+}
+
 impl Fence {
+    /// Registers `client` as asking for the lock from now (call just before sending the
+    /// acquire); report the grant on the returned [`Asking`].
+    pub fn asking(&self, client: usize) -> Asking<'_> {
+        let key = (self.since_base_ns(), client);
+        self.line().insert(key);
+        Asking { fence: self, key }
+    }
+
+    /// Grants that overtook a client asking for longer (0 under FIFO).
+    pub fn overtakes(&self) -> u64 {
+        self.overtakes.load(Ordering::Relaxed)
+    }
+
+    fn line(&self) -> std::sync::MutexGuard<'_, BTreeSet<(u64, usize)>> {
+        self.asking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Enters the critical section with `token`; a stale token or an overlap is a violation.
     pub fn enter(&self, token: u64) {
         if self.newest.fetch_max(token, Ordering::SeqCst) >= token {
@@ -151,6 +215,14 @@ impl Fence {
         self.left_at_ns
             .store(self.since_base_ns().max(1), Ordering::SeqCst);
         self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Fills a handoff row's fence columns: violations, handoff gaps, overtakes and FIFO.
+    pub fn judge(&self, row: &mut Row) {
+        row.violations = self.violations();
+        row.handoff_ms = self.handoff_ms();
+        row.overtakes = Some(self.overtakes());
+        row.fifo = Some(self.overtakes() == 0);
     }
 
     /// Violations seen so far.
@@ -219,10 +291,9 @@ pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyh
 /// C clients contend for one resource: acquire (waiting in the FIFO queue), enter the fenced
 /// critical section, release. Latency is the time from asking to holding.
 ///
-/// Fairness: every client re-queues as soon as it releases, so all of them are always waiting
-/// (from 16 clients on; with 2, a client's next acquire may reach the server before the other's
-/// does): under strict FIFO the grants rotate round-robin and per-client counts differ by at
-/// most one. Any barging or LIFO wake-up shows up as a wider spread.
+/// Fairness: FIFO is judged by the fence's overtakes ([`Fence::asking`]); the per-client counts
+/// are reported too (every client re-queues as soon as it releases, so under FIFO they differ
+/// by about one — by more when a client's task stalls and it asks late).
 pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> anyhow::Result<Row> {
     let (control, run) = start_run();
     let fence = Arc::new(Fence::default());
@@ -245,9 +316,11 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
             let mut mine = 0u64;
             while !run.stopped() {
                 let t0 = Instant::now();
+                let asking = fence.asking(i);
                 match client.acquire(&req).await {
                     Ok(lease) => {
                         lat.record(t0.elapsed());
+                        asking.granted();
                         fence.enter(lease.token.0);
                         fence.leave();
                         mine += 1;
@@ -262,8 +335,7 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
         }));
     }
     let mut row = finish("handoff", clients, duration, control, &run, tasks, true).await?;
-    row.violations = fence.violations();
-    row.handoff_ms = fence.handoff_ms();
+    fence.judge(&mut row);
     Ok(row)
 }
 
@@ -314,4 +386,54 @@ pub async fn renewals(
     }
     let label = renew_label(in_flight);
     finish(&label, clients, duration, control, &run, tasks, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_past_tolerance() {
+        std::thread::sleep(OVERTAKE_TOLERANCE * 2);
+    }
+
+    #[test]
+    fn a_grant_past_someone_asking_longer_is_an_overtake() {
+        let fence = Fence::default();
+        let first = fence.asking(1);
+        wait_past_tolerance();
+        let second = fence.asking(2);
+        second.granted();
+        assert_eq!(fence.overtakes(), 1);
+        first.granted();
+        assert_eq!(
+            fence.overtakes(),
+            1,
+            "the first asker had nobody ahead of it"
+        );
+    }
+
+    #[test]
+    fn grants_in_asking_order_or_within_the_tolerance_are_fifo() {
+        let fence = Fence::default();
+        let first = fence.asking(1);
+        wait_past_tolerance();
+        let second = fence.asking(2);
+        first.granted();
+        second.granted();
+        // Crossing in flight: asked within the tolerance of each other, granted in reverse.
+        let a = fence.asking(3);
+        let b = fence.asking(4);
+        b.granted();
+        a.granted();
+        assert_eq!(fence.overtakes(), 0);
+    }
+
+    #[test]
+    fn a_client_that_stops_waiting_leaves_the_line() {
+        let fence = Fence::default();
+        drop(fence.asking(1));
+        wait_past_tolerance();
+        fence.asking(2).granted();
+        assert_eq!(fence.overtakes(), 0);
+    }
 }

@@ -56,6 +56,9 @@ async fn every_workload_runs_clean(wire: bool) {
     let (min, _) = row.per_client_min_max.expect("per-client counts");
     assert!(min >= 1, "a client never got the lock: {row:?}");
     assert!(row.handoff_ms.is_some(), "{row:?}");
+    // Whether it was FIFO depends on scheduling on a busy test machine; that it was judged
+    // does not.
+    assert!(row.overtakes.is_some() && row.fifo.is_some(), "{row:?}");
 
     let row = renewals(&s.target, 2, 2, RUN).await.expect("renewals");
     assert!(row.ops > 0, "{row:?}");

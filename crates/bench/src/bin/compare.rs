@@ -597,12 +597,13 @@ fn markdown(args: &Args, plan: &[Plan], results: &[Vec<Vec<Row>>]) -> String {
     let mut s = format!(
         "Medians of {} runs of {:.1} s each. ops/s: cycles/s, handoffs/s or renewals/s; \
          p50/p99: per cycle, wait to hold, or per renewal; handoff: from one holder leaving its \
-         critical section (just before its release) to the next one entering.\n\n",
+         critical section (just before its release) to the next one entering; FIFO: runs where no \
+         grant overtook a client asking ≥ 1 ms longer (total overtakes).\n\n",
         args.reps, args.seconds
     );
     s.push_str(
         "| workload | clients | system | ops/s | p50 ms | p99 ms | handoff p50/p99 ms \
-         | Locksmith ÷ system (ops/s) | FIFO runs | per-client min/max | violations | errors |\n\
+         | Locksmith ÷ system (ops/s) | FIFO runs (overtakes) | per-client min/max | violations | errors |\n\
          |---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|\n",
     );
     let locksmith_col = args.systems.iter().position(|&s| s == System::Locksmith);
@@ -622,7 +623,8 @@ fn markdown(args: &Args, plan: &[Plan], results: &[Vec<Vec<Row>>]) -> String {
             let mid = by_ops.get(by_ops.len() / 2);
             let fifo = if row.workload == Workload::Handoff {
                 let yes = reps.iter().filter(|r| r.fifo == Some(true)).count();
-                format!("{yes}/{}", reps.len())
+                let overtakes: u64 = reps.iter().filter_map(|r| r.overtakes).sum();
+                format!("{yes}/{} ({overtakes})", reps.len())
             } else {
                 "-".into()
             };
