@@ -66,20 +66,108 @@ pub fn cpu_ticks(pid: &str) -> io::Result<u64> {
 /// The whole machine's CPU time so far, from the `cpu` line of `/proc/stat`, in clock ticks:
 /// `(busy, total)`, where busy is everything but idle and iowait.
 pub fn machine_ticks() -> io::Result<(u64, u64)> {
+    let values = cpu_line()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Ok((total.saturating_sub(idle), total))
+}
+
+/// Time the hypervisor gave this machine's vCPUs to someone else so far (`steal` of the `cpu`
+/// line of `/proc/stat`), and all CPU time, in clock ticks: `(steal, total)`.
+pub fn steal_ticks() -> io::Result<(u64, u64)> {
+    let values = cpu_line()?;
+    let total: u64 = values.iter().take(8).sum();
+    Ok((values.get(7).copied().unwrap_or(0), total))
+}
+
+fn cpu_line() -> io::Result<Vec<u64>> {
     let text = std::fs::read_to_string("/proc/stat")?;
     let line = text
         .lines()
         .find(|l| l.starts_with("cpu "))
         .ok_or_else(|| bad_data("/proc/stat has no cpu line".into()))?;
-    let values: Vec<u64> = line
+    Ok(line
         .split_whitespace()
         .skip(1)
         .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
-    let total: u64 = values.iter().take(8).sum();
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    Ok((total.saturating_sub(idle), total))
+        .collect())
+}
+
+/// How this machine's idle vCPUs wait, which sets what every wake-up costs in a VM: the
+/// kernel, the cpuidle driver, and the guest's halt-polling window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleSetup {
+    /// `uname -r`, from `/proc/sys/kernel/osrelease`.
+    pub kernel: String,
+    /// `/sys/devices/system/cpu/cpuidle/current_driver` (`none` when there is none).
+    pub cpuidle_driver: String,
+    /// `/sys/module/haltpoll/parameters/guest_halt_poll_ns`, when the haltpoll governor is
+    /// there: how long an idle vCPU polls before it halts.
+    pub halt_poll_ns: Option<u64>,
+}
+
+impl IdleSetup {
+    /// Reads the setup; what cannot be read is `unknown` / `None`.
+    pub fn read() -> Self {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .ok()
+        };
+        Self {
+            kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+            cpuidle_driver: read("/sys/devices/system/cpu/cpuidle/current_driver")
+                .unwrap_or_else(|| "unknown".into()),
+            halt_poll_ns: read("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+                .and_then(|s| s.parse().ok()),
+        }
+    }
+
+    /// One line for a report, e.g. `kernel 6.18.44; cpuidle driver haltpoll, guest halt
+    /// polling 0 ns (an idle vCPU halts at once)`.
+    pub fn describe(&self) -> String {
+        let polling = match self.halt_poll_ns {
+            Some(0) => ", guest halt polling 0 ns (an idle vCPU halts at once)".to_string(),
+            Some(ns) => format!(", guest halt polling {} µs", ns / 1000),
+            None => String::new(),
+        };
+        format!(
+            "kernel {}; cpuidle driver {}{polling}",
+            self.kernel, self.cpuidle_driver
+        )
+    }
+}
+
+/// What a benchmark report says about the machine it ran on: [`IdleSetup`], and the share of
+/// CPU time stolen by the hypervisor between [`start`](Self::start) and
+/// [`describe`](Self::describe) (a busy neighbour on the host moves every number).
+#[derive(Debug, Clone)]
+pub struct MachineNote {
+    setup: IdleSetup,
+    steal_at_start: Option<(u64, u64)>,
+}
+
+impl MachineNote {
+    /// Reads the setup and the steal counter now.
+    pub fn start() -> Self {
+        Self {
+            setup: IdleSetup::read(),
+            steal_at_start: steal_ticks().ok(),
+        }
+    }
+
+    /// `Machine: kernel …; cpuidle driver …; steal 1.2 % of CPU time during the run.`
+    pub fn describe(&self) -> String {
+        let steal = match (self.steal_at_start, steal_ticks().ok()) {
+            (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => format!(
+                "; steal {:.1} % of CPU time during the run",
+                100.0 * s1.saturating_sub(s0) as f64 / (t1 - t0) as f64
+            ),
+            _ => String::new(),
+        };
+        format!("Machine: {}{steal}.", self.setup.describe())
+    }
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), and whether it was read (false: assumed 100,
@@ -247,5 +335,26 @@ mod tests {
         assert!(total >= busy && total > 0);
         let _ = open_files_limit().expect("limits");
         let _ = socket_count("self").expect("fds");
+        let (steal, total) = steal_ticks().expect("/proc/stat");
+        assert!(steal <= total && total > 0);
+        assert!(!IdleSetup::read().kernel.is_empty());
+    }
+
+    #[test]
+    fn the_idle_setup_says_whether_an_idle_vcpu_polls_before_it_halts() {
+        let mut setup = IdleSetup {
+            kernel: "6.18.44".into(),
+            cpuidle_driver: "haltpoll".into(),
+            halt_poll_ns: Some(0),
+        };
+        assert_eq!(
+            setup.describe(),
+            "kernel 6.18.44; cpuidle driver haltpoll, \
+             guest halt polling 0 ns (an idle vCPU halts at once)"
+        );
+        setup.halt_poll_ns = Some(200_000);
+        assert!(setup.describe().ends_with("guest halt polling 200 µs"));
+        setup.halt_poll_ns = None;
+        assert_eq!(setup.describe(), "kernel 6.18.44; cpuidle driver haltpoll");
     }
 }

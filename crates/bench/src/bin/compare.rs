@@ -441,6 +441,7 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
         locksmith: locksmith.as_ref(),
         locksmith_etcd3: locksmith_etcd3.as_ref(),
     };
+    let machine = locksmith_bench::procfs::MachineNote::start();
     let mut plan = Vec::new();
     for &workload in &args.workloads {
         let counts = match workload {
@@ -509,7 +510,7 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
     }
     let table = markdown(args, &plan, &results);
     let mut out = std::io::stdout().lock();
-    write!(out, "{table}")?;
+    write!(out, "{table}\n{}\n", machine.describe())?;
     Ok(())
 }
 

@@ -36,8 +36,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(about = "The machine's floor: fdatasync, thread wake-ups, loopback TCP round trips")]
@@ -58,6 +56,7 @@ const WRITE: usize = 600;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let machine = locksmith_bench::procfs::MachineNote::start();
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = tempfile::Builder::new()
         .prefix("locksmith-floor")
@@ -127,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     writeln!(out, "\nfdatasync files in {}", dir.display())?;
+    writeln!(out, "{}", machine.describe())?;
     Ok(())
 }
 
