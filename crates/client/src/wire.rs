@@ -9,10 +9,15 @@
 //! [`ClientError::Transport`] (whether the server carried them out is unknown, as with any
 //! connection lost mid-call) and the next call opens a new connection.
 //!
+//! An acquire whose caller stopped waiting — its future dropped, or the call timed out — leaves
+//! no ghost: the server still answers it (a queued acquire stays queued while the connection is
+//! open), and if that answer is a grant, the reader task releases the lease at once, fenced by
+//! its token, so the next waiter gets the lock after one round trip instead of after the lease's
+//! TTL. Closing the connection — dropping every clone of the client — withdraws the acquires
+//! still queued.
+//!
 //! What it is not: the whole API (holds, breaks, audit, status stay on HTTP: [`crate::Client`])
-//! or a lease keeper ([`crate::LeaseGuard`] uses HTTP). Dropping a call's future does not
-//! withdraw a queued acquire (the server still answers it); closing the connection — dropping
-//! every clone of the client — does.
+//! or a lease keeper ([`crate::LeaseGuard`] uses HTTP).
 
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +30,7 @@ use locksmith_api::{
     AcquireRequest, FenceCheckRequest, FenceCheckResponse, LeaseView, ReleaseResponse,
 };
 use locksmith_core::{FenceToken, LeaseId};
+use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,7 +131,7 @@ impl WireClient {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let conn = self.conn().await?;
-        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = conn.out.next_id.fetch_add(1, Ordering::Relaxed);
         let mut bytes = Vec::with_capacity(256);
         frame::encode(&mut bytes, id, op as u16, body).map_err(|e| ClientError::Decode {
             server: self.addr().to_string(),
@@ -137,9 +143,9 @@ impl WireClient {
             if let Some(reason) = &pending.broken {
                 return Err(self.transport(reason.clone()));
             }
-            pending.waiting.insert(id, tx);
+            pending.waiting.insert(id, Waiter { op, tx });
         }
-        if let Err(e) = conn.send(&bytes) {
+        if let Err(e) = conn.out.send(&bytes) {
             let reason = format!("cannot send: {e}");
             conn.fail(&reason);
             return Err(self.transport(reason));
@@ -149,7 +155,11 @@ impl WireClient {
             Ok(Ok(Err(reason))) => Err(self.transport(reason)),
             Ok(Err(_)) => Err(self.transport("the connection closed".into())),
             Err(_) => {
-                conn.pending().waiting.remove(&id);
+                // A late grant must still be released (see the module docs), so an acquire's
+                // entry stays for the reader task; others are forgotten.
+                if op != Op::Acquire {
+                    conn.pending().waiting.remove(&id);
+                }
                 Err(self.transport(format!("no answer within {timeout:?}")))
             }
         }
@@ -202,21 +212,43 @@ struct Answer {
 /// Calls waiting for their answers, or why the connection is unusable.
 #[derive(Debug, Default)]
 struct Pending {
-    waiting: HashMap<u64, oneshot::Sender<Result<Answer, String>>>,
+    waiting: HashMap<u64, Waiter>,
     broken: Option<String>,
 }
 
-/// One open connection: the write half (written by callers, finished by the flusher task when the
-/// socket is full) and the calls waiting for answers (delivered by the reader task).
+/// One call waiting for its answer: what it asked (an acquire's grant must not be dropped
+/// unanswered) and where the answer goes.
+#[derive(Debug)]
+struct Waiter {
+    op: Op,
+    tx: oneshot::Sender<Result<Answer, String>>,
+}
+
+/// The part of a grant the reader task needs to release one nobody waits for.
+#[derive(Debug, Deserialize)]
+struct Granted {
+    lease: LeaseId,
+    token: FenceToken,
+}
+
+/// One open connection: the sending side (written by callers and the reader task, finished by
+/// the flusher task when the socket is full) and the calls waiting for answers (delivered by the
+/// reader task).
 #[derive(Debug)]
 struct Conn {
-    write: Arc<OwnedWriteHalf>,
-    /// Bytes the socket did not take yet, in order; the flusher writes them out.
-    unsent: Arc<Mutex<Vec<u8>>>,
-    flush: Arc<Notify>,
+    out: Arc<Out>,
     pending: Arc<Mutex<Pending>>,
-    next_id: AtomicU64,
     tasks: [AbortHandle; 2],
+}
+
+/// The sending side of a connection.
+#[derive(Debug)]
+struct Out {
+    write: OwnedWriteHalf,
+    /// Bytes the socket did not take yet, in order; the flusher writes them out.
+    unsent: Mutex<Vec<u8>>,
+    flush: Notify,
+    next_id: AtomicU64,
 }
 
 impl Drop for Conn {
@@ -253,23 +285,18 @@ impl Conn {
             Err(_) => return Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
         };
         let (read, write) = tcp.into_split();
-        let write = Arc::new(write);
-        let unsent = Arc::new(Mutex::new(Vec::new()));
-        let flush = Arc::new(Notify::new());
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let reader = tokio::spawn(read_answers(read, pending.clone()));
-        let flusher = tokio::spawn(flush_unsent(
-            write.clone(),
-            unsent.clone(),
-            flush.clone(),
-            pending.clone(),
-        ));
-        Ok(Conn {
+        let out = Arc::new(Out {
             write,
-            unsent,
-            flush,
-            pending,
+            unsent: Mutex::new(Vec::new()),
+            flush: Notify::new(),
             next_id: AtomicU64::new(1),
+        });
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let reader = tokio::spawn(read_answers(read, out.clone(), pending.clone()));
+        let flusher = tokio::spawn(flush_unsent(out.clone(), pending.clone()));
+        Ok(Conn {
+            out,
+            pending,
             tasks: [reader.abort_handle(), flusher.abort_handle()],
         })
     }
@@ -278,6 +305,12 @@ impl Conn {
         lock(&self.pending)
     }
 
+    fn fail(&self, reason: &str) {
+        fail(&self.pending, reason);
+    }
+}
+
+impl Out {
     /// Queues `bytes` on the socket: written at once if the socket takes them, else (the rest)
     /// handed to the flusher. Never blocks and never writes part of a frame out of order.
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
@@ -298,8 +331,33 @@ impl Conn {
         Ok(())
     }
 
-    fn fail(&self, reason: &str) {
-        fail(&self.pending, reason);
+    /// Releases a lease granted to an acquire nobody waits for any more, fenced by its token;
+    /// the answer comes back under an id nobody waits on and is dropped.
+    fn release_abandoned(&self, grant: &[u8]) {
+        let Ok(granted) = serde_json::from_slice::<Granted>(grant) else {
+            tracing::warn!("an abandoned acquire's grant could not be read; its lease will expire");
+            return;
+        };
+        let release = LeaseOp {
+            lease: granted.lease,
+            token: Some(granted.token),
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::with_capacity(64);
+        let sent = frame::encode(&mut bytes, id, Op::Release as u16, &release)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.send(&bytes).map_err(|e| e.to_string()));
+        match sent {
+            Ok(()) => tracing::debug!(
+                lease = %granted.lease,
+                "released a lease granted to an acquire nobody waits for"
+            ),
+            Err(e) => tracing::warn!(
+                lease = %granted.lease,
+                error = %e,
+                "cannot release a lease granted to an acquire nobody waits for; it will expire"
+            ),
+        }
     }
 }
 
@@ -309,13 +367,14 @@ fn fail(pending: &Mutex<Pending>, reason: &str) {
     if p.broken.is_none() {
         p.broken = Some(reason.to_string());
     }
-    for (_, tx) in p.waiting.drain() {
-        let _ = tx.send(Err(reason.to_string()));
+    for (_, waiter) in p.waiting.drain() {
+        let _ = waiter.tx.send(Err(reason.to_string()));
     }
 }
 
-/// The reader task: delivers each answer to its call, until the connection ends.
-async fn read_answers(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+/// The reader task: delivers each answer to its call, until the connection ends. A grant whose
+/// call is gone is released.
+async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
     let mut buf = Vec::with_capacity(16 * 1024);
     let reason = loop {
         match read.read_buf(&mut buf).await {
@@ -328,12 +387,15 @@ async fn read_answers(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
             match frame::decode(&buf[used..]) {
                 Ok(Some((answer, len))) => {
                     used += len;
-                    let tx = lock(&pending).waiting.remove(&answer.id);
-                    if let Some(tx) = tx {
-                        let _ = tx.send(Ok(Answer {
+                    let waiter = lock(&pending).waiting.remove(&answer.id);
+                    if let Some(Waiter { op, tx }) = waiter {
+                        let undelivered = tx.send(Ok(Answer {
                             status: answer.code,
                             body: answer.body.to_vec(),
                         }));
+                        if undelivered.is_err() && op == Op::Acquire && answer.code == frame::OK {
+                            out.release_abandoned(answer.body);
+                        }
                     }
                 }
                 Ok(None) => break Ok(()),
@@ -350,23 +412,18 @@ async fn read_answers(mut read: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
 }
 
 /// The flusher task: writes out what callers could not, whenever there is some.
-async fn flush_unsent(
-    write: Arc<OwnedWriteHalf>,
-    unsent: Arc<Mutex<Vec<u8>>>,
-    flush: Arc<Notify>,
-    pending: Arc<Mutex<Pending>>,
-) {
+async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
     loop {
-        flush.notified().await;
+        out.flush.notified().await;
         loop {
-            if let Err(e) = write.writable().await {
+            if let Err(e) = out.write.writable().await {
                 return fail(&pending, &format!("write failed: {e}"));
             }
-            let mut bytes = lock(&unsent);
+            let mut bytes = lock(&out.unsent);
             if bytes.is_empty() {
                 break;
             }
-            match write.try_write(&bytes) {
+            match out.write.try_write(&bytes) {
                 Ok(n) => {
                     bytes.drain(..n);
                 }

@@ -319,6 +319,52 @@ async fn a_queued_acquire_does_not_hold_up_renewals_behind_it_on_the_same_connec
     s.stop().await;
 }
 
+/// Bug pinned: an acquire whose caller gave up (dropped future, timeout) while it queued was
+/// still granted when the lock came free, and nobody released the lease: the next waiter
+/// waited out the whole TTL behind a holder that did not exist.
+#[tokio::test]
+async fn an_acquire_whose_caller_gave_up_is_released_as_soon_as_it_is_granted() {
+    let (s, wire) = wire_server().await;
+    let resource = "fleet/gave-up.conf";
+    let held = wire.acquire(&req(resource, 10)).await.expect("acquire");
+    let mut abandoned = req(resource, 11);
+    abandoned.wait_ms = Some(30_000);
+    abandoned.ttl_ms = Some(60_000);
+    // The caller stops waiting while the acquire is queued on the server.
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), wire.acquire(&abandoned)).await;
+    assert!(
+        gave_up.is_err(),
+        "the lock is held: the acquire must still be waiting"
+    );
+    let http = s.client();
+    assert!(
+        queue_is(&http, resource, true).await,
+        "still queued on the server"
+    );
+
+    // The lock comes free: the abandoned acquire is granted, and the client releases it.
+    wire.release(held.lease, Some(held.token))
+        .await
+        .expect("release");
+    let mut next = req(resource, 12);
+    next.wait_ms = Some(5_000);
+    let started = std::time::Instant::now();
+    let lease = wire
+        .acquire(&next)
+        .await
+        .expect("the lock comes free long before the abandoned lease's 60 s TTL");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        lease.token.0 >= held.token.0 + 2,
+        "the abandoned acquire was granted in between ({:?} after {:?})",
+        lease.token,
+        held.token
+    );
+    let view = http.lock(resource).await.expect("view");
+    assert_eq!(view.lock.holders.len(), 1, "only the live caller holds it");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn closing_the_connection_withdraws_its_queued_acquire() {
     let (s, wire) = wire_server().await;

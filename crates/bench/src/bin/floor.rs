@@ -36,7 +36,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-
 #[derive(Debug, Parser)]
 #[command(about = "The machine's floor: fdatasync, thread wake-ups, loopback TCP round trips")]
 struct Args {
