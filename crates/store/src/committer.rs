@@ -2,9 +2,21 @@
 //!
 //! A durable commit costs an fsync (≈0.1–0.4 ms here) whatever its size, so committing each
 //! request on its own caps the server at a few thousand writes per second and makes them queue
-//! on a lock. Instead every request hands its batch to one commit thread ([`worker`]) and waits
-//! on a [`CommitTicket`]; the thread commits everything queued so far in one
+//! on a lock. Instead every request queues its batch and waits on a [`CommitTicket`]; one turn
+//! at a time ([`worker`]) takes everything queued so far, commits it in one
 //! [`Store::commit`](crate::Store::commit) and then answers every ticket.
+//!
+//! Who takes a turn: the commit thread — or, for a store that
+//! [`commits_inline`](crate::Store::commits_inline), the task awaiting a ticket, when nobody else
+//! is committing and its job is the only one queued, nor was the last turn shared (on a
+//! multi-threaded tokio runtime, inside
+//! `block_in_place`, so the runtime moves its other tasks to another thread). At low load that
+//! saves the two thread hand-offs of every commit (the wake-up of the commit thread, and its
+//! wake-up of the waiting task); under load, while a turn runs, new jobs queue, and whoever
+//! ends a turn with jobs left wakes the commit thread for the next one. With such a store a
+//! submission does not wake the commit thread by itself: the ticket's waiter leads, or wakes the
+//! thread when it cannot (another kind of runtime, a query queued), and a ticket dropped
+//! unawaited wakes it too.
 //!
 //! Guarantees a caller can build on:
 //! - A ticket resolves `Ok` only after its batch, and every batch submitted before it, is
@@ -31,8 +43,7 @@ mod stats;
 mod worker;
 
 use std::fmt;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use locksmith_core::{AuditRecord, Mutation};
@@ -54,7 +65,7 @@ pub struct Committer {
 }
 
 struct Inner {
-    tx: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
     stats: Arc<StatsCell>,
     failure: Arc<OnceLock<String>>,
     describe: String,
@@ -64,6 +75,138 @@ struct Inner {
 enum ThreadState {
     Running(JoinHandle<()>),
     Joined(Reply),
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: the thread finishes what is queued, closes the store and exits.
+    fn drop(&mut self) {
+        self.shared.push(Message::Shutdown);
+    }
+}
+
+/// The queue of submitted messages and the worker that carries them out, shared by the handles,
+/// the tickets (whose waiters may take a turn) and the commit thread.
+pub(crate) struct Shared {
+    queue: Mutex<Queue>,
+    /// The commit thread waits here for messages while nobody else takes a turn.
+    wake: Condvar,
+    /// Taken out (and so the store closed) when the thread exits after a shutdown.
+    worker: Mutex<Option<Worker>>,
+    /// [`Store::commits_inline`](crate::Store::commits_inline), taken at spawn.
+    inline: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    messages: Vec<Message>,
+    /// A turn is under way (on the thread or in a waiting task).
+    busy: bool,
+    /// Shut down: nothing more is taken.
+    closed: bool,
+    /// Messages the latest turn took: more than one means commits are contended, and the
+    /// commit thread, not a waiting task, takes the next turn.
+    last_turn: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Queues a message, waking the commit thread unless it is a job a waiter may commit
+    /// itself. Refused (the message is dropped, so its ticket resolves `Closed`) after shutdown.
+    fn push(&self, message: Message) {
+        let wake = !(self.inline && matches!(message, Message::Job(_)));
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            return;
+        }
+        queue.messages.push(message);
+        drop(queue);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the commit thread to take a turn if there is work and nobody is on it.
+    fn nudge(&self) {
+        let queue = lock(&self.queue);
+        let idle_with_work = !queue.busy && !queue.messages.is_empty();
+        drop(queue);
+        if idle_with_work {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The commit thread: takes turns until a shutdown, then closes the store.
+    fn run_thread(&self) {
+        loop {
+            let messages = {
+                let mut queue = lock(&self.queue);
+                while queue.busy || queue.messages.is_empty() {
+                    queue = self
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                queue.busy = true;
+                queue.last_turn = queue.messages.len();
+                std::mem::take(&mut queue.messages)
+            };
+            let stop = lock(&self.worker)
+                .as_mut()
+                .is_none_or(|worker| worker.process(messages));
+            let mut queue = lock(&self.queue);
+            queue.busy = false;
+            if stop {
+                queue.closed = true;
+                let refused = std::mem::take(&mut queue.messages);
+                drop(queue);
+                drop(refused);
+                drop(lock(&self.worker).take());
+                return;
+            }
+        }
+    }
+
+    /// Called by a task about to wait for its ticket: takes a turn itself if it may (see the
+    /// module docs), else makes sure the commit thread will.
+    fn lead_or_nudge(&self) {
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_threaded {
+            return self.nudge();
+        }
+        let messages = {
+            let mut queue = lock(&self.queue);
+            if queue.busy || queue.closed || queue.messages.is_empty() {
+                // Someone is on it (and wakes the thread if work is left when done), or the
+                // job is gone already.
+                return;
+            }
+            // Only an uncontended commit is worth taking here: with several jobs queued (or
+            // queued last time), the tokio worker would stall for their commit while the
+            // others' requests wait for it, and the thread groups them just as well.
+            let contended = queue.messages.len() > 1 || queue.last_turn > 1;
+            if contended || !matches!(queue.messages.first(), Some(Message::Job(_))) {
+                drop(queue);
+                return self.wake.notify_one();
+            }
+            queue.busy = true;
+            queue.last_turn = 1;
+            std::mem::take(&mut queue.messages)
+        };
+        if let Some(worker) = lock(&self.worker).as_mut() {
+            worker.process(messages);
+        }
+        let mut queue = lock(&self.queue);
+        queue.busy = false;
+        let more = !queue.messages.is_empty();
+        drop(queue);
+        if more {
+            self.wake.notify_one();
+        }
+    }
 }
 
 impl fmt::Debug for Committer {
@@ -83,26 +226,32 @@ impl Committer {
     /// comes before any commit, and only the caller can hand the snapshot to the lock table.
     /// Fails only if the OS refuses to start a thread.
     pub fn spawn(store: Box<dyn Store>) -> Result<Committer, StoreError> {
-        let (tx, rx) = mpsc::channel();
         let stats = Arc::new(StatsCell::default());
         let failure = Arc::new(OnceLock::new());
         let describe = store.describe();
         let max_batch = store.max_batch_mutations();
+        let inline = store.commits_inline();
         let worker = Worker {
             store,
             describe: describe.clone(),
-            rx,
             stats: Arc::clone(&stats),
             failure: Arc::clone(&failure),
             max_batch,
         };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            worker: Mutex::new(Some(worker)),
+            inline,
+        });
+        let thread_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name(THREAD_NAME.to_owned())
-            .spawn(move || worker.run())
+            .spawn(move || thread_shared.run_thread())
             .map_err(|e| StoreError::Io(format!("cannot start the commit thread: {e}")))?;
         Ok(Committer {
             inner: Arc::new(Inner {
-                tx,
+                shared,
                 stats,
                 failure,
                 describe,
@@ -138,10 +287,14 @@ impl Committer {
 
     fn send_job(&self, batch: Vec<Mutation>, then: Option<Callback>) -> CommitTicket {
         let (done, rx) = oneshot::channel();
-        // If the thread has exited, the message and `done` are dropped here and the ticket
-        // resolves to `Closed`.
-        let _ = self.inner.tx.send(Message::Job(Job { batch, then, done }));
-        CommitTicket { rx }
+        // After shutdown, the message and `done` are dropped here and the ticket resolves to
+        // `Closed`.
+        let shared = &self.inner.shared;
+        shared.push(Message::Job(Job { batch, then, done }));
+        CommitTicket {
+            rx,
+            lead: shared.inline.then(|| Arc::clone(shared)),
+        }
     }
 
     /// Queues an audit query and returns at once; await the ticket for the answer. The query
@@ -150,14 +303,16 @@ impl Committer {
     /// waits for those commits, and later batches wait for it: keep `limit` modest.
     pub fn query_audit(&self, query: AuditQuery) -> AuditTicket {
         let (done, rx) = oneshot::channel();
-        let _ = self.inner.tx.send(Message::Query(Query { query, done }));
+        self.inner
+            .shared
+            .push(Message::Query(Query { query, done }));
         AuditTicket { rx }
     }
 
     /// Asks the thread to finish every job queued so far, then exit (closing the store).
     /// Returns at once; idempotent. Jobs submitted afterwards get [`StoreError::Closed`].
     pub fn shutdown(&self) {
-        let _ = self.inner.tx.send(Message::Shutdown);
+        self.inner.shared.push(Message::Shutdown);
     }
 
     /// [`shutdown`](Self::shutdown), then blocks until the thread has exited and the store is
@@ -204,19 +359,42 @@ impl Committer {
 }
 
 /// The answer to one [`Committer::submit`].
-#[derive(Debug)]
 #[must_use = "a batch is only known durable once its ticket resolves Ok"]
 pub struct CommitTicket {
     rx: oneshot::Receiver<Answer>,
+    /// With a store that commits inline: the queue, for the waiter to take a turn on (or, if
+    /// the ticket is dropped unawaited, to wake the commit thread). Taken when used.
+    lead: Option<Arc<Shared>>,
+}
+
+impl fmt::Debug for CommitTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitTicket")
+            .field("may_lead", &self.lead.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for CommitTicket {
+    fn drop(&mut self) {
+        // Nobody will wait on this one: the commit thread must take its job.
+        if let Some(shared) = self.lead.take() {
+            shared.nudge();
+        }
+    }
 }
 
 impl CommitTicket {
     /// Resolves when the batch (and every batch submitted before it) is durable — having run
     /// its [`submit_then`](Committer::submit_then) callback, if any — or with the error that
     /// stopped it: [`StoreError::Failed`] after a failed commit, [`StoreError::Closed`] if the
-    /// committer shut down first.
-    pub async fn wait(self) -> Result<(), StoreError> {
-        match self.rx.await {
+    /// committer shut down first. With a store that commits inline, the commit may run right
+    /// here, blocking this thread for it (see the module docs).
+    pub async fn wait(mut self) -> Result<(), StoreError> {
+        if let Some(shared) = self.lead.take() {
+            shared.lead_or_nudge();
+        }
+        match (&mut self.rx).await {
             Ok(Ok(then)) => {
                 if let Some(then) = then {
                     then.run();
@@ -242,5 +420,126 @@ impl AuditTicket {
     /// [`StoreError::Closed`] if the committer shut down first.
     pub async fn wait(self) -> Result<Vec<AuditRecord>, StoreError> {
         self.rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Who takes a commit turn when a task waits on its ticket, decided without a commit thread
+    //! (the `Shared` here has none), so nothing races the decision. The promises with the
+    //! thread running are in `tests/committer.rs`.
+
+    use super::*;
+    use locksmith_core::Snapshot;
+
+    /// A store that records the size of each commit.
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+
+    impl Store for Sizes {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+            lock(&self.0).push(batch.len());
+            Ok(())
+        }
+        fn audit(&mut self, _: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn describe(&self) -> String {
+            "sizes".into()
+        }
+    }
+
+    fn threadless(inline: bool) -> (Shared, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let worker = Worker {
+            store: Box::new(Sizes(Arc::clone(&sizes))),
+            describe: "sizes".into(),
+            stats: Arc::default(),
+            failure: Arc::default(),
+            max_batch: None,
+        };
+        let shared = Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            worker: Mutex::new(Some(worker)),
+            inline,
+        };
+        (shared, sizes)
+    }
+
+    fn push_job(shared: &Shared, mutations: usize) -> oneshot::Receiver<Answer> {
+        let (done, rx) = oneshot::channel();
+        let batch = vec![Mutation::FenceHighWater(1); mutations];
+        shared.push(Message::Job(Job {
+            batch,
+            then: None,
+            done,
+        }));
+        rx
+    }
+
+    fn queued(shared: &Shared) -> usize {
+        lock(&shared.queue).messages.len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_waiting_task_commits_a_lone_job_itself() {
+        let (shared, sizes) = threadless(true);
+        let mut answer = push_job(&shared, 2);
+        shared.lead_or_nudge();
+        assert_eq!(*lock(&sizes), vec![2]);
+        assert!(answer.try_recv().is_ok_and(|a| a.is_ok()), "answered");
+        assert_eq!(queued(&shared), 0);
+        assert!(!lock(&shared.queue).busy);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn contended_commits_are_left_to_the_commit_thread() {
+        // Two jobs queued: a waiting task would stall its runtime thread for both.
+        let (shared, sizes) = threadless(true);
+        let _a = push_job(&shared, 1);
+        let _b = push_job(&shared, 1);
+        shared.lead_or_nudge();
+        assert!(lock(&sizes).is_empty());
+        assert_eq!(queued(&shared), 2);
+
+        // One job, but the last turn was shared: load is still there.
+        let (shared, sizes) = threadless(true);
+        lock(&shared.queue).last_turn = 4;
+        let _c = push_job(&shared, 1);
+        shared.lead_or_nudge();
+        assert!(lock(&sizes).is_empty());
+
+        // A turn under way: its leader (or the thread) takes what queued meanwhile.
+        let (shared, sizes) = threadless(true);
+        lock(&shared.queue).busy = true;
+        let _d = push_job(&shared, 1);
+        shared.lead_or_nudge();
+        assert!(lock(&sizes).is_empty());
+        assert_eq!(queued(&shared), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_query_in_the_queue_is_left_to_the_commit_thread() {
+        let (shared, sizes) = threadless(true);
+        let (done, _rx) = oneshot::channel();
+        shared.push(Message::Query(Query {
+            query: AuditQuery::default(),
+            done,
+        }));
+        shared.lead_or_nudge();
+        assert!(lock(&sizes).is_empty());
+        assert_eq!(queued(&shared), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn on_a_current_thread_runtime_a_waiting_task_never_blocks_it_with_a_commit() {
+        let (shared, sizes) = threadless(true);
+        let _a = push_job(&shared, 1);
+        shared.lead_or_nudge();
+        assert!(lock(&sizes).is_empty());
+        assert_eq!(queued(&shared), 1);
     }
 }

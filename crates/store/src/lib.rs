@@ -152,4 +152,13 @@ pub trait Store: Send + 'static {
     fn max_batch_mutations(&self) -> Option<usize> {
         None
     }
+
+    /// Whether a commit may run on the thread of a task that waits for it, instead of only on
+    /// the commit thread: true for a backend whose commit is a short blocking write (the embedded
+    /// store's log append), so that a commit nobody else is making costs no thread hand-offs. A
+    /// backend that drives its own async runtime inside `commit` (etcd) must say false, the
+    /// default. See [`Committer`] for when the waiting task leads.
+    fn commits_inline(&self) -> bool {
+        false
+    }
 }

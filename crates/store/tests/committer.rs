@@ -572,3 +572,126 @@ async fn a_panicking_after_commit_callback_leaves_the_commit_and_the_thread_alon
     assert_eq!(probe.commits(), vec![vec![put(1)], vec![put(2)]]);
     assert!(committer.failure().is_none());
 }
+
+// A store that commits inline (`Store::commits_inline`): who takes the commit turn.
+
+const COMMIT_THREAD: &str = "locksmith-commit";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncontended_commit_runs_in_the_task_waiting_for_it() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store.inline());
+    for id in 1..=20 {
+        committer
+            .submit(vec![put(id)])
+            .wait()
+            .await
+            .expect("durable");
+    }
+    let expected: Vec<_> = (1..=20).map(|id| vec![put(id)]).collect();
+    assert_eq!(probe.commits(), expected);
+    // The commit thread may take a job queued while it starts or ends a turn, but once it
+    // sleeps nothing wakes it: every lone job after that is committed by its waiter.
+    let threads = probe.threads();
+    assert!(
+        threads[10..].iter().all(|t| t != COMMIT_THREAD),
+        "no hand-off to the commit thread: {threads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_does_not_commit_inline_is_only_committed_by_the_commit_thread() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store);
+    for id in 1..=3 {
+        committer
+            .submit(vec![put(id)])
+            .wait()
+            .await
+            .expect("durable");
+    }
+    assert_eq!(probe.threads(), vec![COMMIT_THREAD; 3]);
+}
+
+#[tokio::test]
+async fn on_a_current_thread_runtime_the_commit_thread_commits_for_an_inline_store() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store.inline());
+    committer
+        .submit(vec![put(1)])
+        .wait()
+        .await
+        .expect("durable");
+    assert_eq!(probe.threads(), vec![COMMIT_THREAD]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_store_job_whose_ticket_is_dropped_unawaited_still_commits_and_calls_back() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store.inline());
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    drop(committer.submit_then(vec![put(1)], move || {
+        let _ = done_tx.send(());
+    }));
+    tokio::time::timeout(Duration::from_secs(5), done)
+        .await
+        .expect("the commit thread took the job nobody waits for")
+        .expect("callback ran");
+    assert_eq!(probe.commits(), vec![vec![put(1)]]);
+    assert_eq!(probe.threads(), vec![COMMIT_THREAD]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_queued_behind_a_waiting_task_commit_go_to_the_thread_in_order_then_inline_again() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.inline().gated();
+    let committer = spawn(store);
+
+    // A task takes the first commit and is held inside it.
+    let first = tokio::spawn(committer.submit(vec![put(1)]).wait());
+    gate.wait_entered();
+    let queued: Vec<_> = (2..=5).map(|id| committer.submit(vec![put(id)])).collect();
+    gate.release_one();
+    // The task ends its turn with jobs left: the commit thread takes all of them in one.
+    gate.wait_entered();
+    gate.release_one();
+    first.await.expect("task").expect("first");
+    for result in wait_all(queued).await {
+        result.expect("queued job");
+    }
+    // The last turn was shared, so the next lone job still goes to the thread; once turns are
+    // uncontended again, waiting tasks take the commits.
+    for id in 6..=15 {
+        let next = tokio::spawn(committer.submit(vec![put(id)]).wait());
+        gate.wait_entered();
+        gate.release_one();
+        next.await.expect("task").expect("lone job");
+    }
+
+    let mut expected = vec![vec![put(1)], vec![put(2), put(3), put(4), put(5)]];
+    expected.extend((6..=15).map(|id| vec![put(id)]));
+    assert_eq!(probe.commits(), expected);
+    let threads = probe.threads();
+    assert_eq!(threads[1], COMMIT_THREAD, "{threads:?}");
+    assert_eq!(threads[2], COMMIT_THREAD, "{threads:?}");
+    assert_ne!(threads[11], COMMIT_THREAD, "{threads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_store_closes_after_its_queued_jobs_when_the_last_handle_goes() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store.inline());
+    let tickets: Vec<_> = (1..=3).map(|id| committer.submit(vec![put(id)])).collect();
+    drop(committer);
+    for result in wait_all(tickets).await {
+        result.expect("queued before the drop");
+    }
+    for _ in 0..500 {
+        if probe.dropped() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(probe.dropped(), "the store is closed");
+    assert_eq!(probe.commits(), vec![vec![put(1), put(2), put(3)]]);
+}

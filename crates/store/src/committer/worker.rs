@@ -1,18 +1,22 @@
-//! The commit thread: the only code that touches the store after boot.
+//! A commit turn: the only code that touches the store after boot.
 //!
 //! Why a dedicated OS thread and not a tokio task: `Store::commit` blocks on fsync for up to
-//! milliseconds, and one thread owning the store serializes commits without a lock, which is
-//! also what makes "batches are durable in submission order" trivially true.
+//! milliseconds; one turn at a time taking the queue in order is what makes "batches are durable
+//! in submission order" true.
 //!
-//! Why groups: while one commit is in its fsync, new jobs queue up; the next loop turn takes all
-//! of them at once and pays one fsync for the lot. Under load the group grows by itself, with no
+//! Why groups: while one commit is in its fsync, new jobs queue up; the next turn takes all of
+//! them at once and pays one fsync for the lot. Under load the group grows by itself, with no
 //! timer adding latency when the server is idle.
+//!
+//! Who runs a turn: the commit thread, or — for a store that
+//! [`commits_inline`](crate::Store::commits_inline) — a task waiting on its ticket when nobody
+//! else is committing (the queue in `committer.rs` decides; [`Worker::process`] is the same
+//! either way, and only one turn runs at a time).
 //!
 //! Audit queries share the queue: a query splits the group, so that the batches queued before
 //! it are committed first and it sees exactly them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -101,7 +105,6 @@ pub(crate) struct Worker {
     pub(crate) store: Box<dyn Store>,
     /// `store.describe()`, taken at spawn so that logging never calls into a failed store.
     pub(crate) describe: String,
-    pub(crate) rx: Receiver<Message>,
     pub(crate) stats: Arc<StatsCell>,
     /// Set once, by the first failed commit; from then on every job is refused with it.
     pub(crate) failure: Arc<OnceLock<String>>,
@@ -110,30 +113,27 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Runs until shutdown is requested or every handle is dropped; the store is dropped (and
-    /// so closed) when this returns.
-    pub(crate) fn run(mut self) {
-        // Blocking for the first message, then taking whatever else is already queued.
-        while let Ok(first) = self.rx.recv() {
-            let mut group = Vec::new();
-            let mut next = Some(first);
-            while let Some(message) = next {
-                match message {
-                    Message::Job(job) => group.push(job),
-                    Message::Query(query) => {
-                        self.complete(std::mem::take(&mut group));
-                        self.answer(query);
-                    }
-                    Message::Shutdown => {
-                        self.complete(group);
-                        return;
-                    }
+    /// Carries out `messages`, taken from the queue in submission order: the jobs in one group
+    /// (split by queries, which see the jobs before them committed). True when one of them was
+    /// [`Message::Shutdown`]: the jobs before it are done, the messages after it are dropped
+    /// (their tickets resolve [`StoreError::Closed`]).
+    pub(crate) fn process(&mut self, messages: Vec<Message>) -> bool {
+        let mut group = Vec::new();
+        for message in messages {
+            match message {
+                Message::Job(job) => group.push(job),
+                Message::Query(query) => {
+                    self.complete(std::mem::take(&mut group));
+                    self.answer(query);
                 }
-                // Empty: commit what we have. Disconnected: the same, then `recv` ends the loop.
-                next = self.rx.try_recv().ok();
+                Message::Shutdown => {
+                    self.complete(group);
+                    return true;
+                }
             }
-            self.complete(group);
         }
+        self.complete(group);
+        false
     }
 
     /// Runs one query, unless a commit has failed or nobody waits for the answer any more. A

@@ -237,6 +237,10 @@ impl Store for EmbeddedStore {
         tables::guard("audit query", || tables::query(&self.db, query))
     }
 
+    fn commits_inline(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("embedded:{}", self.dir.display())
     }

@@ -46,6 +46,8 @@ pub struct Probe {
     pub calls: Arc<AtomicUsize>,
     /// Set when the store is dropped (the committer closed it).
     pub dropped: Arc<AtomicBool>,
+    /// The name of the thread each `commit` call ran on, in order.
+    pub threads: Arc<Mutex<Vec<String>>>,
 }
 
 impl Probe {
@@ -60,6 +62,10 @@ impl Probe {
     pub fn dropped(&self) -> bool {
         self.dropped.load(Ordering::SeqCst)
     }
+
+    pub fn threads(&self) -> Vec<String> {
+        self.threads.lock().expect("probe lock").clone()
+    }
 }
 
 /// A store that records commits and can be told to fail, panic, or hold a commit until the
@@ -71,6 +77,7 @@ pub struct FakeStore {
     panic_on_call: Option<usize>,
     gate: Option<Gate>,
     max_batch: Option<usize>,
+    inline: bool,
 }
 
 /// Holds each commit until the test sends a token; reports each commit's start.
@@ -121,6 +128,12 @@ impl FakeStore {
     }
 
     /// Reports `n` as its [`Store::max_batch_mutations`].
+    /// Says [`Store::commits_inline`]: a waiting task may take a commit turn.
+    pub fn inline(mut self) -> Self {
+        self.inline = true;
+        self
+    }
+
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = Some(n);
         self
@@ -151,6 +164,11 @@ impl Store for FakeStore {
 
     fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
         let call = self.probe.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        self.probe.threads.lock().expect("probe lock").push(thread);
         if let Some(gate) = &self.gate {
             let _ = gate.entered.send(());
             // A dropped control releases everything.
@@ -197,6 +215,10 @@ impl Store for FakeStore {
 
     fn max_batch_mutations(&self) -> Option<usize> {
         self.max_batch
+    }
+
+    fn commits_inline(&self) -> bool {
+        self.inline
     }
 }
 
