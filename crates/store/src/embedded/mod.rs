@@ -9,9 +9,10 @@
 //!   ([`tables`]) off the request path, many batches per transaction, without syncing; redb
 //!   serves boot-time loads and audit queries. A query first waits until every batch committed
 //!   before it is applied, so it sees exactly what the committer's contract promises.
-//! - **Checkpoint**: when a segment reaches [`EmbeddedStore::SEGMENT_BYTES`] the log moves to a
-//!   new one; the next apply pass commits redb with `Durability::Immediate` and deletes the
-//!   sealed segment. A clean close checkpoints and deletes every segment, leaving just the redb
+//! - **Checkpoint**: every `applier::CHECKPOINT_BYTES` applied, an apply pass commits redb
+//!   with `Durability::Immediate`, which bounds the replay after a crash; when a segment reaches
+//!   [`EmbeddedStore::SEGMENT_BYTES`] the log moves to a new one, and the next apply pass is a
+//!   checkpoint that also deletes the sealed segment. A clean close checkpoints and deletes every segment, leaving just the redb
 //!   file.
 //! - **Recovery** (on open): redb returns to its last durable commit, which records the last
 //!   log sequence number it contains; the frames above it are replayed from the segments, in
