@@ -7,16 +7,16 @@
 //! [`Store::commit`](crate::Store::commit) and then answers every ticket.
 //!
 //! Who takes a turn: the commit thread — or, for a store that
-//! [`commits_inline`](crate::Store::commits_inline), the task awaiting a ticket, when nobody else
-//! is committing and its job is the only one queued, nor was the last turn shared (on a
-//! multi-threaded tokio runtime, inside
-//! `block_in_place`, so the runtime moves its other tasks to another thread). At low load that
-//! saves the two thread hand-offs of every commit (the wake-up of the commit thread, and its
-//! wake-up of the waiting task); under load, while a turn runs, new jobs queue, and whoever
-//! ends a turn with jobs left wakes the commit thread for the next one. With such a store a
-//! submission does not wake the commit thread by itself: the ticket's waiter leads, or wakes the
-//! thread when it cannot (another kind of runtime, a query queued), and a ticket dropped
-//! unawaited wakes it too.
+//! [`commits_inline`](crate::Store::commits_inline), the task awaiting a ticket, on a
+//! multi-threaded tokio runtime, when nobody else is committing, its job is the only one
+//! queued, and the last turn was neither shared nor slower than [`SLOW_TURN`] (a stalling
+//! disk). That task blocks its runtime thread for the one append (the runtime's other threads
+//! steal its queued tasks meanwhile), and in exchange the commit costs no thread hand-offs (the
+//! wake-up of the commit thread, and its wake-up of the waiting task). Under load, while a turn
+//! runs, new jobs queue, and whoever ends a turn with jobs left wakes the commit thread for the
+//! next one. With such a store a submission does not wake the commit thread by itself: the
+//! ticket's waiter leads, or wakes the thread when it may not (another kind of runtime, a query
+//! queued, contention), and a ticket dropped unawaited wakes it too.
 //!
 //! Guarantees a caller can build on:
 //! - A ticket resolves `Ok` only after its batch, and every batch submitted before it, is
@@ -106,7 +106,14 @@ struct Queue {
     /// Messages the latest turn took: more than one means commits are contended, and the
     /// commit thread, not a waiting task, takes the next turn.
     last_turn: usize,
+    /// The latest turn took longer than [`SLOW_TURN`]: the disk is stalling, and a waiting task
+    /// would block its runtime thread for as long, so the commit thread takes the next turn.
+    slow: bool,
 }
+
+/// A commit turn slower than this keeps the next one on the commit thread (an append takes
+/// ≈ 0.1–0.3 ms on the machines measured; a stalling disk, far longer).
+const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -153,11 +160,13 @@ impl Shared {
                 queue.last_turn = queue.messages.len();
                 std::mem::take(&mut queue.messages)
             };
+            let started = std::time::Instant::now();
             let stop = lock(&self.worker)
                 .as_mut()
                 .is_none_or(|worker| worker.process(messages));
             let mut queue = lock(&self.queue);
             queue.busy = false;
+            queue.slow = started.elapsed() > SLOW_TURN;
             if stop {
                 queue.closed = true;
                 let refused = std::mem::take(&mut queue.messages);
@@ -188,7 +197,7 @@ impl Shared {
             // queued last time), the tokio worker would stall for their commit while the
             // others' requests wait for it, and the thread groups them just as well.
             let contended = queue.messages.len() > 1 || queue.last_turn > 1;
-            if contended || !matches!(queue.messages.first(), Some(Message::Job(_))) {
+            if contended || queue.slow || !matches!(queue.messages.first(), Some(Message::Job(_))) {
                 drop(queue);
                 return self.wake.notify_one();
             }
@@ -196,11 +205,13 @@ impl Shared {
             queue.last_turn = 1;
             std::mem::take(&mut queue.messages)
         };
+        let started = std::time::Instant::now();
         if let Some(worker) = lock(&self.worker).as_mut() {
             worker.process(messages);
         }
         let mut queue = lock(&self.queue);
         queue.busy = false;
+        queue.slow = started.elapsed() > SLOW_TURN;
         let more = !queue.messages.is_empty();
         drop(queue);
         if more {
@@ -509,6 +520,13 @@ mod tests {
         let (shared, sizes) = threadless(true);
         lock(&shared.queue).last_turn = 4;
         let _c = push_job(&shared, 1);
+        shared.lead_or_nudge();
+        assert!(lock(&sizes).is_empty());
+
+        // One job, but the last turn was slow (a stalling disk): not on a runtime thread.
+        let (shared, sizes) = threadless(true);
+        lock(&shared.queue).slow = true;
+        let _s = push_job(&shared, 1);
         shared.lead_or_nudge();
         assert!(lock(&sizes).is_empty());
 
