@@ -147,6 +147,7 @@ impl Shared {
 
     /// The commit thread: takes turns until a shutdown, then closes the store.
     fn run_thread(&self) {
+        let _closes = CloseOnPanic(self);
         loop {
             let messages = {
                 let mut queue = lock(&self.queue);
@@ -205,17 +206,52 @@ impl Shared {
             queue.last_turn = 1;
             std::mem::take(&mut queue.messages)
         };
-        let started = std::time::Instant::now();
+        // Ends the turn even if `process` unwinds (a bug: store panics are caught inside it),
+        // so the queue is never left busy with nobody on it.
+        let _turn = InlineTurn {
+            shared: self,
+            started: std::time::Instant::now(),
+        };
         if let Some(worker) = lock(&self.worker).as_mut() {
             worker.process(messages);
         }
-        let mut queue = lock(&self.queue);
+    }
+}
+
+/// Should the commit thread ever unwind (store and callback panics are caught, so only a bug
+/// could), the queue closes and what is queued is dropped: every waiting ticket resolves
+/// `Closed` instead of waiting forever, as when the thread's channel was dropped.
+struct CloseOnPanic<'a>(&'a Shared);
+
+impl Drop for CloseOnPanic<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let mut queue = lock(&self.0.queue);
+            queue.closed = true;
+            queue.busy = false;
+            let refused = std::mem::take(&mut queue.messages);
+            drop(queue);
+            drop(refused);
+        }
+    }
+}
+
+/// A commit turn taken by a waiting task; dropping it ends the turn and hands what queued
+/// meanwhile to the commit thread.
+struct InlineTurn<'a> {
+    shared: &'a Shared,
+    started: std::time::Instant,
+}
+
+impl Drop for InlineTurn<'_> {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.shared.queue);
         queue.busy = false;
-        queue.slow = started.elapsed() > SLOW_TURN;
+        queue.slow = self.started.elapsed() > SLOW_TURN;
         let more = !queue.messages.is_empty();
         drop(queue);
         if more {
-            self.wake.notify_one();
+            self.shared.wake.notify_one();
         }
     }
 }
