@@ -309,7 +309,8 @@ impl Worker {
                     .0;
             }
             let batches = std::mem::take(&mut state.batches);
-            let released = std::mem::take(&mut state.queued_bytes) >= state.max_backlog;
+            let taken_bytes = std::mem::take(&mut state.queued_bytes);
+            let released = taken_bytes >= state.max_backlog;
             let sealed = std::mem::take(&mut state.sealed);
             let stop = state.shutdown;
             let checkpoint_bytes = state.checkpoint_bytes;
@@ -320,7 +321,7 @@ impl Worker {
                 self.shared.changed.notify_all();
             }
 
-            unchecked += batches.iter().map(|(_, b)| b.len()).sum::<usize>();
+            unchecked += taken_bytes;
             let checkpoint = stop || !sealed.is_empty() || unchecked >= checkpoint_bytes;
             if !batches.is_empty() || checkpoint {
                 let durability = if checkpoint {
