@@ -111,6 +111,21 @@ struct Queue {
     slow: bool,
 }
 
+impl Queue {
+    /// Ends a turn that began at `started`.
+    fn end_turn(&mut self, started: std::time::Instant) {
+        self.busy = false;
+        self.slow = started.elapsed() > SLOW_TURN;
+    }
+
+    /// Closes the queue; what is still queued is handed back, to be dropped outside the lock
+    /// (its tickets then resolve `Closed`).
+    fn close(&mut self) -> Vec<Message> {
+        self.closed = true;
+        std::mem::take(&mut self.messages)
+    }
+}
+
 /// A commit turn slower than this keeps the next one on the commit thread (an append takes
 /// ≈ 0.1–0.3 ms on the machines measured; a stalling disk, far longer).
 const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(5);
@@ -166,11 +181,9 @@ impl Shared {
                 .as_mut()
                 .is_none_or(|worker| worker.process(messages));
             let mut queue = lock(&self.queue);
-            queue.busy = false;
-            queue.slow = started.elapsed() > SLOW_TURN;
+            queue.end_turn(started);
             if stop {
-                queue.closed = true;
-                let refused = std::mem::take(&mut queue.messages);
+                let refused = queue.close();
                 drop(queue);
                 drop(refused);
                 drop(lock(&self.worker).take());
@@ -227,9 +240,8 @@ impl Drop for CloseOnPanic<'_> {
     fn drop(&mut self) {
         if thread::panicking() {
             let mut queue = lock(&self.0.queue);
-            queue.closed = true;
             queue.busy = false;
-            let refused = std::mem::take(&mut queue.messages);
+            let refused = queue.close();
             drop(queue);
             drop(refused);
         }
@@ -246,8 +258,7 @@ struct InlineTurn<'a> {
 impl Drop for InlineTurn<'_> {
     fn drop(&mut self) {
         let mut queue = lock(&self.shared.queue);
-        queue.busy = false;
-        queue.slow = self.started.elapsed() > SLOW_TURN;
+        queue.end_turn(self.started);
         let more = !queue.messages.is_empty();
         drop(queue);
         if more {
