@@ -1,8 +1,9 @@
 //! A commit turn: the only code that touches the store after boot.
 //!
-//! Why a dedicated OS thread and not a tokio task: `Store::commit` blocks on fsync for up to
-//! milliseconds; one turn at a time taking the queue in order is what makes "batches are durable
-//! in submission order" true.
+//! Why an OS thread and not a tokio task: `Store::commit` blocks on fsync for up to
+//! milliseconds, so only a lone, fast commit is ever made on a runtime thread (see
+//! `committer.rs`); one turn at a time taking the queue in order is what makes "batches are
+//! durable in submission order" true.
 //!
 //! Why groups: while one commit is in its fsync, new jobs queue up; the next turn takes all of
 //! them at once and pays one fsync for the lot. Under load the group grows by itself, with no
