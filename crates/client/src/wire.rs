@@ -131,9 +131,7 @@ impl WireClient {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let conn = self.conn().await?;
-        let id = conn.out.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = Vec::with_capacity(256);
-        frame::encode(&mut bytes, id, op as u16, body).map_err(|e| ClientError::Decode {
+        let (id, bytes) = conn.out.frame(op, body).map_err(|e| ClientError::Decode {
             server: self.addr().to_string(),
             reason: format!("cannot encode the request: {e}"),
         })?;
@@ -311,6 +309,18 @@ impl Conn {
 }
 
 impl Out {
+    /// A request frame under the connection's next id: `(id, bytes)`.
+    fn frame<B: Serialize + ?Sized>(
+        &self,
+        op: Op,
+        body: &B,
+    ) -> Result<(u64, Vec<u8>), serde_json::Error> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::with_capacity(256);
+        frame::encode(&mut bytes, id, op as u16, body)?;
+        Ok((id, bytes))
+    }
+
     /// Queues `bytes` on the socket: written at once if the socket takes them, else (the rest)
     /// handed to the flusher. Never blocks and never writes part of a frame out of order.
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
@@ -342,11 +352,10 @@ impl Out {
             lease: granted.lease,
             token: Some(granted.token),
         };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = Vec::with_capacity(64);
-        let sent = frame::encode(&mut bytes, id, Op::Release as u16, &release)
+        let sent = self
+            .frame(Op::Release, &release)
             .map_err(|e| e.to_string())
-            .and_then(|()| self.send(&bytes).map_err(|e| e.to_string()));
+            .and_then(|(_, bytes)| self.send(&bytes).map_err(|e| e.to_string()));
         match sent {
             Ok(()) => tracing::debug!(
                 lease = %granted.lease,
