@@ -136,10 +136,16 @@ impl Engine {
     /// durable. If the caller goes away while queued (the future is dropped), the wait is
     /// withdrawn; if the grant raced with that, the undeliverable lease is released.
     pub async fn acquire(&self, req: Acquire) -> Result<LeaseView, EngineError<AcquireError>> {
-        // Always pass the committer, even with nothing to write: a re-acquire must not be
-        // answered before the grant it returns is durable.
+        // Pass the committer even with nothing to write: a re-acquire must not be answered
+        // before the grant it returns is durable, nor a refusal before the grant it names. A
+        // queued acquire needs no barrier: its answer is a later grant, committed after every
+        // batch before it (an empty job here would only take a turn of the committer, and
+        // under contention keep the next release's commit off the fast inline path).
         let started = std::time::Instant::now();
-        let (result, pending) = self.with_table(true, |t, now, fx| {
+        let barrier = |(result, _): &(Result<AcquireOutcome, _>, _)| {
+            !matches!(result, Ok(AcquireOutcome::Queued(_)))
+        };
+        let (result, pending) = self.with_table(barrier, |t, now, fx| {
             let result = t.acquire(req, now, fx);
             let rx = match &result {
                 Ok(AcquireOutcome::Queued(id)) => {
@@ -206,7 +212,7 @@ impl Engine {
     /// Expires every lease and wait that is due; durable before it returns. Called by the
     /// reaper; returns how many leases expired.
     pub async fn reap(&self) -> Result<usize, StoreError> {
-        let (expired, pending) = self.with_table(false, |t, now, fx| t.advance(now, fx));
+        let (expired, pending) = self.with_table(|_| false, |t, now, fx| t.advance(now, fx));
         self.finish(pending).await?;
         self.inner.last_reap_ms.store(wall_ms(), Ordering::Relaxed);
         Ok(expired)
@@ -312,13 +318,13 @@ impl Engine {
     }
 
     /// Runs `op` on the table at the current time and submits its mutations, in table order.
-    /// With `barrier`, an empty batch is submitted too, so the reply waits for every earlier
-    /// batch to be durable.
+    /// When `barrier` holds for its result, an empty batch is submitted too, so the reply waits
+    /// for every earlier batch to be durable.
     ///
     /// Lock order, everywhere: table, then waiters.
     fn with_table<T>(
         &self,
-        barrier: bool,
+        barrier: impl FnOnce(&T) -> bool,
         op: impl FnOnce(&mut LockTable, locksmith_core::Now, &mut Effects) -> T,
     ) -> (T, Pending) {
         let mut fx = Effects::new();
@@ -327,7 +333,7 @@ impl Engine {
         let now = self.inner.clock.now();
         let out = op(&mut t, now, &mut fx);
         let (mutations, rest) = locksmith_core::effect::split(fx);
-        let pending = if barrier || !mutations.is_empty() {
+        let pending = if !mutations.is_empty() || barrier(&out) {
             let audits: Vec<AuditRecord> = mutations
                 .iter()
                 .filter_map(|m| match m {
@@ -404,7 +410,7 @@ impl Engine {
         &self,
         op: impl FnOnce(&mut LockTable, locksmith_core::Now, &mut Effects) -> Result<T, E>,
     ) -> Result<T, EngineError<E>> {
-        let (result, pending) = self.with_table(false, op);
+        let (result, pending) = self.with_table(|_| false, op);
         self.finish(pending).await?;
         result.map_err(EngineError::Refused)
     }
@@ -474,32 +480,35 @@ impl Engine {
         reported_by: &str,
         dead: Vec<DeadProcess>,
     ) -> Result<(Vec<LeaseId>, Vec<ReportError>), StoreError> {
-        let ((refused, reclaimed), pending) = self.with_table(false, |t, now, fx| {
-            t.observe_boot(node, boot_id, now, fx);
-            let refused = dead
-                .into_iter()
-                .filter_map(|d| t.report_dead(node, boot_id, reported_by, d, now, fx).err())
-                .collect::<Vec<_>>();
-            // Whatever this report ended — older-boot ghosts and dead holders — is in its audit.
-            let reclaimed: Vec<LeaseId> = fx
-                .iter()
-                .filter_map(|effect| match effect {
-                    Effect::Persist(Mutation::AppendAudit(r)) => Some(r),
-                    _ => None,
-                })
-                .filter(|r| {
-                    matches!(
-                        &r.kind,
-                        locksmith_core::AuditKind::Ended {
-                            cause: locksmith_core::EndCause::NodeRebooted { .. }
-                                | locksmith_core::EndCause::ProcessDied { .. }
-                        }
-                    )
-                })
-                .filter_map(|r| r.lease)
-                .collect();
-            (refused, reclaimed)
-        });
+        let ((refused, reclaimed), pending) = self.with_table(
+            |_| false,
+            |t, now, fx| {
+                t.observe_boot(node, boot_id, now, fx);
+                let refused = dead
+                    .into_iter()
+                    .filter_map(|d| t.report_dead(node, boot_id, reported_by, d, now, fx).err())
+                    .collect::<Vec<_>>();
+                // Whatever this report ended — older-boot ghosts and dead holders — is in its audit.
+                let reclaimed: Vec<LeaseId> = fx
+                    .iter()
+                    .filter_map(|effect| match effect {
+                        Effect::Persist(Mutation::AppendAudit(r)) => Some(r),
+                        _ => None,
+                    })
+                    .filter(|r| {
+                        matches!(
+                            &r.kind,
+                            locksmith_core::AuditKind::Ended {
+                                cause: locksmith_core::EndCause::NodeRebooted { .. }
+                                    | locksmith_core::EndCause::ProcessDied { .. }
+                            }
+                        )
+                    })
+                    .filter_map(|r| r.lease)
+                    .collect();
+                (refused, reclaimed)
+            },
+        );
         self.finish(pending).await?;
         Ok((reclaimed, refused))
     }

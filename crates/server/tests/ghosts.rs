@@ -466,6 +466,61 @@ async fn metrics_count_plainly_held_locks_and_those_with_waiters_as_hot() {
     s.stop().await;
 }
 
+/// The number after `name ` in a metrics scrape.
+async fn scraped(s: &TestServer, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// A queued acquire used to submit an empty batch as a barrier, a committer turn for nothing:
+/// its answer is a later grant, durable in the release's own commit.
+#[tokio::test]
+async fn a_queued_acquire_takes_no_turn_of_the_committer() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let held = c.acquire(&req("contended", 1)).await.expect("acquire");
+    let waiter = tokio::spawn({
+        let c = s.client();
+        async move {
+            let mut queued = req("contended", 2);
+            queued.wait_ms = Some(30_000);
+            c.acquire(&queued).await
+        }
+    });
+    for _ in 0..250 {
+        if scraped(&s, "locksmith_waiters").await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(scraped(&s, "locksmith_waiters").await, 1.0, "the waiter queued");
+    // A commit after the queued acquire: the committer works in order, so any batch the queued
+    // acquire had submitted is durable (and its wait counted) by the time this one answers.
+    let other = c.acquire(&req("other", 1)).await.expect("acquire");
+    c.release(other.lease, None).await.expect("release");
+    // Three grants and releases so far (contended, other, other), and nothing for the queue.
+    assert_eq!(
+        scraped(&s, "locksmith_store_commit_seconds_count").await,
+        3.0
+    );
+    c.release(held.lease, None).await.expect("release");
+    let granted = waiter.await.expect("join").expect("granted after the release");
+    assert_eq!(granted.resource, "contended");
+    // The release's one commit carried the grant.
+    assert_eq!(
+        scraped(&s, "locksmith_store_commit_seconds_count").await,
+        4.0
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn holds_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
