@@ -134,7 +134,8 @@ impl Engine {
 
     /// Acquires a lock, waiting in the FIFO queue if asked to. Returns only once the grant is
     /// durable. If the caller goes away while queued (the future is dropped), the wait is
-    /// withdrawn; if the grant raced with that, the undeliverable lease is released.
+    /// withdrawn; if the grant raced with that, the undeliverable lease is released — and so is
+    /// a lease granted at once whose caller goes away before it is durable.
     pub async fn acquire(&self, req: Acquire) -> Result<LeaseView, EngineError<AcquireError>> {
         // Pass the committer even with nothing to write: a re-acquire must not be answered
         // before the grant it returns is durable, nor a refusal before the grant it names. A
@@ -164,7 +165,19 @@ impl Engine {
             waiter,
             rx: Some(rx),
         });
-        self.finish(pending).await?;
+        // Likewise a grant made now: a caller that goes away while it is on its way to disk
+        // (a client that disconnects, a withdrawn wire request) would otherwise leave a lease
+        // nobody knows of until its TTL. Not a re-acquire: the caller held that lease before.
+        let mut granted = GrantGuard {
+            engine: self,
+            lease: match &result {
+                Ok(AcquireOutcome::Granted(view)) if !view.reacquired => Some(view.clone()),
+                _ => None,
+            },
+        };
+        let finished = self.finish(pending).await;
+        granted.lease = None;
+        finished?;
         let outcome = match result {
             Ok(AcquireOutcome::Granted(view)) => Ok(view),
             Ok(AcquireOutcome::Queued(_)) => match guard {
@@ -535,7 +548,7 @@ impl Engine {
                         None => Some(lease),
                     };
                     if let Some(lease) = undelivered {
-                        self.release_abandoned(lease);
+                        self.release_abandoned(lease, "the waiter went away before its grant");
                     }
                 }
                 Effect::WaitTimedOut { waiter, error } => {
@@ -551,9 +564,9 @@ impl Engine {
     /// Releases a grant nobody is left to receive. Called on the commit thread too (from
     /// [`publish`](Self::publish)), where there is no runtime context: the release is spawned on
     /// the runtime the engine was made on.
-    fn release_abandoned(&self, lease: LeaseView) {
-        tracing::info!(lease = %lease.lease, resource = %lease.resource,
-            "waiter went away before its grant arrived; releasing");
+    fn release_abandoned(&self, lease: LeaseView, why: &'static str) {
+        tracing::info!(lease = %lease.lease, resource = %lease.resource, why,
+            "nobody is left to receive a grant; releasing it");
         let engine = self.clone();
         let (id, token) = (lease.lease, lease.token);
         let release = async move {
@@ -609,7 +622,25 @@ impl Drop for WaitGuard {
         // After close() no grant can arrive; one that already did is released.
         rx.close();
         if let Ok(Ok(lease)) = rx.try_recv() {
-            self.engine.release_abandoned(lease);
+            self.engine
+                .release_abandoned(lease, "the waiter went away as its grant arrived");
+        }
+    }
+}
+
+/// An acquire granted at once, until its grant is durable and the caller has it. Dropped armed
+/// (the caller went away mid-commit), it releases the lease, fenced by its token: the release
+/// commits after the grant, so the lock goes to the next waiter instead of lingering a TTL.
+struct GrantGuard<'a> {
+    engine: &'a Engine,
+    lease: Option<LeaseView>,
+}
+
+impl Drop for GrantGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.engine
+                .release_abandoned(lease, "the caller went away before its grant was durable");
         }
     }
 }
@@ -721,6 +752,54 @@ mod tests {
         let holders = engine.resource("cfg/a").holders;
         assert_eq!(holders.len(), 1);
         assert_eq!(holders[0].lease, second.lease);
+        engine.close().expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_acquire_whose_caller_goes_away_before_its_grant_is_durable_leaves_no_ghost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_over(SlowCommits {
+            store: EmbeddedStore::open(dir.path()).expect("open"),
+            delay: Duration::from_millis(200),
+        });
+
+        // Granted on the table and submitted; then the caller goes away (a client that
+        // disconnects, a withdrawn wire request) while the commit is still 200 ms out.
+        let acquire_then_leave = engine.acquire(acquire("cfg/g", 1, 0));
+        assert!(
+            acquire_then_leave.now_or_never().is_none(),
+            "the grant cannot be durable before its commit's delay"
+        );
+
+        // Before the fix the lease stayed until its TTL (60 s here), held by nobody who knew.
+        let next = tokio::time::timeout(
+            Duration::from_secs(10),
+            engine.acquire(acquire("cfg/g", 2, 30_000)),
+        )
+        .await
+        .expect("the next caller gets the lock once the abandoned grant is released")
+        .expect("granted");
+        assert_eq!(next.owner.pid, 2);
+
+        // A re-acquire is the caller's own lease from before: going away does not release it.
+        // (With another grant's commit in flight, so that the re-acquire waits for the log.)
+        let other = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.acquire(acquire("cfg/other", 3, 0)).await }
+        });
+        while engine.resource("cfg/other").holders.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let again = engine.acquire(acquire("cfg/g", 2, 0));
+        assert!(
+            again.now_or_never().is_none(),
+            "queued behind the other commit"
+        );
+        other.await.expect("task").expect("other granted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let holders = engine.resource("cfg/g").holders;
+        assert_eq!(holders.len(), 1);
+        assert_eq!(holders[0].lease, next.lease);
         engine.close().expect("close");
     }
 

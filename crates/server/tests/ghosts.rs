@@ -500,7 +500,11 @@ async fn a_queued_acquire_takes_no_turn_of_the_committer() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(scraped(&s, "locksmith_waiters").await, 1.0, "the waiter queued");
+    assert_eq!(
+        scraped(&s, "locksmith_waiters").await,
+        1.0,
+        "the waiter queued"
+    );
     // A commit after the queued acquire: the committer works in order, so any batch the queued
     // acquire had submitted is durable (and its wait counted) by the time this one answers.
     let other = c.acquire(&req("other", 1)).await.expect("acquire");
@@ -511,7 +515,10 @@ async fn a_queued_acquire_takes_no_turn_of_the_committer() {
         3.0
     );
     c.release(held.lease, None).await.expect("release");
-    let granted = waiter.await.expect("join").expect("granted after the release");
+    let granted = waiter
+        .await
+        .expect("join")
+        .expect("granted after the release");
     assert_eq!(granted.resource, "contended");
     // The release's one commit carried the grant.
     assert_eq!(
