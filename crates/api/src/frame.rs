@@ -13,9 +13,14 @@
 //! length  u32 big-endian   bytes after this field (10 + body length), at most MAX_FRAME
 //! id      u64 big-endian   chosen by the client; the answer carries the same id
 //! code    u16 big-endian   request: the operation (Op); answer: 200 or the error's HTTP status
-//! body    JSON             request: AcquireRequest, LeaseOp or FenceCheckRequest;
-//!                          answer: LeaseView, ReleaseResponse, FenceCheckResponse or ErrorBody
+//! body    JSON             request: AcquireRequest, LeaseOp, FenceCheckRequest or Withdraw;
+//!                          answer: LeaseView, ReleaseResponse, FenceCheckResponse, Withdrawn
+//!                          or ErrorBody
 //! ```
+//!
+//! Every request gets exactly one answer, except an acquire withdrawn by [`Op::Withdraw`]:
+//! the withdraw's answer ([`Withdrawn`]) says whether it was withdrawn (then the acquire gets
+//! no answer of its own, and holds nothing) or had already been answered.
 //!
 //! What it is not: I/O. The server's listener and the client's connection read and write these
 //! frames; this module only lays them out and takes them apart.
@@ -50,6 +55,10 @@ pub enum Op {
     /// `POST /v1/fence/check`: body [`FenceCheckRequest`](crate::FenceCheckRequest), answer
     /// [`FenceCheckResponse`](crate::FenceCheckResponse).
     CheckFence = 4,
+    /// No HTTP equivalent (there, closing the connection withdraws): withdraws an acquire sent
+    /// earlier on the same connection, by its request id. Body [`Withdraw`], answer
+    /// [`Withdrawn`].
+    Withdraw = 5,
 }
 
 impl Op {
@@ -60,6 +69,7 @@ impl Op {
             2 => Some(Op::Renew),
             3 => Some(Op::Release),
             4 => Some(Op::CheckFence),
+            5 => Some(Op::Withdraw),
             _ => None,
         }
     }
@@ -75,6 +85,26 @@ pub struct LeaseOp {
     /// The fencing token the caller believes it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<FenceToken>,
+}
+
+/// The body of [`Op::Withdraw`]: the request id of an acquire sent earlier on this connection,
+/// whose caller stopped waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Withdraw {
+    /// The acquire's request id.
+    pub request: u64,
+}
+
+/// The answer to [`Op::Withdraw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawn {
+    /// The acquire's request id.
+    pub request: u64,
+    /// True: the acquire was still under way and is withdrawn — it left the queue, a grant
+    /// that raced with the withdraw was released, and it gets no answer of its own. False: it
+    /// had already been answered (or no acquire has that id on this connection).
+    pub withdrawn: bool,
 }
 
 /// One frame, borrowed from the buffer it was read into.
@@ -210,10 +240,16 @@ mod tests {
 
     #[test]
     fn every_op_code_maps_back() {
-        for op in [Op::Acquire, Op::Renew, Op::Release, Op::CheckFence] {
+        for op in [
+            Op::Acquire,
+            Op::Renew,
+            Op::Release,
+            Op::CheckFence,
+            Op::Withdraw,
+        ] {
             assert_eq!(Op::from_code(op as u16), Some(op));
         }
         assert_eq!(Op::from_code(0), None);
-        assert_eq!(Op::from_code(5), None);
+        assert_eq!(Op::from_code(6), None);
     }
 }

@@ -10,11 +10,12 @@
 //! connection lost mid-call) and the next call opens a new connection.
 //!
 //! An acquire whose caller stopped waiting — its future dropped, or the call timed out — leaves
-//! no ghost: the server still answers it (a queued acquire stays queued while the connection is
-//! open), and if that answer is a grant, the reader task releases the lease at once, fenced by
-//! its token, so the next waiter gets the lock after one round trip instead of after the lease's
-//! TTL. Closing the connection — dropping every clone of the client — withdraws the acquires
-//! still queued.
+//! no ghost: the client sends a withdraw for it at once (wire op 5), so it leaves the server's
+//! queue without being granted; a grant that raced with the withdraw is released by the server.
+//! Should the acquire's answer come first (or the server predate the withdraw), a grant in it is
+//! released by the reader task, fenced by its token. Either way the next waiter gets the lock
+//! after a round trip or two instead of after the lease's TTL. Closing the connection —
+//! dropping every clone of the client — withdraws the acquires still queued.
 //!
 //! What it is not: the whole API (holds, breaks, audit, status stay on HTTP: [`crate::Client`])
 //! or a lease keeper ([`crate::LeaseGuard`] uses HTTP).
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use locksmith_api::frame::{self, LeaseOp, Op, PREAMBLE};
+use locksmith_api::frame::{self, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
 use locksmith_api::{
     AcquireRequest, FenceCheckRequest, FenceCheckResponse, LeaseView, ReleaseResponse,
 };
@@ -148,16 +149,30 @@ impl WireClient {
             conn.fail(&reason);
             return Err(self.transport(reason));
         }
-        match tokio::time::timeout(timeout, rx).await {
+        // An acquire whose caller stops waiting — this future dropped, or the timeout below —
+        // is withdrawn on the server (see the module docs).
+        let mut withdraw = (op == Op::Acquire).then(|| WithdrawOnDrop {
+            conn: Some(conn.clone()),
+            acquire: id,
+        });
+        let answered = tokio::time::timeout(timeout, rx).await;
+        if answered.is_ok()
+            && let Some(mut answered) = withdraw.take()
+        {
+            // Answered, or the connection is gone (and with it the queued acquire).
+            answered.conn = None;
+        }
+        match answered {
             Ok(Ok(Ok(answer))) => decode_answer(self.addr(), answer.status, &answer.body),
             Ok(Ok(Err(reason))) => Err(self.transport(reason)),
             Ok(Err(_)) => Err(self.transport("the connection closed".into())),
             Err(_) => {
-                // A late grant must still be released (see the module docs), so an acquire's
-                // entry stays for the reader task; others are forgotten.
-                if op != Op::Acquire {
+                // An acquire's entry stays for the reader task: its withdraw's answer removes
+                // it, or a grant that came first is released. Others are forgotten.
+                if withdraw.is_none() {
                     conn.pending().waiting.remove(&id);
                 }
+                drop(withdraw);
                 Err(self.transport(format!("no answer within {timeout:?}")))
             }
         }
@@ -220,6 +235,21 @@ struct Pending {
 struct Waiter {
     op: Op,
     tx: oneshot::Sender<Result<Answer, String>>,
+}
+
+/// Withdraws an acquire on the server when dropped with its connection set: the caller
+/// stopped waiting. Taking the connection out disarms it (the acquire was answered).
+struct WithdrawOnDrop {
+    conn: Option<Arc<Conn>>,
+    acquire: u64,
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.withdraw(self.acquire);
+        }
+    }
 }
 
 /// The part of a grant the reader task needs to release one nobody waits for.
@@ -305,6 +335,33 @@ impl Conn {
 
     fn fail(&self, reason: &str) {
         fail(&self.pending, reason);
+    }
+
+    /// Asks the server to withdraw the acquire sent under `acquire`. Nobody waits for the
+    /// answer: the reader task forgets the acquire if it was withdrawn, and otherwise the
+    /// acquire's own answer comes (a grant is then released, as for a server without
+    /// withdraw, which answers it `not_found`).
+    fn withdraw(&self, acquire: u64) {
+        let Ok((id, bytes)) = self.out.frame(Op::Withdraw, &Withdraw { request: acquire }) else {
+            return;
+        };
+        {
+            let mut pending = self.pending();
+            if pending.broken.is_some() {
+                return;
+            }
+            let (tx, _) = oneshot::channel();
+            pending.waiting.insert(
+                id,
+                Waiter {
+                    op: Op::Withdraw,
+                    tx,
+                },
+            );
+        }
+        if let Err(e) = self.out.send(&bytes) {
+            tracing::debug!(error = %e, "cannot send a withdraw; the acquire's answer is handled");
+        }
     }
 }
 
@@ -397,7 +454,19 @@ async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex
                 Ok(Some((answer, len))) => {
                     used += len;
                     let waiter = lock(&pending).waiting.remove(&answer.id);
-                    if let Some(Waiter { op, tx }) = waiter {
+                    if let Some(Waiter {
+                        op: Op::Withdraw, ..
+                    }) = waiter
+                    {
+                        if let Ok(Withdrawn {
+                            request,
+                            withdrawn: true,
+                        }) = serde_json::from_slice(answer.body)
+                        {
+                            // It gets no answer: forget it.
+                            lock(&pending).waiting.remove(&request);
+                        }
+                    } else if let Some(Waiter { op, tx }) = waiter {
                         let undelivered = tx.send(Ok(Answer {
                             status: answer.code,
                             body: answer.body.to_vec(),

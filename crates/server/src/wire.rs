@@ -7,6 +7,11 @@
 //! The requests go to the same [`Engine`] calls as the HTTP routes, with the same defaults and
 //! the same error bodies.
 //!
+//! A withdraw (op 5) names an acquire sent earlier on the connection; if it is not answered yet
+//! it is dropped — out of the queue, a grant that raced with it released — and gets no answer:
+//! the withdraw's answer says which happened. Frames are carried out in order, so the answer is
+//! never both.
+//!
 //! Closing the connection withdraws the acquires still waiting in a queue; every other request
 //! already received is carried out. On shutdown the listener stops accepting, each connection
 //! stops reading, answers what it has under way (queued acquires are answered `shutting_down`
@@ -15,18 +20,19 @@
 //! What it is not: the HTTP API (`crate::http`), which serves everything, including the
 //! operations this protocol also carries.
 
+use std::collections::HashMap;
 use std::io;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::{FutureExt, future::BoxFuture};
-use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE};
+use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
 use locksmith_api::{
     AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest, FenceCheckResponse, ReleaseResponse,
 };
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::http::extract::parse;
@@ -114,15 +120,17 @@ async fn run_connection(
 
     // Turns true when the peer stops sending: its queued acquires are withdrawn.
     let (gone_tx, gone) = watch::channel(false);
-    let mut in_flight: FuturesUnordered<BoxFuture<'static, Vec<u8>>> = FuturesUnordered::new();
+    let mut under_way = UnderWay::default();
     let mut out = Vec::with_capacity(4096);
     let mut reading = true;
-    while reading || !in_flight.is_empty() {
+    while reading || !under_way.in_flight.is_empty() {
         tokio::select! {
             biased;
-            Some(answer) = in_flight.next(), if !in_flight.is_empty() => out.extend(answer),
-            read = reader.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => match read {
-                Ok(Some(frame)) => in_flight.push(request(&app, frame, &gone)),
+            Some(answer) = under_way.in_flight.next(), if !under_way.in_flight.is_empty() => {
+                under_way.done(answer, &mut out);
+            }
+            read = reader.next(), if reading && under_way.in_flight.len() < MAX_IN_FLIGHT => match read {
+                Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
                 Ok(None) => {
                     reading = false;
                     let _ = gone_tx.send(true);
@@ -136,12 +144,12 @@ async fn run_connection(
             _ = stopped(&mut stop), if reading => reading = false,
         }
         // Everything else already done, and frames already buffered, go out in the same write.
-        while let Some(Some(answer)) = in_flight.next().now_or_never() {
-            out.extend(answer);
+        while let Some(Some(answer)) = under_way.in_flight.next().now_or_never() {
+            under_way.done(answer, &mut out);
         }
-        while reading && in_flight.len() < MAX_IN_FLIGHT {
+        while reading && under_way.in_flight.len() < MAX_IN_FLIGHT {
             match reader.buffered() {
-                Ok(Some(frame)) => in_flight.push(request(&app, frame, &gone)),
+                Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
                 Ok(None) => break,
                 Err(e) => {
                     bad_frame(&mut out, &e);
@@ -165,6 +173,57 @@ fn bad_frame(out: &mut Vec<u8>, e: &io::Error) {
     encode::<()>(out, 0, Err(ApiError::from(body)));
 }
 
+/// The requests of one connection under way, and how to withdraw its acquires.
+#[derive(Default)]
+struct UnderWay {
+    /// Each resolves to its request id if it is an acquire, and its encoded answer (none for
+    /// an acquire withdrawn).
+    in_flight: FuturesUnordered<BoxFuture<'static, (Option<u64>, Vec<u8>)>>,
+    /// The acquires not answered yet, by request id: sending withdraws one.
+    acquires: HashMap<u64, oneshot::Sender<()>>,
+}
+
+impl UnderWay {
+    /// Starts a request; a withdraw is carried out (and answered) here, in frame order.
+    fn start(
+        &mut self,
+        app: &AppState,
+        req: Request,
+        gone: &watch::Receiver<bool>,
+        out: &mut Vec<u8>,
+    ) {
+        match Op::from_code(req.code) {
+            Some(Op::Withdraw) => {
+                let answer = parse::<Withdraw>(&req.body).map(|w| Withdrawn {
+                    request: w.request,
+                    // Still in `acquires`: not answered yet, so its future has not finished, and
+                    // it sees this before anything else when next polled (see `request`).
+                    withdrawn: self
+                        .acquires
+                        .remove(&w.request)
+                        .is_some_and(|tx| tx.send(()).is_ok()),
+                });
+                encode(out, req.id, answer);
+            }
+            Some(Op::Acquire) => {
+                let (tx, withdrawn) = oneshot::channel();
+                self.acquires.insert(req.id, tx);
+                self.in_flight
+                    .push(request(app, req, gone, Some(withdrawn)));
+            }
+            _ => self.in_flight.push(request(app, req, gone, None)),
+        }
+    }
+
+    /// Takes a finished request's answer.
+    fn done(&mut self, (acquire, answer): (Option<u64>, Vec<u8>), out: &mut Vec<u8>) {
+        if let Some(id) = acquire {
+            self.acquires.remove(&id);
+        }
+        out.extend(answer);
+    }
+}
+
 /// A decoded request, owned, so its handler can outlive the read buffer.
 struct Request {
     id: u64,
@@ -182,12 +241,14 @@ impl From<Frame<'_>> for Request {
     }
 }
 
-/// Starts one request; resolves to its encoded answer.
+/// Starts one request (an acquire with its withdraw signal); resolves to its request id if it
+/// is an acquire, and its encoded answer.
 fn request(
     app: &AppState,
     req: Request,
     gone: &watch::Receiver<bool>,
-) -> BoxFuture<'static, Vec<u8>> {
+    withdrawn: Option<oneshot::Receiver<()>>,
+) -> BoxFuture<'static, (Option<u64>, Vec<u8>)> {
     let (app, mut gone) = (app.clone(), gone.clone());
     async move {
         let mut out = Vec::new();
@@ -197,16 +258,35 @@ fn request(
                 let answer = async {
                     let req: AcquireRequest = parse(&req.body)?;
                     let acquire = acquire_of(req, app.default_lock_delay_ms);
+                    let withdrawn = async {
+                        match withdrawn {
+                            Some(rx) => {
+                                if rx.await.is_err() {
+                                    std::future::pending::<()>().await;
+                                }
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    // Dropping the engine's acquire withdraws it from the queue, and releases
+                    // a grant that raced with that (or one made at once, not yet durable).
                     tokio::select! {
-                        granted = app.engine.acquire(acquire) => Ok(granted?),
-                        // Dropping the acquire withdraws it from the queue.
+                        biased;
+                        () = withdrawn => Ok(None),
+                        granted = app.engine.acquire(acquire) => Ok(Some(granted?)),
                         _ = stopped(&mut gone) => Err(ApiError::from(ErrorBody::new(
                             ErrorCode::InvalidRequest,
                             "the connection was closed while the acquire waited",
                         ))),
                     }
                 };
-                encode(&mut out, id, answer.await);
+                match answer.await {
+                    // Withdrawn: the withdraw's answer said so; this one gets none.
+                    Ok(None) => {}
+                    Ok(Some(lease)) => encode(&mut out, id, Ok(lease)),
+                    Err(e) => encode::<()>(&mut out, id, Err(e)),
+                }
+                return (Some(id), out);
             }
             Some(Op::Renew) => {
                 let answer = async {
@@ -245,13 +325,16 @@ fn request(
                 Err(ApiError::from(ErrorBody::new(
                     ErrorCode::NotFound,
                     format!(
-                        "no wire operation {}: 1 acquire, 2 renew, 3 release, 4 fence check",
+                        "no wire operation {}: 1 acquire, 2 renew, 3 release, 4 fence check, \
+                         5 withdraw",
                         req.code
                     ),
                 ))),
             ),
+            // Carried out by the connection (`UnderWay::start`), never started here.
+            Some(Op::Withdraw) => {}
         }
-        out
+        (None, out)
     }
     .boxed()
 }

@@ -321,47 +321,128 @@ async fn a_queued_acquire_does_not_hold_up_renewals_behind_it_on_the_same_connec
 
 /// Bug pinned: an acquire whose caller gave up (dropped future, timeout) while it queued was
 /// still granted when the lock came free, and nobody released the lease: the next waiter
-/// waited out the whole TTL behind a holder that did not exist.
+/// waited out the whole TTL behind a holder that did not exist. (The first fix released such a
+/// grant once it arrived; the client now withdraws the acquire, so it is never granted.)
 #[tokio::test]
-async fn an_acquire_whose_caller_gave_up_is_released_as_soon_as_it_is_granted() {
+async fn an_acquire_whose_caller_gave_up_leaves_the_queue_at_once() {
     let (s, wire) = wire_server().await;
     let resource = "fleet/gave-up.conf";
     let held = wire.acquire(&req(resource, 10)).await.expect("acquire");
     let mut abandoned = req(resource, 11);
     abandoned.wait_ms = Some(30_000);
     abandoned.ttl_ms = Some(60_000);
-    // The caller stops waiting while the acquire is queued on the server.
+    let http = s.client();
+    // One caller times out while its acquire is queued; another's future is dropped.
     let gave_up = tokio::time::timeout(Duration::from_millis(300), wire.acquire(&abandoned)).await;
     assert!(
         gave_up.is_err(),
         "the lock is held: the acquire must still be waiting"
     );
-    let http = s.client();
+    assert!(
+        queue_is(&http, resource, false).await,
+        "withdrawn from the server's queue while the lock is still held"
+    );
+    let mut dropped = req(resource, 12);
+    dropped.wait_ms = Some(30_000);
+    let waiting = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.acquire(&dropped).await }
+    });
     assert!(
         queue_is(&http, resource, true).await,
-        "still queued on the server"
+        "the second one queued"
+    );
+    waiting.abort();
+    assert!(
+        queue_is(&http, resource, false).await,
+        "a dropped acquire is withdrawn too"
     );
 
-    // The lock comes free: the abandoned acquire is granted, and the client releases it.
+    // The lock comes free: the next caller gets it, and nobody was granted in between.
     wire.release(held.lease, Some(held.token))
         .await
         .expect("release");
-    let mut next = req(resource, 12);
+    let mut next = req(resource, 13);
     next.wait_ms = Some(5_000);
-    let started = std::time::Instant::now();
-    let lease = wire
-        .acquire(&next)
-        .await
-        .expect("the lock comes free long before the abandoned lease's 60 s TTL");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(
-        lease.token.0 >= held.token.0 + 2,
-        "the abandoned acquire was granted in between ({:?} after {:?})",
-        lease.token,
-        held.token
-    );
+    let lease = wire.acquire(&next).await.expect("the lock is free");
+    assert_eq!(lease.token.0, held.token.0 + 1, "no grant in between");
     let view = http.lock(resource).await.expect("view");
     assert_eq!(view.lock.holders.len(), 1, "only the live caller holds it");
+    // The connection still serves the same client.
+    wire.release(lease.lease, Some(lease.token))
+        .await
+        .expect("release");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_withdraw_takes_a_queued_acquire_out_and_answers_for_it() {
+    let (s, wire) = wire_server().await;
+    let resource = "fleet/withdraw.conf";
+    let held = wire.acquire(&req(resource, 10)).await.expect("acquire");
+    let mut tcp = raw_conn(&s).await;
+    let mut waiting = req(resource, 11);
+    waiting.wait_ms = Some(30_000);
+    let body = serde_json::to_vec(&waiting).expect("encode");
+    tcp.write_all(&raw_frame(1, Op::Acquire as u16, &body))
+        .await
+        .expect("write");
+    let http = s.client();
+    assert!(
+        queue_is(&http, resource, true).await,
+        "the raw acquire queued"
+    );
+
+    let withdraw = |request: u64| serde_json::to_vec(&frame::Withdraw { request }).expect("encode");
+    tcp.write_all(&raw_frame(2, Op::Withdraw as u16, &withdraw(1)))
+        .await
+        .expect("write");
+    let (id, status, body) = read_answer(&mut tcp).await;
+    assert_eq!((id, status), (2, 200));
+    assert_eq!(body, serde_json::json!({"request": 1, "withdrawn": true}));
+    assert!(queue_is(&http, resource, false).await, "out of the queue");
+
+    // Again: nothing left to withdraw. An acquire already answered is not withdrawn either.
+    tcp.write_all(&raw_frame(3, Op::Withdraw as u16, &withdraw(1)))
+        .await
+        .expect("write");
+    let body = serde_json::to_vec(&req("fleet/free.conf", 12)).expect("encode");
+    tcp.write_all(&raw_frame(4, Op::Acquire as u16, &body))
+        .await
+        .expect("write");
+    let (id, status, body) = read_answer(&mut tcp).await;
+    assert_eq!((id, status), (3, 200));
+    assert_eq!(body, serde_json::json!({"request": 1, "withdrawn": false}));
+    let (id, status, granted) = read_answer(&mut tcp).await;
+    assert_eq!((id, status), (4, 200), "granted: {granted}");
+    tcp.write_all(&raw_frame(5, Op::Withdraw as u16, &withdraw(4)))
+        .await
+        .expect("write");
+    let (id, _, body) = read_answer(&mut tcp).await;
+    assert_eq!(id, 5);
+    assert_eq!(body, serde_json::json!({"request": 4, "withdrawn": false}));
+    let free = http.lock("fleet/free.conf").await.expect("view");
+    assert_eq!(free.lock.holders.len(), 1, "an answered grant stays held");
+
+    // The withdrawn acquire never gets an answer, not even when the lock comes free.
+    wire.release(held.lease, Some(held.token))
+        .await
+        .expect("release");
+    let body = serde_json::to_vec(&FenceCheckRequest {
+        resource: resource.into(),
+        token: held.token,
+    })
+    .expect("encode");
+    tcp.write_all(&raw_frame(6, Op::CheckFence as u16, &body))
+        .await
+        .expect("write");
+    let (id, _, _) = read_answer(&mut tcp).await;
+    assert_eq!(
+        id, 6,
+        "the next answer is the fence check's, not the withdrawn acquire's"
+    );
+    let view = http.lock(resource).await.expect("view");
+    assert!(view.lock.holders.is_empty(), "nobody was granted");
     s.stop().await;
 }
 
