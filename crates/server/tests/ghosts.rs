@@ -406,12 +406,7 @@ async fn metrics_expose_counters_gauges_and_the_servers_own_heartbeat() {
     let c = s.client();
     let l = c.acquire(&req("m", 1)).await.expect("acquire");
     c.release(l.lease, None).await.expect("release");
-    let text = reqwest::get(format!("{}/metrics", s.url))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let text = scrape(&s).await;
     for needle in [
         "locksmith_grants_total 1",
         "locksmith_lease_ends_total{cause=\"released\"} 1",
@@ -443,12 +438,7 @@ async fn metrics_count_plainly_held_locks_and_those_with_waiters_as_hot() {
     });
     let mut text = String::new();
     for _ in 0..100 {
-        text = reqwest::get(format!("{}/metrics", s.url))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body");
+        text = scrape(&s).await;
         if text.contains("locksmith_waiters 1") {
             break;
         }
@@ -466,14 +456,19 @@ async fn metrics_count_plainly_held_locks_and_those_with_waiters_as_hot() {
     s.stop().await;
 }
 
-/// The number after `name ` in a metrics scrape.
-async fn scraped(s: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", s.url))
+/// A metrics scrape's text.
+async fn scrape(s: &TestServer) -> String {
+    reqwest::get(format!("{}/metrics", s.url))
         .await
         .expect("scrape")
         .text()
         .await
-        .expect("body");
+        .expect("body")
+}
+
+/// The number after `name ` in a metrics scrape.
+async fn scraped(s: &TestServer, name: &str) -> f64 {
+    let text = scrape(s).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
