@@ -78,7 +78,7 @@ impl EmbeddedStore {
     /// The database file inside the data directory.
     pub const FILE_NAME: &'static str = "locksmith.redb";
 
-    /// The most records one [`Store::audit`] query examines (see the [`tables`] docs for when
+    /// The most records one [`Store::audit`] query examines (see the `tables` module docs for when
     /// it can cut an answer short).
     pub const AUDIT_SCAN_CAP: usize = 1_000_000;
 
