@@ -4,8 +4,8 @@
 //! One task per connection reads frames, starts each request at once (a connection may have up
 //! to [`MAX_IN_FLIGHT`] requests under way; a queued acquire does not hold up the renewals behind
 //! it), and writes the answers as they complete, several per write when they are ready together.
-//! The requests go to the same [`Engine`](crate::engine::Engine) calls as the HTTP routes, with the same defaults and
-//! the same error bodies.
+//! The requests go to the same [`Engine`](crate::engine::Engine) calls as the HTTP routes, with
+//! the same defaults and the same error bodies.
 //!
 //! A withdraw (op 5) names an acquire sent earlier on the connection; if it is not answered yet
 //! it is dropped — out of the queue, a grant that raced with it released — and gets no answer:
