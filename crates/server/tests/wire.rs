@@ -375,6 +375,68 @@ async fn an_acquire_whose_caller_gave_up_leaves_the_queue_at_once() {
     s.stop().await;
 }
 
+/// Many callers on one connection giving up at random moments — while queued, as the grant
+/// races the withdraw, mid-commit — must leave nobody holding the lock: every grant is either
+/// answered (and released by its caller), withdrawn before it was made, or released by the
+/// server or the client as nobody's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_giving_up_at_random_moments_under_contention_leave_no_holder() {
+    let (s, wire) = wire_server().await;
+    let resource = "fleet/storm.conf";
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let wire = wire.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut granted, mut gave_up) = (0u32, 0u32);
+            for round in 0..40u32 {
+                let mut ask = req(resource, 100 + i);
+                ask.wait_ms = Some(30_000);
+                // 0–1.5 ms of patience: some give up while queued, some as they are granted.
+                let patience = Duration::from_micros(u64::from((i * 37 + round * 101) % 1_500));
+                match tokio::time::timeout(patience, wire.acquire(&ask)).await {
+                    Ok(lease) => {
+                        let lease = lease.expect("granted");
+                        granted += 1;
+                        wire.release(lease.lease, Some(lease.token))
+                            .await
+                            .expect("release");
+                    }
+                    Err(_) => gave_up += 1,
+                }
+            }
+            (granted, gave_up)
+        }));
+    }
+    let (mut granted, mut gave_up) = (0, 0);
+    for t in tasks {
+        let (g, u) = t.await.expect("task");
+        (granted, gave_up) = (granted + g, gave_up + u);
+    }
+    assert!(gave_up > 0, "some callers gave up ({granted} granted)");
+    // Whatever was granted to a caller that had gone is released within a few round trips.
+    let http = s.client();
+    let mut view = http.lock(resource).await.expect("view").lock;
+    for _ in 0..400 {
+        if view.holders.is_empty() && view.waiters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        view = http.lock(resource).await.expect("view").lock;
+    }
+    assert!(
+        view.holders.is_empty() && view.waiters.is_empty(),
+        "{granted} grants answered; left behind: {view:?}"
+    );
+    // And the connection still serves: the lock is free for the next caller at once.
+    let mut next = req(resource, 200);
+    next.wait_ms = Some(0);
+    let lease = wire.acquire(&next).await.expect("free");
+    wire.release(lease.lease, Some(lease.token))
+        .await
+        .expect("release");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_withdraw_takes_a_queued_acquire_out_and_answers_for_it() {
     let (s, wire) = wire_server().await;
