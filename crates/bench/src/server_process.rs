@@ -32,6 +32,8 @@ exit 0
 
 /// What the announce line starts with (`locksmith server` prints it once it serves).
 const ANNOUNCE: &str = "locksmith listening on http://";
+/// What the wire protocol's announce line starts with (printed right after [`ANNOUNCE`]'s).
+const WIRE_ANNOUNCE: &str = "locksmith wire protocol on ";
 
 /// A running `locksmith server`, killed (SIGKILL) on drop.
 #[derive(Debug)]
@@ -136,6 +138,15 @@ impl ServerProcess {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The wire protocol's address, from the server's announce lines (none with
+    /// `--wire-listen off`).
+    pub fn wire_addr(&self) -> Option<SocketAddr> {
+        let text = std::fs::read_to_string(with_suffix(&self.log, "out")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(WIRE_ANNOUNCE))
+            .and_then(|a| a.trim().parse().ok())
     }
 
     /// The last lines of its stderr (the log), for error messages.

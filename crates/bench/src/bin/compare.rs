@@ -8,6 +8,10 @@
 //! - `locksmith`: in-process, embedded store (every grant and release fsynced before the reply),
 //!   over the binary wire protocol (one connection per client, one request in flight at a time);
 //! - `locksmith-http`: the same server over its HTTP/JSON API;
+//! - `locksmith-proc` (only when named in `--systems`): the real `locksmith server` binary as a
+//!   child process (`target/release/locksmith`, beside this one; embedded store in a temporary
+//!   directory), over the wire protocol — what a deployment runs, with its own runtime instead
+//!   of sharing the load generator's;
 //! - `locksmith-etcd3`: Locksmith in cluster mode, in-process (`ClusterServer`, what
 //!   `locksmith server --etcd URLS` runs), on its own real 3-member etcd 3.4 cluster on
 //!   loopback (default fsync): one Locksmith server, elected leader, whose every grant and
@@ -36,6 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use locksmith_bench::peers::{self, EtcdTarget, RedisTarget};
+use locksmith_bench::server_process::ServerProcess;
 use locksmith_bench::{Row, Target, cycles, handoff, renewals};
 use locksmith_client::Client;
 use locksmith_etcd::testing::EtcdCluster;
@@ -48,6 +53,7 @@ const REDIS_BIN: &str = "/usr/bin/redis-server";
 enum System {
     Locksmith,
     LocksmithHttp,
+    LocksmithProc,
     LocksmithEtcd3,
     Etcd,
     RedisAof,
@@ -59,6 +65,7 @@ impl System {
         match self {
             System::Locksmith => "locksmith",
             System::LocksmithHttp => "locksmith-http",
+            System::LocksmithProc => "locksmith-proc",
             System::LocksmithEtcd3 => "locksmith-etcd3",
             System::Etcd => "etcd",
             System::RedisAof => "redis-aof",
@@ -437,9 +444,16 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let locksmith_proc = if args.systems.contains(&System::LocksmithProc) {
+        eprintln!("starting the locksmith server binary ...");
+        Some(LocksmithProcess::start().await?)
+    } else {
+        None
+    };
     let servers = Servers {
         locksmith: locksmith.as_ref(),
         locksmith_etcd3: locksmith_etcd3.as_ref(),
+        locksmith_proc: locksmith_proc.as_ref(),
     };
     let machine = locksmith_bench::procfs::MachineNote::start();
     let mut plan = Vec::new();
@@ -514,11 +528,54 @@ async fn run(args: &Args, peers: &Peers) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The in-process Locksmith servers of this run.
+/// The Locksmith servers of this run.
 #[derive(Debug, Clone, Copy)]
 struct Servers<'a> {
     locksmith: Option<&'a Locksmith>,
     locksmith_etcd3: Option<&'a Locksmith>,
+    locksmith_proc: Option<&'a LocksmithProcess>,
+}
+
+/// The real `locksmith server` binary as a child process (killed on drop; see
+/// `locksmith_bench::server_process`), with its address and wire address.
+#[derive(Debug)]
+struct LocksmithProcess {
+    url: String,
+    wire: String,
+    _server: ServerProcess,
+    // Last: removed after the server is gone.
+    _dir: tempfile::TempDir,
+}
+
+/// How long the server binary may take to start on an empty data directory.
+const STARTS_WITHIN: Duration = Duration::from_secs(30);
+
+impl LocksmithProcess {
+    async fn start() -> anyhow::Result<Self> {
+        let bin = std::env::current_exe()
+            .context("where is this binary")?
+            .with_file_name("locksmith");
+        let dir = Locksmith::temp_dir()?;
+        let data = dir.path().join("data");
+        let log = dir.path().join("server");
+        let (server, _) = ServerProcess::start(&bin, &data, &log, &[], STARTS_WITHIN)
+            .await
+            .with_context(|| {
+                format!(
+                    "locksmith-proc: start {} (build it with `cargo build --release -p locksmith`)",
+                    bin.display()
+                )
+            })?;
+        let wire = server
+            .wire_addr()
+            .context("locksmith-proc: the server announced no wire protocol address")?;
+        Ok(Self {
+            url: server.url(),
+            wire: wire.to_string(),
+            _server: server,
+            _dir: dir,
+        })
+    }
 }
 
 async fn run_one(
@@ -532,22 +589,35 @@ async fn run_one(
 ) -> anyhow::Result<Row> {
     let c = row.clients;
     match system {
-        System::Locksmith | System::LocksmithHttp | System::LocksmithEtcd3 => {
-            let server = if system == System::LocksmithEtcd3 {
-                servers.locksmith_etcd3
+        System::Locksmith
+        | System::LocksmithHttp
+        | System::LocksmithEtcd3
+        | System::LocksmithProc => {
+            let not_running = || format!("{} is not running", system.name());
+            let t = if system == System::LocksmithProc {
+                let server = servers.locksmith_proc.with_context(not_running)?;
+                Target {
+                    url: server.url.clone(),
+                    wire: Some(server.wire.clone()),
+                    prefix,
+                }
             } else {
-                servers.locksmith
-            }
-            .with_context(|| format!("{} is not running", system.name()))?;
-            let wire = if system == System::Locksmith {
-                Some(server.wire.clone().context("no wire listener")?)
-            } else {
-                None
-            };
-            let t = Target {
-                url: server.url.clone(),
-                wire,
-                prefix,
+                let server = if system == System::LocksmithEtcd3 {
+                    servers.locksmith_etcd3
+                } else {
+                    servers.locksmith
+                }
+                .with_context(not_running)?;
+                let wire = if system == System::Locksmith {
+                    Some(server.wire.clone().context("no wire listener")?)
+                } else {
+                    None
+                };
+                Target {
+                    url: server.url.clone(),
+                    wire,
+                    prefix,
+                }
             };
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,
