@@ -8,7 +8,8 @@
 //!
 //! Who takes a turn: the commit thread — or, for a store that
 //! [`commits_inline`](crate::Store::commits_inline), the task awaiting a ticket, on a
-//! multi-threaded tokio runtime, when nobody else is committing, its job is the only one
+//! multi-threaded tokio runtime with more than one worker (so that another serves meanwhile),
+//! when nobody else is committing, its job is the only one
 //! queued, and the last turn was neither shared nor slower than [`SLOW_TURN`] (a stalling
 //! disk). That task blocks its runtime thread for the one append (the runtime's other threads
 //! steal its queued tasks meanwhile), and in exchange the commit costs no thread hand-offs (the
@@ -195,9 +196,14 @@ impl Shared {
     /// Called by a task about to wait for its ticket: takes a turn itself if it may (see the
     /// module docs), else makes sure the commit thread will.
     fn lead_or_nudge(&self) {
-        let multi_threaded = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if !multi_threaded {
+        // Only where another runtime thread serves the other requests meanwhile. With one (a
+        // current-thread runtime, or a multi-thread one on a single CPU) the write would stop
+        // all serving, and under load every commit would look lone — none would be grouped.
+        let spare_worker = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                && h.metrics().num_workers() > 1
+        });
+        if !spare_worker {
             return self.nudge();
         }
         let messages = {

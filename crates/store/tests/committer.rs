@@ -625,6 +625,23 @@ async fn on_a_current_thread_runtime_the_commit_thread_commits_for_an_inline_sto
     assert_eq!(probe.threads(), vec![COMMIT_THREAD]);
 }
 
+/// Bug pinned: with one runtime worker (the server binary on a 1-CPU machine), every waiting
+/// task made its own commit while the only worker could serve nothing else, so under load no
+/// commit was ever grouped: 16 clients fell from 10.8 k to 2.5 k cycles/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn with_a_single_runtime_worker_the_commit_thread_commits_for_an_inline_store() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store.inline());
+    for id in 1..=3 {
+        committer
+            .submit(vec![put(id)])
+            .wait()
+            .await
+            .expect("durable");
+    }
+    assert_eq!(probe.threads(), vec![COMMIT_THREAD; 3]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_store_job_whose_ticket_is_dropped_unawaited_still_commits_and_calls_back() {
     let (store, probe) = FakeStore::new();
