@@ -548,7 +548,7 @@ mod tests {
         lock(&shared.queue).messages.len()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_task_commits_a_lone_job_itself() {
         let (shared, sizes) = threadless(true);
         let mut answer = push_job(&shared, 2);
@@ -559,7 +559,7 @@ mod tests {
         assert!(!lock(&shared.queue).busy);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn contended_commits_are_left_to_the_commit_thread() {
         // Two jobs queued: a waiting task would stall its runtime thread for both.
         let (shared, sizes) = threadless(true);
@@ -592,7 +592,7 @@ mod tests {
         assert_eq!(queued(&shared), 1);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_query_in_the_queue_is_left_to_the_commit_thread() {
         let (shared, sizes) = threadless(true);
         let (done, _rx) = oneshot::channel();
