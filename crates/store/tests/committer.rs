@@ -577,17 +577,22 @@ async fn a_panicking_after_commit_callback_leaves_the_commit_and_the_thread_alon
 
 const COMMIT_THREAD: &str = "locksmith-commit";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_uncontended_commit_runs_in_the_task_waiting_for_it() {
-    let (store, probe) = FakeStore::new();
-    let committer = spawn(store.inline());
-    for id in 1..=20 {
+/// Commits one put per id, each waited for before the next is submitted: a lone job each time.
+async fn commit_one_by_one(committer: &Committer, ids: std::ops::RangeInclusive<u64>) {
+    for id in ids {
         committer
             .submit(vec![put(id)])
             .wait()
             .await
             .expect("durable");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncontended_commit_runs_in_the_task_waiting_for_it() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store.inline());
+    commit_one_by_one(&committer, 1..=20).await;
     let expected: Vec<_> = (1..=20).map(|id| vec![put(id)]).collect();
     assert_eq!(probe.commits(), expected);
     // The commit thread may take a job queued while it starts or ends a turn, but once it
@@ -603,13 +608,7 @@ async fn an_uncontended_commit_runs_in_the_task_waiting_for_it() {
 async fn a_store_that_does_not_commit_inline_is_only_committed_by_the_commit_thread() {
     let (store, probe) = FakeStore::new();
     let committer = spawn(store);
-    for id in 1..=3 {
-        committer
-            .submit(vec![put(id)])
-            .wait()
-            .await
-            .expect("durable");
-    }
+    commit_one_by_one(&committer, 1..=3).await;
     assert_eq!(probe.threads(), vec![COMMIT_THREAD; 3]);
 }
 
@@ -617,11 +616,7 @@ async fn a_store_that_does_not_commit_inline_is_only_committed_by_the_commit_thr
 async fn on_a_current_thread_runtime_the_commit_thread_commits_for_an_inline_store() {
     let (store, probe) = FakeStore::new();
     let committer = spawn(store.inline());
-    committer
-        .submit(vec![put(1)])
-        .wait()
-        .await
-        .expect("durable");
+    commit_one_by_one(&committer, 1..=1).await;
     assert_eq!(probe.threads(), vec![COMMIT_THREAD]);
 }
 
@@ -632,13 +627,7 @@ async fn on_a_current_thread_runtime_the_commit_thread_commits_for_an_inline_sto
 async fn with_a_single_runtime_worker_the_commit_thread_commits_for_an_inline_store() {
     let (store, probe) = FakeStore::new();
     let committer = spawn(store.inline());
-    for id in 1..=3 {
-        committer
-            .submit(vec![put(id)])
-            .wait()
-            .await
-            .expect("durable");
-    }
+    commit_one_by_one(&committer, 1..=3).await;
     assert_eq!(probe.threads(), vec![COMMIT_THREAD; 3]);
 }
 
