@@ -168,15 +168,15 @@ impl Engine {
         // Likewise a grant made now: a caller that goes away while it is on its way to disk
         // (a client that disconnects, a withdrawn wire request) would otherwise leave a lease
         // nobody knows of until its TTL. Not a re-acquire: the caller held that lease before.
-        let mut granted = GrantGuard {
+        let granted = GrantGuard {
             engine: self,
             lease: match &result {
-                Ok(AcquireOutcome::Granted(view)) if !view.reacquired => Some(view.clone()),
+                Ok(AcquireOutcome::Granted(view)) if !view.reacquired => Some(view),
                 _ => None,
             },
         };
         let finished = self.finish(pending).await;
-        granted.lease = None;
+        granted.disarm();
         finished?;
         let outcome = match result {
             Ok(AcquireOutcome::Granted(view)) => Ok(view),
@@ -631,16 +631,26 @@ impl Drop for WaitGuard {
 /// An acquire granted at once, until its grant is durable and the caller has it. Dropped armed
 /// (the caller went away mid-commit), it releases the lease, fenced by its token: the release
 /// commits after the grant, so the lock goes to the next waiter instead of lingering a TTL.
+/// It borrows the grant, so that the common case — the caller stays — copies nothing.
 struct GrantGuard<'a> {
     engine: &'a Engine,
-    lease: Option<LeaseView>,
+    lease: Option<&'a LeaseView>,
+}
+
+impl GrantGuard<'_> {
+    /// The grant is durable and goes to the caller (or the commit failed): nothing to release.
+    fn disarm(mut self) {
+        self.lease = None;
+    }
 }
 
 impl Drop for GrantGuard<'_> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            self.engine
-                .release_abandoned(lease, "the caller went away before its grant was durable");
+            self.engine.release_abandoned(
+                lease.clone(),
+                "the caller went away before its grant was durable",
+            );
         }
     }
 }
