@@ -157,22 +157,22 @@ impl WireClient {
         });
         let answered = tokio::time::timeout(timeout, rx).await;
         if answered.is_ok()
-            && let Some(mut answered) = withdraw.take()
+            && let Some(withdraw) = withdraw.as_mut()
         {
             // Answered, or the connection is gone (and with it the queued acquire).
-            answered.conn = None;
+            withdraw.conn = None;
         }
         match answered {
             Ok(Ok(Ok(answer))) => decode_answer(self.addr(), answer.status, &answer.body),
             Ok(Ok(Err(reason))) => Err(self.transport(reason)),
             Ok(Err(_)) => Err(self.transport("the connection closed".into())),
             Err(_) => {
-                // An acquire's entry stays for the reader task: its withdraw's answer removes
-                // it, or a grant that came first is released. Others are forgotten.
-                if withdraw.is_none() {
+                // An acquire's entry stays for the reader task: its withdraw (sent as
+                // `withdraw` drops) has the answer remove it, or a grant that came first is
+                // released. Others are forgotten.
+                if op != Op::Acquire {
                     conn.pending().waiting.remove(&id);
                 }
-                drop(withdraw);
                 Err(self.transport(format!("no answer within {timeout:?}")))
             }
         }

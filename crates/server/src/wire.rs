@@ -258,15 +258,14 @@ fn request(
                 let answer = async {
                     let req: AcquireRequest = parse(&req.body)?;
                     let acquire = acquire_of(req, app.default_lock_delay_ms);
+                    // Resolves once a withdraw arrives for this request, never otherwise.
                     let withdrawn = async {
-                        match withdrawn {
-                            Some(rx) => {
-                                if rx.await.is_err() {
-                                    std::future::pending::<()>().await;
-                                }
-                            }
-                            None => std::future::pending().await,
+                        if let Some(rx) = withdrawn
+                            && rx.await.is_ok()
+                        {
+                            return;
                         }
+                        std::future::pending().await
                     };
                     // Dropping the engine's acquire withdraws it from the queue, and releases
                     // a grant that raced with that (or one made at once, not yet durable).
