@@ -594,31 +594,27 @@ async fn run_one(
         | System::LocksmithEtcd3
         | System::LocksmithProc => {
             let not_running = || format!("{} is not running", system.name());
-            let t = if system == System::LocksmithProc {
-                let server = servers.locksmith_proc.with_context(not_running)?;
-                Target {
-                    url: server.url.clone(),
-                    wire: Some(server.wire.clone()),
-                    prefix,
+            let (url, wire) = match system {
+                System::LocksmithProc => {
+                    let server = servers.locksmith_proc.with_context(not_running)?;
+                    (server.url.clone(), Some(server.wire.clone()))
                 }
-            } else {
-                let server = if system == System::LocksmithEtcd3 {
-                    servers.locksmith_etcd3
-                } else {
-                    servers.locksmith
+                System::LocksmithEtcd3 => {
+                    let server = servers.locksmith_etcd3.with_context(not_running)?;
+                    (server.url.clone(), None)
                 }
-                .with_context(not_running)?;
-                let wire = if system == System::Locksmith {
-                    Some(server.wire.clone().context("no wire listener")?)
-                } else {
-                    None
-                };
-                Target {
-                    url: server.url.clone(),
-                    wire,
-                    prefix,
+                System::Locksmith => {
+                    let server = servers.locksmith.with_context(not_running)?;
+                    let wire = server.wire.clone().context("no wire listener")?;
+                    (server.url.clone(), Some(wire))
+                }
+                // locksmith-http: the in-process server, over HTTP.
+                _ => {
+                    let server = servers.locksmith.with_context(not_running)?;
+                    (server.url.clone(), None)
                 }
             };
+            let t = Target { url, wire, prefix };
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,
                 Workload::Handoff => handoff(&t, c, d).await,
