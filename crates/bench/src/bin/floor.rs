@@ -17,7 +17,10 @@
 //! - **thread → task wake-up**: an OS thread answering a tokio task through a `oneshot`, as the
 //!   commit thread answers a request; per pass.
 //! - **loopback TCP round trip**: a 64-byte request and answer between two tokio tasks over
-//!   127.0.0.1, one in flight (what one client's round trip costs before any work).
+//!   127.0.0.1, one in flight (what one client's round trip costs before any work); and the
+//!   same with the answering task in another process (this binary again, on its own tokio
+//!   runtime, as a server of its own is): the one a client of a separate server pays, where
+//!   neither side's thread can run the other's task, so each hop wakes a sleeping thread.
 //!
 //! It is not a disk benchmark (one block size, one queue depth) and it measures nothing of
 //! Locksmith's own code.
@@ -48,6 +51,10 @@ struct Args {
     /// Passes per wake-up and round-trip row.
     #[arg(long, default_value_t = 20_000)]
     passes: u64,
+    /// Internal: be the other process of the cross-process round trip (echo on a loopback
+    /// port, printed on stdout, until stdin closes).
+    #[arg(long, hide = true)]
+    echo: bool,
 }
 
 /// Bytes per synced write: about one small commit frame.
@@ -55,6 +62,9 @@ const WRITE: usize = 600;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.echo {
+        return echo_process();
+    }
     let machine = locksmith_bench::procfs::MachineNote::start();
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = tempfile::Builder::new()
@@ -108,8 +118,14 @@ fn main() -> anyhow::Result<()> {
     ));
     rows.push((
         "loopback TCP round trip, 64 B, tokio",
-        rt.block_on(tcp_pingpong(args.passes))?,
+        rt.block_on(tcp_pingpong(args.passes, None))?,
     ));
+    let other = EchoProcess::start()?;
+    rows.push((
+        "the same round trip to another process",
+        rt.block_on(tcp_pingpong(args.passes, Some(other.addr)))?,
+    ));
+    drop(other);
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "| what | n | mean µs | p50 µs | p99 µs |")?;
@@ -279,20 +295,89 @@ async fn task_pingpong(n: u64) -> anyhow::Result<Histogram<u64>> {
     Ok(h)
 }
 
-async fn tcp_pingpong(n: u64) -> anyhow::Result<Histogram<u64>> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await?;
-        socket.set_nodelay(true)?;
-        let mut buf = [0u8; 64];
-        loop {
-            if socket.read_exact(&mut buf).await.is_err() {
-                return anyhow::Ok(());
-            }
-            socket.write_all(&buf).await?;
+/// Echoes 64-byte messages on one accepted connection until it closes.
+async fn echo(listener: TcpListener) -> anyhow::Result<()> {
+    let (mut socket, _) = listener.accept().await?;
+    socket.set_nodelay(true)?;
+    let mut buf = [0u8; 64];
+    loop {
+        if socket.read_exact(&mut buf).await.is_err() {
+            return Ok(());
         }
+        socket.write_all(&buf).await?;
+    }
+}
+
+/// `--echo`: the other process. Prints its port, echoes one connection, and exits when it
+/// closes or when stdin does (the parent is gone).
+fn echo_process() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    // The parent gone (stdin closed, or anything written to it): exit at once.
+    std::thread::spawn(|| {
+        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+        std::process::exit(0);
     });
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        writeln!(std::io::stdout(), "{}", listener.local_addr()?.port())?;
+        echo(listener).await
+    })
+}
+
+/// This binary again with `--echo`, killed on drop.
+struct EchoProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl EchoProcess {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().context("where is this binary")?)
+            .arg("--echo")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start the echo process")?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            std::io::BufReader::new(out).read_line(&mut line)?;
+        }
+        let port: u16 = match line.trim().parse() {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("the echo process printed {line:?} instead of its port");
+            }
+        };
+        Ok(Self {
+            child,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Round trips to an echo task: in this runtime (`to: None`) or at `to`.
+async fn tcp_pingpong(n: u64, to: Option<std::net::SocketAddr>) -> anyhow::Result<Histogram<u64>> {
+    let (addr, server) = match to {
+        Some(addr) => (addr, None),
+        None => {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            (listener.local_addr()?, Some(tokio::spawn(echo(listener))))
+        }
+    };
     let mut client = TcpStream::connect(addr).await?;
     client.set_nodelay(true)?;
     let mut buf = [0u8; 64];
@@ -304,6 +389,8 @@ async fn tcp_pingpong(n: u64) -> anyhow::Result<Histogram<u64>> {
         record(&mut h, started.elapsed());
     }
     drop(client);
-    server.await??;
+    if let Some(server) = server {
+        server.await??;
+    }
     Ok(h)
 }
