@@ -534,7 +534,7 @@ impl LocksmithProcess {
             .await
             .with_context(|| {
                 format!(
-                    "start {} (build it with `cargo build --release -p locksmith`)",
+                    "start {} (build it with `cargo build --release -p locksmith --features etcd`, as scripts/bench-compare does)",
                     bin.display()
                 )
             })?;
