@@ -2,10 +2,14 @@
 //! protocol (framing in `locksmith_api::frame`), the lighter path beside HTTP.
 //!
 //! One client is one TCP connection, shared by every clone and every task: calls from many tasks
-//! are pipelined on it (each frame goes out as soon as the call is made, answers come back in
-//! whatever order the server finishes them and are matched by request id). A call writes its
-//! frame itself when the socket can take it (no hand-off to another task); one reader task
-//! delivers the answers. If the connection breaks, the calls under way fail with
+//! are pipelined on it (answers come back in whatever order the server finishes them and are
+//! matched by request id); one reader task delivers the answers. A call alone on the connection
+//! writes its frame itself, at once, when the socket can take it (no hand-off to another
+//! task). A call made while others are under way queues its frame for the flusher task, which
+//! runs after the tasks already woken in the same turn of the runtime: when one read delivers
+//! several answers and each caller sends its next request, those requests leave in one write
+//! and reach the server in one read (pipelined renewals: ≈ 1.6× the rate, see
+//! `docs/PERFORMANCE.md`). If the connection breaks, the calls under way fail with
 //! [`ClientError::Transport`] (whether the server carried them out is unknown, as with any
 //! connection lost mid-call) and the next call opens a new connection.
 //!
@@ -137,14 +141,18 @@ impl WireClient {
             reason: format!("cannot encode the request: {e}"),
         })?;
         let (tx, rx) = oneshot::channel();
-        {
+        let alone = {
             let mut pending = conn.pending();
             if let Some(reason) = &pending.broken {
                 return Err(self.transport(reason.clone()));
             }
+            let alone = pending.waiting.is_empty();
             pending.waiting.insert(id, Waiter { op, tx });
-        }
-        if let Err(e) = conn.out.send(&bytes) {
+            alone
+        };
+        // Alone on the connection, the request goes out now; with others under way it joins
+        // the next write of the flusher (see `Out::send`).
+        if let Err(e) = conn.out.send(&bytes, !alone) {
             let reason = format!("cannot send: {e}");
             conn.fail(&reason);
             return Err(self.transport(reason));
@@ -359,7 +367,7 @@ impl Conn {
                 },
             );
         }
-        if let Err(e) = self.out.send(&bytes) {
+        if let Err(e) = self.out.send(&bytes, false) {
             tracing::debug!(error = %e, "cannot send a withdraw; the acquire's answer is handled");
         }
     }
@@ -380,10 +388,22 @@ impl Out {
 
     /// Queues `bytes` on the socket: written at once if the socket takes them, else (the rest)
     /// handed to the flusher. Never blocks and never writes part of a frame out of order.
-    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+    ///
+    /// With `coalesce` (other requests are under way on the connection, so more are likely to
+    /// follow in the same turn of the runtime, as when one read delivers several answers and
+    /// each caller sends its next request), the bytes go to the flusher even if the socket
+    /// would take them: it writes everything queued in that turn with one `write`, and the
+    /// server reads them with one `read`.
+    fn send(&self, bytes: &[u8], coalesce: bool) -> io::Result<()> {
         let mut unsent = lock(&self.unsent);
         if !unsent.is_empty() {
             unsent.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if coalesce {
+            unsent.extend_from_slice(bytes);
+            drop(unsent);
+            self.flush.notify_one();
             return Ok(());
         }
         let written = match self.write.try_write(bytes) {
@@ -412,7 +432,7 @@ impl Out {
         let sent = self
             .frame(Op::Release, &release)
             .map_err(|e| e.to_string())
-            .and_then(|(_, bytes)| self.send(&bytes).map_err(|e| e.to_string()));
+            .and_then(|(_, bytes)| self.send(&bytes, false).map_err(|e| e.to_string()));
         match sent {
             Ok(()) => tracing::debug!(
                 lease = %granted.lease,
@@ -489,10 +509,14 @@ async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex
     fail(&pending, &reason);
 }
 
-/// The flusher task: writes out what callers could not, whenever there is some.
+/// The flusher task: writes out what callers could not, or queued to go out together,
+/// whenever there is some.
 async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
     loop {
         out.flush.notified().await;
+        // Let the tasks already woken in this turn of the runtime (the callers whose answers
+        // the last read delivered) queue their next requests first: one write for all.
+        tokio::task::yield_now().await;
         loop {
             if let Err(e) = out.write.writable().await {
                 return fail(&pending, &format!("write failed: {e}"));
@@ -512,5 +536,64 @@ async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A connected pair on loopback: the client's `Out` (with its flusher task) and the peer.
+    async fn out_and_peer() -> io::Result<(Arc<Out>, TcpStream)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let (peer, _) = listener.accept().await?;
+        let (_read, write) = client.into_split();
+        let out = Arc::new(Out {
+            write,
+            unsent: Mutex::new(Vec::new()),
+            flush: Notify::new(),
+            next_id: AtomicU64::new(1),
+        });
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        tokio::spawn(flush_unsent(out.clone(), pending));
+        Ok((out, peer))
+    }
+
+    /// Pipelined renewals went out one `write` per call, so the server also took one `read`
+    /// per request: with several calls under way, what is sent in one turn of the runtime now
+    /// leaves in one write, made by the flusher once the calling tasks have run. (On the
+    /// current-thread test runtime nothing else runs until this task awaits.)
+    #[tokio::test]
+    async fn frames_sent_while_others_are_under_way_leave_together_after_the_turn() -> io::Result<()>
+    {
+        let (out, mut peer) = out_and_peer().await?;
+        let mut buf = [0u8; 64];
+        // Alone on the connection: written by the call itself, before it returns.
+        out.send(b"alone;", false)?;
+        let n = peer.try_read(&mut buf)?;
+        assert_eq!(&buf[..n], b"alone;");
+
+        for frame in [&b"one;"[..], b"two;", b"three;"] {
+            out.send(frame, true)?;
+        }
+        // Nothing written yet: the calls only queued their frames.
+        assert!(
+            matches!(peer.try_read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "a frame sent with others under way went out before the turn ended"
+        );
+        let mut got = Vec::new();
+        while got.len() < b"one;two;three;".len() {
+            let n = tokio::time::timeout(CALL_TIMEOUT, peer.read(&mut buf))
+                .await
+                .map_err(|_| io::Error::other("the flusher wrote nothing"))??;
+            assert!(n > 0, "the connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"one;two;three;");
+        assert!(lock(&out.unsent).is_empty());
+        Ok(())
     }
 }
