@@ -321,12 +321,7 @@ impl Conn {
             Err(_) => return Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
         };
         let (read, write) = tcp.into_split();
-        let out = Arc::new(Out {
-            write,
-            unsent: Mutex::new(Vec::new()),
-            flush: Notify::new(),
-            next_id: AtomicU64::new(1),
-        });
+        let out = Arc::new(Out::new(write));
         let pending = Arc::new(Mutex::new(Pending::default()));
         let reader = tokio::spawn(read_answers(read, out.clone(), pending.clone()));
         let flusher = tokio::spawn(flush_unsent(out.clone(), pending.clone()));
@@ -374,6 +369,15 @@ impl Conn {
 }
 
 impl Out {
+    fn new(write: OwnedWriteHalf) -> Self {
+        Out {
+            write,
+            unsent: Mutex::new(Vec::new()),
+            flush: Notify::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
     /// A request frame under the connection's next id: `(id, bytes)`.
     fn frame<B: Serialize + ?Sized>(
         &self,
@@ -551,12 +555,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr()?).await?;
         let (peer, _) = listener.accept().await?;
         let (_read, write) = client.into_split();
-        let out = Arc::new(Out {
-            write,
-            unsent: Mutex::new(Vec::new()),
-            flush: Notify::new(),
-            next_id: AtomicU64::new(1),
-        });
+        let out = Arc::new(Out::new(write));
         let pending = Arc::new(Mutex::new(Pending::default()));
         tokio::spawn(flush_unsent(out.clone(), pending));
         Ok((out, peer))
