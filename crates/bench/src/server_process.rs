@@ -113,7 +113,7 @@ impl ServerProcess {
         let deadline = spawned + within;
         // The announce line carries the port (it listens on port 0).
         let announced = loop {
-            if let Some(addr) = announced_addr(&out) {
+            if let Some(addr) = announced(&out, ANNOUNCE) {
                 server.addr = addr;
                 break spawned.elapsed();
             }
@@ -143,10 +143,7 @@ impl ServerProcess {
     /// The wire protocol's address, from the server's announce lines (none with
     /// `--wire-listen off`).
     pub fn wire_addr(&self) -> Option<SocketAddr> {
-        let text = std::fs::read_to_string(with_suffix(&self.log, "out")).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(WIRE_ANNOUNCE))
-            .and_then(|a| a.trim().parse().ok())
+        announced(&with_suffix(&self.log, "out"), WIRE_ANNOUNCE)
     }
 
     /// The last lines of its stderr (the log), for error messages.
@@ -224,11 +221,12 @@ fn with_suffix(log: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The address in the announce line, once the server has printed it.
-fn announced_addr(out: &Path) -> Option<SocketAddr> {
+/// The address in the server's stdout line that starts with `prefix` ([`ANNOUNCE`] or
+/// [`WIRE_ANNOUNCE`]), once it has printed it.
+fn announced(out: &Path, prefix: &str) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(out).ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix(ANNOUNCE))
+        .find_map(|l| l.strip_prefix(prefix))
         .and_then(|a| a.trim().parse().ok())
 }
 

@@ -141,15 +141,9 @@ impl WireClient {
             reason: format!("cannot encode the request: {e}"),
         })?;
         let (tx, rx) = oneshot::channel();
-        let alone = {
-            let mut pending = conn.pending();
-            if let Some(reason) = &pending.broken {
-                return Err(self.transport(reason.clone()));
-            }
-            let alone = pending.waiting.is_empty();
-            pending.waiting.insert(id, Waiter { op, tx });
-            alone
-        };
+        let alone = conn
+            .register(id, Waiter { op, tx })
+            .map_err(|reason| self.transport(reason))?;
         // Alone on the connection, the request goes out now; with others under way it joins
         // the next write of the flusher (see `Out::send`).
         if let Err(e) = conn.out.send(&bytes, !alone) {
@@ -340,6 +334,19 @@ impl Conn {
         fail(&self.pending, reason);
     }
 
+    /// Registers the waiter of a request about to be sent under `id`, unless the connection is
+    /// broken (then why). Returns whether the request is alone on the connection: nothing
+    /// else under way.
+    fn register(&self, id: u64, waiter: Waiter) -> Result<bool, String> {
+        let mut pending = self.pending();
+        if let Some(reason) = &pending.broken {
+            return Err(reason.clone());
+        }
+        let alone = pending.waiting.is_empty();
+        pending.waiting.insert(id, waiter);
+        Ok(alone)
+    }
+
     /// Asks the server to withdraw the acquire sent under `acquire`. Nobody waits for the
     /// answer: the reader task forgets the acquire if it was withdrawn, and otherwise the
     /// acquire's own answer comes (a grant is then released, as for a server without
@@ -348,19 +355,13 @@ impl Conn {
         let Ok((id, bytes)) = self.out.frame(Op::Withdraw, &Withdraw { request: acquire }) else {
             return;
         };
-        {
-            let mut pending = self.pending();
-            if pending.broken.is_some() {
-                return;
-            }
-            let (tx, _) = oneshot::channel();
-            pending.waiting.insert(
-                id,
-                Waiter {
-                    op: Op::Withdraw,
-                    tx,
-                },
-            );
+        let (tx, _) = oneshot::channel();
+        let waiter = Waiter {
+            op: Op::Withdraw,
+            tx,
+        };
+        if self.register(id, waiter).is_err() {
+            return;
         }
         if let Err(e) = self.out.send(&bytes, false) {
             tracing::debug!(error = %e, "cannot send a withdraw; the acquire's answer is handled");

@@ -705,6 +705,15 @@ mod tests {
         )
     }
 
+    /// An engine over the embedded store in `dir` whose every commit takes 200 ms more: a
+    /// caller can go away while its batch is on its way to disk.
+    fn engine_with_slow_commits(dir: &std::path::Path) -> Engine {
+        engine_over(SlowCommits {
+            store: EmbeddedStore::open(dir).expect("open"),
+            delay: Duration::from_millis(200),
+        })
+    }
+
     fn acquire(resource: &str, pid: u32, wait_ms: u64) -> Acquire {
         Acquire {
             resource: resource.to_string(),
@@ -727,10 +736,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_release_whose_caller_goes_away_before_it_is_durable_still_hands_the_lock_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = engine_over(SlowCommits {
-            store: EmbeddedStore::open(dir.path()).expect("open"),
-            delay: Duration::from_millis(200),
-        });
+        let engine = engine_with_slow_commits(dir.path());
 
         let first = engine.acquire(acquire("cfg/a", 1, 0)).await.expect("first");
         let waiting = tokio::spawn({
@@ -768,10 +774,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_acquire_whose_caller_goes_away_before_its_grant_is_durable_leaves_no_ghost() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = engine_over(SlowCommits {
-            store: EmbeddedStore::open(dir.path()).expect("open"),
-            delay: Duration::from_millis(200),
-        });
+        let engine = engine_with_slow_commits(dir.path());
 
         // Granted on the table and submitted; then the caller goes away (a client that
         // disconnects, a withdrawn wire request) while the commit is still 200 ms out.

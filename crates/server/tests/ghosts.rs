@@ -7,8 +7,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, req};
+use locksmith_client::ClientError;
 use locksmith_client::api::{
-    AuditQuery, BreakRequest, DeadHolder, ErrorCode, HoldRequest, LivenessReport,
+    AuditQuery, BreakRequest, DeadHolder, ErrorCode, HoldRequest, LeaseView, LivenessReport,
 };
 use locksmith_core::{AuditKind, EndCause, HoldState, LockState, Owner};
 
@@ -428,14 +429,7 @@ async fn metrics_count_plainly_held_locks_and_those_with_waiters_as_hot() {
     c.acquire(&req("plain-1", 1)).await.expect("acquire");
     c.acquire(&req("plain-2", 2)).await.expect("acquire");
     c.acquire(&req("contended", 3)).await.expect("acquire");
-    let waiter = tokio::spawn({
-        let c = s.client();
-        async move {
-            let mut queued = req("contended", 4);
-            queued.wait_ms = Some(30_000);
-            c.acquire(&queued).await
-        }
-    });
+    let waiter = queue_acquire(&s, "contended", 4);
     let mut text = String::new();
     for _ in 0..100 {
         text = scrape(&s).await;
@@ -457,6 +451,18 @@ async fn metrics_count_plainly_held_locks_and_those_with_waiters_as_hot() {
 }
 
 /// A metrics scrape's text.
+/// An acquire of `resource` by `pid` that waits up to 30 s in the queue, in its own task.
+fn queue_acquire(
+    s: &TestServer,
+    resource: &str,
+    pid: u32,
+) -> tokio::task::JoinHandle<Result<LeaseView, ClientError>> {
+    let c = s.client();
+    let mut queued = req(resource, pid);
+    queued.wait_ms = Some(30_000);
+    tokio::spawn(async move { c.acquire(&queued).await })
+}
+
 async fn scrape(s: &TestServer) -> String {
     reqwest::get(format!("{}/metrics", s.url))
         .await
@@ -481,14 +487,7 @@ async fn a_queued_acquire_takes_no_turn_of_the_committer() {
     let s = TestServer::start_tweaked(no_probe()).await;
     let c = s.client();
     let held = c.acquire(&req("contended", 1)).await.expect("acquire");
-    let waiter = tokio::spawn({
-        let c = s.client();
-        async move {
-            let mut queued = req("contended", 2);
-            queued.wait_ms = Some(30_000);
-            c.acquire(&queued).await
-        }
-    });
+    let waiter = queue_acquire(&s, "contended", 2);
     for _ in 0..250 {
         if scraped(&s, "locksmith_waiters").await == 1.0 {
             break;
