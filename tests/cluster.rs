@@ -331,3 +331,176 @@ fn restarting_the_whole_etcd_cluster_keeps_leases_and_the_fence() {
         "fence went backwards after the restart"
     );
 }
+
+/// Waits until the server at `url` reports `leader` as the one it forwards to, so that a
+/// request sent through it next reaches that leader (not a paused predecessor).
+async fn follows(url: &str, leader: &str, within: Duration) {
+    let start = Instant::now();
+    let http = reqwest::Client::new();
+    while start.elapsed() < within {
+        if let Ok(r) = http.get(format!("{url}/v1/cluster")).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["leader"] == leader {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not learn of the leader {leader} within {within:?}");
+}
+
+/// An HTTP/1.1 POST written whole to a server's socket at once, its answer read later: what
+/// a server paused with SIGSTOP finds waiting when it resumes (the kernel completes the
+/// connection and buffers the request meanwhile).
+struct RawPost {
+    stream: std::net::TcpStream,
+    what: String,
+}
+
+impl RawPost {
+    fn send(base: &str, path: &str, body: &impl serde::Serialize) -> RawPost {
+        use std::io::Write as _;
+        let addr = base.strip_prefix("http://").expect("http URL");
+        let body = serde_json::to_string(body).expect("body");
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("write request");
+        RawPost {
+            stream,
+            what: format!("POST {path} {body} to {base}"),
+        }
+    }
+
+    /// The status code and the whole answer as text.
+    fn answer(mut self) -> (u16, String) {
+        use std::io::Read as _;
+        let mut raw = Vec::new();
+        let _ = self.stream.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP answer to {}: {text:?}", self.what));
+        (status, text)
+    }
+
+    /// Asserts the answer is a refusal: `no_leader` from the paused server itself, or the
+    /// current leader's verdict forwarded (409 `stale_token`, 410 `broken`) — never a 200.
+    fn assert_refused(self) {
+        let what = self.what.clone();
+        let (status, text) = self.answer();
+        let refused = match status {
+            503 => text.contains("no_leader"),
+            409 => text.contains("stale_token"),
+            410 => text.contains("broken") || text.contains("lease_expired"),
+            _ => false,
+        };
+        assert!(
+            refused,
+            "a deposed leader answered from its stale table: {what} -> {status}\n{text}"
+        );
+    }
+}
+
+/// Retries `call` while the cluster settles (no leader yet, or a server unreachable).
+async fn settled<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, locksmith_client::ClientError>>,
+{
+    let start = Instant::now();
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e)
+                if start.elapsed() < Duration::from_secs(20)
+                    && matches!(
+                        e.code(),
+                        None | Some(locksmith_client::api::ErrorCode::NoLeader)
+                    ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("request failed: {e}"),
+        }
+    }
+}
+
+/// Issue 15 item 1: a leader paused (SIGSTOP) past its election TTL, deposed meanwhile, must
+/// not answer from its stale table when it resumes — before it has even noticed — neither a
+/// fence check vouching for a token that the new leader revoked nor a renewal of the broken
+/// lease. The requests are in its socket buffers before it resumes, and more follow at once.
+#[test]
+fn a_paused_leader_after_failover_neither_vouches_for_a_revoked_token_nor_renews_a_broken_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdCluster::start(3);
+    let procs = servers(&etcd, 3, dir.path());
+    let urls: Vec<String> = procs.iter().map(|p| p.url().to_string()).collect();
+    let rt = runtime();
+    let mut lead = rt.block_on(leader(&urls, Duration::from_secs(20)));
+    for round in 0..3u32 {
+        let resource = format!("paused-leader-{round}");
+        let held = rt.block_on(settled(|| {
+            let c = Client::new(&lead).expect("client");
+            let req = request(&resource, 10 + round, 60_000, 0);
+            async move { c.acquire(&req).await }
+        }));
+        let paused = &procs[urls.iter().position(|u| *u == lead).expect("ours")];
+        signal(paused.pid(), Signal::SIGSTOP);
+
+        let others: Vec<String> = urls.iter().filter(|u| **u != lead).cloned().collect();
+        let next = rt.block_on(leader(&others, Duration::from_secs(30)));
+        let follower = others.iter().find(|u| **u != next).expect("a follower");
+        rt.block_on(follows(follower, &next, Duration::from_secs(10)));
+        let via = Client::new(follower).expect("client");
+        let broken = rt.block_on(settled(|| {
+            let via = via.clone();
+            let req = locksmith_client::api::BreakRequest {
+                resource: resource.clone(),
+                lease: None,
+                operator: "oncall".into(),
+                reason: "holder paused".into(),
+                freeze_ms: Some(0),
+            };
+            async move { via.break_lock(&req).await }
+        }));
+        assert_eq!(broken.revoked.len(), 1, "{broken:?}");
+        let successor = rt.block_on(settled(|| {
+            let via = via.clone();
+            let req = request(&resource, 50 + round, 60_000, 0);
+            async move { via.acquire(&req).await }
+        }));
+        assert!(successor.token > held.token, "{successor:?} after {held:?}");
+
+        let check = locksmith_client::api::FenceCheckRequest {
+            resource: resource.clone(),
+            token: held.token,
+        };
+        let renew_path = format!("/v1/leases/{}/renew", held.lease);
+        let renew = locksmith_client::api::LeaseOpRequest {
+            token: Some(held.token),
+        };
+        let waiting = [
+            RawPost::send(&lead, "/v1/fence/check", &check),
+            RawPost::send(&lead, &renew_path, &renew),
+        ];
+        signal(paused.pid(), Signal::SIGCONT);
+        let at_once = [
+            RawPost::send(&lead, "/v1/fence/check", &check),
+            RawPost::send(&lead, &renew_path, &renew),
+        ];
+        for post in waiting.into_iter().chain(at_once) {
+            post.assert_refused();
+        }
+        lead = next;
+    }
+}

@@ -10,8 +10,11 @@
 //! operator — cannot write even before it notices.
 //!
 //! What it does not do: decide *when* to step down. [`Leadership::lost`] flips to `true` when
-//! the lease could not be renewed for a whole TTL, etcd says the lease is gone, or the key is no
-//! longer this leadership's; the server reacts (stops serving as leader, campaigns again).
+//! the lease could not be renewed for two thirds of its TTL, its [`Tenure`] lapsed (the process
+//! was paused), etcd says the lease is gone, or the key is no longer this leadership's; the
+//! server reacts (stops serving as leader, campaigns again). Between two looks at `lost`, the
+//! server asks [`Leadership::tenure`] before every answer: it says, on this process's own clock
+//! and with no round trip, whether the lease is surely still alive.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::Guard;
 use crate::remote::{connect_options, transient};
+use crate::tenure::{Tenure, TenureRule, boot_clock};
 
 /// An election failure.
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +69,13 @@ pub struct Leadership {
     /// The etcd lease the key is attached to.
     pub lease_id: i64,
     /// Flips to `true` when this leadership is over or can no longer be trusted: the lease
-    /// was not renewed for a whole TTL, etcd reports it gone, or the key was deleted or
-    /// re-created by someone else. It never flips back.
+    /// was not renewed for two thirds of its TTL, the [`tenure`](Self::tenure) lapsed (this
+    /// process was paused), etcd reports the lease gone, or the key was deleted or re-created
+    /// by someone else. It never flips back.
     pub lost: watch::Receiver<bool>,
+    /// Until when the election lease is surely alive — so no one else can lead — on this
+    /// process's clock: ask it before every answer given as leader. It ends when `lost` flips.
+    pub tenure: Tenure,
     client: Client,
     keep_alive: Option<JoinHandle<()>>,
 }
@@ -79,6 +87,7 @@ impl std::fmt::Debug for Leadership {
             .field("create_revision", &self.create_revision)
             .field("lease_id", &self.lease_id)
             .field("lost", &*self.lost.borrow())
+            .field("tenure_holds", &self.tenure.holds())
             .finish()
     }
 }
@@ -100,6 +109,7 @@ impl Leadership {
     /// Gives the leadership up now: stops the keep-alive, deletes the key if it is still this
     /// leadership's, and revokes the lease, so that another contender wins at once.
     pub async fn resign(mut self) -> Result<(), ElectionError> {
+        self.tenure.end();
         if let Some(task) = self.keep_alive.take() {
             task.abort();
         }
@@ -118,6 +128,7 @@ impl Leadership {
 
 impl Drop for Leadership {
     fn drop(&mut self) {
+        self.tenure.end();
         if let Some(task) = self.keep_alive.take() {
             task.abort();
         }
@@ -160,8 +171,11 @@ pub async fn campaign(
     }
     let mut client = client.clone();
     let key = leader_key(prefix);
-    let lease_id = client.lease_grant(ttl_secs, None).await?.id();
     let ttl = Duration::from_secs(ttl_secs.unsigned_abs());
+    // Read before the grant is sent: etcd starts the TTL when the grant reaches it, later.
+    let granted = boot_clock();
+    let lease_id = client.lease_grant(ttl_secs, None).await?.id();
+    let tenure = Tenure::new(TenureRule::new(ttl), granted);
     let (lost_tx, lost) = watch::channel(false);
     let (won_tx, won) = watch::channel(0i64);
     let task = AbortOnDrop(Some(tokio::spawn(keep_alive(KeepAlive {
@@ -171,6 +185,7 @@ pub async fn campaign(
         key: key.clone(),
         won,
         lost: lost_tx,
+        tenure: tenure.clone(),
     }))));
 
     match contend(&mut client, &key, value, lease_id, &lost).await {
@@ -181,11 +196,13 @@ pub async fn campaign(
                 create_revision,
                 lease_id,
                 lost,
+                tenure,
                 client,
                 keep_alive: task.disarm(),
             })
         }
         Err(error) => {
+            tenure.end();
             drop(task);
             let _ = client.lease_revoke(lease_id).await;
             Err(error)
@@ -282,23 +299,45 @@ struct KeepAlive {
     /// The key's `create_revision` once the campaign is won; 0 before.
     won: watch::Receiver<i64>,
     lost: watch::Sender<bool>,
+    tenure: Tenure,
 }
 
-/// Renews the lease every third of its TTL; flips `lost` (and revokes the lease, best effort)
-/// when that has failed for two thirds of the TTL, when etcd says the lease is gone, or when the won key
-/// is no longer this leadership's.
+/// Renews the lease every third of its TTL, extending the tenure with each answered renewal;
+/// then ends the tenure, flips `lost` and revokes the lease (best effort) — when renewing has
+/// failed for two thirds of the TTL, etcd says the lease is gone, the won key is no longer this
+/// leadership's, or the tenure lapsed. The last is what a process paused past its TTL meets
+/// first on resuming, wherever in its loop the renewing was paused.
 async fn keep_alive(mut task: KeepAlive) {
+    let tenure = task.tenure.clone();
+    tokio::select! {
+        () = renew_until_lost(&mut task) => {}
+        () = tenure.lapsed() => tracing::warn!(
+            lease = task.lease_id,
+            "election lease not confirmed alive in time (was this process paused?)"
+        ),
+    }
+    task.tenure.end();
+    let _ = task.lost.send(true);
+    let _ = task.client.lease_revoke(task.lease_id).await;
+}
+
+/// The renewal loop of [`keep_alive`]; returns when the lease is lost.
+async fn renew_until_lost(task: &mut KeepAlive) {
     let interval = (task.ttl / 3).max(Duration::from_millis(100));
     // The lease was granted just before this task started: that counts as a renewal.
     let mut renewed = Instant::now();
     let mut stream = None;
     loop {
         let sent = Instant::now();
-        match tokio::time::timeout(interval, renew(&mut task, &mut stream)).await {
-            Ok(Ok(true)) => renewed = sent,
+        let sent_at = boot_clock();
+        match tokio::time::timeout(interval, renew(task, &mut stream)).await {
+            Ok(Ok(true)) => {
+                renewed = sent;
+                task.tenure.renewed(sent_at);
+            }
             Ok(Ok(false)) => {
                 tracing::warn!(lease = task.lease_id, "election lease expired");
-                break;
+                return;
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, lease = task.lease_id, "election lease renewal failed");
@@ -314,7 +353,7 @@ async fn keep_alive(mut task: KeepAlive) {
                 lease = task.lease_id,
                 "election lease not renewed for two thirds of its TTL"
             );
-            break;
+            return;
         }
         let won = *task.won.borrow();
         if won != 0 {
@@ -322,7 +361,7 @@ async fn keep_alive(mut task: KeepAlive) {
                 let now = response.kvs().first().map(|kv| kv.create_revision());
                 if now != Some(won) {
                     tracing::warn!(key = %task.key, "the election key is no longer ours");
-                    break;
+                    return;
                 }
             }
         }
@@ -333,8 +372,6 @@ async fn keep_alive(mut task: KeepAlive) {
         };
         tokio::time::sleep(pause).await;
     }
-    let _ = task.lost.send(true);
-    let _ = task.client.lease_revoke(task.lease_id).await;
 }
 
 /// One renewal; `Ok(false)` when etcd says the lease no longer exists.

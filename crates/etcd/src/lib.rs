@@ -7,8 +7,9 @@
 //!
 //! What it is not: a lock service on etcd's own locks or leases. The lock table stays in the
 //! leader's memory (`locksmith-core`); etcd is only its durable, replicated disk. Nor does it
-//! decide when a server leads: the server campaigns, opens its store with the guard, and steps
-//! down when [`Leadership::lost`] flips.
+//! decide when a server leads: the server campaigns, opens its store with the guard, answers
+//! as leader only while [`Leadership::tenure`] holds (see [`Tenure`]), and steps down when
+//! [`Leadership::lost`] flips.
 //!
 //! ## Key layout
 //!
@@ -104,11 +105,13 @@ mod election;
 mod keys;
 mod remote;
 mod store;
+mod tenure;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use election::{ElectionError, Leadership, campaign, connect, current_leader, leader_key};
 pub use store::{EtcdOptions, EtcdStore, Guard};
+pub use tenure::{Tenure, TenureRule, boot_clock};
 
 /// The etcd client this crate is built on, re-exported so that callers use the same version.
 pub use etcd_client;

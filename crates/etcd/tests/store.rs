@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Mutation, Owner, Snapshot};
 use locksmith_etcd::testing::{EtcdCluster, TEST_MAX_TXN_OPS};
 use locksmith_etcd::{
-    EtcdOptions, EtcdStore, Guard, campaign, connect, current_leader, leader_key, open_etcd,
+    EtcdOptions, EtcdStore, Guard, boot_clock, campaign, connect, current_leader, leader_key,
+    open_etcd,
 };
 use locksmith_store::{Store, StoreError};
 
@@ -305,6 +306,36 @@ async fn lost_flips_when_the_lease_is_gone() {
         .expect("the keep-alive task reports");
     assert!(leader.is_lost());
     assert_eq!(current_leader(&client, prefix).await.expect("read"), None);
+}
+
+/// The tenure — what a leader asks before every answer — is extended by each answered
+/// keep-alive (so it outlasts the first TTL of a leader that keeps renewing), never reaches past
+/// the last renewal's send time plus the TTL less the margin, and ends when `lost` flips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenure_is_extended_by_renewals_and_ends_when_lost_flips() {
+    let prefix = "/t/tenure/";
+    let mut client = client().await;
+    let leader = campaign(&client, prefix, "http://leader", 2)
+        .await
+        .expect("wins");
+    let tenure = leader.tenure.clone();
+    assert!(tenure.holds());
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let left = tenure
+        .left_at(boot_clock())
+        .expect("renewals extended the tenure");
+    assert!(
+        left <= tenure.rule().ttl() - tenure.rule().margin(),
+        "{left:?}"
+    );
+
+    let mut lost = leader.lost.clone();
+    client.lease_revoke(leader.lease_id).await.expect("revoke");
+    tokio::time::timeout(Duration::from_secs(5), lost.wait_for(|&lost| lost))
+        .await
+        .expect("lost flips")
+        .expect("the keep-alive task reports");
+    assert!(!tenure.holds(), "the tenure ends when lost flips");
 }
 
 /// With etcd's default `--max-txn-ops 128`: one oversized commit is refused by etcd, but the

@@ -8,6 +8,19 @@
 //! serving. A leader that loses its election lease (or whose write etcd refuses) steps down at
 //! once — stops serving, drops its table — and campaigns again; clients see a short `no_leader`
 //! window, shorter than their leases' TTLs, and the next leader treats every lease as renewed.
+//!
+//! **A leader answers only while it knows it still leads.** Most answers (a fence check, a
+//! renewal) are read from the in-memory table with no etcd write the guard could refuse, so a
+//! leader paused past its election TTL — and deposed meanwhile — would otherwise answer from a
+//! stale table when it resumes, before it notices: vouch for a token its successor revoked.
+//! So `dispatch` asks the leadership's [`Tenure`] — is the election lease surely alive, on
+//! this process's own clock (one atomic load and one clock read) — when a request arrives, and
+//! again when its answer is ready. If not, the request is forwarded to a leader this server
+//! knows of or refused with `no_leader` (503), and an answer computed meanwhile is withheld
+//! (`no_leader`: its outcome is unknown, retry); a streamed body (the event stream) ends at
+//! the first chunk past the tenure. See `locksmith_etcd::Tenure` for why the tenure ends before
+//! etcd can expire the lease. Cluster mode serves HTTP only (no wire protocol), so this is the
+//! one door answers leave by.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,14 +28,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use locksmith_etcd::{EtcdStore, Guard};
+use futures_util::StreamExt as _;
+use locksmith_etcd::{EtcdStore, Guard, Tenure};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::proxy::Forwarder;
+use crate::proxy::{Forwarder, no_leader};
 use crate::{
     EngineTasks, NodeIdentity, ServerConfig, ServerError, app_state, bind_listener, http, recover,
 };
@@ -57,8 +72,8 @@ impl ClusterConfig {
 enum Role {
     /// Forwarding to the leader.
     Follower,
-    /// Serving with its own engine.
-    Leader(Router),
+    /// Serving with its own engine — while `tenure` holds.
+    Leader { router: Router, tenure: Tenure },
 }
 
 #[derive(Debug, Clone)]
@@ -203,7 +218,9 @@ impl ClusterServer {
             };
             let tasks = EngineTasks::start(&engine, &config, &identity);
             let router = http::router(app_state(&engine, &config));
-            *state.role.write().unwrap_or_else(|p| p.into_inner()) = Role::Leader(router);
+            let tenure = leadership.tenure.clone();
+            *state.role.write().unwrap_or_else(|p| p.into_inner()) =
+                Role::Leader { router, tenure };
             let stopping = tokio::select! {
                 _ = leadership.lost.wait_for(|l| *l) => false,
                 _ = engine_failed(&engine) => false,
@@ -254,16 +271,33 @@ async fn watch_leader(
     }
 }
 
+/// Every request: served by this server's engine while it leads and its tenure holds — on
+/// arrival and when the answer is ready — else forwarded to the leader (see the module docs).
 async fn dispatch(State(state): State<ClusterState>, req: Request) -> Response {
     let role = state.role.read().unwrap_or_else(|p| p.into_inner()).clone();
     match role {
-        Role::Leader(router) => {
+        Role::Leader { router, tenure } if tenure.holds() => {
             use tower::ServiceExt;
-            match router.oneshot(req).await {
+            let response = match router.oneshot(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
+            };
+            if !tenure.holds() {
+                return no_leader(
+                    "this server's leadership lapsed while it worked on the request — its \
+                     election lease was not confirmed in time: paused, or etcd unreachable — so \
+                     its answer is withheld and whether the request took effect is unknown",
+                );
             }
+            within_tenure(response, tenure)
         }
+        Role::Leader { .. } => match state.forwarder.leader() {
+            Some(leader) if leader != state.me => state.forwarder.forward(req).await,
+            _ => no_leader(
+                "this server's leadership lapsed — its election lease was not confirmed in \
+                 time: paused, or etcd unreachable — and the next leader is not known yet",
+            ),
+        },
         Role::Follower => {
             if state.forwarder.leader().as_deref() == Some(state.me.as_str()) {
                 // Our own stale record: we are not serving as leader (yet, or any more).
@@ -274,10 +308,24 @@ async fn dispatch(State(state): State<ClusterState>, req: Request) -> Response {
     }
 }
 
+/// `response` as it is if its body is already whole; a streamed body (the event stream) is cut
+/// at the first chunk that would leave after the tenure.
+fn within_tenure(response: Response, tenure: Tenure) -> Response {
+    if response.body().size_hint().exact().is_some() {
+        return response;
+    }
+    response.map(|body| {
+        Body::from_stream(
+            body.into_data_stream()
+                .take_while(move |_| std::future::ready(tenure.holds())),
+        )
+    })
+}
+
 async fn cluster_info(State(state): State<ClusterState>) -> impl IntoResponse {
     let leading = matches!(
-        *state.role.read().unwrap_or_else(|p| p.into_inner()),
-        Role::Leader(_)
+        &*state.role.read().unwrap_or_else(|p| p.into_inner()),
+        Role::Leader { tenure, .. } if tenure.holds()
     );
     axum::Json(ClusterInfo {
         role: if leading { "leader" } else { "follower" },
@@ -298,5 +346,108 @@ async fn engine_failed(engine: &crate::engine::Engine) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::http::StatusCode;
+    use futures_util::stream;
+    use locksmith_etcd::{TenureRule, boot_clock};
+
+    use super::*;
+
+    fn leading(router: Router, tenure: &Tenure) -> ClusterState {
+        ClusterState {
+            role: Arc::new(RwLock::new(Role::Leader {
+                router,
+                tenure: tenure.clone(),
+            })),
+            forwarder: Forwarder::new(),
+            me: "http://127.0.0.1:1".into(),
+        }
+    }
+
+    fn fresh_tenure() -> Tenure {
+        Tenure::new(TenureRule::new(Duration::from_secs(60)), boot_clock())
+    }
+
+    async fn call(state: &ClusterState) -> (StatusCode, String) {
+        let req = Request::builder()
+            .uri("/v1/fence/check")
+            .body(Body::empty())
+            .expect("request");
+        let response = dispatch(State(state.clone()), req).await;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_tenure_holds_answers_from_its_table() {
+        let tenure = fresh_tenure();
+        let router = Router::new().fallback(|| async { "vouched" });
+        assert_eq!(
+            call(&leading(router, &tenure)).await,
+            (StatusCode::OK, "vouched".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_tenure_lapsed_does_not_consult_its_table() {
+        let tenure = fresh_tenure();
+        let consulted = Arc::new(AtomicBool::new(false));
+        let seen = consulted.clone();
+        let router = Router::new().fallback(move || async move {
+            seen.store(true, Ordering::SeqCst);
+            "stale"
+        });
+        tenure.end();
+        let (status, body) = call(&leading(router, &tenure)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("\"error\":\"no_leader\""), "{body}");
+        assert!(!consulted.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn an_answer_computed_by_a_leader_whose_tenure_lapsed_meanwhile_is_withheld() {
+        // The pause comes while the table is consulted: the answer is ready only after.
+        let tenure = fresh_tenure();
+        let pausing = tenure.clone();
+        let router = Router::new().fallback(move || async move {
+            pausing.end();
+            "stale"
+        });
+        let (status, body) = call(&leading(router, &tenure)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("\"error\":\"no_leader\""), "{body}");
+        assert!(body.contains("withheld"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_from_a_leader_ends_at_the_first_chunk_past_its_tenure() {
+        let tenure = fresh_tenure();
+        let pausing = tenure.clone();
+        let router = Router::new().fallback(move || async move {
+            let chunks = stream::iter(["first;", "after the lapse;"]).then(move |chunk| {
+                let pausing = pausing.clone();
+                async move {
+                    if chunk != "first;" {
+                        pausing.end();
+                    }
+                    Ok::<_, Infallible>(chunk)
+                }
+            });
+            Body::from_stream(chunks)
+        });
+        assert_eq!(
+            call(&leading(router, &tenure)).await,
+            (StatusCode::OK, "first;".into())
+        );
     }
 }

@@ -115,7 +115,8 @@ impl Forwarder {
     }
 }
 
-fn no_leader(why: &str) -> Response {
+/// `no_leader` (503), saying `why` and to retry.
+pub(crate) fn no_leader(why: &str) -> Response {
     ApiError::from(ErrorBody::new(
         ErrorCode::NoLeader,
         format!("no Locksmith leader is serving right now ({why}); retry in a moment"),
