@@ -113,7 +113,9 @@ pub enum EndCause {
         /// Their reason.
         reason: String,
     },
-    /// Ended before this server's memory of it (e.g. before a restart); the exact cause is gone.
+    /// Ended before this server's memory of it: longer ago than the newest ends it remembers
+    /// (`TableConfig::ended_memory`, and across a restart the audit records read back at
+    /// boot); the exact cause is gone.
     Unknown,
 }
 
