@@ -10,12 +10,14 @@ pub enum Exit {
     /// 0: done.
     Ok,
     /// 1: any other error: invalid request or input, unexpected answer, or an operator action
-    /// the server refused (unknown hold, acknowledging one's own hold, nothing to break).
+    /// the server refused (unknown hold, acknowledging one's own hold or one already in force,
+    /// nothing to break).
     Other,
     /// 2: usage error, reported by clap itself (listed here for the help text).
     Usage,
     /// 3: the lock cannot be had now: HOT (held by someone else, the wait timed out, slots
-    /// mismatch), FROZEN (an operator's hold) or DELAYED (lock-delay after a failed holder).
+    /// mismatch, or already held by this process with another TTL), FROZEN (an operator's hold)
+    /// or DELAYED (lock-delay after a failed holder).
     Hot,
     /// 4: the lease was lost or has ended (expired, released, never granted, stale token,
     /// broken by an operator).
@@ -37,10 +39,11 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  ok (`status`: ALL CLEAR)
   1  other error (invalid request or input; refused operator action: unknown hold, own-hold ack,
-     nothing to break)
+     ack of a hold already in force, nothing to break)
   2  usage error
-  3  HOT: the lock is held by someone else, the wait timed out, or --slots mismatch; also
-     FROZEN (an operator's hold is in force) and DELAYED (lock-delay after a failed holder)
+  3  HOT: the lock is held by someone else, the wait timed out, or --slots mismatch (or --ttl
+     mismatch with this process's own lease); also FROZEN (an operator's hold is in force) and
+     DELAYED (lock-delay after a failed holder)
   4  lease lost or ended (expired, released, unknown lease, stale token, broken by an operator,
      or lost during `run`)
   5  server unreachable or unavailable (storage failed, shutting down, server cannot start)
@@ -82,6 +85,7 @@ impl Exit {
         match code {
             ErrorCode::Hot
             | ErrorCode::SlotsMismatch
+            | ErrorCode::TtlMismatch
             | ErrorCode::Frozen
             | ErrorCode::LockDelay => Exit::Hot,
             ErrorCode::LeaseExpired
@@ -93,6 +97,8 @@ impl Exit {
             }
             ErrorCode::HoldNotFound
             | ErrorCode::SameOperator
+            | ErrorCode::AlreadyAcknowledged
+            | ErrorCode::AckNotRequired
             | ErrorCode::NotHeld
             | ErrorCode::NotSameNode
             | ErrorCode::WrongProcess
@@ -134,6 +140,7 @@ mod tests {
         };
         assert_eq!(Exit::for_client(&api(ErrorCode::Hot)).code(), 3);
         assert_eq!(Exit::for_client(&api(ErrorCode::SlotsMismatch)).code(), 3);
+        assert_eq!(Exit::for_client(&api(ErrorCode::TtlMismatch)).code(), 3);
         assert_eq!(Exit::for_client(&api(ErrorCode::LeaseExpired)).code(), 4);
         assert_eq!(Exit::for_client(&api(ErrorCode::NotHolder)).code(), 4);
         assert_eq!(Exit::for_client(&api(ErrorCode::StaleToken)).code(), 4);
@@ -141,6 +148,11 @@ mod tests {
         assert_eq!(Exit::for_client(&api(ErrorCode::LockDelay)).code(), 3);
         assert_eq!(Exit::for_client(&api(ErrorCode::Broken)).code(), 4);
         assert_eq!(Exit::for_client(&api(ErrorCode::SameOperator)).code(), 1);
+        assert_eq!(
+            Exit::for_client(&api(ErrorCode::AlreadyAcknowledged)).code(),
+            1
+        );
+        assert_eq!(Exit::for_client(&api(ErrorCode::AckNotRequired)).code(), 1);
         assert_eq!(Exit::for_client(&api(ErrorCode::HoldNotFound)).code(), 1);
         assert_eq!(Exit::for_client(&api(ErrorCode::NotHeld)).code(), 1);
         assert_eq!(Exit::for_client(&api(ErrorCode::StorageFailed)).code(), 5);

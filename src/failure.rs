@@ -121,6 +121,7 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
                 .unwrap_or(msg);
             format!("{}: SLOTS MISMATCH — {details}", shown(subject))
         }
+        ErrorCode::TtlMismatch => format!("{}: TTL MISMATCH — {msg}", shown(subject)),
         ErrorCode::InvalidRequest | ErrorCode::InvalidJson => match body.field.as_deref() {
             Some(field) => format!(
                 "{}: invalid {field} — {msg}; fix {} and retry",
@@ -154,6 +155,9 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
         },
         ErrorCode::HoldNotFound => format!("{}: NO SUCH HOLD — {msg}", shown(subject)),
         ErrorCode::SameOperator => format!("{}: SAME OPERATOR — {msg}", shown(subject)),
+        ErrorCode::AlreadyAcknowledged | ErrorCode::AckNotRequired => {
+            format!("{}: ALREADY IN FORCE — {msg}", shown(subject))
+        }
         ErrorCode::NotHeld => format!("{}: NOT HELD — {msg}", shown(subject)),
         ErrorCode::NotSameNode | ErrorCode::WrongProcess => {
             format!("{}: REPORT REFUSED — {msg}", shown(subject))

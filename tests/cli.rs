@@ -160,6 +160,47 @@ fn a_second_owner_is_refused_hot_with_one_line_naming_the_holder() {
     one_error_line(&out);
 }
 
+/// Issue 15 item 13: a second `acquire` by the same process with another `--ttl` or `--slots`
+/// was handed its old lease, the new TTL and size silently ignored.
+#[test]
+fn a_reacquire_with_another_ttl_or_slot_count_exits_3_with_one_line_and_keeps_the_lease() {
+    let (_dir, server) = server();
+    let res = "cfg/reacquire.conf";
+    let out = server.cli(&["acquire", res, "--ttl", "15s"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let (lease, _) = lease_and_token(&out);
+    // The same ask again: the same lease.
+    let out = server.cli(&["acquire", res, "--ttl", "15s"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(lease_and_token(&out).0, lease);
+
+    let out = server.cli(&["acquire", res, "--ttl", "60s"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(stdout(&out).is_empty(), "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.starts_with(&format!(
+            "ERROR: {res}: TTL MISMATCH — this process already holds lease {lease} on {res} \
+             with a TTL of 15s, asked for 1m"
+        )),
+        "{line}"
+    );
+    assert!(line.contains(&format!("locksmith renew {lease}")), "{line}");
+
+    let out = server.cli(&["acquire", res, "--ttl", "15s", "--slots", "2"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        one_error_line(&out).contains("SLOTS MISMATCH"),
+        "{}",
+        describe(&out)
+    );
+
+    assert_eq!(
+        rows(&server, res, "lease,slots"),
+        [[lease.clone(), "1/1".to_string()]]
+    );
+}
+
 #[test]
 fn bad_input_exits_1_with_one_line_naming_the_field() {
     let (_dir, server) = server();

@@ -190,3 +190,131 @@ fn kill_9_during_load_loses_no_acknowledged_grant_and_leaves_no_ghost() {
         "recovered leases were reclaimed before a live holder could renew them"
     );
 }
+
+/// POSTs `body` to `url` and returns the status and the JSON answer.
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    let json = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: answer is not JSON: {e}"));
+    (status, json)
+}
+
+/// Acquires `resource` over HTTP for `owner(task)` (60 s TTL) and returns the lease id.
+async fn acquire_over_http(http: &reqwest::Client, server: &str, resource: &str, task: u32) -> u64 {
+    let (status, lease) = post(
+        http,
+        format!("{server}/v1/acquire"),
+        serde_json::json!({"resource": resource, "owner": owner(task), "ttl_ms": 60_000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{lease}");
+    lease["lease"].as_u64().expect("lease id")
+}
+
+/// Issue 15 item 10: the ended-lease memory did not survive a restart, so after `kill -9` a
+/// retried release got `lease_expired {cause: unknown}` instead of `already_released`, and a
+/// broken lease's holder got `lease_expired/unknown` instead of `broken` naming who and why.
+#[test]
+fn after_kill_9_a_retried_release_is_already_released_and_a_broken_lease_says_who_broke_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let http = reqwest::Client::new();
+
+    let server = ServerProc::start(&data);
+    let url = server.url().to_string();
+    let (released, broken, release_retried, broken_renew, broken_release) = rt.block_on(async {
+        let released = acquire_over_http(&http, &url, "ends/released", 1).await;
+        let release = format!("{url}/v1/leases/{released}/release");
+        let (status, first) = post(&http, release.clone(), serde_json::json!({})).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(first["already_released"], false, "{first}");
+        let (status, retried) = post(&http, release, serde_json::json!({})).await;
+        assert_eq!(status, 200, "{retried}");
+        assert_eq!(retried["already_released"], true, "{retried}");
+
+        let broken = acquire_over_http(&http, &url, "ends/broken", 2).await;
+        let (status, broke) = post(
+            &http,
+            format!("{url}/v1/break"),
+            serde_json::json!({
+                "resource": "ends/broken",
+                "operator": "alice@ops",
+                "reason": "stuck since 03:12",
+                "freeze_ms": 0,
+            }),
+        )
+        .await;
+        assert_eq!(status, 200, "{broke}");
+        let renew = post(
+            &http,
+            format!("{url}/v1/leases/{broken}/renew"),
+            serde_json::json!({}),
+        )
+        .await;
+        let release = post(
+            &http,
+            format!("{url}/v1/leases/{broken}/release"),
+            serde_json::json!({}),
+        )
+        .await;
+        (released, broken, retried, renew, release)
+    });
+    for (status, body) in [&broken_renew, &broken_release] {
+        assert_eq!(*status, 410, "{body}");
+        assert_eq!(body["error"], "broken", "{body}");
+        assert_eq!(body["by"], "alice@ops", "{body}");
+        assert_eq!(body["reason"], "stuck since 03:12", "{body}");
+    }
+
+    signal(server.pid(), Signal::SIGKILL);
+    drop(server); // reaps the killed process
+    let server = ServerProc::start(&data);
+    let url = server.url().to_string();
+    rt.block_on(async {
+        // The release retried after the crash is answered as the retry before it was.
+        let (status, retried) = post(
+            &http,
+            format!("{url}/v1/leases/{released}/release"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 200, "{retried}");
+        assert_eq!(retried, release_retried);
+        // The broken holder still learns who broke its lease and why, renewing or releasing.
+        let renew = post(
+            &http,
+            format!("{url}/v1/leases/{broken}/renew"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(renew, broken_renew);
+        let release = post(
+            &http,
+            format!("{url}/v1/leases/{broken}/release"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(release, broken_release);
+    });
+    assert!(
+        server.log().contains("ended_remembered=2"),
+        "the boot log says how many ends it remembered:\n{}",
+        server.log()
+    );
+}

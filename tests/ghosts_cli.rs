@@ -219,6 +219,52 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
     assert!(one_error_line(&out).contains("NO SUCH HOLD"));
 }
 
+/// Issue 15 items 11 and 12: a second `ack` printed "acknowledged by carol" and exited 0 though
+/// nothing changed, and the placer acknowledged their own hold by typing their name in capitals.
+#[test]
+fn a_second_ack_or_one_by_the_placer_spelt_otherwise_is_refused_with_one_line_and_exit_1() {
+    let (_dir, server) = server();
+    let res = "cfg/second-ack.conf";
+    let out = server.cli(&[
+        "--operator",
+        "alice@ops",
+        "hold",
+        res,
+        "--for",
+        "60s",
+        "--reason",
+        "maintenance",
+        "--require-ack",
+    ]);
+    let hold = hold_of(&out);
+
+    for spelling in ["ALICE@OPS", "Alice@Ops ", " alice@ops"] {
+        let out = server.cli(&["--operator", spelling, "ack", &hold]);
+        assert_eq!(code(&out), 1, "{spelling:?}: {}", describe(&out));
+        assert!(
+            one_error_line(&out).contains("SAME OPERATOR"),
+            "{spelling:?}: {}",
+            describe(&out)
+        );
+    }
+
+    ok(&server.cli(&["--operator", "bob@ops", "ack", &hold]));
+    let out = server.cli(&["--operator", "carol@ops", "ack", &hold]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    assert!(stdout(&out).is_empty(), "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.starts_with(&format!("ERROR: hold {hold}: ALREADY IN FORCE — hold {hold} on {res} was already acknowledged by bob@ops")),
+        "{line}"
+    );
+    assert!(line.contains(&format!("locksmith unhold {hold}")), "{line}");
+
+    // Nothing changed: still acknowledged by bob, and one ack in the audit trail.
+    let out = server.cli(&["audit", "--resource", res, "--json"]);
+    let acks = ok(&out).matches("\"hold_acked\"").count();
+    assert_eq!(acks, 1, "{}", describe(&out));
+}
+
 #[test]
 fn holds_and_breaks_refuse_to_act_without_a_reason() {
     let (_dir, server) = server();

@@ -28,6 +28,10 @@ pub enum ErrorCode {
     HoldNotFound,
     /// The operator who placed a hold tried to acknowledge it: a second operator must.
     SameOperator,
+    /// The hold was acknowledged already (and is in force): nothing to acknowledge.
+    AlreadyAcknowledged,
+    /// The hold was placed without `require_ack` (and is in force): nothing to acknowledge.
+    AckNotRequired,
     /// A break found nothing to break.
     NotHeld,
     /// A liveness report came from another node than the holder's.
@@ -36,6 +40,8 @@ pub enum ErrorCode {
     WrongProcess,
     /// The resource is held as a semaphore of a different size.
     SlotsMismatch,
+    /// The caller already holds the resource under a lease with a different TTL.
+    TtlMismatch,
     /// No such lease was ever granted.
     NotHolder,
     /// The lease has ended (released, expired or reclaimed): the caller no longer holds the lock.
@@ -68,10 +74,13 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Hot
             | ErrorCode::SlotsMismatch
+            | ErrorCode::TtlMismatch
             | ErrorCode::StaleToken
             | ErrorCode::Frozen
             | ErrorCode::LockDelay
             | ErrorCode::SameOperator
+            | ErrorCode::AlreadyAcknowledged
+            | ErrorCode::AckNotRequired
             | ErrorCode::NotHeld
             | ErrorCode::WrongProcess => 409,
             ErrorCode::LeaseExpired | ErrorCode::Broken => 410,
@@ -92,10 +101,13 @@ impl ErrorCode {
             ErrorCode::Broken => "broken",
             ErrorCode::HoldNotFound => "hold_not_found",
             ErrorCode::SameOperator => "same_operator",
+            ErrorCode::AlreadyAcknowledged => "already_acknowledged",
+            ErrorCode::AckNotRequired => "ack_not_required",
             ErrorCode::NotHeld => "not_held",
             ErrorCode::NotSameNode => "not_same_node",
             ErrorCode::WrongProcess => "wrong_process",
             ErrorCode::SlotsMismatch => "slots_mismatch",
+            ErrorCode::TtlMismatch => "ttl_mismatch",
             ErrorCode::NotHolder => "not_holder",
             ErrorCode::LeaseExpired => "lease_expired",
             ErrorCode::StaleToken => "stale_token",
@@ -135,7 +147,7 @@ pub struct ErrorBody {
     /// The holds in force, for `frozen`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<HoldView>,
-    /// Who acted, for `broken` and `same_operator`.
+    /// Who acted, for `broken`, `same_operator` and `already_acknowledged`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
     /// Their reason, for `broken`.
@@ -181,6 +193,26 @@ impl ErrorBody {
                 ..Self::new(
                     ErrorCode::SlotsMismatch,
                     format!("{e}; ask with the same --slots as the current holders"),
+                )
+            },
+            AcquireError::TtlMismatch {
+                resource,
+                lease,
+                held_ttl_ms,
+                asked_ttl_ms,
+            } => Self {
+                resource: Some(resource.clone()),
+                lease: Some(*lease),
+                ..Self::new(
+                    ErrorCode::TtlMismatch,
+                    format!(
+                        "this process already holds lease {lease} on {resource} with a TTL of \
+                         {}, asked for {}; a lease keeps the TTL it was granted with — renew it \
+                         as it is ('locksmith renew {lease}'), or release it and acquire again \
+                         with the new TTL",
+                        format_age(*held_ttl_ms),
+                        format_age(*asked_ttl_ms)
+                    ),
                 )
             },
             AcquireError::Frozen { resource, holds } => Self {
@@ -229,6 +261,21 @@ impl ErrorBody {
                     format!(
                         "{e} (run 'locksmith ack {hold}' as another operator, --operator NAME)"
                     ),
+                )
+            },
+            HoldError::AlreadyAcknowledged { hold, by, .. } => Self {
+                hold: Some(*hold),
+                by: Some(by.clone()),
+                ..Self::new(
+                    ErrorCode::AlreadyAcknowledged,
+                    format!("{e}; nothing changed (lift it early with 'locksmith unhold {hold}')"),
+                )
+            },
+            HoldError::AckNotRequired { hold, .. } => Self {
+                hold: Some(*hold),
+                ..Self::new(
+                    ErrorCode::AckNotRequired,
+                    format!("{e}; nothing changed (lift it early with 'locksmith unhold {hold}')"),
                 )
             },
             HoldError::Invalid(inv) => Self::from_invalid(inv),

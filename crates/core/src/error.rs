@@ -50,6 +50,22 @@ pub enum AcquireError {
         /// Slot count in the request.
         asked_slots: u32,
     },
+    /// The caller already holds the resource under a lease granted with another TTL. A lease
+    /// keeps the TTL it was granted with for its whole life (as an etcd lease or a Consul
+    /// session does): a re-acquire returns the lease only when it asks for the same TTL.
+    #[error(
+        "{resource}: this process already holds lease {lease} with a TTL of {held_ttl_ms} ms, asked for {asked_ttl_ms} ms"
+    )]
+    TtlMismatch {
+        /// The resource asked for.
+        resource: String,
+        /// The caller's lease on it.
+        lease: LeaseId,
+        /// The TTL the lease was granted with, ms.
+        held_ttl_ms: u64,
+        /// The TTL in the request, ms.
+        asked_ttl_ms: u64,
+    },
     /// An operator's hold is in force on the resource: no new grants until it ends.
     #[error("{resource}: FROZEN")]
     Frozen {
@@ -97,7 +113,9 @@ pub enum EndCause {
         /// Their reason.
         reason: String,
     },
-    /// Ended before this server's memory of it (e.g. before a restart); the exact cause is gone.
+    /// Ended before this server's memory of it: longer ago than the newest ends it remembers
+    /// (`TableConfig::ended_memory`, and across a restart the audit records read back at
+    /// boot); the exact cause is gone.
     Unknown,
 }
 
@@ -199,6 +217,28 @@ pub enum HoldError {
         hold: HoldId,
         /// Who placed it.
         by: String,
+    },
+    /// The hold was acknowledged already and is in force: another acknowledgement would change
+    /// nothing, so it is refused rather than reported as if it had been given.
+    #[error("hold {hold} on {resource} was already acknowledged by {by} and is in force")]
+    AlreadyAcknowledged {
+        /// The hold.
+        hold: HoldId,
+        /// Its resource.
+        resource: String,
+        /// Who acknowledged it.
+        by: String,
+    },
+    /// The hold was placed without `require_ack`: it has been in force since it was placed and
+    /// there is nothing to acknowledge.
+    #[error(
+        "hold {hold} on {resource} needs no acknowledgement: it has been in force since it was placed"
+    )]
+    AckNotRequired {
+        /// The hold.
+        hold: HoldId,
+        /// Its resource.
+        resource: String,
     },
     /// The request is malformed.
     #[error(transparent)]

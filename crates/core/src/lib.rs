@@ -13,6 +13,7 @@ pub mod effect;
 pub mod error;
 pub mod hold;
 pub mod ids;
+pub mod operator;
 pub mod owner;
 pub mod record;
 pub mod resource;
@@ -28,6 +29,7 @@ pub use error::{
 };
 pub use hold::{HoldId, HoldRecord, HoldState, HoldView};
 pub use ids::{FenceToken, LeaseId, WaiterId};
+pub use operator::same_operator;
 pub use owner::Owner;
 pub use record::{LeaseChunk, LeaseRecord, LeaseRef, Mutation, OwnerRef, Snapshot};
 pub use resource::validate_resource;

@@ -394,6 +394,44 @@ fn ack_by_the_placing_operator_is_same_operator_and_changes_nothing() {
 }
 
 #[test]
+fn ack_by_the_placing_operator_spelt_otherwise_is_still_same_operator() {
+    let mut table = table();
+    let mut fx = Effects::new();
+    let pending = table
+        .place_hold(hold_req("r", "alice@ops", 30_000, true), t(0), &mut fx)
+        .expect("hold");
+    for spelling in ["ALICE@OPS", "alice@ops ", " Alice@Ops", "Alice@OPS"] {
+        let mut fx = Effects::new();
+        assert_eq!(
+            table.ack_hold(pending.record.hold, spelling, t(1_000), &mut fx),
+            Err(HoldError::SameOperator {
+                hold: pending.record.hold,
+                by: "alice@ops".to_string(),
+            }),
+            "{spelling:?}"
+        );
+        assert!(fx.is_empty(), "{fx:?}");
+    }
+    assert_eq!(table.holds(t(1_000))[0].state, HoldState::PendingAck);
+}
+
+#[test]
+fn ack_of_a_hold_that_needed_none_is_refused_and_changes_nothing() {
+    let mut table = table();
+    let active = place(&mut table, "r", 10_000, t(0));
+    let mut fx = Effects::new();
+    assert_eq!(
+        table.ack_hold(active.record.hold, "bob", t(1_000), &mut fx),
+        Err(HoldError::AckNotRequired {
+            hold: active.record.hold,
+            resource: "r".to_string(),
+        })
+    );
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(table.holds(t(1_000))[0].record.acked_by, None);
+}
+
+#[test]
 fn ack_by_another_operator_makes_the_hold_active_for_its_full_duration_from_the_ack() {
     let mut table = table();
     let mut fx = Effects::new();
@@ -407,13 +445,20 @@ fn ack_by_another_operator_makes_the_hold_active_for_its_full_duration_from_the_
     assert_eq!(active.record.acked_by.as_deref(), Some("bob"));
     assert_eq!(active.record.active_since_ms, Some(WALL0 + 7_000));
     assert_eq!(active.record.placed_at_ms, WALL0);
-    // Acknowledging an active hold again changes nothing (and is not SameOperator).
-    let mut fx = Effects::new();
-    let again = table
-        .ack_hold(id, "alice", t(8_000), &mut fx)
-        .expect("no-op");
-    assert_eq!(again.record, active.record);
-    assert!(fx.is_empty(), "{fx:?}");
+    // A second acknowledgement is refused, naming who gave the first, and changes nothing.
+    for second in ["carol", "alice", "bob"] {
+        let mut fx = Effects::new();
+        assert_eq!(
+            table.ack_hold(id, second, t(8_000), &mut fx),
+            Err(HoldError::AlreadyAcknowledged {
+                hold: id,
+                resource: "r".to_string(),
+                by: "bob".to_string(),
+            })
+        );
+        assert!(fx.is_empty(), "{fx:?}");
+    }
+    assert_eq!(table.holds(t(8_000))[0].record, active.record);
 
     let mut fx = Effects::new();
     table.advance(t(16_999), &mut fx);

@@ -1,10 +1,14 @@
 //! Property tests: the lock table against a simple reference model.
 //!
-//! Random sequences of acquires, releases, renewals, cancelled waits, clock jumps (with and without
-//! an explicit `advance`) and server restarts run over three resources and five processes; the
-//! third property adds acquires with a lock-delay, holds (some needing a second operator's
-//! acknowledgement), acknowledgements (by the placing operator or another), lifts and breaks
-//! (with or without a freeze, of every holder or of one named lease). After every step the table
+//! Random sequences of acquires (re-acquires by a holder with its own or another TTL or slot
+//! count among them), releases, renewals, cancelled waits, clock jumps (with and without an
+//! explicit `advance`) and server restarts (the table rebuilt from the persisted state and told
+//! the persisted audit log, so renewals and releases of leases that ended before the restart
+//! are still told why) run over three resources and five processes; the third property adds
+//! acquires with a lock-delay, holds (some needing a second operator's acknowledgement),
+//! acknowledgements (by the placing operator under any spelling of their name, by another, of
+//! holds already in force), lifts and breaks (with or without a freeze, of every holder or of
+//! one named lease). After every step the table
 //! must agree with the model (outcomes, effects, holders, queues, holds, lock-delays, states,
 //! deadlines) and must keep the invariants in `table/mod.rs`'s module docs, checked directly on
 //! its views and effects: never more holders than slots, strictly increasing tokens, FIFO queues,
@@ -16,8 +20,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use locksmith_core::{
-    Acquire, AcquireError, AcquireOutcome, AuditKind, BreakError, Effect, Effects, EndCause,
-    FenceToken, HoldError, HoldId, HoldRecord, HoldState, HoldView, LeaseError, LeaseId,
+    Acquire, AcquireError, AcquireOutcome, AuditKind, AuditRecord, BreakError, Effect, Effects,
+    EndCause, FenceToken, HoldError, HoldId, HoldRecord, HoldState, HoldView, LeaseError, LeaseId,
     LeaseRecord, LockState, LockTable, Mutation, Now, Owner, PlaceHold, Snapshot, TableConfig,
     Trusted, WaiterId,
 };
@@ -31,6 +35,10 @@ const OWNERS: usize = 5;
 const WALL0: u64 = 1_700_000_000_000;
 /// Who places holds; `ack` by them is refused, by anyone else accepted.
 const PLACER: &str = "alice";
+/// How the placer may spell their name when acknowledging: every one is still the placer.
+const PLACER_SPELLINGS: [&str; 4] = [PLACER, "ALICE", " alice ", "Alice "];
+/// Who acknowledges holds when it is not the placer.
+const ACKER: &str = "bob";
 const BREAKER: &str = "carol";
 const BREAK_REASON: &str = "model break";
 
@@ -88,8 +96,13 @@ enum Op {
         duration_ms: u64,
         require_ack: bool,
     },
-    /// Acknowledge the `pick`-th hold ever placed (or an unknown id), by its placer or not.
-    Ack { pick: usize, same_operator: bool },
+    /// Acknowledge the `pick`-th hold ever placed (or an unknown id), by its placer (spelt one
+    /// of [`PLACER_SPELLINGS`] ways) or not.
+    Ack {
+        pick: usize,
+        same_operator: bool,
+        spelling: usize,
+    },
     /// Lift the `pick`-th hold ever placed (or an unknown id).
     Lift { pick: usize },
     /// Break `res` (every holder, or only the `one`-th lease ever granted), freezing it or not.
@@ -155,10 +168,15 @@ fn op_strategy(mix: Mix) -> impl Strategy<Value = Op> {
             duration_ms,
             require_ack,
         });
-    let ack =
-        (pick.clone(), proptest::bool::weighted(0.2)).prop_map(|(pick, same_operator)| Op::Ack {
+    let ack = (
+        pick.clone(),
+        proptest::bool::weighted(0.2),
+        0..PLACER_SPELLINGS.len(),
+    )
+        .prop_map(|(pick, same_operator, spelling)| Op::Ack {
             pick,
             same_operator,
+            spelling,
         });
     let lift = pick.clone().prop_map(|pick| Op::Lift { pick });
     let brk = (
@@ -223,6 +241,8 @@ struct MRes {
 struct MHold {
     res: usize,
     active: bool,
+    /// Acknowledged (by [`ACKER`]): only a hold placed pending can be.
+    acked: bool,
     duration: u64,
     /// When it ends (active) or lapses unacknowledged (pending).
     deadline: u64,
@@ -256,6 +276,11 @@ enum Outcome {
         held: u32,
         asked: u32,
     },
+    TtlMismatch {
+        lease: u64,
+        held: u64,
+        asked: u64,
+    },
     Renewed(u64),
     Released {
         already: bool,
@@ -271,6 +296,8 @@ enum Outcome {
     },
     HoldNotFound,
     SameOperator,
+    AlreadyAcknowledged,
+    AckNotRequired,
     Lifted(u64),
     Broke {
         revoked: Vec<u64>,
@@ -472,21 +499,9 @@ impl Model {
         ev: &mut Vec<Event>,
     ) -> Outcome {
         self.advance(ev);
-        let mine = self.res[r]
-            .holders
-            .iter()
-            .copied()
-            .find(|id| self.leases[id].owner == owner);
-        if let Some(id) = mine {
-            let l = self.leases.get_mut(&id).expect("holder is live");
-            l.deadline = self.now + l.ttl;
-            return Outcome::Granted {
-                lease: id,
-                reacquired: true,
-            };
-        }
         let res = &self.res[r];
-        // The size it is held with, or (nobody holding it) the size its queue waits for.
+        // The size it is held with, or (nobody holding it) the size its queue waits for; a
+        // holder asking again with another size is refused like anyone else.
         let size = if res.holders.is_empty() {
             res.queue.front().map(|w| w.slots)
         } else {
@@ -495,6 +510,28 @@ impl Model {
         if let Some(held) = size.filter(|s| *s != slots) {
             return Outcome::SlotsMismatch { held, asked: slots };
         }
+        let mine = res
+            .holders
+            .iter()
+            .copied()
+            .find(|id| self.leases[id].owner == owner);
+        if let Some(id) = mine {
+            let l = self.leases.get_mut(&id).expect("holder is live");
+            // A lease keeps its TTL: asking again with another is refused and renews nothing.
+            if l.ttl != ttl {
+                return Outcome::TtlMismatch {
+                    lease: id,
+                    held: l.ttl,
+                    asked: ttl,
+                };
+            }
+            l.deadline = self.now + l.ttl;
+            return Outcome::Granted {
+                lease: id,
+                reacquired: true,
+            };
+        }
+        let res = &self.res[r];
         let blocked = self.blocked(r);
         let full = (!res.holders.is_empty() && res.holders.len() >= res.slots as usize)
             || !res.queue.is_empty()
@@ -575,6 +612,7 @@ impl Model {
             MHold {
                 res: r,
                 active: !require_ack,
+                acked: false,
                 duration,
                 deadline: self.now + duration,
             },
@@ -592,13 +630,21 @@ impl Model {
         let Some(h) = self.holds.get_mut(&id) else {
             return Outcome::HoldNotFound;
         };
-        if !h.active {
-            if same_operator {
-                return Outcome::SameOperator;
-            }
-            h.active = true;
-            h.deadline = now + h.duration;
+        // In force already: a second acknowledgement (or one of a hold that needed none) is
+        // refused and changes nothing.
+        if h.active {
+            return if h.acked {
+                Outcome::AlreadyAcknowledged
+            } else {
+                Outcome::AckNotRequired
+            };
         }
+        if same_operator {
+            return Outcome::SameOperator;
+        }
+        h.active = true;
+        h.acked = true;
+        h.deadline = now + h.duration;
         Outcome::Hold {
             hold: id,
             active: true,
@@ -635,6 +681,7 @@ impl Model {
                 MHold {
                     res: r,
                     active: true,
+                    acked: false,
                     duration: freeze,
                     deadline: self.now + freeze,
                 },
@@ -652,16 +699,16 @@ impl Model {
         }
     }
 
-    /// A restart: waiters, lock-delays and the memory of ended leases are gone, waiter ids start
-    /// over, every surviving lease is treated as renewed now, and holds keep their wall-clock
-    /// deadlines (the wall clock runs in step with the monotonic one here).
+    /// A restart: waiters and lock-delays are gone, waiter ids start over, every surviving lease
+    /// is treated as renewed now, and holds keep their wall-clock deadlines (the wall clock runs
+    /// in step with the monotonic one here). Why each lease ended is remembered: the restarted
+    /// table is given the durable audit log.
     fn restart(&mut self) {
         for res in &mut self.res {
             res.queue.clear();
             res.delay = None;
         }
         self.waiter_res.clear();
-        self.ended.clear();
         self.last_waiter = 0;
         let now = self.now;
         for l in self.leases.values_mut() {
@@ -714,6 +761,8 @@ struct Harness {
     /// The persisted image: the mutations replayed into maps.
     persisted: BTreeMap<u64, LeaseRecord>,
     persisted_holds: BTreeMap<u64, HoldRecord>,
+    /// The persisted audit log, in order: what a restart hands the table to remember ends.
+    persisted_audit: Vec<AuditRecord>,
     high_water: u64,
     /// The highest audit seq persisted (what a restart resumes above).
     audit_seq: u64,
@@ -756,6 +805,15 @@ fn hold_error(id: u64, e: HoldError) -> Result<Outcome, TestCaseError> {
             prop_assert_eq!(by.as_str(), PLACER);
             Outcome::SameOperator
         }
+        HoldError::AlreadyAcknowledged { hold, by, .. } => {
+            prop_assert_eq!(hold.0, id);
+            prop_assert_eq!(by.as_str(), ACKER);
+            Outcome::AlreadyAcknowledged
+        }
+        HoldError::AckNotRequired { hold, .. } => {
+            prop_assert_eq!(hold.0, id);
+            Outcome::AckNotRequired
+        }
         HoldError::Invalid(e) => {
             return Err(TestCaseError::fail(format!(
                 "valid hold request refused: {e}"
@@ -778,6 +836,7 @@ impl Harness {
             dead: HashSet::new(),
             persisted: BTreeMap::new(),
             persisted_holds: BTreeMap::new(),
+            persisted_audit: Vec::new(),
             high_water: 0,
             audit_seq: 0,
             last_audit: 0,
@@ -849,6 +908,16 @@ impl Harness {
                         held: held_slots,
                         asked: asked_slots,
                     },
+                    Err(AcquireError::TtlMismatch {
+                        lease,
+                        held_ttl_ms,
+                        asked_ttl_ms,
+                        ..
+                    }) => Outcome::TtlMismatch {
+                        lease: lease.0,
+                        held: held_ttl_ms,
+                        asked: asked_ttl_ms,
+                    },
                     Err(AcquireError::Invalid(e)) => {
                         return Err(TestCaseError::fail(format!("valid request refused: {e}")));
                     }
@@ -912,6 +981,7 @@ impl Harness {
             }
             Op::Restart => {
                 self.table = LockTable::restore(TableConfig::default(), self.snapshot(), t);
+                self.table.remember_ended(&self.persisted_audit);
                 self.model.restart();
                 // Waiters died with the server; their ids will be handed out again.
                 self.queued.clear();
@@ -948,9 +1018,14 @@ impl Harness {
             Op::Ack {
                 pick,
                 same_operator,
+                spelling,
             } => {
                 let id = self.hold_pick(pick);
-                let operator = if same_operator { PLACER } else { "bob" };
+                let operator = if same_operator {
+                    PLACER_SPELLINGS[spelling]
+                } else {
+                    ACKER
+                };
                 let got = match self.table.ack_hold(HoldId(id), operator, t, &mut fx) {
                     Ok(view) => hold_outcome(&view),
                     Err(e) => hold_error(id, e)?,
@@ -1211,7 +1286,10 @@ impl Harness {
             Mutation::DeleteHold(id) => {
                 self.persisted_holds.remove(&id.0);
             }
-            Mutation::AppendAudit(a) => self.audit_seq = self.audit_seq.max(a.seq),
+            Mutation::AppendAudit(a) => {
+                self.audit_seq = self.audit_seq.max(a.seq);
+                self.persisted_audit.push(a.clone());
+            }
         }
     }
 

@@ -5,8 +5,8 @@
 
 use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditKind, AuditRecord, Effect, Effects, EndCause,
-    FenceError, FenceToken, LeaseId, LeaseRecord, LeaseView, LockState, LockTable, Mutation, Now,
-    Owner, Snapshot, TableConfig, Trusted, WaiterId,
+    FenceError, FenceToken, LeaseError, LeaseId, LeaseRecord, LeaseView, LockState, LockTable,
+    Mutation, Now, Owner, Released, Snapshot, TableConfig, Trusted, WaiterId,
 };
 
 mod common;
@@ -509,6 +509,82 @@ fn reacquire_by_the_same_process_returns_the_same_lease_without_a_new_token() {
 }
 
 #[test]
+fn reacquire_by_the_holder_with_another_slot_count_is_slots_mismatch_not_its_lease() {
+    let mut table = table();
+    let mut fx = Effects::new();
+    let held = granted(table.acquire(req("sem", owner(1), 2, 0), t(0), &mut fx));
+    let mut fx = Effects::new();
+    match table.acquire(req("sem", owner(1), 3, 0), t(5_000), &mut fx) {
+        Err(AcquireError::SlotsMismatch {
+            resource,
+            held_slots,
+            asked_slots,
+        }) => {
+            assert_eq!(resource, "sem");
+            assert_eq!(held_slots, 2);
+            assert_eq!(asked_slots, 3);
+        }
+        other => panic!("expected SlotsMismatch, got {other:?}"),
+    }
+    assert!(fx.is_empty(), "a refusal changes nothing: {fx:?}");
+    // Not even a heartbeat: the lease still ends one TTL after its grant.
+    assert_eq!(table.advance(t(TTL), &mut fx), 1);
+    assert!(table.lease(held.lease).is_none());
+}
+
+#[test]
+fn reacquire_by_the_holder_with_another_ttl_is_ttl_mismatch_and_renews_nothing() {
+    let mut table = table();
+    let held = lock(&mut table, "r", 1, t(0));
+    let mut fx = Effects::new();
+    let longer = Acquire {
+        ttl_ms: 6 * TTL,
+        ..req("r", owner(1), 1, 0)
+    };
+    assert_eq!(
+        table.acquire(longer, t(5_000), &mut fx),
+        Err(AcquireError::TtlMismatch {
+            resource: "r".to_string(),
+            lease: held.lease,
+            held_ttl_ms: TTL,
+            asked_ttl_ms: 6 * TTL,
+        })
+    );
+    assert!(fx.is_empty(), "a refusal changes nothing: {fx:?}");
+    assert_eq!(table.lease(held.lease).map(|l| l.ttl_ms), Some(TTL));
+    // The lease was not renewed by the refused re-acquire: it ends one TTL after its grant.
+    assert_eq!(table.advance(t(TTL - 1), &mut fx), 0);
+    assert_eq!(table.advance(t(TTL), &mut fx), 1);
+
+    // A trusted long-TTL caller (FleetLock: the TTL is the server's setting) keeps its lease
+    // when the setting changed since its grant.
+    let mut table = table_with_fleet_lease();
+    let mut fx = Effects::new();
+    let again = granted(table.acquire(fleet_req(2 * TTL), t(1), &mut fx));
+    assert!(again.reacquired);
+    assert_eq!(again.ttl_ms, TTL);
+}
+
+fn fleet_req(ttl_ms: u64) -> Acquire {
+    Acquire {
+        ttl_ms,
+        trusted: Trusted {
+            resize: true,
+            long_ttl: true,
+            synthetic_owner: true,
+        },
+        ..req("reboot/g", owner(9), 1, 0)
+    }
+}
+
+fn table_with_fleet_lease() -> LockTable {
+    let mut table = table();
+    let mut fx = Effects::new();
+    granted(table.acquire(fleet_req(TTL), t(0), &mut fx));
+    table
+}
+
+#[test]
 fn different_pid_start_time_or_boot_id_on_the_same_node_is_a_different_owner() {
     let base = owner(1);
     let variants = [
@@ -913,6 +989,122 @@ fn after_restore_an_issued_but_forgotten_lease_is_lease_expired_with_unknown_cau
         table.release(LeaseId(10), None, t(1), &mut fx),
         Err(locksmith_core::LeaseError::NotHolder { lease: LeaseId(10) })
     );
+}
+
+/// What a lease's end looks like in the durable audit log.
+fn ended_record(seq: u64, lease: u64, resource: &str, cause: EndCause) -> AuditRecord {
+    AuditRecord {
+        seq,
+        at_ms: WALL0 + seq,
+        lease: Some(LeaseId(lease)),
+        token: Some(FenceToken(lease)),
+        owner: Some(owner(1)),
+        ..AuditRecord::new(resource, AuditKind::Ended { cause })
+    }
+}
+
+#[test]
+fn after_restore_told_the_audit_log_a_retried_release_is_already_released_and_a_broken_lease_broken()
+ {
+    let snapshot = Snapshot {
+        leases: vec![record(3, "a", 1, TTL)],
+        fence_high_water: 9,
+        audit_seq: 20,
+        ..Snapshot::default()
+    };
+    let log = [
+        AuditRecord {
+            seq: 10,
+            lease: Some(LeaseId(4)),
+            ..AuditRecord::new("b", AuditKind::Granted)
+        },
+        ended_record(11, 4, "b", EndCause::Released),
+        ended_record(
+            12,
+            5,
+            "c",
+            EndCause::Broken {
+                by: "alice@ops".to_string(),
+                reason: "stuck since 03:12".to_string(),
+            },
+        ),
+        ended_record(13, 6, "d", EndCause::Expired),
+        // A live lease's record (cannot happen with a store's log; skipped if it did).
+        ended_record(14, 3, "a", EndCause::Released),
+    ];
+    let mut table = LockTable::restore(TableConfig::default(), snapshot, t(0));
+    table.remember_ended(&log);
+    let mut fx = Effects::new();
+    assert_eq!(
+        table.release(LeaseId(4), None, t(1), &mut fx),
+        Ok(Released {
+            resource: "b".to_string(),
+            token: FenceToken(4),
+            already: true,
+        })
+    );
+    let broken = Err(LeaseError::Broken {
+        lease: LeaseId(5),
+        resource: "c".to_string(),
+        by: "alice@ops".to_string(),
+        reason: "stuck since 03:12".to_string(),
+    });
+    assert_eq!(table.renew(LeaseId(5), None, t(1), &mut fx), broken);
+    assert_eq!(
+        table.release(LeaseId(5), None, t(1), &mut fx).map(|_| ()),
+        broken.map(|_| ())
+    );
+    assert_eq!(
+        table.renew(LeaseId(6), None, t(1), &mut fx),
+        Err(LeaseError::LeaseExpired {
+            lease: LeaseId(6),
+            resource: "d".to_string(),
+            cause: EndCause::Expired,
+        })
+    );
+    // Forgotten (no record): still "ended, cause unknown"; the live lease is untouched.
+    assert!(matches!(
+        table.renew(LeaseId(7), None, t(1), &mut fx),
+        Err(LeaseError::LeaseExpired {
+            cause: EndCause::Unknown,
+            ..
+        })
+    ));
+    assert!(table.renew(LeaseId(3), None, t(1), &mut fx).is_ok());
+    assert!(fx.is_empty(), "remembering changes nothing durable: {fx:?}");
+}
+
+#[test]
+fn remembered_ends_keep_the_memory_bound_newest_first() {
+    let config = TableConfig {
+        ended_memory: 2,
+        ..TableConfig::default()
+    };
+    let snapshot = Snapshot {
+        fence_high_water: 9,
+        ..Snapshot::default()
+    };
+    let mut table = LockTable::restore(config, snapshot, t(0));
+    let log: Vec<AuditRecord> = (1..=3)
+        .map(|lease| ended_record(lease, lease, "r", EndCause::Released))
+        .collect();
+    table.remember_ended(&log);
+    let mut fx = Effects::new();
+    assert!(matches!(
+        table.release(LeaseId(1), None, t(1), &mut fx),
+        Err(LeaseError::LeaseExpired {
+            cause: EndCause::Unknown,
+            ..
+        })
+    ));
+    for lease in [2, 3] {
+        assert!(
+            table
+                .release(LeaseId(lease), None, t(1), &mut fx)
+                .is_ok_and(|r| r.already),
+            "lease {lease}"
+        );
+    }
 }
 
 // ---- validation ------------------------------------------------------------------------------

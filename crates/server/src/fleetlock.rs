@@ -576,12 +576,15 @@ fn lock_refusal(group: &str, slots: u32, e: AcquireError) -> Refusal {
             ),
         ),
         AcquireError::Invalid(e) => Refusal::invalid(e.to_string()),
-        // A trusted acquire resizes instead of refusing; reaching this is a bug.
-        e @ AcquireError::SlotsMismatch { .. } => Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::InternalError,
-            format!("internal error (a bug): {e}"),
-        ),
+        // A trusted acquire resizes instead of refusing, and its long TTL is the server's
+        // setting (a re-acquire keeps its lease); reaching either is a bug.
+        e @ (AcquireError::SlotsMismatch { .. } | AcquireError::TtlMismatch { .. }) => {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::InternalError,
+                format!("internal error (a bug): {e}"),
+            )
+        }
     }
 }
 

@@ -218,11 +218,14 @@ async fn a_hold_that_requires_ack_freezes_only_after_a_second_operator_acks() {
     assert_eq!(hold.state, HoldState::PendingAck);
     let l = c.acquire(&req("cfg", 1)).await.expect("not frozen yet");
     c.release(l.lease, None).await.expect("release");
-    let err = c
-        .ack_hold(hold.record.hold, "alice@ops")
-        .await
-        .expect_err("self-ack");
-    assert_eq!(err.code(), Some(ErrorCode::SameOperator));
+    // The placer under any spelling of their name is still the placer.
+    for spelling in ["alice@ops", "ALICE@OPS", "alice@ops ", " Alice@Ops"] {
+        let err = c
+            .ack_hold(hold.record.hold, spelling)
+            .await
+            .expect_err("self-ack");
+        assert_eq!(err.code(), Some(ErrorCode::SameOperator), "{spelling:?}");
+    }
     let acked = c
         .ack_hold(hold.record.hold, "bob@oncall")
         .await
@@ -231,6 +234,40 @@ async fn a_hold_that_requires_ack_freezes_only_after_a_second_operator_acks() {
     assert_eq!(acked.record.acked_by.as_deref(), Some("bob@oncall"));
     let err = c.acquire(&req("cfg", 1)).await.expect_err("frozen now");
     assert_eq!(err.code(), Some(ErrorCode::Frozen));
+    // A second acknowledgement changes nothing and says so: 409, naming who acknowledged it.
+    let err = c
+        .ack_hold(hold.record.hold, "carol@oncall")
+        .await
+        .expect_err("second ack");
+    let body = err.body().expect("api error");
+    assert_eq!(body.error, ErrorCode::AlreadyAcknowledged, "{body:?}");
+    assert_eq!(body.error.http_status(), 409);
+    assert_eq!(body.by.as_deref(), Some("bob@oncall"));
+    assert_eq!(body.hold, Some(hold.record.hold));
+    let holds = c.holds().await.expect("holds").holds;
+    assert_eq!(holds[0].record.acked_by.as_deref(), Some("bob@oncall"));
+    let acks = c
+        .audit(&AuditQuery {
+            resource: Some("cfg".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit")
+        .records
+        .into_iter()
+        .filter(|r| r.kind == AuditKind::HoldAcked)
+        .count();
+    assert_eq!(acks, 1, "one ack, one audit record");
+    // A hold that needed no acknowledgement refuses one too.
+    let plain = c
+        .hold(&hold_req("other", "alice@ops", false))
+        .await
+        .expect("hold");
+    let err = c
+        .ack_hold(plain.record.hold, "bob@oncall")
+        .await
+        .expect_err("nothing to acknowledge");
+    assert_eq!(err.code(), Some(ErrorCode::AckNotRequired), "{err:?}");
     s.stop().await;
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 mod common;
 
 use common::{Backend, Storage, TestServer, req};
-use locksmith_client::api::ErrorCode;
+use locksmith_client::api::{AcquireRequest, ErrorCode};
+use locksmith_core::EndCause;
 use serde_json::{Value, json};
 
 async fn raw(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -263,9 +264,58 @@ macro_rules! lock_semantics {
             // ...and tokens keep increasing, never reused.
             let next = c.acquire(&req("other", 3)).await.expect("next");
             assert!(next.token > gone.token);
-            // A lease released before the restart is reported as ended, not unknown.
+            // A lease released before the restart is reported as released, not "ended, cause
+            // unknown" (the restarted server read the end from the audit log), and a release
+            // retried after the restart is the idempotent success it was before it.
             let err = c.renew(gone.lease, None).await.expect_err("ended");
             assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
+            assert_eq!(
+                err.body().and_then(|b| b.cause.clone()),
+                Some(EndCause::Released),
+                "{err:?}"
+            );
+            let retried = c
+                .release(gone.lease, None)
+                .await
+                .expect("a release retried after the restart");
+            assert!(retried.already_released, "{retried:?}");
+            s.stop().await;
+        }
+
+        #[tokio::test]
+        async fn a_reacquire_by_the_holder_with_another_ttl_or_slot_count_is_refused() {
+            let s = TestServer::start_on($backend).await;
+            let c = s.client();
+            let held = c.acquire(&req("r", 1)).await.expect("first");
+            let again = c.acquire(&req("r", 1)).await.expect("the same ask again");
+            assert!(again.reacquired);
+            assert_eq!(again.lease, held.lease);
+            let longer = AcquireRequest {
+                ttl_ms: Some(60_000),
+                ..req("r", 1)
+            };
+            let err = c.acquire(&longer).await.expect_err("another TTL");
+            let body = err.body().expect("api error");
+            assert_eq!(body.error, ErrorCode::TtlMismatch, "{body:?}");
+            assert_eq!(body.error.http_status(), 409);
+            assert_eq!(body.lease, Some(held.lease));
+            assert!(
+                body.message.contains("with a TTL of 5s, asked for 1m"),
+                "{}",
+                body.message
+            );
+            let wider = AcquireRequest {
+                slots: Some(2),
+                ..req("r", 1)
+            };
+            let err = c.acquire(&wider).await.expect_err("another slot count");
+            assert_eq!(err.code(), Some(ErrorCode::SlotsMismatch), "{err:?}");
+            // Neither refusal touched the lease.
+            let view = c.lock("r").await.expect("lock").lock;
+            assert_eq!(view.slots, 1);
+            assert_eq!(view.holders.len(), 1);
+            assert_eq!(view.holders[0].lease, held.lease);
+            assert_eq!(view.holders[0].ttl_ms, 5_000);
             s.stop().await;
         }
 

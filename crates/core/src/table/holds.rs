@@ -7,6 +7,7 @@ use crate::effect::{Effect, Effects};
 use crate::error::{HoldError, InvalidRequest};
 use crate::hold::{HoldId, HoldRecord, HoldState, HoldView};
 use crate::ids::LeaseId;
+use crate::operator::same_operator;
 use crate::record::Mutation;
 use crate::resource::validate_resource;
 use crate::time::Now;
@@ -124,7 +125,10 @@ impl LockTable {
     }
 
     /// Acknowledges a pending hold: it takes effect now, for its full duration. The placing
-    /// operator cannot acknowledge their own hold. Acknowledging an active hold changes nothing.
+    /// operator cannot acknowledge their own hold (names compared as [`same_operator`] does). A
+    /// hold already in force is refused — acknowledged before ([`HoldError::AlreadyAcknowledged`],
+    /// naming who) or never needing it ([`HoldError::AckNotRequired`]) — so that nobody is told
+    /// they acknowledged a hold when nothing changed.
     pub fn ack_hold(
         &mut self,
         hold: HoldId,
@@ -139,11 +143,17 @@ impl LockTable {
             .get_mut(&hold)
             .ok_or(HoldError::NotFound { hold })?;
         if h.state == HoldState::Active {
-            return self
-                .hold_view(hold, now)
-                .ok_or(HoldError::NotFound { hold });
+            let resource = h.record.resource.clone();
+            return Err(match &h.record.acked_by {
+                Some(by) => HoldError::AlreadyAcknowledged {
+                    hold,
+                    resource,
+                    by: by.clone(),
+                },
+                None => HoldError::AckNotRequired { hold, resource },
+            });
         }
-        if h.record.by == operator {
+        if same_operator(&h.record.by, operator) {
             return Err(HoldError::SameOperator {
                 hold,
                 by: h.record.by.clone(),

@@ -16,6 +16,11 @@
 //! - a non-empty queue implies at least one holder, a hold in force, or a lock-delay (a free,
 //!   unblocked slot is handed to the queue at once);
 //! - no grant is made while a hold is in force on the resource or its lock-delay runs;
+//! - a re-acquire by a holder returns its own lease only when it asks for the slot count and
+//!   TTL that lease was granted with (else `SlotsMismatch` / `TtlMismatch`, and nothing changes);
+//! - a renew or release of an ended lease is told why it ended (a release of a released lease
+//!   succeeds as `already`), across restarts too when the table is given the durable audit log
+//!   ([`LockTable::remember_ended`]), for the newest [`TableConfig::ended_memory`] ends;
 //! - every change to durable state emits its audit record in the same batch.
 
 mod ghosts;
@@ -102,7 +107,10 @@ pub struct Trusted {
     /// (see [`LockTable::resize`]) before the acquire is decided, instead of the acquire being
     /// refused with [`AcquireError::SlotsMismatch`].
     pub resize: bool,
-    /// `ttl_ms` may be anything up to [`NO_EXPIRY_TTL_MS`] (holders that cannot heartbeat).
+    /// `ttl_ms` may be anything up to [`NO_EXPIRY_TTL_MS`] (holders that cannot heartbeat). It
+    /// is then the server's setting rather than the holder's choice, so a re-acquire whose TTL
+    /// differs from its lease's (the setting changed since the grant) returns the lease as it
+    /// is instead of being refused with [`AcquireError::TtlMismatch`].
     pub long_ttl: bool,
     /// The owner is not a process on a host — its node is a client id and its boot id a fixed
     /// label — so the acquire is not taken as news of the node's boot: it reclaims none of the
@@ -319,6 +327,11 @@ impl LockTable {
         self.leases.len()
     }
 
+    /// Number of ended leases whose end is remembered (see [`TableConfig::ended_memory`]).
+    pub fn ended_count(&self) -> usize {
+        self.ended.causes.len()
+    }
+
     /// Number of queued waiters.
     pub fn waiter_count(&self) -> usize {
         self.waiters.len()
@@ -353,8 +366,12 @@ impl LockTable {
     }
 
     /// Acquires `req.resource` for `req.owner`: grants at once if a slot is free and nobody is
-    /// queued, returns the existing lease if the same process already holds it, queues if the
-    /// caller is willing to wait, and otherwise refuses with the holders' details.
+    /// queued, returns the existing lease (renewed) if the same process already holds it with
+    /// the same slot count and TTL, queues if the caller is willing to wait, and otherwise
+    /// refuses with the holders' details. A different slot count is refused
+    /// ([`AcquireError::SlotsMismatch`]) for holders and others alike; a holder asking with a
+    /// different TTL is refused too ([`AcquireError::TtlMismatch`]): a lease's TTL is fixed
+    /// when it is granted.
     pub fn acquire(
         &mut self,
         req: Acquire,
@@ -370,20 +387,11 @@ impl LockTable {
             self.apply_size(&req.resource, req.slots, now, fx);
         }
         if let Some(res) = self.resources.get(req.resource.as_str()) {
-            let mine = res.holders.iter().copied().find(|id| {
-                self.leases
-                    .get(id)
-                    .is_some_and(|l| l.same_process(&req.owner))
-            });
-            if let Some(id) = mine {
-                self.touch(id, now);
-                let mut view = self.lease_view(id).ok_or_else(|| broken_invariant(&req))?;
-                view.reacquired = true;
-                return Ok(AcquireOutcome::Granted(view));
-            }
             // The size the resource is held with — or, while a hold or a lock-delay keeps it
             // unheld, the size its queue waits for: a waiter of another size would block the
-            // queue's head (or be stranded behind it) with a slot free.
+            // queue's head (or be stranded behind it) with a slot free. Checked before the
+            // re-acquire below: a holder asking with another size is refused like anyone else,
+            // not handed back a lease of a size it did not ask for.
             let size = if res.holders.is_empty() {
                 res.queue().front().map(|w| w.slots)
             } else {
@@ -395,6 +403,30 @@ impl LockTable {
                     held_slots,
                     asked_slots: req.slots,
                 });
+            }
+            let mine = res.holders.iter().copied().find_map(|id| {
+                self.leases
+                    .get(&id)
+                    .filter(|l| l.same_process(&req.owner))
+                    .map(|l| (id, l.ttl_ms))
+            });
+            if let Some((id, held_ttl_ms)) = mine {
+                // A lease keeps the TTL it was granted with; a re-acquire asking for another is
+                // refused rather than answered with a lease that is not what it asked for. A
+                // trusted long-TTL caller's TTL is the server's setting, not its own choice:
+                // after that setting changed, its re-acquire still returns its lease.
+                if held_ttl_ms != req.ttl_ms && !req.trusted.long_ttl {
+                    return Err(AcquireError::TtlMismatch {
+                        resource: req.resource,
+                        lease: id,
+                        held_ttl_ms,
+                        asked_ttl_ms: req.ttl_ms,
+                    });
+                }
+                self.touch(id, now);
+                let mut view = self.lease_view(id).ok_or_else(|| broken_invariant(&req))?;
+                view.reacquired = true;
+                return Ok(AcquireOutcome::Granted(view));
             }
             let blocked = self.blocked(&req.resource, res, now);
             let full = res.holders.len() >= res.slots.max(1) as usize
@@ -525,6 +557,36 @@ impl LockTable {
     /// A live lease's view, if it is live.
     pub fn lease(&self, lease: LeaseId) -> Option<LeaseView> {
         self.lease_view(lease)
+    }
+
+    /// Remembers why leases ended, from durable audit records, oldest first: what a server
+    /// rebuilding its table at boot hands over from its store's audit log, so that a renew or
+    /// release arriving after the restart is told what it would have been told before it — a
+    /// retried release whose first answer was lost to the crash is `already` released, a broken
+    /// lease's holder learns who broke it and why — instead of "ended, cause unknown".
+    ///
+    /// Only [`AuditKind::Ended`] records with a lease are taken; a lease that is live, or whose
+    /// end is remembered already, is skipped. The memory keeps its bound
+    /// ([`TableConfig::ended_memory`]): of more records than that, the newest are kept.
+    /// Changes nothing durable and emits nothing.
+    pub fn remember_ended<'a>(&mut self, records: impl IntoIterator<Item = &'a AuditRecord>) {
+        let cap = self.config.ended_memory;
+        for record in records {
+            let (Some(lease), AuditKind::Ended { cause }) = (record.lease, &record.kind) else {
+                continue;
+            };
+            if self.leases.contains_key(&lease) || self.ended.causes.contains_key(&lease) {
+                continue;
+            }
+            let resource = self
+                .resources
+                .get_key_value(record.resource.as_str())
+                .map_or_else(
+                    || Arc::from(record.resource.as_str()),
+                    |(k, _)| Arc::clone(k),
+                );
+            self.ended.record(lease, resource, cause.clone(), cap);
+        }
     }
 
     // ---- internals -------------------------------------------------------------------------
