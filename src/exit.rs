@@ -96,6 +96,8 @@ impl Exit {
             | ErrorCode::NotHeld
             | ErrorCode::NotSameNode
             | ErrorCode::WrongProcess
+            | ErrorCode::HolderAlive
+            | ErrorCode::TooManyRequests
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidRequest
             | ErrorCode::NotFound

@@ -202,7 +202,7 @@ impl ClusterServer {
                 }
             };
             let tasks = EngineTasks::start(&engine, &config, &identity);
-            let router = http::router(app_state(&engine, &config));
+            let router = http::router(app_state(&engine, &config, &identity));
             *state.role.write().unwrap_or_else(|p| p.into_inner()) = Role::Leader(router);
             let stopping = tokio::select! {
                 _ = leadership.lost.wait_for(|l| *l) => false,

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod fleetlock;
 pub mod http;
 pub mod metrics;
+mod own_node;
 mod probe;
 pub mod proxy;
 mod reaper;
@@ -170,7 +171,7 @@ impl Server {
         } = self;
         let identity = NodeIdentity { node, boot_id };
         let tasks = EngineTasks::start(&engine, &config, &identity);
-        let state = app_state(&engine, &config);
+        let state = app_state(&engine, &config, &identity);
         let app = http::router(state.clone());
         // One stop signal for both listeners, raised once waiters have been answered.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -348,12 +349,17 @@ pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, Serve
         })
 }
 
-pub(crate) fn app_state(engine: &Engine, config: &ServerConfig) -> http::AppState {
+pub(crate) fn app_state(
+    engine: &Engine,
+    config: &ServerConfig,
+    identity: &NodeIdentity,
+) -> http::AppState {
     http::AppState {
         engine: engine.clone(),
         gc_interval: config.gc_interval,
         default_lock_delay_ms: config.default_lock_delay.as_millis() as u64,
         fleetlock: fleetlock::FleetLock::new(config.fleetlock.clone()),
+        own: std::sync::Arc::new(identity.clone()),
     }
 }
 

@@ -257,7 +257,7 @@ fn request(
             Some(Op::Acquire) => {
                 let answer = async {
                     let req: AcquireRequest = parse(&req.body)?;
-                    let acquire = acquire_of(req, app.default_lock_delay_ms);
+                    let acquire = acquire_of(&app, req)?;
                     // Resolves once a withdraw arrives for this request, never otherwise.
                     let withdrawn = async {
                         if let Some(rx) = withdrawn
