@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 
 use crate::proxy::Forwarder;
 use crate::{
-    EngineTasks, NodeIdentity, ServerConfig, ServerError, app_state, bind_listener, http, recover,
+    EngineTasks, NodeIdentity, ServerConfig, ServerError, Timeouts, app_state, bind_listener, http,
+    recover,
 };
 
 /// Where the cluster lives.
@@ -134,17 +135,12 @@ impl ClusterServer {
             .fallback(dispatch)
             .with_state(state.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let mut http_stop = stop_rx.clone();
-        let http_task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let http_task = tokio::spawn(http::serve(
+            listener,
+            app,
+            Timeouts::of(&config),
+            stop_rx.clone(),
+        ));
         let watcher = tokio::spawn(watch_leader(
             client.clone(),
             cluster.prefix.clone(),

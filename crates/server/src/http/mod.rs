@@ -6,8 +6,10 @@ mod events;
 pub(crate) mod extract;
 mod ops;
 pub(crate) mod routes;
+mod serve;
 
 pub use error::ApiError;
+pub(crate) use serve::serve;
 
 use std::time::Duration;
 
