@@ -167,7 +167,7 @@ pub struct ServerArgs {
 
     /// Close a connection that has nothing under way and sends nothing for this long (HTTP:
     /// between requests; wire: no frame); a waiting acquire or an event stream is never idle;
-    /// 0: no limit.
+    /// 0: no limit. Keep it above a minute: clients reuse a connection idle for up to that.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
 
