@@ -185,12 +185,16 @@ async fn run_connection(
                 let idle = timeouts.idle.unwrap_or_default();
                 let now = Instant::now();
                 if under_way.in_flight.is_empty() && now >= active_at + idle {
-                    tracing::debug!(?idle, "wire: closing a connection idle for the idle timeout");
+                    tracing::debug!(?idle, "wire: closing a connection idle for so long");
                     reading = false;
                     let _ = gone_tx.send(true);
                 } else {
                     // Not idle (requests under way count as activity): look again later.
-                    let next = if under_way.in_flight.is_empty() { active_at + idle } else { now + idle };
+                    let next = if under_way.in_flight.is_empty() {
+                        active_at + idle
+                    } else {
+                        now + idle
+                    };
                     idle_timer.as_mut().reset(next);
                     continue;
                 }
