@@ -160,6 +160,17 @@ pub struct ServerArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
     pub lock_delay: Duration,
 
+    /// Close a connection whose request head (HTTP) or preamble (wire) is not complete this long
+    /// after it connected — or, for a later request, after the head's first byte; 0: no limit.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub header_timeout: Duration,
+
+    /// Close a connection that has nothing under way and sends nothing for this long (HTTP:
+    /// between requests; wire: no frame); a waiting acquire or an event stream is never idle;
+    /// 0: no limit. Keep it above a minute: clients reuse a connection idle for up to that.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
     /// FleetLock (Zincati reboot slots): URL path prefix of <PREFIX>/v1/pre-reboot and
     /// <PREFIX>/v1/steady-state; Zincati's base_url is http://HOST:PORT<PREFIX>/.
     #[arg(long, default_value = "/fleetlock", value_name = "PATH")]

@@ -102,6 +102,8 @@ impl Exit {
             | ErrorCode::NotHeld
             | ErrorCode::NotSameNode
             | ErrorCode::WrongProcess
+            | ErrorCode::HolderAlive
+            | ErrorCode::TooManyRequests
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidRequest
             | ErrorCode::NotFound

@@ -159,9 +159,11 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
             format!("{}: ALREADY IN FORCE — {msg}", shown(subject))
         }
         ErrorCode::NotHeld => format!("{}: NOT HELD — {msg}", shown(subject)),
-        ErrorCode::NotSameNode | ErrorCode::WrongProcess => {
+        ErrorCode::NotSameNode | ErrorCode::WrongProcess | ErrorCode::HolderAlive => {
             format!("{}: REPORT REFUSED — {msg}", shown(subject))
         }
+        // Only a wire-protocol client pipelining past its connection's limit meets this.
+        ErrorCode::TooManyRequests => format!("{}: TOO MANY REQUESTS — {msg}", shown(subject)),
         ErrorCode::LeaseExpired => format!("{}: LEASE ENDED — {msg}", shown(subject)),
         ErrorCode::NotHolder => format!("{}: NO SUCH LEASE — {msg}", shown(subject)),
         ErrorCode::StaleToken => format!("{}: STALE TOKEN — {msg}", shown(subject)),

@@ -3,7 +3,9 @@
 use std::io::{self, Write};
 
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
-use locksmith_api::{format_age, format_wall, state_name};
+use locksmith_api::{
+    expires, fleetlock, format_age, format_wall, owner_name, state_name, ttl_left,
+};
 use locksmith_core::{
     AuditKind, AuditRecord, EndCause, HoldState, HolderView, LockState, ResourceView,
 };
@@ -129,10 +131,16 @@ impl Column {
             Column::Hold => holds_cell(view),
             Column::Owner => h.owner.user.clone(),
             Column::Node => h.owner.node.clone(),
+            // A FleetLock holder is a client id, not a process: its pid is a placeholder.
+            Column::Pid if fleetlock::is_client(&h.owner) => "-".to_string(),
             Column::Pid => h.owner.pid.to_string(),
             Column::Token => h.token.to_string(),
             Column::Age => format_age(now_ms.saturating_sub(h.granted_at_ms)),
-            Column::TtlLeft => format_age(h.ttl_left_ms),
+            Column::TtlLeft => ttl_left(h),
+            // Nor does it heartbeat: with no TTL, the time it last asked tells nothing.
+            Column::LastHeartbeat if fleetlock::is_client(&h.owner) && !expires(h) => {
+                "-".to_string()
+            }
             Column::LastHeartbeat => {
                 format!(
                     "{} ago",
@@ -243,7 +251,7 @@ fn audit_cells(r: &AuditRecord) -> [String; 7] {
 pub fn who(r: &AuditRecord) -> String {
     match (&r.operator, &r.owner) {
         (Some(op), _) => op.clone(),
-        (None, Some(owner)) => owner.to_string(),
+        (None, Some(owner)) => owner_name(owner),
         (None, None) => "-".to_string(),
     }
 }
@@ -448,6 +456,52 @@ mod tests {
         assert_eq!(lines[0], ["PID", "RESOURCE", "TOKEN"]);
         assert_eq!(lines[1], ["10", "reboot/default", "1"]);
         assert_eq!(lines[3], ["12", "reboot/default", "3"]);
+    }
+
+    /// Bug pinned (issue 15, item 16): a FleetLock holder showed `TTL LEFT 36499d23h`, pid 1
+    /// and a heartbeat age, as if it were a process with a century-long lease.
+    #[test]
+    fn a_fleetlock_holder_shows_no_pid_ttl_or_heartbeat() {
+        let mut view = semaphore();
+        view.holders.truncate(1);
+        view.holders[0].owner = fleetlock::owner("c0ffee", "default");
+        view.holders[0].ttl_ms = locksmith_core::NO_EXPIRY_TTL_MS;
+        view.holders[0].ttl_left_ms = locksmith_core::NO_EXPIRY_TTL_MS - 90_000;
+        let text = locks_table(&[view.clone()], NOW, &Column::DEFAULT);
+        let row = text.lines().nth(1).expect("a row");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        // RESOURCE STATE OWNER NODE PID TOKEN AGE TTL-LEFT LAST-HEARTBEAT WAITERS SLOTS
+        assert_eq!(
+            cells,
+            [
+                "reboot/default",
+                "HOT",
+                "fleetlock",
+                "c0ffee",
+                "-",
+                "1",
+                "1m30s",
+                "-",
+                "-",
+                "1",
+                "1/3"
+            ],
+            "{text}"
+        );
+        // With --fleetlock-stale-after the slot has a TTL, shown like any other.
+        view.holders[0].ttl_ms = 7_200_000;
+        view.holders[0].ttl_left_ms = 3_600_000;
+        let text = locks_table(
+            &[view],
+            NOW,
+            &[Column::Pid, Column::TtlLeft, Column::LastHeartbeat],
+        );
+        assert_eq!(
+            text.lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+            Some(vec!["-", "1h00m", "2s", "ago"])
+        );
     }
 
     #[test]

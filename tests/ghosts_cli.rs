@@ -673,3 +673,50 @@ fn a_lock_delay_keeps_a_broken_lock_from_being_regrabbed_at_once() {
         "{text}"
     );
 }
+
+/// Bug pinned (issue 15, item 16): a FleetLock holder (Zincati's reboot slot) showed in `locks`
+/// as `PID 1`, `TTL LEFT 36499d23h` and a heartbeat age, and in `why` as `fleetlock@ID (pid 1)`
+/// with "heartbeats on time": a process with a century-long lease, which it is not.
+#[test]
+fn a_fleetlock_holder_shows_as_a_client_holding_a_slot_in_locks_and_why() {
+    let (_dir, server) = server();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/fleetlock/v1/pre-reboot", server.url()))
+            .header("fleet-lock-protocol", "true")
+            .body(r#"{"client_params":{"id":"c0ffee","group":"default"}}"#)
+            .send()
+            .await
+            .expect("pre-reboot")
+            .status()
+    });
+    assert_eq!(status.as_u16(), 200);
+
+    let text = ok(&server.cli(&["locks", "reboot/default"]));
+    let header: Vec<&str> = text.lines().next().unwrap_or("").split("  ").collect();
+    assert!(header[0].starts_with("RESOURCE"), "{text}");
+    let row = text.lines().nth(1).expect("a row");
+    assert!(!row.contains("36499d"), "{row}");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    // RESOURCE STATE OWNER NODE PID TOKEN AGE TTL-LEFT LAST-HEARTBEAT WAITERS SLOTS
+    assert_eq!(
+        cells[..5],
+        ["reboot/default", "HOT", "fleetlock", "c0ffee", "-"],
+        "{row}"
+    );
+    assert_eq!(cells[7..9], ["-", "-"], "no TTL left, no heartbeat: {row}");
+
+    let text = ok(&server.cli(&["why", "reboot/default"]));
+    for wrong in ["(pid 1)", "heartbeats on time", "36499d", "TTL left"] {
+        assert!(!text.contains(wrong), "{wrong:?} in:\n{text}");
+    }
+    for right in [
+        "holder          FleetLock client c0ffee",
+        "held until the client reports steady state",
+        "alive?        not a process",
+        "next step: wait: FleetLock client c0ffee frees its slot",
+    ] {
+        assert!(text.contains(right), "{right:?} not in:\n{text}");
+    }
+}

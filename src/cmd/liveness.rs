@@ -56,6 +56,8 @@ pub enum Verdict {
     },
     /// It runs on another node: only that node can check it.
     Remote,
+    /// It is a FleetLock client, not a process: there is nothing to check.
+    FleetLock,
 }
 
 impl Verdict {
@@ -135,6 +137,13 @@ impl Check {
             Verdict::Remote => {
                 return format!("not checkable from here (holder on {})", self.owner.node);
             }
+            Verdict::FleetLock => {
+                return format!(
+                    "not a process — FleetLock client {} holds a reboot slot until it reports \
+                     steady state",
+                    self.owner.node
+                );
+            }
             Verdict::Gone => format!("holder pid {pid} is gone"),
             Verdict::PidReused { .. } => {
                 format!("holder pid {pid} is gone (the pid now belongs to another process)")
@@ -184,6 +193,11 @@ fn verdict(here: &Result<Here, String>, h: &HolderView) -> Verdict {
             };
         }
     };
+    // Before the node check: a FleetLock client id may well equal a host name, and its
+    // placeholder boot id would read as a reboot of this node.
+    if locksmith_api::fleetlock::is_client(&h.owner) {
+        return Verdict::FleetLock;
+    }
     if h.owner.node != here.node {
         return Verdict::Remote;
     }
@@ -342,6 +356,15 @@ mod tests {
         assert_eq!(verdicts[2], Verdict::Gone);
         assert_eq!(verdicts[3], Verdict::Rebooted);
         assert_eq!(verdicts[4], Verdict::Remote);
+
+        // A FleetLock client named like this node is not a ghost of an older boot of it.
+        let mut slot = holder("node-1", "boot-a", 1, 1);
+        slot.owner = locksmith_api::fleetlock::owner("node-1", "default");
+        let verdicts: Vec<Verdict> = check(&here, &[view(vec![slot])])
+            .into_iter()
+            .map(|c| c.verdict)
+            .collect();
+        assert_eq!(verdicts, [Verdict::FleetLock]);
 
         let unknown = check(&Err("no /proc".into()), &views);
         assert!(

@@ -43,6 +43,8 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         node: global.node.clone(),
         default_lock_delay: args.lock_delay,
         fleetlock,
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
     };
     if !args.etcd.is_empty() {
         if let Some(WireListen::At(addr)) = args.wire_listen {

@@ -2,7 +2,10 @@
 //! whether it is alive, checked and reported from here when it runs on this node), the queue,
 //! the holds, the lock-delay, recent history, and the exact safe next step.
 
-use locksmith_api::{AuditQuery, LivenessResponse, format_age, format_wall, state_name};
+use locksmith_api::{
+    AuditQuery, LivenessResponse, expires, fleetlock, format_age, format_wall, owner_name,
+    state_name,
+};
 use locksmith_core::{AuditRecord, HoldState, HolderView, LockState, ResourceView};
 use serde::Serialize;
 
@@ -180,17 +183,44 @@ fn holder_block(
     check: Option<&Check>,
     reclaimed: bool,
 ) -> Vec<String> {
+    // A FleetLock client is no process: it sends no heartbeats, and its slot has no TTL unless
+    // the server's --fleetlock-stale-after gives it one (then each pre-reboot renews it).
+    let fleetlock = fleetlock::is_client(&h.owner);
     let health = if reclaimed {
         "reclaimed"
     } else if h.stale {
         "STALE: heartbeat overdue"
+    } else if fleetlock {
+        "a FleetLock reboot slot, held until the client reports steady state"
     } else {
         "heartbeats on time"
+    };
+    let heartbeat = if fleetlock && !expires(h) {
+        "  heartbeat     none: FleetLock clients send none, and the slot has no TTL — it is held \
+         until the client reports steady state (or an operator breaks it)"
+            .to_string()
+    } else if fleetlock {
+        format!(
+            "  heartbeat     last asked {} ago; reclaimed if it does not ask again within {} \
+             (stale after {})",
+            format_age(now_ms.saturating_sub(h.last_heartbeat_ms)),
+            format_age(h.ttl_left_ms),
+            format_age(h.ttl_ms)
+        )
+    } else {
+        format!(
+            "  heartbeat     last {} ago; TTL left {} of {}",
+            format_age(now_ms.saturating_sub(h.last_heartbeat_ms)),
+            format_age(h.ttl_left_ms),
+            format_age(h.ttl_ms)
+        )
     };
     let mut lines = vec![
         format!(
             "holder          {} — lease {}, token {} ({health})",
-            h.owner, h.lease, h.token
+            owner_name(&h.owner),
+            h.lease,
+            h.token
         ),
         format!("  purpose       {:?}", h.owner.purpose),
         format!(
@@ -198,12 +228,7 @@ fn holder_block(
             format_wall(h.granted_at_ms),
             format_age(now_ms.saturating_sub(h.granted_at_ms))
         ),
-        format!(
-            "  heartbeat     last {} ago; TTL left {} of {}",
-            format_age(now_ms.saturating_sub(h.last_heartbeat_ms)),
-            format_age(h.ttl_left_ms),
-            format_age(h.ttl_ms)
-        ),
+        heartbeat,
     ];
     if let Some(c) = check {
         lines.push(format!("  alive?        {}", c.describe()));
@@ -277,6 +302,13 @@ fn next_step(view: &ResourceView, checks: &[Check]) -> String {
         }
         // HOT (or FROZEN without an active hold in view, which cannot last).
         LockState::Hot | LockState::Frozen => match view.holders.first() {
+            Some(h) if fleetlock::is_client(&h.owner) => format!(
+                "wait: FleetLock client {} frees its slot when it reports steady state after its \
+                 reboot (locksmith run -w 1h {res} -- CMD waits for it); if that node never \
+                 comes back: locksmith break {res} --lease {} --reason \"…\" (add --freeze 0 \
+                 to let the next node reboot at once)",
+                h.owner.node, h.lease
+            ),
             Some(h) => format!(
                 "wait (locksmith run -w 5m {res} -- CMD) or ask {}@{} (pid {}) to finish; if it \
                  is truly stuck: locksmith hold {res} --for 90s --reason \"…\" then locksmith \
@@ -427,5 +459,42 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("next step: free: …"), "{text}");
+    }
+
+    /// Bug pinned (issue 15, item 16): a FleetLock holder read as `fleetlock@ID (pid 1)` with
+    /// "heartbeats on time" and a TTL of 36499d23h — a process with a century-long lease.
+    #[test]
+    fn a_fleetlock_holder_reads_as_a_client_holding_a_slot_until_steady_state() {
+        let mut slot = holder(false);
+        slot.owner = fleetlock::owner("c0ffee", "default");
+        slot.ttl_ms = locksmith_core::NO_EXPIRY_TTL_MS;
+        slot.ttl_left_ms = locksmith_core::NO_EXPIRY_TTL_MS - 1_000;
+        let first = view(LockState::Hot, vec![slot.clone()]);
+        let mut c = check(Verdict::FleetLock, Reported::NotNeeded);
+        c.owner = slot.owner.clone();
+        let why = Why {
+            server_time_ms: 10_000,
+            lock: first.clone(),
+            was: None,
+            checks: vec![c.clone()],
+            report: None,
+            history: vec![],
+            history_error: None,
+            next_step: next_step(&first, &[c]),
+        };
+        let text = render(&why, &first);
+        for wrong in ["(pid 1)", "heartbeats on time", "36499d", "TTL left"] {
+            assert!(!text.contains(wrong), "{wrong:?} in:\n{text}");
+        }
+        for right in [
+            "holder          FleetLock client c0ffee — lease 7, token 7 (a FleetLock reboot \
+             slot, held until the client reports steady state)",
+            "heartbeat     none: FleetLock clients send none, and the slot has no TTL",
+            "alive?        not a process — FleetLock client c0ffee holds a reboot slot",
+            "next step: wait: FleetLock client c0ffee frees its slot when it reports steady state",
+            "locksmith break res --lease 7",
+        ] {
+            assert!(text.contains(right), "{right:?} not in:\n{text}");
+        }
     }
 }

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     NotSameNode,
     /// A liveness report named another process incarnation than the holder's.
     WrongProcess,
+    /// A liveness report called a holder on the server's own node dead, and the server sees its
+    /// process alive in its own `/proc`.
+    HolderAlive,
     /// The resource is held as a semaphore of a different size.
     SlotsMismatch,
     /// The caller already holds the resource under a lease with a different TTL.
@@ -54,6 +57,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The body is too large.
     PayloadTooLarge,
+    /// A wire-protocol connection already has as many acquires under way as it may have: this
+    /// one was refused (the others, and the connection, are unaffected).
+    TooManyRequests,
     /// Storage refused a write; the server serves no writes until restarted.
     StorageFailed,
     /// The server is shutting down.
@@ -82,9 +88,11 @@ impl ErrorCode {
             | ErrorCode::AlreadyAcknowledged
             | ErrorCode::AckNotRequired
             | ErrorCode::NotHeld
-            | ErrorCode::WrongProcess => 409,
+            | ErrorCode::WrongProcess
+            | ErrorCode::HolderAlive => 409,
             ErrorCode::LeaseExpired | ErrorCode::Broken => 410,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
             ErrorCode::StorageFailed | ErrorCode::ShuttingDown | ErrorCode::NoLeader => 503,
         }
@@ -106,6 +114,7 @@ impl ErrorCode {
             ErrorCode::NotHeld => "not_held",
             ErrorCode::NotSameNode => "not_same_node",
             ErrorCode::WrongProcess => "wrong_process",
+            ErrorCode::HolderAlive => "holder_alive",
             ErrorCode::SlotsMismatch => "slots_mismatch",
             ErrorCode::TtlMismatch => "ttl_mismatch",
             ErrorCode::NotHolder => "not_holder",
@@ -114,6 +123,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::StorageFailed => "storage_failed",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::NoLeader => "no_leader",

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use locksmith_core::{HoldState, HoldView, HolderView};
+use locksmith_core::{HoldState, HoldView, HolderView, NO_EXPIRY_TTL_MS, Owner};
+
+use crate::fleetlock;
 
 /// Formats a wall-clock Unix-ms time as RFC 3339 (UTC, seconds).
 pub fn format_wall(ms: u64) -> String {
@@ -21,18 +23,52 @@ pub fn format_age(ms: u64) -> String {
     }
 }
 
-/// `orchestrator@node-7 (pid 4121) since 2026-11-23T03:12:00Z, last heartbeat 2s ago`
+/// How a lease owner is named to people: `orchestrator@node-7 (pid 4121)`; a FleetLock holder,
+/// whose pid is a placeholder, is `FleetLock client ID`.
+pub fn owner_name(owner: &Owner) -> String {
+    if fleetlock::is_client(owner) {
+        format!("FleetLock client {}", owner.node)
+    } else {
+        owner.to_string()
+    }
+}
+
+/// Whether a holder's lease can expire by itself: not a FleetLock slot, which has no TTL
+/// (unless the server's `--fleetlock-stale-after` gives it one) and is held until released.
+pub fn expires(h: &HolderView) -> bool {
+    h.ttl_ms < NO_EXPIRY_TTL_MS
+}
+
+/// The time a holder's lease has left: `13s`, or `-` for one that never expires.
+pub fn ttl_left(h: &HolderView) -> String {
+    if expires(h) {
+        format_age(h.ttl_left_ms)
+    } else {
+        "-".to_string()
+    }
+}
+
+/// `orchestrator@node-7 (pid 4121) since 2026-11-23T03:12:00Z, last heartbeat 2s ago`, or
+/// `FleetLock client c0ffee since …, held until it reports steady state` (it sends no
+/// heartbeats).
 pub fn describe_holder(h: &HolderView, now_ms: u64) -> String {
     let stale = if h.stale {
         " (STALE: heartbeat overdue, reclaimed when its TTL runs out)"
     } else {
         ""
     };
+    let health = if fleetlock::is_client(&h.owner) && !expires(h) {
+        "held until it reports steady state".to_string()
+    } else {
+        format!(
+            "last heartbeat {} ago",
+            format_age(now_ms.saturating_sub(h.last_heartbeat_ms))
+        )
+    };
     format!(
-        "{} since {}, last heartbeat {} ago, lease {} token {}{}",
-        h.owner,
+        "{} since {}, {health}, lease {} token {}{}",
+        owner_name(&h.owner),
         format_wall(h.granted_at_ms),
-        format_age(now_ms.saturating_sub(h.last_heartbeat_ms)),
         h.lease,
         h.token,
         stale
@@ -81,6 +117,36 @@ mod tests {
         assert_eq!(format_age(12_000), "12s");
         assert_eq!(format_age(31 * 60_000), "31m00s");
         assert_eq!(format_age(2 * 3_600_000 + 5 * 60_000), "2h05m");
+    }
+
+    #[test]
+    fn a_fleetlock_holder_reads_as_a_client_with_no_pid_heartbeat_or_ttl() {
+        let h = HolderView {
+            lease: locksmith_core::LeaseId(4),
+            token: locksmith_core::FenceToken(9),
+            owner: fleetlock::owner("c0ffee", "workers"),
+            granted_at_ms: 0,
+            last_heartbeat_ms: 0,
+            ttl_ms: NO_EXPIRY_TTL_MS,
+            ttl_left_ms: NO_EXPIRY_TTL_MS,
+            stale: false,
+        };
+        assert_eq!(owner_name(&h.owner), "FleetLock client c0ffee");
+        assert_eq!(ttl_left(&h), "-");
+        let line = describe_holder(&h, 60_000);
+        assert_eq!(
+            line,
+            "FleetLock client c0ffee since 1970-01-01T00:00:00Z, held until it reports steady \
+             state, lease 4 token 9"
+        );
+        // With --fleetlock-stale-after, its slot has a TTL like any lease.
+        let stale_after = HolderView {
+            ttl_ms: 7_200_000,
+            ttl_left_ms: 3_600_000,
+            ..h
+        };
+        assert_eq!(ttl_left(&stale_after), "1h00m");
+        assert!(describe_holder(&stale_after, 60_000).contains("last heartbeat 1m00s ago"));
     }
 
     #[test]

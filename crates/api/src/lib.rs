@@ -8,10 +8,13 @@
 //! third-party clients agree on one definition.
 
 mod error;
+pub mod fleetlock;
 pub mod frame;
 mod human;
 mod wire;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use human::{describe_holder, format_age, format_wall, hot_line};
+pub use human::{
+    describe_holder, expires, format_age, format_wall, hot_line, owner_name, ttl_left,
+};
 pub use wire::*;

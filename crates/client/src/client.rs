@@ -41,6 +41,9 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1024)
+            // Well inside the server's --idle-timeout (default 5 min): a request sent on a
+            // pooled connection just as the server closes it would be lost.
+            .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| ClientError::Transport {
                 server: base.clone(),

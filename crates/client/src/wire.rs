@@ -11,7 +11,9 @@
 //! and reach the server in one read (pipelined renewals: ≈ 1.6× the rate, see
 //! `docs/PERFORMANCE.md`). If the connection breaks, the calls under way fail with
 //! [`ClientError::Transport`] (whether the server carried them out is unknown, as with any
-//! connection lost mid-call) and the next call opens a new connection.
+//! connection lost mid-call) and the next call opens a new connection. So does the next call on
+//! a connection that sat idle for a minute: the server closes idle connections (its
+//! `--idle-timeout`), and a call sent just as it does would be lost.
 //!
 //! An acquire whose caller stopped waiting — its future dropped, or the call timed out — leaves
 //! no ghost: the client sends a withdraw for it at once (wire op 5), so it leaves the server's
@@ -43,6 +45,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use crate::client::decode_answer;
 use crate::error::ClientError;
@@ -53,6 +56,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const WAIT_SLACK: Duration = Duration::from_secs(10);
 /// Timeout for calls that do not wait in a queue.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has had nothing under way for this long is not reused: the next call opens
+/// a new one. The server closes connections idle for its `--idle-timeout` (default 5 min); a
+/// call sent just as it does would be lost with the connection, so the client lets go well
+/// before (keep the server's idle timeout above this).
+const REUSE_IDLE_FOR: Duration = Duration::from_secs(60);
 
 /// A handle to one Locksmith server's wire-protocol port. Cheap to clone: clones share the
 /// connection.
@@ -198,10 +206,12 @@ impl WireClient {
         Ok(conn)
     }
 
+    /// The current connection, unless it is broken or was idle too long to trust (see
+    /// [`REUSE_IDLE_FOR`]).
     fn live(&self) -> Option<Arc<Conn>> {
         lock(&self.shared.current)
             .as_ref()
-            .filter(|c| c.pending().broken.is_none())
+            .filter(|c| c.pending().usable())
             .cloned()
     }
 
@@ -225,10 +235,31 @@ struct Answer {
 }
 
 /// Calls waiting for their answers, or why the connection is unusable.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pending {
     waiting: HashMap<u64, Waiter>,
     broken: Option<String>,
+    /// When a call was last registered or answered.
+    last_active: Instant,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            waiting: HashMap::new(),
+            broken: None,
+            last_active: Instant::now(),
+        }
+    }
+}
+
+impl Pending {
+    /// Whether a new call may go out on this connection: it is not broken, and it has not sat
+    /// idle so long that the server may be closing it (see [`REUSE_IDLE_FOR`]).
+    fn usable(&self) -> bool {
+        self.broken.is_none()
+            && (!self.waiting.is_empty() || self.last_active.elapsed() < REUSE_IDLE_FOR)
+    }
 }
 
 /// One call waiting for its answer: what it asked (an acquire's grant must not be dropped
@@ -344,6 +375,7 @@ impl Conn {
         }
         let alone = pending.waiting.is_empty();
         pending.waiting.insert(id, waiter);
+        pending.last_active = Instant::now();
         Ok(alone)
     }
 
@@ -478,7 +510,11 @@ async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex
             match frame::decode(&buf[used..]) {
                 Ok(Some((answer, len))) => {
                     used += len;
-                    let waiter = lock(&pending).waiting.remove(&answer.id);
+                    let waiter = {
+                        let mut pending = lock(&pending);
+                        pending.last_active = Instant::now();
+                        pending.waiting.remove(&answer.id)
+                    };
                     if let Some(Waiter {
                         op: Op::Withdraw, ..
                     }) = waiter
@@ -560,6 +596,64 @@ mod tests {
         let pending = Arc::new(Mutex::new(Pending::default()));
         tokio::spawn(flush_unsent(out.clone(), pending));
         Ok((out, peer))
+    }
+
+    /// A stand-in wire server: answers every connection's preamble, keeps it open, and counts
+    /// the connections.
+    async fn preamble_server() -> io::Result<(String, Arc<AtomicU64>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let connections = Arc::new(AtomicU64::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut theirs = [0u8; PREAMBLE.len()];
+                    if tcp.read_exact(&mut theirs).await.is_ok() {
+                        let _ = tcp.write_all(PREAMBLE).await;
+                        let mut rest = Vec::new();
+                        let _ = tcp.read_to_end(&mut rest).await;
+                    }
+                });
+            }
+        });
+        Ok((addr, connections))
+    }
+
+    /// Bug pinned (issue 15, item 15): the server now closes a wire connection idle for its
+    /// idle timeout, and a call sent just as it does is lost with the connection (a renewal
+    /// every TTL/3 of a 15-minute lease lands right on the default 5 minutes). The client does
+    /// not reuse a connection idle for `REUSE_IDLE_FOR`: the next call opens a new one.
+    #[tokio::test]
+    async fn a_connection_idle_for_a_minute_is_replaced_not_reused() -> io::Result<()> {
+        let (addr, connections) = preamble_server().await?;
+        let client = WireClient::new(addr);
+        let first = client.conn().await.map_err(io::Error::other)?;
+        assert!(Arc::ptr_eq(
+            &first,
+            &client.conn().await.map_err(io::Error::other)?
+        ));
+        let long_ago = Instant::now()
+            .checked_sub(REUSE_IDLE_FOR + Duration::from_secs(1))
+            .ok_or_else(|| io::Error::other("this machine has been up for less than a minute"))?;
+        // With a call under way the connection is not idle, however long ago it began.
+        let (tx, _rx) = oneshot::channel();
+        first
+            .pending()
+            .waiting
+            .insert(999, Waiter { op: Op::Renew, tx });
+        first.pending().last_active = long_ago;
+        assert!(
+            client.live().is_some(),
+            "a connection with a call under way is live"
+        );
+        first.pending().waiting.clear();
+        assert!(client.live().is_none(), "an idle one is not reused");
+        let second = client.conn().await.map_err(io::Error::other)?;
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        Ok(())
     }
 
     /// Pipelined renewals went out one `write` per call, so the server also took one `read`

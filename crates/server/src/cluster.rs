@@ -39,7 +39,8 @@ use tokio::net::TcpListener;
 
 use crate::proxy::{Forwarder, no_leader};
 use crate::{
-    EngineTasks, NodeIdentity, ServerConfig, ServerError, app_state, bind_listener, http, recover,
+    EngineTasks, NodeIdentity, ServerConfig, ServerError, Timeouts, app_state, bind_listener, http,
+    recover,
 };
 
 /// Where the cluster lives.
@@ -149,17 +150,12 @@ impl ClusterServer {
             .fallback(dispatch)
             .with_state(state.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let mut http_stop = stop_rx.clone();
-        let http_task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let http_task = tokio::spawn(http::serve(
+            listener,
+            app,
+            Timeouts::of(&config),
+            stop_rx.clone(),
+        ));
         let watcher = tokio::spawn(watch_leader(
             client.clone(),
             cluster.prefix.clone(),
@@ -217,7 +213,7 @@ impl ClusterServer {
                 }
             };
             let tasks = EngineTasks::start(&engine, &config, &identity);
-            let router = http::router(app_state(&engine, &config));
+            let router = http::router(app_state(&engine, &config, &identity));
             let tenure = leadership.tenure.clone();
             *state.role.write().unwrap_or_else(|p| p.into_inner()) =
                 Role::Leader { router, tenure };

@@ -56,12 +56,6 @@ pub const RESOURCE_PREFIX: &str = "reboot/";
 /// The header every protocol request must carry, with the value `true`.
 pub const PROTOCOL_HEADER: &str = "fleet-lock-protocol";
 
-/// The synthetic owner's fixed fields.
-const OWNER_PID: u32 = 1;
-const OWNER_START_TIME: u64 = 1;
-const OWNER_BOOT_ID: &str = "fleetlock";
-const OWNER_USER: &str = "fleetlock";
-
 /// Longest client id accepted (an owner's node name has the same limit).
 const MAX_ID_LEN: usize = 255;
 
@@ -171,14 +165,7 @@ pub fn resource_of(group: &str) -> String {
 
 /// The synthetic owner of a FleetLock client's slot in `group`.
 pub fn owner_of(id: &str, group: &str) -> Owner {
-    Owner {
-        node: id.to_string(),
-        pid: OWNER_PID,
-        start_time: OWNER_START_TIME,
-        boot_id: OWNER_BOOT_ID.to_string(),
-        user: OWNER_USER.to_string(),
-        purpose: format!("fleetlock reboot group {group}"),
-    }
+    locksmith_api::fleetlock::owner(id, group)
 }
 
 /// Where a group's size comes from.

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod fleetlock;
 pub mod http;
 pub mod metrics;
+mod own_node;
 mod probe;
 pub mod proxy;
 mod reaper;
@@ -54,6 +55,42 @@ pub struct ServerConfig {
     pub default_lock_delay: Duration,
     /// FleetLock (Zincati reboot slots): prefix, group sizes, stale-after.
     pub fleetlock: fleetlock::FleetLockConfig,
+    /// How long a client has to send a request head (HTTP: from the connection's start for its
+    /// first request, from the head's first byte for the next ones) or its preamble (wire)
+    /// before the server closes the connection; zero: no limit.
+    pub header_timeout: Duration,
+    /// How long a connection may sit with nothing under way and nothing sent (HTTP: between
+    /// requests on a keep-alive connection; wire: no frame and no request under way) before
+    /// the server closes it; zero: no limit. A response in progress — a waiting acquire, an
+    /// event stream — is never idle.
+    pub idle_timeout: Duration,
+}
+
+/// The default [`ServerConfig::header_timeout`]: long enough for any client on a slow link to
+/// send a few hundred bytes, short enough that stalled connections cannot pile up.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`ServerConfig::idle_timeout`]: longer than clients keep idle pooled
+/// connections (reqwest: 90 s), so a client rarely finds its connection closed under it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// The connection timeouts of [`ServerConfig`], as the listeners use them (`None`: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    /// See [`ServerConfig::header_timeout`].
+    pub(crate) header: Option<Duration>,
+    /// See [`ServerConfig::idle_timeout`].
+    pub(crate) idle: Option<Duration>,
+}
+
+impl Timeouts {
+    pub(crate) fn of(config: &ServerConfig) -> Self {
+        let limit = |d: Duration| (!d.is_zero()).then_some(d);
+        Self {
+            header: limit(config.header_timeout),
+            idle: limit(config.idle_timeout),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -67,6 +104,8 @@ impl Default for ServerConfig {
             node: None,
             default_lock_delay: Duration::ZERO,
             fleetlock: fleetlock::FleetLockConfig::default(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -170,7 +209,7 @@ impl Server {
         } = self;
         let identity = NodeIdentity { node, boot_id };
         let tasks = EngineTasks::start(&engine, &config, &identity);
-        let state = app_state(&engine, &config);
+        let state = app_state(&engine, &config, &identity);
         let app = http::router(state.clone());
         // One stop signal for both listeners, raised once waiters have been answered.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -181,21 +220,9 @@ impl Server {
             waiters.shut_down_waiters();
             let _ = stop_tx.send(true);
         });
-        let wire = wire.map(|l| tokio::spawn(wire::serve(l, state, stop_rx.clone())));
-        let mut http_stop = stop_rx;
-        // No Nagle: replies and events are small writes that must leave at once (with Nagle a
-        // second small write waits for the peer's delayed ACK, ~40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(|e| ServerError::Serve(e.to_string()));
+        let timeouts = Timeouts::of(&config);
+        let wire = wire.map(|l| tokio::spawn(wire::serve(l, state, timeouts, stop_rx.clone())));
+        http::serve(listener, app, timeouts, stop_rx).await;
         if let Some(wire) = wire {
             let _ = wire.await;
         }
@@ -204,7 +231,6 @@ impl Server {
         let closed = tokio::task::spawn_blocking(move || closer.close())
             .await
             .map_err(|e| ServerError::Serve(e.to_string()))?;
-        result?;
         closed?;
         tracing::info!("store closed cleanly");
         Ok(())
@@ -393,12 +419,17 @@ pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, Serve
         })
 }
 
-pub(crate) fn app_state(engine: &Engine, config: &ServerConfig) -> http::AppState {
+pub(crate) fn app_state(
+    engine: &Engine,
+    config: &ServerConfig,
+    identity: &NodeIdentity,
+) -> http::AppState {
     http::AppState {
         engine: engine.clone(),
         gc_interval: config.gc_interval,
         default_lock_delay_ms: config.default_lock_delay.as_millis() as u64,
         fleetlock: fleetlock::FleetLock::new(config.fleetlock.clone()),
+        own: std::sync::Arc::new(identity.clone()),
     }
 }
 

@@ -1,11 +1,16 @@
 //! The binary wire protocol's listener: acquire, renew, release and fence checks over framed,
 //! pipelined TCP (the framing is `locksmith_api::frame`).
 //!
-//! One task per connection reads frames, starts each request at once (a connection may have up
-//! to [`MAX_IN_FLIGHT`] requests under way; a queued acquire does not hold up the renewals behind
-//! it), and writes the answers as they complete, several per write when they are ready together.
-//! The requests go to the same [`Engine`](crate::engine::Engine) calls as the HTTP routes, with
-//! the same defaults and the same error bodies.
+//! One task per connection reads frames, starts each request at once, and writes the answers as
+//! they complete, several per write when they are ready together. The requests go to the same
+//! [`Engine`](crate::engine::Engine) calls as the HTTP routes, with the same defaults and the
+//! same error bodies.
+//!
+//! The connection never stops reading because of what its acquires wait for: a queued acquire
+//! may wait as long as it asked, so a connection may have up to [`MAX_ACQUIRES`] of them under
+//! way, and one more is refused at once (`too_many_requests`) — renewals, withdraws and the
+//! connection's close are read and carried out whatever is queued. Other requests end within a
+//! commit; past [`MAX_IN_FLIGHT`] of them the connection reads no more until some finish.
 //!
 //! A withdraw (op 5) names an acquire sent earlier on the connection; if it is not answered yet
 //! it is dropped — out of the queue, a grant that raced with it released — and gets no answer:
@@ -13,15 +18,18 @@
 //! never both.
 //!
 //! Closing the connection withdraws the acquires still waiting in a queue; every other request
-//! already received is carried out. On shutdown the listener stops accepting, each connection
-//! stops reading, answers what it has under way (queued acquires are answered `shutting_down`
-//! by the engine), and closes.
+//! already received is carried out. A connection that has sent nothing for the idle timeout and
+//! has nothing under way is closed (see [`Timeouts`]), as is one that does not send its preamble
+//! within the header timeout. On shutdown the listener stops accepting, each connection stops
+//! reading, answers what it has under way (queued acquires are answered `shutting_down` by the
+//! engine), and closes.
 //!
 //! What it is not: the HTTP API (`crate::http`), which serves everything, including the
 //! operations this protocol also carries.
 
 use std::collections::HashMap;
 use std::io;
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::{FutureExt, future::BoxFuture};
@@ -34,17 +42,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
+use crate::Timeouts;
 use crate::http::extract::parse;
 use crate::http::routes::{acquire_of, valid_lease};
 use crate::http::{ApiError, AppState};
 
-/// Most requests one connection may have under way; past it the connection reads no more until
-/// some finish.
-pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most acquires one connection may have under way (queued ones included); one more is refused
+/// at once with `too_many_requests`, and the connection goes on reading.
+pub const MAX_ACQUIRES: usize = 1024;
 
-/// How long a new connection has to send its preamble.
-const PREAMBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most other requests (renew, release, fence check: each ends within a commit) one connection
+/// may have under way; past it the connection reads no more until some finish.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// What the server answers a client that does not open with [`PREAMBLE`] — usually an HTTP
 /// client pointed at the wire port — before it closes the connection.
@@ -52,7 +63,12 @@ const NOT_WIRE_ANSWER: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: applica
 connection: close\r\ncontent-length: ";
 
 /// Accepts connections until `stop` turns true, then waits for every connection to finish.
-pub(crate) async fn serve(listener: TcpListener, app: AppState, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: AppState,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     let connection_stop = stop.clone();
     loop {
@@ -62,7 +78,12 @@ pub(crate) async fn serve(listener: TcpListener, app: AppState, mut stop: watch:
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
                     }
-                    connections.spawn(connection(tcp, app.clone(), connection_stop.clone()));
+                    connections.spawn(connection(
+                        tcp,
+                        app.clone(),
+                        timeouts,
+                        connection_stop.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -84,8 +105,13 @@ async fn stopped(flag: &mut watch::Receiver<bool>) {
 }
 
 /// Serves one connection; I/O errors just end it (the peer went away).
-async fn connection(tcp: TcpStream, app: AppState, stop: watch::Receiver<bool>) {
-    if let Err(e) = run_connection(tcp, app, stop).await {
+async fn connection(
+    tcp: TcpStream,
+    app: AppState,
+    timeouts: Timeouts,
+    stop: watch::Receiver<bool>,
+) {
+    if let Err(e) = run_connection(tcp, app, timeouts, stop).await {
         tracing::debug!(error = %e, "wire: connection ended");
     }
 }
@@ -93,15 +119,23 @@ async fn connection(tcp: TcpStream, app: AppState, stop: watch::Receiver<bool>) 
 async fn run_connection(
     tcp: TcpStream,
     app: AppState,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let (read_half, mut write_half) = tcp.into_split();
     let mut reader = FrameReader::new(read_half);
-    // A peer that never completes its preamble is dropped, and never holds up a shutdown.
+    // A peer that does not complete its preamble within the header timeout is dropped, and
+    // never holds up a shutdown.
+    let preamble = async {
+        match timeouts.header {
+            Some(within) => tokio::time::timeout(within, reader.preamble()).await.ok(),
+            None => Some(reader.preamble().await),
+        }
+    };
     let greeted = tokio::select! {
-        greeted = tokio::time::timeout(PREAMBLE_WITHIN, reader.preamble()) => match greeted {
-            Ok(greeted) => greeted?,
-            Err(_) => return Ok(()),
+        greeted = preamble => match greeted {
+            Some(greeted) => greeted?,
+            None => return Ok(()),
         },
         _ = stopped(&mut stop) => return Ok(()),
     };
@@ -123,13 +157,18 @@ async fn run_connection(
     let mut under_way = UnderWay::default();
     let mut out = Vec::with_capacity(4096);
     let mut reading = true;
+    // The idle timer is lazy: activity only moves `active_at`, and the timer, once due, looks
+    // whether the connection really was idle for the whole timeout (no timer reset per frame).
+    let mut active_at = Instant::now();
+    let idle_timer = tokio::time::sleep(timeouts.idle.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(idle_timer);
     while reading || !under_way.in_flight.is_empty() {
         tokio::select! {
             biased;
             Some(answer) = under_way.in_flight.next(), if !under_way.in_flight.is_empty() => {
                 under_way.done(answer, &mut out);
             }
-            read = reader.next(), if reading && under_way.in_flight.len() < MAX_IN_FLIGHT => match read {
+            read = reader.next(), if reading && under_way.others < MAX_IN_FLIGHT => match read {
                 Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
                 Ok(None) => {
                     reading = false;
@@ -142,12 +181,31 @@ async fn run_connection(
                 }
             },
             _ = stopped(&mut stop), if reading => reading = false,
+            () = &mut idle_timer, if reading && timeouts.idle.is_some() => {
+                let idle = timeouts.idle.unwrap_or_default();
+                let now = Instant::now();
+                if under_way.in_flight.is_empty() && now >= active_at + idle {
+                    tracing::debug!(?idle, "wire: closing a connection idle for so long");
+                    reading = false;
+                    let _ = gone_tx.send(true);
+                } else {
+                    // Not idle (requests under way count as activity): look again later.
+                    let next = if under_way.in_flight.is_empty() {
+                        active_at + idle
+                    } else {
+                        now + idle
+                    };
+                    idle_timer.as_mut().reset(next);
+                    continue;
+                }
+            }
         }
+        active_at = Instant::now();
         // Everything else already done, and frames already buffered, go out in the same write.
         while let Some(Some(answer)) = under_way.in_flight.next().now_or_never() {
             under_way.done(answer, &mut out);
         }
-        while reading && under_way.in_flight.len() < MAX_IN_FLIGHT {
+        while reading && under_way.others < MAX_IN_FLIGHT {
             match reader.buffered() {
                 Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
                 Ok(None) => break,
@@ -181,6 +239,10 @@ struct UnderWay {
     in_flight: FuturesUnordered<BoxFuture<'static, (Option<u64>, Vec<u8>)>>,
     /// The acquires not answered yet, by request id: sending withdraws one.
     acquires: HashMap<u64, oneshot::Sender<()>>,
+    /// How many acquires are in `in_flight` (withdrawn ones until their future ends).
+    acquiring: usize,
+    /// How many other requests are in `in_flight`.
+    others: usize,
 }
 
 impl UnderWay {
@@ -205,23 +267,46 @@ impl UnderWay {
                 });
                 encode(out, req.id, answer);
             }
+            Some(Op::Acquire) if self.acquiring >= MAX_ACQUIRES => {
+                encode::<()>(out, req.id, Err(too_many_acquires()));
+            }
             Some(Op::Acquire) => {
                 let (tx, withdrawn) = oneshot::channel();
                 self.acquires.insert(req.id, tx);
+                self.acquiring += 1;
                 self.in_flight
                     .push(request(app, req, gone, Some(withdrawn)));
             }
-            _ => self.in_flight.push(request(app, req, gone, None)),
+            _ => {
+                self.others += 1;
+                self.in_flight.push(request(app, req, gone, None));
+            }
         }
     }
 
     /// Takes a finished request's answer.
     fn done(&mut self, (acquire, answer): (Option<u64>, Vec<u8>), out: &mut Vec<u8>) {
-        if let Some(id) = acquire {
-            self.acquires.remove(&id);
+        match acquire {
+            Some(id) => {
+                self.acquires.remove(&id);
+                self.acquiring -= 1;
+            }
+            None => self.others -= 1,
         }
         out.extend(answer);
     }
+}
+
+/// The refusal of an acquire past [`MAX_ACQUIRES`] on one connection.
+fn too_many_acquires() -> ApiError {
+    ApiError::from(ErrorBody::new(
+        ErrorCode::TooManyRequests,
+        format!(
+            "this connection already has {MAX_ACQUIRES} acquires under way (the wire \
+             protocol's limit per connection); this one was not queued — wait for some to be \
+             answered or withdraw some, or open another connection"
+        ),
+    ))
 }
 
 /// A decoded request, owned, so its handler can outlive the read buffer.
@@ -257,7 +342,7 @@ fn request(
             Some(Op::Acquire) => {
                 let answer = async {
                     let req: AcquireRequest = parse(&req.body)?;
-                    let acquire = acquire_of(req, app.default_lock_delay_ms);
+                    let acquire = acquire_of(&app, req)?;
                     // Resolves once a withdraw arrives for this request, never otherwise.
                     let withdrawn = async {
                         if let Some(rx) = withdrawn

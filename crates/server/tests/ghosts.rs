@@ -578,3 +578,184 @@ async fn holds_survive_a_restart() {
     assert_eq!(err.code(), Some(ErrorCode::Frozen));
     s.stop().await;
 }
+
+/// Whether any audit record says a lease ended because its node rebooted.
+async fn any_reboot_reclaim(s: &TestServer) -> bool {
+    let audit = s
+        .client()
+        .audit(&AuditQuery::default())
+        .await
+        .expect("audit");
+    audit.records.iter().any(|r| {
+        matches!(
+            &r.kind,
+            AuditKind::Ended {
+                cause: EndCause::NodeRebooted { .. }
+            }
+        )
+    })
+}
+
+/// Bug pinned (issue 15, item 6): one acquire naming the server's own node under a made-up boot
+/// id ended every live lease of that node as `node_rebooted`. The server knows its own boot id:
+/// it refuses the acquire, over HTTP and over the wire, and reclaims nothing.
+#[tokio::test]
+async fn an_acquire_naming_the_servers_own_node_under_a_forged_boot_id_is_refused() {
+    let s = TestServer::start_tweaked(|c| {
+        c.wire_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let c = s.client();
+    let (mut child, who) = local_process();
+    let mut live = req("own/live", 1);
+    live.owner = who.clone();
+    live.ttl_ms = Some(60_000);
+    let lease = c.acquire(&live).await.expect("a live local holder");
+
+    let mut forged = req("own/forged", 2);
+    forged.owner.node = who.node.clone();
+    forged.owner.boot_id = "00000000-0000-0000-0000-000000000000".into();
+    let err = c.acquire(&forged).await.expect_err("forged boot id");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+    let body = err.body().expect("body");
+    assert_eq!(body.field.as_deref(), Some("owner.boot_id"));
+    assert!(
+        body.message.contains(&who.boot_id) && body.message.contains("--node"),
+        "names the node's real boot id and the fix: {}",
+        body.message
+    );
+    let wire = locksmith_client::WireClient::new(s.wire.clone().expect("wire"));
+    let err = wire
+        .acquire(&forged)
+        .await
+        .expect_err("forged over the wire");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+
+    c.renew(lease.lease, Some(lease.token))
+        .await
+        .expect("the live holder keeps its lease");
+    assert!(!any_reboot_reclaim(&s).await, "nothing ended as a reboot");
+    assert!(
+        c.lock("own/forged")
+            .await
+            .expect("lock")
+            .lock
+            .holders
+            .is_empty()
+    );
+    // Another node's boot ids are still news of its reboots.
+    let mut other = req("other/boot", 3);
+    other.owner.boot_id = "boot-before".into();
+    let ghost = c.acquire(&other).await.expect("another node");
+    other.owner.boot_id = "boot-after".into();
+    other.resource = "other/after".into();
+    c.acquire(&other).await.expect("that node rebooted");
+    let err = c.renew(ghost.lease, None).await.expect_err("reclaimed");
+    assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    s.stop().await;
+}
+
+/// Bug pinned (issue 15, item 6): a liveness report naming a live holder on the server's own
+/// node (everything it needs is published by `GET /v1/locks`) was accepted and freed the lock.
+/// The server sees its own processes: it refuses the entry with `holder_alive`, and a report
+/// claiming another boot of its node outright.
+#[tokio::test]
+async fn a_liveness_report_calling_a_live_holder_on_the_servers_own_node_dead_is_refused() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let (mut child, who) = local_process();
+    let mut live = req("own/report", 1);
+    live.owner = who.clone();
+    live.ttl_ms = Some(60_000);
+    let lease = c.acquire(&live).await.expect("a live local holder");
+    let forged = |boot_id: &str| LivenessReport {
+        node: who.node.clone(),
+        boot_id: boot_id.to_string(),
+        reported_by: "mallory@elsewhere".into(),
+        dead: vec![DeadHolder {
+            lease: lease.lease,
+            pid: who.pid,
+            start_time: who.start_time,
+        }],
+    };
+
+    let out = c
+        .report_liveness(&forged(&who.boot_id))
+        .await
+        .expect("answered");
+    assert!(out.reclaimed.is_empty(), "{out:?}");
+    assert_eq!(out.refused.len(), 1, "{out:?}");
+    assert_eq!(out.refused[0].error, ErrorCode::HolderAlive);
+    assert_eq!(out.refused[0].lease, Some(lease.lease));
+    assert!(
+        out.refused[0].message.contains("alive"),
+        "{}",
+        out.refused[0].message
+    );
+
+    let err = c
+        .report_liveness(&forged("00000000-0000-0000-0000-000000000000"))
+        .await
+        .expect_err("another boot of the server's own node");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+    assert_eq!(err.body().and_then(|b| b.field.as_deref()), Some("boot_id"));
+
+    c.renew(lease.lease, Some(lease.token))
+        .await
+        .expect("the live holder keeps its lease");
+    assert!(!any_reboot_reclaim(&s).await);
+
+    // Once its process is gone, the same report is accepted.
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let out = c
+        .report_liveness(&forged(&who.boot_id))
+        .await
+        .expect("answered");
+    assert_eq!(out.reclaimed, vec![lease.lease]);
+    s.stop().await;
+}
+
+/// Bug pinned (issue 15, item 16): `/v1/liveness` accepted an empty `node`, `boot_id` or
+/// `reported_by` — and an empty boot id, taken as news of the node's boot, ended every lease
+/// of the node as a ghost of a reboot.
+#[tokio::test]
+async fn a_liveness_report_with_an_empty_node_boot_id_or_reporter_is_refused() {
+    let s = TestServer::start_tweaked(no_probe()).await;
+    let c = s.client();
+    let held = c.acquire(&req("empty/report", 1)).await.expect("acquire");
+    let good = LivenessReport {
+        node: held.owner.node.clone(),
+        boot_id: held.owner.boot_id.clone(),
+        reported_by: "tester@node-7".into(),
+        dead: Vec::new(),
+    };
+    for field in ["node", "boot_id", "reported_by"] {
+        for empty in ["", "  "] {
+            let mut report = good.clone();
+            match field {
+                "node" => report.node = empty.into(),
+                "boot_id" => report.boot_id = empty.into(),
+                _ => report.reported_by = empty.into(),
+            }
+            let err = c
+                .report_liveness(&report)
+                .await
+                .expect_err("an empty field");
+            assert_eq!(
+                err.code(),
+                Some(ErrorCode::InvalidRequest),
+                "{field}: {err}"
+            );
+            assert_eq!(err.body().and_then(|b| b.field.as_deref()), Some(field));
+        }
+    }
+    c.renew(held.lease, Some(held.token))
+        .await
+        .expect("nothing was reclaimed");
+    assert!(!any_reboot_reclaim(&s).await);
+    c.report_liveness(&good).await.expect("a complete report");
+    s.stop().await;
+}

@@ -401,3 +401,163 @@ mod etcd {
     use super::*;
     lock_semantics!(Backend::Etcd);
 }
+
+/// A server whose header timeout is `header` and idle timeout `idle`.
+async fn timed_server(header: Duration, idle: Duration) -> TestServer {
+    TestServer::start_tweaked(|c| {
+        c.header_timeout = header;
+        c.idle_timeout = idle;
+    })
+    .await
+}
+
+/// A raw TCP connection to the server's HTTP port.
+async fn raw_tcp(s: &TestServer) -> tokio::net::TcpStream {
+    let addr = s.url.trim_start_matches("http://");
+    tokio::net::TcpStream::connect(addr).await.expect("connect")
+}
+
+/// Reads until the server closes the connection (within `limit`); how long that took, and
+/// what came before the close.
+async fn closed_within(
+    tcp: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<(Duration, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| (started.elapsed(), seen))
+}
+
+/// Sends one complete keep-alive request and reads its whole response (a `/healthz` JSON).
+async fn healthz_on(tcp: &mut tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: locksmith\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The JSON body ends with `}`; the answer is small and comes in one or two reads.
+    while !seen.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "closed before the answer: {seen:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
+/// Bug pinned (issue 15, item 15): connections stuck mid-headers, or never sending anything,
+/// were never closed — enough of them under a descriptor limit and every new client hung. A
+/// request head must now be complete within the header timeout.
+#[tokio::test]
+async fn a_half_sent_or_silent_http_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let header = Duration::from_millis(300);
+    let s = timed_server(header, Duration::from_secs(60)).await;
+
+    let connected = std::time::Instant::now();
+    let mut half = raw_tcp(&s).await;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: locksmith\r\nx-slow: ")
+        .await
+        .expect("write");
+    let mut silent = raw_tcp(&s).await;
+    for tcp in [&mut half, &mut silent] {
+        let (_, seen) = closed_within(tcp, Duration::from_secs(10))
+            .await
+            .expect("closed by the server within the header timeout");
+        let took = connected.elapsed();
+        assert!(
+            took >= header / 2,
+            "closed after {took:?}, before the timeout"
+        );
+        assert!(seen.is_empty(), "no answer to a half-sent head: {seen:?}");
+    }
+
+    // After a complete request, a later head gets the header timeout from its first byte.
+    let mut kept = raw_tcp(&s).await;
+    healthz_on(&mut kept).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    closed_within(&mut kept, Duration::from_secs(10))
+        .await
+        .expect("a stalled second head is closed too");
+
+    // The server still serves.
+    s.client().health().await.expect("healthz");
+    s.stop().await;
+}
+
+/// A keep-alive connection may wait between requests longer than the header timeout, up to the
+/// idle timeout — and is closed after that.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout() {
+    let header = Duration::from_millis(200);
+    let idle = Duration::from_millis(1_500);
+    let s = timed_server(header, idle).await;
+    let mut tcp = raw_tcp(&s).await;
+    healthz_on(&mut tcp).await;
+    tokio::time::sleep(header * 3).await;
+    healthz_on(&mut tcp).await;
+    let (took, seen) = closed_within(&mut tcp, Duration::from_secs(10))
+        .await
+        .expect("closed by the server after the idle timeout");
+    assert!(
+        took >= idle / 2,
+        "closed after {took:?}, before the idle timeout"
+    );
+    assert!(seen.is_empty(), "{seen:?}");
+    s.stop().await;
+}
+
+/// The timeouts apply only while the server waits for a request: an event stream, or an
+/// acquire waiting in the queue, outlives both.
+#[tokio::test]
+async fn event_streams_and_waiting_acquires_outlive_the_header_and_idle_timeouts() {
+    let s = timed_server(Duration::from_millis(200), Duration::from_millis(300)).await;
+    let c = s.client();
+    let mut events = c.events(Some("long/lived")).await.expect("event stream");
+    let held = c.acquire(&req("long/lived", 1)).await.expect("acquire");
+    let mut queued = req("long/lived", 2);
+    queued.wait_ms = Some(30_000);
+    let waiter = tokio::spawn({
+        let c = s.client();
+        async move { c.acquire(&queued).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(!waiter.is_finished(), "still waiting");
+    c.release(held.lease, None).await.expect("release");
+    let granted = waiter
+        .await
+        .expect("task")
+        .expect("granted after 1 s in the queue");
+    assert_eq!(granted.owner.pid, 2);
+    let mut labels = Vec::new();
+    while labels.len() < 3 {
+        let record = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("the stream still delivers")
+            .expect("event")
+            .expect("not closed");
+        labels.push(record.label().to_string());
+    }
+    assert_eq!(labels, ["granted", "released", "granted"]);
+    s.stop().await;
+}

@@ -665,3 +665,173 @@ async fn connect_opens_one_connection_before_the_first_call_and_names_an_unreach
         other => panic!("expected a transport error naming the server, got {other:?}"),
     }
 }
+
+/// Polls `resource` (up to about ten seconds) until exactly `n` acquires wait for it; whether it
+/// got there.
+async fn waiters_are(http: &locksmith_client::Client, resource: &str, n: usize) -> bool {
+    for _ in 0..1_000 {
+        if http.lock(resource).await.expect("view").lock.waiters.len() == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Bug pinned (issue 15, item 7): with 1,024 acquires queued on one connection the server
+/// stopped reading it — renewals sent behind them were never answered (the lease expired), and
+/// the connection's close went unseen, so its waiters stayed queued and the lock went to a dead
+/// connection's waiter for its whole TTL. Now the connection keeps reading: acquires past the
+/// limit are refused (`too_many_requests`), the renewal is answered, and the close withdraws
+/// every waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_1024_queued_acquires_neither_stall_renewals_nor_outlive_the_connection() {
+    let (s, wire) = wire_server().await;
+    let resource = "fleet/busy.conf";
+    let http = s.client();
+    let mut tcp = raw_conn(&s).await;
+    let mut holder = req(resource, 10);
+    holder.ttl_ms = Some(60_000);
+    let body = serde_json::to_vec(&holder).expect("encode");
+    tcp.write_all(&raw_frame(1, Op::Acquire as u16, &body))
+        .await
+        .expect("write");
+    let (id, status, lease) = read_answer(&mut tcp).await;
+    assert_eq!((id, status), (1, 200), "{lease}");
+    let held = LeaseId(lease["lease"].as_u64().expect("lease id"));
+
+    // 1,100 acquires that queue behind the holder, then a renewal of its lease.
+    let queued = 1_100u64;
+    let mut bytes = Vec::new();
+    for i in 0..queued {
+        let mut waiting = req(resource, 1_000 + i as u32);
+        waiting.wait_ms = Some(60_000);
+        waiting.ttl_ms = Some(60_000);
+        let body = serde_json::to_vec(&waiting).expect("encode");
+        bytes.extend(raw_frame(2 + i, Op::Acquire as u16, &body));
+    }
+    let renew = serde_json::to_vec(&LeaseOp {
+        lease: held,
+        token: None,
+    })
+    .expect("encode");
+    let renew_id = 5_000;
+    bytes.extend(raw_frame(renew_id, Op::Renew as u16, &renew));
+    let (mut read_half, mut write_half) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        write_half.write_all(&bytes).await.expect("write");
+        write_half
+    });
+
+    // Before the renewal's answer: a refusal for each acquire past the limit.
+    let mut refused = 0;
+    let answered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let mut len = [0u8; 4];
+            read_half.read_exact(&mut len).await.expect("length");
+            let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+            read_half.read_exact(&mut rest).await.expect("frame");
+            let mut whole = len.to_vec();
+            whole.extend(rest);
+            let (f, _) = frame::decode(&whole).expect("valid").expect("whole frame");
+            let body: Value = serde_json::from_slice(f.body).expect("JSON");
+            if f.id == renew_id {
+                return (f.code, body);
+            }
+            assert_eq!(f.code, 429, "only refusals come before the renewal: {body}");
+            assert_eq!(body["error"], "too_many_requests", "{body}");
+            assert!(
+                body["message"].as_str().is_some_and(|m| m.contains("1024")),
+                "names the limit: {body}"
+            );
+            refused += 1;
+        }
+    })
+    .await;
+    let (code, body) = answered.expect("the renewal is answered despite the queued acquires");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(refused, queued - 1_024);
+    assert!(
+        waiters_are(&http, resource, 1_024).await,
+        "the first 1,024 queued"
+    );
+
+    // A live waiter on another connection, behind the dead-to-be ones.
+    let mut live = req(resource, 99);
+    live.wait_ms = Some(60_000);
+    let live_waiter = tokio::spawn({
+        let wire = wire.clone();
+        async move { wire.acquire(&live).await }
+    });
+    assert!(
+        waiters_are(&http, resource, 1_025).await,
+        "the live one queued"
+    );
+
+    // Close the connection: its 1,024 waiters leave the queue; the lock goes to the live one.
+    let write_half = writer.await.expect("writer");
+    drop((read_half, write_half));
+    assert!(
+        waiters_are(&http, resource, 1).await,
+        "the closed connection's waiters are withdrawn"
+    );
+    http.release(held, None).await.expect("release");
+    let granted = tokio::time::timeout(Duration::from_secs(10), live_waiter)
+        .await
+        .expect("the live waiter is served at once")
+        .expect("task")
+        .expect("granted");
+    assert_eq!(granted.owner.pid, 99);
+    s.stop().await;
+}
+
+/// A wire server whose idle timeout is `idle`.
+async fn idle_wire_server(idle: Duration) -> TestServer {
+    TestServer::start_tweaked(|c| {
+        c.wire_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.idle_timeout = idle;
+    })
+    .await
+}
+
+/// Bug pinned (issue 15, item 15): a wire connection past its preamble that sent nothing more
+/// was never closed. It is now closed after the idle timeout — but one with an acquire waiting
+/// in the queue is not idle, however long it waits.
+#[tokio::test]
+async fn an_idle_wire_connection_is_closed_but_one_with_a_queued_acquire_is_not() {
+    let idle = Duration::from_millis(300);
+    let s = idle_wire_server(idle).await;
+    let mut silent = raw_conn(&s).await;
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest))
+        .await
+        .expect("closed by the server after the idle timeout")
+        .expect("a clean close");
+    assert!(started.elapsed() >= idle / 2, "{:?}", started.elapsed());
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // A connection whose acquire waits in the queue for longer than the idle timeout.
+    let http = s.client();
+    let held = http
+        .acquire(&req("fleet/idle.conf", 10))
+        .await
+        .expect("held");
+    let mut waiting = raw_conn(&s).await;
+    let mut queued = req("fleet/idle.conf", 11);
+    queued.wait_ms = Some(30_000);
+    let body = serde_json::to_vec(&queued).expect("encode");
+    waiting
+        .write_all(&raw_frame(1, Op::Acquire as u16, &body))
+        .await
+        .expect("write");
+    assert!(queue_is(&http, "fleet/idle.conf", true).await);
+    tokio::time::sleep(idle * 4).await;
+    http.release(held.lease, None).await.expect("release");
+    let (id, status, granted) =
+        tokio::time::timeout(Duration::from_secs(5), read_answer(&mut waiting))
+            .await
+            .expect("the queued acquire is answered on its still-open connection");
+    assert_eq!((id, status), (1, 200), "{granted}");
+    s.stop().await;
+}

@@ -40,6 +40,20 @@ pub struct BreakOutcome {
     pub hold: Option<HoldView>,
 }
 
+/// Checks who a liveness report says it comes from: a node, its boot id and a reporter, none
+/// empty. A report's boot id is news of its node's boot ([`LockTable::observe_boot`]), so an
+/// empty one would reclaim every lease of the node as a ghost of an older boot: check before
+/// anything is taken from the report.
+pub fn validate_reporter(
+    node: &str,
+    boot_id: &str,
+    reported_by: &str,
+) -> Result<(), InvalidRequest> {
+    require_text("node", node)?;
+    require_text("boot_id", boot_id)?;
+    require_text("reported_by", reported_by)
+}
+
 impl LockTable {
     /// A request arrived from `node` running under `boot_id`. If the node's leases were granted
     /// under another boot id, the node rebooted and their holders cannot be alive: they are
@@ -84,9 +98,7 @@ impl LockTable {
         now: Now,
         fx: &mut Effects,
     ) -> Result<HolderView, ReportError> {
-        require_text("node", reporter_node)?;
-        require_text("boot_id", reporter_boot)?;
-        require_text("reported_by", reported_by)?;
+        validate_reporter(reporter_node, reporter_boot, reported_by)?;
         self.advance(now, fx);
         self.observe_boot(reporter_node, reporter_boot, now, fx);
         let lease = dead.lease;

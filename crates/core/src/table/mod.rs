@@ -31,7 +31,7 @@ mod resources;
 mod restore;
 mod views;
 
-pub use ghosts::{BreakOutcome, DeadProcess};
+pub use ghosts::{BreakOutcome, DeadProcess, validate_reporter};
 pub use holds::PlaceHold;
 pub use restore::{LeasePreparer, PreparedLeases, RestoreBuilder};
 pub use views::Census;

@@ -6,8 +6,10 @@ mod events;
 pub(crate) mod extract;
 mod ops;
 pub(crate) mod routes;
+mod serve;
 
 pub use error::ApiError;
+pub(crate) use serve::serve;
 
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub struct AppState {
     pub default_lock_delay_ms: u64,
     /// FleetLock's settings and runtime group sizes.
     pub fleetlock: crate::fleetlock::FleetLock,
+    /// This server's node and boot id: claims about its own node are checked against them.
+    pub(crate) own: std::sync::Arc<crate::NodeIdentity>,
 }
 
 impl FromRef<AppState> for Engine {

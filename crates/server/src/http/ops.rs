@@ -8,7 +8,9 @@ use locksmith_api::{
     AuditQuery, AuditResponse, BreakRequest, BreakResponse, DEFAULT_BREAK_FREEZE_MS, ErrorBody,
     HoldRequest, HoldsResponse, LivenessReport, LivenessResponse, OperatorRequest, StatusResponse,
 };
-use locksmith_core::{DeadProcess, HoldId, HoldView, PlaceHold, validate_resource};
+use locksmith_core::{
+    DeadProcess, HoldId, HoldView, PlaceHold, validate_reporter, validate_resource,
+};
 
 use super::extract::{self, JsonBody};
 use super::{ApiError, AppState};
@@ -88,10 +90,16 @@ pub async fn break_lock(
     }))
 }
 
+/// A node's liveness report. Who sends it is checked before anything is taken from it: its boot
+/// id alone reclaims the node's older-boot leases. About this server's own node the server
+/// trusts its own eyes first (see `crate::own_node`).
 pub async fn liveness(
-    State(engine): State<Engine>,
+    State(app): State<AppState>,
     JsonBody(req): JsonBody<LivenessReport>,
 ) -> ApiResult<LivenessResponse> {
+    validate_reporter(&req.node, &req.boot_id, &req.reported_by)
+        .map_err(|e| ApiError::from(ErrorBody::from_invalid(&e)))?;
+    app.own.check_boot("boot_id", &req.node, &req.boot_id)?;
     let dead = req
         .dead
         .into_iter()
@@ -101,12 +109,17 @@ pub async fn liveness(
             start_time: d.start_time,
         })
         .collect();
-    let (reclaimed, refused) = engine
+    let (dead, alive) = app.own.vet_report(&app.engine, &req.node, dead).await;
+    let (reclaimed, refused) = app
+        .engine
         .report_liveness(&req.node, &req.boot_id, &req.reported_by, dead)
         .await?;
     Ok(Json(LivenessResponse {
         reclaimed,
-        refused: refused.iter().map(ErrorBody::from_report).collect(),
+        refused: alive
+            .into_iter()
+            .chain(refused.iter().map(ErrorBody::from_report))
+            .collect(),
     }))
 }
 

@@ -32,21 +32,25 @@ pub async fn acquire(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<AcquireRequest>,
 ) -> ApiResult<LeaseView> {
-    let acquire = acquire_of(req, app.default_lock_delay_ms);
+    let acquire = acquire_of(&app, req)?;
     Ok(Json(app.engine.acquire(acquire).await?))
 }
 
-/// A public acquire request as the table sees it, with the API's defaults filled in.
-pub(crate) fn acquire_of(req: AcquireRequest, default_lock_delay_ms: u64) -> Acquire {
-    Acquire {
+/// A public acquire request as the table sees it, with the API's defaults filled in. Refused if
+/// its owner claims this server's own node under another boot id: that would reclaim every
+/// lease of the node as a ghost of a reboot that never happened (see `crate::own_node`).
+pub(crate) fn acquire_of(app: &AppState, req: AcquireRequest) -> Result<Acquire, ApiError> {
+    app.own
+        .check_boot("owner.boot_id", &req.owner.node, &req.owner.boot_id)?;
+    Ok(Acquire {
         resource: req.resource,
         owner: req.owner,
         ttl_ms: req.ttl_ms.unwrap_or(DEFAULT_TTL_MS),
         slots: req.slots.unwrap_or(1),
         wait_ms: req.wait_ms.unwrap_or(0),
-        lock_delay_ms: req.lock_delay_ms.unwrap_or(default_lock_delay_ms),
+        lock_delay_ms: req.lock_delay_ms.unwrap_or(app.default_lock_delay_ms),
         trusted: locksmith_core::Trusted::NONE,
-    }
+    })
 }
 
 pub async fn renew(
