@@ -315,6 +315,39 @@ fn run_releases_the_lock_when_its_child_is_killed() {
     assert_eq!(server.state("res"), "FREE");
 }
 
+/// Issue 15 item 8: a lease released by someone else (by its id) while `run`'s command ran, and
+/// taken by a third owner, ended in exit 0 when the command finished before the next heartbeat:
+/// the final release's "already released" answer was taken as success.
+#[test]
+fn run_exits_4_when_its_lease_was_released_by_someone_else() {
+    let (_dir, server) = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    // The default TTL (15 s): the next heartbeat is 5 s away, after the command has finished.
+    let script = format!(
+        "echo $LOCKSMITH_LEASE; while [ ! -e {} ]; do sleep 0.02; done",
+        go.display()
+    );
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", &script]);
+    let lease = run.read_line();
+    let out = server.cli(&["release", &lease]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let third = other_process();
+    let out = server.cli(&["acquire", "res", "--pid", &third.pid().to_string()]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    std::fs::write(&go, "").expect("let the command finish");
+
+    let status = run.wait_within(Duration::from_secs(15));
+    let err = run.stderr();
+    assert_eq!(status.code(), Some(4), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("ERROR: res: LEASE LOST — "), "{err}");
+    assert!(lines[0].contains("released by someone else"), "{err}");
+    // The third owner's lease is untouched.
+    assert_eq!(server.state("res"), "HOT");
+}
+
 #[test]
 fn kill_9_of_run_frees_the_lock_within_its_ttl() {
     let (_dir, server) = server();

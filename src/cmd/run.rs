@@ -9,8 +9,8 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use locksmith_api::{ErrorCode, LeaseView, format_age};
-use locksmith_client::{LeaseGuard, LeaseLost};
+use locksmith_api::{LeaseView, format_age};
+use locksmith_client::{LeaseGuard, LeaseLost, ReleaseError};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -165,30 +165,30 @@ async fn finish(
 ) -> anyhow::Result<Exit> {
     match guard.release().await {
         Ok(()) => Ok(Exit::for_child(status)),
-        Err(e) if Exit::for_client(&e) == Exit::LeaseLost => {
+        Err(ReleaseError::Lost(lost)) => {
             let next = "its last writes may not have been protected by the lock; check them";
-            let failure = match e.body().map(|b| (b.error, &b.by, &b.reason)) {
-                Some((ErrorCode::Broken, Some(by), Some(reason))) => Failure::new(
+            let failure = match lost {
+                LeaseLost::Broken { by, reason } => Failure::new(
                     Exit::LeaseLost,
                     &lease.resource,
                     &format!("lease BROKEN by {by}: {reason}"),
                     format!("it was broken before '{shown_cmd}' exited"),
                     next,
                 ),
-                _ => Failure::new(
+                LeaseLost::Ended(_) | LeaseLost::Unreachable(_) => Failure::new(
                     Exit::LeaseLost,
                     &lease.resource,
                     "LEASE LOST",
-                    format!("the lease ended before '{shown_cmd}' exited ({e})"),
+                    format!("the lease ended before '{shown_cmd}' exited ({lost})"),
                     next,
                 ),
             };
             Err(failure.into())
         }
-        Err(e) => {
+        Err(ReleaseError::Failed(e)) => {
             // Not an error of the command's: say so once, and pass its status through.
             Failure::new(
-                Exit::Unavailable,
+                Exit::for_client(&e),
                 &lease.resource,
                 "not released",
                 e,

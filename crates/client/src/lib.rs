@@ -16,6 +16,6 @@ mod wire;
 
 pub use client::Client;
 pub use error::ClientError;
-pub use guard::{LeaseGuard, LeaseLost};
+pub use guard::{LeaseGuard, LeaseLost, ReleaseError};
 pub use locksmith_api as api;
 pub use wire::WireClient;
