@@ -29,7 +29,8 @@ pub struct Global {
         global = true,
         env = "LOCKSMITH_SERVER",
         default_value = "http://127.0.0.1:7400",
-        value_name = "URL"
+        value_name = "URL",
+        value_parser = parse_server
     )]
     pub server: String,
 
@@ -42,6 +43,12 @@ pub struct Global {
     /// [default: USER@NODE].
     #[arg(long, global = true, env = "LOCKSMITH_OPERATOR", value_name = "NAME")]
     pub operator: Option<String>,
+}
+
+/// `--server`: refused as a usage error (exit 2) unless it is an http(s) URL with a host, so a
+/// typo is not reported as a server that is down (exit 5).
+fn parse_server(raw: &str) -> Result<String, String> {
+    locksmith_client::check_base_url(raw).map(|()| raw.to_string())
 }
 
 /// One variant per command; each carries its own argument struct so that adding a command

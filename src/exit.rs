@@ -109,6 +109,7 @@ impl Exit {
     pub fn for_client(e: &ClientError) -> Exit {
         match e {
             ClientError::Api { body, .. } => Exit::for_code(body.error),
+            ClientError::InvalidUrl { .. } => Exit::Usage,
             ClientError::Transport { .. } => Exit::Unavailable,
             ClientError::Decode { .. } => Exit::Other,
         }

@@ -67,6 +67,9 @@ impl Failure {
     pub fn from_client(e: &ClientError, ctx: Context<'_>) -> Self {
         let exit = Exit::for_client(e);
         let line = match e {
+            ClientError::InvalidUrl { .. } => {
+                format!("{e}; pass --server http://HOST:PORT (or set LOCKSMITH_SERVER)")
+            }
             ClientError::Transport { .. } => {
                 format!("{e}; start it with 'locksmith server' or set --server/LOCKSMITH_SERVER")
             }

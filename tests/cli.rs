@@ -118,6 +118,18 @@ fn acquire_shows_hot_with_owner_then_release_frees() {
     one_error_line(&out);
 }
 
+/// Issue 15 item 14: the README's tour showed a second `acquire` from the same shell failing
+/// HOT; it returns the shell's own lease, renewed (re-acquire is recursive), with exit 0.
+#[test]
+fn acquiring_again_from_the_same_shell_returns_its_own_lease() {
+    let (_dir, server) = server();
+    let first = server.cli(&["acquire", "res", "--ttl", "60s"]);
+    assert_eq!(code(&first), 0, "{}", describe(&first));
+    let again = server.cli(&["acquire", "res", "--ttl", "60s"]);
+    assert_eq!(code(&again), 0, "{}", describe(&again));
+    assert_eq!(lease_and_token(&first), lease_and_token(&again));
+}
+
 #[test]
 fn a_second_owner_is_refused_hot_with_one_line_naming_the_holder() {
     let (_dir, server) = server();
@@ -242,6 +254,30 @@ fn an_unreachable_server_exits_5() {
             "{line}"
         );
     }
+}
+
+/// Issue 15 item 14: `--server notaurl` exited 5 ("cannot reach the server"), as if a server
+/// were down, instead of 2 (a usage error).
+#[test]
+fn a_server_address_that_is_not_a_url_is_a_usage_error() {
+    for bad in ["notaurl", "ftp://127.0.0.1:7400", "http://"] {
+        for args in [
+            vec!["--server", bad, "locks"],
+            vec!["--server", bad, "why", "res"],
+        ] {
+            let out = locksmith(&args);
+            assert_eq!(code(&out), 2, "{bad}: {}", describe(&out));
+            assert!(
+                common::stderr(&out).contains("--server"),
+                "{bad}: {}",
+                describe(&out)
+            );
+        }
+    }
+    let mut cmd = common::command(&["acquire", "res"]);
+    cmd.env("LOCKSMITH_SERVER", "notaurl");
+    let out = common::output_within(cmd, common::CALL_TIMEOUT);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
 }
 
 #[test]
