@@ -101,7 +101,10 @@ fn with_exit_codes(notes: &str) -> String {
 const ACQUIRE_HELP: &str = "\
 The lease is owned by the PARENT process of `locksmith acquire` (the shell or script that runs \
 it), not by this short-lived command: that process renews and releases the lease later, and \
-the server may reclaim the lock early once it is known dead. Use --pid to name another owner.";
+the server may reclaim the lock early once it is known dead. When the parent is a subshell \
+whose output is captured (`L=$(locksmith acquire R --json | jq .lease)`, a pipeline stage), \
+the shell that forked it owns the lease instead. Use --pid to name the owner yourself, e.g. \
+--pid $$ for the script.";
 
 const RUN_HELP: &str = "\
 The child sees LOCKSMITH_TOKEN, LOCKSMITH_LEASE, LOCKSMITH_RESOURCE and LOCKSMITH_SERVER. \

@@ -12,7 +12,7 @@ const PASSWD: &str = "/etc/passwd";
 /// The longest purpose the server accepts, in bytes (`Owner::validate`).
 const MAX_PURPOSE: usize = 1024;
 
-pub use locksmith_host::{IdentityError, boot_id, hostname, process_start_time};
+pub use locksmith_host::{IdentityError, boot_id, hostname, lasting_ancestor, process_start_time};
 
 /// Builds the owner for process `pid` on this node. `node` overrides the host name, `purpose`
 /// the default purpose (computed only when needed).

@@ -355,6 +355,40 @@ fn break_stops_the_running_holder_freezes_the_resource_and_is_audited() {
     assert_eq!(json["records"].as_array().map(Vec::len), Some(0), "{json}");
 }
 
+/// Issue 15 item 9: in `L=$(locksmith acquire R --json | jq .lease)` the owner was the
+/// command substitution's subshell, which exits with the pipeline; the server's probe then
+/// reclaimed the lock within 250 ms while the script went on working under it.
+#[test]
+fn the_script_pattern_l_equals_acquire_piped_to_jq_keeps_the_lock() {
+    let (_dir, server) = server();
+    let script = format!(
+        "L=$('{bin}' --server {url} acquire res --json | jq -r .lease); echo \"$$ $L\"; \
+         exec sleep 60",
+        bin = common::bin(),
+        url = server.url()
+    );
+    let mut bash = Proc {
+        child: Command::new("bash")
+            .args(["-c", &script])
+            .env("USER", "tester")
+            .env_remove("LOCKSMITH_NODE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("bash"),
+    };
+    let line = bash.read_line();
+    let (shell, lease) = line.split_once(' ').expect("pid and lease");
+    assert!(lease.parse::<u64>().is_ok(), "{line}");
+    // The script (its pid stays with `exec sleep`) owns the lease, not the `$(…)` subshell.
+    assert_eq!(rows(&server, "res", "pid,lease"), [[shell, lease]]);
+    // Four probe intervals later the lock is still the script's.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.state_unchecked("res"), "HOT");
+    assert_eq!(server.state("res"), "HOT", "a check from here must agree");
+    assert_eq!(rows(&server, "res", "pid,lease"), [[shell, lease]]);
+}
+
 #[test]
 fn why_reports_a_sigkilled_holder_on_this_node_and_the_lock_is_free_at_once() {
     let (_dir, server) = server_without_probe();
