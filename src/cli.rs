@@ -115,10 +115,13 @@ exits and exits with the child's status (128+N if killed by signal N). SIGTERM a
 to `run` are forwarded to the child.";
 
 const WHY_HELP: &str = "\
-When a holder runs on this node (--node or the host name) under this boot, `why` checks that its \
-process is alive; if it is gone (or its pid was reused), `why` reports it and the server reclaims \
-the lock at once. A holder on this node under an older boot id died with that boot: reported \
-too. Holders on other nodes are left to their TTL (run `why` there to check them).";
+When a holder runs on this node (--node or the host name) under this boot and in this PID \
+namespace, `why` checks that its process is alive; if it is gone (or its pid was reused), `why` \
+reports it and the server reclaims the lock at once. A holder on this node under an older boot \
+id died with that boot: reported too. Holders on other nodes, or in another PID namespace of \
+this one (a container sharing its host name), are left to their TTL (run `why` there to check \
+them). The queue shows its first 10 waiters (--json: all). Exits 0 whatever the lock's state; \
+5 if the server cannot be reached.";
 
 const STATUS_HELP: &str = "\
 `status` also checks holders on this node, like `why`: dead ones are reported (and listed as \

@@ -296,6 +296,7 @@ mod tests {
                 boot_id: "b".into(),
                 user: "orchestrator".into(),
                 purpose: "update".into(),
+                pid_ns: None,
             },
             granted_at_ms: now - 60_000,
             last_heartbeat_ms: now - 2_000,

@@ -535,6 +535,7 @@ fn the_server_announces_its_wire_port_and_a_wire_client_locks_through_it() {
                     boot_id: "wire-boot".into(),
                     user: "tester".into(),
                     purpose: "wire test".into(),
+                    pid_ns: None,
                 },
                 ttl_ms: Some(30_000),
                 wait_ms: None,

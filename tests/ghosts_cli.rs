@@ -422,6 +422,113 @@ fn why_reports_a_sigkilled_holder_on_this_node_and_the_lock_is_free_at_once() {
     assert_eq!(server.state_unchecked(res), "FREE");
 }
 
+/// `locksmith ARGS` (against `server`) run as pid 1 of a new PID namespace with its own `/proc`:
+/// same host name, boot id and network as the test.
+fn cli_in_new_pid_namespace(server: &ServerProc, args: &[&str]) -> Output {
+    let mut cmd = Command::new(common::IN_NEW_PID_NAMESPACE[0]);
+    cmd.args(&common::IN_NEW_PID_NAMESPACE[1..])
+        .args([common::bin(), "--server", server.url()])
+        .args(args)
+        .env("USER", "tester")
+        .env_remove("LOCKSMITH_NODE")
+        .env_remove("LOCKSMITH_SERVER")
+        .stdin(std::process::Stdio::null());
+    common::output_within(cmd, common::CALL_TIMEOUT)
+}
+
+/// Issue 15 item 3: `status` run in another PID namespace of the same machine (same host name
+/// and boot id: a `hostNetwork` pod) did not find the live `run`'s pid in its `/proc`, reported
+/// it dead — `holder pid … is gone — reported; lock reclaimed`, `ALL CLEAR` — and the server
+/// took the lease from the live holder.
+#[test]
+fn status_and_why_from_another_pid_namespace_leave_a_live_holder_alone() {
+    if !common::pid_namespaces_available() {
+        return;
+    }
+    let (_dir, server) = server_without_probe();
+    let (mut run, _child, _reap) = run_holder(&server, "res", "60s");
+    let lease = rows(&server, "res", "lease");
+
+    let out = cli_in_new_pid_namespace(&server, &["status"]);
+    let text = ok(&out);
+    assert!(!text.contains("reclaimed"), "{text}");
+    assert_eq!(text.lines().last(), Some("ALL CLEAR"), "{text}");
+    let out = cli_in_new_pid_namespace(&server, &["why", "res"]);
+    let text = ok(&out);
+    assert!(
+        text.contains(&format!(
+            "alive?        not checkable from here (holder pid {} is in PID namespace pid:[",
+            run.pid()
+        )),
+        "{text}"
+    );
+    let out = cli_in_new_pid_namespace(&server, &["locks", "res"]);
+    ok(&out);
+
+    // The holder keeps its lease, and its `run` is still running its command.
+    assert_eq!(rows(&server, "res", "lease"), lease);
+    assert_eq!(server.state_unchecked("res"), "HOT");
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// Issue 15 item 3: a server started in another PID namespace of the same machine freed every
+/// holder of the host within 1.5 s (its probe did not find their pids in its `/proc`).
+#[test]
+fn a_server_in_another_pid_namespace_does_not_probe_the_hosts_holders() {
+    if !common::pid_namespaces_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start_under(
+        &common::IN_NEW_PID_NAMESPACE,
+        &dir.path().join("data"),
+        &["--probe-interval", "50ms"],
+    );
+    let (mut run, _child, _reap) = run_holder(&server, "res", "60s");
+    let lease = rows(&server, "res", "lease");
+    // Twenty probe intervals: long enough for any probe to have judged the holder.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.state_unchecked("res"), "HOT", "{}", server.log());
+    assert_eq!(rows(&server, "res", "lease"), lease);
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// Issue 15 item 3: a process in a PID namespace without its own `/proc` reads another
+/// namespace's processes under its pids; the owner it named (here pid 1's start time, from the
+/// host's `/proc`) was accepted. It is refused, and says what to do.
+#[test]
+fn acquire_under_a_proc_of_another_pid_namespace_is_refused() {
+    if !common::pid_namespaces_available() {
+        return;
+    }
+    let (_dir, server) = server();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", common::bin(), "--server"])
+        .args([server.url(), "acquire", "res", "--pid", "1"])
+        .env("USER", "tester")
+        .stdin(std::process::Stdio::null());
+    let out = common::output_within(cmd, common::CALL_TIMEOUT);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("cannot name the lock owner — /proc shows another PID namespace"),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("(e.g. unshare --pid --fork --mount-proc)"),
+        "{line}"
+    );
+    assert_eq!(server.state_unchecked("res"), "FREE");
+}
+
 #[test]
 fn locks_and_status_reclaim_dead_holders_on_this_node_unless_told_not_to() {
     let (_dir, server) = server_without_probe();

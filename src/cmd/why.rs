@@ -272,16 +272,21 @@ fn next_step(view: &ResourceView, checks: &[Check]) -> String {
                 .find(|h| h.stale)
                 .or(view.holders.first());
             let ttl = h.map_or_else(|| "its TTL".to_string(), |h| format_age(h.ttl_left_ms));
-            let remote = h.and_then(|h| {
-                checks
-                    .iter()
-                    .find(|c| c.lease == h.lease && c.verdict == Verdict::Remote)
-            });
-            match remote {
-                Some(c) => format!(
+            let check = h.and_then(|h| checks.iter().find(|c| c.lease == h.lease));
+            let elsewhere = match check.map(|c| (&c.verdict, &c.owner)) {
+                Some((Verdict::Remote, o)) => Some(format!("on {}", o.node)),
+                Some((
+                    Verdict::OtherPidNamespace {
+                        holder_pid_ns: Some(ns),
+                    },
+                    o,
+                )) => Some(format!("inside PID namespace {ns} on {}", o.node)),
+                _ => None,
+            };
+            match elsewhere {
+                Some(place) => format!(
                     "it will be reclaimed in {ttl} unless it heartbeats; nothing to do (to check \
-                     its process, run 'locksmith why {res}' on {})",
-                    c.owner.node
+                     its process, run 'locksmith why {res}' {place})"
                 ),
                 None => {
                     format!("it will be reclaimed in {ttl} unless it heartbeats; nothing to do")
@@ -318,6 +323,7 @@ mod tests {
             boot_id: "b".into(),
             user: "orchestrator".into(),
             purpose: "update".into(),
+            pid_ns: None,
         }
     }
 

@@ -8,7 +8,7 @@ use locksmith_api::{
     AuditQuery, AuditResponse, BreakRequest, BreakResponse, DEFAULT_BREAK_FREEZE_MS, ErrorBody,
     HoldRequest, HoldsResponse, LivenessReport, LivenessResponse, OperatorRequest, StatusResponse,
 };
-use locksmith_core::{DeadProcess, HoldId, HoldView, PlaceHold, validate_resource};
+use locksmith_core::{DeadProcess, HoldId, HoldView, PlaceHold, Vantage, validate_resource};
 
 use super::extract::{self, JsonBody};
 use super::{ApiError, AppState};
@@ -102,7 +102,15 @@ pub async fn liveness(
         })
         .collect();
     let (reclaimed, refused) = engine
-        .report_liveness(&req.node, &req.boot_id, &req.reported_by, dead)
+        .report_liveness(
+            Vantage {
+                node: &req.node,
+                boot_id: &req.boot_id,
+                pid_ns: req.pid_ns.as_deref(),
+            },
+            &req.reported_by,
+            dead,
+        )
         .await?;
     Ok(Json(LivenessResponse {
         reclaimed,
