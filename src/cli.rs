@@ -91,6 +91,16 @@ pub enum Command {
     Watch(WatchArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Internal: the process `run` starts to own the lock and supervise its command.
+    #[command(name = "run-supervisor", hide = true)]
+    RunSupervisor(RunSupervisorArgs),
+}
+
+/// The supervisor's one argument: the descriptor of its control socket to `run`.
+#[derive(Debug, Args)]
+pub struct RunSupervisorArgs {
+    /// The control socket's descriptor, inherited from `run`.
+    pub control_fd: i32,
 }
 
 /// A command's own notes, then the exit-code table.
@@ -107,12 +117,15 @@ the shell that forked it owns the lease instead. Use --pid to name the owner you
 --pid $$ for the script.";
 
 const RUN_HELP: &str = "\
-The child sees LOCKSMITH_TOKEN, LOCKSMITH_LEASE, LOCKSMITH_RESOURCE and LOCKSMITH_SERVER. \
-`run` heartbeats the lease while the child runs; if the lease is lost (expired, reclaimed, or \
-broken by an operator: the ERROR line then names who and why), it stops the child (SIGTERM, \
-then SIGKILL after 10s) and exits 4. Otherwise it releases the lock when the child \
-exits and exits with the child's status (128+N if killed by signal N). SIGTERM and SIGINT sent \
-to `run` are forwarded to the child.";
+The command sees LOCKSMITH_TOKEN, LOCKSMITH_LEASE, LOCKSMITH_RESOURCE and LOCKSMITH_SERVER. \
+`run` heartbeats the lease while the command runs; if the lease is lost (expired, reclaimed, \
+released by someone else, or broken by an operator: the ERROR line then names who and why), it \
+stops the command and everything it started (SIGTERM, then SIGKILL after 10s) and exits 4. \
+Otherwise it releases the lock once the command and whatever it left running have exited, and \
+exits with the command's status (128+N if killed by signal N). The command never outlives the \
+lock: it runs under a supervisor that owns the lock and, if `run` dies (even by kill -9), kills \
+everything the command started before the lock is freed. SIGTERM and SIGINT sent to `run` reach \
+the command and everything it started.";
 
 const WHY_HELP: &str = "\
 When a holder runs on this node (--node or the host name) under this boot and in this PID \

@@ -384,9 +384,126 @@ fn run_exits_4_when_its_lease_was_released_by_someone_else() {
     assert_eq!(server.state("res"), "HOT");
 }
 
+/// Field 22 of `/proc/PID/stat`, the start time: with the pid it names one process.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3).map(str::to_string)
+}
+
+/// Whether the process that was `pid`, started at `started`, still runs (a zombie does not).
+fn still_runs(pid: u32, started: &str) -> bool {
+    !common::exited(pid) && start_time(pid).as_deref() == Some(started)
+}
+
+/// Issue 15 item 2: `kill -9` of `run` freed the lock (the server's probe found its pid gone)
+/// while its command, reparented to pid 1, kept working unprotected. The command — its
+/// children, an orphaned grandchild, and one that moved to a session of its own — must be gone
+/// by the time the lock is free.
+#[test]
+fn kill_9_of_run_kills_its_command_and_everything_it_started_before_the_lock_is_free() {
+    let (_dir, server) = server();
+    let script = "sleep 300 & a=$!; \
+                  b=$(sh -c 'sleep 300 >/dev/null 2>&1 & echo $!'); \
+                  setsid sleep 300 & c=$!; \
+                  echo $$ $a $b $c; wait";
+    let mut run = server.spawn(&["run", "--ttl", "60s", "res", "--", "sh", "-c", script]);
+    let line = run.read_line();
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), 4, "{line}");
+    let _reap: Vec<Killer> = pids.iter().map(|p| Killer::new(*p)).collect();
+    let started: Vec<String> = pids
+        .iter()
+        .map(|p| start_time(*p).expect("running"))
+        .collect();
+    assert_eq!(server.state_unchecked("res"), "HOT");
+
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait_within(Duration::from_secs(5));
+    // TTL 60 s: only the probe (250 ms) frees it. Whenever it is seen free, every process of
+    // the command must already be gone: looked at after the state, a process seen alive was
+    // alive when the lock was free.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let free = server.state_unchecked("res") == "FREE";
+        let alive: Vec<u32> = pids
+            .iter()
+            .zip(&started)
+            .filter(|(p, t)| still_runs(**p, t))
+            .map(|(p, _)| *p)
+            .collect();
+        if free {
+            assert!(
+                alive.is_empty(),
+                "lock free while {alive:?} of {line} still run"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still held: {}",
+            describe(&server.cli(&["locks", "res"]))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a command leaves running when it exits still works under the lock: `run` keeps the lock
+/// (and says so) until those processes have ended, then releases it and exits with the
+/// command's status.
+#[test]
+fn run_holds_the_lock_until_what_its_command_left_running_has_ended() {
+    let (_dir, server) = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    let script = format!(
+        "(while [ ! -e {} ]; do sleep 0.02; done) >/dev/null 2>&1 & echo $!; exit 3",
+        go.display()
+    );
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", &script]);
+    let left: u32 = run.read_line().parse().expect("pid");
+    let _reap = Killer::new(left);
+    let warning = run.read_stderr_line();
+    assert!(
+        warning.starts_with("WARNING: res: still running — 'sh -c ")
+            && warning.contains(&format!("exited, leaving 1 of its processes (pid {left})"))
+            && warning.ends_with("; the lock is held until they end"),
+        "{warning}"
+    );
+    assert_eq!(server.state("res"), "HOT");
+    assert!(run.child.try_wait().expect("try_wait").is_none());
+    std::fs::write(&go, "").expect("let it end");
+    let status = run.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(server.state("res"), "FREE");
+}
+
+/// SIGTERM to `run` (what `timeout`, systemd or `kill` send) stops the command and everything it
+/// started, as Ctrl-C stops a whole job — not only the command's first process, leaving its
+/// children to work on after the lock is released.
+#[test]
+fn sigterm_to_run_stops_its_command_and_everything_it_started() {
+    let (_dir, server) = server();
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", "sleep 300 & echo $!; wait"]);
+    let grandchild: u32 = run.read_line().parse().expect("pid");
+    let _reap = Killer::new(grandchild);
+    let started = start_time(grandchild).expect("running");
+    signal(run.pid(), Signal::SIGTERM);
+    let status = run.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(128 + 15), "{}", run.stderr());
+    assert!(!still_runs(grandchild, &started), "sleep outlived the lock");
+    assert_eq!(server.state_unchecked("res"), "FREE");
+}
+
+/// Without the server's probe, the lock of a `kill -9`'d `run` is freed by its TTL; its command
+/// is gone long before.
 #[test]
 fn kill_9_of_run_frees_the_lock_within_its_ttl() {
-    let (_dir, server) = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start_with(&dir.path().join("data"), &["--probe-interval", "0"]);
     let mut run = server.spawn(&[
         "run",
         "res",
@@ -397,12 +514,12 @@ fn kill_9_of_run_frees_the_lock_within_its_ttl() {
         "-c",
         "echo $$; exec sleep 30",
     ]);
-    // The command outlives `run`: make sure it dies with the test.
     let child: u32 = run.read_line().parse().expect("child pid");
-    let _orphan = Killer::new(child);
+    let _reap = Killer::new(child);
     assert_eq!(server.state("res"), "HOT");
     signal(run.pid(), Signal::SIGKILL);
     run.wait_within(Duration::from_secs(5));
+    common::wait_exited(child, Duration::from_secs(5));
     // TTL 2s, plus the reaper's interval and slack for a loaded machine.
     assert!(
         server.wait_for_state("res", "FREE", Duration::from_secs(2 + 8)),

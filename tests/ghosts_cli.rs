@@ -67,6 +67,16 @@ fn rows(server: &ServerProc, resource: &str, cols: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The pid that owns `resource`'s (only) lease: for a `run` holder, `run`'s supervisor, which
+/// outlives the command it supervises by the time it takes to kill it.
+fn holder_pid(server: &ServerProc, resource: &str) -> u32 {
+    let rows = rows(server, resource, "pid");
+    rows.first()
+        .and_then(|r| r.first())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no holder of {resource}: {rows:?}"))
+}
+
 /// Starts `locksmith run RESOURCE --ttl TTL -- sh -c 'echo $$; exec sleep 30'` and returns it
 /// with its command's pid (killed with the test).
 fn run_holder(server: &ServerProc, resource: &str, ttl: &str) -> (Proc, u32, Killer) {
@@ -254,6 +264,7 @@ fn break_stops_the_running_holder_freezes_the_resource_and_is_audited() {
     // A short TTL: `run` heartbeats every second, so it learns of the break within one.
     let (mut run, child, reap) = run_holder(&server, res, "3s");
     assert_eq!(server.state(res), "HOT");
+    let holder_pid_before_break = holder_pid(&server, res);
 
     let out = server.cli(&[
         "--operator",
@@ -272,7 +283,8 @@ fn break_stops_the_running_holder_freezes_the_resource_and_is_audited() {
         lines[0].starts_with(&format!("broke {res}: revoked lease ")),
         "{text}"
     );
-    assert!(lines[0].contains(&format!("(pid {})", run.pid())), "{text}");
+    let holder = holder_pid_before_break;
+    assert!(lines[0].contains(&format!("(pid {holder})")), "{text}");
     assert!(lines[1].starts_with("fence is now "), "{text}");
     let hold = lines[2]
         .strip_prefix("frozen by hold ")
@@ -395,9 +407,11 @@ fn why_reports_a_sigkilled_holder_on_this_node_and_the_lock_is_free_at_once() {
     let res = "aim_lock_config.conf";
     // TTL 60 s: the TTL cannot be what frees it within this test.
     let (mut run, _child, _orphan) = run_holder(&server, res, "60s");
-    let run_pid = run.pid();
-    signal(run_pid, Signal::SIGKILL);
-    run.wait_within(Duration::from_secs(5)); // reaped: the pid is gone, not a zombie
+    let holder = holder_pid(&server, res);
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait_within(Duration::from_secs(5));
+    // `run`'s supervisor, the lock's owner, kills the command and exits.
+    common::wait_exited(holder, Duration::from_secs(5));
     assert_eq!(server.state_unchecked(res), "HOT");
 
     let out = server.cli(&["why", res]);
@@ -408,7 +422,7 @@ fn why_reports_a_sigkilled_holder_on_this_node_and_the_lock_is_free_at_once() {
     );
     assert!(
         text.contains(&format!(
-            "holder pid {run_pid} is gone — reported; lock reclaimed"
+            "holder pid {holder} is gone — reported; lock reclaimed"
         )),
         "{text}"
     );
@@ -448,6 +462,7 @@ fn status_and_why_from_another_pid_namespace_leave_a_live_holder_alone() {
     let (_dir, server) = server_without_probe();
     let (mut run, _child, _reap) = run_holder(&server, "res", "60s");
     let lease = rows(&server, "res", "lease");
+    let holder = holder_pid(&server, "res");
 
     let out = cli_in_new_pid_namespace(&server, &["status"]);
     let text = ok(&out);
@@ -457,8 +472,7 @@ fn status_and_why_from_another_pid_namespace_leave_a_live_holder_alone() {
     let text = ok(&out);
     assert!(
         text.contains(&format!(
-            "alive?        not checkable from here (holder pid {} is in PID namespace pid:[",
-            run.pid()
+            "alive?        not checkable from here (holder pid {holder} is in PID namespace pid:["
         )),
         "{text}"
     );
@@ -534,9 +548,13 @@ fn locks_and_status_reclaim_dead_holders_on_this_node_unless_told_not_to() {
     let (_dir, server) = server_without_probe();
     let (mut a, _a_child, _a_orphan) = run_holder(&server, "res/a", "60s");
     let (mut b, _b_child, _b_orphan) = run_holder(&server, "res/b", "60s");
+    let holders = [holder_pid(&server, "res/a"), holder_pid(&server, "res/b")];
     for run in [&mut a, &mut b] {
         signal(run.pid(), Signal::SIGKILL);
         run.wait_within(Duration::from_secs(5));
+    }
+    for holder in holders {
+        common::wait_exited(holder, Duration::from_secs(5));
     }
     // --no-check leaves them alone.
     assert_eq!(server.state_unchecked("res/a"), "HOT");
@@ -563,7 +581,7 @@ fn locks_and_status_reclaim_dead_holders_on_this_node_unless_told_not_to() {
     assert!(
         fixed.contains(&format!(
             "holder pid {} is gone — reported; lock reclaimed",
-            b.pid()
+            holders[1]
         )),
         "{fixed}"
     );

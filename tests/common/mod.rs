@@ -125,6 +125,30 @@ pub fn signal(pid: u32, sig: Signal) {
     kill(Pid::from_raw(i32::try_from(pid).expect("pid")), sig).expect("send signal");
 }
 
+/// Whether process `pid` has exited: gone from `/proc`, or a zombie nobody has reaped yet. (A
+/// pid reused since reads as alive: callers check pids they saw a moment ago.)
+pub fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+/// Waits until `pid` has [`exited`], failing after `limit`.
+pub fn wait_exited(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !exited(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still running after {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A child process killed (and reaped) on drop.
 #[derive(Debug)]
 pub struct Proc {

@@ -11,9 +11,12 @@
 //! on the same node reclaims the lock within one probe interval — another node's within a TTL.
 //! Whatever the protected work runs in must therefore not outlive the guard's process:
 //!
-//! - Do the work in this process, or in children that die with it: on Linux spawn them with
-//!   `PR_SET_PDEATHSIG` (from a thread that lives as long as the process) and in a process group
-//!   or subreaper that is killed with it — what `locksmith run` does for its command.
+//! - Do the work in this process, or in processes that die with it. `PR_SET_PDEATHSIG` alone
+//!   is not enough: it fires when the *thread* that forked exits (an async runtime forks from
+//!   any worker), and it does not reach grandchildren. `locksmith run` starts a supervisor that
+//!   owns the lease (acquire with its pid), adopts everything the command starts (a child
+//!   subreaper), and kills all of it when a socket from the guard's process reads end-of-file —
+//!   which the kernel guarantees when that process dies, even by SIGKILL.
 //! - Check [`LeaseGuard::lost`] (or [`LeaseGuard::is_lost`]) before each protected write, stop
 //!   the work the moment it resolves, and pass the lease's fencing token with every write, so
 //!   that a write the loss raced with is refused by the resource itself.
