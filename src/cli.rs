@@ -29,7 +29,8 @@ pub struct Global {
         global = true,
         env = "LOCKSMITH_SERVER",
         default_value = "http://127.0.0.1:7400",
-        value_name = "URL"
+        value_name = "URL",
+        value_parser = parse_server
     )]
     pub server: String,
 
@@ -42,6 +43,12 @@ pub struct Global {
     /// [default: USER@NODE].
     #[arg(long, global = true, env = "LOCKSMITH_OPERATOR", value_name = "NAME")]
     pub operator: Option<String>,
+}
+
+/// `--server`: refused as a usage error (exit 2) unless it is an http(s) URL with a host, so a
+/// typo is not reported as a server that is down (exit 5).
+fn parse_server(raw: &str) -> Result<String, String> {
+    locksmith_client::check_base_url(raw).map(|()| raw.to_string())
 }
 
 /// One variant per command; each carries its own argument struct so that adding a command
@@ -84,6 +91,16 @@ pub enum Command {
     Watch(WatchArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Internal: the process `run` starts to own the lock and supervise its command.
+    #[command(name = "run-supervisor", hide = true)]
+    RunSupervisor(RunSupervisorArgs),
+}
+
+/// The supervisor's one argument: the descriptor of its control socket to `run`.
+#[derive(Debug, Args)]
+pub struct RunSupervisorArgs {
+    /// The control socket's descriptor, inherited from `run`.
+    pub control_fd: i32,
 }
 
 /// A command's own notes, then the exit-code table.
@@ -94,21 +111,30 @@ fn with_exit_codes(notes: &str) -> String {
 const ACQUIRE_HELP: &str = "\
 The lease is owned by the PARENT process of `locksmith acquire` (the shell or script that runs \
 it), not by this short-lived command: that process renews and releases the lease later, and \
-the server may reclaim the lock early once it is known dead. Use --pid to name another owner.";
+the server may reclaim the lock early once it is known dead. When the parent is a subshell \
+whose output is captured (`L=$(locksmith acquire R --json | jq .lease)`, a pipeline stage), \
+the shell that forked it owns the lease instead. Use --pid to name the owner yourself, e.g. \
+--pid $$ for the script.";
 
 const RUN_HELP: &str = "\
-The child sees LOCKSMITH_TOKEN, LOCKSMITH_LEASE, LOCKSMITH_RESOURCE and LOCKSMITH_SERVER. \
-`run` heartbeats the lease while the child runs; if the lease is lost (expired, reclaimed, or \
-broken by an operator: the ERROR line then names who and why), it stops the child (SIGTERM, \
-then SIGKILL after 10s) and exits 4. Otherwise it releases the lock when the child \
-exits and exits with the child's status (128+N if killed by signal N). SIGTERM and SIGINT sent \
-to `run` are forwarded to the child.";
+The command sees LOCKSMITH_TOKEN, LOCKSMITH_LEASE, LOCKSMITH_RESOURCE and LOCKSMITH_SERVER. \
+`run` heartbeats the lease while the command runs; if the lease is lost (expired, reclaimed, \
+released by someone else, or broken by an operator: the ERROR line then names who and why), it \
+stops the command and everything it started (SIGTERM, then SIGKILL after 10s) and exits 4. \
+Otherwise it releases the lock once the command and whatever it left running have exited, and \
+exits with the command's status (128+N if killed by signal N). The command never outlives the \
+lock: it runs under a supervisor that owns the lock and, if `run` dies (even by kill -9), kills \
+everything the command started before the lock is freed. SIGTERM and SIGINT sent to `run` reach \
+the command and everything it started.";
 
 const WHY_HELP: &str = "\
-When a holder runs on this node (--node or the host name) under this boot, `why` checks that its \
-process is alive; if it is gone (or its pid was reused), `why` reports it and the server reclaims \
-the lock at once. A holder on this node under an older boot id died with that boot: reported \
-too. Holders on other nodes are left to their TTL (run `why` there to check them).";
+When a holder runs on this node (--node or the host name) under this boot and in this PID \
+namespace, `why` checks that its process is alive; if it is gone (or its pid was reused), `why` \
+reports it and the server reclaims the lock at once. A holder on this node under an older boot \
+id died with that boot: reported too. Holders on other nodes, or in another PID namespace of \
+this one (a container sharing its host name), are left to their TTL (run `why` there to check \
+them). The queue shows its first 10 waiters (--json: all). Exits 0 whatever the lock's state; \
+5 if the server cannot be reached.";
 
 const STATUS_HELP: &str = "\
 `status` also checks holders on this node, like `why`: dead ones are reported (and listed as \

@@ -71,7 +71,13 @@ impl Exit {
     /// The exit that passes a finished child's status through, as shells report it.
     pub fn for_child(status: std::process::ExitStatus) -> Exit {
         use std::os::unix::process::ExitStatusExt;
-        let code = match (status.code(), status.signal()) {
+        Exit::for_child_parts(status.code(), status.signal())
+    }
+
+    /// [`Exit::for_child`] from the parts of a status: its exit code, or the signal that
+    /// killed it (128+N).
+    pub fn for_child_parts(code: Option<i32>, signal: Option<i32>) -> Exit {
+        let code = match (code, signal) {
             (Some(code), _) => code,
             (None, Some(signal)) => 128 + signal,
             // Neither exited nor killed (stopped): cannot happen for a reaped child.
@@ -117,6 +123,7 @@ impl Exit {
     pub fn for_client(e: &ClientError) -> Exit {
         match e {
             ClientError::Api { body, .. } => Exit::for_code(body.error),
+            ClientError::InvalidUrl { .. } => Exit::Usage,
             ClientError::Transport { .. } => Exit::Unavailable,
             ClientError::Decode { .. } => Exit::Other,
         }

@@ -67,6 +67,9 @@ impl Failure {
     pub fn from_client(e: &ClientError, ctx: Context<'_>) -> Self {
         let exit = Exit::for_client(e);
         let line = match e {
+            ClientError::InvalidUrl { .. } => {
+                format!("{e}; pass --server http://HOST:PORT (or set LOCKSMITH_SERVER)")
+            }
             ClientError::Transport { .. } => {
                 format!("{e}; start it with 'locksmith server' or set --server/LOCKSMITH_SERVER")
             }
@@ -299,6 +302,7 @@ mod tests {
                 boot_id: "b".into(),
                 user: "orchestrator".into(),
                 purpose: "update".into(),
+                pid_ns: None,
             },
             granted_at_ms: now - 60_000,
             last_heartbeat_ms: now - 2_000,

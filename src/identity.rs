@@ -1,7 +1,8 @@
 //! Who the CLI says holds a lock: node, pid, process start time, boot id, user and purpose.
 //!
-//! `(node, boot id, pid, start time)` names one process incarnation, so the server can tell a
-//! live holder from a later process that reused its pid, or from a node that rebooted.
+//! `(node, boot id, PID namespace, pid, start time)` names one process incarnation, so the
+//! server can tell a live holder from a later process that reused its pid, from a node that
+//! rebooted, or from a process with the same pid in another container of the same machine.
 //! Everything is read from Linux `/proc`; each failure is a typed error naming what was read.
 
 use std::fs;
@@ -12,7 +13,9 @@ const PASSWD: &str = "/etc/passwd";
 /// The longest purpose the server accepts, in bytes (`Owner::validate`).
 const MAX_PURPOSE: usize = 1024;
 
-pub use locksmith_host::{IdentityError, boot_id, hostname, process_start_time};
+pub use locksmith_host::{
+    IdentityError, boot_id, hostname, lasting_ancestor, pid_namespace, process_start_time,
+};
 
 /// Builds the owner for process `pid` on this node. `node` overrides the host name, `purpose`
 /// the default purpose (computed only when needed).
@@ -26,6 +29,9 @@ pub fn owner(
         Some(n) => n.to_string(),
         None => hostname()?,
     };
+    // First: it also proves /proc is this namespace's, so that the start time read next is
+    // `pid`'s and not another process's.
+    let pid_ns = pid_namespace()?;
     Ok(Owner {
         node,
         pid,
@@ -33,6 +39,7 @@ pub fn owner(
         boot_id: boot_id()?,
         user: user(),
         purpose: purpose.map_or_else(|| clean_purpose(&default_purpose()), str::to_string),
+        pid_ns,
     })
 }
 

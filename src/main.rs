@@ -40,6 +40,11 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&cli.command);
+    // Before any runtime thread exists: the supervisor blocks signals for its signalfd, and
+    // its command's parent-death signal watches the thread that forks it.
+    if let Command::RunSupervisor(args) = &cli.command {
+        return cmd::run::supervisor::supervise(args.control_fd);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,6 +82,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Audit(args) => cmd::audit::audit(&global, args).await,
         Command::Watch(args) => cmd::watch::watch(&global, args).await,
         Command::Completions(args) => Ok(cmd::completions::completions(&args)),
+        // Dispatched before the runtime starts (see `main`).
+        Command::RunSupervisor(_) => Ok(Exit::Usage),
     }
 }
 

@@ -340,6 +340,7 @@ mod tests {
             boot_id: "b".into(),
             user: user.into(),
             purpose: "deploy".into(),
+            pid_ns: None,
         }
     }
 

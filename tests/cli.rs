@@ -118,6 +118,18 @@ fn acquire_shows_hot_with_owner_then_release_frees() {
     one_error_line(&out);
 }
 
+/// Issue 15 item 14: the README's tour showed a second `acquire` from the same shell failing
+/// HOT; it returns the shell's own lease, renewed (re-acquire is recursive), with exit 0.
+#[test]
+fn acquiring_again_from_the_same_shell_returns_its_own_lease() {
+    let (_dir, server) = server();
+    let first = server.cli(&["acquire", "res", "--ttl", "60s"]);
+    assert_eq!(code(&first), 0, "{}", describe(&first));
+    let again = server.cli(&["acquire", "res", "--ttl", "60s"]);
+    assert_eq!(code(&again), 0, "{}", describe(&again));
+    assert_eq!(lease_and_token(&first), lease_and_token(&again));
+}
+
 #[test]
 fn a_second_owner_is_refused_hot_with_one_line_naming_the_holder() {
     let (_dir, server) = server();
@@ -285,6 +297,30 @@ fn an_unreachable_server_exits_5() {
     }
 }
 
+/// Issue 15 item 14: `--server notaurl` exited 5 ("cannot reach the server"), as if a server
+/// were down, instead of 2 (a usage error).
+#[test]
+fn a_server_address_that_is_not_a_url_is_a_usage_error() {
+    for bad in ["notaurl", "ftp://127.0.0.1:7400", "http://"] {
+        for args in [
+            vec!["--server", bad, "locks"],
+            vec!["--server", bad, "why", "res"],
+        ] {
+            let out = locksmith(&args);
+            assert_eq!(code(&out), 2, "{bad}: {}", describe(&out));
+            assert!(
+                common::stderr(&out).contains("--server"),
+                "{bad}: {}",
+                describe(&out)
+            );
+        }
+    }
+    let mut cmd = common::command(&["acquire", "res"]);
+    cmd.env("LOCKSMITH_SERVER", "notaurl");
+    let out = common::output_within(cmd, common::CALL_TIMEOUT);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+}
+
 #[test]
 fn run_exports_the_lease_and_passes_the_exit_status_through() {
     let (_dir, server) = server();
@@ -356,9 +392,159 @@ fn run_releases_the_lock_when_its_child_is_killed() {
     assert_eq!(server.state("res"), "FREE");
 }
 
+/// Issue 15 item 8: a lease released by someone else (by its id) while `run`'s command ran, and
+/// taken by a third owner, ended in exit 0 when the command finished before the next heartbeat:
+/// the final release's "already released" answer was taken as success.
+#[test]
+fn run_exits_4_when_its_lease_was_released_by_someone_else() {
+    let (_dir, server) = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    // The default TTL (15 s): the next heartbeat is 5 s away, after the command has finished.
+    let script = format!(
+        "echo $LOCKSMITH_LEASE; while [ ! -e {} ]; do sleep 0.02; done",
+        go.display()
+    );
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", &script]);
+    let lease = run.read_line();
+    let out = server.cli(&["release", &lease]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let third = other_process();
+    let out = server.cli(&["acquire", "res", "--pid", &third.pid().to_string()]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    std::fs::write(&go, "").expect("let the command finish");
+
+    let status = run.wait_within(Duration::from_secs(15));
+    let err = run.stderr();
+    assert_eq!(status.code(), Some(4), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("ERROR: res: LEASE LOST — "), "{err}");
+    assert!(lines[0].contains("released by someone else"), "{err}");
+    // The third owner's lease is untouched.
+    assert_eq!(server.state("res"), "HOT");
+}
+
+/// Field 22 of `/proc/PID/stat`, the start time: with the pid it names one process.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3).map(str::to_string)
+}
+
+/// Whether the process that was `pid`, started at `started`, still runs (a zombie does not).
+fn still_runs(pid: u32, started: &str) -> bool {
+    !common::exited(pid) && start_time(pid).as_deref() == Some(started)
+}
+
+/// Issue 15 item 2: `kill -9` of `run` freed the lock (the server's probe found its pid gone)
+/// while its command, reparented to pid 1, kept working unprotected. The command — its
+/// children, an orphaned grandchild, and one that moved to a session of its own — must be gone
+/// by the time the lock is free.
+#[test]
+fn kill_9_of_run_kills_its_command_and_everything_it_started_before_the_lock_is_free() {
+    let (_dir, server) = server();
+    let script = "sleep 300 & a=$!; \
+                  b=$(sh -c 'sleep 300 >/dev/null 2>&1 & echo $!'); \
+                  setsid sleep 300 & c=$!; \
+                  echo $$ $a $b $c; wait";
+    let mut run = server.spawn(&["run", "--ttl", "60s", "res", "--", "sh", "-c", script]);
+    let line = run.read_line();
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), 4, "{line}");
+    let _reap: Vec<Killer> = pids.iter().map(|p| Killer::new(*p)).collect();
+    let started: Vec<String> = pids
+        .iter()
+        .map(|p| start_time(*p).expect("running"))
+        .collect();
+    assert_eq!(server.state_unchecked("res"), "HOT");
+
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait_within(Duration::from_secs(5));
+    // TTL 60 s: only the probe (250 ms) frees it. Whenever it is seen free, every process of
+    // the command must already be gone: looked at after the state, a process seen alive was
+    // alive when the lock was free.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let free = server.state_unchecked("res") == "FREE";
+        let alive: Vec<u32> = pids
+            .iter()
+            .zip(&started)
+            .filter(|(p, t)| still_runs(**p, t))
+            .map(|(p, _)| *p)
+            .collect();
+        if free {
+            assert!(
+                alive.is_empty(),
+                "lock free while {alive:?} of {line} still run"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still held: {}",
+            describe(&server.cli(&["locks", "res"]))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a command leaves running when it exits still works under the lock: `run` keeps the lock
+/// (and says so) until those processes have ended, then releases it and exits with the
+/// command's status.
+#[test]
+fn run_holds_the_lock_until_what_its_command_left_running_has_ended() {
+    let (_dir, server) = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    let script = format!(
+        "(while [ ! -e {} ]; do sleep 0.02; done) >/dev/null 2>&1 & echo $!; exit 3",
+        go.display()
+    );
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", &script]);
+    let left: u32 = run.read_line().parse().expect("pid");
+    let _reap = Killer::new(left);
+    let warning = run.read_stderr_line();
+    assert!(
+        warning.starts_with("WARNING: res: still running — 'sh -c ")
+            && warning.contains(&format!("exited, leaving 1 of its processes (pid {left})"))
+            && warning.ends_with("; the lock is held until they end"),
+        "{warning}"
+    );
+    assert_eq!(server.state("res"), "HOT");
+    assert!(run.child.try_wait().expect("try_wait").is_none());
+    std::fs::write(&go, "").expect("let it end");
+    let status = run.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(server.state("res"), "FREE");
+}
+
+/// SIGTERM to `run` (what `timeout`, systemd or `kill` send) stops the command and everything it
+/// started, as Ctrl-C stops a whole job — not only the command's first process, leaving its
+/// children to work on after the lock is released.
+#[test]
+fn sigterm_to_run_stops_its_command_and_everything_it_started() {
+    let (_dir, server) = server();
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", "sleep 300 & echo $!; wait"]);
+    let grandchild: u32 = run.read_line().parse().expect("pid");
+    let _reap = Killer::new(grandchild);
+    let started = start_time(grandchild).expect("running");
+    signal(run.pid(), Signal::SIGTERM);
+    let status = run.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(128 + 15), "{}", run.stderr());
+    assert!(!still_runs(grandchild, &started), "sleep outlived the lock");
+    assert_eq!(server.state_unchecked("res"), "FREE");
+}
+
+/// Without the server's probe, the lock of a `kill -9`'d `run` is freed by its TTL; its command
+/// is gone long before.
 #[test]
 fn kill_9_of_run_frees_the_lock_within_its_ttl() {
-    let (_dir, server) = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start_with(&dir.path().join("data"), &["--probe-interval", "0"]);
     let mut run = server.spawn(&[
         "run",
         "res",
@@ -369,12 +555,12 @@ fn kill_9_of_run_frees_the_lock_within_its_ttl() {
         "-c",
         "echo $$; exec sleep 30",
     ]);
-    // The command outlives `run`: make sure it dies with the test.
     let child: u32 = run.read_line().parse().expect("child pid");
-    let _orphan = Killer::new(child);
+    let _reap = Killer::new(child);
     assert_eq!(server.state("res"), "HOT");
     signal(run.pid(), Signal::SIGKILL);
     run.wait_within(Duration::from_secs(5));
+    common::wait_exited(child, Duration::from_secs(5));
     // TTL 2s, plus the reaper's interval and slack for a loaded machine.
     assert!(
         server.wait_for_state("res", "FREE", Duration::from_secs(2 + 8)),
@@ -507,6 +693,7 @@ fn the_server_announces_its_wire_port_and_a_wire_client_locks_through_it() {
                     boot_id: "wire-boot".into(),
                     user: "tester".into(),
                     purpose: "wire test".into(),
+                    pid_ns: None,
                 },
                 ttl_ms: Some(30_000),
                 wait_ms: None,

@@ -26,6 +26,7 @@ fn owner(pid: u32) -> Owner {
         boot_id: "cluster-boot".into(),
         user: "tester".into(),
         purpose: "cluster test".into(),
+        pid_ns: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn owner(task: u32) -> Owner {
         boot_id: "crash-boot".into(),
         user: "tester".into(),
         purpose: "crash test".into(),
+        pid_ns: None,
     }
 }
 

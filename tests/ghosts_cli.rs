@@ -67,6 +67,16 @@ fn rows(server: &ServerProc, resource: &str, cols: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The pid that owns `resource`'s (only) lease: for a `run` holder, `run`'s supervisor, which
+/// outlives the command it supervises by the time it takes to kill it.
+fn holder_pid(server: &ServerProc, resource: &str) -> u32 {
+    let rows = rows(server, resource, "pid");
+    rows.first()
+        .and_then(|r| r.first())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no holder of {resource}: {rows:?}"))
+}
+
 /// Starts `locksmith run RESOURCE --ttl TTL -- sh -c 'echo $$; exec sleep 30'` and returns it
 /// with its command's pid (killed with the test).
 fn run_holder(server: &ServerProc, resource: &str, ttl: &str) -> (Proc, u32, Killer) {
@@ -300,6 +310,7 @@ fn break_stops_the_running_holder_freezes_the_resource_and_is_audited() {
     // A short TTL: `run` heartbeats every second, so it learns of the break within one.
     let (mut run, child, reap) = run_holder(&server, res, "3s");
     assert_eq!(server.state(res), "HOT");
+    let holder_pid_before_break = holder_pid(&server, res);
 
     let out = server.cli(&[
         "--operator",
@@ -318,7 +329,8 @@ fn break_stops_the_running_holder_freezes_the_resource_and_is_audited() {
         lines[0].starts_with(&format!("broke {res}: revoked lease ")),
         "{text}"
     );
-    assert!(lines[0].contains(&format!("(pid {})", run.pid())), "{text}");
+    let holder = holder_pid_before_break;
+    assert!(lines[0].contains(&format!("(pid {holder})")), "{text}");
     assert!(lines[1].starts_with("fence is now "), "{text}");
     let hold = lines[2]
         .strip_prefix("frozen by hold ")
@@ -401,15 +413,51 @@ fn break_stops_the_running_holder_freezes_the_resource_and_is_audited() {
     assert_eq!(json["records"].as_array().map(Vec::len), Some(0), "{json}");
 }
 
+/// Issue 15 item 9: in `L=$(locksmith acquire R --json | jq .lease)` the owner was the
+/// command substitution's subshell, which exits with the pipeline; the server's probe then
+/// reclaimed the lock within 250 ms while the script went on working under it.
+#[test]
+fn the_script_pattern_l_equals_acquire_piped_to_jq_keeps_the_lock() {
+    let (_dir, server) = server();
+    let script = format!(
+        "L=$('{bin}' --server {url} acquire res --json | jq -r .lease); echo \"$$ $L\"; \
+         exec sleep 60",
+        bin = common::bin(),
+        url = server.url()
+    );
+    let mut bash = Proc {
+        child: Command::new("bash")
+            .args(["-c", &script])
+            .env("USER", "tester")
+            .env_remove("LOCKSMITH_NODE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("bash"),
+    };
+    let line = bash.read_line();
+    let (shell, lease) = line.split_once(' ').expect("pid and lease");
+    assert!(lease.parse::<u64>().is_ok(), "{line}");
+    // The script (its pid stays with `exec sleep`) owns the lease, not the `$(…)` subshell.
+    assert_eq!(rows(&server, "res", "pid,lease"), [[shell, lease]]);
+    // Four probe intervals later the lock is still the script's.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.state_unchecked("res"), "HOT");
+    assert_eq!(server.state("res"), "HOT", "a check from here must agree");
+    assert_eq!(rows(&server, "res", "pid,lease"), [[shell, lease]]);
+}
+
 #[test]
 fn why_reports_a_sigkilled_holder_on_this_node_and_the_lock_is_free_at_once() {
     let (_dir, server) = server_without_probe();
     let res = "aim_lock_config.conf";
     // TTL 60 s: the TTL cannot be what frees it within this test.
     let (mut run, _child, _orphan) = run_holder(&server, res, "60s");
-    let run_pid = run.pid();
-    signal(run_pid, Signal::SIGKILL);
-    run.wait_within(Duration::from_secs(5)); // reaped: the pid is gone, not a zombie
+    let holder = holder_pid(&server, res);
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait_within(Duration::from_secs(5));
+    // `run`'s supervisor, the lock's owner, kills the command and exits.
+    common::wait_exited(holder, Duration::from_secs(5));
     assert_eq!(server.state_unchecked(res), "HOT");
 
     let out = server.cli(&["why", res]);
@@ -420,7 +468,7 @@ fn why_reports_a_sigkilled_holder_on_this_node_and_the_lock_is_free_at_once() {
     );
     assert!(
         text.contains(&format!(
-            "holder pid {run_pid} is gone — reported; lock reclaimed"
+            "holder pid {holder} is gone — reported; lock reclaimed"
         )),
         "{text}"
     );
@@ -434,14 +482,125 @@ fn why_reports_a_sigkilled_holder_on_this_node_and_the_lock_is_free_at_once() {
     assert_eq!(server.state_unchecked(res), "FREE");
 }
 
+/// `locksmith ARGS` (against `server`) run as pid 1 of a new PID namespace with its own `/proc`:
+/// same host name, boot id and network as the test.
+fn cli_in_new_pid_namespace(server: &ServerProc, args: &[&str]) -> Output {
+    let mut cmd = Command::new(common::IN_NEW_PID_NAMESPACE[0]);
+    cmd.args(&common::IN_NEW_PID_NAMESPACE[1..])
+        .args([common::bin(), "--server", server.url()])
+        .args(args)
+        .env("USER", "tester")
+        .env_remove("LOCKSMITH_NODE")
+        .env_remove("LOCKSMITH_SERVER")
+        .stdin(std::process::Stdio::null());
+    common::output_within(cmd, common::CALL_TIMEOUT)
+}
+
+/// Issue 15 item 3: `status` run in another PID namespace of the same machine (same host name
+/// and boot id: a `hostNetwork` pod) did not find the live `run`'s pid in its `/proc`, reported
+/// it dead — `holder pid … is gone — reported; lock reclaimed`, `ALL CLEAR` — and the server
+/// took the lease from the live holder.
+#[test]
+fn status_and_why_from_another_pid_namespace_leave_a_live_holder_alone() {
+    if !common::pid_namespaces_available() {
+        return;
+    }
+    let (_dir, server) = server_without_probe();
+    let (mut run, _child, _reap) = run_holder(&server, "res", "60s");
+    let lease = rows(&server, "res", "lease");
+    let holder = holder_pid(&server, "res");
+
+    let out = cli_in_new_pid_namespace(&server, &["status"]);
+    let text = ok(&out);
+    assert!(!text.contains("reclaimed"), "{text}");
+    assert_eq!(text.lines().last(), Some("ALL CLEAR"), "{text}");
+    let out = cli_in_new_pid_namespace(&server, &["why", "res"]);
+    let text = ok(&out);
+    assert!(
+        text.contains(&format!(
+            "alive?        not checkable from here (holder pid {holder} is in PID namespace pid:["
+        )),
+        "{text}"
+    );
+    let out = cli_in_new_pid_namespace(&server, &["locks", "res"]);
+    ok(&out);
+
+    // The holder keeps its lease, and its `run` is still running its command.
+    assert_eq!(rows(&server, "res", "lease"), lease);
+    assert_eq!(server.state_unchecked("res"), "HOT");
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// Issue 15 item 3: a server started in another PID namespace of the same machine freed every
+/// holder of the host within 1.5 s (its probe did not find their pids in its `/proc`).
+#[test]
+fn a_server_in_another_pid_namespace_does_not_probe_the_hosts_holders() {
+    if !common::pid_namespaces_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start_under(
+        &common::IN_NEW_PID_NAMESPACE,
+        &dir.path().join("data"),
+        &["--probe-interval", "50ms"],
+    );
+    let (mut run, _child, _reap) = run_holder(&server, "res", "60s");
+    let lease = rows(&server, "res", "lease");
+    // Twenty probe intervals: long enough for any probe to have judged the holder.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.state_unchecked("res"), "HOT", "{}", server.log());
+    assert_eq!(rows(&server, "res", "lease"), lease);
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// Issue 15 item 3: a process in a PID namespace without its own `/proc` reads another
+/// namespace's processes under its pids; the owner it named (here pid 1's start time, from the
+/// host's `/proc`) was accepted. It is refused, and says what to do.
+#[test]
+fn acquire_under_a_proc_of_another_pid_namespace_is_refused() {
+    if !common::pid_namespaces_available() {
+        return;
+    }
+    let (_dir, server) = server();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", common::bin(), "--server"])
+        .args([server.url(), "acquire", "res", "--pid", "1"])
+        .env("USER", "tester")
+        .stdin(std::process::Stdio::null());
+    let out = common::output_within(cmd, common::CALL_TIMEOUT);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("cannot name the lock owner — /proc shows another PID namespace"),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("(e.g. unshare --pid --fork --mount-proc)"),
+        "{line}"
+    );
+    assert_eq!(server.state_unchecked("res"), "FREE");
+}
+
 #[test]
 fn locks_and_status_reclaim_dead_holders_on_this_node_unless_told_not_to() {
     let (_dir, server) = server_without_probe();
     let (mut a, _a_child, _a_orphan) = run_holder(&server, "res/a", "60s");
     let (mut b, _b_child, _b_orphan) = run_holder(&server, "res/b", "60s");
+    let holders = [holder_pid(&server, "res/a"), holder_pid(&server, "res/b")];
     for run in [&mut a, &mut b] {
         signal(run.pid(), Signal::SIGKILL);
         run.wait_within(Duration::from_secs(5));
+    }
+    for holder in holders {
+        common::wait_exited(holder, Duration::from_secs(5));
     }
     // --no-check leaves them alone.
     assert_eq!(server.state_unchecked("res/a"), "HOT");
@@ -468,7 +627,7 @@ fn locks_and_status_reclaim_dead_holders_on_this_node_unless_told_not_to() {
     assert!(
         fixed.contains(&format!(
             "holder pid {} is gone — reported; lock reclaimed",
-            b.pid()
+            holders[1]
         )),
         "{fixed}"
     );

@@ -9,8 +9,11 @@ use crate::identity;
 use crate::output::{out, out_json};
 
 pub async fn acquire(global: &Global, args: AcquireArgs) -> anyhow::Result<Exit> {
-    // The CLI exits at once: the lease belongs to whoever runs it and will renew and release.
-    let pid = args.pid.unwrap_or_else(std::os::unix::process::parent_id);
+    // The CLI exits at once: the lease belongs to whoever runs it and will renew and release —
+    // the shell, not the subshell of a `$(…)` or pipeline it runs in, which exits at once too.
+    let pid = args
+        .pid
+        .unwrap_or_else(|| identity::lasting_ancestor(std::os::unix::process::parent_id()));
     let req = super::acquire_request(global, &args.resource, &args.lock, pid, args.wait, || {
         identity::command_line(pid)
             .unwrap_or_else(|| format!("locksmith acquire {}", args.resource))

@@ -227,6 +227,7 @@ mod tests {
                     boot_id: "b".into(),
                     user: "orchestrator".into(),
                     purpose: "update".into(),
+                    pid_ns: None,
                 },
                 granted_at_ms: 0,
                 last_heartbeat_ms: 0,

@@ -1,11 +1,13 @@
 //! The CLI as a liveness prober: for holders on this node, is their process still alive?
 //!
 //! `why`, `locks` and `status` check every holder whose node is this node (`--node` or the
-//! host name). Under this node's boot id the holder's `(pid, start time)` is looked up in
-//! `/proc`: a missing pid, or a pid now owned by a process with another start time, proves the
-//! holder dead. A holder recorded under another boot id of this node died with that boot. Either
-//! is reported to the server (`POST /v1/liveness`), which reclaims the lease at once instead of
-//! one TTL later. Holders on other nodes cannot be checked from here.
+//! host name). Under this node's boot id, and in this process's PID namespace, the holder's
+//! `(pid, start time)` is looked up in `/proc`: a missing pid, or a pid now owned by a process
+//! with another start time, proves the holder dead. A holder recorded under another boot id of
+//! this node died with that boot. Either is reported to the server (`POST /v1/liveness`), which
+//! reclaims the lease at once instead of one TTL later. Holders on other nodes, in other PID
+//! namespaces of this one (another container sharing its host name and boot id), or with no
+//! namespace recorded cannot be checked from here: their pid means nothing in our `/proc`.
 
 use locksmith_api::{DeadHolder, ErrorCode, LivenessReport, LivenessResponse, format_age};
 use locksmith_client::Client;
@@ -23,14 +25,22 @@ pub struct Here {
     pub node: String,
     /// Its current boot id.
     pub boot_id: String,
+    /// The PID namespace this process runs in (and whose `/proc` it reads), if it has one.
+    pub pid_ns: Option<String>,
 }
 
 impl Here {
-    /// Reads this node's name and boot id; the error says why holders cannot be checked.
+    /// Reads this node's name, boot id and PID namespace; the error says why holders cannot be
+    /// checked (a `/proc` of another namespace is such a reason: pids read there mean nothing).
     pub fn detect(global: &Global) -> Result<Here, String> {
         let node = super::this_node(global).map_err(|e| e.to_string())?;
         let boot_id = identity::boot_id().map_err(|e| e.to_string())?;
-        Ok(Here { node, boot_id })
+        let pid_ns = identity::pid_namespace().map_err(|e| e.to_string())?;
+        Ok(Here {
+            node,
+            boot_id,
+            pid_ns,
+        })
     }
 }
 
@@ -58,6 +68,12 @@ pub enum Verdict {
     Remote,
     /// It is a FleetLock client, not a process: there is nothing to check.
     FleetLock,
+    /// It runs on this node, but its pid is numbered in another PID namespace than ours (or in
+    /// one it did not record): only a process in that namespace can check it.
+    OtherPidNamespace {
+        /// The holder's namespace, if recorded.
+        holder_pid_ns: Option<String>,
+    },
 }
 
 impl Verdict {
@@ -144,6 +160,18 @@ impl Check {
                     self.owner.node
                 );
             }
+            Verdict::OtherPidNamespace { holder_pid_ns } => {
+                return match holder_pid_ns {
+                    Some(ns) => format!(
+                        "not checkable from here (holder pid {pid} is in PID namespace {ns}; run \
+                         the check there)"
+                    ),
+                    None => format!(
+                        "not checkable by pid (holder pid {pid} recorded no PID namespace: its \
+                         TTL, a reboot or a break ends it)"
+                    ),
+                };
+            }
             Verdict::Gone => format!("holder pid {pid} is gone"),
             Verdict::PidReused { .. } => {
                 format!("holder pid {pid} is gone (the pid now belongs to another process)")
@@ -202,7 +230,13 @@ fn verdict(here: &Result<Here, String>, h: &HolderView) -> Verdict {
         return Verdict::Remote;
     }
     if h.owner.boot_id != here.boot_id {
+        // The boot id is the machine's, whatever the namespace: a reboot ended every process.
         return Verdict::Rebooted;
+    }
+    if h.owner.pid_ns.is_none() || h.owner.pid_ns != here.pid_ns {
+        return Verdict::OtherPidNamespace {
+            holder_pid_ns: h.owner.pid_ns.clone(),
+        };
     }
     match locksmith_host::liveness(h.owner.pid, h.owner.start_time) {
         Liveness::Alive => Verdict::Alive,
@@ -246,6 +280,7 @@ pub async fn report(
     let req = LivenessReport {
         node: here.node.clone(),
         boot_id: here.boot_id.clone(),
+        pid_ns: here.pid_ns.clone(),
         reported_by: operator,
         dead,
     };
@@ -300,6 +335,8 @@ mod tests {
     use super::*;
     use locksmith_core::{FenceToken, LockState};
 
+    const NS: &str = "pid:[4026531836]";
+
     fn holder(node: &str, boot_id: &str, pid: u32, start_time: u64) -> HolderView {
         HolderView {
             lease: LeaseId(7),
@@ -311,6 +348,7 @@ mod tests {
                 boot_id: boot_id.into(),
                 user: "tester".into(),
                 purpose: "p".into(),
+                pid_ns: Some(NS.into()),
             },
             granted_at_ms: 0,
             last_heartbeat_ms: 0,
@@ -339,13 +377,24 @@ mod tests {
         let here = Ok(Here {
             node: "node-1".into(),
             boot_id: "boot-a".into(),
+            pid_ns: Some(NS.into()),
         });
+        let in_ns = |ns: Option<&str>, mut h: HolderView| {
+            h.owner.pid_ns = ns.map(str::to_string);
+            h
+        };
         let views = [view(vec![
             holder("node-1", "boot-a", me, started),
             holder("node-1", "boot-a", me, started + 1),
             holder("node-1", "boot-a", u32::MAX - 1, 1),
             holder("node-1", "boot-old", me, started),
             holder("node-7", "boot-a", me, started),
+            in_ns(
+                Some("pid:[4026532175]"),
+                holder("node-1", "boot-a", u32::MAX - 1, 1),
+            ),
+            in_ns(None, holder("node-1", "boot-a", u32::MAX - 1, 1)),
+            in_ns(None, holder("node-1", "boot-old", me, started)),
         ])];
         let verdicts: Vec<Verdict> = check(&here, &views)
             .into_iter()
@@ -356,6 +405,22 @@ mod tests {
         assert_eq!(verdicts[2], Verdict::Gone);
         assert_eq!(verdicts[3], Verdict::Rebooted);
         assert_eq!(verdicts[4], Verdict::Remote);
+        // Issue 15 item 3: a pid absent from our /proc but numbered in another namespace (or in
+        // one nobody recorded) proves nothing; an older boot still does, whatever the namespace.
+        assert_eq!(
+            verdicts[5],
+            Verdict::OtherPidNamespace {
+                holder_pid_ns: Some("pid:[4026532175]".into())
+            }
+        );
+        assert_eq!(
+            verdicts[6],
+            Verdict::OtherPidNamespace {
+                holder_pid_ns: None
+            }
+        );
+        assert!(!verdicts[5].is_dead() && !verdicts[6].is_dead());
+        assert_eq!(verdicts[7], Verdict::Rebooted);
 
         // A FleetLock client named like this node is not a ghost of an older boot of it.
         let mut slot = holder("node-1", "boot-a", 1, 1);
@@ -380,6 +445,7 @@ mod tests {
             &Ok(Here {
                 node: "node-1".into(),
                 boot_id: "boot-a".into(),
+                pid_ns: Some(NS.into()),
             }),
             &[view(vec![holder("node-1", "boot-a", u32::MAX - 1, 1)])],
         )

@@ -17,6 +17,8 @@ use crate::output::{audit_line, out, out_json};
 
 /// How many audit records `why` shows.
 const HISTORY: usize = 10;
+/// How many waiters the screen lists (the queue can be thousands long; `--json` has them all).
+const WAITERS_SHOWN: usize = 10;
 
 /// Everything `why` found, as `--json` prints it.
 #[derive(Debug, Serialize)]
@@ -137,13 +139,24 @@ fn render(why: &Why, first: &ResourceView) -> String {
             "waiters         {} (served in this order)",
             view.waiters.len()
         ));
-        for (i, w) in view.waiters.iter().enumerate() {
+        for (i, w) in view.waiters.iter().take(WAITERS_SHOWN).enumerate() {
             lines.push(format!(
                 "  {}. {} — {:?}, waiting {}",
                 i + 1,
                 w.owner,
                 w.owner.purpose,
                 format_age(now_ms.saturating_sub(w.waiting_since_ms))
+            ));
+        }
+        if let Some(more) = view
+            .waiters
+            .len()
+            .checked_sub(WAITERS_SHOWN)
+            .filter(|n| *n > 0)
+        {
+            lines.push(format!(
+                "  … and {more} more (locksmith locks {} --json for all)",
+                view.resource
             ));
         }
     }
@@ -284,16 +297,21 @@ fn next_step(view: &ResourceView, checks: &[Check]) -> String {
                 .find(|h| h.stale)
                 .or(view.holders.first());
             let ttl = h.map_or_else(|| "its TTL".to_string(), |h| format_age(h.ttl_left_ms));
-            let remote = h.and_then(|h| {
-                checks
-                    .iter()
-                    .find(|c| c.lease == h.lease && c.verdict == Verdict::Remote)
-            });
-            match remote {
-                Some(c) => format!(
+            let check = h.and_then(|h| checks.iter().find(|c| c.lease == h.lease));
+            let elsewhere = match check.map(|c| (&c.verdict, &c.owner)) {
+                Some((Verdict::Remote, o)) => Some(format!("on {}", o.node)),
+                Some((
+                    Verdict::OtherPidNamespace {
+                        holder_pid_ns: Some(ns),
+                    },
+                    o,
+                )) => Some(format!("inside PID namespace {ns} on {}", o.node)),
+                _ => None,
+            };
+            match elsewhere {
+                Some(place) => format!(
                     "it will be reclaimed in {ttl} unless it heartbeats; nothing to do (to check \
-                     its process, run 'locksmith why {res}' on {})",
-                    c.owner.node
+                     its process, run 'locksmith why {res}' {place})"
                 ),
                 None => {
                     format!("it will be reclaimed in {ttl} unless it heartbeats; nothing to do")
@@ -337,6 +355,7 @@ mod tests {
             boot_id: "b".into(),
             user: "orchestrator".into(),
             purpose: "update".into(),
+            pid_ns: None,
         }
     }
 
@@ -434,6 +453,46 @@ mod tests {
         let refused = [check(Verdict::Gone, Reported::Refused("no".into()))];
         let dead = next_step(&view(LockState::Hot, vec![holder(false)]), &refused);
         assert!(dead.contains("locksmith break res --lease 7"), "{dead}");
+    }
+
+    /// Issue 15 item 14: 10,000 waiters printed 10,000 lines (570 KB) instead of one screen.
+    #[test]
+    fn a_long_queue_is_cut_to_a_screen_and_says_how_many_more() {
+        let mut lock = view(LockState::Hot, vec![holder(false)]);
+        lock.waiters = (0..10_000u64)
+            .map(|i| locksmith_core::WaiterView {
+                owner: Owner {
+                    pid: 10_000 + u32::try_from(i).expect("small"),
+                    ..owner()
+                },
+                waiting_since_ms: i,
+            })
+            .collect();
+        let why = Why {
+            server_time_ms: 20_000,
+            lock: lock.clone(),
+            was: None,
+            checks: vec![],
+            report: None,
+            history: vec![],
+            history_error: None,
+            next_step: "wait".into(),
+        };
+        let text = render(&why, &lock);
+        assert!(text.lines().count() < 40, "{text}");
+        assert!(
+            text.contains("waiters         10000 (served in this order)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  10. orchestrator@node-7 (pid 10009)"),
+            "{text}"
+        );
+        assert!(!text.contains("  11. "), "{text}");
+        assert!(
+            text.contains("  … and 9990 more (locksmith locks res --json for all)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -125,6 +125,30 @@ pub fn signal(pid: u32, sig: Signal) {
     kill(Pid::from_raw(i32::try_from(pid).expect("pid")), sig).expect("send signal");
 }
 
+/// Whether process `pid` has exited: gone from `/proc`, or a zombie nobody has reaped yet. (A
+/// pid reused since reads as alive: callers check pids they saw a moment ago.)
+pub fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+/// Waits until `pid` has [`exited`], failing after `limit`.
+pub fn wait_exited(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !exited(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still running after {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A child process killed (and reaped) on drop.
 #[derive(Debug)]
 pub struct Proc {
@@ -207,6 +231,30 @@ fn read_first_line(stdout: impl Read + Send + 'static, limit: Duration) -> Optio
     rx.recv_timeout(limit).ok().flatten()
 }
 
+/// `unshare --pid --fork --mount-proc`: runs a command as pid 1 of a new PID namespace with its
+/// own `/proc`, on the same host name, boot id and network — a container sharing the host's
+/// network and UTS namespaces (a Kubernetes `hostNetwork` pod). `--kill-child`: the command
+/// dies with `unshare`, so the harness's kill on drop reaches it.
+pub const IN_NEW_PID_NAMESPACE: [&str; 5] =
+    ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+
+/// Whether [`IN_NEW_PID_NAMESPACE`] works here (it needs CAP_SYS_ADMIN); tests that need it say
+/// so and return early where it does not.
+pub fn pid_namespaces_available() -> bool {
+    let works = Command::new(IN_NEW_PID_NAMESPACE[0])
+        .args(&IN_NEW_PID_NAMESPACE[1..])
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("SKIPPED: `unshare --pid --fork --mount-proc` is not permitted here");
+    }
+    works
+}
+
 /// A `locksmith server` process on 127.0.0.1, on a free port, killed on drop.
 #[derive(Debug)]
 pub struct ServerProc {
@@ -225,12 +273,31 @@ impl ServerProc {
     /// Like [`ServerProc::start`], with extra `locksmith server` options (e.g.
     /// `--probe-interval 0`, so that only the CLI's own liveness reports reclaim dead holders).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProc {
+        Self::start_under(&[], data_dir, extra)
+    }
+
+    /// Like [`ServerProc::start_with`], run by `wrapper` (e.g. `unshare --pid --fork
+    /// --mount-proc --kill-child`, whose child dies with it), which execs its arguments.
+    pub fn start_under(wrapper: &[&str], data_dir: &Path, extra: &[&str]) -> ServerProc {
         let log = data_dir.with_extension("log");
         let log_file = File::create(&log).expect("create server log");
         let data = data_dir.to_str().expect("utf-8 data dir");
         let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];
         args.extend_from_slice(extra);
-        let child = command(&args)
+        let mut cmd = command(&args);
+        if let Some((program, before)) = wrapper.split_first() {
+            let mut wrapped = Command::new(program);
+            wrapped.args(before).arg(bin()).args(&args);
+            for (key, value) in cmd.get_envs() {
+                match value {
+                    Some(v) => wrapped.env(key, v),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            cmd = wrapped;
+            cmd.stdin(Stdio::null());
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

@@ -317,6 +317,15 @@ impl ErrorBody {
                     format!("{e}; run the check on that node"),
                 )
             },
+            // The same code as another node's report: the reporter is not where the holder's
+            // pid means anything (node, boot and PID namespace together are that place).
+            ReportError::NotSamePidNamespace { lease, .. } => Self {
+                lease: Some(*lease),
+                ..Self::new(
+                    ErrorCode::NotSameNode,
+                    format!("{e}; run the check inside the holder's PID namespace"),
+                )
+            },
             ReportError::WrongProcess { lease, .. } => Self {
                 lease: Some(*lease),
                 ..Self::new(ErrorCode::WrongProcess, e.to_string())

@@ -23,6 +23,7 @@ pub fn owner(id: &str, group: &str) -> Owner {
         boot_id: OWNER_BOOT_ID.to_string(),
         user: OWNER_USER.to_string(),
         purpose: format!("fleetlock reboot group {group}"),
+        pid_ns: None,
     }
 }
 

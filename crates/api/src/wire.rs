@@ -261,6 +261,11 @@ pub struct LivenessReport {
     pub node: String,
     /// The reporting node's current boot id.
     pub boot_id: String,
+    /// The PID namespace whose `/proc` the reporter read (`/proc/self/ns/pid`, e.g.
+    /// `pid:[4026531836]`). A dead holder is accepted only from its own namespace; a report
+    /// without one can still end the leases of an older boot of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
     /// Who reports (e.g. `locksmith why` as `user@node`).
     pub reported_by: String,
     /// The dead holders found.

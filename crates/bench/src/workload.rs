@@ -93,6 +93,7 @@ fn owner(i: usize) -> Owner {
         boot_id: "bench-boot".into(),
         user: "bench".into(),
         purpose: "locksmith-bench".into(),
+        pid_ns: None,
     }
 }
 

@@ -33,9 +33,9 @@ impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7400`).
     pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
         let base = base.into().trim_end_matches('/').to_string();
-        let base_url = reqwest::Url::parse(&base).map_err(|e| ClientError::Transport {
+        let base_url = parse_base_url(&base).map_err(|reason| ClientError::InvalidUrl {
             server: base.clone(),
-            reason: format!("not a URL: {e}"),
+            reason,
         })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
@@ -298,6 +298,30 @@ impl Client {
         self.send(self.http.post(self.url(path)).json(body), CALL_TIMEOUT)
             .await
     }
+}
+
+/// Checks a server address the way [`Client::new`] takes it: an `http://` or `https://` URL
+/// with a host (e.g. `http://127.0.0.1:7400`). The error says what is wrong, for a usage error
+/// before any call (`locksmith --server notaurl` must not look like a server that is down).
+pub fn check_base_url(base: &str) -> Result<(), String> {
+    parse_base_url(base.trim_end_matches('/')).map(|_| ())
+}
+
+fn parse_base_url(base: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(base).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("it names no host".to_string());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("it must not have a query or fragment".to_string());
+    }
+    Ok(url)
 }
 
 /// The typed answer of a call: the body as `T` on a 2xx status, else the server's error body

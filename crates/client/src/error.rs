@@ -14,6 +14,14 @@ pub enum ClientError {
         /// The error body, with its stable code and details.
         body: Box<ErrorBody>,
     },
+    /// The server's address is not an `http://` or `https://` URL with a host: no call was made.
+    #[error("--server {server:?} is not a Locksmith server URL: {reason}")]
+    InvalidUrl {
+        /// The address given.
+        server: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server could not be reached or the connection failed mid-call.
     #[error("cannot reach the Locksmith server at {server}: {reason}")]
     Transport {

@@ -3,11 +3,32 @@
 //! A lease is lost when the server says it ended (expired, released elsewhere, reclaimed), or
 //! when no renewal has succeeded for a whole TTL (the server must be assumed to have reclaimed
 //! it, even if it is merely unreachable). Either way the holder must stop writing at once.
+//!
+//! # What the caller must do
+//!
+//! The guard keeps the lease alive from *this* process. The lease's owner is whatever process
+//! the acquire named; when that process dies (even by `kill -9`), heartbeats stop, and a server
+//! on the same node reclaims the lock within one probe interval — another node's within a TTL.
+//! Whatever the protected work runs in must therefore not outlive the guard's process:
+//!
+//! - Do the work in this process, or in processes that die with it. `PR_SET_PDEATHSIG` alone
+//!   is not enough: it fires when the *thread* that forked exits (an async runtime forks from
+//!   any worker), and it does not reach grandchildren. `locksmith run` starts a supervisor that
+//!   owns the lease (acquire with its pid), adopts everything the command starts (a child
+//!   subreaper), and kills all of it when a socket from the guard's process reads end-of-file —
+//!   which the kernel guarantees when that process dies, even by SIGKILL.
+//! - Check [`LeaseGuard::lost`] (or [`LeaseGuard::is_lost`]) before each protected write, stop
+//!   the work the moment it resolves, and pass the lease's fencing token with every write, so
+//!   that a write the loss raced with is refused by the resource itself.
+//! - End with [`LeaseGuard::release`], and treat its [`ReleaseError::Lost`] like a loss: the
+//!   lease ended before the work did (expired, broken, or released by someone else), so the last
+//!   writes were not protected.
 
 use std::time::{Duration, Instant};
 
 use locksmith_api::{ErrorCode, LeaseView};
 use locksmith_core::EndCause;
+use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -40,6 +61,19 @@ impl std::fmt::Display for LeaseLost {
             LeaseLost::Broken { by, reason } => write!(f, "lease BROKEN by {by}: {reason}"),
         }
     }
+}
+
+/// Why [`LeaseGuard::release`] did not end the lease as the guard's own release.
+#[derive(Debug, Clone, Error)]
+pub enum ReleaseError {
+    /// The lease had ended before this release (expired, reclaimed, broken, or released by
+    /// someone else): the work since was not protected by the lock.
+    #[error("{0}")]
+    Lost(LeaseLost),
+    /// The release could not be made (server unreachable or unavailable, or refused for another
+    /// reason); the server reclaims the lease when its TTL runs out.
+    #[error(transparent)]
+    Failed(ClientError),
 }
 
 /// Holds a lease and keeps it alive until released or dropped.
@@ -89,12 +123,29 @@ impl LeaseGuard {
     }
 
     /// Stops heartbeating and releases the lease.
-    pub async fn release(self) -> Result<(), ClientError> {
+    ///
+    /// The guard releases its lease once, so a server answering "already released" means
+    /// someone else released it (e.g. `locksmith release ID` from another shell) while the
+    /// caller thought it held the lock: that is [`ReleaseError::Lost`], like an expiry or a
+    /// break, never a success.
+    pub async fn release(self) -> Result<(), ReleaseError> {
         self.task.abort();
-        self.client
+        let known = self.lost.borrow().clone();
+        let answer = self
+            .client
             .release(self.lease.lease, Some(self.lease.token))
-            .await
-            .map(|_| ())
+            .await;
+        match (answer, known) {
+            (Ok(r), None) if !r.already_released => Ok(()),
+            (Ok(_), None) => Err(ReleaseError::Lost(LeaseLost::Ended(format!(
+                "lease {} on {} was released by someone else before its holder released it",
+                self.lease.lease, self.lease.resource
+            )))),
+            // The heartbeat already knew: that verdict says why (the release's answer may not).
+            (_, Some(lost)) => Err(ReleaseError::Lost(lost)),
+            (Err(e), None) if is_final(&e) => Err(ReleaseError::Lost(lost_for(&e))),
+            (Err(e), None) => Err(ReleaseError::Failed(e)),
+        }
     }
 }
 

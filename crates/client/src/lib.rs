@@ -14,8 +14,8 @@ pub mod events;
 mod guard;
 mod wire;
 
-pub use client::Client;
+pub use client::{Client, check_base_url};
 pub use error::ClientError;
-pub use guard::{LeaseGuard, LeaseLost};
+pub use guard::{LeaseGuard, LeaseLost, ReleaseError};
 pub use locksmith_api as api;
 pub use wire::WireClient;

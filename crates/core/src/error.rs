@@ -272,6 +272,25 @@ pub enum ReportError {
         /// The holder's node.
         owner_node: String,
     },
+    /// Only a process in the holder's own PID namespace can tell from `/proc` whether its pid
+    /// still runs: from any other the pid is absent, or another process. A holder that recorded
+    /// no namespace cannot be judged by pid at all.
+    #[error(
+        "lease {lease} is held by pid {pid} in {}; this report comes from {}: only a process in \
+         the holder's own PID namespace can tell whether it runs",
+        holder_pid_ns.as_deref().unwrap_or("a PID namespace it did not record"),
+        reporter_pid_ns.as_deref().unwrap_or("a reporter that named no PID namespace")
+    )]
+    NotSamePidNamespace {
+        /// The lease.
+        lease: LeaseId,
+        /// The holder's pid (in its own namespace).
+        pid: u32,
+        /// The holder's PID namespace, if recorded.
+        holder_pid_ns: Option<String>,
+        /// The reporter's PID namespace, if it named one.
+        reporter_pid_ns: Option<String>,
+    },
     /// The report's evidence names another process incarnation than the holder's.
     #[error(
         "lease {lease} is held by pid {pid} started at {start_time}; the report is about another process"

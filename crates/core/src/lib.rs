@@ -36,7 +36,7 @@ pub use resource::validate_resource;
 pub use table::{
     Acquire, AcquireOutcome, BreakOutcome, Census, DeadProcess, LeasePreparer, LockTable,
     NO_EXPIRY_TTL_MS, PlaceHold, PreparedLeases, Released, RestoreBuilder, TableConfig, Trusted,
-    validate_reporter,
+    Vantage, validate_reporter,
 };
 pub use time::{Mono, Now};
 pub use view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};

@@ -8,8 +8,10 @@ use crate::error::InvalidRequest;
 
 /// The identity of a lease holder, filled in by the client (the CLI does it itself).
 ///
-/// `(node, boot_id, pid, start_time)` names one process incarnation: a pid alone is reused
-/// after the process dies, and a node name alone survives a reboot.
+/// `(node, boot_id, pid_ns, pid, start_time)` names one process incarnation: a pid alone is
+/// reused after the process dies, a node name alone survives a reboot, and node and boot id are
+/// shared by every PID namespace of a machine (containers with the host's network or UTS
+/// namespace, Kubernetes `hostNetwork` pods) — where the same pid names other processes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Owner {
@@ -27,6 +29,13 @@ pub struct Owner {
     pub user: String,
     /// Why the lock is held: the command line, or free text.
     pub purpose: String,
+    /// The PID namespace `pid` is numbered in, as `/proc/self/ns/pid` names it
+    /// (`pid:[4026531836]`). Only a process in that same namespace can tell from `/proc` whether
+    /// the holder still runs: from any other, its pid is absent or another process. A holder
+    /// that records none (a client that does not send it) is never judged dead by its pid —
+    /// only its TTL, an operator's break, or a new boot id of its node end its lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
 }
 
 const MAX_FIELD: usize = 255;
@@ -58,6 +67,26 @@ impl Owner {
                 ));
             }
         }
+        if let Some(ns) = &self.pid_ns {
+            if ns.trim().is_empty() {
+                return Err(InvalidRequest::new(
+                    "owner.pid_ns",
+                    "must not be empty (leave it out when unknown)",
+                ));
+            }
+            if ns.len() > MAX_FIELD {
+                return Err(InvalidRequest::new(
+                    "owner.pid_ns",
+                    format!("must be at most {MAX_FIELD} bytes"),
+                ));
+            }
+            if ns.chars().any(char::is_control) {
+                return Err(InvalidRequest::new(
+                    "owner.pid_ns",
+                    "must not contain control characters",
+                ));
+            }
+        }
         if self.pid == 0 {
             return Err(InvalidRequest::new(
                 "owner.pid",
@@ -73,13 +102,15 @@ impl Owner {
         Ok(())
     }
 
-    /// True when both name the same process incarnation (same node, boot, pid and start time).
-    /// Used for idempotent re-acquire; user and purpose are descriptive, not identity.
+    /// True when both name the same process incarnation (same node, boot, PID namespace, pid
+    /// and start time). Used for idempotent re-acquire; user and purpose are descriptive, not
+    /// identity.
     pub fn same_process(&self, other: &Owner) -> bool {
         self.pid == other.pid
             && self.start_time == other.start_time
             && self.node == other.node
             && self.boot_id == other.boot_id
+            && self.pid_ns == other.pid_ns
     }
 }
 

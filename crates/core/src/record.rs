@@ -103,6 +103,8 @@ pub struct OwnerRef<'a> {
     pub user: &'a str,
     /// Why the lock is held.
     pub purpose: &'a str,
+    /// The PID namespace the pid is numbered in, if the owner recorded it.
+    pub pid_ns: Option<&'a str>,
 }
 
 impl<'a> From<&'a LeaseRecord> for LeaseRef<'a> {
@@ -117,6 +119,7 @@ impl<'a> From<&'a LeaseRecord> for LeaseRef<'a> {
                 boot_id: &r.owner.boot_id,
                 user: &r.owner.user,
                 purpose: &r.owner.purpose,
+                pid_ns: r.owner.pid_ns.as_deref(),
             },
             token: r.token,
             ttl_ms: r.ttl_ms,
@@ -141,6 +144,7 @@ impl LeaseRef<'_> {
                 boot_id: o.boot_id.to_owned(),
                 user: o.user.to_owned(),
                 purpose: o.purpose.to_owned(),
+                pid_ns: o.pid_ns.map(str::to_owned),
             },
             token: self.token,
             ttl_ms: self.ttl_ms,
@@ -177,8 +181,9 @@ struct Packed {
     start_time: u64,
     slots: u32,
     pid: u32,
-    /// Ends of resource, node, boot id, user, purpose.
-    ends: [usize; 5],
+    /// Ends of resource, node, boot id, user, purpose, PID namespace (empty when none was
+    /// recorded: an owner's namespace is never empty).
+    ends: [usize; 6],
 }
 
 impl LeaseChunk {
@@ -193,10 +198,11 @@ impl LeaseChunk {
     /// Appends a copy of `lease`.
     pub fn push(&mut self, lease: LeaseRef<'_>) {
         let o = &lease.owner;
-        let mut ends = [0; 5];
+        let mut ends = [0; 6];
+        let pid_ns = o.pid_ns.unwrap_or_default();
         for (end, text) in
             ends.iter_mut()
-                .zip([lease.resource, o.node, o.boot_id, o.user, o.purpose])
+                .zip([lease.resource, o.node, o.boot_id, o.user, o.purpose, pid_ns])
         {
             self.text.push_str(text);
             *end = self.text.len();
@@ -239,7 +245,7 @@ impl LeaseChunk {
     pub fn iter(&self) -> impl Iterator<Item = LeaseRef<'_>> {
         let mut start = 0;
         self.leases.iter().map(move |p| {
-            let [resource, node, boot_id, user, purpose] = p.ends.map(|end| {
+            let [resource, node, boot_id, user, purpose, pid_ns] = p.ends.map(|end| {
                 // Ends only ever grow and are char boundaries (each is where a pushed `&str`
                 // ended), so `get` always finds the text; `unwrap_or_default` never fires.
                 let text = self.text.get(start..end).unwrap_or_default();
@@ -256,6 +262,7 @@ impl LeaseChunk {
                     boot_id,
                     user,
                     purpose,
+                    pid_ns: (!pid_ns.is_empty()).then_some(pid_ns),
                 },
                 token: p.token,
                 ttl_ms: p.ttl_ms,
@@ -282,6 +289,7 @@ mod tests {
                 boot_id: format!("boot-{}", i % 2),
                 user: "svc".into(),
                 purpose: purpose.into(),
+                pid_ns: (i % 3 != 0).then(|| format!("pid:[{}]", 4_026_531_836 + i)),
             },
             token: FenceToken(i + 1),
             ttl_ms: 1_000 * i,

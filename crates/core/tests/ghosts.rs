@@ -9,11 +9,22 @@ use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditKind, BreakError, DeadProcess, Effect, Effects,
     EndCause, FenceError, FenceToken, HoldError, HoldId, HoldRecord, HoldState, HoldView,
     LeaseError, LeaseId, LeaseView, LockState, LockTable, Mutation, Now, Owner, PlaceHold,
-    ReportError, Snapshot, TableConfig, Trusted, WaiterId,
+    ReportError, Snapshot, TableConfig, Trusted, Vantage, WaiterId,
 };
 
 const WALL0: u64 = 1_700_000_000_000;
+/// The PID namespace every test process runs in, unless a test says otherwise.
+const NS: &str = "pid:[4026531836]";
 const TTL: u64 = 10_000;
+
+/// A report's vantage: `node` under `boot`, reading `/proc` in [`NS`].
+fn at<'a>(node: &'a str, boot: &'a str) -> Vantage<'a> {
+    Vantage {
+        node,
+        boot_id: boot,
+        pid_ns: Some(NS),
+    }
+}
 
 fn t(ms: u64) -> Now {
     Now::at(ms, WALL0 + ms)
@@ -27,6 +38,7 @@ fn owner(n: u32) -> Owner {
         boot_id: format!("boot-{n}"),
         user: "ops".to_string(),
         purpose: format!("test owner {n}"),
+        pid_ns: Some(NS.to_string()),
     }
 }
 
@@ -39,6 +51,7 @@ fn proc_on(node: &str, boot: &str, pid: u32) -> Owner {
         boot_id: boot.to_string(),
         user: "ops".to_string(),
         purpose: format!("pid {pid} on {node}"),
+        pid_ns: Some(NS.to_string()),
     }
 }
 
@@ -1115,9 +1128,9 @@ fn acquire_from_a_new_boot_of_the_node_reclaims_its_old_boot_leases_at_once() {
             cause: rebooted,
         })
     );
-    assert_eq!(table.local_leases("node-a", "b1"), vec![]);
+    assert_eq!(table.local_leases("node-a", "b1", NS), vec![]);
     assert_eq!(
-        table.local_leases("node-a", "b2"),
+        table.local_leases("node-a", "b2", NS),
         vec![DeadProcess {
             lease: fresh.lease,
             pid: 11,
@@ -1145,7 +1158,7 @@ fn a_process_on_the_same_boot_reacquiring_reclaims_nothing() {
     assert!(ended(&fx).is_empty(), "{fx:?}");
     assert_eq!(holder_leases(&table, "r1", t(3)), vec![mine.lease]);
     assert_eq!(holder_leases(&table, "r2", t(3)), vec![sibling.lease]);
-    assert_eq!(table.local_leases("node-a", "b1").len(), 3);
+    assert_eq!(table.local_leases("node-a", "b1", NS).len(), 3);
     // An explicit observation of the same boot is a no-op too.
     assert_eq!(table.observe_boot("node-a", "b1", t(4), &mut fx), 0);
     assert!(fx.is_empty());
@@ -1185,7 +1198,7 @@ fn waiter_queued_under_the_old_boot_and_granted_after_the_reboot_is_reclaimed_to
     );
     assert_eq!(holder_leases(&table, "other", t(4)), vec![fresh.lease]);
     assert_eq!(table.resource("r", t(4)).state, LockState::Free);
-    assert_eq!(table.local_leases("node-a", "b1"), vec![]);
+    assert_eq!(table.local_leases("node-a", "b1", NS), vec![]);
 }
 
 #[test]
@@ -1226,13 +1239,15 @@ fn report_dead_from_the_holders_node_and_boot_reclaims_and_hands_the_slot_on() {
     let held = lock(&mut table, "r", proc_on("node-a", "b1", 11), t(0));
     let mut fx = Effects::new();
     let waiter = queued(table.acquire(req("r", owner(2), 60_000), t(1), &mut fx));
-    assert_eq!(table.local_leases("node-a", "b1"), vec![evidence(&held)]);
+    assert_eq!(
+        table.local_leases("node-a", "b1", NS),
+        vec![evidence(&held)]
+    );
 
     let mut fx = Effects::new();
     let view = table
         .report_dead(
-            "node-a",
-            "b1",
+            at("node-a", "b1"),
             "probe@node-a",
             evidence(&held),
             t(2),
@@ -1250,7 +1265,7 @@ fn report_dead_from_the_holders_node_and_boot_reclaims_and_hands_the_slot_on() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, waiter);
     assert_eq!(holder_leases(&table, "r", t(2)), vec![got[0].1.lease]);
-    assert!(table.local_leases("node-a", "b1").is_empty());
+    assert!(table.local_leases("node-a", "b1", NS).is_empty());
     let mut fx = Effects::new();
     assert_eq!(
         table.release(held.lease, None, t(3), &mut fx),
@@ -1269,8 +1284,7 @@ fn report_dead_from_another_node_is_not_same_node_and_changes_nothing() {
     let mut fx = Effects::new();
     assert_eq!(
         table.report_dead(
-            "node-b",
-            "b1",
+            at("node-b", "b1"),
             "probe@node-b",
             evidence(&held),
             t(1),
@@ -1283,6 +1297,78 @@ fn report_dead_from_another_node_is_not_same_node_and_changes_nothing() {
     );
     assert!(fx.is_empty(), "{fx:?}");
     assert_eq!(holder_leases(&table, "r", t(1)), vec![held.lease]);
+}
+
+/// Issue 15 item 3: node name and boot id are shared by every PID namespace of a machine, and
+/// from another namespace a live holder's pid looks gone. A report from another namespace, from
+/// a reporter that names none, or about a holder that recorded none, changes nothing.
+#[test]
+fn report_dead_from_another_pid_namespace_or_without_one_is_refused_and_changes_nothing() {
+    let mut table = table();
+    let held = lock(&mut table, "r", proc_on("node-a", "b1", 11), t(0));
+    let unrecorded = lock(
+        &mut table,
+        "s",
+        Owner {
+            pid_ns: None,
+            ..proc_on("node-a", "b1", 12)
+        },
+        t(0),
+    );
+    let pod = "pid:[4026532175]";
+    let cases = [
+        (&held, Some(pod), Some(NS), Some(pod)),
+        (&held, None, Some(NS), None),
+        (&unrecorded, Some(NS), None, Some(NS)),
+        (&unrecorded, None, None, None),
+    ];
+    for (lease, reporter, holder_ns, reporter_ns) in cases {
+        let mut fx = Effects::new();
+        let from = Vantage {
+            node: "node-a",
+            boot_id: "b1",
+            pid_ns: reporter,
+        };
+        let refused = table.report_dead(from, "probe@node-a", evidence(lease), t(1), &mut fx);
+        assert_eq!(
+            refused,
+            Err(ReportError::NotSamePidNamespace {
+                lease: lease.lease,
+                pid: lease.owner.pid,
+                holder_pid_ns: holder_ns.map(str::to_string),
+                reporter_pid_ns: reporter_ns.map(str::to_string),
+            })
+        );
+        assert!(fx.is_empty(), "{fx:?}");
+    }
+    assert_eq!(holder_leases(&table, "r", t(1)), vec![held.lease]);
+    assert_eq!(holder_leases(&table, "s", t(1)), vec![unrecorded.lease]);
+    // Only the namespace's own prober is shown the holder; nobody is shown the unrecorded one.
+    assert_eq!(
+        table.local_leases("node-a", "b1", NS),
+        vec![evidence(&held)]
+    );
+    assert_eq!(table.local_leases("node-a", "b1", pod), vec![]);
+    // A reboot still ends both: the boot id is the machine's, whatever the namespace.
+    let mut fx = Effects::new();
+    assert_eq!(table.observe_boot("node-a", "b2", t(2), &mut fx), 2);
+}
+
+/// The same pid and start time in another PID namespace is another process: not a re-acquire.
+#[test]
+fn the_same_pid_in_another_pid_namespace_is_another_owner() {
+    let mut table = table();
+    let host = lock(&mut table, "r", proc_on("node-a", "b1", 11), t(0));
+    let pod = Owner {
+        pid_ns: Some("pid:[4026532175]".to_string()),
+        ..proc_on("node-a", "b1", 11)
+    };
+    assert!(!pod.same_process(&host.owner));
+    let mut fx = Effects::new();
+    assert!(matches!(
+        table.acquire(req("r", pod, 0), t(1), &mut fx),
+        Err(AcquireError::Hot { .. })
+    ));
 }
 
 /// A report from the holder's node name under another boot id is not accepted as evidence of a
@@ -1302,8 +1388,7 @@ fn report_dead_from_another_boot_of_the_same_node_reclaims_it_as_node_rebooted()
     };
     assert_eq!(
         table.report_dead(
-            "node-a",
-            "b2",
+            at("node-a", "b2"),
             "probe@node-a",
             evidence(&held),
             t(2),
@@ -1331,8 +1416,7 @@ fn report_dead_about_another_pid_or_start_time_is_wrong_process() {
     ] {
         assert_eq!(
             table.report_dead(
-                "node-a",
-                "b1",
+                at("node-a", "b1"),
                 "probe@node-a",
                 DeadProcess {
                     lease: held.lease,
@@ -1368,7 +1452,13 @@ fn report_dead_on_an_ended_or_unknown_lease_is_a_lease_error() {
         (&expired, EndCause::Expired),
     ] {
         assert_eq!(
-            table.report_dead("node-a", "b1", "probe", evidence(lease), t(TTL), &mut fx),
+            table.report_dead(
+                at("node-a", "b1"),
+                "probe",
+                evidence(lease),
+                t(TTL),
+                &mut fx
+            ),
             Err(ReportError::Lease(LeaseError::LeaseExpired {
                 lease: lease.lease,
                 resource: lease.resource.clone(),
@@ -1382,7 +1472,7 @@ fn report_dead_on_an_ended_or_unknown_lease_is_a_lease_error() {
         start_time: 7_011,
     };
     assert_eq!(
-        table.report_dead("node-a", "b1", "probe", never, t(TTL), &mut fx),
+        table.report_dead(at("node-a", "b1"), "probe", never, t(TTL), &mut fx),
         Err(ReportError::Lease(LeaseError::NotHolder {
             lease: LeaseId(999)
         }))
@@ -1391,7 +1481,7 @@ fn report_dead_on_an_ended_or_unknown_lease_is_a_lease_error() {
     // Validation: every field of the report is required.
     for (node, boot, by) in [("", "b1", "p"), ("node-a", " ", "p"), ("node-a", "b1", "")] {
         assert!(matches!(
-            table.report_dead(node, boot, by, evidence(&expired), t(TTL), &mut fx),
+            table.report_dead(at(node, boot), by, evidence(&expired), t(TTL), &mut fx),
             Err(ReportError::Invalid(_))
         ));
     }
@@ -1589,7 +1679,7 @@ fn ghost_reclaim_starts_the_lock_delay() {
         &mut fx,
     ));
     table
-        .report_dead("node-a", "b1", "probe", evidence(&held), t(10), &mut fx)
+        .report_dead(at("node-a", "b1"), "probe", evidence(&held), t(10), &mut fx)
         .expect("accepted");
     let view = table.resource("r", t(10));
     assert_eq!(view.state, LockState::Delayed);
@@ -1639,7 +1729,7 @@ fn audit_seq_strictly_increases_across_every_kind_of_operation() {
         .expect("release");
     let e = lock(&mut table, "x", proc_on("node-e", "e1", 5), t(5_007));
     table
-        .report_dead("node-e", "e1", "probe", evidence(&e), t(5_008), &mut fx)
+        .report_dead(at("node-e", "e1"), "probe", evidence(&e), t(5_008), &mut fx)
         .expect("dead");
     lock(&mut table, "y", owner(6), t(5_009));
     table.advance(t(5_009 + TTL), &mut fx); // expiry, and the break's freeze ran out long ago

@@ -56,6 +56,7 @@ fn owner(i: usize) -> Owner {
         boot_id: format!("boot-{}", n / 2),
         user: "ops".to_string(),
         purpose: format!("model owner {n}"),
+        pid_ns: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn hold_slot(table: &mut LockTable, resource: &str, n: u32, slots: u32) {
         boot_id: "boot-1".to_string(),
         user: "ops".to_string(),
         purpose: "pages".to_string(),
+        pid_ns: None,
     };
     let req = Acquire {
         resource: resource.to_string(),

@@ -34,6 +34,7 @@ fn owner(n: u32) -> Owner {
         boot_id: format!("boot-{n}"),
         user: "ops".to_string(),
         purpose: format!("test owner {n}"),
+        pid_ns: None,
     }
 }
 
@@ -46,6 +47,7 @@ fn synthetic(id: &str) -> Owner {
         boot_id: "fleetlock".to_string(),
         user: "fleetlock".to_string(),
         purpose: "fleetlock reboot group default".to_string(),
+        pid_ns: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn owner(n: u32) -> Owner {
         boot_id: format!("boot-{n}"),
         user: "ops".to_string(),
         purpose: format!("test owner {n}"),
+        pid_ns: None,
     }
 }
 

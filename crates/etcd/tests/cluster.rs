@@ -32,6 +32,7 @@ fn grant(id: u64) -> Vec<Mutation> {
                 boot_id: "0b2c5d1e-8f7a-4c3b-9e2d-1a0f6b5c4d3e".to_owned(),
                 user: "orchestrator".to_owned(),
                 purpose: format!("job {id}"),
+                pid_ns: None,
             },
             token: FenceToken(id),
             ttl_ms: 30_000,

@@ -19,7 +19,7 @@ use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditRecord, BreakError, BreakOutcome, DeadProcess,
     Effect, Effects, FenceError, FenceToken, HoldError, HoldId, HoldView, HolderView, LeaseError,
     LeaseId, LeaseView, LockTable, Mutation, PlaceHold, Released, ReportError, ResourceView,
-    WaiterId,
+    Vantage, WaiterId,
 };
 use locksmith_store::{AuditQuery, CommitTicket, Committer, StoreError};
 use tokio::sync::{Notify, broadcast, oneshot};
@@ -484,22 +484,22 @@ impl Engine {
             .await
     }
 
-    /// Applies a node's liveness report: its boot id first (older-boot leases of the node are
-    /// reclaimed), then each dead holder. Returns the reclaimed leases and the refused reports.
+    /// Applies a liveness report made `from` a node: its boot id first (older-boot leases of the
+    /// node are reclaimed), then each dead holder (accepted only from the holder's own node,
+    /// boot and PID namespace). Returns the reclaimed leases and the refused reports.
     pub async fn report_liveness(
         &self,
-        node: &str,
-        boot_id: &str,
+        from: Vantage<'_>,
         reported_by: &str,
         dead: Vec<DeadProcess>,
     ) -> Result<(Vec<LeaseId>, Vec<ReportError>), StoreError> {
         let ((refused, reclaimed), pending) = self.with_table(
             |_| false,
             |t, now, fx| {
-                t.observe_boot(node, boot_id, now, fx);
+                t.observe_boot(from.node, from.boot_id, now, fx);
                 let refused = dead
                     .into_iter()
-                    .filter_map(|d| t.report_dead(node, boot_id, reported_by, d, now, fx).err())
+                    .filter_map(|d| t.report_dead(from, reported_by, d, now, fx).err())
                     .collect::<Vec<_>>();
                 // Whatever this report ended — older-boot ghosts and dead holders — is in its audit.
                 let reclaimed: Vec<LeaseId> = fx
@@ -526,9 +526,10 @@ impl Engine {
         Ok((reclaimed, refused))
     }
 
-    /// The live leases held on `node` under `boot_id` (what a local prober checks).
-    pub fn local_leases(&self, node: &str, boot_id: &str) -> Vec<DeadProcess> {
-        lock(&self.inner.table).local_leases(node, boot_id)
+    /// The live leases held on `node` under `boot_id` in PID namespace `pid_ns` (what a local
+    /// prober there checks).
+    pub fn local_leases(&self, node: &str, boot_id: &str, pid_ns: &str) -> Vec<DeadProcess> {
+        lock(&self.inner.table).local_leases(node, boot_id, pid_ns)
     }
 
     /// Queries the durable audit log (ordered after every earlier commit).
@@ -724,6 +725,7 @@ mod tests {
                 boot_id: "boot-1".into(),
                 user: "ops".into(),
                 purpose: format!("test holder {pid}"),
+                pid_ns: None,
             },
             ttl_ms: 60_000,
             slots: 1,

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use locksmith_core::{
     AuditKind, AuditRecord, LeaseChunk, LeasePreparer, LockTable, Now, PreparedLeases,
-    RestoreBuilder, Snapshot, TableConfig,
+    RestoreBuilder, Snapshot, TableConfig, Vantage,
 };
 use locksmith_store::{AuditQuery, Committer, EmbeddedStore, LeaseSink, Store, StoreError};
 use thiserror::Error;
@@ -142,8 +142,7 @@ pub struct Server {
     listener: TcpListener,
     wire: Option<TcpListener>,
     config: ServerConfig,
-    node: String,
-    boot_id: String,
+    identity: NodeIdentity,
 }
 
 impl Server {
@@ -173,8 +172,7 @@ impl Server {
             listener,
             wire,
             config,
-            node: identity.node,
-            boot_id: identity.boot_id,
+            identity,
         })
     }
 
@@ -204,10 +202,8 @@ impl Server {
             listener,
             wire,
             config,
-            node,
-            boot_id,
+            identity,
         } = self;
-        let identity = NodeIdentity { node, boot_id };
         let tasks = EngineTasks::start(&engine, &config, &identity);
         let state = app_state(&engine, &config, &identity);
         let app = http::router(state.clone());
@@ -237,11 +233,15 @@ impl Server {
     }
 }
 
-/// This server's node name and boot id (for the local probe and the boot watchdog).
+/// This server's node name, boot id and PID namespace (for the local probe and the boot
+/// watchdog).
 #[derive(Debug, Clone)]
 pub(crate) struct NodeIdentity {
     pub(crate) node: String,
     pub(crate) boot_id: String,
+    /// The PID namespace whose `/proc` this server reads; `None` when it cannot name one (or
+    /// `/proc` belongs to another namespace), and then it judges no holder by pid.
+    pub(crate) pid_ns: Option<String>,
 }
 
 impl NodeIdentity {
@@ -250,10 +250,27 @@ impl NodeIdentity {
             Some(n) => n.clone(),
             None => locksmith_host::hostname()?,
         };
+        let pid_ns = match locksmith_host::pid_namespace() {
+            Ok(ns) => ns,
+            Err(e) => {
+                tracing::warn!(error = %e, "no holder is probed by pid: {}", e.next_step());
+                None
+            }
+        };
         Ok(Self {
             node,
             boot_id: locksmith_host::boot_id()?,
+            pid_ns,
         })
+    }
+
+    /// Where this server's verdicts on local holders come from.
+    pub(crate) fn vantage(&self) -> Vantage<'_> {
+        Vantage {
+            node: &self.node,
+            boot_id: &self.boot_id,
+            pid_ns: self.pid_ns.as_deref(),
+        }
     }
 }
 
@@ -278,7 +295,7 @@ pub(crate) async fn recover(
     // Boot watchdog: leases this node held under an older boot id belong to processes that
     // died with that boot — reclaim them before serving anyone.
     let (ghosts, _) = engine
-        .report_liveness(&identity.node, &identity.boot_id, "server-boot", Vec::new())
+        .report_liveness(identity.vantage(), "server-boot", Vec::new())
         .await?;
     if !ghosts.is_empty() {
         tracing::info!(
@@ -447,14 +464,22 @@ impl EngineTasks {
             config.gc_interval,
             stop_rx.clone(),
         ))];
-        if !config.probe_interval.is_zero() {
-            handles.push(tokio::spawn(probe::run(
+        match &identity.pid_ns {
+            _ if config.probe_interval.is_zero() => {}
+            Some(pid_ns) => handles.push(tokio::spawn(probe::run(
                 engine.clone(),
-                identity.node.clone(),
-                identity.boot_id.clone(),
+                probe::Local {
+                    node: identity.node.clone(),
+                    boot_id: identity.boot_id.clone(),
+                    pid_ns: pid_ns.clone(),
+                },
                 config.probe_interval,
                 stop_rx,
-            )));
+            ))),
+            None => tracing::warn!(
+                "the local probe is off: this server cannot name the PID namespace its /proc \
+                 shows, so no holder's pid means anything to it"
+            ),
         }
         Self { stop, handles }
     }
@@ -489,6 +514,7 @@ mod recover_tests {
                 boot_id: format!("boot-{}", i / 100),
                 user: "svc".to_owned(),
                 purpose: "recover test".to_owned(),
+                pid_ns: None,
             },
             token: FenceToken(i),
             ttl_ms: 60_000,

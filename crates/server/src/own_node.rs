@@ -12,7 +12,7 @@
 //! the holder's node and boot, about its exact process).
 
 use locksmith_api::{ErrorBody, ErrorCode};
-use locksmith_core::{DeadProcess, Owner};
+use locksmith_core::{DeadProcess, Owner, Vantage};
 use locksmith_host::Liveness;
 
 use crate::NodeIdentity;
@@ -52,13 +52,16 @@ impl NodeIdentity {
     /// Whether this server can judge, from its own `/proc`, if `owner`'s process is alive: the
     /// owner runs on this node, under its current boot, in a process this server can look up
     /// by pid. This is the one place that decides it.
-    // Once owners carry their PID namespace, an owner in another namespace than this server's
-    // is not judged here: its pid means another process in this server's `/proc`.
+    /// An owner in another PID namespace than this server's (or with none recorded) is not
+    /// judged here: its pid names another process in this server's `/proc`.
     pub(crate) fn sees_processes_of(&self, owner: &Owner) -> bool {
-        owner.node == self.node && owner.boot_id == self.boot_id
+        owner.node == self.node
+            && owner.boot_id == self.boot_id
+            && self.pid_ns.is_some()
+            && owner.pid_ns == self.pid_ns
     }
 
-    /// Takes out of a liveness report from `reporter_node` (its boot id already through
+    /// Takes out of a liveness report from `from` (its boot id already through
     /// [`check_boot`](Self::check_boot)) the entries that call a holder dead whose process this
     /// server sees alive, each refused with `holder_alive`; returns what is left to apply, and
     /// the refusals. Entries this server cannot judge (a report from another node, a holder on
@@ -67,10 +70,10 @@ impl NodeIdentity {
     pub(crate) async fn vet_report(
         &self,
         engine: &Engine,
-        reporter_node: &str,
+        from: Vantage<'_>,
         dead: Vec<DeadProcess>,
     ) -> (Vec<DeadProcess>, Vec<ErrorBody>) {
-        if reporter_node != self.node {
+        if from.node != self.node {
             // From another node: the table refuses every entry about this one (`not_same_node`).
             return (dead, Vec::new());
         }

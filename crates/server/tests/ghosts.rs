@@ -31,6 +31,7 @@ fn local_process() -> (Child, Owner) {
         boot_id: locksmith_host::boot_id().expect("boot id"),
         user: "tester".into(),
         purpose: "ghost test".into(),
+        pid_ns: locksmith_host::pid_namespace().expect("our PID namespace"),
     };
     (child, owner)
 }
@@ -98,9 +99,10 @@ async fn a_dead_holder_reported_from_its_own_node_is_reclaimed_and_others_are_re
     r.owner = who.clone();
     r.ttl_ms = Some(60_000);
     let lease = c.acquire(&r).await.expect("acquire");
-    let report = |node: &str, pid: u32| LivenessReport {
+    let report_from = |node: &str, pid_ns: Option<&str>, pid: u32| LivenessReport {
         node: node.to_string(),
         boot_id: who.boot_id.clone(),
+        pid_ns: pid_ns.map(str::to_string),
         reported_by: "tester@here".into(),
         dead: vec![DeadHolder {
             lease: lease.lease,
@@ -108,6 +110,7 @@ async fn a_dead_holder_reported_from_its_own_node_is_reclaimed_and_others_are_re
             start_time: who.start_time,
         }],
     };
+    let report = |node: &str, pid: u32| report_from(node, who.pid_ns.as_deref(), pid);
     // From another node: refused, nothing reclaimed.
     let out = c
         .report_liveness(&report("elsewhere", who.pid))
@@ -121,10 +124,25 @@ async fn a_dead_holder_reported_from_its_own_node_is_reclaimed_and_others_are_re
         .await
         .expect("report");
     assert_eq!(out.refused[0].error, ErrorCode::WrongProcess);
-    assert_eq!(c.lock("res").await.expect("lock").lock.holders.len(), 1);
-    // From the holder's node, about its exact process: reclaimed at once.
+    // Issue 15 item 3: from another PID namespace of the same node (a container sharing its
+    // host name and boot id), or from a reporter naming none: refused, whatever it saw.
     child.kill().expect("kill");
     child.wait().expect("reap");
+    for pid_ns in [Some("pid:[1]"), None] {
+        let out = c
+            .report_liveness(&report_from(&who.node, pid_ns, who.pid))
+            .await
+            .expect("report");
+        assert!(out.reclaimed.is_empty(), "{pid_ns:?}: {out:?}");
+        assert_eq!(out.refused[0].error, ErrorCode::NotSameNode);
+        assert!(
+            out.refused[0].message.contains("PID namespace"),
+            "{}",
+            out.refused[0].message
+        );
+    }
+    assert_eq!(c.lock("res").await.expect("lock").lock.holders.len(), 1);
+    // From the holder's node and namespace, about its exact process: reclaimed at once.
     let out = c
         .report_liveness(&report(&who.node, who.pid))
         .await
@@ -673,6 +691,7 @@ async fn a_liveness_report_calling_a_live_holder_on_the_servers_own_node_dead_is
     let forged = |boot_id: &str| LivenessReport {
         node: who.node.clone(),
         boot_id: boot_id.to_string(),
+        pid_ns: who.pid_ns.clone(),
         reported_by: "mallory@elsewhere".into(),
         dead: vec![DeadHolder {
             lease: lease.lease,
@@ -729,6 +748,7 @@ async fn a_liveness_report_with_an_empty_node_boot_id_or_reporter_is_refused() {
     let good = LivenessReport {
         node: held.owner.node.clone(),
         boot_id: held.owner.boot_id.clone(),
+        pid_ns: held.owner.pid_ns.clone(),
         reported_by: "tester@node-7".into(),
         dead: Vec::new(),
     };

@@ -10,14 +10,18 @@
 //! forms existed still opens. A write-ahead-log frame holds a whole batch ([`encode_batch_into`],
 //! [`decode_batch`]; see `batch`).
 //!
-//! Binary lease, version 1, integers little-endian:
+//! Binary lease, version 2, integers little-endian:
 //!
 //! ```text
-//! u8 version = 1
+//! u8 version = 2
 //! u64 lease, u64 token, u64 ttl_ms, u32 slots, u64 granted_at_ms, u64 lock_delay_ms,
 //! u32 owner.pid, u64 owner.start_time,
-//! then resource, owner.node, owner.boot_id, owner.user, owner.purpose: each u32 length + UTF-8
+//! then resource, owner.node, owner.boot_id, owner.user, owner.purpose, owner.pid_ns (empty when
+//! the owner recorded none): each u32 length + UTF-8
 //! ```
+//!
+//! Version 1 is the same without `owner.pid_ns`; it is still read (as an owner that recorded no
+//! PID namespace), so data written before the namespace was part of an owner still opens.
 
 mod audit;
 mod batch;
@@ -39,18 +43,21 @@ pub fn encode<T: serde::Serialize>(
     serde_json::to_vec(record).map_err(|e| StoreError::Io(format!("cannot encode {}: {e}", what())))
 }
 
-/// The version byte of the binary lease form (see the module docs).
+/// The version bytes of the binary lease forms (see the module docs): `LEASE_V2` is written,
+/// both are read.
 const LEASE_V1: u8 = 1;
+const LEASE_V2: u8 = 2;
 
 /// Encodes a lease in the binary form (see the module docs).
 pub fn encode_lease(record: &LeaseRecord) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(
-        61 + 4 * 5
+        61 + 4 * 6
             + record.resource.len()
             + record.owner.node.len()
             + record.owner.boot_id.len()
             + record.owner.user.len()
-            + record.owner.purpose.len(),
+            + record.owner.purpose.len()
+            + record.owner.pid_ns.as_ref().map_or(0, String::len),
     );
     encode_lease_into(record, &mut out)?;
     Ok(out)
@@ -60,7 +67,7 @@ pub fn encode_lease(record: &LeaseRecord) -> Result<Vec<u8>, StoreError> {
 fn encode_lease_into(record: &LeaseRecord, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let owner = &record.owner;
     let mut w = Writer::new(out, || format!("lease {}", record.lease));
-    w.u8(LEASE_V1);
+    w.u8(LEASE_V2);
     for n in [record.lease.0, record.token.0, record.ttl_ms] {
         w.u64(n);
     }
@@ -76,6 +83,7 @@ fn encode_lease_into(record: &LeaseRecord, out: &mut Vec<u8>) -> Result<(), Stor
         &owner.boot_id,
         &owner.user,
         &owner.purpose,
+        owner.pid_ns.as_deref().unwrap_or_default(),
     ] {
         w.text(text)?;
     }
@@ -92,7 +100,7 @@ pub fn encode_audit(record: &AuditRecord) -> Result<Vec<u8>, StoreError> {
 /// Decodes a lease stored under `key`, in either form, checking the key matches the id it names.
 pub fn decode_lease(key: u64, bytes: &[u8]) -> Result<LeaseRecord, StoreError> {
     let record = match bytes.first() {
-        Some(&LEASE_V1) => lease_v1(key, bytes)?.to_record(),
+        Some(&(LEASE_V1 | LEASE_V2)) => lease_binary(key, bytes)?.to_record(),
         Some(b'{') => serde_json::from_slice(bytes)
             .map_err(|e| StoreError::Corrupt(format!("lease {key}: {e}")))?,
         Some(other) => {
@@ -114,8 +122,8 @@ pub fn decode_lease_into(
     bytes: &[u8],
     chunk: &mut LeaseChunk,
 ) -> Result<(LeaseId, FenceToken), StoreError> {
-    if bytes.first() == Some(&LEASE_V1) {
-        let lease = lease_v1(key, bytes)?;
+    if matches!(bytes.first(), Some(&(LEASE_V1 | LEASE_V2))) {
+        let lease = lease_binary(key, bytes)?;
         check_lease_key(key, lease.lease)?;
         chunk.push(lease);
         return Ok((lease.lease, lease.token));
@@ -125,11 +133,11 @@ pub fn decode_lease_into(
     Ok((record.lease, record.token))
 }
 
-/// A binary lease (version byte included), borrowed from `bytes`.
-fn lease_v1(key: u64, bytes: &[u8]) -> Result<LeaseRef<'_>, StoreError> {
+/// A binary lease of either version (version byte included), borrowed from `bytes`.
+fn lease_binary(key: u64, bytes: &[u8]) -> Result<LeaseRef<'_>, StoreError> {
     bytes
-        .get(1..)
-        .and_then(decode_lease_v1)
+        .split_first()
+        .and_then(|(version, rest)| decode_lease_binary(*version, rest))
         .ok_or_else(|| StoreError::Corrupt(format!("lease {key}: truncated or not UTF-8")))
 }
 
@@ -204,9 +212,9 @@ pub fn decode_audit(key: u64, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
     Ok(record)
 }
 
-/// The binary form after its version byte; `None` if it is truncated, has bytes left over, or
-/// holds a text that is not UTF-8.
-fn decode_lease_v1(bytes: &[u8]) -> Option<LeaseRef<'_>> {
+/// The binary form of `version` after its version byte; `None` if it is truncated, has bytes
+/// left over, or holds a text that is not UTF-8.
+fn decode_lease_binary(version: u8, bytes: &[u8]) -> Option<LeaseRef<'_>> {
     let mut r = Reader(bytes);
     let (lease, token, ttl_ms) = (r.u64()?, r.u64()?, r.u64()?);
     let slots = r.u32()?;
@@ -222,6 +230,10 @@ fn decode_lease_v1(bytes: &[u8]) -> Option<LeaseRef<'_>> {
             boot_id: r.str()?,
             user: r.str()?,
             purpose: r.str()?,
+            pid_ns: match version {
+                LEASE_V1 => None,
+                _ => Some(r.str()?).filter(|ns| !ns.is_empty()),
+            },
         },
         token: FenceToken(token),
         ttl_ms,
@@ -347,6 +359,7 @@ mod tests {
                 boot_id: "b00t-ïd".to_owned(),
                 user: "svc".to_owned(),
                 purpose: "deploy".to_owned(),
+                pid_ns: Some("pid:[4026531836]".to_owned()),
             },
             token: FenceToken(8),
             ttl_ms: 15_000,
@@ -359,8 +372,34 @@ mod tests {
     #[test]
     fn a_binary_lease_round_trips() -> Result<(), StoreError> {
         let bytes = encode_lease(&lease())?;
-        assert_eq!(bytes[0], LEASE_V1);
+        assert_eq!(bytes[0], LEASE_V2);
         assert_eq!(decode_lease(7, &bytes)?, lease());
+        let mut unrecorded = lease();
+        unrecorded.owner.pid_ns = None;
+        assert_eq!(decode_lease(7, &encode_lease(&unrecorded)?)?, unrecorded);
+        Ok(())
+    }
+
+    /// Issue 15 item 3 made the PID namespace part of an owner: a lease written in version 1,
+    /// before it was, still opens, as an owner that recorded no namespace.
+    #[test]
+    fn a_version_1_lease_still_decodes_with_no_pid_namespace() -> Result<(), StoreError> {
+        let mut unrecorded = lease();
+        unrecorded.owner.pid_ns = None;
+        let v2 = encode_lease(&unrecorded)?;
+        // Version 1 is version 2 without the trailing (here empty) namespace text.
+        let mut v1 = v2[..v2.len() - 4].to_vec();
+        v1[0] = LEASE_V1;
+        assert_eq!(decode_lease(7, &v1)?, unrecorded);
+        let mut chunk = LeaseChunk::default();
+        decode_lease_into(7, &v1, &mut chunk)?;
+        assert_eq!(
+            chunk.iter().map(|l| l.to_record()).collect::<Vec<_>>(),
+            [unrecorded]
+        );
+        // …and an etcd record (JSON) written before has no `pid_ns` key.
+        let json = br#"{"lease":7,"resource":"r","owner":{"node":"n","pid":1,"start_time":2,"boot_id":"b","user":"u","purpose":"p"},"token":7,"ttl_ms":1000,"slots":1,"granted_at_ms":0}"#;
+        assert_eq!(decode_lease(7, json)?.owner.pid_ns, None);
         Ok(())
     }
 
@@ -409,7 +448,7 @@ mod tests {
         let at = bytes.len() - 1;
         not_utf8[at] = 0xFF;
         let mut newer = bytes.clone();
-        newer[0] = 2;
+        newer[0] = 3;
         for damaged in [
             &bytes[..bytes.len() - 1],
             &bytes[..20],

@@ -218,6 +218,8 @@ pub fn sample_lease(id: u64, token: u64) -> LeaseRecord {
             boot_id: "7d9d1c8e-9d2b-4b8e-9a51-3f0e6c2b1a77".to_owned(),
             user: "deploy".to_owned(),
             purpose: format!("rollout wave {}", id % 5),
+            // Owners in PID namespaces, and owners that recorded none: both must round-trip.
+            pid_ns: (id % 2 == 1).then(|| format!("pid:[{}]", 4_026_531_836 + id % 3)),
         },
         token: FenceToken(token),
         ttl_ms: 30_000,

@@ -298,7 +298,7 @@ fn json_leases_from_an_older_release_load_beside_binary_ones() {
         let txn = db.begin_read().expect("begin");
         let leases = txn.open_table(LEASES).expect("table");
         let new = leases.get(1).expect("get").expect("lease 1");
-        assert_eq!(new.value()[0], 1, "lease 1 is in binary form, version 1");
+        assert_eq!(new.value()[0], 2, "lease 1 is in binary form, version 2");
     }
     let mut store = EmbeddedStore::open(dir.path()).expect("open");
     assert_eq!(

@@ -56,6 +56,8 @@ fn local_owner(pid: u32, purpose: &str) -> anyhow::Result<Owner> {
         boot_id: locksmith_host::boot_id()?,
         user: "bench".into(),
         purpose: purpose.into(),
+        // Without it the server's probe (and any report) may not judge the holder by pid.
+        pid_ns: locksmith_host::pid_namespace()?,
     })
 }
 
@@ -174,6 +176,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         c.report_liveness(&LivenessReport {
             node: owner.node.clone(),
             boot_id: owner.boot_id.clone(),
+            pid_ns: owner.pid_ns.clone(),
             reported_by: "bench".into(),
             dead: vec![DeadHolder {
                 lease: lease.lease,

@@ -119,6 +119,7 @@ pub(crate) fn owner(node: &str, node_no: u64, pid: u32, purpose: &str) -> Owner 
         boot_id: boot_id(node_no),
         user: "svc-deploy".into(),
         purpose: purpose.into(),
+        pid_ns: None,
     }
 }
 

@@ -2,9 +2,11 @@
 //! operator can break a lock — freeze, revoke, advance the fence, audit — in one step.
 //!
 //! A holder is known dead when its node comes back with a new boot id, or when a process on its
-//! own node (same node name and boot id) proves its pid is gone or now belongs to a process with
-//! another start time. The table cannot look at `/proc` itself (it does no IO); the server's
-//! probe and the CLI do, and report here.
+//! own node (same node name and boot id) *and in its own PID namespace* proves its pid is gone
+//! or now belongs to a process with another start time — node name and boot id are shared by
+//! every PID namespace of a machine, and from another namespace a live holder's pid looks gone.
+//! The table cannot look at `/proc` itself (it does no IO); the server's probe and the CLI do,
+//! and report here.
 
 use super::{LockTable, holds::require_text};
 use crate::audit::{AuditKind, AuditRecord};
@@ -27,6 +29,18 @@ pub struct DeadProcess {
     pub pid: u32,
     /// The holder's start time, as recorded on the lease.
     pub start_time: u64,
+}
+
+/// Where a liveness verdict was reached: the node, its current boot, and the PID namespace
+/// whose `/proc` was read (`None` if the reporter could not name it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vantage<'a> {
+    /// The node's name.
+    pub node: &'a str,
+    /// The node's current boot id.
+    pub boot_id: &'a str,
+    /// The reporter's PID namespace (`/proc/self/ns/pid`, e.g. `pid:[4026531836]`).
+    pub pid_ns: Option<&'a str>,
 }
 
 /// What a break did.
@@ -86,30 +100,41 @@ impl LockTable {
         }
     }
 
-    /// A process on `reporter_node` (booted as `reporter_boot`) reports a lease's holder dead.
-    /// Accepted only from the holder's own node and boot, and only about the holder's exact
-    /// process incarnation; the lease is then reclaimed at once.
+    /// A process at `from` (a node, booted as its boot id, reading `/proc` in its PID namespace)
+    /// reports a lease's holder dead. Accepted only from the holder's own node, boot and PID
+    /// namespace — a holder that recorded no namespace is never judged by pid — and only about
+    /// the holder's exact process incarnation; the lease is then reclaimed at once.
     pub fn report_dead(
         &mut self,
-        reporter_node: &str,
-        reporter_boot: &str,
+        from: Vantage<'_>,
         reported_by: &str,
         dead: DeadProcess,
         now: Now,
         fx: &mut Effects,
     ) -> Result<HolderView, ReportError> {
-        validate_reporter(reporter_node, reporter_boot, reported_by)?;
+        validate_reporter(from.node, from.boot_id, reported_by)?;
         self.advance(now, fx);
-        self.observe_boot(reporter_node, reporter_boot, now, fx);
+        self.observe_boot(from.node, from.boot_id, now, fx);
         let lease = dead.lease;
         let Some(l) = self.leases.get(&lease) else {
             return Err(ReportError::Lease(self.ended_error(lease)));
         };
-        if *l.origin.node != *reporter_node || *l.origin.boot_id != *reporter_boot {
+        if *l.origin.node != *from.node || *l.origin.boot_id != *from.boot_id {
             return Err(ReportError::NotSameNode {
                 lease,
                 owner_node: l.origin.node.to_string(),
             });
+        }
+        match (l.origin.pid_ns.as_deref(), from.pid_ns) {
+            (Some(holder), Some(reporter)) if holder == reporter => {}
+            (holder, reporter) => {
+                return Err(ReportError::NotSamePidNamespace {
+                    lease,
+                    pid: l.pid,
+                    holder_pid_ns: holder.map(str::to_string),
+                    reporter_pid_ns: reporter.map(str::to_string),
+                });
+            }
         }
         if l.pid != dead.pid || l.start_time != dead.start_time {
             return Err(ReportError::WrongProcess {
@@ -126,9 +151,10 @@ impl LockTable {
         Ok(view)
     }
 
-    /// The live leases held on `node` under `boot_id`, as (lease, pid, start time): what a
-    /// prober on that node should check.
-    pub fn local_leases(&self, node: &str, boot_id: &str) -> Vec<DeadProcess> {
+    /// The live leases held on `node` under `boot_id` in PID namespace `pid_ns`, as (lease,
+    /// pid, start time): what a prober there should check. Holders in other namespaces, or
+    /// with none recorded, are not its to judge.
+    pub fn local_leases(&self, node: &str, boot_id: &str, pid_ns: &str) -> Vec<DeadProcess> {
         let Some(known) = self.nodes.get(node).and_then(|n| n.get(boot_id)) else {
             return Vec::new();
         };
@@ -136,6 +162,7 @@ impl LockTable {
             .leases
             .iter()
             .filter_map(|id| self.leases.get(id))
+            .filter(|l| l.origin.pid_ns.as_deref() == Some(pid_ns))
             .map(|l| DeadProcess {
                 lease: l.id,
                 pid: l.pid,

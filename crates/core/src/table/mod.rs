@@ -31,7 +31,7 @@ mod resources;
 mod restore;
 mod views;
 
-pub use ghosts::{BreakOutcome, DeadProcess, validate_reporter};
+pub use ghosts::{BreakOutcome, DeadProcess, Vantage, validate_reporter};
 pub use holds::PlaceHold;
 pub use restore::{LeasePreparer, PreparedLeases, RestoreBuilder};
 pub use views::Census;
@@ -234,6 +234,7 @@ impl Lease {
             boot_id: self.origin.boot_id.to_string(),
             user: self.origin.user.to_string(),
             purpose: self.purpose.to_string(),
+            pid_ns: self.origin.pid_ns.as_deref().map(str::to_string),
         }
     }
 
@@ -243,6 +244,7 @@ impl Lease {
             && self.start_time == owner.start_time
             && *self.origin.node == *owner.node
             && *self.origin.boot_id == *owner.boot_id
+            && self.origin.pid_ns.as_deref() == owner.pid_ns.as_deref()
     }
 }
 
@@ -694,7 +696,7 @@ impl LockTable {
         }
         res.holders.push(id);
         let owner = g.owner;
-        let origin = self.index_lease(id, &owner.node, &owner.boot_id, &owner.user);
+        let origin = self.index_lease(id, &owner);
         let lease = Lease {
             id,
             token,

@@ -16,22 +16,31 @@ use std::sync::Arc;
 
 use super::{LockTable, Map, Set};
 use crate::ids::LeaseId;
+use crate::owner::Owner;
 
-/// The node, boot id and user of a lease's owner: shared by every lease granted to that user
-/// on that node under that boot.
+/// The node, boot id, PID namespace and user of a lease's owner: shared by every lease granted
+/// to that user in that namespace on that node under that boot.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Origin {
     pub(super) node: Arc<str>,
     pub(super) boot_id: Arc<str>,
+    /// See [`Owner::pid_ns`](crate::owner::Owner::pid_ns): `None` when the owner sent none.
+    pub(super) pid_ns: Option<Box<str>>,
     pub(super) user: Box<str>,
+}
+
+impl Origin {
+    fn is(&self, user: &str, pid_ns: Option<&str>) -> bool {
+        *self.user == *user && self.pid_ns.as_deref() == pid_ns
+    }
 }
 
 /// The leases granted on one node under one boot id, and their origins.
 #[derive(Debug, Default)]
 pub(super) struct BootLeases {
     pub(super) leases: Set<LeaseId>,
-    /// One per user with a lease here (nearly always one), with how many leases share it; it
-    /// goes with its last lease.
+    /// One per user and PID namespace with a lease here (nearly always one), with how many
+    /// leases share it; it goes with its last lease.
     origins: Vec<(Arc<Origin>, usize)>,
 }
 
@@ -40,10 +49,16 @@ pub(super) struct BootLeases {
 pub(super) type NodeLeases = Map<Arc<str>, BootLeases>;
 
 impl BootLeases {
-    /// Counts `count` more leases of `user` here and returns their origin: the one in use, or
-    /// `new` (called with the node and boot names to share) when there is none yet.
-    fn join(&mut self, user: &str, count: usize, new: impl FnOnce() -> Arc<Origin>) -> Arc<Origin> {
-        if let Some((origin, leases)) = self.origins.iter_mut().find(|(o, _)| &*o.user == user) {
+    /// Counts `count` more leases of `user` in `pid_ns` here and returns their origin: the one
+    /// in use, or `new` (called with the node and boot names to share) when there is none yet.
+    fn join(
+        &mut self,
+        user: &str,
+        pid_ns: Option<&str>,
+        count: usize,
+        new: impl FnOnce() -> Arc<Origin>,
+    ) -> Arc<Origin> {
+        if let Some((origin, leases)) = self.origins.iter_mut().find(|(o, _)| o.is(user, pid_ns)) {
             *leases += count;
             return Arc::clone(origin);
         }
@@ -54,22 +69,18 @@ impl BootLeases {
 }
 
 impl LockTable {
-    /// Indexes lease `id` under `node` and `boot_id`, and returns the origin it shares with the
-    /// other leases of `user` there.
-    pub(super) fn index_lease(
-        &mut self,
-        id: LeaseId,
-        node: &str,
-        boot_id: &str,
-        user: &str,
-    ) -> Arc<Origin> {
+    /// Indexes lease `id` of `owner` under its node and boot id, and returns the origin it
+    /// shares with the other leases of its user and PID namespace there.
+    pub(super) fn index_lease(&mut self, id: LeaseId, owner: &Owner) -> Arc<Origin> {
+        let (node, boot_id, user) = (&*owner.node, &*owner.boot_id, &*owner.user);
+        let pid_ns = owner.pid_ns.as_deref();
         // Looked up before inserting: `entry` would need owned names every time, and nearly
         // every lease joins a node and boot that already has some.
         if let Some(boot) = self.nodes.get_mut(node).and_then(|n| n.get_mut(boot_id)) {
             if let Some((first, _)) = boot.origins.first() {
                 let (node, boot_id) = (Arc::clone(&first.node), Arc::clone(&first.boot_id));
                 boot.leases.insert(id);
-                return boot.join(user, 1, || origin(node, boot_id, user));
+                return boot.join(user, pid_ns, 1, || origin(node, boot_id, pid_ns, user));
             }
         }
         let node: Arc<str> = self
@@ -82,7 +93,7 @@ impl LockTable {
             .map_or_else(|| Arc::from(boot_id), |(key, _)| Arc::clone(key));
         let boot = known.entry(Arc::clone(&boot_id)).or_default();
         boot.leases.insert(id);
-        boot.join(user, 1, || origin(node, boot_id, user))
+        boot.join(user, pid_ns, 1, || origin(node, boot_id, pid_ns, user))
     }
 
     /// Indexes leases `ids`, all of `origin` (made elsewhere: see `restore`), and returns the
@@ -95,7 +106,9 @@ impl LockTable {
             .entry(Arc::clone(&origin.boot_id))
             .or_default();
         boot.leases.extend(ids.iter().copied());
-        boot.join(&origin.user, ids.len(), || Arc::clone(origin))
+        boot.join(&origin.user, origin.pid_ns.as_deref(), ids.len(), || {
+            Arc::clone(origin)
+        })
     }
 
     /// Removes lease `id` (of `origin`) from the index, and with it whatever only it used:
@@ -140,7 +153,11 @@ impl LockTable {
                 let mut counted = 0;
                 for (i, (origin, count)) in boot.origins.iter().enumerate() {
                     assert!(*origin.node == **node && *origin.boot_id == **boot_id);
-                    assert!(boot.origins[..i].iter().all(|(o, _)| o.user != origin.user));
+                    assert!(
+                        boot.origins[..i]
+                            .iter()
+                            .all(|(o, _)| !o.is(&origin.user, origin.pid_ns.as_deref()))
+                    );
                     let leases = boot
                         .leases
                         .iter()
@@ -165,10 +182,11 @@ impl LockTable {
     }
 }
 
-fn origin(node: Arc<str>, boot_id: Arc<str>, user: &str) -> Arc<Origin> {
+fn origin(node: Arc<str>, boot_id: Arc<str>, pid_ns: Option<&str>, user: &str) -> Arc<Origin> {
     Arc::new(Origin {
         node,
         boot_id,
+        pid_ns: pid_ns.map(Box::from),
         user: user.into(),
     })
 }
@@ -176,7 +194,6 @@ fn origin(node: Arc<str>, boot_id: Arc<str>, user: &str) -> Arc<Origin> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::owner::Owner;
     use crate::record::{LeaseRecord, Snapshot};
     use crate::table::{Acquire, AcquireOutcome, TableConfig, Trusted};
     use crate::time::Now;
@@ -190,6 +207,7 @@ mod tests {
             boot_id: boot_id.into(),
             user: user.into(),
             purpose: format!("purpose of {pid}"),
+            pid_ns: Some("pid:[4026531836]".into()),
         }
     }
 
@@ -277,7 +295,7 @@ mod tests {
         assert_owners(&table, &expected);
         assert_eq!(origins(&table), 4);
         // The node's leases under boot-b are not node-2's or boot-a's.
-        let local = table.local_leases("node-1", "boot-b");
+        let local = table.local_leases("node-1", "boot-b", "pid:[4026531836]");
         assert_eq!(local.iter().map(|d| d.lease).collect::<Vec<_>>(), [ids[1]]);
     }
 
@@ -302,6 +320,49 @@ mod tests {
         // The old boot's origin went with its last lease.
         assert_eq!(origins(&table), 1);
         assert!(!table.nodes.contains_key("node-1"));
+    }
+
+    /// Issue 15 item 3: the same node, boot and user in two PID namespaces are two origins, and
+    /// a probe in one namespace is shown only that namespace's leases.
+    #[test]
+    fn pid_namespaces_never_share_an_origin_and_probes_see_only_their_own() {
+        let mut table = LockTable::new(TableConfig::default());
+        let host = owner("node-1", "boot-a", "svc", 7);
+        let pod = Owner {
+            pid_ns: Some("pid:[4026532175]".into()),
+            ..owner("node-1", "boot-a", "svc", 7)
+        };
+        let unknown = Owner {
+            pid_ns: None,
+            ..owner("node-1", "boot-a", "svc", 8)
+        };
+        let ids = [
+            acquire(&mut table, "r/host", &host),
+            acquire(&mut table, "r/pod", &pod),
+            acquire(&mut table, "r/unknown", &unknown),
+        ];
+        // Two holders claim pid 7: both are granted, being different processes.
+        assert_ne!(ids[0], ids[1]);
+        assert!(!Arc::ptr_eq(
+            &origin(&table, ids[0]),
+            &origin(&table, ids[1])
+        ));
+        assert_owners(
+            &table,
+            &[(ids[0], &host), (ids[1], &pod), (ids[2], &unknown)],
+        );
+        assert_eq!(origins(&table), 3);
+        let seen = |ns| {
+            table
+                .local_leases("node-1", "boot-a", ns)
+                .iter()
+                .map(|d| d.lease)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seen("pid:[4026531836]"), [ids[0]]);
+        assert_eq!(seen("pid:[4026532175]"), [ids[1]]);
+        // A holder with no namespace recorded is nobody's to probe.
+        assert_eq!(seen("pid:[1]"), []);
     }
 
     #[test]

@@ -264,11 +264,12 @@ impl LeasePreparer {
     }
 
     fn origin(&mut self, o: &OwnerRef<'_>) -> Arc<Origin> {
-        if let Some(last) = self
-            .last
-            .as_ref()
-            .filter(|l| *l.node == *o.node && *l.boot_id == *o.boot_id && *l.user == *o.user)
-        {
+        if let Some(last) = self.last.as_ref().filter(|l| {
+            *l.node == *o.node
+                && *l.boot_id == *o.boot_id
+                && *l.user == *o.user
+                && l.pid_ns.as_deref() == o.pid_ns
+        }) {
             return Arc::clone(last);
         }
         let node: Arc<str> = self
@@ -280,12 +281,16 @@ impl LeasePreparer {
             .get_key_value(o.boot_id)
             .map_or_else(|| Arc::from(o.boot_id), |(key, _)| Arc::clone(key));
         let users = boots.entry(Arc::clone(&boot_id)).or_default();
-        let origin = match users.iter().find(|u| *u.user == *o.user) {
+        let origin = match users
+            .iter()
+            .find(|u| *u.user == *o.user && u.pid_ns.as_deref() == o.pid_ns)
+        {
             Some(found) => Arc::clone(found),
             None => {
                 let made = Arc::new(Origin {
                     node,
                     boot_id,
+                    pid_ns: o.pid_ns.map(Box::from),
                     user: o.user.into(),
                 });
                 users.push(Arc::clone(&made));
@@ -333,6 +338,8 @@ mod tests {
                 boot_id: format!("boot-{}", n % 2),
                 user: ["svc", "ops"][(n % 13 % 2) as usize].into(),
                 purpose: format!("lease {seq}"),
+                // Two namespaces, and owners that recorded none.
+                pid_ns: (n % 3 != 2).then(|| format!("pid:[{}]", 1 + n % 2)),
             },
             token: FenceToken(seq),
             ttl_ms: 1_000 * (1 + n % 4),
@@ -369,7 +376,12 @@ mod tests {
         }
         for node in ["node-0", "node-1", "node-2"] {
             for boot in ["boot-0", "boot-1"] {
-                assert_eq!(a.local_leases(node, boot), b.local_leases(node, boot));
+                for ns in ["pid:[1]", "pid:[2]"] {
+                    assert_eq!(
+                        a.local_leases(node, boot, ns),
+                        b.local_leases(node, boot, ns)
+                    );
+                }
             }
         }
         assert_eq!(a.timers, b.timers);

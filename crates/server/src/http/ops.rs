@@ -9,7 +9,7 @@ use locksmith_api::{
     HoldRequest, HoldsResponse, LivenessReport, LivenessResponse, OperatorRequest, StatusResponse,
 };
 use locksmith_core::{
-    DeadProcess, HoldId, HoldView, PlaceHold, validate_reporter, validate_resource,
+    DeadProcess, HoldId, HoldView, PlaceHold, Vantage, validate_reporter, validate_resource,
 };
 
 use super::extract::{self, JsonBody};
@@ -109,10 +109,15 @@ pub async fn liveness(
             start_time: d.start_time,
         })
         .collect();
-    let (dead, alive) = app.own.vet_report(&app.engine, &req.node, dead).await;
+    let from = Vantage {
+        node: &req.node,
+        boot_id: &req.boot_id,
+        pid_ns: req.pid_ns.as_deref(),
+    };
+    let (dead, alive) = app.own.vet_report(&app.engine, from, dead).await;
     let (reclaimed, refused) = app
         .engine
-        .report_liveness(&req.node, &req.boot_id, &req.reported_by, dead)
+        .report_liveness(from, &req.reported_by, dead)
         .await?;
     Ok(Json(LivenessResponse {
         reclaimed,

@@ -166,6 +166,7 @@ pub fn owner(pid: u32) -> Owner {
         boot_id: "boot-a".into(),
         user: "orchestrator".into(),
         purpose: "test".into(),
+        pid_ns: None,
     }
 }
 

@@ -9,11 +9,15 @@
 //!          6 broke
 //!   ended: u8 cause: 0 released, 1 expired, 2 node_rebooted (text new_boot_id),
 //!          3 process_died (text reported_by), 4 broken (text by, text reason), 5 unknown
-//! u8 present: bit 0 lease, 1 token, 2 owner, 3 hold, 4 operator, 5 reason
+//! u8 present: bit 0 lease, 1 token, 2 owner, 3 hold, 4 operator, 5 reason, 6 owner.pid_ns
 //! text resource
 //! then, each only when present: u64 lease, u64 token,
-//!   owner (u32 pid, u64 start_time, text node, text boot_id, text user, text purpose),
+//!   owner (u32 pid, u64 start_time, text node, text boot_id, text user, text purpose,
+//!          then text pid_ns if bit 6),
 //!   u64 hold, text operator, text reason
+//!
+//! Bit 6 came with the PID namespace in an owner (issue 15); records written before have it
+//! clear and read as owners that recorded none.
 //! ```
 //!
 //! JSON records start with `{`, never with the version byte, so [`super::decode_audit`] reads
@@ -33,6 +37,7 @@ const OWNER: u8 = 1 << 2;
 const HOLD: u8 = 1 << 3;
 const OPERATOR: u8 = 1 << 4;
 const REASON: u8 = 1 << 5;
+const OWNER_PID_NS: u8 = 1 << 6;
 
 /// Appends `record` in the binary form to `out`.
 pub(crate) fn encode_audit_into(record: &AuditRecord, out: &mut Vec<u8>) -> Result<(), StoreError> {
@@ -76,6 +81,10 @@ pub(crate) fn encode_audit_into(record: &AuditRecord, out: &mut Vec<u8>) -> Resu
         (record.hold.is_some(), HOLD),
         (record.operator.is_some(), OPERATOR),
         (record.reason.is_some(), REASON),
+        (
+            record.owner.as_ref().is_some_and(|o| o.pid_ns.is_some()),
+            OWNER_PID_NS,
+        ),
     ]
     .iter()
     .filter(|(set, _)| *set)
@@ -93,6 +102,9 @@ pub(crate) fn encode_audit_into(record: &AuditRecord, out: &mut Vec<u8>) -> Resu
         w.u64(owner.start_time);
         for text in [&owner.node, &owner.boot_id, &owner.user, &owner.purpose] {
             w.text(text)?;
+        }
+        if let Some(pid_ns) = &owner.pid_ns {
+            w.text(pid_ns)?;
         }
     }
     if let Some(hold) = record.hold {
@@ -165,7 +177,7 @@ pub(super) fn decode_audit_v1(bytes: &[u8]) -> Option<AuditRecord> {
         _ => return None,
     };
     let present = r.u8()?;
-    if present & !(LEASE | TOKEN | OWNER | HOLD | OPERATOR | REASON) != 0 {
+    if present & !(LEASE | TOKEN | OWNER | HOLD | OPERATOR | REASON | OWNER_PID_NS) != 0 {
         return None;
     }
     let resource = r.text()?;
@@ -189,6 +201,11 @@ pub(super) fn decode_audit_v1(bytes: &[u8]) -> Option<AuditRecord> {
             boot_id: r.text()?,
             user: r.text()?,
             purpose: r.text()?,
+            pid_ns: if has(OWNER_PID_NS) {
+                Some(r.text()?)
+            } else {
+                None
+            },
         })
     } else {
         None

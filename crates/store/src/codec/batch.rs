@@ -22,7 +22,7 @@
 use locksmith_core::{HoldId, HoldRecord, LeaseId, Mutation};
 
 use super::audit::{AUDIT_V1, audit_resource_after_times, encode_audit_into};
-use super::{LEASE_V1, Reader, Writer, decode_audit, decode_lease, encode_lease_into};
+use super::{LEASE_V1, LEASE_V2, Reader, Writer, decode_audit, decode_lease, encode_lease_into};
 use crate::StoreError;
 
 const BATCH_V1: u8 = 1;
@@ -223,7 +223,7 @@ pub(crate) fn raw_mutations(payload: &[u8]) -> Result<Vec<RawMutation<'_>>, Stor
 
 /// A binary lease's id and token.
 fn lease_head(bytes: &[u8]) -> Option<(u64, u64)> {
-    let (&LEASE_V1, rest) = bytes.split_first()? else {
+    let (&(LEASE_V1 | LEASE_V2), rest) = bytes.split_first()? else {
         return None;
     };
     let mut r = Reader(rest);
@@ -265,16 +265,24 @@ mod tests {
     }
 
     fn owner() -> impl Strategy<Value = Owner> {
-        (text(), any::<u32>(), any::<u64>(), text(), text(), text()).prop_map(
-            |(node, pid, start_time, boot_id, user, purpose)| Owner {
-                node,
-                pid,
-                start_time,
-                boot_id,
-                user,
-                purpose,
-            },
+        // A namespace, when recorded, is never empty (`Owner::validate`): the lease form writes
+        // an empty text for none.
+        let pid_ns = proptest::option::of("pid:\\[[0-9]{1,10}\\]|\\PC{1,12}");
+        (
+            (text(), any::<u32>(), any::<u64>(), text()),
+            (text(), text(), pid_ns),
         )
+            .prop_map(
+                |((node, pid, start_time, boot_id), (user, purpose, pid_ns))| Owner {
+                    node,
+                    pid,
+                    start_time,
+                    boot_id,
+                    user,
+                    purpose,
+                    pid_ns,
+                },
+            )
     }
 
     fn cause() -> impl Strategy<Value = EndCause> {
@@ -488,6 +496,7 @@ mod tests {
             boot_id: "b00t".to_owned(),
             user: "svc".to_owned(),
             purpose: "deploy".to_owned(),
+            pid_ns: None,
         };
         let mut granted = AuditRecord::new("fleet/a.conf", AuditKind::Granted);
         granted.seq = 5;

@@ -23,6 +23,7 @@ fn lease(id: u64, purpose: &str) -> LeaseRecord {
             boot_id: "boot".to_owned(),
             user: "ops".to_owned(),
             purpose: purpose.to_owned(),
+            pid_ns: None,
         },
         token: FenceToken(id),
         ttl_ms: 15_000,
