@@ -134,9 +134,7 @@ impl ClusterServer {
             .fallback(dispatch)
             .with_state(state.clone());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let listener = crate::accept::HttpListener::new(listener);
         let mut http_stop = stop_rx.clone();
         let http_task = tokio::spawn(async move {
             axum::serve(listener, app)

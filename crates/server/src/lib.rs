@@ -6,6 +6,7 @@
 //! What it is not: the lock logic (that is `locksmith-core`, which this crate only drives) or the
 //! storage engine (`locksmith-store`).
 
+mod accept;
 pub mod clock;
 #[cfg(feature = "etcd")]
 pub mod cluster;
@@ -28,7 +29,7 @@ use locksmith_core::{
     LeaseChunk, LeasePreparer, LockTable, Now, PreparedLeases, RestoreBuilder, Snapshot,
     TableConfig,
 };
-use locksmith_store::{Committer, EmbeddedStore, LeaseSink, Store, StoreError};
+use locksmith_store::{Committer, EmbeddedStore, LeaseSink, Store, StoreError, StoreOptions};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     pub default_lock_delay: Duration,
     /// FleetLock (Zincati reboot slots): prefix, group sizes, stale-after.
     pub fleetlock: fleetlock::FleetLockConfig,
+    /// How the embedded store is opened (audit retention, log segment size).
+    pub store: StoreOptions,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             node: None,
             default_lock_delay: Duration::ZERO,
             fleetlock: fleetlock::FleetLockConfig::default(),
+            store: StoreOptions::default(),
         }
     }
 }
@@ -110,8 +114,8 @@ pub struct Server {
 impl Server {
     /// Opens the embedded store, recovers the lock table and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+        let (dir, options) = (config.data_dir.clone(), config.store);
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, options))
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
         Self::bind_with_store(config, Box::new(store)).await
@@ -183,13 +187,7 @@ impl Server {
         });
         let wire = wire.map(|l| tokio::spawn(wire::serve(l, state, stop_rx.clone())));
         let mut http_stop = stop_rx;
-        // No Nagle: replies and events are small writes that must leave at once (with Nagle a
-        // second small write waits for the peer's delayed ACK, ~40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
+        let listener = accept::HttpListener::new(listener);
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
