@@ -85,11 +85,9 @@ fn start_next_step(error: &ServerError, data: &std::path::Path) -> String {
         ServerError::Store(StoreError::NoSpace {
             needed, available, ..
         }) => format!(
-            "free at least {} MiB on the filesystem of {} (the store needs {} MiB free to start), \
-             then start it again",
+            "free at least {} MiB more on the filesystem of {}, then start it again",
             needed.saturating_sub(*available).div_ceil(MIB),
             data.display(),
-            needed.div_ceil(MIB)
         ),
         ServerError::Store(StoreError::Corrupt(_)) => {
             "restore the data directory from a backup, or move it aside to start empty".to_owned()

@@ -225,12 +225,36 @@ impl ServerProc {
     /// Like [`ServerProc::start`], with extra `locksmith server` options (e.g.
     /// `--probe-interval 0`, so that only the CLI's own liveness reports reclaim dead holders).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProc {
-        let log = data_dir.with_extension("log");
+        Self::launch(data_dir, extra, &data_dir.with_extension("log"), None)
+    }
+
+    /// Like [`ServerProc::start_with`], logging to `log`, and — with `shell` — started by
+    /// `sh -c "SHELL && exec locksmith server …"`, e.g. `ulimit -n 256` to run it under a
+    /// descriptor limit (the server keeps `sh`'s pid).
+    pub fn launch(data_dir: &Path, extra: &[&str], log: &Path, shell: Option<&str>) -> ServerProc {
+        let log = log.to_path_buf();
         let log_file = File::create(&log).expect("create server log");
         let data = data_dir.to_str().expect("utf-8 data dir");
         let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];
         args.extend_from_slice(extra);
-        let child = command(&args)
+        let mut cmd = command(&args);
+        if let Some(shell) = shell {
+            let program = cmd.get_program().to_owned();
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{shell} && exec \"$0\" \"$@\""))
+                .arg(program)
+                .args(&args);
+            for (key, value) in cmd.get_envs() {
+                match value {
+                    Some(value) => sh.env(key, value),
+                    None => sh.env_remove(key),
+                };
+            }
+            cmd = sh;
+            cmd.stdin(Stdio::null());
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

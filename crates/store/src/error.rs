@@ -15,22 +15,19 @@ pub enum StoreError {
         reason: String,
     },
     /// The data directory's filesystem has too little free space for the store to start.
-    #[error(
-        "not enough free space in {path}: {} free, and the store needs {} to start (its \
-         write-ahead log is two segments of {} each, created at full size)",
-        mib(*available),
-        mib(*needed),
-        mib(*segment)
-    )]
+    #[error("{}", no_space(path, *needed, *available, *segment, *replay))]
     NoSpace {
         /// The data directory.
         path: String,
-        /// Bytes the store needs free (counting the log segments it deletes as it opens).
+        /// Bytes the store needs free to start.
         needed: u64,
-        /// Bytes free for it.
+        /// Bytes free.
         available: u64,
         /// The size of one log segment.
         segment: u64,
+        /// Of `needed`, the estimate for copying the log left by the last run into the
+        /// database (0 when there is none).
+        replay: u64,
     },
     /// A read or write failed.
     #[error("storage I/O failed: {0}")]
@@ -65,6 +62,28 @@ impl StoreError {
             StoreError::Failed(cause) | StoreError::Unknown(cause) => cause.clone(),
             other => other.to_string(),
         }
+    }
+}
+
+fn no_space(path: &str, needed: u64, available: u64, segment: u64, replay: u64) -> String {
+    if replay > 0 {
+        format!(
+            "not enough free space in {path}: {} free, and the store needs about {} to start: \
+             about {} to copy the write-ahead log left by the last run into the database, and \
+             room for two {} log segments once the old log is deleted",
+            mib(available),
+            mib(needed),
+            mib(replay),
+            mib(segment)
+        )
+    } else {
+        format!(
+            "not enough free space in {path}: {} free, and the store needs {} to start (its \
+             write-ahead log is two segments of {} each, created at full size)",
+            mib(available),
+            mib(needed),
+            mib(segment)
+        )
     }
 }
 
@@ -110,6 +129,7 @@ mod tests {
             needed: 32 << 20,
             available: 5 << 20,
             segment: 16 << 20,
+            replay: 0,
         };
         let text = e.to_string();
         assert!(text.contains("/data"), "{text}");
