@@ -101,7 +101,7 @@ impl Default for Metrics {
             r.register("waiters", "Queued acquire requests", m.waiters.clone());
             r.register(
                 "fence_high_water",
-                "Highest fencing token issued",
+                "Highest fencing token durably issued",
                 m.fence.clone(),
             );
             r.register(
