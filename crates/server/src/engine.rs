@@ -61,6 +61,8 @@ type WaitResult = Result<LeaseView, WaitEnd>;
 enum WaitEnd {
     Refused(AcquireError),
     ShuttingDown,
+    /// Storage failed while it waited: no grant can become durable any more.
+    Storage(StoreError),
 }
 
 /// Shared engine state. Cheap to clone.
@@ -170,6 +172,19 @@ impl Engine {
     /// The latched storage failure, if any: from then on the engine refuses everything.
     pub fn failure(&self) -> Option<StoreError> {
         self.inner.committer.failure()
+    }
+
+    /// The latched storage failure, if any, having answered every queued waiter with it: no
+    /// grant can become durable any more, so their waits could end no other way. They are told
+    /// their outcome is unknown — one of them may have been granted in the very commit that
+    /// failed.
+    fn refusal(&self) -> Option<StoreError> {
+        let failure = self.failure()?;
+        let drained: Vec<_> = lock(&self.inner.waiters).drain().collect();
+        for (_, tx) in drained {
+            let _ = tx.send(Err(WaitEnd::Storage(StoreError::Unknown(failure.cause()))));
+        }
+        Some(failure)
     }
 
     /// The clock the engine runs on.
@@ -302,7 +317,7 @@ impl Engine {
     ) -> Result<T, StoreError> {
         let (seen, ticket) = {
             let t = lock(&self.inner.table);
-            if let Some(failure) = self.failure() {
+            if let Some(failure) = self.refusal() {
                 return Err(failure);
             }
             let seen = read(&t, self.inner.clock.now());
@@ -311,7 +326,7 @@ impl Engine {
         match ticket.wait().await {
             Ok(()) => Ok(seen),
             // Whatever this barrier was answered, the latched failure is what the read meets.
-            Err(error) => Err(self.failure().unwrap_or(error)),
+            Err(error) => Err(self.refusal().unwrap_or(error)),
         }
     }
 
@@ -431,7 +446,7 @@ impl Engine {
     ) -> Result<(T, Pending), StoreError> {
         let mut fx = Effects::new();
         let mut t = lock(&self.inner.table);
-        if let Some(failure) = self.inner.committer.failure() {
+        if let Some(failure) = self.refusal() {
             return Err(failure);
         }
         let before = t.next_deadline();
@@ -486,7 +501,10 @@ impl Engine {
         match pending {
             Pending::Commit { ticket, hands_on } => {
                 let started = std::time::Instant::now();
-                ticket.wait().await?;
+                if let Err(error) = ticket.wait().await {
+                    let _ = self.refusal();
+                    return Err(error);
+                }
                 self.inner.metrics.observe_commit(started.elapsed());
                 if hands_on {
                     // The grant just woke the new holder's task. Let it run before this one
@@ -705,6 +723,7 @@ impl WaitGuard {
         match outcome {
             Ok(Ok(view)) => Ok(view),
             Ok(Err(WaitEnd::Refused(e))) => Err(EngineError::Refused(e)),
+            Ok(Err(WaitEnd::Storage(e))) => Err(EngineError::Storage(e)),
             Ok(Err(WaitEnd::ShuttingDown)) | Err(_) => Err(EngineError::ShuttingDown),
         }
     }
@@ -1054,6 +1073,34 @@ mod tests {
             "the refused acquire left nothing"
         );
         engine.close().expect("close");
+    }
+
+    /// A waiter queued when storage fails could never be granted (no commit can be made), and
+    /// was left waiting for its whole wait. It is answered at once that its outcome is unknown
+    /// (it may have been granted by the very commit that failed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_queued_when_storage_fails_is_answered_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, faults) = engine_with_faults(dir.path());
+        let holder = engine.acquire(acquire("cfg/w", 1, 0)).await.expect("held");
+        let waiting = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.acquire(acquire("cfg/w", 2, 600_000)).await }
+        });
+        while engine.peek("cfg/w").waiters.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        faults.fail_next.store(true, Ordering::SeqCst);
+        assert!(engine.release(holder.lease, None).await.is_err());
+        let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiter is answered, not left waiting")
+            .expect("task");
+        assert!(
+            matches!(answer, Err(EngineError::Storage(StoreError::Unknown(_)))),
+            "{answer:?}"
+        );
+        let _ = engine.close();
     }
 
     /// An engine with an empty table over `store` (loaded, as a server boots).
