@@ -252,18 +252,18 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
     // the data directory as it was.
     let before = files_on_disk(&data);
     let data_arg = data.to_str().expect("utf-8");
-    let start = common::output_within(
-        common::command(&[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--wire-listen",
-            "off",
-            "--data",
-            data_arg,
-        ]),
-        Duration::from_secs(60),
-    );
+    let mut start = common::command(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--wire-listen",
+        "off",
+        "--data",
+        data_arg,
+    ]);
+    // Only the error line (the log may warn that the database was not closed cleanly).
+    start.env("RUST_LOG", "error");
+    let start = common::output_within(start, Duration::from_secs(60));
     assert_eq!(code(&start), 5, "{}", describe(&start));
     let line = one_error_line(&start);
     assert!(line.contains("not enough free space"), "{line}");
@@ -430,7 +430,7 @@ async fn a_passing_shortage_of_file_descriptors_does_not_fail_storage() {
     let connect = |port: u16| TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let mut idle: Vec<TcpStream> = (0..300).map(|_| connect(http_port)).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while open_files(server.pid()) < 250 {
+    while open_files(server.pid()) < 256 {
         assert!(
             Instant::now() < deadline,
             "the server never ran out of descriptors ({} open); log:\n{}",

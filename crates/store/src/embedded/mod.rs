@@ -351,6 +351,8 @@ struct Log {
     last_seq: u64,
     /// The generation for the next segment.
     next_generation: u64,
+    /// There is a log at all (a clean close leaves none).
+    found: bool,
 }
 
 impl Log {
@@ -371,6 +373,7 @@ fn read_log(db: &Database, dir: &Path) -> Result<Log, StoreError> {
             applied,
             last_seq: applied,
             next_generation: 0,
+            found: false,
         });
     };
     let mut replay: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -417,11 +420,15 @@ fn read_log(db: &Database, dir: &Path) -> Result<Log, StoreError> {
         applied,
         last_seq,
         next_generation: newest + 1,
+        found: true,
     })
 }
 
 /// Replays the log into redb, durably (see the module docs); the caller then deletes it.
 fn replay_log(db: &Database, log: &Log, options: StoreOptions) -> Result<(), StoreError> {
+    if !log.found {
+        return Ok(());
+    }
     if !log.replay.is_empty() {
         tracing::info!(
             batches = log.replay.len(),

@@ -187,7 +187,17 @@ fn prepare_until_done(
     priority::run_in_background("segment preparer");
     let mut wait = RETRY_FIRST;
     for attempt in 1u64.. {
-        match wal::prepare(dir, generation, capacity) {
+        // A try on a disk without room for the segment would fill it to the last byte before
+        // failing, and the database's next write could then fail for want of space: wait
+        // for room instead.
+        let prepared = match super::free_bytes(dir) {
+            Some(free) if free < capacity => Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{free} bytes free, {capacity} needed"),
+            )),
+            _ => wal::prepare(dir, generation, capacity),
+        };
+        match prepared {
             Ok(prepared) => {
                 if attempt > 1 {
                     tracing::info!(generation, attempt, "the next log segment is prepared");

@@ -229,18 +229,18 @@ pub(super) fn prepare_with(
     mode: Mode,
 ) -> io::Result<Prepared> {
     let path = prepared_path(dir, generation);
-    let prepared = fill(&path, capacity).map(|file| {
+    let prepared = fill(&path, capacity).and_then(|file| {
         let direct = match mode {
-            Mode::DirectIfSupported => open_direct(&path),
+            Mode::DirectIfSupported => open_direct(&path)?,
             Mode::Buffered => None,
         };
         let is_direct = direct.is_some();
-        Prepared {
+        Ok(Prepared {
             generation,
             path: path.clone(),
             file: direct.unwrap_or(file),
             direct: is_direct,
-        }
+        })
     });
     if prepared.is_err() {
         // Partly written, or never opened: either way nothing to keep.
@@ -413,32 +413,42 @@ impl Segment {
 
 /// Opens `path` for direct, synchronous writes and checks that a block-sized write at offset 0
 /// (zeros, as the preallocated file already holds there) is accepted; `None` where it is not.
+/// A shortage of descriptors or memory is an error, not a refusal of `O_DIRECT`: the segment
+/// is then prepared again later, rather than left to the page cache for its whole life.
 #[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> Option<File> {
+fn open_direct(path: &Path) -> io::Result<Option<File>> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
         .open(path);
     let file = match file {
         Ok(file) => file,
+        Err(error)
+            if matches!(
+                error.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+            ) =>
+        {
+            return Err(error);
+        }
         Err(error) => {
             tracing::info!(path = %path.display(), %error, "the log's filesystem refuses O_DIRECT; appends go through the page cache and fdatasync");
-            return None;
+            return Ok(None);
         }
     };
     let mut probe = DirectBuf::new();
     match probe.write(&file, 0, BLOCK) {
-        Ok(()) => Some(file),
+        Ok(()) => Ok(Some(file)),
         Err(error) => {
             tracing::info!(path = %path.display(), %error, "a direct write to the log failed; appends go through the page cache and fdatasync");
-            None
+            Ok(None)
         }
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &Path) -> Option<File> {
-    None
+fn open_direct(_path: &Path) -> io::Result<Option<File>> {
+    Ok(None)
 }
 
 /// Memory for direct writes, which need the buffer's address (as well as the file offset and
