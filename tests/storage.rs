@@ -245,6 +245,11 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
         "healthz showed fence {fence}, {last_granted} durable"
     );
     seen.push(fence);
+    // `locksmith status` reports the failure (its locks cannot be listed).
+    let status = server.cli(&["status", "--json"]);
+    assert_eq!(code(&status), 6, "{}", describe(&status));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    assert_eq!(report["problems"][0]["kind"], "storage_failed", "{report}");
 
     server.terminate(Duration::from_secs(30));
 
