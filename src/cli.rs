@@ -177,6 +177,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub gc_interval: Duration,
 
+    /// Size of each write-ahead log segment, in bytes (at least 65536; the log takes two on
+    /// disk). For tests, which reach a segment switch sooner with small ones.
+    #[arg(long, hide = true, default_value_t = locksmith_store::EmbeddedStore::SEGMENT_BYTES, value_name = "BYTES")]
+    pub log_segment_bytes: u64,
+
     /// How often the server checks that holders on its own node (--node) are alive; 0 disables.
     #[arg(long, default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
     pub probe_interval: Duration,

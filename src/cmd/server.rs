@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use locksmith_server::fleetlock::FleetLockConfig;
-use locksmith_server::{Server, ServerConfig};
+use locksmith_server::{Server, ServerConfig, ServerError};
+use locksmith_store::StoreError;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Global, ServerArgs, WireListen};
@@ -25,6 +26,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         .into());
     }
     let fleetlock = fleetlock_config(&args)?;
+    raise_open_file_limit();
     // Watch for signals before announcing the address: whoever reads the line may stop us.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
@@ -45,6 +47,10 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         fleetlock,
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
+        store: locksmith_store::StoreOptions {
+            log_segment_bytes: args.log_segment_bytes,
+            ..locksmith_store::StoreOptions::default()
+        },
     };
     if !args.etcd.is_empty() {
         if let Some(WireListen::At(addr)) = args.wire_listen {
@@ -67,12 +73,62 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             SUBJECT,
             "cannot start",
             format!("listen {} data {}: {e}", args.listen, args.data.display()),
-            "check that the addresses (--listen, --wire-listen) are free and the data directory \
-             is writable",
+            &start_next_step(&e, &args.data),
         )
     })?;
     let wire = server.wire_addr();
     announce_and_serve(server.local_addr(), wire, server.serve(shutdown)).await
+}
+
+/// What to do about a failed start, by what failed.
+fn start_next_step(error: &ServerError, data: &std::path::Path) -> String {
+    const MIB: u64 = 1024 * 1024;
+    match error {
+        ServerError::Store(StoreError::NoSpace {
+            needed, available, ..
+        }) => format!(
+            "free at least {} MiB more on the filesystem of {}, then start it again",
+            needed.saturating_sub(*available).div_ceil(MIB),
+            data.display(),
+        ),
+        ServerError::Store(StoreError::Corrupt(_)) => {
+            "restore the data directory from a backup, or move it aside to start empty".to_owned()
+        }
+        ServerError::Store(StoreError::Open { .. }) => format!(
+            "check that {} is writable and that no other server uses it",
+            data.display()
+        ),
+        ServerError::Store(_) => format!(
+            "check the disk of {} (free space, dmesg) and the log above, then start it again",
+            data.display()
+        ),
+        ServerError::Bind { .. } => {
+            "check that the addresses (--listen, --wire-listen) are free".to_owned()
+        }
+        _ => "see the log above, then start it again".to_owned(),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit. A server holds a descriptor per
+/// client connection, and the soft limit (often 1,024) is a default for interactive shells,
+/// not a choice made for it; running out fails accepts (and, before the next log segment was
+/// opened ahead, failed storage). The hard limit is the administrator's choice, and is kept.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(
+                from = soft,
+                to = hard,
+                "raised the open-file limit to its hard limit"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, soft, hard, "cannot raise the open-file limit to its hard limit")
+            }
+        },
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
 }
 
 /// `--verify-store`: reads every page of the database file and checks its checksum.

@@ -29,6 +29,18 @@ pub async fn status(global: &Global, args: StatusArgs) -> anyhow::Result<Exit> {
     let client = super::client(global, ctx)?;
     let fail = |e: locksmith_client::ClientError| Failure::from_client(&e, ctx);
     let mut status = client.status().await.map_err(fail)?;
+    if status.health.store_error.is_some() {
+        // A failed server shows no locks (they may be ahead of its disk): its report, with the
+        // storage problem, is all there is to say.
+        return finish(
+            Report {
+                status,
+                fixed: Vec::new(),
+            },
+            args.json,
+            client.base(),
+        );
+    }
     let here = Here::detect(global);
     // Only this node's holders can be checked here: ask for just the locks they hold (the
     // server's node index), not every lock in the fleet.
@@ -64,17 +76,21 @@ pub async fn status(global: &Global, args: StatusArgs) -> anyhow::Result<Exit> {
         })
         .collect();
     status.problems.extend(local);
-    status.all_clear = status.problems.is_empty();
-    let exit = if status.all_clear {
+    finish(Report { status, fixed }, args.json, client.base())
+}
+
+/// Prints the report; exits 0 when all is clear, else with the problems' code.
+fn finish(mut report: Report, json: bool, base: &str) -> anyhow::Result<Exit> {
+    report.status.all_clear = report.status.problems.is_empty();
+    let exit = if report.status.all_clear {
         Exit::Ok
     } else {
         Exit::Problems
     };
-    let report = Report { status, fixed };
-    if args.json {
+    if json {
         out_json(&report)?;
     } else {
-        out(&render(&report, client.base()))?;
+        out(&render(&report, base))?;
     }
     Ok(exit)
 }

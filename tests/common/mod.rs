@@ -273,13 +273,32 @@ impl ServerProc {
     /// Like [`ServerProc::start`], with extra `locksmith server` options (e.g.
     /// `--probe-interval 0`, so that only the CLI's own liveness reports reclaim dead holders).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> ServerProc {
-        Self::start_under(&[], data_dir, extra)
+        Self::spawn_server(&[], data_dir, extra, &data_dir.with_extension("log"))
     }
 
     /// Like [`ServerProc::start_with`], run by `wrapper` (e.g. `unshare --pid --fork
     /// --mount-proc --kill-child`, whose child dies with it), which execs its arguments.
     pub fn start_under(wrapper: &[&str], data_dir: &Path, extra: &[&str]) -> ServerProc {
-        let log = data_dir.with_extension("log");
+        Self::spawn_server(wrapper, data_dir, extra, &data_dir.with_extension("log"))
+    }
+
+    /// Like [`ServerProc::start_with`], logging to `log`, and — with `shell` — started by
+    /// `sh -c "SHELL && exec locksmith server …"`, e.g. `ulimit -n 256` to run it under a
+    /// descriptor limit (the server keeps `sh`'s pid).
+    pub fn launch(data_dir: &Path, extra: &[&str], log: &Path, shell: Option<&str>) -> ServerProc {
+        match shell {
+            Some(shell) => {
+                let script = format!("{shell} && exec \"$0\" \"$@\"");
+                Self::spawn_server(&["sh", "-c", &script], data_dir, extra, log)
+            }
+            None => Self::spawn_server(&[], data_dir, extra, log),
+        }
+    }
+
+    /// Starts `locksmith server` — run by `wrapper`'s program and arguments, which exec it,
+    /// when there is one — logging to `log`.
+    fn spawn_server(wrapper: &[&str], data_dir: &Path, extra: &[&str], log: &Path) -> ServerProc {
+        let log = log.to_path_buf();
         let log_file = File::create(&log).expect("create server log");
         let data = data_dir.to_str().expect("utf-8 data dir");
         let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];

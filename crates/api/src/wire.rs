@@ -134,11 +134,11 @@ pub struct HealthResponse {
     pub store_error: Option<String>,
     /// Group-commit counters since the server started.
     pub commits: CommitCounters,
-    /// Live leases.
+    /// Live leases (0 once storage has failed: the table is not shown then).
     pub leases: u64,
-    /// Queued waiters.
+    /// Queued waiters (0 once storage has failed).
     pub waiters: u64,
-    /// Highest fencing token issued.
+    /// Highest fencing token durably issued.
     pub fence_high_water: u64,
     /// Milliseconds since the server started.
     pub uptime_ms: u64,
@@ -310,8 +310,8 @@ pub struct AuditResponse {
 /// One problem `status` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
-    /// Stable kind: `storage_failed`, `reaper_stalled`, `stale_lock`, `frozen`,
-    /// `hold_pending_ack`, `lock_delay`, `long_wait`, `dead_holder`, `unreachable`.
+    /// Stable kind: `storage_failed`, `storage_stalled`, `reaper_stalled`, `stale_lock`,
+    /// `frozen`, `hold_pending_ack`, `lock_delay`, `long_wait`, `dead_holder`, `unreachable`.
     pub kind: String,
     /// The resource concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

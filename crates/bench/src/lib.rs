@@ -29,4 +29,4 @@ pub use stats::Row;
 /// start behaves like the real one.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-pub use workload::{Target, cycles, handoff, renewals};
+pub use workload::{Target, cycles, fence_checks, handoff, renewals};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use locksmith_bench::{Target, cycles, handoff, renewals, stats};
+use locksmith_bench::{Target, cycles, fence_checks, handoff, renewals, stats};
 use locksmith_server::{Server, ServerConfig};
 
 #[derive(Debug, Parser)]
@@ -38,6 +38,9 @@ struct Args {
     /// one round trip at a time; more pipelines them (the wire protocol answers as they complete).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
     renew_in_flight: Vec<usize>,
+    /// Client counts for the fence-check workload (run only when asked for: `--workloads fence`).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64])]
+    fence_clients: Vec<usize>,
     /// Which workloads to run (e.g. `--workloads cycles` for a profile of one row).
     #[arg(long, value_enum, value_delimiter = ',',
           default_values_t = [Workload::Cycles, Workload::Handoff, Workload::Renew])]
@@ -52,6 +55,7 @@ enum Workload {
     Cycles,
     Handoff,
     Renew,
+    Fence,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +121,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for &n in &args.renew_in_flight {
             rows.push(renewals(&target, c, n, d).await?);
         }
+    }
+    for &c in args.fence_clients.iter().filter(|_| runs(Workload::Fence)) {
+        rows.push(fence_checks(&target, c, d).await?);
     }
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -77,6 +77,19 @@ impl Conn {
         }
     }
 
+    async fn check_fence(&self, resource: &str, token: FenceToken) -> Result<(), ClientError> {
+        match self {
+            Conn::Http(c) => c.check_fence(resource, token).await.map(drop),
+            Conn::Wire(c) => {
+                let req = locksmith_api::FenceCheckRequest {
+                    resource: resource.to_owned(),
+                    token,
+                };
+                c.check_fence(&req).await.map(drop)
+            }
+        }
+    }
+
     async fn release(&self, lease: LeaseId) -> Result<(), ClientError> {
         match self {
             Conn::Http(c) => c.release(lease, None).await.map(drop),
@@ -387,6 +400,56 @@ pub async fn renewals(
     }
     let label = renew_label(in_flight);
     finish(&label, clients, duration, control, &run, tasks, false).await
+}
+
+/// C clients, each holding one lock, check their fencing token in a loop, one round trip at a
+/// time: what a protected write's check costs (it waits for the commits before it to be
+/// durable, so that it never vouches for a grant the disk may lack).
+pub async fn fence_checks(
+    target: &Target,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    let (control, run) = start_run();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let client = target.connect().await?;
+        let run = run.clone();
+        let resource = format!("{}/fence/{i}", target.prefix);
+        let req = AcquireRequest {
+            resource: resource.clone(),
+            owner: owner(i),
+            ttl_ms: Some(15_000),
+            wait_ms: None,
+            slots: None,
+            lock_delay_ms: None,
+        };
+        let lease = client.acquire(&req).await?;
+        tasks.push(tokio::spawn(async move {
+            run.started().await;
+            let mut lat = Latencies::default();
+            while !run.stopped() {
+                let t0 = Instant::now();
+                match client.check_fence(&resource, lease.token).await {
+                    Ok(()) => lat.record(t0.elapsed()),
+                    Err(_) => run.error().await,
+                }
+            }
+            let _ = client.release(lease.lease).await;
+            let n = lat.count();
+            Ok((lat, n))
+        }));
+    }
+    finish(
+        "fence check",
+        clients,
+        duration,
+        control,
+        &run,
+        tasks,
+        false,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -483,6 +483,7 @@ fn audit_queries_across_many_windows_match_a_model() {
         EtcdOptions {
             store: StoreOptions {
                 audit_retention: 2_000,
+                ..StoreOptions::default()
             },
             ..options()
         },

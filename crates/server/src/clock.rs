@@ -18,6 +18,15 @@ impl Clock {
         }
     }
 
+    /// A clock that started `ago` ago (or now, if the monotonic clock is younger): for tests
+    /// that need a past on it.
+    #[cfg(test)]
+    pub(crate) fn started_ago(ago: std::time::Duration) -> Self {
+        Self {
+            start: Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+        }
+    }
+
     /// The current time for the lock table.
     pub fn now(&self) -> Now {
         Now {

@@ -8,6 +8,16 @@
 //! (`Committer::submit_then`): delivered by the waiting caller as its wait ends, or, if the
 //! caller has gone away, by whoever drops the answer (usually the commit thread). Nothing leaves
 //! the server before the state that produced it is durable.
+//!
+//! The same holds for what the server *shows*: the table may be ahead of the disk (a grant on
+//! its way to it), so a read of the table — a listing, one resource, a lease, the holds, a
+//! fence check — passes the committer after it (an empty batch, submitted under the table lock:
+//! an ordering barrier behind every batch that made the state it read) and is answered only
+//! once that is durable. And once storage has failed the table is never shown again: its
+//! changes since the last durable commit may never reach the disk, so every operation and
+//! every read is refused with the failure until a restart recovers from the disk's truth. So no
+//! client is ever shown, or vouched for, a lease or a token the disk may not have — which a
+//! restart could issue again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +61,8 @@ type WaitResult = Result<LeaseView, WaitEnd>;
 enum WaitEnd {
     Refused(AcquireError),
     ShuttingDown,
+    /// Storage failed while it waited: no grant can become durable any more.
+    Storage(StoreError),
 }
 
 /// Shared engine state. Cheap to clone.
@@ -70,8 +82,15 @@ struct Inner {
     /// Durable audit records, as they become durable: the event stream.
     events: broadcast::Sender<Arc<AuditRecord>>,
     metrics: Metrics,
-    /// Wall time of the reaper's last completed run: the server's own heartbeat.
+    /// Wall time of the reaper's last completed run: the server's own heartbeat, as a
+    /// timestamp (for metrics).
     last_reap_ms: AtomicU64,
+    /// The same on the engine's monotonic clock: what the heartbeat's age is measured on, so
+    /// that a wall-clock step makes no heartbeat look late.
+    last_reap_mono: AtomicU64,
+    /// The highest fencing token (or hold id: one sequence) whose batch is durable: what the
+    /// server may say it has issued. Raised as batches become durable.
+    durable_fence: AtomicU64,
     /// Flips to true when shutdown begins: long-lived responses (event streams) end on it.
     closing: tokio::sync::watch::Sender<bool>,
     /// The runtime the engine was made on, for work started on the commit thread.
@@ -96,6 +115,8 @@ impl Engine {
     /// An engine over a restored table and a running committer.
     pub fn new(table: LockTable, committer: Committer, clock: Clock) -> Self {
         let (events, _) = broadcast::channel(4096);
+        // Recovered from the store: durable.
+        let durable_fence = AtomicU64::new(table.fence_high_water());
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
@@ -106,6 +127,8 @@ impl Engine {
                 events,
                 metrics: Metrics::default(),
                 last_reap_ms: AtomicU64::new(wall_ms()),
+                last_reap_mono: AtomicU64::new(clock.now().mono.0),
+                durable_fence,
                 closing: tokio::sync::watch::channel(false).0,
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
@@ -125,6 +148,43 @@ impl Engine {
     /// Wall time of the reaper's last completed run, Unix ms.
     pub fn last_reap_ms(&self) -> u64 {
         self.inner.last_reap_ms.load(Ordering::Relaxed)
+    }
+
+    /// How long ago the reaper last completed a run, on the monotonic clock: the age of the
+    /// server's own heartbeat, unmoved by steps of the wall clock.
+    pub fn heartbeat_age_ms(&self) -> u64 {
+        let now = self.inner.clock.now().mono.0;
+        now.saturating_sub(self.inner.last_reap_mono.load(Ordering::Relaxed))
+    }
+
+    /// Moves the reaper's last run back by `wall_ms` on the wall clock and `mono_ms` on the
+    /// monotonic one: what a step of the wall clock (or a stalled reaper) looks like.
+    #[cfg(test)]
+    pub(crate) fn backdate_heartbeat(&self, wall_ms: u64, mono_ms: u64) {
+        self.inner
+            .last_reap_ms
+            .fetch_sub(wall_ms, Ordering::Relaxed);
+        self.inner
+            .last_reap_mono
+            .fetch_sub(mono_ms, Ordering::Relaxed);
+    }
+
+    /// The latched storage failure, if any: from then on the engine refuses everything.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.inner.committer.failure()
+    }
+
+    /// The latched storage failure, if any, having answered every queued waiter with it: no
+    /// grant can become durable any more, so their waits could end no other way. They are told
+    /// their outcome is unknown — one of them may have been granted in the very commit that
+    /// failed.
+    fn refusal(&self) -> Option<StoreError> {
+        let failure = self.failure()?;
+        let drained: Vec<_> = lock(&self.inner.waiters).drain().collect();
+        for (_, tx) in drained {
+            let _ = tx.send(Err(WaitEnd::Storage(StoreError::Unknown(failure.cause()))));
+        }
+        Some(failure)
     }
 
     /// The clock the engine runs on.
@@ -157,7 +217,7 @@ impl Engine {
                 _ => None,
             };
             (result, rx)
-        });
+        })?;
         let (result, rx) = result;
         // Armed before the first await, so a caller that goes away is withdrawn from the queue.
         let guard = rx.map(|(waiter, rx)| WaitGuard {
@@ -194,6 +254,13 @@ impl Engine {
 
     /// Renews a lease. Renewals are not persisted (recovery treats every lease as renewed), so
     /// this never waits for storage unless the clock expired something on the way.
+    ///
+    /// No barrier, unlike a fence check: a renewal writes nothing and vouches for nothing its
+    /// caller did not already have. The lease id it names was learnt from a grant's answer,
+    /// sent only once that grant was durable (or from a listing, likewise), so renewing it
+    /// shows its caller nothing the disk may lack; and a renewal raced by a failing commit is
+    /// refused by the next request anyway. (A caller guessing ids could renew a grant still on
+    /// its way to disk, and would learn its token — which equals the id it guessed.)
     pub async fn renew(
         &self,
         lease: LeaseId,
@@ -212,60 +279,90 @@ impl Engine {
             .await
     }
 
-    /// Checks a fencing token against the live holders of `resource`.
+    /// Checks a fencing token against the live holders of `resource`. A pass answers only
+    /// once the grant it vouches for is durable (a barrier follows the check): a token whose
+    /// grant is still on its way to disk — and might never reach it — is never vouched for.
     pub async fn check_fence(
         &self,
         resource: &str,
         token: FenceToken,
     ) -> Result<HolderView, EngineError<FenceError>> {
-        self.run(|t, now, fx| t.check_fence(resource, token, now, fx))
-            .await
+        let (result, pending) = self.with_table(
+            |_| true,
+            |t, now, fx| t.check_fence(resource, token, now, fx),
+        )?;
+        self.finish(pending).await?;
+        result.map_err(EngineError::Refused)
     }
 
     /// Expires every lease and wait that is due; durable before it returns. Called by the
     /// reaper; returns how many leases expired.
     pub async fn reap(&self) -> Result<usize, StoreError> {
-        let (expired, pending) = self.with_table(|_| false, |t, now, fx| t.advance(now, fx));
+        let (expired, pending) = self.with_table(|_| false, |t, now, fx| t.advance(now, fx))?;
         self.finish(pending).await?;
         self.inner.last_reap_ms.store(wall_ms(), Ordering::Relaxed);
+        self.inner
+            .last_reap_mono
+            .store(self.inner.clock.now().mono.0, Ordering::Relaxed);
         Ok(expired)
     }
 
-    /// Every held or awaited resource.
-    pub fn resources(&self) -> Vec<ResourceView> {
-        let now = self.inner.clock.now();
-        lock(&self.inner.table).resources(now)
+    /// Reads the table, and answers once everything the read saw is durable (see the module
+    /// docs): `read` runs under the table lock, an empty batch is submitted before the lock
+    /// is let go, and the answer waits for it. Refused once storage has failed — or if it
+    /// fails before the barrier is through: what was read may then never reach the disk.
+    pub async fn view<T>(
+        &self,
+        read: impl FnOnce(&LockTable, locksmith_core::Now) -> T,
+    ) -> Result<T, StoreError> {
+        let (seen, ticket) = {
+            let t = lock(&self.inner.table);
+            if let Some(failure) = self.refusal() {
+                return Err(failure);
+            }
+            let seen = read(&t, self.inner.clock.now());
+            (seen, self.inner.committer.submit(Vec::new()))
+        };
+        match ticket.wait().await {
+            Ok(()) => Ok(seen),
+            // Whatever this barrier was answered, the latched failure is what the read meets.
+            Err(error) => Err(self.refusal().unwrap_or(error)),
+        }
+    }
+
+    /// Every held or awaited resource; durable (see [`view`](Self::view)).
+    pub async fn resources(&self) -> Result<Vec<ResourceView>, StoreError> {
+        self.view(|t, now| t.resources(now)).await
     }
 
     /// One page of [`resources`](Self::resources) (see `LockTable::resources_page`): the table
     /// is held for one pass over the names, and only the page's views are built.
-    pub fn resources_page(
+    pub async fn resources_page(
         &self,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
         node: Option<&str>,
-    ) -> (Vec<ResourceView>, bool) {
-        let now = self.inner.clock.now();
-        lock(&self.inner.table).resources_page(now, prefix, after, limit, node)
+    ) -> Result<(Vec<ResourceView>, bool), StoreError> {
+        self.view(|t, now| t.resources_page(now, prefix, after, limit, node))
+            .await
     }
 
-    /// The plainly HOT resources counted, every other one's view: what `/v1/status` needs,
-    /// in one pass under the table lock that builds nothing for the HOT ones.
-    pub fn census(&self) -> locksmith_core::Census {
-        let now = self.inner.clock.now();
-        lock(&self.inner.table).census(now)
+    /// The plainly HOT resources counted, every other one's view, and every hold: what
+    /// `/v1/status` and the metrics need, in one pass under the table lock that builds nothing
+    /// for the HOT ones, and one barrier.
+    pub async fn census(&self) -> Result<(locksmith_core::Census, Vec<HoldView>), StoreError> {
+        self.view(|t, now| (t.census(now), t.holds(now))).await
     }
 
-    /// One resource.
-    pub fn resource(&self, name: &str) -> ResourceView {
-        let now = self.inner.clock.now();
-        lock(&self.inner.table).resource(name, now)
+    /// One resource; durable (see [`view`](Self::view)).
+    pub async fn resource(&self, name: &str) -> Result<ResourceView, StoreError> {
+        self.view(|t, now| t.resource(name, now)).await
     }
 
-    /// A live lease, without renewing it.
-    pub fn lease(&self, lease: LeaseId) -> Option<LeaseView> {
-        lock(&self.inner.table).lease(lease)
+    /// A live lease, without renewing it; durable (see [`view`](Self::view)).
+    pub async fn lease(&self, lease: LeaseId) -> Result<Option<LeaseView>, StoreError> {
+        self.view(|t, _| t.lease(lease)).await
     }
 
     /// When the reaper must next run, as a monotonic instant on the engine clock.
@@ -278,14 +375,20 @@ impl Engine {
         self.inner.reaper.notified().await;
     }
 
-    /// Health and counters for `/healthz`.
+    /// Health and counters for `/healthz`. Never waits for storage (a stalled disk must not
+    /// stall the health check): the fence is the highest one durable, and the counts are the
+    /// table's — none once storage has failed, when the table is not shown.
     pub fn health(&self) -> HealthResponse {
         let now = self.inner.clock.now();
-        let (leases, waiters, fence) = {
-            let t = lock(&self.inner.table);
-            (t.lease_count(), t.waiter_count(), t.fence_high_water())
-        };
         let failure = self.inner.committer.failure();
+        let (leases, waiters) = match failure {
+            Some(_) => (0, 0),
+            None => {
+                let t = lock(&self.inner.table);
+                (t.lease_count(), t.waiter_count())
+            }
+        };
+        let fence = self.inner.durable_fence.load(Ordering::Acquire);
         let stats = self.inner.committer.stats();
         HealthResponse {
             status: if failure.is_some() { "failed" } else { "ok" }.to_string(),
@@ -332,25 +435,34 @@ impl Engine {
 
     /// Runs `op` on the table at the current time and submits its mutations, in table order.
     /// When `barrier` holds for its result, an empty batch is submitted too, so the reply waits
-    /// for every earlier batch to be durable.
+    /// for every earlier batch to be durable. Refused, without touching the table, once storage
+    /// has failed.
     ///
     /// Lock order, everywhere: table, then waiters.
     fn with_table<T>(
         &self,
         barrier: impl FnOnce(&T) -> bool,
         op: impl FnOnce(&mut LockTable, locksmith_core::Now, &mut Effects) -> T,
-    ) -> (T, Pending) {
+    ) -> Result<(T, Pending), StoreError> {
         let mut fx = Effects::new();
         let mut t = lock(&self.inner.table);
+        if let Some(failure) = self.refusal() {
+            return Err(failure);
+        }
         let before = t.next_deadline();
         let now = self.inner.clock.now();
         let out = op(&mut t, now, &mut fx);
         let (mutations, rest) = locksmith_core::effect::split(fx);
         let pending = if !mutations.is_empty() || barrier(&out) {
+            let mut fence = 0;
             let audits: Vec<AuditRecord> = mutations
                 .iter()
                 .filter_map(|m| match m {
                     Mutation::AppendAudit(r) => Some(r.clone()),
+                    Mutation::FenceHighWater(f) => {
+                        fence = fence.max(*f);
+                        None
+                    }
                     _ => None,
                 })
                 .collect();
@@ -368,7 +480,7 @@ impl Engine {
                 ticket: self
                     .inner
                     .committer
-                    .submit_then(mutations, move || engine.publish(audits, rest)),
+                    .submit_then(mutations, move || engine.publish(fence, audits, rest)),
                 hands_on,
             }
         } else {
@@ -379,7 +491,7 @@ impl Engine {
         if after.is_some() && (before.is_none() || after < before) {
             self.inner.reaper.notify_one();
         }
-        (out, pending)
+        Ok((out, pending))
     }
 
     /// Waits for the operation's batch to be durable — by then its audit records are
@@ -389,7 +501,10 @@ impl Engine {
         match pending {
             Pending::Commit { ticket, hands_on } => {
                 let started = std::time::Instant::now();
-                ticket.wait().await?;
+                if let Err(error) = ticket.wait().await {
+                    let _ = self.refusal();
+                    return Err(error);
+                }
                 self.inner.metrics.observe_commit(started.elapsed());
                 if hands_on {
                     // The grant just woke the new holder's task. Let it run before this one
@@ -409,7 +524,8 @@ impl Engine {
     /// After a batch is durable: counts and publishes its audit records, then delivers its
     /// other effects. Run by the commit's ticket: in the waiting task, or on the commit thread
     /// if the caller went away — so it never blocks and never awaits.
-    fn publish(&self, audits: Vec<AuditRecord>, rest: Effects) {
+    fn publish(&self, fence: u64, audits: Vec<AuditRecord>, rest: Effects) {
+        self.inner.durable_fence.fetch_max(fence, Ordering::AcqRel);
         for record in audits {
             self.inner.metrics.count(&record);
             // No subscribers is fine: the record is durable in the audit log regardless.
@@ -423,7 +539,7 @@ impl Engine {
         &self,
         op: impl FnOnce(&mut LockTable, locksmith_core::Now, &mut Effects) -> Result<T, E>,
     ) -> Result<T, EngineError<E>> {
-        let (result, pending) = self.with_table(|_| false, op);
+        let (result, pending) = self.with_table(|_| false, op)?;
         self.finish(pending).await?;
         result.map_err(EngineError::Refused)
     }
@@ -465,10 +581,9 @@ impl Engine {
             .await
     }
 
-    /// Every hold.
-    pub fn holds(&self) -> Vec<HoldView> {
-        let now = self.inner.clock.now();
-        lock(&self.inner.table).holds(now)
+    /// Every hold; durable (see [`view`](Self::view)).
+    pub async fn holds(&self) -> Result<Vec<HoldView>, StoreError> {
+        self.view(|t, now| t.holds(now)).await
     }
 
     /// Breaks a lock.
@@ -521,15 +636,20 @@ impl Engine {
                     .collect();
                 (refused, reclaimed)
             },
-        );
+        )?;
         self.finish(pending).await?;
         Ok((reclaimed, refused))
     }
 
     /// The live leases held on `node` under `boot_id` in PID namespace `pid_ns` (what a local
-    /// prober there checks).
+    /// prober there checks; it shows them to nobody, so no barrier). None once storage has
+    /// failed.
     pub fn local_leases(&self, node: &str, boot_id: &str, pid_ns: &str) -> Vec<DeadProcess> {
-        lock(&self.inner.table).local_leases(node, boot_id, pid_ns)
+        let t = lock(&self.inner.table);
+        if self.inner.committer.failure().is_some() {
+            return Vec::new();
+        }
+        t.local_leases(node, boot_id, pid_ns)
     }
 
     /// Queries the durable audit log (ordered after every earlier commit).
@@ -604,6 +724,7 @@ impl WaitGuard {
         match outcome {
             Ok(Ok(view)) => Ok(view),
             Ok(Err(WaitEnd::Refused(e))) => Err(EngineError::Refused(e)),
+            Ok(Err(WaitEnd::Storage(e))) => Err(EngineError::Storage(e)),
             Ok(Err(WaitEnd::ShuttingDown)) | Err(_) => Err(EngineError::ShuttingDown),
         }
     }
@@ -672,6 +793,14 @@ mod tests {
 
     use super::*;
 
+    impl Engine {
+        /// One resource as the table has it now, durable or not: for tests that watch a grant
+        /// on its way to disk.
+        fn peek(&self, name: &str) -> ResourceView {
+            lock(&self.inner.table).resource(name, self.inner.clock.now())
+        }
+    }
+
     /// The real embedded store, with every commit taking at least `delay` more: a window in
     /// which a caller can go away while its batch is on its way to disk.
     struct SlowCommits {
@@ -693,6 +822,287 @@ mod tests {
         fn describe(&self) -> String {
             format!("slow {}", self.store.describe())
         }
+    }
+
+    /// Faults a [`Faulty`] store is told to make, shared with the test.
+    #[derive(Default)]
+    struct Faults {
+        /// The next commit fails before writing anything (a full disk, a dead device).
+        fail_next: std::sync::atomic::AtomicBool,
+        /// The next commit is made — durable — and then the store fails (its apply, its
+        /// segment switch).
+        fail_after_next: std::sync::atomic::AtomicBool,
+        /// While set, every commit waits here until the test lets it go.
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    /// The real embedded store, with failures injected on demand.
+    struct Faulty {
+        store: EmbeddedStore,
+        faults: Arc<Faults>,
+        failed: Option<String>,
+    }
+
+    impl Store for Faulty {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            self.store.load()
+        }
+        fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+            if let Some(gate) = lock(&self.faults.gate).as_ref() {
+                let _ = gate.recv_timeout(Duration::from_secs(10));
+            }
+            if let Some(cause) = &self.failed {
+                return Err(StoreError::Failed(cause.clone()));
+            }
+            if self.faults.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Io(
+                    "append to the log: No space left on device (injected)".into(),
+                ));
+            }
+            self.store.commit(batch)?;
+            if self.faults.fail_after_next.swap(false, Ordering::SeqCst) {
+                self.failed = Some("apply: No space left on device (injected)".into());
+            }
+            Ok(())
+        }
+        fn failure(&self) -> Option<StoreError> {
+            self.failed.clone().map(StoreError::Failed)
+        }
+        fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+            self.store.audit(query)
+        }
+        fn describe(&self) -> String {
+            format!("faulty {}", self.store.describe())
+        }
+    }
+
+    /// An engine over the embedded store in `dir`, with the handle that injects its faults.
+    fn engine_with_faults(dir: &std::path::Path) -> (Engine, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let engine = engine_over(Faulty {
+            store: EmbeddedStore::open(dir).expect("open"),
+            faults: Arc::clone(&faults),
+            failed: None,
+        });
+        (engine, faults)
+    }
+
+    /// A server's restart on `dir`: the table recovered from what the disk has.
+    async fn restarted(dir: &std::path::Path) -> Engine {
+        let identity = crate::NodeIdentity {
+            node: "server-node".into(),
+            boot_id: "server-boot".into(),
+            pid_ns: None,
+        };
+        let store = EmbeddedStore::open(dir).expect("reopen");
+        crate::recover(Box::new(store), &identity)
+            .await
+            .expect("recover")
+    }
+
+    /// Every token and lease id an answer shows.
+    fn tokens_in(view: &ResourceView) -> Vec<u64> {
+        view.holders
+            .iter()
+            .flat_map(|h| [h.token.0, h.lease.0])
+            .collect()
+    }
+
+    /// Bug pinned (issue 15, item 4a): after a commit failed, the table kept its change, so
+    /// listings showed the refused requester as the holder, a fence check passed its token,
+    /// and after a restart that token was issued again ("2142 seen, then 2137 issued"). Now the
+    /// failed commit's answer says its outcome is unknown, nothing of the table is shown or
+    /// vouched for until a restart, and no token seen before the restart is issued after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_shows_nothing_it_did_and_no_token_seen_is_issued_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, faults) = engine_with_faults(dir.path());
+        let mut seen = Vec::new();
+        let held = engine.acquire(acquire("cfg/a", 1, 0)).await.expect("held");
+        seen.extend([held.token.0, held.lease.0]);
+        seen.extend(tokens_in(&engine.resource("cfg/a").await.expect("view")));
+
+        faults.fail_next.store(true, Ordering::SeqCst);
+        match engine.acquire(acquire("cfg/b", 2, 0)).await {
+            Err(EngineError::Storage(StoreError::Unknown(cause))) => {
+                assert!(cause.contains("No space left"), "{cause}");
+            }
+            other => panic!("the failed commit's outcome is unknown, got {other:?}"),
+        }
+        // The refused grant is in the table, and must never be shown or vouched for.
+        let refused = FenceToken(held.token.0 + 1);
+        assert!(matches!(
+            engine.resource("cfg/b").await,
+            Err(StoreError::Failed(_))
+        ));
+        assert!(engine.resources().await.is_err());
+        assert!(engine.resources_page("", None, 100, None).await.is_err());
+        assert!(engine.census().await.is_err());
+        assert!(engine.holds().await.is_err());
+        assert!(engine.lease(LeaseId(refused.0)).await.is_err());
+        assert!(matches!(
+            engine.check_fence("cfg/b", refused).await,
+            Err(EngineError::Storage(_))
+        ));
+        // Everything else is refused too: the table may be ahead of the disk.
+        assert!(matches!(
+            engine.check_fence("cfg/a", held.token).await,
+            Err(EngineError::Storage(_))
+        ));
+        assert!(matches!(
+            engine.renew(held.lease, None).await,
+            Err(EngineError::Storage(_))
+        ));
+        assert!(matches!(
+            engine.acquire(acquire("cfg/c", 3, 0)).await,
+            Err(EngineError::Storage(StoreError::Failed(_)))
+        ));
+        let health = engine.health();
+        assert_eq!(health.status, "failed");
+        assert_eq!((health.leases, health.waiters), (0, 0));
+        assert_eq!(
+            health.fence_high_water, held.token.0,
+            "only what is durable"
+        );
+        seen.push(health.fence_high_water);
+        let _ = engine.close();
+        drop(engine);
+
+        let engine = restarted(dir.path()).await;
+        let next = engine
+            .acquire(acquire("cfg/b", 4, 0))
+            .await
+            .expect("granted");
+        let max_seen = seen.iter().copied().max().unwrap_or(0);
+        assert!(
+            next.token.0 > max_seen,
+            "token {} issued after the restart, {max_seen} seen before it",
+            next.token
+        );
+        assert_eq!(
+            engine.resource("cfg/a").await.expect("view").holders[0].lease,
+            held.lease,
+            "the durable grant survived"
+        );
+        engine.close().expect("close");
+    }
+
+    /// Bug pinned (issue 15, item 4a, the race): a fence check read the table without waiting
+    /// for the disk, so it passed the token of a grant whose commit was still under way — and
+    /// then failed. A check (like a listing) answers only once what it saw is durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fence_check_never_passes_a_token_whose_grant_is_not_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, faults) = engine_with_faults(dir.path());
+        let (release, gate) = std::sync::mpsc::channel();
+        *lock(&faults.gate) = Some(gate);
+        faults.fail_next.store(true, Ordering::SeqCst);
+
+        // Granted in the table, its commit held at the gate (and about to fail).
+        let acquiring = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.acquire(acquire("cfg/r", 1, 0)).await }
+        });
+        let token = loop {
+            if let Some(h) = engine.peek("cfg/r").holders.first() {
+                break h.token;
+            }
+            tokio::task::yield_now().await;
+        };
+        let check = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.check_fence("cfg/r", token).await }
+        });
+        let listing = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.resource("cfg/r").await }
+        });
+        drop(release);
+        *lock(&faults.gate) = None;
+
+        let checked = check.await.expect("task");
+        assert!(
+            matches!(checked, Err(EngineError::Storage(_))),
+            "a token whose grant never reached the disk passed: {checked:?}"
+        );
+        let listed = listing.await.expect("task");
+        assert!(
+            listed.is_err(),
+            "a grant that never reached the disk was listed: {listed:?}"
+        );
+        assert!(matches!(
+            acquiring.await.expect("task"),
+            Err(EngineError::Storage(StoreError::Unknown(_)))
+        ));
+        let _ = engine.close();
+    }
+
+    /// Bug pinned (issue 15, item 4b): a batch durable in the log was answered 503 "nothing was
+    /// changed" when the store failed after its append, and after a restart its lease was held
+    /// by a client told it failed — a ghost for its TTL. The answer follows the durability.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_grant_durable_before_the_store_fails_is_answered_and_survives_the_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, faults) = engine_with_faults(dir.path());
+        faults.fail_after_next.store(true, Ordering::SeqCst);
+        let granted = engine
+            .acquire(acquire("cfg/d", 1, 0))
+            .await
+            .expect("durable, so granted");
+        // The failure latched with it: everything after is refused, unwritten.
+        assert_eq!(engine.health().status, "failed");
+        assert!(matches!(
+            engine.acquire(acquire("cfg/e", 2, 0)).await,
+            Err(EngineError::Storage(StoreError::Failed(_)))
+        ));
+        let _ = engine.close();
+        drop(engine);
+
+        let engine = restarted(dir.path()).await;
+        let held = engine.resource("cfg/d").await.expect("view").holders;
+        assert_eq!(held.len(), 1);
+        assert_eq!(
+            (held[0].lease, held[0].token),
+            (granted.lease, granted.token)
+        );
+        assert!(
+            engine
+                .resource("cfg/e")
+                .await
+                .expect("view")
+                .holders
+                .is_empty(),
+            "the refused acquire left nothing"
+        );
+        engine.close().expect("close");
+    }
+
+    /// A waiter queued when storage fails could never be granted (no commit can be made), and
+    /// was left waiting for its whole wait. It is answered at once that its outcome is unknown
+    /// (it may have been granted by the very commit that failed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_queued_when_storage_fails_is_answered_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, faults) = engine_with_faults(dir.path());
+        let holder = engine.acquire(acquire("cfg/w", 1, 0)).await.expect("held");
+        let waiting = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.acquire(acquire("cfg/w", 2, 600_000)).await }
+        });
+        while engine.peek("cfg/w").waiters.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        faults.fail_next.store(true, Ordering::SeqCst);
+        assert!(engine.release(holder.lease, None).await.is_err());
+        let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiter is answered, not left waiting")
+            .expect("task");
+        assert!(
+            matches!(answer, Err(EngineError::Storage(StoreError::Unknown(_)))),
+            "{answer:?}"
+        );
+        let _ = engine.close();
     }
 
     /// An engine with an empty table over `store` (loaded, as a server boots).
@@ -745,7 +1155,7 @@ mod tests {
             let engine = engine.clone();
             async move { engine.acquire(acquire("cfg/a", 2, 30_000)).await }
         });
-        while engine.resource("cfg/a").waiters.is_empty() {
+        while engine.peek("cfg/a").waiters.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
 
@@ -767,7 +1177,7 @@ mod tests {
         assert_eq!(second.resource, "cfg/a");
         assert!(second.token > first.token);
         assert_eq!(second.owner.pid, 2);
-        let holders = engine.resource("cfg/a").holders;
+        let holders = engine.resource("cfg/a").await.expect("view").holders;
         assert_eq!(holders.len(), 1);
         assert_eq!(holders[0].lease, second.lease);
         engine.close().expect("close");
@@ -802,7 +1212,7 @@ mod tests {
             let engine = engine.clone();
             async move { engine.acquire(acquire("cfg/other", 3, 0)).await }
         });
-        while engine.resource("cfg/other").holders.is_empty() {
+        while engine.peek("cfg/other").holders.is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let again = engine.acquire(acquire("cfg/g", 2, 0));
@@ -812,7 +1222,7 @@ mod tests {
         );
         other.await.expect("task").expect("other granted");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let holders = engine.resource("cfg/g").holders;
+        let holders = engine.resource("cfg/g").await.expect("view").holders;
         assert_eq!(holders.len(), 1);
         assert_eq!(holders[0].lease, next.lease);
         engine.close().expect("close");
@@ -850,11 +1260,11 @@ mod tests {
             .await
             .expect("holder");
         let second = waiter(&engine, 2, &log, "second granted");
-        while engine.resource("cfg/q").waiters.is_empty() {
+        while engine.peek("cfg/q").waiters.is_empty() {
             tokio::task::yield_now().await;
         }
         let third = waiter(&engine, 3, &log, "third granted");
-        while engine.resource("cfg/q").waiters.len() < 2 {
+        while engine.peek("cfg/q").waiters.len() < 2 {
             tokio::task::yield_now().await;
         }
 
@@ -868,6 +1278,8 @@ mod tests {
         lock(&log).clear();
         let lease = engine
             .resource("cfg/q")
+            .await
+            .expect("view")
             .holders
             .first()
             .map(|h| h.lease)

@@ -41,6 +41,7 @@ use locksmith_api::{ErrorBody, ErrorCode};
 use locksmith_core::{
     Acquire, AcquireError, NO_EXPIRY_TTL_MS, Owner, TableConfig, Trusted, validate_resource,
 };
+use locksmith_store::StoreError;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineError;
@@ -516,6 +517,14 @@ async fn lock(
             })
         }
         Err(EngineError::Refused(e)) => Err(lock_refusal(&group, slots, e)),
+        Err(EngineError::Storage(e @ StoreError::Unknown(_))) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::FailedLock,
+            format!(
+                "the server could not finish recording the slot ({e}); whether it was granted \
+                 is unknown until the server restarts"
+            ),
+        )),
         Err(EngineError::Storage(e)) => Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::FailedLock,
@@ -594,15 +603,6 @@ async fn unlock(
     let Client { id, group } = parse(headers, body)?;
     let resource = resource_of(&group);
     let me = owner_of(&id, &group);
-    // Only this id's own slot: no other holder (FleetLock or not) is ever touched.
-    let mine: Vec<_> = app
-        .engine
-        .resource(&resource)
-        .holders
-        .into_iter()
-        .filter(|h| h.owner.same_process(&me))
-        .map(|h| (h.lease, h.token))
-        .collect();
     let unavailable = |why: String| {
         Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -610,6 +610,17 @@ async fn unlock(
             format!("{why}; the slot may still be held — try again"),
         )
     };
+    // Only this id's own slot: no other holder (FleetLock or not) is ever touched.
+    let mine: Vec<_> = app
+        .engine
+        .resource(&resource)
+        .await
+        .map_err(|e| unavailable(format!("the server cannot read the group's slots ({e})")))?
+        .holders
+        .into_iter()
+        .filter(|h| h.owner.same_process(&me))
+        .map(|h| (h.lease, h.token))
+        .collect();
     let mut released = false;
     for (lease, token) in &mine {
         match app.engine.release(*lease, Some(*token)).await {
@@ -698,28 +709,29 @@ struct SetSlots {
     slots: u32,
 }
 
-fn group_view(app: &AppState, group: &str) -> GroupView {
+async fn group_view(app: &AppState, group: &str) -> Result<GroupView, ApiError> {
     let resource = resource_of(group);
     let (slots, source) = app.fleetlock.slots(group);
     let holders = app
         .engine
         .resource(&resource)
+        .await?
         .holders
         .into_iter()
         .map(|h| h.owner.node)
         .collect();
-    GroupView {
+    Ok(GroupView {
         group: group.to_string(),
         resource,
         slots,
         source,
         holders,
-    }
+    })
 }
 
-async fn list_groups(State(app): State<AppState>) -> Json<GroupsView> {
+async fn list_groups(State(app): State<AppState>) -> Result<Json<GroupsView>, ApiError> {
     let mut names: Vec<String> = app.fleetlock.configured();
-    names.extend(app.engine.resources().into_iter().filter_map(|r| {
+    names.extend(app.engine.resources().await?.into_iter().filter_map(|r| {
         r.resource
             .strip_prefix(RESOURCE_PREFIX)
             .filter(|g| validate_group(g).is_ok())
@@ -727,12 +739,16 @@ async fn list_groups(State(app): State<AppState>) -> Json<GroupsView> {
     }));
     names.sort();
     names.dedup();
-    Json(GroupsView {
+    let mut groups = Vec::with_capacity(names.len());
+    for group in &names {
+        groups.push(group_view(&app, group).await?);
+    }
+    Ok(Json(GroupsView {
         prefix: app.fleetlock.prefix().to_string(),
         default_slots: app.fleetlock.default_slots,
         stale_after_ms: app.fleetlock.stale_after.map(|_| app.fleetlock.ttl_ms()),
-        groups: names.iter().map(|g| group_view(&app, g)).collect(),
-    })
+        groups,
+    }))
 }
 
 fn checked_group(group: &str) -> Result<(), ApiError> {
@@ -744,7 +760,7 @@ async fn get_group(
     Path(group): Path<String>,
 ) -> Result<Json<GroupView>, ApiError> {
     checked_group(&group)?;
-    Ok(Json(group_view(&app, &group)))
+    Ok(Json(group_view(&app, &group).await?))
 }
 
 async fn put_group(
@@ -767,7 +783,7 @@ async fn put_group(
     let resource = format!("{RESOURCE_PREFIX}{group}");
     app.engine.resize(&resource, slots).await?;
     tracing::info!(%group, before, slots, "FleetLock group size changed");
-    Ok(Json(group_view(&app, &group)))
+    Ok(Json(group_view(&app, &group).await?))
 }
 
 /// The FleetLock routes: the protocol endpoints under the configured prefix, and the operator

@@ -6,6 +6,7 @@
 //! What it is not: the lock logic (that is `locksmith-core`, which this crate only drives) or the
 //! storage engine (`locksmith-store`).
 
+mod accept;
 pub mod clock;
 #[cfg(feature = "etcd")]
 pub mod cluster;
@@ -29,7 +30,9 @@ use locksmith_core::{
     AuditKind, AuditRecord, LeaseChunk, LeasePreparer, LockTable, Now, PreparedLeases,
     RestoreBuilder, Snapshot, TableConfig, Vantage,
 };
-use locksmith_store::{AuditQuery, Committer, EmbeddedStore, LeaseSink, Store, StoreError};
+use locksmith_store::{
+    AuditQuery, Committer, EmbeddedStore, LeaseSink, Store, StoreError, StoreOptions,
+};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -64,6 +67,8 @@ pub struct ServerConfig {
     /// the server closes it; zero: no limit. A response in progress — a waiting acquire, an
     /// event stream — is never idle.
     pub idle_timeout: Duration,
+    /// How the embedded store is opened (audit retention, log segment size).
+    pub store: StoreOptions,
 }
 
 /// The default [`ServerConfig::header_timeout`]: long enough for any client on a slow link to
@@ -106,6 +111,7 @@ impl Default for ServerConfig {
             fleetlock: fleetlock::FleetLockConfig::default(),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            store: StoreOptions::default(),
         }
     }
 }
@@ -148,8 +154,8 @@ pub struct Server {
 impl Server {
     /// Opens the embedded store, recovers the lock table and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+        let (dir, options) = (config.data_dir.clone(), config.store);
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, options))
             .await
             .map_err(|e| StoreError::Io(e.to_string()))??;
         Self::bind_with_store(config, Box::new(store)).await

@@ -101,7 +101,7 @@ impl Default for Metrics {
             r.register("waiters", "Queued acquire requests", m.waiters.clone());
             r.register(
                 "fence_high_water",
-                "Highest fencing token issued",
+                "Highest fencing token durably issued",
                 m.fence.clone(),
             );
             r.register(
@@ -117,19 +117,27 @@ impl Default for Metrics {
 /// The table state a scrape reports.
 #[derive(Debug)]
 pub struct Snapshot<'a> {
+    /// The table's census, once durable; `None` when it could not be read (storage failed or
+    /// stalled): its gauges then keep their last values.
+    pub table: Option<TableSnapshot<'a>>,
+    /// Live leases.
+    pub leases: u64,
+    /// Queued waiters.
+    pub waiters: u64,
+    /// Highest token durable.
+    pub fence: u64,
+    /// Reaper's last run, Unix ms.
+    pub heartbeat_ms: u64,
+}
+
+/// What the state gauges are set from.
+#[derive(Debug)]
+pub struct TableSnapshot<'a> {
     /// Resources that are HOT with nothing else to say (no waiter, hold or lock-delay): only
     /// counted (see `LockTable::census`).
     pub plain_hot: u64,
     /// Every other held, awaited, frozen or delayed resource.
     pub resources: &'a [ResourceView],
-    /// Live leases.
-    pub leases: u64,
-    /// Queued waiters.
-    pub waiters: u64,
-    /// Highest token issued.
-    pub fence: u64,
-    /// Reaper's last run, Unix ms.
-    pub heartbeat_ms: u64,
     /// Holds: (active, pending).
     pub holds: (u64, u64),
 }
@@ -177,29 +185,9 @@ impl Metrics {
     /// Renders the text exposition, setting the state gauges from `snap` first.
     /// FREE resources are not listed: their number is unbounded.
     pub fn render(&self, snap: &Snapshot<'_>) -> String {
-        for state in ["HOT", "STALE", "FROZEN", "DELAYED"] {
-            let listed = snap
-                .resources
-                .iter()
-                .filter(|r| locksmith_api::state_name(r.state) == state)
-                .count() as u64;
-            let n = listed + if state == "HOT" { snap.plain_hot } else { 0 };
-            self.locks
-                .get_or_create(&StateLabel {
-                    state: state.to_string(),
-                })
-                .set(n as i64);
+        if let Some(table) = &snap.table {
+            self.set_table(table);
         }
-        self.holds
-            .get_or_create(&StateLabel {
-                state: "active".into(),
-            })
-            .set(snap.holds.0 as i64);
-        self.holds
-            .get_or_create(&StateLabel {
-                state: "pending_ack".into(),
-            })
-            .set(snap.holds.1 as i64);
         self.leases.set(snap.leases as i64);
         self.waiters.set(snap.waiters as i64);
         self.fence.set(snap.fence as i64);
@@ -210,6 +198,34 @@ impl Metrics {
             out.push_str("# encoding failed\n");
         }
         out
+    }
+}
+
+impl Metrics {
+    fn set_table(&self, table: &TableSnapshot<'_>) {
+        for state in ["HOT", "STALE", "FROZEN", "DELAYED"] {
+            let listed = table
+                .resources
+                .iter()
+                .filter(|r| locksmith_api::state_name(r.state) == state)
+                .count() as u64;
+            let n = listed + if state == "HOT" { table.plain_hot } else { 0 };
+            self.locks
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(n as i64);
+        }
+        self.holds
+            .get_or_create(&StateLabel {
+                state: "active".into(),
+            })
+            .set(table.holds.0 as i64);
+        self.holds
+            .get_or_create(&StateLabel {
+                state: "pending_ack".into(),
+            })
+            .set(table.holds.1 as i64);
     }
 }
 

@@ -77,17 +77,17 @@ impl NodeIdentity {
             // From another node: the table refuses every entry about this one (`not_same_node`).
             return (dead, Vec::new());
         }
-        let judged: Vec<(DeadProcess, bool)> = dead
-            .into_iter()
-            .map(|d| {
-                // About the holder's exact process (another one is the table's `wrong_process`).
-                let mine = engine.lease(d.lease).is_some_and(|l| {
-                    self.sees_processes_of(&l.owner)
-                        && (l.owner.pid, l.owner.start_time) == (d.pid, d.start_time)
-                });
-                (d, mine)
-            })
-            .collect();
+        let mut judged: Vec<(DeadProcess, bool)> = Vec::with_capacity(dead.len());
+        for d in dead {
+            // About the holder's exact process (another one is the table's `wrong_process`). A
+            // lease that cannot be read (storage failed) is not judged here: applying the
+            // report fails the same way.
+            let mine = engine.lease(d.lease).await.ok().flatten().is_some_and(|l| {
+                self.sees_processes_of(&l.owner)
+                    && (l.owner.pid, l.owner.start_time) == (d.pid, d.start_time)
+            });
+            judged.push((d, mine));
+        }
         if !judged.iter().any(|(_, mine)| *mine) {
             return (judged.into_iter().map(|(d, _)| d).collect(), Vec::new());
         }

@@ -13,13 +13,17 @@ use crate::engine::Engine;
 
 /// Runs until `shutdown` flips to true.
 pub async fn run(engine: Engine, gc_interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    // A failed store refuses every run until a restart: say so once, not every interval.
+    let mut failed = false;
     loop {
         match engine.reap().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "reaper reclaimed expired leases"),
-            Err(e) => {
+            Err(e) if !failed => {
+                failed = true;
                 tracing::error!(error = %e, "reaper could not persist expiries; storage failed");
             }
+            Err(_) => {}
         }
         let sweep = tokio::time::Instant::now() + gc_interval;
         let wake = engine

@@ -12,27 +12,51 @@ use crate::engine::Engine;
 /// A waiter queued longer than this is reported.
 const LONG_WAIT_MS: u64 = 60_000;
 
+/// Longest the status (and a metrics scrape) waits for the table's view to be durable (see
+/// `Engine::view`). Past it the store is stalling: that is the problem to report, and the
+/// table is not shown.
+pub(crate) const TABLE_WAIT: Duration = Duration::from_secs(2);
+
 /// Builds the status report. `gc_interval` tells how stale the reaper's heartbeat may be.
-pub fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
+///
+/// The table is shown only once durable, and not at all once storage has failed (see
+/// `Engine::view`): the report then says what failed, and nothing more.
+pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
     let health = engine.health();
     // Not `engine.resources()`: at a million leases that built a million views under the table
     // lock, and every other request waited seconds for it.
-    let census = engine.census();
-    let holds = engine.holds();
-    let now = wall_ms();
-    let heartbeat_age_ms = now.saturating_sub(engine.last_reap_ms());
-    let mut problems = Vec::new();
-    let mut counts = StateCounts {
-        hot: census.hot,
-        ..StateCounts::default()
+    let table = match health.store_error {
+        Some(_) => None,
+        None => Some(tokio::time::timeout(TABLE_WAIT, engine.census()).await),
     };
+    let now = wall_ms();
+    // On the monotonic clock: a step of the wall clock is no stalled reaper.
+    let heartbeat_age_ms = engine.heartbeat_age_ms();
+    let mut problems = Vec::new();
+    let mut counts = StateCounts::default();
 
-    if let Some(e) = &health.store_error {
+    let failure = match &table {
+        Some(Ok(Err(e))) => Some(e.to_string()),
+        _ => health.store_error.clone(),
+    };
+    if let Some(e) = failure {
         problems.push(Problem {
             kind: "storage_failed".into(),
             resource: None,
             message: format!("storage refused a write: {e}"),
             next_step: "check the disk and the server log, then restart the server".into(),
+        });
+    }
+    if let Some(Err(_)) = &table {
+        problems.push(Problem {
+            kind: "storage_stalled".into(),
+            resource: None,
+            message: format!(
+                "storage has not confirmed a write for over {}; the locks are not shown until it \
+                 does",
+                format_age(TABLE_WAIT.as_millis() as u64)
+            ),
+            next_step: "check the data directory's disk (dmesg, iostat) and the server log".into(),
         });
     }
     let allowed = 3 * gc_interval.as_millis() as u64 + 2_000;
@@ -47,6 +71,19 @@ pub fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
             next_step: "leases are not being reclaimed: check the server log and restart it".into(),
         });
     }
+    let (census, holds) = match table {
+        Some(Ok(Ok((census, holds)))) => (census, holds),
+        _ => {
+            return StatusResponse {
+                all_clear: problems.is_empty(),
+                health: engine.health(),
+                heartbeat_age_ms,
+                counts,
+                problems,
+            };
+        }
+    };
+    counts.hot = census.hot;
     for r in &census.notable {
         counts.waiters += r.waiters.len() as u64;
         match r.state {
@@ -151,5 +188,47 @@ pub fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
         heartbeat_age_ms,
         counts,
         problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use locksmith_core::{LockTable, TableConfig};
+    use locksmith_store::{Committer, EmbeddedStore, Store};
+
+    use super::*;
+    use crate::clock::Clock;
+
+    fn kinds(status: &StatusResponse) -> Vec<&str> {
+        status.problems.iter().map(|p| p.kind.as_str()).collect()
+    }
+
+    /// Bug pinned (issue 15, item 18): the heartbeat's age was wall-clock arithmetic, so for
+    /// about a second after the wall clock stepped forward (until the reaper's next run)
+    /// `status` reported `reaper_stalled`. The age is on the monotonic clock now; a reaper
+    /// that really stops running is still reported.
+    #[tokio::test]
+    async fn a_step_of_the_wall_clock_is_no_stalled_reaper() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = EmbeddedStore::open(dir.path()).expect("open");
+        store.load().expect("load");
+        let committer = Committer::spawn(Box::new(store)).expect("committer");
+        let clock = Clock::started_ago(Duration::from_secs(600));
+        let engine = Engine::new(LockTable::new(TableConfig::default()), committer, clock);
+        engine.reap().await.expect("reap");
+        let gc = Duration::from_secs(1);
+        assert!(status(&engine, gc).await.all_clear);
+
+        // The wall clock jumps an hour forward right after the reaper ran.
+        engine.backdate_heartbeat(3_600_000, 0);
+        let after_jump = status(&engine, gc).await;
+        assert!(after_jump.all_clear, "{:?}", kinds(&after_jump));
+        assert!(after_jump.heartbeat_age_ms < 5_000);
+
+        // The reaper has not run for a minute.
+        engine.backdate_heartbeat(0, 60_000);
+        let stalled = status(&engine, gc).await;
+        assert_eq!(kinds(&stalled), vec!["reaper_stalled"]);
+        engine.close().expect("close");
     }
 }

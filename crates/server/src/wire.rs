@@ -71,10 +71,12 @@ pub(crate) async fn serve(
 ) {
     let mut connections = JoinSet::new();
     let connection_stop = stop.clone();
+    let mut accept_errors = crate::accept::AcceptErrors::new("wire");
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
+                    accept_errors.accepted();
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
                     }
@@ -85,10 +87,11 @@ pub(crate) async fn serve(
                         connection_stop.clone(),
                     ));
                 }
+                Err(e) if crate::accept::is_connection_error(&e) => {}
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "wire: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // log it at most once per interval.
+                    tokio::time::sleep(accept_errors.failed(&e)).await;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -34,9 +34,14 @@
 //! - A store that bounds its commits
 //!   ([`Store::max_batch_mutations`](crate::Store::max_batch_mutations)) gets a group in several
 //!   commits, split at job boundaries and made in order; a job is never split.
-//! - Fail-stop: after one failed commit, the jobs of that commit and every later job get
-//!   [`StoreError::Failed`]; the store is never written again by this process. Later audit
-//!   queries get the same error. A failed query latches nothing.
+//! - An answer follows its batch's durability. Fail-stop: after one failed commit, the jobs of
+//!   that commit get [`StoreError::Unknown`] (their batch may or may not be durable) — or
+//!   [`StoreError::Failed`] if the store refused it unwritten — and every later job gets
+//!   [`StoreError::Failed`] (nothing of it written); the store is never written again by this
+//!   process. A commit that is durable but after which the store failed
+//!   ([`Store::failure`](crate::Store::failure)) is answered `Ok`, and latches the failure for
+//!   the jobs after it. Later audit queries get [`StoreError::Failed`]. A failed query latches
+//!   nothing.
 //! - [`Committer::shutdown`] finishes the jobs queued before it; later ones get
 //!   [`StoreError::Closed`]. Dropping the last handle does the same, without waiting.
 
@@ -402,8 +407,9 @@ impl Committer {
         reply
     }
 
-    /// The latched failure, if a commit has failed: the store refuses writes from then on.
-    /// For health checks.
+    /// The latched failure, if a commit has failed (or the store failed after one): the store
+    /// refuses writes from then on. For health checks, and for callers that must show nothing
+    /// the disk may not have.
     pub fn failure(&self) -> Option<StoreError> {
         self.inner
             .failure
@@ -451,8 +457,9 @@ impl Drop for CommitTicket {
 impl CommitTicket {
     /// Resolves when the batch (and every batch submitted before it) is durable — having run
     /// its [`submit_then`](Committer::submit_then) callback, if any — or with the error that
-    /// stopped it: [`StoreError::Failed`] after a failed commit, [`StoreError::Closed`] if the
-    /// committer shut down first. With a store that commits inline, the commit may run right
+    /// stopped it: [`StoreError::Unknown`] if its own commit failed (it may or may not be
+    /// durable), [`StoreError::Failed`] if it was refused unwritten after an earlier failure,
+    /// [`StoreError::Closed`] if the committer shut down first (unwritten). With a store that commits inline, the commit may run right
     /// here, blocking this thread for it (see the module docs).
     pub async fn wait(mut self) -> Result<(), StoreError> {
         if let Some(shared) = self.lead.take() {

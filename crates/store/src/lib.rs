@@ -86,9 +86,15 @@ pub trait LeaseSink {
 ///   commit, at most (records appended by the commit + 1,024) of them. In steady state the log
 ///   never exceeds the retention; after the retention is lowered, the following commits trim
 ///   the excess bit by bit rather than in one long commit.
-/// - After `commit` returns `Err`, the store's durable state is unknown; the caller must stop
-///   writing (the [`Committer`] latches the failure and refuses all later batches) rather than
-///   guess. A new process must `load` to learn what survived.
+/// - What a failed `commit` means, by its error: [`StoreError::Failed`] — the batch was
+///   refused before any of it was written (an earlier failure, or a write the store must not
+///   make, as a deposed etcd leader's); any other error — the batch may or may not be durable.
+///   Either way the caller must stop writing (the [`Committer`] latches the failure and refuses
+///   all later batches) rather than guess. A new process must `load` to learn what survived.
+/// - A commit that returns `Ok` is durable even if work that follows it in the store fails
+///   (the embedded store's copy into redb, its switch to the next log segment): the store then
+///   returns `Ok`, reports the failure in [`Store::failure`], and refuses every later commit
+///   with [`StoreError::Failed`].
 /// - `load` — or [`Store::load_streaming`], which reads the same state — is called once, before
 ///   any `commit`, and returns exactly the durable state.
 pub trait Store: Send + 'static {
@@ -123,6 +129,14 @@ pub trait Store: Send + 'static {
 
     /// Applies `batch` atomically and durably (see the trait docs).
     fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError>;
+
+    /// A failure the store latched after a commit that was nonetheless durable (see the trait
+    /// docs): `Some` from then on, and every later `commit` is refused. The [`Committer`] asks
+    /// after each successful commit, so that the failure is known at once — not only when the
+    /// next batch is refused. The default, for a store with no work after its commit: `None`.
+    fn failure(&self) -> Option<StoreError> {
+        None
+    }
 
     /// Reads audit records. May be called at any time after `load`, between commits.
     ///

@@ -1,6 +1,7 @@
 //! Knobs of a store and the shape of an audit query: plain data, shared by every backend.
 
-/// How a store is opened. Every backend honours every field.
+/// How a store is opened. Every backend honours every field, except those that name a part
+/// only one backend has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// How many audit records to keep. When a commit takes the log above this, the oldest
@@ -9,6 +10,12 @@ pub struct StoreOptions {
     ///
     /// [`Snapshot::audit_seq`]: locksmith_core::Snapshot::audit_seq
     pub audit_retention: usize,
+    /// The embedded store's write-ahead log segment size (default
+    /// [`EmbeddedStore::SEGMENT_BYTES`](crate::EmbeddedStore::SEGMENT_BYTES), at least
+    /// [`EmbeddedStore::MIN_SEGMENT_BYTES`](crate::EmbeddedStore::MIN_SEGMENT_BYTES)): the log
+    /// takes two of them on disk. Other backends have no such log and ignore it. Smaller
+    /// segments switch more often; tests use them to reach a switch quickly.
+    pub log_segment_bytes: u64,
 }
 
 impl StoreOptions {
@@ -21,6 +28,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             audit_retention: Self::DEFAULT_AUDIT_RETENTION,
+            log_segment_bytes: crate::EmbeddedStore::SEGMENT_BYTES,
         }
     }
 }

@@ -146,10 +146,12 @@ async fn a_failed_split_commit_fails_the_rest_of_its_group() {
     first.wait().await.expect("first");
     let replies: Vec<_> = wait_all(tickets).await;
     assert!(replies[0].is_ok(), "{replies:?}");
+    // Its own commit failed: maybe durable, maybe not.
     assert!(
-        matches!(replies[1], Err(StoreError::Failed(_))),
+        matches!(replies[1], Err(StoreError::Unknown(_))),
         "{replies:?}"
     );
+    // Never written.
     assert!(
         matches!(replies[2], Err(StoreError::Failed(_))),
         "{replies:?}"
@@ -246,10 +248,11 @@ async fn a_failed_commit_latches_for_that_group_and_every_later_job() {
     gate.release_one();
 
     first.wait().await.expect("first commit succeeds");
+    // The failed commit's outcome is unknown: it says so, not that nothing was written.
     for ticket in [second, third] {
         match ticket.wait().await {
-            Err(StoreError::Failed(reason)) => assert!(reason.contains("injected"), "{reason}"),
-            other => panic!("expected Failed, got {other:?}"),
+            Err(StoreError::Unknown(reason)) => assert!(reason.contains("injected"), "{reason}"),
+            other => panic!("expected Unknown, got {other:?}"),
         }
     }
     // Later jobs, empty ones included, are refused without calling the store.
@@ -271,14 +274,73 @@ async fn a_panicking_store_latches_instead_of_closing() {
     let (store, probe) = FakeStore::new();
     let committer = spawn(store.panic_on_call(1));
     match committer.submit(vec![put(1)]).wait().await {
-        Err(StoreError::Failed(reason)) => assert!(reason.contains("panicked"), "{reason}"),
-        other => panic!("expected Failed, got {other:?}"),
+        Err(StoreError::Unknown(reason)) => assert!(reason.contains("panicked"), "{reason}"),
+        other => panic!("expected Unknown, got {other:?}"),
     }
     assert!(matches!(
         committer.submit(vec![put(2)]).wait().await,
         Err(StoreError::Failed(_))
     ));
     assert_eq!(probe.calls(), 1);
+}
+
+/// Bug pinned (issue 15, item 4b): a batch durable in the store was answered failed when work
+/// after its commit failed (the embedded store's apply, its segment switch), so its client was
+/// told "nothing was changed" of a lease it then held after a restart. The answer follows the
+/// durability: that batch — and the jobs grouped with it — `Ok`, with its callbacks run; the
+/// failure latches at once and refuses every later job unwritten.
+#[tokio::test]
+async fn a_batch_durable_before_the_store_fails_is_answered_ok_and_later_ones_refused() {
+    let (store, probe) = FakeStore::new();
+    let (store, gate) = store.fail_after_call(2).gated();
+    let committer = spawn(store);
+    let log = recorder();
+
+    let first = committer.submit(vec![put(1)]);
+    gate.wait_entered();
+    // One group, whose commit is durable; the store fails right after it.
+    let second = committer.submit_then(vec![put(2)], record_into(&log, 2));
+    let third = committer.submit(vec![put(3)]);
+    gate.release_one();
+    gate.release_one();
+    first.wait().await.expect("first");
+    second.wait().await.expect("durable, so answered Ok");
+    third.wait().await.expect("in the same durable commit");
+    assert_eq!(*log.lock().expect("log"), vec![2], "its callback ran");
+
+    match committer.failure() {
+        Some(StoreError::Failed(cause)) => assert!(cause.contains("injected"), "{cause}"),
+        other => panic!("the failure is latched at once, got {other:?}"),
+    }
+    match committer.submit(vec![put(4)]).wait().await {
+        Err(StoreError::Failed(cause)) => assert!(cause.contains("after commit call 2")),
+        other => panic!("expected Failed (unwritten), got {other:?}"),
+    }
+    assert_eq!(probe.calls(), 2, "the store is not called again");
+    assert_eq!(committer.stats().jobs, 3);
+}
+
+/// Bug pinned (issue 15, item 18): a store that refuses a batch after its own earlier failure
+/// answers `Failed`, and the committer latched that error's whole text as its cause, so every
+/// later answer read "storage is failed after an earlier error (storage is failed after an
+/// earlier error (…))". A refused batch is also known unwritten: `Failed`, not `Unknown`.
+#[tokio::test]
+async fn a_refused_batch_is_answered_failed_and_later_refusals_name_the_cause_once() {
+    let (store, _probe) = FakeStore::new();
+    let committer = spawn(store.refuse_on_call(1));
+    let refused = committer.submit(vec![put(1)]).wait().await;
+    assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
+    let later = committer.submit(vec![put(2)]).wait().await;
+    for error in [
+        refused.err(),
+        later.err(),
+        committer.failure(),
+        committer.join().err(),
+    ] {
+        let text = error.map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(text.matches("storage is failed").count(), 1, "{text}");
+        assert!(text.contains("injected apply failure"), "{text}");
+    }
 }
 
 #[tokio::test]
@@ -550,7 +612,7 @@ async fn after_commit_callbacks_do_not_run_when_the_commit_fails() {
     let committer = spawn(store.fail_on_call(1));
     let log = recorder();
     let ticket = committer.submit_then(vec![put(1)], record_into(&log, 1));
-    assert!(matches!(ticket.wait().await, Err(StoreError::Failed(_))));
+    assert!(matches!(ticket.wait().await, Err(StoreError::Unknown(_))));
     let later = committer.submit_then(vec![put(2)], record_into(&log, 2));
     assert!(matches!(later.wait().await, Err(StoreError::Failed(_))));
     assert!(log.lock().expect("log").is_empty());

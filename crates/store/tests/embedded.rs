@@ -127,7 +127,10 @@ fn an_undecodable_hold_loads_as_corrupt() {
 #[test]
 fn open_with_keeps_its_options() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = StoreOptions { audit_retention: 7 };
+    let options = StoreOptions {
+        audit_retention: 7,
+        ..StoreOptions::default()
+    };
     let store = EmbeddedStore::open_with(dir.path(), options).expect("open");
     assert_eq!(store.options(), options);
     assert_eq!(
@@ -158,7 +161,10 @@ fn an_undecodable_audit_record_is_trimmed_without_failing_commits() {
             .expect("insert");
         txn.commit().expect("commit");
     }
-    let options = StoreOptions { audit_retention: 2 };
+    let options = StoreOptions {
+        audit_retention: 2,
+        ..StoreOptions::default()
+    };
     let mut store = EmbeddedStore::open_with(dir.path(), options).expect("open");
     assert_eq!(store.load().expect("load").audit_seq, 1);
     match store.audit(&AuditQuery::default()) {

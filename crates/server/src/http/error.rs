@@ -31,11 +31,19 @@ impl From<ErrorBody> for ApiError {
     }
 }
 
+/// Storage failed: the message says what is known of this request's outcome.
 fn storage(e: &StoreError) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::StorageFailed,
-        format!("{e}; nothing was changed by this request — check the server's disk and logs"),
-    )
+    let message = match e {
+        // Its own commit failed part-way.
+        StoreError::Unknown(_) => format!(
+            "{e}: this request may or may not have taken effect, and the server answers no \
+             request until it is restarted — check the server's disk and logs, restart it, \
+             then look at the lock before retrying"
+        ),
+        // Refused before anything of it was written (or a read).
+        _ => format!("{e}; nothing was changed by this request — check the server's disk and logs"),
+    };
+    ErrorBody::new(ErrorCode::StorageFailed, message)
 }
 
 fn shutting_down() -> ErrorBody {

@@ -15,7 +15,7 @@ use locksmith_core::{
 use super::extract::{self, JsonBody};
 use super::{ApiError, AppState};
 use crate::engine::Engine;
-use crate::metrics::{Snapshot, hold_counts};
+use crate::metrics::{Snapshot, TableSnapshot, hold_counts};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -37,10 +37,10 @@ pub async fn place_hold(
     Ok(Json(engine.place_hold(hold).await?))
 }
 
-pub async fn holds(State(engine): State<Engine>) -> Json<HoldsResponse> {
-    Json(HoldsResponse {
-        holds: engine.holds(),
-    })
+pub async fn holds(State(engine): State<Engine>) -> ApiResult<HoldsResponse> {
+    Ok(Json(HoldsResponse {
+        holds: engine.holds().await?,
+    }))
 }
 
 fn parse_hold(id: &str) -> Result<HoldId, ApiError> {
@@ -149,22 +149,28 @@ pub async fn audit(
 }
 
 pub async fn status(State(app): State<AppState>) -> Json<StatusResponse> {
-    Json(crate::status::status(&app.engine, app.gc_interval))
+    Json(crate::status::status(&app.engine, app.gc_interval).await)
 }
 
 pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
     let health = engine.health();
-    // Counts, not views: a scrape at a million locks must not build a million views.
-    let census = engine.census();
-    let holds = engine.holds();
+    // Counts, not views: a scrape at a million locks must not build a million views. Only
+    // once durable (a barrier), and never longer than a scrape can wait: on a stalled or
+    // failed store the table's gauges keep their last values.
+    let table = tokio::time::timeout(crate::status::TABLE_WAIT, engine.census())
+        .await
+        .ok()
+        .and_then(Result::ok);
     let body = engine.metrics().render(&Snapshot {
-        plain_hot: census.hot,
-        resources: &census.notable,
+        table: table.as_ref().map(|(census, holds)| TableSnapshot {
+            plain_hot: census.hot,
+            resources: &census.notable,
+            holds: hold_counts(holds),
+        }),
         leases: health.leases,
         waiters: health.waiters,
         fence: health.fence_high_water,
         heartbeat_ms: engine.last_reap_ms(),
-        holds: hold_counts(&holds),
     });
     (
         [(

@@ -82,7 +82,7 @@ pub async fn get_lease(
 ) -> ApiResult<LeaseView> {
     let lease = parse_lease(&id)?;
     // A read-only look: renewing with no token would extend it, so ask the table directly.
-    engine.lease(lease).map(Json).ok_or_else(|| {
+    engine.lease(lease).await?.map(Json).ok_or_else(|| {
         ApiError::from(ErrorBody {
             lease: Some(lease),
             ..ErrorBody::new(
@@ -103,12 +103,14 @@ pub async fn locks(
 ) -> ApiResult<LocksResponse> {
     let q = extract::query(query)?;
     let limit = extract::page_limit(q.limit, LOCKS_DEFAULT_LIMIT, LOCKS_MAX_LIMIT)?;
-    let (locks, more) = engine.resources_page(
-        q.prefix.as_deref().unwrap_or(""),
-        q.after.as_deref(),
-        limit,
-        q.node.as_deref(),
-    );
+    let (locks, more) = engine
+        .resources_page(
+            q.prefix.as_deref().unwrap_or(""),
+            q.after.as_deref(),
+            limit,
+            q.node.as_deref(),
+        )
+        .await?;
     let next = more
         .then(|| locks.last().map(|l| l.resource.clone()))
         .flatten();
@@ -127,7 +129,7 @@ pub async fn lock(
         .map_err(|e| ApiError::from(ErrorBody::invalid(&e.field, e.reason)))?;
     Ok(Json(LockResponse {
         server_time_ms: wall_ms(),
-        lock: engine.resource(&resource),
+        lock: engine.resource(&resource).await?,
     }))
 }
 

@@ -39,9 +39,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::Timeouts;
-
-/// How long to wait before accepting again after a failed accept.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+use crate::accept::{AcceptErrors, is_connection_error};
 
 /// Serves `router` on `listener` until `stop` turns true, then waits for every connection.
 pub(crate) async fn serve(
@@ -51,12 +49,13 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
-    let mut failures = AcceptFailures::default();
+    let mut errors = AcceptErrors::new("http");
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
+                    errors.accepted();
                     connections.spawn(connection(
                         tcp,
                         router.clone(),
@@ -64,11 +63,9 @@ pub(crate) async fn serve(
                         connection_stop.clone(),
                     ));
                 }
-                Err(e) => {
-                    failures.note(&e);
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+                Err(e) if is_connection_error(&e) => {}
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => tokio::time::sleep(errors.failed(&e)).await,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = stopped(&mut stop) => break,
@@ -281,31 +278,3 @@ impl Future for HeadWait {
 }
 
 impl Sleep for HeadWait {}
-
-/// Logs failed accepts without flooding the log: the first at once, then at most one line a
-/// second, each with how many were not logged since the last.
-#[derive(Debug, Default)]
-struct AcceptFailures {
-    last_logged: Option<Instant>,
-    unlogged: u64,
-}
-
-impl AcceptFailures {
-    const EVERY: Duration = Duration::from_secs(1);
-
-    fn note(&mut self, e: &io::Error) {
-        let now = Instant::now();
-        if self.last_logged.is_some_and(|t| now < t + Self::EVERY) {
-            self.unlogged += 1;
-            return;
-        }
-        tracing::warn!(
-            error = %e,
-            also_failed_since_last_line = self.unlogged,
-            "HTTP: cannot accept a connection (out of file descriptors?); retrying — stalled \
-             connections are closed by the header and idle timeouts"
-        );
-        self.last_logged = Some(now);
-        self.unlogged = 0;
-    }
-}

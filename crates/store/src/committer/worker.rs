@@ -107,7 +107,8 @@ pub(crate) struct Worker {
     /// `store.describe()`, taken at spawn so that logging never calls into a failed store.
     pub(crate) describe: String,
     pub(crate) stats: Arc<StatsCell>,
-    /// Set once, by the first failed commit; from then on every job is refused with it.
+    /// The cause of the first failure (a failed commit, or one the store reported after a
+    /// durable commit), set once; from then on every job is refused with it.
     pub(crate) failure: Arc<OnceLock<String>>,
     /// `store.max_batch_mutations()`, taken at spawn.
     pub(crate) max_batch: Option<usize>,
@@ -208,9 +209,15 @@ impl Worker {
     /// Commits the concatenated group, or refuses it if an earlier commit failed. An empty group
     /// (barrier jobs only) needs no commit: every earlier group was committed before this loop
     /// turn began.
+    ///
+    /// The answer follows the batch's durability: `Ok` once it is durable — even when the store
+    /// then reports a failure of the work after it ([`Store::failure`]), which latches for the
+    /// batches after it; [`StoreError::Failed`] when nothing of it was written (refused after
+    /// an earlier failure, by the committer or by the store); [`StoreError::Unknown`] when its
+    /// own commit failed some other way, so it may or may not be durable.
     fn commit(&mut self, batch: &[Mutation]) -> Reply {
-        if let Some(reason) = self.failure.get() {
-            return Err(StoreError::Failed(reason.clone()));
+        if let Some(cause) = self.failure.get() {
+            return Err(StoreError::Failed(cause.clone()));
         }
         if batch.is_empty() {
             return Ok(());
@@ -225,19 +232,38 @@ impl Worker {
             Ok(()) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.stats.record_commit(batch.len() as u64, micros);
+                let after = catch_unwind(AssertUnwindSafe(|| self.store.failure())).unwrap_or_else(
+                    |payload| Some(StoreError::Io(panic_message(payload.as_ref()))),
+                );
+                if let Some(error) = after {
+                    self.latch(
+                        &error,
+                        "storage failed after a durable commit (that commit stands); refusing \
+                         all further writes until restart",
+                    );
+                }
                 Ok(())
             }
             Err(error) => {
-                let reason = error.to_string();
-                tracing::error!(
-                    store = %self.describe,
-                    %reason,
-                    "storage commit failed; refusing all further writes until restart"
+                let cause = self.latch(
+                    &error,
+                    "storage commit failed; refusing all further writes until restart",
                 );
-                let reason = self.failure.get_or_init(|| reason).clone();
-                Err(StoreError::Failed(reason))
+                Err(match error {
+                    // The store refused it unwritten.
+                    StoreError::Failed(_) => StoreError::Failed(cause),
+                    _ => StoreError::Unknown(cause),
+                })
             }
         }
+    }
+
+    /// Latches `error`'s cause as the store's failure (the first one wins) and returns the
+    /// latched cause.
+    fn latch(&self, error: &StoreError, what: &str) -> String {
+        let cause = error.cause();
+        tracing::error!(store = %self.describe, reason = %cause, "{what}");
+        self.failure.get_or_init(|| cause).clone()
     }
 }
 

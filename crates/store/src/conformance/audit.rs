@@ -449,7 +449,10 @@ pub fn audit_rewritten_seq_is_replaced(h: &mut dyn Harness) {
 /// With a retention of 5, each commit deletes the oldest records beyond 5 — in every query,
 /// per-resource ones included — while `audit_seq` keeps the highest seq.
 pub fn audit_retention_deletes_the_oldest(h: &mut dyn Harness) {
-    let mut store = h.fresh_with(StoreOptions { audit_retention: 5 });
+    let mut store = h.fresh_with(StoreOptions {
+        audit_retention: 5,
+        ..StoreOptions::default()
+    });
     assert_eq!(store.load().expect("load"), Snapshot::default());
     let mut log = Vec::new();
     let mut next = 1;
@@ -480,7 +483,10 @@ pub fn audit_retention_deletes_the_oldest(h: &mut dyn Harness) {
 
 /// A retention of 0 keeps no record, but `audit_seq` still advances.
 pub fn audit_retention_zero_keeps_nothing(h: &mut dyn Harness) {
-    let mut store = h.fresh_with(StoreOptions { audit_retention: 0 });
+    let mut store = h.fresh_with(StoreOptions {
+        audit_retention: 0,
+        ..StoreOptions::default()
+    });
     assert_eq!(store.load().expect("load"), Snapshot::default());
     commit(
         &mut store,
@@ -514,6 +520,7 @@ pub fn audit_lowered_retention_catches_up(h: &mut dyn Harness) {
         store,
         StoreOptions {
             audit_retention: 100,
+            ..StoreOptions::default()
         },
     );
     assert_eq!(store.load().expect("load").audit_seq, 3_000);

@@ -123,7 +123,7 @@ impl Applier {
     /// Starts the thread; `applied` is the highest sequence number redb already has.
     pub(super) fn spawn(
         db: Arc<Database>,
-        dir: PathBuf,
+        dir: Arc<wal::Directory>,
         retention: usize,
         applied: u64,
     ) -> Result<Self, StoreError> {
@@ -141,7 +141,7 @@ impl Applier {
     /// [`CHECKPOINT_BYTES`] between checkpoints.
     pub(super) fn spawn_with_limits(
         db: Arc<Database>,
-        dir: PathBuf,
+        dir: Arc<wal::Directory>,
         retention: usize,
         applied: u64,
         max_backlog: usize,
@@ -276,7 +276,8 @@ impl Drop for Applier {
 
 struct Worker {
     db: Arc<Database>,
-    dir: PathBuf,
+    /// The data directory, kept open: deleting a segment needs no new file descriptor.
+    dir: Arc<wal::Directory>,
     retention: usize,
     shared: Arc<Shared>,
 }
@@ -375,7 +376,7 @@ impl Worker {
                 tracing::warn!(path = %path.display(), %error, "cannot delete a checkpointed log segment");
             }
         }
-        if let Err(error) = wal::sync_dir(&self.dir) {
+        if let Err(error) = self.dir.sync() {
             tracing::warn!(%error, "cannot sync the data directory after deleting log segments");
         }
     }
@@ -412,7 +413,7 @@ mod tests {
         // Two batches reach the bound.
         let applier = Arc::new(Applier::spawn_with_limits(
             Arc::clone(&db),
-            dir.path().to_path_buf(),
+            Arc::new(wal::Directory::open(dir.path())?),
             1_000,
             0,
             2 * len,
@@ -453,7 +454,7 @@ mod tests {
         let len = payload(1)?.len();
         let applier = Applier::spawn_with_limits(
             Arc::new(db),
-            dir.path().to_path_buf(),
+            Arc::new(wal::Directory::open(dir.path())?),
             1_000,
             0,
             MAX_BACKLOG_BYTES,
@@ -474,7 +475,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("test.redb");
         let (db, _) = tables::open_database(dir.path(), &file, tables::Verify::IfUnclean)?;
-        let _applier = Applier::spawn(Arc::new(db), dir.path().to_path_buf(), 1_000, 0)?;
+        let _applier = Applier::spawn(
+            Arc::new(db),
+            Arc::new(wal::Directory::open(dir.path())?),
+            1_000,
+            0,
+        )?;
         // The thread lowers its priority as it starts; find it (and those of other tests
         // running in this process) by name and read their nice values.
         let deadline = Instant::now() + Duration::from_secs(10);

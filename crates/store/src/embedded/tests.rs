@@ -62,7 +62,7 @@ fn write_log(
     generation: u64,
     frames: &[(u64, Mutation)],
 ) -> Result<(PathBuf, Vec<usize>), Box<dyn std::error::Error>> {
-    let mut segment = Segment::create(dir, generation, 4096)?;
+    let mut segment = Segment::create(&wal::Directory::open(dir)?, generation, 4096)?;
     let mut ends = Vec::new();
     let mut payload = Vec::new();
     for (seq, mutation) in frames {
@@ -101,7 +101,7 @@ fn acknowledged_batches_missing_from_the_database_are_replayed_at_open() -> Test
 fn a_log_in_json_left_by_an_earlier_version_is_replayed() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
-    let mut segment = Segment::create(dir.path(), 5, 4096)?;
+    let mut segment = Segment::create(&wal::Directory::open(dir.path())?, 5, 4096)?;
     segment.append(applied + 1, &serde_json::to_vec(&[put(2)])?)?;
     let mut payload = Vec::new();
     encode_batch_into(&[Mutation::DeleteLease(LeaseId(1))], &mut payload)?;
@@ -264,5 +264,119 @@ fn a_lease_granted_and_released_within_one_pass_is_skipped_but_raises_the_fence(
         "a skipped grant still raised the fence"
     );
     assert_eq!(tables::applied_seq(&db)?, 4);
+    Ok(())
+}
+
+/// A store with the smallest segments, so that a few dozen commits fill one.
+fn small_segments(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+    EmbeddedStore::open_with(
+        dir,
+        crate::StoreOptions {
+            log_segment_bytes: EmbeddedStore::MIN_SEGMENT_BYTES,
+            ..crate::StoreOptions::default()
+        },
+    )
+}
+
+/// Commits one lease (of about 2 KiB) a batch until the current segment is full; returns the
+/// ids committed. The last commit is the one that switches segments.
+fn fill_segment(store: &mut EmbeddedStore, first: u64) -> Result<Vec<u64>, StoreError> {
+    let padding = "p".repeat(2_000);
+    let mut ids = Vec::new();
+    let mut id = first;
+    loop {
+        store.commit(&[Mutation::PutLease(lease(id, &padding))])?;
+        ids.push(id);
+        id += 1;
+        let full = store
+            .segment
+            .as_ref()
+            .is_none_or(|s| s.len() >= store.segment_bytes);
+        if full || ids.len() > 1_000 {
+            return Ok(ids);
+        }
+    }
+}
+
+/// Bug pinned (issue 15, item 4b): a batch durable in the log was answered as failed when the
+/// switch to the next segment failed after its append, and its lease came back at the next
+/// start — held by a client told it failed. The append is what makes a batch durable: that
+/// commit is answered `Ok`, the failure is reported by `failure()` and refuses the next one.
+#[test]
+fn a_commit_whose_segment_switch_fails_after_the_append_is_durable_and_answered_ok() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = small_segments(dir.path())?;
+    // The next segment is made ahead; take its file away, so that switching to it fails.
+    store.next_segment.wait_exited();
+    let next = wal::prepared_path(dir.path(), store.next_segment.generation());
+    std::fs::remove_file(&next)?;
+
+    let committed = fill_segment(&mut store, 1)?;
+    let failure = store.failure().ok_or("the failed switch is reported")?;
+    assert!(
+        failure
+            .to_string()
+            .contains("switch to the next log segment"),
+        "{failure}"
+    );
+    match store.commit(&[put(5_000)]) {
+        Err(StoreError::Failed(cause)) => assert!(cause.contains("switch"), "{cause}"),
+        other => panic!("the next commit must be refused unwritten, got {other:?}"),
+    }
+    drop(store);
+    let mut loaded = leases_in(dir.path())?;
+    loaded.sort_unstable();
+    assert_eq!(
+        loaded, committed,
+        "every commit answered Ok is there, and only those"
+    );
+    Ok(())
+}
+
+/// Bug pinned (issue 15, item 5): a failure to prepare the next segment (the process out of
+/// file descriptors, here a directory in the file's way) failed the store for good at the
+/// switch. Now the log goes on in the full segment and switches once a retry succeeds.
+#[test]
+fn a_failed_preparation_of_the_next_segment_is_retried_and_fails_no_commit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = small_segments(dir.path())?;
+    store.next_segment.wait_exited();
+    let generation = store.next_segment.generation();
+    // Replace the prepared segment with something it cannot be made over, and have it made
+    // again: every try fails until the obstacle goes.
+    let next = wal::prepared_path(dir.path(), generation);
+    std::fs::remove_file(&next)?;
+    std::fs::create_dir(&next)?;
+    store.next_segment = super::Preparer::start(dir.path(), generation, store.segment_bytes);
+
+    let mut committed = fill_segment(&mut store, 1)?;
+    // Past the segment's size, still in it.
+    committed.extend(fill_segment(&mut store, 10_000)?);
+    assert!(store.failure().is_none(), "{:?}", store.failure());
+    assert_eq!(wal::segments(dir.path())?.len(), 1, "no switch yet");
+
+    std::fs::remove_dir(&next)?;
+    store.next_segment.wait_exited();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut id = 20_000;
+    while wal::segments(dir.path())?
+        .iter()
+        .all(|s| s.generation != generation)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never moved to the retried segment"
+        );
+        store.commit(&[put(id)])?;
+        committed.push(id);
+        id += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(store.failure().is_none(), "{:?}", store.failure());
+    drop(store);
+    let mut loaded = leases_in(dir.path())?;
+    loaded.sort_unstable();
+    committed.sort_unstable();
+    assert_eq!(loaded, committed);
     Ok(())
 }

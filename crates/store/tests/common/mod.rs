@@ -75,6 +75,10 @@ impl Probe {
 pub struct FakeStore {
     probe: Probe,
     fail_on_call: Option<usize>,
+    refuse_on_call: Option<usize>,
+    fail_after_call: Option<usize>,
+    /// Set by `fail_after_call`: what `failure()` reports, and why later commits are refused.
+    latched: Option<String>,
     panic_on_call: Option<usize>,
     gate: Option<Gate>,
     max_batch: Option<usize>,
@@ -119,6 +123,20 @@ impl FakeStore {
     /// The `n`-th call to commit (1-based) fails with an injected I/O error.
     pub fn fail_on_call(mut self, n: usize) -> Self {
         self.fail_on_call = Some(n);
+        self
+    }
+
+    /// The `n`-th call to commit (1-based) is refused unwritten with [`StoreError::Failed`],
+    /// as the embedded store refuses one after its apply thread failed.
+    pub fn refuse_on_call(mut self, n: usize) -> Self {
+        self.refuse_on_call = Some(n);
+        self
+    }
+
+    /// The `n`-th call to commit (1-based) succeeds — durable — but work after it fails: the
+    /// store then reports the failure in `failure()` and refuses every later commit.
+    pub fn fail_after_call(mut self, n: usize) -> Self {
+        self.fail_after_call = Some(n);
         self
     }
 
@@ -178,6 +196,14 @@ impl Store for FakeStore {
         if self.panic_on_call == Some(call) {
             panic!("injected panic on commit call {call}");
         }
+        if let Some(cause) = &self.latched {
+            return Err(StoreError::Failed(cause.clone()));
+        }
+        if self.refuse_on_call == Some(call) {
+            return Err(StoreError::Failed(format!(
+                "storage I/O failed: injected apply failure before call {call}"
+            )));
+        }
         if self.fail_on_call == Some(call) {
             return Err(StoreError::Io(format!(
                 "injected failure on commit call {call}"
@@ -188,7 +214,14 @@ impl Store for FakeStore {
             .lock()
             .expect("probe lock")
             .push(batch.to_vec());
+        if self.fail_after_call == Some(call) {
+            self.latched = Some(format!("injected failure after commit call {call}"));
+        }
         Ok(())
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        self.latched.clone().map(StoreError::Failed)
     }
 
     /// Answers with one record per mutation committed so far (seq = its position), so that
