@@ -21,7 +21,7 @@ use crate::failure::Failure;
 
 /// mimalloc instead of the system allocator: a request allocates and frees dozens of small
 /// buffers (headers, JSON), and glibc's malloc/free were ≈ 10 % of the server's CPU under load
-/// (`docs/PERFORMANCE.md`).
+/// (`docs/journal/2026-12-03-where-the-time-goes.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -9,10 +9,10 @@
 //! runs after the tasks already woken in the same turn of the runtime: when one read delivers
 //! several answers and each caller sends its next request, those requests leave in one write
 //! and reach the server in one read (pipelined renewals: ≈ 1.6× the rate, see
-//! `docs/PERFORMANCE.md`). If the connection breaks, the calls under way fail with
-//! [`ClientError::Transport`] (whether the server carried them out is unknown, as with any
-//! connection lost mid-call) and the next call opens a new connection. So does the next call on
-//! a connection that sat idle for a minute: the server closes idle connections (its
+//! `docs/journal/2026-12-03-where-the-time-goes.md`). If the connection breaks, the calls under
+//! way fail with [`ClientError::Transport`] (whether the server carried them out is unknown, as
+//! with any connection lost mid-call) and the next call opens a new connection. So does the next
+//! call on a connection that sat idle for a minute: the server closes idle connections (its
 //! `--idle-timeout`), and a call sent just as it does would be lost.
 //!
 //! An acquire whose caller stopped waiting — its future dropped, or the call timed out — leaves

@@ -4,7 +4,7 @@
 //!   a sequential write of the batch, which is what makes it durable and acknowledged. A redb
 //!   commit with `Durability::Immediate` costs several page writes plus the sync (≈ 0.45 ms per
 //!   batch against ≈ 0.2 ms for an append and sync on the reference machine, see
-//!   `docs/PERFORMANCE.md`), and it sat on every request's path.
+//!   `docs/journal/2026-12-03-where-the-time-goes.md`), and it sat on every request's path.
 //! - **Apply**: an apply thread ([`applier`]) then copies the batches into the redb tables
 //!   ([`tables`]) off the request path, many batches per transaction, without syncing; redb
 //!   serves boot-time loads and audit queries. A query first waits until every batch committed

@@ -7,7 +7,7 @@
 //! priority it took about a tenth of a 2-core machine in the 64-client benchmark, time the
 //! requests then waited for. At the lowest priority it runs in the gaps (while requests wait for
 //! their sync, the cores are partly idle) and the same benchmark does about 5 % more cycles per
-//! second (`docs/PERFORMANCE.md`).
+//! second (`docs/journal/2026-12-03-where-the-time-goes.md`).
 //!
 //! It cannot fall behind without bound: the commit thread stops appending when the batches
 //! waiting for the apply thread pass a bound (see `applier`), which idles the request threads
