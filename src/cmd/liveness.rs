@@ -6,9 +6,9 @@
 //! (`POST /v1/liveness`), which reclaims their leases at once instead of one TTL later. Here:
 //! only the HTTP call and how a verdict reads on screen.
 
-use locksmith_api::LivenessResponse;
-use locksmith_api::format_age;
+use locksmith_api::{LivenessResponse, format_age};
 use locksmith_client::Client;
+use locksmith_host::verdict;
 pub use locksmith_host::verdict::{Check, Here, Reported, Verdict, check};
 
 use crate::cli::Global;
@@ -87,24 +87,24 @@ pub async fn report(
     let Ok(here) = here else {
         return None;
     };
-    if !locksmith_host::verdict::any_dead(checks) {
+    if !verdict::any_dead(checks) {
         return None;
     }
     let operator = match operator {
         Ok(op) => op,
         Err(why) => {
-            locksmith_host::verdict::record_failure(checks, &why);
+            verdict::record_failure(checks, &why);
             return None;
         }
     };
-    let req = locksmith_host::verdict::liveness_report(here, operator, checks)?;
+    let req = verdict::liveness_report(here, operator, checks)?;
     match client.report_liveness(&req).await {
         Ok(answer) => {
-            locksmith_host::verdict::record_answer(checks, &answer);
+            verdict::record_answer(checks, &answer);
             Some(answer)
         }
         Err(e) => {
-            locksmith_host::verdict::record_failure(checks, &e.to_string());
+            verdict::record_failure(checks, &e.to_string());
             None
         }
     }
