@@ -6,7 +6,6 @@ mod cli;
 mod cmd;
 mod exit;
 mod failure;
-mod identity;
 mod output;
 
 use std::io::{self, IsTerminal};

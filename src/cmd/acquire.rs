@@ -5,7 +5,6 @@ use locksmith_api::format_age;
 use crate::cli::{AcquireArgs, Global};
 use crate::exit::Exit;
 use crate::failure::{Context, Failure};
-use crate::identity;
 use crate::output::{out, out_json};
 
 pub async fn acquire(global: &Global, args: AcquireArgs) -> anyhow::Result<Exit> {
@@ -13,9 +12,9 @@ pub async fn acquire(global: &Global, args: AcquireArgs) -> anyhow::Result<Exit>
     // the shell, not the subshell of a `$(…)` or pipeline it runs in, which exits at once too.
     let pid = args
         .pid
-        .unwrap_or_else(|| identity::lasting_ancestor(std::os::unix::process::parent_id()));
+        .unwrap_or_else(|| locksmith_host::lasting_ancestor(std::os::unix::process::parent_id()));
     let req = super::acquire_request(global, &args.resource, &args.lock, pid, args.wait, || {
-        identity::command_line(pid)
+        locksmith_host::command_line(pid)
             .unwrap_or_else(|| format!("locksmith acquire {}", args.resource))
     })?;
     let ctx = Context {

@@ -6,7 +6,7 @@
 use locksmith_api::{LockResponse, LocksResponse};
 use locksmith_client::Client;
 
-use super::liveness::{self, Here};
+use super::liveness;
 use crate::cli::{Global, LocksArgs};
 use crate::exit::Exit;
 use crate::failure::{Context, Failure};
@@ -58,7 +58,7 @@ pub async fn locks(global: &Global, args: LocksArgs) -> anyhow::Result<Exit> {
     )
     .await?;
     if !args.no_check {
-        let here = Here::detect(global);
+        let here = liveness::here(global);
         let mut checks = liveness::check(&here, listing.views());
         let operator = super::operator(global).map_err(|f| f.line);
         if liveness::report(&client, &here, operator, &mut checks)

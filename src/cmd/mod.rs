@@ -23,7 +23,7 @@ use locksmith_core::validate_resource;
 use crate::cli::{Global, LockOptions};
 use crate::exit::Exit;
 use crate::failure::{Context, Failure};
-use crate::identity::{self, IdentityError};
+use locksmith_host::IdentityError;
 
 /// A client for `--server`.
 pub fn client(global: &Global, ctx: Context<'_>) -> Result<Client, Failure> {
@@ -52,7 +52,7 @@ pub fn acquire_request(
     default_purpose: impl FnOnce() -> String,
 ) -> Result<AcquireRequest, Failure> {
     check_resource(resource)?;
-    let owner = identity::owner(
+    let owner = locksmith_host::owner(
         global.node.as_deref(),
         pid,
         lock.purpose.as_deref(),
@@ -81,7 +81,7 @@ pub fn acquire_request(
 pub fn this_node(global: &Global) -> Result<String, IdentityError> {
     match &global.node {
         Some(n) => Ok(n.clone()),
-        None => identity::hostname(),
+        None => locksmith_host::hostname(),
     }
 }
 
@@ -108,7 +108,7 @@ pub fn operator(global: &Global) -> Result<String, Failure> {
             "pass --operator NAME or set LOCKSMITH_OPERATOR",
         )
     })?;
-    Ok(format!("{}@{node}", identity::user()))
+    Ok(format!("{}@{node}", locksmith_host::user()))
 }
 
 /// A reason an operator must give: refused when empty, before any round trip.

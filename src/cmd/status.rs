@@ -5,7 +5,7 @@
 use locksmith_api::{Problem, StatusResponse, format_age};
 use serde::Serialize;
 
-use super::liveness::{self, Check, Here};
+use super::liveness::{self, Check};
 use crate::cli::{Global, StatusArgs};
 use crate::exit::Exit;
 use crate::failure::{Context, Failure};
@@ -41,7 +41,7 @@ pub async fn status(global: &Global, args: StatusArgs) -> anyhow::Result<Exit> {
             client.base(),
         );
     }
-    let here = Here::detect(global);
+    let here = liveness::here(global);
     // Only this node's holders can be checked here: ask for just the locks they hold (the
     // server's node index), not every lock in the fleet.
     let locks = match &here {
@@ -100,7 +100,7 @@ fn dead_holder(c: &Check, next: Option<String>) -> Problem {
     Problem {
         kind: "dead_holder".to_string(),
         resource: Some(c.resource.clone()),
-        message: format!("{}: {} — {}", c.resource, c.owner, c.describe()),
+        message: format!("{}: {} — {}", c.resource, c.owner, liveness::describe(c)),
         next_step: next.unwrap_or_else(|| "nothing: the lock was reclaimed".to_string()),
     }
 }

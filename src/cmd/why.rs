@@ -9,7 +9,7 @@ use locksmith_api::{
 use locksmith_core::{AuditRecord, HoldState, HolderView, LockState, ResourceView};
 use serde::Serialize;
 
-use super::liveness::{self, Check, Here, Verdict};
+use super::liveness::{self, Check, Verdict};
 use crate::cli::{Global, WhyArgs};
 use crate::exit::Exit;
 use crate::failure::{Context, Failure, describe_hold};
@@ -57,7 +57,7 @@ pub async fn why(global: &Global, args: WhyArgs) -> anyhow::Result<Exit> {
         .await
         .map_err(|e| Failure::from_client(&e, ctx))?;
 
-    let here = Here::detect(global);
+    let here = liveness::here(global);
     let mut checks = liveness::check(&here, std::slice::from_ref(&first.lock));
     let operator = super::operator(global).map_err(|f| f.line);
     let report = liveness::report(&client, &here, operator, &mut checks).await;
@@ -244,7 +244,7 @@ fn holder_block(
         heartbeat,
     ];
     if let Some(c) = check {
-        lines.push(format!("  alive?        {}", c.describe()));
+        lines.push(format!("  alive?        {}", liveness::describe(c)));
     }
     lines
 }
@@ -277,7 +277,7 @@ fn next_step(view: &ResourceView, checks: &[Check]) -> String {
     {
         return format!(
             "its holder is dead but still holds the lock ({}); {}",
-            c.describe(),
+            liveness::describe(c),
             liveness::dead_but_held_step(c, Some(h.ttl_left_ms))
         );
     }

@@ -1,5 +1,9 @@
 //! A lease guard: heartbeats at TTL/3 in the background and reports the loss of the lease.
 //!
+//! It runs over any [`LeaseApi`]: HTTP ([`Client`], the default), the wire protocol
+//! ([`WireClient`](crate::WireClient)), or an in-process engine. Its timing is tokio's, so on a
+//! paused runtime (`tokio::time::pause`) it heartbeats on virtual time, as a simulation needs.
+//!
 //! A lease is lost when the server says it ended (expired, released elsewhere, reclaimed), or
 //! when no renewal has succeeded for a whole TTL (the server must be assumed to have reclaimed
 //! it, even if it is merely unreachable). Either way the holder must stop writing at once.
@@ -24,16 +28,19 @@
 //!   lease ended before the work did (expired, broken, or released by someone else), so the last
 //!   writes were not protected.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use locksmith_api::{ErrorCode, LeaseView};
 use locksmith_core::EndCause;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::transport::LeaseApi;
 
 /// Why a lease was lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,18 +83,19 @@ pub enum ReleaseError {
     Failed(ClientError),
 }
 
-/// Holds a lease and keeps it alive until released or dropped.
+/// Holds a lease and keeps it alive until released or dropped, over the transport `T`.
 #[derive(Debug)]
-pub struct LeaseGuard {
-    client: Client,
+pub struct LeaseGuard<T = Client> {
+    client: Arc<T>,
     lease: LeaseView,
     lost: watch::Receiver<Option<LeaseLost>>,
     task: JoinHandle<()>,
 }
 
-impl LeaseGuard {
-    /// Starts heartbeating `lease` at a third of its TTL.
-    pub fn start(client: Client, lease: LeaseView) -> Self {
+impl<T: LeaseApi + 'static> LeaseGuard<T> {
+    /// Starts heartbeating `lease` (granted through `client`'s server) at a third of its TTL.
+    pub fn start(client: T, lease: LeaseView) -> Self {
+        let client = Arc::new(client);
         let (tx, lost) = watch::channel(None);
         let task = tokio::spawn(heartbeat(client.clone(), lease.clone(), tx));
         Self {
@@ -149,19 +157,23 @@ impl LeaseGuard {
     }
 }
 
-impl Drop for LeaseGuard {
+impl<T> Drop for LeaseGuard<T> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-async fn heartbeat(client: Client, lease: LeaseView, tx: watch::Sender<Option<LeaseLost>>) {
+async fn heartbeat<T: LeaseApi>(
+    client: Arc<T>,
+    lease: LeaseView,
+    tx: watch::Sender<Option<LeaseLost>>,
+) {
     let ttl = Duration::from_millis(lease.ttl_ms);
     let period = ttl / 3;
     // Measured from when the last successful renewal was *sent*: the server renewed no earlier
     // than that, so `last_ok + ttl` is never later than the server's own deadline.
     let mut last_ok = Instant::now();
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
@@ -170,7 +182,7 @@ async fn heartbeat(client: Client, lease: LeaseView, tx: watch::Sender<Option<Le
             .await
             .unwrap_or_else(|_| {
                 Err(ClientError::Transport {
-                    server: client.base().to_string(),
+                    server: client.endpoint().to_string(),
                     reason: format!("renewal took longer than {period:?}"),
                 })
             });
@@ -226,8 +238,12 @@ fn lost_for(e: &ClientError) -> LeaseLost {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
-    use locksmith_api::ErrorBody;
+    use locksmith_api::{AcquireRequest, ErrorBody, FenceCheckResponse, ReleaseResponse};
+    use locksmith_core::{FenceToken, LeaseId, Owner};
 
     fn api(body: ErrorBody) -> ClientError {
         ClientError::Api {
@@ -268,5 +284,149 @@ mod tests {
 
         let expired = api(ErrorBody::new(ErrorCode::LeaseExpired, "it expired"));
         assert_eq!(lost_for(&expired), LeaseLost::Ended("it expired".into()));
+    }
+
+    /// How the scripted server answers renewals.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Renewals {
+        Granted,
+        Unreachable,
+        Expired,
+    }
+
+    /// A transport whose answers the test scripts: no server, no socket, no clock of its own.
+    #[derive(Debug)]
+    struct Scripted {
+        renewals: Mutex<Renewals>,
+        renewed: AtomicU32,
+        lease: LeaseView,
+    }
+
+    impl Scripted {
+        fn new(renewals: Renewals) -> Self {
+            Self {
+                renewals: Mutex::new(renewals),
+                renewed: AtomicU32::new(0),
+                lease: lease(),
+            }
+        }
+    }
+
+    fn lease() -> LeaseView {
+        LeaseView {
+            lease: LeaseId(7),
+            token: FenceToken(7),
+            resource: "res".into(),
+            ttl_ms: 3_000,
+            slots: 1,
+            owner: Owner {
+                node: "node-1".into(),
+                pid: 4121,
+                start_time: 1,
+                boot_id: "boot-a".into(),
+                user: "tester".into(),
+                purpose: "p".into(),
+                pid_ns: None,
+            },
+            granted_at_ms: 0,
+            reacquired: false,
+        }
+    }
+
+    impl LeaseApi for Scripted {
+        fn endpoint(&self) -> &str {
+            "scripted"
+        }
+
+        async fn acquire(&self, _req: &AcquireRequest) -> Result<LeaseView, ClientError> {
+            Ok(self.lease.clone())
+        }
+
+        async fn renew(
+            &self,
+            _lease: LeaseId,
+            _token: Option<FenceToken>,
+        ) -> Result<LeaseView, ClientError> {
+            let mode = *self.renewals.lock().unwrap_or_else(|e| e.into_inner());
+            match mode {
+                Renewals::Granted => {
+                    self.renewed.fetch_add(1, Ordering::SeqCst);
+                    Ok(self.lease.clone())
+                }
+                Renewals::Unreachable => Err(ClientError::Transport {
+                    server: "scripted".into(),
+                    reason: "connection refused".into(),
+                }),
+                Renewals::Expired => Err(api(ErrorBody::new(
+                    ErrorCode::LeaseExpired,
+                    "lease 7 on res expired",
+                ))),
+            }
+        }
+
+        async fn release(
+            &self,
+            lease: LeaseId,
+            _token: Option<FenceToken>,
+        ) -> Result<ReleaseResponse, ClientError> {
+            Ok(ReleaseResponse {
+                lease,
+                resource: "res".into(),
+                already_released: false,
+            })
+        }
+
+        async fn check_fence(
+            &self,
+            _resource: &str,
+            _token: FenceToken,
+        ) -> Result<FenceCheckResponse, ClientError> {
+            Err(api(ErrorBody::new(ErrorCode::StaleToken, "unused")))
+        }
+    }
+
+    /// A guard runs over any transport, on tokio's clock: three TTLs of virtual time pass in no
+    /// real time, renewed every third of a TTL.
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_over_any_transport_keeps_its_lease_on_virtual_time() {
+        let guard = LeaseGuard::start(Scripted::new(Renewals::Granted), lease());
+        tokio::time::sleep(Duration::from_millis(3 * 3_000 + 500)).await;
+        assert!(!guard.is_lost());
+        assert_eq!(guard.client.renewed.load(Ordering::SeqCst), 9);
+        guard.release().await.expect("released as its own");
+    }
+
+    /// Bug pinned: the guard measured "no renewal for a whole TTL" on the real clock
+    /// (`std::time::Instant`) while it slept on tokio's, so on virtual time (a simulation on a
+    /// paused runtime) an unreachable server was never reported: the holder wrote on unfenced.
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_server_is_reported_after_one_ttl_of_virtual_time() {
+        let started = Instant::now();
+        let guard = LeaseGuard::start(Scripted::new(Renewals::Unreachable), lease());
+        let lost = tokio::time::timeout(Duration::from_secs(60), guard.lost())
+            .await
+            .expect("lost within a minute of virtual time");
+        assert!(
+            matches!(lost, LeaseLost::Unreachable(ref m) if m.contains("connection refused")),
+            "{lost:?}"
+        );
+        // Renewals at 1 s, 2 s, 3 s: the third fails a whole TTL after the grant.
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_the_server_ended_is_reported_lost_at_the_next_renewal() {
+        let transport = Scripted::new(Renewals::Granted);
+        let guard = LeaseGuard::start(transport, lease());
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(!guard.is_lost());
+        *guard
+            .client
+            .renewals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Renewals::Expired;
+        let lost = guard.lost().await;
+        assert_eq!(lost, LeaseLost::Ended("lease 7 on res expired".into()));
+        assert!(matches!(guard.release().await, Err(ReleaseError::Lost(_))));
     }
 }

@@ -1,9 +1,10 @@
 //! # locksmith-client
 //!
 //! A typed async client for the Locksmith `/v1` API, a [`WireClient`] for the hot operations
-//! (acquire, renew, release, fence check) over the binary wire protocol, and a [`LeaseGuard`]
-//! that keeps a lease alive by heartbeating at a third of its TTL and tells its owner the moment
-//! the lease is lost.
+//! (acquire, renew, release, fence check) over the binary wire protocol, the [`LeaseApi`] trait
+//! both implement (as does the server's in-process transport), and a [`LeaseGuard`] that keeps
+//! a lease alive over any of them by heartbeating at a third of its TTL and tells its owner the
+//! moment the lease is lost.
 //!
 //! What it is not: a retry policy for acquire (the caller decides whether to wait, via
 //! `wait_ms`) or a cache; every call goes to the server.
@@ -12,10 +13,12 @@ mod client;
 mod error;
 pub mod events;
 mod guard;
+mod transport;
 mod wire;
 
 pub use client::{Client, check_base_url};
 pub use error::ClientError;
 pub use guard::{LeaseGuard, LeaseLost, ReleaseError};
 pub use locksmith_api as api;
+pub use transport::LeaseApi;
 pub use wire::WireClient;

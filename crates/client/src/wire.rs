@@ -24,7 +24,7 @@
 //! dropping every clone of the client — withdraws the acquires still queued.
 //!
 //! What it is not: the whole API (holds, breaks, audit, status stay on HTTP: [`crate::Client`])
-//! or a lease keeper ([`crate::LeaseGuard`] uses HTTP).
+//! or a lease keeper (a [`crate::LeaseGuard`] runs over it: it implements [`crate::LeaseApi`]).
 
 use std::collections::HashMap;
 use std::io;

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod engine;
 pub mod fleetlock;
 pub mod http;
+pub mod local;
 pub mod metrics;
 mod own_node;
 mod probe;

@@ -36,7 +36,6 @@ use self::control::{Report, Spawn, line};
 use crate::cli::{Global, RunArgs};
 use crate::exit::Exit;
 use crate::failure::{Context, Failure};
-use crate::identity;
 
 /// How long to wait without `-n`/`-w`: the server's maximum wait, 24 h.
 const DEFAULT_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -59,7 +58,7 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<Exit> {
     };
     let resource = args.resource.as_str();
     super::check_resource(resource)?;
-    let shown_cmd = identity::clean_purpose(&args.command.join(" "));
+    let shown_cmd = locksmith_host::clean_purpose(&args.command.join(" "));
     let ctx = Context {
         subject: resource,
         wait_flag: "-w",

@@ -1,4 +1,5 @@
-//! Who the CLI says holds a lock: node, pid, process start time, boot id, user and purpose.
+//! Who holds a lock: the [`Owner`] of a process on this node — node, boot id, PID namespace,
+//! pid, start time, user and purpose.
 //!
 //! `(node, boot id, PID namespace, pid, start time)` names one process incarnation, so the
 //! server can tell a live holder from a later process that reused its pid, from a node that
@@ -9,16 +10,14 @@ use std::fs;
 
 use locksmith_core::Owner;
 
+use crate::{IdentityError, boot_id, hostname, pid_namespace, process_start_time};
+
 const PASSWD: &str = "/etc/passwd";
 /// The longest purpose the server accepts, in bytes (`Owner::validate`).
-const MAX_PURPOSE: usize = 1024;
-
-pub use locksmith_host::{
-    IdentityError, boot_id, hostname, lasting_ancestor, pid_namespace, process_start_time,
-};
+pub const MAX_PURPOSE: usize = 1024;
 
 /// Builds the owner for process `pid` on this node. `node` overrides the host name, `purpose`
-/// the default purpose (computed only when needed).
+/// the default purpose (computed only when needed, and made acceptable by [`clean_purpose`]).
 pub fn owner(
     node: Option<&str>,
     pid: u32,
@@ -66,17 +65,6 @@ pub fn user_in_passwd(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
-/// The command line of process `pid` (`/proc/PID/cmdline`), if readable and not empty.
-pub fn command_line(pid: u32) -> Option<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    (!args.is_empty()).then(|| args.join(" "))
-}
-
 /// A purpose the server accepts: control characters become spaces, and it is cut to the
 /// server's limit on a character boundary.
 pub fn clean_purpose(raw: &str) -> String {
@@ -102,48 +90,19 @@ pub fn clean_purpose(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use locksmith_host::parse_start_time;
-
-    /// A real line from /proc/PID/stat, with `comm` replaced.
-    fn stat_with_comm(comm: &str) -> String {
-        format!(
-            "4121 ({comm}) S 1 4121 4121 0 -1 4194560 1043 0 0 0 3 1 0 0 20 0 1 0 \
-             987654 12345678 900 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0"
-        )
-    }
 
     #[test]
-    fn start_time_is_field_22() {
-        assert_eq!(parse_start_time(&stat_with_comm("bash")), Ok(987_654));
-    }
-
-    #[test]
-    fn start_time_survives_parens_and_spaces_in_comm() {
-        assert_eq!(parse_start_time(&stat_with_comm("a) b")), Ok(987_654));
-        assert_eq!(parse_start_time(&stat_with_comm(") 1 2 3 (")), Ok(987_654));
-        assert_eq!(parse_start_time(&stat_with_comm("")), Ok(987_654));
-    }
-
-    #[test]
-    fn start_time_refuses_garbage() {
-        assert!(parse_start_time("").is_err());
-        assert!(parse_start_time("12 (x) S 1 2").is_err());
-        assert!(parse_start_time(&stat_with_comm("x").replace("987654", "soon")).is_err());
-    }
-
-    #[test]
-    fn our_own_start_time_and_boot_id_are_readable() {
+    fn our_own_owner_names_this_process_incarnation() {
         let me = std::process::id();
-        assert!(process_start_time(me).expect("own stat") > 0);
-        assert!(!boot_id().expect("boot id").is_empty());
-    }
-
-    #[test]
-    fn a_missing_process_is_named() {
-        // Above the kernel's pid_max limit (4194304), so it can never exist.
-        let err = process_start_time(4_194_305 + 17).expect_err("no such pid");
-        assert!(matches!(err, IdentityError::NoSuchProcess { .. }), "{err}");
-        assert!(err.to_string().contains("4194322"), "{err}");
+        let o = owner(Some("node-1"), me, None, || "sh -c\necho".into()).expect("own owner");
+        assert_eq!((o.node.as_str(), o.pid), ("node-1", me));
+        assert_eq!(o.start_time, process_start_time(me).expect("start time"));
+        assert_eq!(o.boot_id, boot_id().expect("boot id"));
+        assert_eq!(o.pid_ns, pid_namespace().expect("namespace"));
+        assert_eq!(o.purpose, "sh -c echo");
+        assert!(o.validate().is_ok());
+        let given = owner(Some("node-1"), me, Some("deploy"), || unreachable!()).expect("owner");
+        assert_eq!(given.purpose, "deploy");
     }
 
     #[test]
