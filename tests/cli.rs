@@ -539,6 +539,32 @@ fn sigterm_to_run_stops_its_command_and_everything_it_started() {
     assert_eq!(server.state_unchecked("res"), "FREE");
 }
 
+/// Bug pinned: after SIGTERM, a process the command left behind that ignores SIGTERM kept `run`
+/// (and the lock) waiting forever, and the warning said the lock was held until it ended. It
+/// gets the grace period, then SIGKILL; the warning says it is being stopped.
+#[test]
+fn sigterm_to_run_kills_what_ignores_it_after_the_grace_period() {
+    let (_dir, server) = server();
+    let script = "(trap '' TERM; exec sleep 300) & echo $!; wait";
+    let mut run = server.spawn(&["run", "res", "--", "sh", "-c", script]);
+    let stubborn: u32 = run.read_line().parse().expect("pid");
+    let _reap = Killer::new(stubborn);
+    let started = start_time(stubborn).expect("running");
+    signal(run.pid(), Signal::SIGTERM);
+    let warning = run.read_stderr_line();
+    assert!(
+        warning.contains("they are being stopped too") && !warning.contains("lock is held"),
+        "{warning}"
+    );
+    let status = run.wait_within(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + 15), "{}", run.stderr());
+    assert!(
+        !still_runs(stubborn, &started),
+        "what ignored SIGTERM outlived run"
+    );
+    assert_eq!(server.state_unchecked("res"), "FREE");
+}
+
 /// Without the server's probe, the lock of a `kill -9`'d `run` is freed by its TTL; its command
 /// is gone long before.
 #[test]

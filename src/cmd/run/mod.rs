@@ -103,7 +103,17 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<Exit> {
         }
     };
 
+    // Once SIGTERM or SIGINT has been passed on, what the command left running gets
+    // [`STOP_GRACE`] to end too; then everything left is killed (a process that ignores SIGTERM
+    // must not keep the lock, and `run`, forever).
+    let mut kill_at: Option<tokio::time::Instant> = None;
     let ending = loop {
+        let grace_over = async {
+            match kill_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             report = sup.next() => match report {
                 Some(Report::Exited { code, signal }) => {
@@ -114,8 +124,18 @@ pub async fn run(global: &Global, args: RunArgs) -> anyhow::Result<Exit> {
                 None => break Ending::Exited(sup.status().await),
             },
             lost = guard.lost() => break Ending::Lost(lost),
-            Some(()) = sigterm.recv() => sup.signal(Signal::SIGTERM),
-            Some(()) = sigint.recv() => sup.signal(Signal::SIGINT),
+            Some(()) = sigterm.recv() => {
+                sup.signal(Signal::SIGTERM);
+                kill_at.get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
+            }
+            Some(()) = sigint.recv() => {
+                sup.signal(Signal::SIGINT);
+                kill_at.get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
+            }
+            () = grace_over => {
+                kill_at = None;
+                sup.kill_everything();
+            }
         }
     };
 
@@ -357,6 +377,12 @@ impl Supervisor {
         if tokio::time::timeout(STOP_GRACE, ended).await.is_err() {
             self.requests = None;
         }
+    }
+
+    /// Kills the command and everything it left at once: closing the socket tells the
+    /// supervisor, which then exits (its status is what `status` returns).
+    fn kill_everything(&mut self) {
+        self.requests = None;
     }
 
     /// The command's status when the supervisor died without reporting it (so it was killed,

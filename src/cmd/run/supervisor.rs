@@ -71,6 +71,10 @@ struct Supervisor {
     none_left: bool,
     /// Whether the note about processes left running was printed.
     warned: bool,
+    /// Whether a signal that ends processes (SIGTERM, SIGINT, SIGHUP, SIGQUIT) was passed on:
+    /// the command is being stopped (`run` lost its lease, or was told to stop), so what it
+    /// left running is being stopped too, not keeping the lock.
+    stopping: bool,
     spawn: Option<Spawn>,
 }
 
@@ -115,6 +119,7 @@ impl Supervisor {
             status: None,
             none_left: false,
             warned: false,
+            stopping: false,
             spawn: None,
         })
     }
@@ -219,6 +224,10 @@ impl Supervisor {
             if sig == Signal::SIGCHLD {
                 self.reap();
             } else if info.ssi_code == SI_USER {
+                self.stopping |= matches!(
+                    sig,
+                    Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT
+                );
                 self.forward(sig);
             }
         }
@@ -283,7 +292,11 @@ impl Supervisor {
                 pids.len(),
                 pids.join(", ")
             ),
-            "the lock is held until they end",
+            if self.stopping {
+                "they are being stopped too (SIGKILL if they outlast the grace period)"
+            } else {
+                "the lock is held until they end"
+            },
         )
         .warn();
     }
