@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, Txn, TxnOp, TxnOpResponse};
 use locksmith_core::{AuditRecord, Mutation, Snapshot};
-use locksmith_store::codec::{decode_audit, decode_hold, decode_lease, encode};
+use locksmith_store::codec::{decode_audit_json, decode_hold, decode_lease_json, encode};
 use locksmith_store::{AuditQuery, Store, StoreError, StoreOptions};
 use tokio::runtime::Runtime;
 
@@ -215,8 +215,8 @@ impl EtcdStore {
         Ok(block_on(runtime, future))
     }
 
-    /// Puts `bytes` under `key`, bypassing every check: how tests plant records the way an
-    /// older release wrote them.
+    /// Puts `bytes` under `key`, bypassing every check: how tests plant a record the store
+    /// would never write.
     #[cfg(feature = "testing")]
     pub(crate) fn put_raw(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let key = key.to_owned();
@@ -283,6 +283,7 @@ impl Store for EtcdStore {
         let state = self
             .state
             .ok_or_else(|| StoreError::Io("commit called before load".to_owned()))?;
+        locksmith_store::validate_batch(batch)?;
         let plan = Plan::new(&self.remote.keys, batch)?;
         let remote = self.remote.clone();
         let guard = self.guard.clone();
@@ -351,7 +352,7 @@ impl Store for EtcdStore {
                         && serde_json::from_slice::<Head<'_>>(bytes)
                             .is_ok_and(|head| !matches(&head.resource, head.at_ms));
                     if !skip {
-                        let record = decode_audit(seq, bytes)?;
+                        let record = decode_audit_json(seq, bytes)?;
                         if matches(&record.resource, record.at_ms) {
                             found.push(record);
                             if found.len() >= query.limit {
@@ -374,6 +375,26 @@ impl Store for EtcdStore {
             found.reverse();
             Ok(found)
         })?
+    }
+
+    fn record(&mut self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let remote = self.remote.clone();
+        let key = remote.keys.record(space, key);
+        self.run(async move {
+            let (kv, _) = remote.get(&key, 0).await?;
+            Ok(kv.map(|kv| kv.value().to_vec()))
+        })?
+    }
+
+    fn records(
+        &mut self,
+        space: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let remote = self.remote.clone();
+        self.run(async move { remote.records(space, prefix, after, limit).await })?
     }
 
     fn describe(&self) -> String {
@@ -426,7 +447,7 @@ async fn load(remote: &Remote, guard: Option<&Guard>) -> Result<(Snapshot, State
     remote
         .scan_dir(&leases_dir, revision, false, |kv| {
             let id = parse_id(&leases_dir, kv.key()).ok_or_else(|| unexpected_key(kv.key()))?;
-            snapshot.leases.push(decode_lease(id, kv.value())?);
+            snapshot.leases.push(decode_lease_json(id, kv.value())?);
             Ok(())
         })
         .await?;
@@ -539,7 +560,7 @@ fn check_guard(guard: &Guard, kv: Option<&etcd_client::KeyValue>) -> Result<(), 
 /// contract asks for.
 #[derive(Debug)]
 struct Plan {
-    /// Lease and hold keys → the new value, or `None` to delete.
+    /// Lease, hold and record keys → the new value, or `None` to delete.
     writes: BTreeMap<String, Option<Vec<u8>>>,
     /// Audit seq → record JSON.
     appends: BTreeMap<u64, Vec<u8>>,
@@ -582,6 +603,13 @@ impl Plan {
                     plan.audit_seq = plan.audit_seq.max(record.seq);
                 }
                 Mutation::FenceHighWater(value) => plan.fence = plan.fence.max(*value),
+                Mutation::PutRecord { space, key, value } => {
+                    plan.writes
+                        .insert(keys.record(space, key), Some(value.clone()));
+                }
+                Mutation::DeleteRecord { space, key } => {
+                    plan.writes.insert(keys.record(space, key), None);
+                }
             }
         }
         Ok(plan)

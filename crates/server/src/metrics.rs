@@ -38,6 +38,7 @@ pub struct Metrics {
     grants: Counter,
     ends: Family<CauseLabel, Counter>,
     hold_events: Family<EventLabel, Counter>,
+    domain_events: Family<EventLabel, Counter>,
     breaks: Counter,
     grant_latency: Histogram,
     commit_latency: Histogram,
@@ -56,6 +57,7 @@ impl Default for Metrics {
             grants: Counter::default(),
             ends: Family::default(),
             hold_events: Family::default(),
+            domain_events: Family::default(),
             breaks: Counter::default(),
             // 50 µs .. ~26 s
             grant_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
@@ -79,6 +81,11 @@ impl Default for Metrics {
                 "hold_events",
                 "Hold events (placed, acked, lifted, expired)",
                 m.hold_events.clone(),
+            );
+            r.register(
+                "domain_events",
+                "Audit events of the other domains, by kind (config_written, …)",
+                m.domain_events.clone(),
             );
             r.register("breaks", "Locks broken by an operator", m.breaks.clone());
             r.register(
@@ -166,6 +173,13 @@ impl Metrics {
                 self.hold_events
                     .get_or_create(&EventLabel {
                         event: record.label().trim_start_matches("hold_").to_string(),
+                    })
+                    .inc();
+            }
+            AuditKind::Domain(event) => {
+                self.domain_events
+                    .get_or_create(&EventLabel {
+                        event: event.kind.clone(),
                     })
                     .inc();
             }

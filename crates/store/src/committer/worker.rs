@@ -14,8 +14,8 @@
 //! else is committing (the queue in `committer.rs` decides; [`Worker::process`] is the same
 //! either way, and only one turn runs at a time).
 //!
-//! Audit queries share the queue: a query splits the group, so that the batches queued before
-//! it are committed first and it sees exactly them.
+//! Queries (audit, records) share the queue: a query splits the group, so that the batches
+//! queued before it are committed first and it sees exactly them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
@@ -31,7 +31,10 @@ use crate::{AuditQuery, Store, StoreError};
 pub(crate) type Reply = Result<(), StoreError>;
 
 /// What a query's waiter receives.
-pub(crate) type QueryReply = Result<Vec<AuditRecord>, StoreError>;
+pub(crate) type QueryReply<T> = Result<T, StoreError>;
+
+/// What a record scan returns: `(key, value)`s in ascending key order.
+pub(crate) type Scanned = Vec<(String, Vec<u8>)>;
 
 /// What follows a job's commit ([`Committer::submit_then`](super::Committer::submit_then)).
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
@@ -89,10 +92,24 @@ pub(crate) struct Job {
     pub(crate) done: oneshot::Sender<Answer>,
 }
 
-/// One audit query and the channel that answers it.
-pub(crate) struct Query {
-    pub(crate) query: AuditQuery,
-    pub(crate) done: oneshot::Sender<QueryReply>,
+/// One read and the channel that answers it.
+pub(crate) enum Query {
+    Audit {
+        query: AuditQuery,
+        done: oneshot::Sender<QueryReply<Vec<AuditRecord>>>,
+    },
+    Record {
+        space: String,
+        key: String,
+        done: oneshot::Sender<QueryReply<Option<Vec<u8>>>>,
+    },
+    Records {
+        space: String,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        done: oneshot::Sender<QueryReply<Scanned>>,
+    },
 }
 
 pub(crate) enum Message {
@@ -138,29 +155,55 @@ impl Worker {
         false
     }
 
-    /// Runs one query, unless a commit has failed or nobody waits for the answer any more. A
-    /// failed or panicking query latches nothing: it did not write.
+    /// Runs one query.
     fn answer(&mut self, query: Query) {
-        if query.done.is_closed() {
+        match query {
+            Query::Audit { query, done } => {
+                self.read("audit query", done, |store| store.audit(&query));
+            }
+            Query::Record { space, key, done } => {
+                self.read("record read", done, |store| store.record(&space, &key));
+            }
+            Query::Records {
+                space,
+                prefix,
+                after,
+                limit,
+                done,
+            } => self.read("record scan", done, |store| {
+                store.records(&space, &prefix, after.as_deref(), limit)
+            }),
+        }
+    }
+
+    /// Answers `done` with `read`, unless a commit has failed or nobody waits for the answer
+    /// any more. A failed or panicking read latches nothing: it did not write.
+    fn read<T>(
+        &mut self,
+        what: &str,
+        done: oneshot::Sender<QueryReply<T>>,
+        read: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
+    ) {
+        if done.is_closed() {
             return;
         }
         let reply = match self.failure.get() {
             Some(reason) => Err(StoreError::Failed(reason.clone())),
             None => {
-                let reply = catch_unwind(AssertUnwindSafe(|| self.store.audit(&query.query)))
+                let reply = catch_unwind(AssertUnwindSafe(|| read(self.store.as_mut())))
                     .unwrap_or_else(|payload| {
                         Err(StoreError::Io(format!(
-                            "store panicked during an audit query: {}",
+                            "store panicked during a {what}: {}",
                             payload_text(payload.as_ref())
                         )))
                     });
                 if let Err(error) = &reply {
-                    tracing::warn!(store = %self.describe, %error, "audit query failed");
+                    tracing::warn!(store = %self.describe, %error, "{what} failed");
                 }
                 reply
             }
         };
-        let _ = query.done.send(reply);
+        let _ = done.send(reply);
     }
 
     /// Commits a drained group: in one commit, or — when the store bounds its commits
@@ -250,8 +293,9 @@ impl Worker {
                     "storage commit failed; refusing all further writes until restart",
                 );
                 Err(match error {
-                    // The store refused it unwritten.
-                    StoreError::Failed(_) => StoreError::Failed(cause),
+                    // The store refused it unwritten. (`Invalid` cannot reach a store through
+                    // the committer, which refuses such a job at submission.)
+                    StoreError::Failed(_) | StoreError::Invalid(_) => StoreError::Failed(cause),
                     _ => StoreError::Unknown(cause),
                 })
             }

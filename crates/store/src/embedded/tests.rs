@@ -97,18 +97,24 @@ fn acknowledged_batches_missing_from_the_database_are_replayed_at_open() -> Test
     Ok(())
 }
 
+/// 0.1.0 is unreleased: no log holds the JSON batches of the first versions, so a whole,
+/// checksummed frame holding one is damage — the open refuses it, naming the frame, rather than
+/// replaying a format nothing writes.
 #[test]
-fn a_log_in_json_left_by_an_earlier_version_is_replayed() -> TestResult {
+fn a_json_frame_in_the_log_is_corruption_not_replayed() -> TestResult {
     let dir = tempfile::tempdir()?;
     let applied = closed_store_with_lease_1(dir.path())?;
     let mut segment = Segment::create(&wal::Directory::open(dir.path())?, 5, 4096)?;
-    segment.append(applied + 1, &serde_json::to_vec(&[put(2)])?)?;
-    let mut payload = Vec::new();
-    encode_batch_into(&[Mutation::DeleteLease(LeaseId(1))], &mut payload)?;
-    segment.append(applied + 2, &payload)?;
+    let json = br#"[{"DeleteLease":1}]"#;
+    segment.append(applied + 1, json)?;
     drop(segment);
 
-    assert_eq!(leases_in(dir.path())?, vec![2]);
+    match EmbeddedStore::open(dir.path()) {
+        Err(StoreError::Corrupt(what)) => {
+            assert!(what.contains(&format!("frame {}", applied + 1)), "{what}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
     Ok(())
 }
 
