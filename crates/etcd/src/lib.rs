@@ -93,7 +93,10 @@
 //!   appended). Run etcd with e.g. `--max-txn-ops 100000` and pass the same value in
 //!   [`EtcdOptions::max_txn_ops`]; the committer then packs groups of jobs up to it.
 //! - `--max-request-bytes`: the default of 1.5 MiB caps one commit's size; 10 MiB
-//!   (`--max-request-bytes 10485760`) leaves room for large groups.
+//!   (`--max-request-bytes 10485760`) leaves room for large groups and large records. Pass the
+//!   same value in [`EtcdOptions::max_request_bytes`]: the committer then splits groups of
+//!   large records to fit, and a single record too large for one request is refused unwritten
+//!   with [`StoreError::Invalid`] instead of failing the store.
 //! - Compaction: etcd keeps every old revision until compacted; run it with
 //!   `--auto-compaction-mode periodic --auto-compaction-retention 1h` (or revision-based), or
 //!   the database grows until it hits its quota and refuses writes.

@@ -54,13 +54,22 @@ pub(crate) fn transient(error: &etcd_client::Error) -> bool {
     }
 }
 
-/// Whether a read failed for the size of its response: larger than the client decodes
-/// (`OutOfRange`) or than the member sends (`ResourceExhausted`, "larger than max").
-fn too_large(error: &etcd_client::Error) -> bool {
+/// Whether a request failed for its size or its response's: larger than the client decodes
+/// (`OutOfRange`), than gRPC takes (`ResourceExhausted`, "larger than max"), or than etcd
+/// takes in one request (`InvalidArgument`, "request is too large"). Final, never retried:
+/// nothing was read or written.
+pub(crate) fn too_large(error: &etcd_client::Error) -> bool {
     use tonic::Code;
-    matches!(error, etcd_client::Error::GRpcStatus(status)
-        if status.code() == Code::OutOfRange
-            || (status.code() == Code::ResourceExhausted && status.message().contains("larger than max")))
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return false;
+    };
+    let message = status.message();
+    match status.code() {
+        Code::OutOfRange => true,
+        Code::ResourceExhausted => message.contains("larger than max"),
+        Code::InvalidArgument => message.contains("request is too large"),
+        _ => false,
+    }
 }
 
 /// An etcd failure as a store error.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, Txn, TxnOp, TxnOpResponse};
-use locksmith_core::{AuditRecord, Mutation, Snapshot};
+use locksmith_core::{AuditRecord, InvalidRequest, Mutation, Snapshot};
 use locksmith_store::codec::{decode_audit_json, decode_hold, decode_lease_json, encode};
 use locksmith_store::{AuditQuery, Store, StoreError, StoreOptions};
 use tokio::runtime::Runtime;
@@ -38,6 +38,12 @@ pub struct EtcdOptions {
     /// much larger value (e.g. `--max-txn-ops 100000`) and set it here: one job (a break, a
     /// big release) must still fit in one transaction.
     pub max_txn_ops: usize,
+    /// The etcd cluster's `--max-request-bytes` (etcd's default: 1.5 MiB). Every commit is one
+    /// request; [`Store::max_batch_bytes`] reports this less a margin for the transaction's
+    /// own operations, so that the committer splits groups to fit. A single job larger than
+    /// etcd takes (a record near 16 MiB on a default cluster) is refused unwritten with
+    /// [`StoreError::Invalid`], and the store goes on working.
+    pub max_request_bytes: usize,
     /// Timeout of one etcd request (and of connecting to a member).
     pub request_timeout: Duration,
     /// How long one store call keeps retrying requests that failed transiently (a member
@@ -48,6 +54,9 @@ pub struct EtcdOptions {
 impl EtcdOptions {
     /// etcd's own default for `--max-txn-ops`.
     pub const ETCD_DEFAULT_MAX_TXN_OPS: usize = 128;
+
+    /// etcd's own default for `--max-request-bytes`: 1.5 MiB.
+    pub const ETCD_DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 }
 
 impl Default for EtcdOptions {
@@ -55,6 +64,7 @@ impl Default for EtcdOptions {
         Self {
             store: StoreOptions::default(),
             max_txn_ops: Self::ETCD_DEFAULT_MAX_TXN_OPS,
+            max_request_bytes: Self::ETCD_DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(15),
         }
@@ -64,6 +74,10 @@ impl Default for EtcdOptions {
 /// Operations a commit adds to its mutations: the commit marker, two meta values, and one
 /// range delete for retention.
 const OVERHEAD_OPS: usize = 4;
+
+/// Bytes of a request left for a commit's own operations (the compares, the marker, the meta
+/// values, the retention delete) beside its mutations.
+const OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// Beyond the records a commit appends, how many more old records it may delete (the same
 /// bound as the embedded store's).
@@ -403,6 +417,15 @@ impl Store for EtcdStore {
 
     fn max_batch_mutations(&self) -> Option<usize> {
         Some(self.options.max_txn_ops.saturating_sub(OVERHEAD_OPS).max(1))
+    }
+
+    fn max_batch_bytes(&self) -> Option<usize> {
+        Some(
+            self.options
+                .max_request_bytes
+                .saturating_sub(OVERHEAD_BYTES)
+                .max(1),
+        )
     }
 }
 
@@ -758,7 +781,19 @@ async fn commit(remote: &Remote, commit: Commit<'_>) -> Result<State, StoreError
         async move { kv.txn(txn).await }
     })
     .await
-    .map_err(|e| remote::io("commit", e))?;
+    .map_err(|e| {
+        if remote::too_large(&e) {
+            // etcd (or gRPC before it) refused the request for its size: nothing was written.
+            return StoreError::Invalid(InvalidRequest::new(
+                "batch",
+                format!(
+                    "is too large for one etcd request ({e}); raise etcd's --max-request-bytes \
+                     and EtcdOptions::max_request_bytes above the largest record"
+                ),
+            ));
+        }
+        remote::io("commit", e)
+    })?;
     tracing::trace!(elapsed = ?started.elapsed(), "etcd commit");
 
     if response.succeeded() {

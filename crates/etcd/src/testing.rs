@@ -451,6 +451,7 @@ impl Harness for EtcdHarness {
         let options = EtcdOptions {
             store: options,
             max_txn_ops: TEST_MAX_TXN_OPS,
+            max_request_bytes: TEST_MAX_REQUEST_BYTES,
             ..EtcdOptions::default()
         };
         self.current = Some((prefix, options));

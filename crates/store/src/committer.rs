@@ -36,8 +36,9 @@
 //!   refused at submission with [`StoreError::Invalid`]: never queued, it fails nothing else
 //!   and latches nothing.
 //! - A store that bounds its commits
-//!   ([`Store::max_batch_mutations`](crate::Store::max_batch_mutations)) gets a group in several
-//!   commits, split at job boundaries and made in order; a job is never split.
+//!   ([`Store::max_batch_mutations`](crate::Store::max_batch_mutations),
+//!   [`Store::max_batch_bytes`](crate::Store::max_batch_bytes)) gets a group in several commits,
+//!   split at job boundaries and made in order; a job is never split.
 //! - An answer follows its batch's durability. Fail-stop: after one failed commit, the jobs of
 //!   that commit get [`StoreError::Unknown`] (their batch may or may not be durable) — or
 //!   [`StoreError::Failed`] if the store refused it unwritten — and every later job gets
@@ -45,7 +46,8 @@
 //!   process. A commit that is durable but after which the store failed
 //!   ([`Store::failure`](crate::Store::failure)) is answered `Ok`, and latches the failure for
 //!   the jobs after it. Later queries get [`StoreError::Failed`]. A failed query latches
-//!   nothing.
+//!   nothing. Nor does a commit the store refused as [`StoreError::Invalid`] (unwritten, the
+//!   store working: a job too large for the backend's requests): its jobs get that answer.
 //! - [`Committer::shutdown`] finishes the jobs queued before it; later ones get
 //!   [`StoreError::Closed`]. Dropping the last handle does the same, without waiting.
 
@@ -312,6 +314,7 @@ impl Committer {
         let failure = Arc::new(OnceLock::new());
         let describe = store.describe();
         let max_batch = store.max_batch_mutations();
+        let max_bytes = store.max_batch_bytes();
         let inline = store.commits_inline();
         let worker = Worker {
             store,
@@ -319,6 +322,7 @@ impl Committer {
             stats: Arc::clone(&stats),
             failure: Arc::clone(&failure),
             max_batch,
+            max_bytes,
         };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -589,6 +593,7 @@ mod tests {
             stats: Arc::default(),
             failure: Arc::default(),
             max_batch: None,
+            max_bytes: None,
         };
         let shared = Shared {
             queue: Mutex::new(Queue::default()),

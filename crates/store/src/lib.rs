@@ -30,6 +30,66 @@ use std::path::Path;
 
 use locksmith_core::{AuditRecord, LeaseChunk, Mutation, Snapshot};
 
+/// About how many bytes `mutation` takes in a backend's commit request, generously: its strings
+/// and a record's value, plus room for the numbers, field names and key a JSON form carries
+/// (the etcd backend's). What [`Store::max_batch_bytes`] is measured in.
+pub fn mutation_bytes(mutation: &Mutation) -> usize {
+    /// Numbers, field names, the key and the request's framing, per mutation.
+    const OVERHEAD: usize = 512;
+    let owner = |o: &locksmith_core::Owner| {
+        o.node.len()
+            + o.boot_id.len()
+            + o.user.len()
+            + o.purpose.len()
+            + o.pid_ns.as_ref().map_or(0, String::len)
+    };
+    OVERHEAD
+        + match mutation {
+            Mutation::PutLease(lease) => lease.resource.len() + owner(&lease.owner),
+            Mutation::PutHold(hold) => {
+                hold.resource.len()
+                    + hold.reason.len()
+                    + hold.by.len()
+                    + hold.acked_by.as_ref().map_or(0, String::len)
+            }
+            Mutation::AppendAudit(record) => {
+                let kind = match &record.kind {
+                    locksmith_core::AuditKind::Domain(event) => {
+                        event.kind.len() + json_len(&event.detail)
+                    }
+                    // An ended lease's cause: at most two short strings.
+                    _ => 512,
+                };
+                record.resource.len()
+                    + kind
+                    + record.owner.as_ref().map_or(0, owner)
+                    + record.operator.as_ref().map_or(0, String::len)
+                    + record.reason.as_ref().map_or(0, String::len)
+            }
+            Mutation::PutRecord { space, key, value } => space.len() + key.len() + value.len(),
+            Mutation::DeleteRecord { space, key } => space.len() + key.len(),
+            Mutation::DeleteLease(_) | Mutation::DeleteHold(_) | Mutation::FenceHighWater(_) => 0,
+        }
+}
+
+/// The length of `value` as compact JSON, counted without building it.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that could not be written costs nothing.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Checks every record of `batch` against the limits of `locksmith_core::keyspace`
 /// ([`Mutation::validate`]): what a store and the [`Committer`] check before taking a batch.
 /// The first bad record's problem, as [`StoreError::Invalid`].
@@ -118,7 +178,8 @@ pub trait LeaseSink {
 ///   name, an empty or over-long key, a value over 16 MiB) is refused with
 ///   [`StoreError::Invalid`] before any of it is written; unlike every other error it leaves
 ///   the store working (see [`validate_batch`]). Domains validate first, so a store never sees
-///   one.
+///   one. A backend may refuse the same way a batch too large for it to take at once (etcd's
+///   request size), unwritten and still working; see [`Store::max_batch_bytes`].
 /// - `load` — or [`Store::load_streaming`], which reads the same state — is called once, before
 ///   any `commit`, and returns exactly the durable state.
 pub trait Store: Send + 'static {
@@ -231,6 +292,17 @@ pub trait Store: Send + 'static {
     /// A single job larger than the limit is still committed alone, in one commit: a job's
     /// atomicity comes first, and the backend must take it or fail.
     fn max_batch_mutations(&self) -> Option<usize> {
+        None
+    }
+
+    /// The most bytes one [`commit`](Store::commit) should carry, as [`mutation_bytes`]
+    /// estimates them, or `None` (the default) for no limit. A backend whose requests are
+    /// bounded in size (etcd's `--max-request-bytes`) says so here, and the [`Committer`] splits
+    /// a group of queued jobs into commits at or under it, as for
+    /// [`max_batch_mutations`](Store::max_batch_mutations): two 1 MiB config writes queued
+    /// together must not make one request etcd refuses. A single larger job is still committed
+    /// alone; a backend that refuses it unwritten answers [`StoreError::Invalid`].
+    fn max_batch_bytes(&self) -> Option<usize> {
         None
     }
 

@@ -129,6 +129,8 @@ pub(crate) struct Worker {
     pub(crate) failure: Arc<OnceLock<String>>,
     /// `store.max_batch_mutations()`, taken at spawn.
     pub(crate) max_batch: Option<usize>,
+    /// `store.max_batch_bytes()`, taken at spawn.
+    pub(crate) max_bytes: Option<usize>,
 }
 
 impl Worker {
@@ -207,15 +209,18 @@ impl Worker {
     }
 
     /// Commits a drained group: in one commit, or — when the store bounds its commits
-    /// ([`Store::max_batch_mutations`]) — in several, split at job boundaries and made in order.
+    /// ([`Store::max_batch_mutations`], [`Store::max_batch_bytes`]) — in several, split at job
+    /// boundaries and made in order.
     fn complete(&mut self, group: Vec<Job>) {
-        match self.max_batch {
-            None => self.complete_chunk(group),
-            Some(limit) => {
-                for chunk in split_at_jobs(group, limit) {
-                    self.complete_chunk(chunk);
-                }
-            }
+        if self.max_batch.is_none() && self.max_bytes.is_none() {
+            return self.complete_chunk(group);
+        }
+        let limits = Limits {
+            mutations: self.max_batch.unwrap_or(usize::MAX),
+            bytes: self.max_bytes.unwrap_or(usize::MAX),
+        };
+        for chunk in split_at_jobs(group, limits) {
+            self.complete_chunk(chunk);
         }
     }
 
@@ -287,15 +292,19 @@ impl Worker {
                 }
                 Ok(())
             }
+            Err(StoreError::Invalid(invalid)) => {
+                // Refused unwritten, and the store goes on (its contract): nothing to latch.
+                tracing::warn!(store = %self.describe, %invalid, "storage refused a commit");
+                Err(StoreError::Invalid(invalid))
+            }
             Err(error) => {
                 let cause = self.latch(
                     &error,
                     "storage commit failed; refusing all further writes until restart",
                 );
                 Err(match error {
-                    // The store refused it unwritten. (`Invalid` cannot reach a store through
-                    // the committer, which refuses such a job at submission.)
-                    StoreError::Failed(_) | StoreError::Invalid(_) => StoreError::Failed(cause),
+                    // The store refused it unwritten.
+                    StoreError::Failed(_) => StoreError::Failed(cause),
                     _ => StoreError::Unknown(cause),
                 })
             }
@@ -311,19 +320,36 @@ impl Worker {
     }
 }
 
-/// Splits `group` into runs of consecutive jobs of at most `limit` mutations each; a job larger
-/// than `limit` forms a run of its own. Order is kept, and an empty group gives no runs.
-fn split_at_jobs(group: Vec<Job>, limit: usize) -> Vec<Vec<Job>> {
+/// What one commit may carry.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    mutations: usize,
+    /// As [`crate::mutation_bytes`] counts them.
+    bytes: usize,
+}
+
+/// Splits `group` into runs of consecutive jobs within `limits` each; a job beyond them forms a
+/// run of its own. Order is kept, and an empty group gives no runs.
+fn split_at_jobs(group: Vec<Job>, limits: Limits) -> Vec<Vec<Job>> {
     let mut chunks = Vec::new();
     let mut chunk: Vec<Job> = Vec::new();
-    let mut size = 0usize;
+    let (mut size, mut bytes) = (0usize, 0usize);
     for job in group {
         let len = job.batch.len();
-        if !chunk.is_empty() && size.saturating_add(len) > limit {
+        let job_bytes = if limits.bytes == usize::MAX {
+            0
+        } else {
+            job.batch.iter().map(crate::mutation_bytes).sum()
+        };
+        if !chunk.is_empty()
+            && (size.saturating_add(len) > limits.mutations
+                || bytes.saturating_add(job_bytes) > limits.bytes)
+        {
             chunks.push(std::mem::take(&mut chunk));
-            size = 0;
+            (size, bytes) = (0, 0);
         }
         size = size.saturating_add(len);
+        bytes = bytes.saturating_add(job_bytes);
         chunk.push(job);
     }
     if !chunk.is_empty() {
