@@ -251,3 +251,37 @@ pub fn hold_counts(holds: &[locksmith_core::HoldView]) -> (u64, u64) {
         .count() as u64;
     (active, holds.len() as u64 - active)
 }
+
+#[cfg(test)]
+mod domain_event_tests {
+    use super::*;
+
+    /// Another domain's audit events are counted by their kind, beside the lock table's.
+    #[test]
+    fn domain_events_are_counted_by_kind() {
+        let metrics = Metrics::default();
+        let event = |kind: &str| {
+            let event = locksmith_core::DomainEvent::new(kind, serde_json::Value::Null)
+                .unwrap_or_else(|e| panic!("{e}"));
+            AuditRecord::new("fleet/app.conf", AuditKind::Domain(event))
+        };
+        for kind in ["config_written", "config_written", "rollout_started"] {
+            metrics.count(&event(kind));
+        }
+        let text = metrics.render(&Snapshot {
+            table: None,
+            leases: 0,
+            waiters: 0,
+            fence: 0,
+            heartbeat_ms: 0,
+        });
+        assert!(
+            text.contains("locksmith_domain_events_total{event=\"config_written\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("locksmith_domain_events_total{event=\"rollout_started\"} 1"),
+            "{text}"
+        );
+    }
+}
