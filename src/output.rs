@@ -276,12 +276,32 @@ pub fn why(r: &AuditRecord) -> String {
             EndCause::Broken { by, reason } => parts.push(format!("broken by {by}: {reason:?}")),
             EndCause::Released | EndCause::Unknown => {}
         }
+    } else if let AuditKind::Domain(event) = &r.kind {
+        if let Some(detail) = compact_detail(&event.detail) {
+            parts.push(detail);
+        }
     }
     if parts.is_empty() {
         "-".to_string()
     } else {
         parts.join(" ")
     }
+}
+
+/// A domain event's detail on one line: its compact JSON, cut at 100 characters; `None` when
+/// there is none (`null`, `{}`).
+fn compact_detail(detail: &serde_json::Value) -> Option<String> {
+    const MAX: usize = 100;
+    match detail {
+        serde_json::Value::Null => return None,
+        serde_json::Value::Object(fields) if fields.is_empty() => return None,
+        _ => {}
+    }
+    let text = detail.to_string();
+    Some(match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    })
 }
 
 /// The table of `locksmith audit`, oldest first.
@@ -616,5 +636,29 @@ mod tests {
             ]
         );
         assert_eq!(table.lines().count(), 3, "{table}");
+    }
+
+    /// `audit` and `watch` show another domain's event by its kind, with its detail compact.
+    #[test]
+    fn a_domain_event_shows_its_kind_and_compact_detail() {
+        let event = |detail: serde_json::Value| {
+            let event = locksmith_core::DomainEvent::new("config_written", detail)
+                .unwrap_or_else(|e| panic!("{e}"));
+            AuditRecord {
+                operator: Some("alice".into()),
+                ..AuditRecord::new("fleet/app.conf", AuditKind::Domain(event))
+            }
+        };
+        assert_eq!(
+            audit_line(&event(serde_json::json!({"revision": 4}))),
+            "1970-01-01T00:00:00Z  config_written  fleet/app.conf  alice  {\"revision\":4}"
+        );
+        assert_eq!(
+            audit_line(&event(serde_json::Value::Null)),
+            "1970-01-01T00:00:00Z  config_written  fleet/app.conf  alice"
+        );
+        let long = why(&event(serde_json::json!({"text": "é".repeat(200)})));
+        assert_eq!(long.chars().count(), 101, "{long}");
+        assert!(long.ends_with('…'));
     }
 }

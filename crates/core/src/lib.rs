@@ -13,6 +13,7 @@ pub mod effect;
 pub mod error;
 pub mod hold;
 pub mod ids;
+pub mod keyspace;
 pub mod operator;
 pub mod owner;
 pub mod record;
@@ -21,7 +22,7 @@ pub mod table;
 pub mod time;
 pub mod view;
 
-pub use audit::{AuditKind, AuditRecord};
+pub use audit::{AuditKind, AuditRecord, DomainEvent};
 pub use effect::{Effect, Effects};
 pub use error::{
     AcquireError, BreakError, EndCause, FenceError, HoldError, InvalidRequest, LeaseError,
@@ -29,6 +30,7 @@ pub use error::{
 };
 pub use hold::{HoldId, HoldRecord, HoldState, HoldView};
 pub use ids::{FenceToken, LeaseId, WaiterId};
+pub use keyspace::{validate_record_key, validate_record_value, validate_space};
 pub use operator::same_operator;
 pub use owner::Owner;
 pub use record::{LeaseChunk, LeaseRecord, LeaseRef, Mutation, OwnerRef, Snapshot};

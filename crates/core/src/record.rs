@@ -1,15 +1,20 @@
 //! What the table asks storage to make durable, and what storage hands back at boot.
 //!
-//! Only what must survive a crash is here: live leases, holds, the audit trail and the fencing
-//! high-water mark.
+//! Only what must survive a crash is here: live leases, holds, the audit trail, the fencing
+//! high-water mark, and the records of other domains (generic, opaque bytes in a keyspace of
+//! their own: see [`crate::keyspace`]). The lock table keeps its own typed mutations — its fast
+//! path, a compact binary form in the store — while a new domain adds a record kind with no
+//! change to the store, the codec or any backend.
 //! Heartbeat times and waiters are deliberately absent — after a restart every surviving lease
 //! is treated as renewed at recovery time, and waiters are connections that died with the server.
 
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
+use crate::error::InvalidRequest;
 use crate::hold::{HoldId, HoldRecord};
 use crate::ids::{FenceToken, LeaseId};
+use crate::keyspace::{validate_record_key, validate_record_value};
 use crate::owner::Owner;
 
 /// A granted lease as stored.
@@ -35,7 +40,10 @@ pub struct LeaseRecord {
 }
 
 /// One change to durable state. A batch of mutations is applied atomically and in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Not serde: every store encodes it its own way (`locksmith_store::codec`), and a JSON form
+/// would write a record's bytes as an array of numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
     /// Insert or replace a lease.
     PutLease(LeaseRecord),
@@ -50,6 +58,45 @@ pub enum Mutation {
     /// Raise the fencing high-water mark: every token and lease id at or below it was issued.
     /// Storage keeps the maximum ever written, so the sequence never goes backwards.
     FenceHighWater(u64),
+    /// Insert or replace the record `key` of `space` with `value`, whole. The store never
+    /// decodes `value`; the domain that owns `space` does. Limits: [`Mutation::validate`].
+    PutRecord {
+        /// The domain's keyspace, e.g. `configs`.
+        space: String,
+        /// The record's key within it.
+        key: String,
+        /// The record, encoded by its domain.
+        value: Vec<u8>,
+    },
+    /// Remove the record `key` of `space` (a missing record is a no-op).
+    DeleteRecord {
+        /// The domain's keyspace.
+        space: String,
+        /// The record's key within it.
+        key: String,
+    },
+}
+
+impl Mutation {
+    /// Checks what a store checks before writing a batch: a record's space, key and value are
+    /// within the limits of [`crate::keyspace`]. The lock table's own mutations are always
+    /// accepted (the table validated them). A domain calls this (or the `keyspace` checks)
+    /// before it submits, so that a bad record is the client's 400 and never a store refusal.
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        match self {
+            Mutation::PutRecord { space, key, value } => {
+                validate_record_key(space, key)?;
+                validate_record_value(value)
+            }
+            Mutation::DeleteRecord { space, key } => validate_record_key(space, key),
+            Mutation::PutLease(_)
+            | Mutation::DeleteLease(_)
+            | Mutation::PutHold(_)
+            | Mutation::DeleteHold(_)
+            | Mutation::AppendAudit(_)
+            | Mutation::FenceHighWater(_) => Ok(()),
+        }
+    }
 }
 
 /// Everything storage hands back at boot.

@@ -144,8 +144,11 @@ fn broken(by: &str, reason: &str) -> EndCause {
 }
 
 /// Every audit label in `fx`, in order.
-fn labels(fx: &Effects) -> Vec<&'static str> {
-    audits(fx).iter().map(|a| a.label()).collect()
+fn labels(fx: &Effects) -> Vec<&str> {
+    audits(fx)
+        .into_iter()
+        .map(locksmith_core::AuditRecord::label)
+        .collect()
 }
 
 // ---- holds ------------------------------------------------------------------------------------

@@ -1291,6 +1291,9 @@ impl Harness {
                 self.audit_seq = self.audit_seq.max(a.seq);
                 self.persisted_audit.push(a.clone());
             }
+            Mutation::PutRecord { .. } | Mutation::DeleteRecord { .. } => {
+                panic!("the lock table wrote another domain's record: {m:?}")
+            }
         }
     }
 

@@ -41,6 +41,16 @@ impl Keys {
         format!("{}holds/", self.prefix)
     }
 
+    /// The key of a domain's record. The space is `[a-z][a-z0-9_]*` (validated before any
+    /// write), so the first `/` after `records/` ends it and no two records share a key.
+    pub(crate) fn record(&self, space: &str, key: &str) -> String {
+        format!("{}records/{space}/{key}", self.prefix)
+    }
+
+    pub(crate) fn records_dir(&self, space: &str) -> String {
+        format!("{}records/{space}/", self.prefix)
+    }
+
     pub(crate) fn audit_dir(&self) -> String {
         format!("{}audit/", self.prefix)
     }
@@ -95,6 +105,20 @@ pub(crate) fn range_end(dir: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The exclusive end of the range of every key that starts with `prefix` (any bytes): the
+/// prefix with its last byte below `0xff` incremented and what follows dropped; empty (etcd's
+/// "to the end of the keyspace") if every byte is `0xff`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    end
+}
+
 /// The id in a key `<dir><20 digits>`, if it is one.
 pub(crate) fn parse_id(dir: &str, key: &[u8]) -> Option<u64> {
     let digits = key.strip_prefix(dir.as_bytes())?;
@@ -126,5 +150,19 @@ mod tests {
         assert_eq!(parse_id(&keys.holds_dir(), b"/locksmith/holds/12"), None);
         assert_eq!(parse_id(&keys.holds_dir(), keys.lease(1).as_bytes()), None);
         assert_eq!(leader_key("/locksmith/"), "/locksmith/leader");
+    }
+
+    #[test]
+    fn a_record_prefix_ends_where_its_keys_do() {
+        let keys = Keys::new("/l/");
+        assert_eq!(keys.record("configs", "a/b"), "/l/records/configs/a/b");
+        assert_eq!(prefix_end(b"/l/records/a/"), b"/l/records/a0");
+        assert_eq!(prefix_end("x/é".as_bytes()), b"x/\xc3\xaa");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"");
+        // A neighbouring space is outside the range.
+        let end = prefix_end(keys.records_dir("a").as_bytes());
+        assert!(keys.record("ab", "x").as_bytes() >= end.as_slice());
+        assert!(keys.record("a", "\u{10FFFF}").as_bytes() < end.as_slice());
     }
 }

@@ -21,6 +21,7 @@
 //! | `leases/<id>` | JSON of the `LeaseRecord` |
 //! | `holds/<id>` | JSON of the `HoldRecord` |
 //! | `audit/<seq>` | JSON of the `AuditRecord` |
+//! | `records/<space>/<key>` | a domain's record: the bytes of its `PutRecord`, as they are |
 //! | `meta/fence_high_water` | decimal u64: the highest fencing value committed |
 //! | `meta/audit_seq` | decimal u64: the highest audit seq ever appended |
 //! | `meta/commit` | the commit marker: `<writer>#<n>`, rewritten by every commit |
@@ -28,7 +29,11 @@
 //!
 //! A key is checked against its record on load (a misfiled record reads as
 //! [`StoreError::Corrupt`]); `load` raises the fence to
-//! every stored lease's token and id and every hold's id, as the contract asks.
+//! every stored lease's token and id and every hold's id, as the contract asks. Records are not
+//! read at load: [`Store::records`] is one ascending range over `records/<space>/<prefix>` at
+//! one revision, in pages of up to 256 keys — fewer when a page would not fit in one response
+//! (64 MiB; a record is up to 16 MiB). A space is `[a-z][a-z0-9_]*`, so no two records share
+//! a key.
 //!
 //! ## One commit, one transaction
 //!
@@ -88,7 +93,10 @@
 //!   appended). Run etcd with e.g. `--max-txn-ops 100000` and pass the same value in
 //!   [`EtcdOptions::max_txn_ops`]; the committer then packs groups of jobs up to it.
 //! - `--max-request-bytes`: the default of 1.5 MiB caps one commit's size; 10 MiB
-//!   (`--max-request-bytes 10485760`) leaves room for large groups.
+//!   (`--max-request-bytes 10485760`) leaves room for large groups and large records. Pass the
+//!   same value in [`EtcdOptions::max_request_bytes`]: the committer then splits groups of
+//!   large records to fit, and a single record too large for one request is refused unwritten
+//!   with [`StoreError::Invalid`] instead of failing the store.
 //! - Compaction: etcd keeps every old revision until compacted; run it with
 //!   `--auto-compaction-mode periodic --auto-compaction-retention 1h` (or revision-based), or
 //!   the database grows until it hits its quota and refuses writes.

@@ -9,11 +9,16 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, KvClient};
 use locksmith_store::StoreError;
 
-use crate::keys::{Keys, parse_id, range_end};
+use crate::keys::{Keys, parse_id, prefix_end, range_end};
 
 /// Records per range request when walking the audit log or loading leases and holds: about
 /// half a megabyte of JSON, far below gRPC's 4 MiB message cap.
 pub(crate) const PAGE: u64 = 1_000;
+
+/// Keys per range request when scanning a domain's records, at most: their values are the
+/// domain's, up to 16 MiB each, so a page too large for one response is asked again smaller
+/// (see [`Remote::records`]).
+pub(crate) const RECORD_PAGE: u64 = 256;
 
 /// The client options every connection of this crate uses.
 pub(crate) fn connect_options(request_timeout: Duration) -> ConnectOptions {
@@ -45,6 +50,24 @@ pub(crate) fn transient(error: &etcd_client::Error) -> bool {
             Code::ResourceExhausted => status.message().contains("too many requests"),
             _ => false,
         },
+        _ => false,
+    }
+}
+
+/// Whether a request failed for its size or its response's: larger than the client decodes
+/// (`OutOfRange`), than gRPC takes (`ResourceExhausted`, "larger than max"), or than etcd
+/// takes in one request (`InvalidArgument`, "request is too large"). Final, never retried:
+/// nothing was read or written.
+pub(crate) fn too_large(error: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return false;
+    };
+    let message = status.message();
+    match status.code() {
+        Code::OutOfRange => true,
+        Code::ResourceExhausted => message.contains("larger than max"),
+        Code::InvalidArgument => message.contains("request is too large"),
         _ => false,
     }
 }
@@ -118,6 +141,18 @@ impl Remote {
         end: &[u8],
         read: Read,
     ) -> Result<GetResponse, StoreError> {
+        self.range_raw(start, end, read)
+            .await
+            .map_err(|e| io(&format!("read of {}", String::from_utf8_lossy(start)), e))
+    }
+
+    /// [`range`](Self::range), with etcd's own error.
+    async fn range_raw(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read: Read,
+    ) -> Result<GetResponse, etcd_client::Error> {
         let kv = self.kv();
         let mut options = GetOptions::new()
             .with_revision(read.revision)
@@ -137,7 +172,67 @@ impl Remote {
             async move { kv.get(start.to_vec(), Some(options)).await }
         })
         .await
-        .map_err(|e| io(&format!("read of {}", String::from_utf8_lossy(start)), e))
+    }
+
+    /// The first `limit` records of `space` whose keys start with `prefix` and sort after
+    /// `after`, ascending, read at one revision (see `Store::records`).
+    ///
+    /// In pages of at most [`RECORD_PAGE`] keys — fewer when a page is too large for one
+    /// response (values are up to 16 MiB; a response, at most 64 MiB): a page refused for its
+    /// size is asked again at a quarter of the keys, down to one.
+    pub(crate) async fn records(
+        &self,
+        space: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let dir = self.keys.records_dir(space);
+        let mut start = format!("{dir}{prefix}").into_bytes();
+        let end = prefix_end(&start);
+        if let Some(after) = after {
+            // The least key above `after` is `after` followed by a NUL.
+            let past = format!("{dir}{after}\0").into_bytes();
+            start = start.max(past);
+        }
+        let mut found = Vec::new();
+        let mut page = RECORD_PAGE;
+        let mut revision = 0;
+        while found.len() < limit {
+            let want = page.min(u64::try_from(limit - found.len()).unwrap_or(u64::MAX));
+            let read = Read {
+                revision,
+                limit: want,
+                ..Read::default()
+            };
+            let response = match self.range_raw(&start, &end, read).await {
+                Ok(response) => response,
+                Err(error) if page > 1 && too_large(&error) => {
+                    page = (page / 4).max(1);
+                    continue;
+                }
+                Err(error) => return Err(io(&format!("scan of records/{space}/{prefix}"), error)),
+            };
+            if revision == 0 {
+                revision = header_revision(&response)?;
+            }
+            for kv in response.kvs() {
+                let key = kv
+                    .key()
+                    .strip_prefix(dir.as_bytes())
+                    .and_then(|key| std::str::from_utf8(key).ok())
+                    .ok_or_else(|| unexpected_key(kv.key()))?;
+                found.push((key.to_owned(), kv.value().to_vec()));
+            }
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     /// Reads one key; `None` if absent.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, Txn, TxnOp, TxnOpResponse};
-use locksmith_core::{AuditRecord, Mutation, Snapshot};
-use locksmith_store::codec::{decode_audit, decode_hold, decode_lease, encode};
+use locksmith_core::{AuditRecord, InvalidRequest, Mutation, Snapshot};
+use locksmith_store::codec::{decode_audit_json, decode_hold, decode_lease_json, encode};
 use locksmith_store::{AuditQuery, Store, StoreError, StoreOptions};
 use tokio::runtime::Runtime;
 
@@ -38,6 +38,12 @@ pub struct EtcdOptions {
     /// much larger value (e.g. `--max-txn-ops 100000`) and set it here: one job (a break, a
     /// big release) must still fit in one transaction.
     pub max_txn_ops: usize,
+    /// The etcd cluster's `--max-request-bytes` (etcd's default: 1.5 MiB). Every commit is one
+    /// request; [`Store::max_batch_bytes`] reports this less a margin for the transaction's
+    /// own operations, so that the committer splits groups to fit. A single job larger than
+    /// etcd takes (a record near 16 MiB on a default cluster) is refused unwritten with
+    /// [`StoreError::Invalid`], and the store goes on working.
+    pub max_request_bytes: usize,
     /// Timeout of one etcd request (and of connecting to a member).
     pub request_timeout: Duration,
     /// How long one store call keeps retrying requests that failed transiently (a member
@@ -48,6 +54,9 @@ pub struct EtcdOptions {
 impl EtcdOptions {
     /// etcd's own default for `--max-txn-ops`.
     pub const ETCD_DEFAULT_MAX_TXN_OPS: usize = 128;
+
+    /// etcd's own default for `--max-request-bytes`: 1.5 MiB.
+    pub const ETCD_DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 }
 
 impl Default for EtcdOptions {
@@ -55,6 +64,7 @@ impl Default for EtcdOptions {
         Self {
             store: StoreOptions::default(),
             max_txn_ops: Self::ETCD_DEFAULT_MAX_TXN_OPS,
+            max_request_bytes: Self::ETCD_DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(15),
         }
@@ -64,6 +74,10 @@ impl Default for EtcdOptions {
 /// Operations a commit adds to its mutations: the commit marker, two meta values, and one
 /// range delete for retention.
 const OVERHEAD_OPS: usize = 4;
+
+/// Bytes of a request left for a commit's own operations (the compares, the marker, the meta
+/// values, the retention delete) beside its mutations.
+const OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// Beyond the records a commit appends, how many more old records it may delete (the same
 /// bound as the embedded store's).
@@ -215,8 +229,8 @@ impl EtcdStore {
         Ok(block_on(runtime, future))
     }
 
-    /// Puts `bytes` under `key`, bypassing every check: how tests plant records the way an
-    /// older release wrote them.
+    /// Puts `bytes` under `key`, bypassing every check: how tests plant a record the store
+    /// would never write.
     #[cfg(feature = "testing")]
     pub(crate) fn put_raw(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let key = key.to_owned();
@@ -283,6 +297,7 @@ impl Store for EtcdStore {
         let state = self
             .state
             .ok_or_else(|| StoreError::Io("commit called before load".to_owned()))?;
+        locksmith_store::validate_batch(batch)?;
         let plan = Plan::new(&self.remote.keys, batch)?;
         let remote = self.remote.clone();
         let guard = self.guard.clone();
@@ -351,7 +366,7 @@ impl Store for EtcdStore {
                         && serde_json::from_slice::<Head<'_>>(bytes)
                             .is_ok_and(|head| !matches(&head.resource, head.at_ms));
                     if !skip {
-                        let record = decode_audit(seq, bytes)?;
+                        let record = decode_audit_json(seq, bytes)?;
                         if matches(&record.resource, record.at_ms) {
                             found.push(record);
                             if found.len() >= query.limit {
@@ -376,12 +391,41 @@ impl Store for EtcdStore {
         })?
     }
 
+    fn record(&mut self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let remote = self.remote.clone();
+        let key = remote.keys.record(space, key);
+        self.run(async move {
+            let (kv, _) = remote.get(&key, 0).await?;
+            Ok(kv.map(|kv| kv.value().to_vec()))
+        })?
+    }
+
+    fn records(
+        &mut self,
+        space: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let remote = self.remote.clone();
+        self.run(async move { remote.records(space, prefix, after, limit).await })?
+    }
+
     fn describe(&self) -> String {
         format!("etcd:{}", self.endpoints.join(","))
     }
 
     fn max_batch_mutations(&self) -> Option<usize> {
         Some(self.options.max_txn_ops.saturating_sub(OVERHEAD_OPS).max(1))
+    }
+
+    fn max_batch_bytes(&self) -> Option<usize> {
+        Some(
+            self.options
+                .max_request_bytes
+                .saturating_sub(OVERHEAD_BYTES)
+                .max(1),
+        )
     }
 }
 
@@ -426,7 +470,7 @@ async fn load(remote: &Remote, guard: Option<&Guard>) -> Result<(Snapshot, State
     remote
         .scan_dir(&leases_dir, revision, false, |kv| {
             let id = parse_id(&leases_dir, kv.key()).ok_or_else(|| unexpected_key(kv.key()))?;
-            snapshot.leases.push(decode_lease(id, kv.value())?);
+            snapshot.leases.push(decode_lease_json(id, kv.value())?);
             Ok(())
         })
         .await?;
@@ -539,7 +583,7 @@ fn check_guard(guard: &Guard, kv: Option<&etcd_client::KeyValue>) -> Result<(), 
 /// contract asks for.
 #[derive(Debug)]
 struct Plan {
-    /// Lease and hold keys → the new value, or `None` to delete.
+    /// Lease, hold and record keys → the new value, or `None` to delete.
     writes: BTreeMap<String, Option<Vec<u8>>>,
     /// Audit seq → record JSON.
     appends: BTreeMap<u64, Vec<u8>>,
@@ -582,6 +626,13 @@ impl Plan {
                     plan.audit_seq = plan.audit_seq.max(record.seq);
                 }
                 Mutation::FenceHighWater(value) => plan.fence = plan.fence.max(*value),
+                Mutation::PutRecord { space, key, value } => {
+                    plan.writes
+                        .insert(keys.record(space, key), Some(value.clone()));
+                }
+                Mutation::DeleteRecord { space, key } => {
+                    plan.writes.insert(keys.record(space, key), None);
+                }
             }
         }
         Ok(plan)
@@ -730,7 +781,19 @@ async fn commit(remote: &Remote, commit: Commit<'_>) -> Result<State, StoreError
         async move { kv.txn(txn).await }
     })
     .await
-    .map_err(|e| remote::io("commit", e))?;
+    .map_err(|e| {
+        if remote::too_large(&e) {
+            // etcd (or gRPC before it) refused the request for its size: nothing was written.
+            return StoreError::Invalid(InvalidRequest::new(
+                "batch",
+                format!(
+                    "is too large for one etcd request ({e}); raise etcd's --max-request-bytes \
+                     and EtcdOptions::max_request_bytes above the largest record"
+                ),
+            ));
+        }
+        remote::io("commit", e)
+    })?;
     tracing::trace!(elapsed = ?started.elapsed(), "etcd commit");
 
     if response.succeeded() {

@@ -451,6 +451,7 @@ impl Harness for EtcdHarness {
         let options = EtcdOptions {
             store: options,
             max_txn_ops: TEST_MAX_TXN_OPS,
+            max_request_bytes: TEST_MAX_REQUEST_BYTES,
             ..EtcdOptions::default()
         };
         self.current = Some((prefix, options));
@@ -470,7 +471,7 @@ impl Harness for EtcdHarness {
         self.open()
     }
 
-    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, json: &[u8]) -> Box<dyn Store> {
+    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, bytes: &[u8]) -> Box<dyn Store> {
         drop(store);
         let (prefix, options) = self
             .current
@@ -478,7 +479,7 @@ impl Harness for EtcdHarness {
             .expect("write_raw_lease is called after fresh");
         let raw = EtcdStore::open_with(&self.endpoints, prefix, None, *options)
             .expect("open an etcd store for a raw write");
-        raw.put_raw(&Keys::new(prefix).lease(id), json)
+        raw.put_raw(&Keys::new(prefix).lease(id), bytes)
             .expect("write a raw lease");
         drop(raw);
         self.open()

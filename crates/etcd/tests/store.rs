@@ -507,3 +507,98 @@ fn audit_queries_across_many_windows_match_a_model() {
     let all = reopened.audit(&AuditQuery::default()).expect("query");
     assert_eq!(all, log, "after reopen");
 }
+
+/// A domain's records are up to 16 MiB, and one etcd response at most 64 MiB: a scan whose page
+/// would be larger than one response (here 8 × 9 MiB) is read in smaller pages instead of
+/// failing, and returns every record whole, in key order.
+#[test]
+fn a_record_scan_larger_than_one_response_is_read_in_smaller_pages() {
+    const MIB: usize = 1024 * 1024;
+    let mut store = open("/records-large/", None);
+    store.load().expect("load");
+    for i in 0..8u8 {
+        let value = vec![i; 9 * MIB];
+        store
+            .commit(&[Mutation::PutRecord {
+                space: "configs".to_owned(),
+                key: format!("big/{i}"),
+                value,
+            }])
+            .expect("commit a 9 MiB record");
+    }
+    let found = store.records("configs", "big/", None, 100).expect("scan");
+    assert_eq!(
+        found.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        (0..8).map(|i| format!("big/{i}")).collect::<Vec<_>>()
+    );
+    for (i, (_, value)) in (0u8..).zip(&found) {
+        assert!(
+            value.len() == 9 * MIB && value.iter().all(|&b| b == i),
+            "record {i}"
+        );
+    }
+}
+
+/// With etcd's default `--max-request-bytes` (1.5 MiB): 1 MiB config records queued together
+/// are split into requests that fit — none is refused for its neighbours' size — and a 2 MiB
+/// record, too large alone, is refused unwritten as `Invalid` without failing the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_committer_fits_large_records_into_etcds_default_request_size() {
+    const MIB: usize = 1024 * 1024;
+    let default_bytes = EtcdOptions::ETCD_DEFAULT_MAX_REQUEST_BYTES.to_string();
+    let strict = EtcdCluster::start_with_args(1, &["--max-request-bytes", &default_bytes]);
+    let endpoints = strict.endpoints();
+    let config = |key: String, size: usize| {
+        vec![Mutation::PutRecord {
+            space: "configs".to_owned(),
+            key,
+            value: vec![b'c'; size],
+        }]
+    };
+    let (_, committer) =
+        open_etcd(&endpoints, "/t/records/", None, EtcdOptions::default()).expect("open");
+    // Submitted back to back, so they queue while earlier commits run and form groups.
+    let tickets: Vec<_> = (0..6)
+        .map(|i| committer.submit(config(format!("app-{i}"), MIB)))
+        .collect();
+    for ticket in tickets {
+        ticket.wait().await.expect("every 1 MiB record lands");
+    }
+    match committer
+        .submit(config("huge".to_owned(), 2 * MIB))
+        .wait()
+        .await
+    {
+        Err(StoreError::Invalid(invalid)) => {
+            assert!(invalid.reason.contains("max-request-bytes"), "{invalid}");
+        }
+        other => panic!("a 2 MiB record cannot fit; expected Invalid, got {other:?}"),
+    }
+    assert!(
+        committer.failure().is_none(),
+        "a refused record latches nothing"
+    );
+    committer
+        .submit(config("after".to_owned(), 10))
+        .wait()
+        .await
+        .expect("the store still takes writes");
+    let keys: Vec<String> = committer
+        .query_records("configs", "", None, 100)
+        .wait()
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "after", "app-0", "app-1", "app-2", "app-3", "app-4", "app-5"
+        ]
+    );
+    tokio::task::spawn_blocking(move || committer.join())
+        .await
+        .expect("join")
+        .expect("clean close");
+}

@@ -38,6 +38,7 @@ pub struct Metrics {
     grants: Counter,
     ends: Family<CauseLabel, Counter>,
     hold_events: Family<EventLabel, Counter>,
+    domain_events: Family<EventLabel, Counter>,
     breaks: Counter,
     grant_latency: Histogram,
     commit_latency: Histogram,
@@ -56,6 +57,7 @@ impl Default for Metrics {
             grants: Counter::default(),
             ends: Family::default(),
             hold_events: Family::default(),
+            domain_events: Family::default(),
             breaks: Counter::default(),
             // 50 µs .. ~26 s
             grant_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
@@ -79,6 +81,11 @@ impl Default for Metrics {
                 "hold_events",
                 "Hold events (placed, acked, lifted, expired)",
                 m.hold_events.clone(),
+            );
+            r.register(
+                "domain_events",
+                "Audit events of the other domains, by kind (config_written, …)",
+                m.domain_events.clone(),
             );
             r.register("breaks", "Locks broken by an operator", m.breaks.clone());
             r.register(
@@ -169,6 +176,13 @@ impl Metrics {
                     })
                     .inc();
             }
+            AuditKind::Domain(event) => {
+                self.domain_events
+                    .get_or_create(&EventLabel {
+                        event: event.kind.clone(),
+                    })
+                    .inc();
+            }
         }
     }
 
@@ -236,4 +250,38 @@ pub fn hold_counts(holds: &[locksmith_core::HoldView]) -> (u64, u64) {
         .filter(|h| h.state == HoldState::Active)
         .count() as u64;
     (active, holds.len() as u64 - active)
+}
+
+#[cfg(test)]
+mod domain_event_tests {
+    use super::*;
+
+    /// Another domain's audit events are counted by their kind, beside the lock table's.
+    #[test]
+    fn domain_events_are_counted_by_kind() {
+        let metrics = Metrics::default();
+        let event = |kind: &str| {
+            let event = locksmith_core::DomainEvent::new(kind, serde_json::Value::Null)
+                .unwrap_or_else(|e| panic!("{e}"));
+            AuditRecord::new("fleet/app.conf", AuditKind::Domain(event))
+        };
+        for kind in ["config_written", "config_written", "rollout_started"] {
+            metrics.count(&event(kind));
+        }
+        let text = metrics.render(&Snapshot {
+            table: None,
+            leases: 0,
+            waiters: 0,
+            fence: 0,
+            heartbeat_ms: 0,
+        });
+        assert!(
+            text.contains("locksmith_domain_events_total{event=\"config_written\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("locksmith_domain_events_total{event=\"rollout_started\"} 1"),
+            "{text}"
+        );
+    }
 }

@@ -28,20 +28,26 @@
 //!   wherever the answer is dropped (the commit thread, or the task dropping the ticket).
 //! - An empty batch is an ordering barrier: it is acknowledged after every earlier batch is
 //!   durable, without a commit of its own.
-//! - Audit queries ([`Committer::query_audit`]) run on the same thread, in submission order
-//!   relative to batches: a query sees every batch submitted before it (committed first) and
-//!   none submitted after it.
+//! - Queries ([`Committer::query_audit`], [`Committer::query_record`],
+//!   [`Committer::query_records`]) run on the same thread, in submission order relative to
+//!   batches: a query sees every batch submitted before it (committed first) and none submitted
+//!   after it.
+//! - A batch holding a record outside the keyspace limits ([`crate::validate_batch`]) is
+//!   refused at submission with [`StoreError::Invalid`]: never queued, it fails nothing else
+//!   and latches nothing.
 //! - A store that bounds its commits
-//!   ([`Store::max_batch_mutations`](crate::Store::max_batch_mutations)) gets a group in several
-//!   commits, split at job boundaries and made in order; a job is never split.
+//!   ([`Store::max_batch_mutations`](crate::Store::max_batch_mutations),
+//!   [`Store::max_batch_bytes`](crate::Store::max_batch_bytes)) gets a group in several commits,
+//!   split at job boundaries and made in order; a job is never split.
 //! - An answer follows its batch's durability. Fail-stop: after one failed commit, the jobs of
 //!   that commit get [`StoreError::Unknown`] (their batch may or may not be durable) — or
 //!   [`StoreError::Failed`] if the store refused it unwritten — and every later job gets
 //!   [`StoreError::Failed`] (nothing of it written); the store is never written again by this
 //!   process. A commit that is durable but after which the store failed
 //!   ([`Store::failure`](crate::Store::failure)) is answered `Ok`, and latches the failure for
-//!   the jobs after it. Later audit queries get [`StoreError::Failed`]. A failed query latches
-//!   nothing.
+//!   the jobs after it. Later queries get [`StoreError::Failed`]. A failed query latches
+//!   nothing. Nor does a commit the store refused as [`StoreError::Invalid`] (unwritten, the
+//!   store working: a job too large for the backend's requests): its jobs get that answer.
 //! - [`Committer::shutdown`] finishes the jobs queued before it; later ones get
 //!   [`StoreError::Closed`]. Dropping the last handle does the same, without waiting.
 
@@ -58,6 +64,15 @@ use tokio::sync::oneshot;
 pub use stats::CommitStats;
 use stats::StatsCell;
 use worker::{Answer, Callback, Job, Message, Query, QueryReply, Reply, Worker};
+
+/// The answer to one [`Committer::query_audit`].
+pub type AuditTicket = QueryTicket<Vec<AuditRecord>>;
+
+/// The answer to one [`Committer::query_record`]: the record's value, or `None`.
+pub type RecordTicket = QueryTicket<Option<Vec<u8>>>;
+
+/// The answer to one [`Committer::query_records`]: `(key, value)`s in ascending key order.
+pub type RecordsTicket = QueryTicket<Vec<(String, Vec<u8>)>>;
 
 use crate::{AuditQuery, Store, StoreError};
 
@@ -299,6 +314,7 @@ impl Committer {
         let failure = Arc::new(OnceLock::new());
         let describe = store.describe();
         let max_batch = store.max_batch_mutations();
+        let max_bytes = store.max_batch_bytes();
         let inline = store.commits_inline();
         let worker = Worker {
             store,
@@ -306,6 +322,7 @@ impl Committer {
             stats: Arc::clone(&stats),
             failure: Arc::clone(&failure),
             max_batch,
+            max_bytes,
         };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -356,6 +373,11 @@ impl Committer {
 
     fn send_job(&self, batch: Vec<Mutation>, then: Option<Callback>) -> CommitTicket {
         let (done, rx) = oneshot::channel();
+        if let Err(invalid) = crate::validate_batch(&batch) {
+            // Never queued: the other jobs, and the store, are untouched.
+            let _ = done.send(Err(invalid));
+            return CommitTicket { rx, lead: None };
+        }
         // After shutdown, the message and `done` are dropped here and the ticket resolves to
         // `Closed`.
         let shared = &self.inner.shared;
@@ -372,10 +394,49 @@ impl Committer {
     /// waits for those commits, and later batches wait for it: keep `limit` modest.
     pub fn query_audit(&self, query: AuditQuery) -> AuditTicket {
         let (done, rx) = oneshot::channel();
-        self.inner
-            .shared
-            .push(Message::Query(Query { query, done }));
-        AuditTicket { rx }
+        self.query(Query::Audit { query, done });
+        QueryTicket { rx }
+    }
+
+    /// Queues a read of the record `key` of `space` ([`Store::record`](crate::Store::record))
+    /// and returns at once; await the ticket for the value. Ordered like
+    /// [`query_audit`](Self::query_audit): it sees every batch submitted before it, and none
+    /// after — so a domain that submitted a write and then reads gets what it wrote.
+    pub fn query_record(&self, space: &str, key: &str) -> RecordTicket {
+        let (done, rx) = oneshot::channel();
+        self.query(Query::Record {
+            space: space.to_owned(),
+            key: key.to_owned(),
+            done,
+        });
+        QueryTicket { rx }
+    }
+
+    /// Queues a prefix scan of `space` ([`Store::records`](crate::Store::records): at most
+    /// `limit` records whose keys start with `prefix` and sort after `after`, ascending) and
+    /// returns at once; await the ticket for them. Ordered like
+    /// [`query_audit`](Self::query_audit). Later batches wait for it: page through a large
+    /// space with a modest `limit`.
+    pub fn query_records(
+        &self,
+        space: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> RecordsTicket {
+        let (done, rx) = oneshot::channel();
+        self.query(Query::Records {
+            space: space.to_owned(),
+            prefix: prefix.to_owned(),
+            after: after.map(str::to_owned),
+            limit,
+            done,
+        });
+        QueryTicket { rx }
+    }
+
+    fn query(&self, query: Query) {
+        self.inner.shared.push(Message::Query(query));
     }
 
     /// Asks the thread to finish every job queued so far, then exit (closing the store).
@@ -478,18 +539,20 @@ impl CommitTicket {
     }
 }
 
-/// The answer to one [`Committer::query_audit`].
+/// The answer to one query of the [`Committer`]: [`AuditTicket`], [`RecordTicket`],
+/// [`RecordsTicket`].
 #[derive(Debug)]
 #[must_use = "a query does nothing useful unless its ticket is awaited"]
-pub struct AuditTicket {
-    rx: oneshot::Receiver<QueryReply>,
+pub struct QueryTicket<T> {
+    rx: oneshot::Receiver<QueryReply<T>>,
 }
 
-impl AuditTicket {
-    /// Resolves with the matching records (see [`Store::audit`](crate::Store::audit)), or with
-    /// the query's error, [`StoreError::Failed`] if a commit has failed, or
+impl<T> QueryTicket<T> {
+    /// Resolves with the answer (see [`Store::audit`](crate::Store::audit),
+    /// [`Store::record`](crate::Store::record), [`Store::records`](crate::Store::records)), or
+    /// with the query's error, [`StoreError::Failed`] if a commit has failed, or
     /// [`StoreError::Closed`] if the committer shut down first.
-    pub async fn wait(self) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn wait(self) -> Result<T, StoreError> {
         self.rx.await.unwrap_or(Err(StoreError::Closed))
     }
 }
@@ -530,6 +593,7 @@ mod tests {
             stats: Arc::default(),
             failure: Arc::default(),
             max_batch: None,
+            max_bytes: None,
         };
         let shared = Shared {
             queue: Mutex::new(Queue::default()),
@@ -603,7 +667,7 @@ mod tests {
     async fn a_query_in_the_queue_is_left_to_the_commit_thread() {
         let (shared, sizes) = threadless(true);
         let (done, _rx) = oneshot::channel();
-        shared.push(Message::Query(Query {
+        shared.push(Message::Query(Query::Audit {
             query: AuditQuery::default(),
             done,
         }));

@@ -26,10 +26,12 @@ use crate::{EmbeddedStore, Store, StoreOptions};
 mod audit;
 mod checks;
 mod holds;
+mod records;
 
 pub use audit::*;
 pub use checks::*;
 pub use holds::*;
+pub use records::*;
 
 /// How the suite gets stores of a backend.
 pub trait Harness {
@@ -49,10 +51,10 @@ pub trait Harness {
     /// operator changed the configuration and restarted).
     fn reopen_with(&mut self, store: Box<dyn Store>, options: StoreOptions) -> Box<dyn Store>;
 
-    /// Closes `store`, writes `json` directly into its storage as the stored form of lease `id`
-    /// — the way an older release of the backend wrote it, bypassing `commit` — and opens the
-    /// storage again. Not yet loaded. This is how the suite proves old records still load.
-    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, json: &[u8]) -> Box<dyn Store>;
+    /// Closes `store`, writes `bytes` directly into its storage as the stored form of lease `id`,
+    /// bypassing `commit`, and opens the storage again. Not yet loaded. This is how the suite
+    /// proves that damaged records are refused, never guessed at.
+    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, bytes: &[u8]) -> Box<dyn Store>;
 }
 
 /// One check of the suite.
@@ -94,8 +96,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("delete_absent_is_a_no_op", delete_absent_is_a_no_op),
     ("lock_delay_round_trips", lock_delay_round_trips),
     (
-        "legacy_lease_without_lock_delay_loads",
-        legacy_lease_without_lock_delay_loads,
+        "a_damaged_lease_fails_the_load",
+        a_damaged_lease_fails_the_load,
     ),
     ("holds_put_delete_overwrite", holds_put_delete_overwrite),
     ("holds_survive_reopens", holds_survive_reopens),
@@ -139,6 +141,25 @@ pub const CHECKS: &[(&str, Check)] = &[
     (
         "audit_broken_lease_record_round_trips",
         audit_broken_lease_record_round_trips,
+    ),
+    ("records_put_replace_delete", records_put_replace_delete),
+    (
+        "records_are_atomic_with_leases",
+        records_are_atomic_with_leases,
+    ),
+    ("records_survive_reopens", records_survive_reopens),
+    (
+        "records_prefix_scan_and_paging",
+        records_prefix_scan_and_paging,
+    ),
+    ("records_match_a_model", records_match_a_model),
+    (
+        "records_limits_are_refused_cleanly",
+        records_limits_are_refused_cleanly,
+    ),
+    (
+        "domain_audit_events_round_trip",
+        domain_audit_events_round_trip,
     ),
 ];
 
@@ -195,13 +216,13 @@ impl Harness for EmbeddedHarness {
         Box::new(EmbeddedStore::open_with(path, options).expect("reopen the embedded store"))
     }
 
-    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, json: &[u8]) -> Box<dyn Store> {
+    fn write_raw_lease(&mut self, store: Box<dyn Store>, id: u64, bytes: &[u8]) -> Box<dyn Store> {
         drop(store);
         let (path, options) = self
             .current
             .as_ref()
             .expect("write_raw_lease is called after fresh");
-        crate::embedded::write_raw_lease(path, id, json).expect("write a raw lease");
+        crate::embedded::write_raw_lease(path, id, bytes).expect("write a raw lease");
         Box::new(EmbeddedStore::open_with(path, *options).expect("reopen the embedded store"))
     }
 }

@@ -1,6 +1,7 @@
-//! Storage errors. All of them are fatal for the write path: after one, the committer refuses
-//! further writes instead of guessing what reached the disk.
+//! Storage errors. All of them but [`StoreError::Invalid`] are fatal for the write path: after
+//! one, the committer refuses further writes instead of guessing what reached the disk.
 
+use locksmith_core::InvalidRequest;
 use thiserror::Error;
 
 /// A storage failure.
@@ -51,6 +52,11 @@ pub enum StoreError {
     /// The committer has shut down.
     #[error("storage is shut down")]
     Closed,
+    /// The batch holds a record outside the limits of `locksmith_core::keyspace`; it was
+    /// refused before any of it was written, and the store goes on working (the one error that
+    /// latches nothing). A domain validates its records first, so this is a bug in the caller.
+    #[error("storage refused a record: {0}")]
+    Invalid(InvalidRequest),
 }
 
 impl StoreError {

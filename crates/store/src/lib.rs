@@ -1,14 +1,15 @@
 //! # locksmith-store
 //!
 //! Durable storage for the lock table — leases, holds, the fencing high-water mark and the
-//! audit log: the [`Store`] trait and its durability contract, the embedded [`redb`] backend
-//! (the default: one file, no setup), the group-commit [`Committer`] that lets concurrent
-//! requests share one fsync (and answers [`AuditQuery`]s in order with the commits), and a
-//! conformance suite ([`conformance`], behind the `conformance` feature) that every backend
-//! must pass.
+//! audit log — and for the records of every other domain (opaque bytes under `(space, key)`):
+//! the [`Store`] trait and its durability contract, the embedded [`redb`] backend (the default:
+//! one file, no setup), the group-commit [`Committer`] that lets concurrent requests share one
+//! fsync (and answers audit and record queries in order with the commits), and a conformance
+//! suite ([`conformance`], behind the `conformance` feature) that every backend must pass.
 //!
-//! What it is not: a lock table. It stores what `locksmith-core` tells it to and hands it back
-//! at boot; it makes no decisions about leases.
+//! What it is not: a lock table, nor a config store. It stores what `locksmith-core` and the
+//! domains tell it to and hands it back; it makes no decisions about leases, and never decodes
+//! a domain's record.
 
 pub mod codec;
 mod committer;
@@ -16,11 +17,15 @@ mod committer;
 pub mod conformance;
 mod embedded;
 mod error;
+mod limits;
 mod options;
 
-pub use committer::{AuditTicket, CommitStats, CommitTicket, Committer};
+pub use committer::{
+    AuditTicket, CommitStats, CommitTicket, Committer, QueryTicket, RecordTicket, RecordsTicket,
+};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use limits::{mutation_bytes, validate_batch};
 pub use options::{AuditQuery, StoreOptions};
 
 use std::path::Path;
@@ -61,8 +66,8 @@ pub trait LeaseSink {
     fn leases(&mut self, chunk: &mut LeaseChunk) -> Result<(), StoreError>;
 }
 
-/// A durable home for the lock table's state: leases, holds, the fence high-water mark, and
-/// the audit log.
+/// A durable home for the lock table's state — leases, holds, the fence high-water mark, the
+/// audit log — and for the records of every other domain.
 ///
 /// # Durability contract
 ///
@@ -95,6 +100,18 @@ pub trait LeaseSink {
 ///   (the embedded store's copy into redb, its switch to the next log segment): the store then
 ///   returns `Ok`, reports the failure in [`Store::failure`], and refuses every later commit
 ///   with [`StoreError::Failed`].
+/// - Records: `PutRecord { space, key, value }` inserts or replaces the record `(space, key)`
+///   with `value`, byte for byte (the store never decodes it); `DeleteRecord` removes it (a
+///   missing record is a no-op). They are part of the batch like any other mutation: atomic with
+///   the lease and audit mutations beside them, in order. Each space is its own keyspace: the
+///   same key in two spaces names two records. They are read with [`Store::record`] and
+///   [`Store::records`], not at `load`.
+/// - A batch holding a record outside the limits of `locksmith_core::keyspace` (a bad space
+///   name, an empty or over-long key, a value over 16 MiB) is refused with
+///   [`StoreError::Invalid`] before any of it is written; unlike every other error it leaves
+///   the store working (see [`validate_batch`]). Domains validate first, so a store never sees
+///   one. A backend may refuse the same way a batch too large for it to take at once (etcd's
+///   request size), unwritten and still working; see [`Store::max_batch_bytes`].
 /// - `load` — or [`Store::load_streaming`], which reads the same state — is called once, before
 ///   any `commit`, and returns exactly the durable state.
 pub trait Store: Send + 'static {
@@ -154,6 +171,49 @@ pub trait Store: Send + 'static {
     /// - A failed query does not affect durable state; the caller may keep committing.
     fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Reads the record `key` of `space`: its value as last committed, or `None`. May be called
+    /// at any time after `load`, between commits.
+    ///
+    /// - Sees every committed batch, never part of one.
+    /// - A failed read does not affect durable state; the caller may keep committing.
+    ///
+    /// Every backend of this crate and of `locksmith-etcd` implements it; the default, for test
+    /// doubles that keep only the lock table, refuses with [`StoreError::Io`].
+    fn record(&mut self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = (space, key);
+        Err(StoreError::Io(format!(
+            "{} keeps no records",
+            self.describe()
+        )))
+    }
+
+    /// Reads the records of `space` whose keys start with `prefix` (`""` for all) and, when
+    /// `after` is given, sort strictly after it: the first `limit` of them, as `(key, value)` in
+    /// ascending key order (byte order of the UTF-8 keys). To page, pass the last key returned
+    /// as the next `after`; to load a whole space at boot, page until fewer than `limit` come
+    /// back. May be called at any time after `load`, between commits.
+    ///
+    /// - Sees every committed batch, never part of one.
+    /// - A failed read does not affect durable state; the caller may keep committing.
+    /// - Every value is returned whole, so `limit` bounds the answer's size at `limit` × 16 MiB:
+    ///   page modestly through large records.
+    ///
+    /// The default, for test doubles that keep only the lock table, refuses with
+    /// [`StoreError::Io`] (see [`Store::record`]).
+    fn records(
+        &mut self,
+        space: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let _ = (space, prefix, after, limit);
+        Err(StoreError::Io(format!(
+            "{} keeps no records",
+            self.describe()
+        )))
+    }
+
     /// A short name for logs and health output, e.g. `embedded:/var/lib/locksmith`.
     fn describe(&self) -> String;
 
@@ -164,6 +224,17 @@ pub trait Store: Send + 'static {
     /// A single job larger than the limit is still committed alone, in one commit: a job's
     /// atomicity comes first, and the backend must take it or fail.
     fn max_batch_mutations(&self) -> Option<usize> {
+        None
+    }
+
+    /// The most bytes one [`commit`](Store::commit) should carry, as [`mutation_bytes`]
+    /// estimates them, or `None` (the default) for no limit. A backend whose requests are
+    /// bounded in size (etcd's `--max-request-bytes`) says so here, and the [`Committer`] splits
+    /// a group of queued jobs into commits at or under it, as for
+    /// [`max_batch_mutations`](Store::max_batch_mutations): two 1 MiB config writes queued
+    /// together must not make one request etcd refuses. A single larger job is still committed
+    /// alone; a backend that refuses it unwritten answers [`StoreError::Invalid`].
+    fn max_batch_bytes(&self) -> Option<usize> {
         None
     }
 

@@ -541,6 +541,136 @@ async fn queries_after_shutdown_are_closed() {
     committer.join().expect("clean close");
 }
 
+fn put_record(key: &str, value: &[u8]) -> Mutation {
+    Mutation::PutRecord {
+        space: "configs".to_owned(),
+        key: key.to_owned(),
+        value: value.to_vec(),
+    }
+}
+
+/// Record reads are ordered among the batches like audit queries: a read sees every batch
+/// submitted before it — acknowledged or not — and none after it.
+#[tokio::test]
+async fn record_reads_see_exactly_the_batches_submitted_before_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, committer) = open_embedded(dir.path()).expect("open");
+    let first = committer.submit(vec![put_record("a/1", b"one"), put_record("a/2", b"two")]);
+    let read = committer.query_record("configs", "a/1");
+    let scan = committer.query_records("configs", "a/", None, 10);
+    let second = committer.submit(vec![
+        put_record("a/1", b"replaced"),
+        Mutation::DeleteRecord {
+            space: "configs".to_owned(),
+            key: "a/2".to_owned(),
+        },
+    ]);
+    let later = committer.query_records("configs", "a/", None, 10);
+    let page = committer.query_records("configs", "", Some("a/0"), 1);
+    assert_eq!(read.wait().await.expect("read"), Some(b"one".to_vec()));
+    assert_eq!(
+        scan.wait().await.expect("scan"),
+        vec![
+            ("a/1".to_owned(), b"one".to_vec()),
+            ("a/2".to_owned(), b"two".to_vec())
+        ]
+    );
+    assert_eq!(
+        later.wait().await.expect("scan"),
+        vec![("a/1".to_owned(), b"replaced".to_vec())]
+    );
+    assert_eq!(
+        page.wait().await.expect("scan"),
+        vec![("a/1".to_owned(), b"replaced".to_vec())]
+    );
+    first.wait().await.expect("first");
+    second.wait().await.expect("second");
+    assert_eq!(
+        committer
+            .query_record("configs", "a/2")
+            .wait()
+            .await
+            .expect("read"),
+        None
+    );
+    committer.join().expect("close");
+}
+
+/// A job holding a record the store would refuse is answered `Invalid` at submission: never
+/// queued, it reaches no store, fails no other job and latches nothing.
+#[tokio::test]
+async fn a_job_with_an_invalid_record_is_refused_at_submission_and_latches_nothing() {
+    let (store, probe) = FakeStore::new();
+    let committer = spawn(store);
+    let bad = committer.submit(vec![put(1), put_record("", b"no key")]);
+    let good = committer.submit(vec![put(2)]);
+    match bad.wait().await {
+        Err(StoreError::Invalid(invalid)) => assert_eq!(invalid.field, "key"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    good.wait().await.expect("the next job commits");
+    assert!(committer.failure().is_none());
+    assert_eq!(probe.commits(), vec![vec![put(2)]]);
+}
+
+/// A store whose requests are bounded in bytes (etcd's `--max-request-bytes`) gets a group of
+/// large jobs split so each commit fits: two 1 MiB config writes queued together must not
+/// make one request the backend refuses. A job too large alone is still sent alone; the
+/// store's `Invalid` answer reaches only that job and latches nothing.
+#[tokio::test]
+async fn a_group_is_split_to_fit_the_stores_request_size() {
+    const MIB: usize = 1024 * 1024;
+    let (store, probe) = FakeStore::new();
+    let limit = 3 * MIB / 2;
+    let (store, gate) = store.max_bytes(limit).refuse_above_bytes(limit).gated();
+    let committer = spawn(store);
+
+    let first = committer.submit(vec![put(100)]);
+    gate.wait_entered();
+    // Queued during the first commit, so drained as one group.
+    let config = |key: &str, size: usize| vec![put_record(key, &vec![b'c'; size])];
+    let small = committer.submit(vec![put(1), put(2)]);
+    let a = committer.submit(config("a", MIB));
+    let b = committer.submit(config("b", MIB));
+    let huge = committer.submit(config("huge", 2 * MIB));
+    let c = committer.submit(config("c", MIB / 4));
+    for _ in 0..5 {
+        gate.release_one();
+    }
+    first.wait().await.expect("first");
+    small.wait().await.expect("small");
+    a.wait()
+        .await
+        .expect("a: alone with the small job, under the limit");
+    b.wait().await.expect("b: in a commit of its own");
+    match huge.wait().await {
+        Err(StoreError::Invalid(_)) => {}
+        other => panic!("the store refused the 2 MiB job; expected Invalid, got {other:?}"),
+    }
+    c.wait()
+        .await
+        .expect("c: after the refused job, nothing latched");
+    assert!(committer.failure().is_none());
+    let keys: Vec<Vec<String>> = probe
+        .commits()
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|m| match m {
+                    Mutation::PutRecord { key, .. } => key.clone(),
+                    Mutation::PutLease(l) => l.lease.0.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [vec!["100"], vec!["1", "2", "a"], vec!["b"], vec!["c"]]
+    );
+}
+
 /// What `submit_then` callbacks record, in the order they ran.
 fn recorder() -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
     std::sync::Arc::new(std::sync::Mutex::new(Vec::new()))

@@ -42,7 +42,7 @@ checks!(
     extreme_values_round_trip,
     delete_absent_is_a_no_op,
     lock_delay_round_trips,
-    legacy_lease_without_lock_delay_loads,
+    a_damaged_lease_fails_the_load,
     holds_put_delete_overwrite,
     holds_survive_reopens,
     holds_and_leases_are_separate,
@@ -59,6 +59,13 @@ checks!(
     audit_retention_zero_keeps_nothing,
     audit_lowered_retention_catches_up,
     audit_broken_lease_record_round_trips,
+    records_put_replace_delete,
+    records_are_atomic_with_leases,
+    records_survive_reopens,
+    records_prefix_scan_and_paging,
+    records_match_a_model,
+    records_limits_are_refused_cleanly,
+    domain_audit_events_round_trip,
 );
 
 #[test]

@@ -1,6 +1,7 @@
 //! Crash test: `kill -9` a process that is committing through the committer into the embedded
-//! store, reopen, and check that every acknowledged batch survived whole — its leases, its hold
-//! and its audit record, which live in different tables of the same transaction.
+//! store, reopen, and check that every acknowledged batch survived whole — its leases, its hold,
+//! its audit record and its domain record (a few KiB, so frames span blocks), which live in
+//! different tables of the same transaction.
 //!
 //! The writer is this same test binary, re-executed with a filter that runs only
 //! `crash_writer_child` and an environment variable naming the data directory. It prints
@@ -62,6 +63,11 @@ fn crash_writer_child() {
                             .collect();
                         batch.push(Mutation::PutHold(hold(first, &purpose)));
                         batch.push(Mutation::AppendAudit(audit(first, &purpose)));
+                        batch.push(Mutation::PutRecord {
+                            space: JOBS.to_owned(),
+                            key: job_key(first),
+                            value: job_value(first, &purpose),
+                        });
                         batch.push(Mutation::FenceHighWater(last));
                         committer.submit(batch).wait().await.expect("commit");
                         println!("{ACK}{first} {last}");
@@ -93,6 +99,20 @@ fn allocate(next: &AtomicU64) -> (u64, u64) {
 /// never saw acknowledged.
 fn job_purpose(first: u64, last: u64) -> String {
     format!("job {first} {last}")
+}
+
+/// The space of the jobs' domain records.
+const JOBS: &str = "jobs";
+
+/// A job's record key: its first id, zero-padded so that key order is id order.
+fn job_key(first: u64) -> String {
+    format!("{first:020}")
+}
+
+/// A job's record: its purpose, one per line, repeated to 1–8 KiB.
+fn job_value(first: u64, purpose: &str) -> Vec<u8> {
+    let len = 1024 * (1 + first as usize % 8);
+    purpose.bytes().chain(*b"\n").cycle().take(len).collect()
 }
 
 /// The job's hold, under the job's first id.
@@ -205,6 +225,12 @@ fn check_recovered(dir: &Path, acked: &BTreeMap<u64, u64>, round: usize) {
         .audit(&AuditQuery::default())
         .expect("query the audit log after kill -9");
     let audits: BTreeMap<u64, &AuditRecord> = records.iter().map(|r| (r.seq, r)).collect();
+    let jobs: BTreeMap<u64, Vec<u8>> = store
+        .records(JOBS, "", None, usize::MAX)
+        .expect("scan the records after kill -9")
+        .into_iter()
+        .map(|(key, value)| (key.parse().expect("a job key"), value))
+        .collect();
 
     for (&first, &last) in acked {
         let purpose = job_purpose(first, last);
@@ -217,6 +243,10 @@ fn check_recovered(dir: &Path, acked: &BTreeMap<u64, u64>, round: usize) {
             audits.get(&first).copied(),
             Some(&audit(first, &purpose)),
             "round {round}: the audit record of acknowledged job {first}..={last} was lost"
+        );
+        assert!(
+            jobs.get(&first) == Some(&job_value(first, &purpose)),
+            "round {round}: the record of acknowledged job {first}..={last} was lost or damaged"
         );
         for id in first..=last {
             let record = stored
@@ -236,16 +266,21 @@ fn check_recovered(dir: &Path, acked: &BTreeMap<u64, u64>, round: usize) {
         }
     }
     // The job's hold and audit record went in the same transaction as its leases.
-    let jobs = stored.values().map(|r| parse_job(r));
+    let leased = stored.values().map(|r| parse_job(r));
     let held = holds.values().map(|r| parse_purpose(&r.reason));
     let audited = audits
         .values()
         .map(|r| parse_purpose(r.reason.as_deref().unwrap_or_default()));
-    for (first, last) in jobs.chain(held).chain(audited) {
+    let recorded = jobs.values().map(|v| {
+        let line = v.split(|&b| b == b'\n').next().unwrap_or_default();
+        parse_purpose(&String::from_utf8_lossy(line))
+    });
+    for (first, last) in leased.chain(held).chain(audited).chain(recorded) {
         assert!(
             stored.contains_key(&first)
                 && holds.contains_key(&first)
-                && audits.contains_key(&first),
+                && audits.contains_key(&first)
+                && jobs.contains_key(&first),
             "round {round}: job {first}..={last} survived in some tables but not all"
         );
     }

@@ -6,9 +6,10 @@
 //! u8 version = 1
 //! u64 seq, u64 at_ms
 //! u8 kind: 0 granted, 1 ended, 2 hold_placed, 3 hold_acked, 4 hold_lifted, 5 hold_expired,
-//!          6 broke
+//!          6 broke, 7 domain
 //!   ended: u8 cause: 0 released, 1 expired, 2 node_rebooted (text new_boot_id),
 //!          3 process_died (text reported_by), 4 broken (text by, text reason), 5 unknown
+//!   domain: text kind, text detail (compact JSON; `null` when none)
 //! u8 present: bit 0 lease, 1 token, 2 owner, 3 hold, 4 operator, 5 reason, 6 owner.pid_ns
 //! text resource
 //! then, each only when present: u64 lease, u64 token,
@@ -20,16 +21,21 @@
 //! clear and read as owners that recorded none.
 //! ```
 //!
-//! JSON records start with `{`, never with the version byte, so [`super::decode_audit`] reads
-//! both: logs and databases written before this form still open.
+//! A domain event's detail is the one JSON left in the form: a domain defines it, and it is
+//! small and rare next to the lock table's records.
 
-use locksmith_core::{AuditKind, AuditRecord, EndCause, FenceToken, HoldId, LeaseId, Owner};
+use locksmith_core::{
+    AuditKind, AuditRecord, DomainEvent, EndCause, FenceToken, HoldId, LeaseId, Owner,
+};
 
 use super::{Reader, Writer};
 use crate::StoreError;
 
 /// The version byte.
 pub(super) const AUDIT_V1: u8 = 1;
+
+/// The kind byte of a domain event.
+const DOMAIN: u8 = 7;
 
 const LEASE: u8 = 1;
 const TOKEN: u8 = 1 << 1;
@@ -73,6 +79,17 @@ pub(crate) fn encode_audit_into(record: &AuditRecord, out: &mut Vec<u8>) -> Resu
         AuditKind::HoldLifted => w.u8(4),
         AuditKind::HoldExpired => w.u8(5),
         AuditKind::Broke => w.u8(6),
+        AuditKind::Domain(event) => {
+            w.u8(DOMAIN);
+            w.text(&event.kind)?;
+            let detail = serde_json::to_string(&event.detail).map_err(|e| {
+                StoreError::Io(format!(
+                    "cannot encode audit record {}: its detail: {e}",
+                    record.seq
+                ))
+            })?;
+            w.text(&detail)?;
+        }
     }
     let present = [
         (record.lease.is_some(), LEASE),
@@ -130,15 +147,17 @@ pub(super) fn audit_resource_v1(bytes: &[u8]) -> Option<String> {
 
 /// Reads past the kind to the resource; `r` stands after `seq` and `at_ms`.
 pub(super) fn audit_resource_after_times<'a>(r: &mut Reader<'a>) -> Option<&'a str> {
-    if r.u8()? == 1 {
-        let texts = match r.u8()? {
+    let texts = match r.u8()? {
+        1 => match r.u8()? {
             2 | 3 => 1,
             4 => 2,
             _ => 0,
-        };
-        for _ in 0..texts {
-            r.bytes()?;
-        }
+        },
+        DOMAIN => 2,
+        _ => 0,
+    };
+    for _ in 0..texts {
+        r.bytes()?;
     }
     r.u8()?;
     std::str::from_utf8(r.bytes()?).ok()
@@ -174,6 +193,10 @@ pub(super) fn decode_audit_v1(bytes: &[u8]) -> Option<AuditRecord> {
         4 => AuditKind::HoldLifted,
         5 => AuditKind::HoldExpired,
         6 => AuditKind::Broke,
+        DOMAIN => AuditKind::Domain(DomainEvent {
+            kind: r.text()?,
+            detail: serde_json::from_str(r.str()?).ok()?,
+        }),
         _ => return None,
     };
     let present = r.u8()?;

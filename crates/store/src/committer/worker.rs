@@ -14,8 +14,8 @@
 //! else is committing (the queue in `committer.rs` decides; [`Worker::process`] is the same
 //! either way, and only one turn runs at a time).
 //!
-//! Audit queries share the queue: a query splits the group, so that the batches queued before
-//! it are committed first and it sees exactly them.
+//! Queries (audit, records) share the queue: a query splits the group, so that the batches
+//! queued before it are committed first and it sees exactly them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
@@ -31,7 +31,10 @@ use crate::{AuditQuery, Store, StoreError};
 pub(crate) type Reply = Result<(), StoreError>;
 
 /// What a query's waiter receives.
-pub(crate) type QueryReply = Result<Vec<AuditRecord>, StoreError>;
+pub(crate) type QueryReply<T> = Result<T, StoreError>;
+
+/// What a record scan returns: `(key, value)`s in ascending key order.
+pub(crate) type Scanned = Vec<(String, Vec<u8>)>;
 
 /// What follows a job's commit ([`Committer::submit_then`](super::Committer::submit_then)).
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
@@ -89,10 +92,24 @@ pub(crate) struct Job {
     pub(crate) done: oneshot::Sender<Answer>,
 }
 
-/// One audit query and the channel that answers it.
-pub(crate) struct Query {
-    pub(crate) query: AuditQuery,
-    pub(crate) done: oneshot::Sender<QueryReply>,
+/// One read and the channel that answers it.
+pub(crate) enum Query {
+    Audit {
+        query: AuditQuery,
+        done: oneshot::Sender<QueryReply<Vec<AuditRecord>>>,
+    },
+    Record {
+        space: String,
+        key: String,
+        done: oneshot::Sender<QueryReply<Option<Vec<u8>>>>,
+    },
+    Records {
+        space: String,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        done: oneshot::Sender<QueryReply<Scanned>>,
+    },
 }
 
 pub(crate) enum Message {
@@ -112,6 +129,8 @@ pub(crate) struct Worker {
     pub(crate) failure: Arc<OnceLock<String>>,
     /// `store.max_batch_mutations()`, taken at spawn.
     pub(crate) max_batch: Option<usize>,
+    /// `store.max_batch_bytes()`, taken at spawn.
+    pub(crate) max_bytes: Option<usize>,
 }
 
 impl Worker {
@@ -138,41 +157,70 @@ impl Worker {
         false
     }
 
-    /// Runs one query, unless a commit has failed or nobody waits for the answer any more. A
-    /// failed or panicking query latches nothing: it did not write.
+    /// Runs one query.
     fn answer(&mut self, query: Query) {
-        if query.done.is_closed() {
+        match query {
+            Query::Audit { query, done } => {
+                self.read("audit query", done, |store| store.audit(&query));
+            }
+            Query::Record { space, key, done } => {
+                self.read("record read", done, |store| store.record(&space, &key));
+            }
+            Query::Records {
+                space,
+                prefix,
+                after,
+                limit,
+                done,
+            } => self.read("record scan", done, |store| {
+                store.records(&space, &prefix, after.as_deref(), limit)
+            }),
+        }
+    }
+
+    /// Answers `done` with `read`, unless a commit has failed or nobody waits for the answer
+    /// any more. A failed or panicking read latches nothing: it did not write.
+    fn read<T>(
+        &mut self,
+        what: &str,
+        done: oneshot::Sender<QueryReply<T>>,
+        read: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
+    ) {
+        if done.is_closed() {
             return;
         }
         let reply = match self.failure.get() {
             Some(reason) => Err(StoreError::Failed(reason.clone())),
             None => {
-                let reply = catch_unwind(AssertUnwindSafe(|| self.store.audit(&query.query)))
+                let reply = catch_unwind(AssertUnwindSafe(|| read(self.store.as_mut())))
                     .unwrap_or_else(|payload| {
                         Err(StoreError::Io(format!(
-                            "store panicked during an audit query: {}",
+                            "store panicked during a {what}: {}",
                             payload_text(payload.as_ref())
                         )))
                     });
                 if let Err(error) = &reply {
-                    tracing::warn!(store = %self.describe, %error, "audit query failed");
+                    tracing::warn!(store = %self.describe, %error, "{what} failed");
                 }
                 reply
             }
         };
-        let _ = query.done.send(reply);
+        let _ = done.send(reply);
     }
 
     /// Commits a drained group: in one commit, or — when the store bounds its commits
-    /// ([`Store::max_batch_mutations`]) — in several, split at job boundaries and made in order.
+    /// ([`Store::max_batch_mutations`], [`Store::max_batch_bytes`]) — in several, split at job
+    /// boundaries and made in order.
     fn complete(&mut self, group: Vec<Job>) {
-        match self.max_batch {
-            None => self.complete_chunk(group),
-            Some(limit) => {
-                for chunk in split_at_jobs(group, limit) {
-                    self.complete_chunk(chunk);
-                }
-            }
+        if self.max_batch.is_none() && self.max_bytes.is_none() {
+            return self.complete_chunk(group);
+        }
+        let limits = Limits {
+            mutations: self.max_batch.unwrap_or(usize::MAX),
+            bytes: self.max_bytes.unwrap_or(usize::MAX),
+        };
+        for chunk in split_at_jobs(group, limits) {
+            self.complete_chunk(chunk);
         }
     }
 
@@ -244,6 +292,11 @@ impl Worker {
                 }
                 Ok(())
             }
+            Err(StoreError::Invalid(invalid)) => {
+                // Refused unwritten, and the store goes on (its contract): nothing to latch.
+                tracing::warn!(store = %self.describe, %invalid, "storage refused a commit");
+                Err(StoreError::Invalid(invalid))
+            }
             Err(error) => {
                 let cause = self.latch(
                     &error,
@@ -267,19 +320,36 @@ impl Worker {
     }
 }
 
-/// Splits `group` into runs of consecutive jobs of at most `limit` mutations each; a job larger
-/// than `limit` forms a run of its own. Order is kept, and an empty group gives no runs.
-fn split_at_jobs(group: Vec<Job>, limit: usize) -> Vec<Vec<Job>> {
+/// What one commit may carry.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    mutations: usize,
+    /// As [`crate::mutation_bytes`] counts them.
+    bytes: usize,
+}
+
+/// Splits `group` into runs of consecutive jobs within `limits` each; a job beyond them forms a
+/// run of its own. Order is kept, and an empty group gives no runs.
+fn split_at_jobs(group: Vec<Job>, limits: Limits) -> Vec<Vec<Job>> {
     let mut chunks = Vec::new();
     let mut chunk: Vec<Job> = Vec::new();
-    let mut size = 0usize;
+    let (mut size, mut bytes) = (0usize, 0usize);
     for job in group {
         let len = job.batch.len();
-        if !chunk.is_empty() && size.saturating_add(len) > limit {
+        let job_bytes = if limits.bytes == usize::MAX {
+            0
+        } else {
+            job.batch.iter().map(crate::mutation_bytes).sum()
+        };
+        if !chunk.is_empty()
+            && (size.saturating_add(len) > limits.mutations
+                || bytes.saturating_add(job_bytes) > limits.bytes)
+        {
             chunks.push(std::mem::take(&mut chunk));
-            size = 0;
+            (size, bytes) = (0, 0);
         }
         size = size.saturating_add(len);
+        bytes = bytes.saturating_add(job_bytes);
         chunk.push(job);
     }
     if !chunk.is_empty() {

@@ -288,10 +288,10 @@ pub fn audit_after_seq_paging(h: &mut dyn Harness) {
 
 /// A deterministic pseudo-random sequence (64-bit LCG), so that the model check is
 /// reproducible.
-struct Lcg(u64);
+pub(super) struct Lcg(pub(super) u64);
 
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)

@@ -300,12 +300,31 @@ impl Store for EmbeddedStore {
         if batch.is_empty() {
             return Ok(());
         }
+        crate::validate_batch(batch)?;
         self.append(batch)
     }
 
     fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.applier.wait_applied(self.last_seq)?;
         tables::guard("audit query", || tables::query(&self.db, query))
+    }
+
+    fn record(&mut self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.applier.wait_applied(self.last_seq)?;
+        tables::guard("record read", || tables::record(&self.db, space, key))
+    }
+
+    fn records(
+        &mut self,
+        space: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.applier.wait_applied(self.last_seq)?;
+        tables::guard("record scan", || {
+            tables::records(&self.db, space, prefix, after, limit)
+        })
     }
 
     fn failure(&self) -> Option<StoreError> {
@@ -400,18 +419,14 @@ fn read_log(db: &Database, dir: &Path) -> Result<Log, StoreError> {
                 )));
             }
             // Decoded in full, so that damage inside a record is found here and not half-way
-            // through the replay; re-encoded, so that a JSON frame (older logs) replays the same
-            // way as a binary one.
-            let mut payload = Vec::new();
-            decode_batch(&frame.payload)
-                .and_then(|batch| encode_batch_into(&batch, &mut payload))
-                .map_err(|e| match e {
-                    StoreError::Corrupt(what) => {
-                        StoreError::Corrupt(format!("{name}: frame {}: {what}", frame.seq))
-                    }
-                    other => other,
-                })?;
-            replay.push((frame.seq, payload));
+            // through the replay.
+            decode_batch(&frame.payload).map_err(|e| match e {
+                StoreError::Corrupt(what) => {
+                    StoreError::Corrupt(format!("{name}: frame {}: {what}", frame.seq))
+                }
+                other => other,
+            })?;
+            replay.push((frame.seq, frame.payload));
             last_seq = frame.seq;
         }
     }

@@ -9,15 +9,18 @@
 //!
 //! Layout:
 //! - `leases`: lease id → the [`LeaseRecord`] in the compact binary form of
-//!   [`crate::codec::encode_lease`] (older files hold JSON, which still loads): a server may
-//!   hold a million leases, and boot decodes them all. The key is checked against the record on
-//!   load so a misfiled record reads as corruption rather than as a silently wrong lease.
+//!   [`crate::codec::encode_lease`]: a server may hold a million leases, and boot decodes them
+//!   all. The key is checked against the record on load so a misfiled record reads as
+//!   corruption rather than as a silently wrong lease.
 //! - `holds`: hold id → JSON of the [`HoldRecord`], checked against its key the same way.
-//! - `audit`: seq → the [`AuditRecord`] in the binary form of [`crate::codec::encode_audit`]
-//!   (older files hold JSON, which still reads). Not read at boot (only its last key is).
+//! - `records`: `(space, key)` → a domain's record, the bytes of its `PutRecord` as they are
+//!   (never decoded here). One table for every space: a domain adds a space, not a table, and
+//!   a space's keys are contiguous in it, which is what a prefix scan walks.
+//! - `audit`: seq → the [`AuditRecord`] in the binary form of [`crate::codec::encode_audit`].
+//!   Not read at boot (only its last key is).
 //! - `audit_time`: seq → `(at_ms, max_at_ms)`, where `max_at_ms` is the highest `at_ms` of any
 //!   record appended up to and including this one: what lets a `since_ms` query stop early
-//!   (below) without decoding JSON.
+//!   (below) without decoding a record.
 //! - `audit_by_resource`: `(resource, seq)` → `()`, the index that makes a query for one
 //!   resource cost what it returns rather than a scan of the whole log.
 //!
@@ -42,7 +45,7 @@
 //! (records it appended + 1,024) of them, with their time and index entries.
 //!
 //! Audit queries walk `audit_time` (or, with a resource, the index) from the newest record
-//! backwards, read a record's JSON only once it matched, and stop when `limit` records matched
+//! backwards, decode a record only once it matched, and stop when `limit` records matched
 //! — so an unfiltered or per-resource query reads about `limit` entries. `after_seq` is a range
 //! bound and costs nothing. `since_ms` needs care, because `at_ms` is wall-clock time and may
 //! step backwards: the walk stops at the first record whose running maximum `max_at_ms` is
@@ -58,6 +61,7 @@
 //! Every redb error is mapped to a [`StoreError`]; nothing here panics on bad input or bad disks.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +80,7 @@ use crate::{AuditQuery, LEASE_CHUNK, LeaseSink, StoreError};
 
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
 const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
+const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const AUDIT_BY_RESOURCE: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("audit_by_resource");
@@ -289,6 +294,7 @@ pub(super) fn apply(
         let mut tables = WriteTables {
             leases: open_write(&txn, LEASES, "leases")?,
             holds: open_write(&txn, HOLDS, "holds")?,
+            records: open_write(&txn, RECORDS, "records")?,
             audit: open_write(&txn, AUDIT, "audit")?,
             times: open_write(&txn, AUDIT_TIME, "audit_time")?,
             index: open_write(&txn, AUDIT_BY_RESOURCE, "audit_by_resource")?,
@@ -297,9 +303,9 @@ pub(super) fn apply(
         let stored = Meta::read(&meta_table)?;
         let mut meta = stored;
         let mut appended = 0u64;
-        // A lease (or hold) written more than once in one pass — granted and released between
-        // two passes, the common case under load — needs only its last write: the earlier
-        // ones would be B-tree inserts that the last one undoes.
+        // A lease (or hold, or record) written more than once in one pass — granted and
+        // released between two passes, the common case under load — needs only its last
+        // write: the earlier ones would be B-tree inserts that the last one undoes.
         let mut last = HashMap::new();
         for (i, write) in writes.iter().enumerate() {
             if let Some(key) = key(write) {
@@ -323,6 +329,58 @@ pub(super) fn apply(
     // On error the transaction is dropped, which aborts it; redb then refuses further writes
     // until reopened, which matches the fail-stop contract.
     txn.commit().map_err(|e| redb_error("commit", e))
+}
+
+/// The record `key` of `space`, if stored.
+pub(super) fn record(db: &Database, space: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let txn = db.begin_read().map_err(|e| redb_error("begin read", e))?;
+    let Some(records) = open_read(&txn, RECORDS, "records")? else {
+        return Ok(None);
+    };
+    let value = records
+        .get((space, key))
+        .map_err(|e| redb_error("read record", e))?;
+    Ok(value.map(|v| v.value().to_vec()))
+}
+
+/// The first `limit` records of `space` whose keys start with `prefix` and, with `after`, sort
+/// after it, in ascending key order (see [`crate::Store::records`]).
+pub(super) fn records(
+    db: &Database,
+    space: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let txn = db.begin_read().map_err(|e| redb_error("begin read", e))?;
+    let Some(records) = open_read(&txn, RECORDS, "records")? else {
+        return Ok(Vec::new());
+    };
+    // The prefix's keys are contiguous from `(space, prefix)` on: start there, or past
+    // `after` when that is further, and stop at the first key outside the prefix.
+    let start = match after {
+        Some(after) if after >= prefix => Bound::Excluded((space, after)),
+        _ => Bound::Included((space, prefix)),
+    };
+    let range = records
+        .range::<(&str, &str)>((start, Bound::Unbounded))
+        .map_err(|e| redb_error("scan records", e))?;
+    let mut found = Vec::new();
+    for entry in range {
+        let (stored, value) = entry.map_err(|e| redb_error("scan records", e))?;
+        let (in_space, key) = stored.value();
+        if in_space != space || !key.starts_with(prefix) {
+            break;
+        }
+        found.push((key.to_owned(), value.value().to_vec()));
+        if found.len() >= limit {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// Answers an audit query from the tables (see the module docs).
@@ -397,8 +455,8 @@ pub(super) fn query(db: &Database, query: &AuditQuery) -> Result<Vec<AuditRecord
     Ok(found)
 }
 
-/// One query's walk from the newest record backwards, over `audit_time` entries; a record's
-/// JSON is read only once its time (and resource) matched.
+/// One query's walk from the newest record backwards, over `audit_time` entries; a record is
+/// decoded only once its time (and resource) matched.
 struct Scan<'q> {
     query: &'q AuditQuery,
     audit: &'q redb::ReadOnlyTable<u64, &'static [u8]>,
@@ -462,6 +520,7 @@ impl Scan<'_> {
 struct WriteTables<'txn> {
     leases: Table<'txn, u64, &'static [u8]>,
     holds: Table<'txn, u64, &'static [u8]>,
+    records: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     audit: Table<'txn, u64, &'static [u8]>,
     times: Table<'txn, u64, (u64, u64)>,
     index: Table<'txn, (&'static str, u64), ()>,
@@ -526,6 +585,16 @@ impl WriteTables<'_> {
                     .map_err(|e| redb_error("write audit time", e))?;
             }
             Write::FenceHighWater(value) => meta.raise_fence(value),
+            Write::PutRecord { space, key, value } => {
+                self.records
+                    .insert((space, key), value)
+                    .map_err(|e| redb_error("write record", e))?;
+            }
+            Write::DeleteRecord { space, key } => {
+                self.records
+                    .remove((space, key))
+                    .map_err(|e| redb_error("delete record", e))?;
+            }
         }
         Ok(())
     }
@@ -640,12 +709,23 @@ impl Meta {
 /// [`RawMutation`]).
 type Write<'a> = RawMutation<'a>;
 
-/// The lease or hold `write` replaces or deletes (audit appends and fence raises have none:
-/// each is its own record).
-fn key(write: &Write<'_>) -> Option<(bool, u64)> {
-    match write {
-        Write::PutLease { id, .. } | Write::DeleteLease(id) => Some((true, *id)),
-        Write::PutHold { id, .. } | Write::DeleteHold(id) => Some((false, *id)),
+/// What a write replaces or deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot<'a> {
+    Lease(u64),
+    Hold(u64),
+    Record(&'a str, &'a str),
+}
+
+/// The lease, hold or record `write` replaces or deletes (audit appends and fence raises have
+/// none: each is its own record).
+fn key<'a>(write: &Write<'a>) -> Option<Slot<'a>> {
+    match *write {
+        Write::PutLease { id, .. } | Write::DeleteLease(id) => Some(Slot::Lease(id)),
+        Write::PutHold { id, .. } | Write::DeleteHold(id) => Some(Slot::Hold(id)),
+        Write::PutRecord { space, key, .. } | Write::DeleteRecord { space, key } => {
+            Some(Slot::Record(space, key))
+        }
         Write::AppendAudit { .. } | Write::FenceHighWater(_) => None,
     }
 }
@@ -694,7 +774,7 @@ fn open_write<'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 /// Writes `bytes` as lease `id` straight into the database in `dir`, bypassing every check:
-/// how the conformance suite plants records in an older format.
+/// how tests plant a record the store would never write.
 #[cfg(feature = "conformance")]
 pub(crate) fn write_raw_lease(dir: &Path, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
     let db = Database::create(dir.join(EmbeddedStore::FILE_NAME))

@@ -3,9 +3,8 @@
 //!
 //! A frame is a 16-byte header — payload length (`u32`), CRC-32 of the rest (`u32`), batch
 //! sequence number (`u64`), all little-endian — followed by the payload: the batch's mutations
-//! in the binary form of [`crate::codec::encode_batch_into`] (older logs hold JSON, which still
-//! replays). A commit appends one frame and makes it durable: a sequential append instead of
-//! the several pages a B-tree commit writes.
+//! in the binary form of [`crate::codec::encode_batch_into`]. A commit appends one frame and
+//! makes it durable: a sequential append instead of the several pages a B-tree commit writes.
 //!
 //! **How an append reaches the disk.** The segment is opened `O_DIRECT | O_DSYNC`: an append
 //! is one `pwrite` of whole 4 KiB blocks — the segment's last, partly filled block (its bytes

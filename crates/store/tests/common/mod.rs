@@ -82,6 +82,9 @@ pub struct FakeStore {
     panic_on_call: Option<usize>,
     gate: Option<Gate>,
     max_batch: Option<usize>,
+    max_bytes: Option<usize>,
+    /// Commits of more than this many bytes are refused unwritten as `Invalid`.
+    refuse_above_bytes: Option<usize>,
     inline: bool,
 }
 
@@ -137,6 +140,19 @@ impl FakeStore {
     /// store then reports the failure in `failure()` and refuses every later commit.
     pub fn fail_after_call(mut self, n: usize) -> Self {
         self.fail_after_call = Some(n);
+        self
+    }
+
+    /// Reports `n` as its [`Store::max_batch_bytes`].
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = Some(n);
+        self
+    }
+
+    /// Refuses, unwritten and as [`StoreError::Invalid`], any commit of more than `n` bytes (as
+    /// `mutation_bytes` counts them): how etcd answers a request above its size limit.
+    pub fn refuse_above_bytes(mut self, n: usize) -> Self {
+        self.refuse_above_bytes = Some(n);
         self
     }
 
@@ -209,6 +225,13 @@ impl Store for FakeStore {
                 "injected failure on commit call {call}"
             )));
         }
+        let bytes: usize = batch.iter().map(locksmith_store::mutation_bytes).sum();
+        if self.refuse_above_bytes.is_some_and(|limit| bytes > limit) {
+            return Err(StoreError::Invalid(locksmith_core::InvalidRequest::new(
+                "batch",
+                format!("is {bytes} bytes"),
+            )));
+        }
         self.probe
             .commits
             .lock()
@@ -249,6 +272,10 @@ impl Store for FakeStore {
 
     fn max_batch_mutations(&self) -> Option<usize> {
         self.max_batch
+    }
+
+    fn max_batch_bytes(&self) -> Option<usize> {
+        self.max_bytes
     }
 
     fn commits_inline(&self) -> bool {
