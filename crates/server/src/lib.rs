@@ -215,6 +215,12 @@ impl Server {
         &self.engine
     }
 
+    /// Every (method, path) the HTTP router serves, paths in axum's syntax
+    /// (`/v1/locks/{*resource}`): the route table, which `/v1/openapi.json` describes.
+    pub fn routes(&self) -> Vec<(&'static str, String)> {
+        routing::endpoints(&domains::routes(&self.settings))
+    }
+
     /// Serves until `shutdown` resolves, then stops gracefully: queued waiters are answered,
     /// in-flight requests finish, the reaper stops, and the store is closed after its last batch.
     pub async fn serve(

@@ -106,6 +106,14 @@ impl Route {
     }
 }
 
+/// Every (method, path) of `routes`, paths in axum's syntax.
+pub fn endpoints(routes: &[Route]) -> Vec<(&'static str, String)> {
+    routes
+        .iter()
+        .flat_map(|r| r.methods.iter().map(|m| (method_name(m), r.path.clone())))
+        .collect()
+}
+
 /// The method as HTTP spells it.
 pub fn method_name(method: &HttpMethod) -> &'static str {
     match method {
@@ -192,10 +200,14 @@ pub struct OpenApiDoc(pub axum::body::Bytes);
 impl OpenApiDoc {
     /// The serialized [`document`] of `routes`.
     pub fn of(routes: &[Route]) -> Self {
-        // Our own document always serializes; should it ever not, the error says so.
-        let json = document(routes)
-            .to_json()
-            .unwrap_or_else(|e| format!("{{\"error\":\"internal\",\"message\":\"cannot serialize the OpenAPI document: {e}\"}}"));
+        let json = serde_json::to_vec(&document(routes)).unwrap_or_else(|e| {
+            // Our own document always serializes; should it ever not, the answer says so.
+            let error = ErrorBody::new(
+                locksmith_api::ErrorCode::Internal,
+                format!("cannot serialize the OpenAPI document (a bug): {e}"),
+            );
+            serde_json::to_vec(&error).unwrap_or_default()
+        });
         Self(axum::body::Bytes::from(json))
     }
 }

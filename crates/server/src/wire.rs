@@ -3,8 +3,8 @@
 //!
 //! One task per connection reads frames, starts each request at once, and writes the answers as
 //! they complete, several per write when they are ready together. The requests go to the same
-//! [`Engine`](crate::engine::Engine) calls as the HTTP routes, with the same defaults and the
-//! same error bodies.
+//! request functions as the HTTP routes (`crate::domains::leases::ops`), so they have the same
+//! defaults, checks and error bodies.
 //!
 //! The connection never stops reading because of what its acquires wait for: a queued acquire
 //! may wait as long as it asked, so a connection may have up to [`MAX_ACQUIRES`] of them under

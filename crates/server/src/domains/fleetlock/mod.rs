@@ -263,6 +263,7 @@ impl FleetLock {
 /// The `kind` of a FleetLock error: a small fixed set, as the protocol asks (Zincati counts
 /// them in its metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = FleetLockErrorKind)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// 409: every slot of the group is held (by other ids).

@@ -57,6 +57,7 @@ impl Refusal {
 
 /// The body of a FleetLock error reply.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = FleetLockError)]
 pub struct RefusalBody<'a> {
     /// What kind of error: one of a small fixed set.
     pub kind: ErrorKind,
