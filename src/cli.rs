@@ -654,6 +654,25 @@ mod tests {
     }
 
     #[test]
+    fn max_connections_is_a_positive_number_with_a_default() {
+        let cli = Cli::try_parse_from(["locksmith", "server"]).expect("parse");
+        let Command::Server(server) = cli.command else {
+            panic!("not server");
+        };
+        assert_eq!(
+            server.max_connections,
+            locksmith_server::DEFAULT_MAX_CONNECTIONS
+        );
+        let cli =
+            Cli::try_parse_from(["locksmith", "server", "--max-connections", "64"]).expect("parse");
+        let Command::Server(server) = cli.command else {
+            panic!("not server");
+        };
+        assert_eq!(server.max_connections, 64);
+        assert!(Cli::try_parse_from(["locksmith", "server", "--max-connections", "0"]).is_err());
+    }
+
+    #[test]
     fn fleetlock_flags_parse() {
         let cli = Cli::try_parse_from([
             "locksmith",

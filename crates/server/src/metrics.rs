@@ -294,3 +294,44 @@ pub fn hold_counts(holds: &[locksmith_core::HoldView]) -> (u64, u64) {
         .count() as u64;
     (active, holds.len() as u64 - active)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state gauges keep the label values they had as strings: the API's state names and
+    /// the holds' snake_case states.
+    #[test]
+    fn state_gauges_are_labelled_as_the_api_names_the_states() {
+        let frozen = ResourceView {
+            resource: "res/frozen".into(),
+            state: LockState::Frozen,
+            slots: 1,
+            holders: Vec::new(),
+            waiters: Vec::new(),
+            holds: Vec::new(),
+            delay_left_ms: 0,
+        };
+        let text = Metrics::default().render(&Snapshot {
+            table: Some(TableSnapshot {
+                plain_hot: 4,
+                resources: &[frozen],
+                holds: (1, 2),
+            }),
+            leases: 4,
+            waiters: 0,
+            fence: 9,
+            heartbeat_ms: 0,
+        });
+        for line in [
+            "locksmith_locks{state=\"HOT\"} 4",
+            "locksmith_locks{state=\"STALE\"} 0",
+            "locksmith_locks{state=\"FROZEN\"} 1",
+            "locksmith_locks{state=\"DELAYED\"} 0",
+            "locksmith_holds{state=\"active\"} 1",
+            "locksmith_holds{state=\"pending_ack\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+}

@@ -133,9 +133,10 @@ async fn the_openapi_document_is_served_and_every_schema_it_names_is_in_it() {
 }
 
 /// The route table the router is built from, and the document: each (method, path) of one is
-/// in the other, and every documented operation is answered by its route — not by the
-/// router's `not_found` / `method_not_allowed` fallback (a path template the router reads
-/// otherwise, a method it does not serve there).
+/// in the other; every documented operation is answered by its route — not by the router's
+/// `not_found` / `method_not_allowed` fallback (a path template the router reads otherwise, a
+/// method it does not serve there); and no documented path answers a method the document does
+/// not give it.
 #[tokio::test]
 async fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -194,6 +195,29 @@ async fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
             !matches!(code.as_deref(), Some("not_found" | "method_not_allowed")),
             "{method} {concrete} fell through to the router's fallback: {status} {body}"
         );
+    }
+    // And no path answers a method the document does not give it.
+    let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
+    for path in paths {
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{resource}", "openapi/probe.conf")
+            .replace("{group}", "probe");
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if documented.contains(&(method.to_string(), path.clone())) {
+                continue;
+            }
+            let resp = http
+                .request(method.parse().expect("method"), format!("{url}{concrete}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {concrete}: {e}"));
+            assert_eq!(
+                resp.status().as_u16(),
+                405,
+                "{method} {concrete} is served but not documented"
+            );
+        }
     }
     let _ = stop.send(());
     task.await.expect("server task");
