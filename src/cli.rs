@@ -56,7 +56,7 @@ fn parse_server(raw: &str) -> Result<String, String> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the lock server (embedded storage; data in --data).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Acquire a lock and print its lease id and fencing token.
     #[command(after_help = with_exit_codes(ACQUIRE_HELP))]
     Acquire(AcquireArgs),
@@ -202,6 +202,12 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
 
+    /// Most connections each listener (HTTP, wire) serves at once; one more is answered with
+    /// the error too_many_connections (503) and closed. Each connection takes a file
+    /// descriptor: keep it below the open-file limit.
+    #[arg(long, default_value_t = locksmith_server::DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections, value_name = "N")]
+    pub max_connections: usize,
+
     /// FleetLock (Zincati reboot slots): URL path prefix of <PREFIX>/v1/pre-reboot and
     /// <PREFIX>/v1/steady-state; Zincati's base_url is http://HOST:PORT<PREFIX>/.
     #[arg(long, default_value = "/fleetlock", value_name = "PATH")]
@@ -238,6 +244,15 @@ pub struct ServerArgs {
     /// [default: never — FleetLock clients send no heartbeats; free a lost one with `break`].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub fleetlock_stale_after: Option<Duration>,
+}
+
+/// `--max-connections N`: at least 1.
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of connections: {e}")),
+    }
 }
 
 /// `--fleetlock-group-slots GROUP=N`.
@@ -636,6 +651,25 @@ mod tests {
         };
         assert_eq!(hold.duration, Duration::from_secs(90));
         assert!(hold.require_ack);
+    }
+
+    #[test]
+    fn max_connections_is_a_positive_number_with_a_default() {
+        let cli = Cli::try_parse_from(["locksmith", "server"]).expect("parse");
+        let Command::Server(server) = cli.command else {
+            panic!("not server");
+        };
+        assert_eq!(
+            server.max_connections,
+            locksmith_server::DEFAULT_MAX_CONNECTIONS
+        );
+        let cli =
+            Cli::try_parse_from(["locksmith", "server", "--max-connections", "64"]).expect("parse");
+        let Command::Server(server) = cli.command else {
+            panic!("not server");
+        };
+        assert_eq!(server.max_connections, 64);
+        assert!(Cli::try_parse_from(["locksmith", "server", "--max-connections", "0"]).is_err());
     }
 
     #[test]

@@ -98,9 +98,10 @@ impl Exit {
             | ErrorCode::NotHolder
             | ErrorCode::StaleToken
             | ErrorCode::Broken => Exit::LeaseLost,
-            ErrorCode::StorageFailed | ErrorCode::ShuttingDown | ErrorCode::NoLeader => {
-                Exit::Unavailable
-            }
+            ErrorCode::StorageFailed
+            | ErrorCode::ShuttingDown
+            | ErrorCode::NoLeader
+            | ErrorCode::TooManyConnections => Exit::Unavailable,
             ErrorCode::HoldNotFound
             | ErrorCode::SameOperator
             | ErrorCode::AlreadyAcknowledged

@@ -170,10 +170,14 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
         ErrorCode::LeaseExpired => format!("{}: LEASE ENDED — {msg}", shown(subject)),
         ErrorCode::NotHolder => format!("{}: NO SUCH LEASE — {msg}", shown(subject)),
         ErrorCode::StaleToken => format!("{}: STALE TOKEN — {msg}", shown(subject)),
-        ErrorCode::StorageFailed | ErrorCode::ShuttingDown => format!(
+        // The server's message says what is known of the outcome and what to do: storage
+        // failures need a restart, not a retry.
+        ErrorCode::StorageFailed => format!("{}: SERVER UNAVAILABLE — {msg}", shown(subject)),
+        ErrorCode::ShuttingDown => format!(
             "{}: SERVER UNAVAILABLE — {msg}; check the server's log, then restart it or retry",
             shown(subject)
         ),
+        ErrorCode::TooManyConnections => format!("{}: SERVER BUSY — {msg}", shown(subject)),
         ErrorCode::NoLeader => format!(
             "{}: NO LEADER — {msg} (cluster election in progress)",
             shown(subject)

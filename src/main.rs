@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
-        Command::Server(args) => cmd::server::server(&global, args).await,
+        Command::Server(args) => cmd::server::server(&global, *args).await,
         Command::Acquire(args) => cmd::acquire::acquire(&global, args).await,
         Command::Renew(args) => cmd::lease::renew(&global, args).await,
         Command::Release(args) => cmd::lease::release(&global, args).await,

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{ServerProc, code, describe, one_error_line};
-use locksmith_client::api::{AcquireRequest, ErrorCode};
+use locksmith_client::api::{AcquireRequest, ErrorCode, HealthStatus};
 use locksmith_client::{Client, ClientError, WireClient};
 use locksmith_core::{FenceToken, Owner};
 
@@ -114,7 +114,7 @@ fn request(resource: &str, pid: u32, purpose: &str) -> AcquireRequest {
 #[derive(Debug)]
 enum Told {
     Granted(FenceToken),
-    /// `storage_failed`, "nothing was changed".
+    /// `storage_failed`, refused "before anything of it was written".
     Refused,
     /// `storage_failed`, outcome unknown.
     Unknown,
@@ -123,7 +123,7 @@ enum Told {
 fn storage_answer(error: &ClientError) -> Told {
     match error {
         ClientError::Api { body, .. } if body.error == ErrorCode::StorageFailed => {
-            if body.message.contains("nothing was changed") {
+            if body.message.contains("before anything of it was written") {
                 Told::Refused
             } else {
                 assert!(body.message.contains("unknown"), "{}", body.message);
@@ -304,7 +304,7 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
             }
             Told::Refused => assert!(
                 holders.is_empty(),
-                "{resource} was answered 'nothing was changed', yet is held"
+                "{resource} was answered 'refused before anything of it was written', yet is held"
             ),
             Told::Unknown => {}
         }
@@ -488,7 +488,7 @@ async fn a_passing_shortage_of_file_descriptors_does_not_fail_storage() {
             Err(e) => panic!("healthz after the shortage: {e}"),
         }
     };
-    assert_eq!(health.status, "ok", "{health:?}");
+    assert_eq!(health.status, HealthStatus::Ok, "{health:?}");
     let switched = newest_segment(&data);
     let deadline = Instant::now() + Duration::from_secs(30);
     while newest_segment(&data) <= switched {

@@ -47,6 +47,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         fleetlock,
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
         store: locksmith_store::StoreOptions {
             log_segment_bytes: args.log_segment_bytes,
             ..locksmith_store::StoreOptions::default()

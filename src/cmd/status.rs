@@ -2,7 +2,7 @@
 //! this node's liveness checks of local holders. Ends in `ALL CLEAR` (exit 0), or lists each
 //! problem with its safe next step (exit 6).
 
-use locksmith_api::{Problem, StatusResponse, format_age};
+use locksmith_api::{Problem, ProblemKind, StatusResponse, format_age};
 use serde::Serialize;
 
 use super::liveness::{self, Check};
@@ -98,7 +98,7 @@ fn finish(mut report: Report, json: bool, base: &str) -> anyhow::Result<Exit> {
 /// A dead local holder as a problem: fixed (`next` is `None`), or still to fix.
 fn dead_holder(c: &Check, next: Option<String>) -> Problem {
     Problem {
-        kind: "dead_holder".to_string(),
+        kind: ProblemKind::DeadHolder,
         resource: Some(c.resource.clone()),
         message: format!("{}: {} — {}", c.resource, c.owner, liveness::describe(c)),
         next_step: next.unwrap_or_else(|| "nothing: the lock was reclaimed".to_string()),
@@ -148,13 +148,13 @@ fn problem_line(p: &Problem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use locksmith_api::{CommitCounters, HealthResponse, StateCounts};
+    use locksmith_api::{CommitCounters, HealthResponse, HealthStatus, StateCounts};
 
     fn status(problems: Vec<Problem>) -> StatusResponse {
         StatusResponse {
             all_clear: problems.is_empty(),
             health: HealthResponse {
-                status: "ok".into(),
+                status: HealthStatus::Ok,
                 version: "0.1.0".into(),
                 store: "embedded:./data".into(),
                 store_error: None,
@@ -198,13 +198,13 @@ mod tests {
     #[test]
     fn each_problem_is_one_line_with_its_next_step() {
         let frozen = Problem {
-            kind: "frozen".into(),
+            kind: ProblemKind::Frozen,
             resource: Some("res".into()),
             message: "res: FROZEN by alice (1m29s left): r".into(),
             next_step: "wait for it to end, or lift it: 'locksmith unhold 12'".into(),
         };
         let stalled = Problem {
-            kind: "reaper_stalled".into(),
+            kind: ProblemKind::ReaperStalled,
             resource: None,
             message: "the reaper last ran 9s ago".into(),
             next_step: "restart it".into(),

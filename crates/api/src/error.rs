@@ -10,6 +10,7 @@ use crate::human::{format_age, frozen_line, hot_line};
 
 /// A stable, machine-readable error code: clients match on these, never on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not valid JSON of the expected shape (missing or unknown field, wrong type).
@@ -60,6 +61,9 @@ pub enum ErrorCode {
     /// A wire-protocol connection already has as many acquires under way as it may have: this
     /// one was refused (the others, and the connection, are unaffected).
     TooManyRequests,
+    /// The listener already serves as many connections as it may (`--max-connections`): this
+    /// one was answered with this error and closed.
+    TooManyConnections,
     /// Storage refused a write; the server serves no writes until restarted.
     StorageFailed,
     /// The server is shutting down.
@@ -94,7 +98,10 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::StorageFailed | ErrorCode::ShuttingDown | ErrorCode::NoLeader => 503,
+            ErrorCode::TooManyConnections
+            | ErrorCode::StorageFailed
+            | ErrorCode::ShuttingDown
+            | ErrorCode::NoLeader => 503,
         }
     }
 
@@ -124,6 +131,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::StorageFailed => "storage_failed",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::NoLeader => "no_leader",
@@ -134,6 +142,7 @@ impl ErrorCode {
 
 /// Every API error body: `{ "error": "<code>", "message": "...", ...details }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The stable code.
     pub error: ErrorCode,
@@ -448,6 +457,7 @@ mod tests {
             ErrorCode::Hot,
             ErrorCode::LeaseExpired,
             ErrorCode::StorageFailed,
+            ErrorCode::TooManyConnections,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -22,6 +22,11 @@
 //! the withdraw's answer ([`Withdrawn`]) says whether it was withdrawn (then the acquire gets
 //! no answer of its own, and holds nothing) or had already been answered.
 //!
+//! Request ids start at 1: an error answer under id 0 is about the connection itself — a frame
+//! the server could not read (`invalid_request`), or a connection past the server's
+//! `--max-connections` (`too_many_connections`, sent right after the preamble) — and the server
+//! closes the connection after it.
+//!
 //! What it is not: I/O. The server's listener and the client's connection read and write these
 //! frames; this module only lays them out and takes them apart.
 

@@ -12,6 +12,7 @@ pub const DEFAULT_TTL_MS: u64 = 15_000;
 
 /// `POST /v1/acquire`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     /// Resource to lock, e.g. `configs/aim_lock_config.conf`.
@@ -36,6 +37,7 @@ pub struct AcquireRequest {
 /// Optional body of `POST /v1/leases/{id}/renew` and `/release`: with a token, the server also
 /// checks the caller's fencing token is the lease's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseOpRequest {
     /// The fencing token the caller believes it holds.
@@ -45,6 +47,7 @@ pub struct LeaseOpRequest {
 
 /// Reply to a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseResponse {
     /// The lease released.
     pub lease: LeaseId,
@@ -61,6 +64,11 @@ pub const LOCKS_MAX_LIMIT: usize = 10_000;
 
 /// `GET /v1/locks` query string: one page of the held or awaited resources.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[serde(deny_unknown_fields)]
 pub struct LocksQuery {
     /// Only resources whose names start with this (e.g. `fleet/drones/`).
@@ -81,6 +89,7 @@ pub struct LocksQuery {
 
 /// `GET /v1/locks`: one page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LocksResponse {
     /// The server's wall clock, Unix ms, for computing ages.
     pub server_time_ms: u64,
@@ -93,6 +102,7 @@ pub struct LocksResponse {
 
 /// `GET /v1/locks/{resource}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockResponse {
     /// The server's wall clock, Unix ms.
     pub server_time_ms: u64,
@@ -103,6 +113,7 @@ pub struct LockResponse {
 
 /// `POST /v1/fence/check`: is this token the token of a live lease on this resource?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FenceCheckRequest {
     /// The resource the write is for.
@@ -113,6 +124,7 @@ pub struct FenceCheckRequest {
 
 /// Reply to a successful fence check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FenceCheckResponse {
     /// The resource.
     pub resource: String,
@@ -122,9 +134,10 @@ pub struct FenceCheckResponse {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthResponse {
     /// `ok`, or `failed` when storage refused a write (then the status is 503).
-    pub status: String,
+    pub status: HealthStatus,
     /// Server version.
     pub version: String,
     /// Storage backend, e.g. `embedded:./locksmith-data`.
@@ -146,6 +159,33 @@ pub struct HealthResponse {
     pub server_time_ms: u64,
 }
 
+/// The server's verdict on itself in `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Serving.
+    Ok,
+    /// Storage refused a write: the server refuses writes (and lock reads) until restarted.
+    Failed,
+}
+
+impl HealthStatus {
+    /// The status as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Short upper-case name of a state, as listings print it.
 pub fn state_name(state: LockState) -> &'static str {
     match state {
@@ -159,6 +199,7 @@ pub fn state_name(state: LockState) -> &'static str {
 
 /// Group-commit counters, for `/healthz` and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitCounters {
     /// Durable batches written (each one transaction, one fsync).
     pub batches: u64,
@@ -174,6 +215,7 @@ pub struct CommitCounters {
 
 /// `POST /v1/holds`: freeze a resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
     /// The resource to freeze.
@@ -191,6 +233,7 @@ pub struct HoldRequest {
 
 /// `POST /v1/holds/{id}/ack` and `/lift`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OperatorRequest {
     /// Who acts.
@@ -199,6 +242,7 @@ pub struct OperatorRequest {
 
 /// `GET /v1/holds`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HoldsResponse {
     /// Every hold, active or pending acknowledgement.
     pub holds: Vec<HoldView>,
@@ -206,6 +250,7 @@ pub struct HoldsResponse {
 
 /// `POST /v1/break`: the safe bypass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BreakRequest {
     /// The resource whose lock to break.
@@ -228,6 +273,7 @@ pub const DEFAULT_BREAK_FREEZE_MS: u64 = 30_000;
 
 /// Reply to a break.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BreakResponse {
     /// The resource.
     pub resource: String,
@@ -242,6 +288,7 @@ pub struct BreakResponse {
 
 /// One process a node reports dead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeadHolder {
     /// The lease whose holder died.
@@ -255,6 +302,7 @@ pub struct DeadHolder {
 /// `POST /v1/liveness`: a node reports which local holders are dead. Any report also tells the
 /// server the node's current boot id, so leases from an older boot are reclaimed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LivenessReport {
     /// The reporting node (must be the holders' node).
@@ -275,6 +323,7 @@ pub struct LivenessReport {
 
 /// Reply to a liveness report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LivenessResponse {
     /// Leases reclaimed because of this report (dead holders and older-boot leases).
     pub reclaimed: Vec<LeaseId>,
@@ -284,6 +333,11 @@ pub struct LivenessResponse {
 
 /// `GET /v1/audit` query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this resource.
@@ -302,17 +356,19 @@ pub struct AuditQuery {
 
 /// `GET /v1/audit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditResponse {
     /// Matching records, oldest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub records: Vec<AuditRecord>,
 }
 
 /// One problem `status` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
-    /// Stable kind: `storage_failed`, `storage_stalled`, `reaper_stalled`, `stale_lock`,
-    /// `frozen`, `hold_pending_ack`, `lock_delay`, `long_wait`, `dead_holder`, `unreachable`.
-    pub kind: String,
+    /// What kind of problem: clients match on it, never on the message.
+    pub kind: ProblemKind,
     /// The resource concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
@@ -322,8 +378,61 @@ pub struct Problem {
     pub next_step: String,
 }
 
+/// The stable kind of a [`Problem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// Storage refused a write: the server refuses writes until restarted.
+    StorageFailed,
+    /// Storage has not confirmed a write for a while: the locks are not shown.
+    StorageStalled,
+    /// The server's own heartbeat (the reaper) has not run for too long.
+    ReaperStalled,
+    /// A holder's heartbeat is overdue.
+    StaleLock,
+    /// An operator's hold is in force.
+    Frozen,
+    /// A hold waits for a second operator's acknowledgement.
+    HoldPendingAck,
+    /// A resource is in its lock-delay after a holder failed.
+    LockDelay,
+    /// An acquire has waited in a queue for long.
+    LongWait,
+    /// A holder's process is dead (found by the CLI's checks on the holder's node).
+    DeadHolder,
+    /// A kind this client does not know (sent by a newer server); its message says what.
+    #[serde(other)]
+    Other,
+}
+
+impl ProblemKind {
+    /// The kind as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::StorageFailed => "storage_failed",
+            ProblemKind::StorageStalled => "storage_stalled",
+            ProblemKind::ReaperStalled => "reaper_stalled",
+            ProblemKind::StaleLock => "stale_lock",
+            ProblemKind::Frozen => "frozen",
+            ProblemKind::HoldPendingAck => "hold_pending_ack",
+            ProblemKind::LockDelay => "lock_delay",
+            ProblemKind::LongWait => "long_wait",
+            ProblemKind::DeadHolder => "dead_holder",
+            ProblemKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Counts of resources by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateCounts {
     /// Held, heartbeats on time.
     pub hot: u64,
@@ -341,6 +450,7 @@ pub struct StateCounts {
 
 /// `GET /v1/status`: is everything healthy, and if not, what exactly is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusResponse {
     /// True when there are no problems.
     pub all_clear: bool,
@@ -352,4 +462,38 @@ pub struct StatusResponse {
     pub counts: StateCounts,
     /// Every problem found.
     pub problems: Vec<Problem>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The enums that replaced strings keep the JSON clients already read.
+    #[test]
+    fn health_status_and_problem_kinds_keep_their_wire_names() {
+        for status in [HealthStatus::Ok, HealthStatus::Failed] {
+            let json = serde_json::to_string(&status).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        for kind in [
+            ProblemKind::StorageFailed,
+            ProblemKind::StorageStalled,
+            ProblemKind::ReaperStalled,
+            ProblemKind::StaleLock,
+            ProblemKind::Frozen,
+            ProblemKind::HoldPendingAck,
+            ProblemKind::LockDelay,
+            ProblemKind::LongWait,
+            ProblemKind::DeadHolder,
+        ] {
+            let json = serde_json::to_string(&kind).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<ProblemKind>(&json).ok(), Some(kind));
+        }
+        // A newer server's kind still parses, so the rest of its report can be shown.
+        assert_eq!(
+            serde_json::from_str::<ProblemKind>("\"disk_nearly_full\"").ok(),
+            Some(ProblemKind::Other)
+        );
+    }
 }

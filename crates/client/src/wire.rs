@@ -508,6 +508,12 @@ async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex
         let mut used = 0;
         let decoded = loop {
             match frame::decode(&buf[used..]) {
+                // Id 0 is no request's: an error about the connection itself (the server's
+                // connection cap, a bad frame), after which the server closes it. Its message
+                // is what every call under way, and the next ones, are told.
+                Ok(Some((answer, _))) if answer.id == 0 && answer.code != frame::OK => {
+                    break Err(connection_error(answer.code, answer.body));
+                }
                 Ok(Some((answer, len))) => {
                     used += len;
                     let waiter = {
@@ -548,6 +554,17 @@ async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex
         buf.reserve(8 * 1024);
     };
     fail(&pending, &reason);
+}
+
+/// The reason a connection failed, from the server's error under id 0.
+fn connection_error(code: u16, body: &[u8]) -> String {
+    match serde_json::from_slice::<locksmith_api::ErrorBody>(body) {
+        Ok(e) => format!("{}: {}", e.error.as_str(), e.message),
+        Err(_) => format!(
+            "the server closed the connection with status {code}: {}",
+            String::from_utf8_lossy(body)
+        ),
+    }
 }
 
 /// The flusher task: writes out what callers could not, or queued to go out together,

@@ -89,6 +89,7 @@ pub enum AcquireError {
 
 /// How a lease ended, remembered for a while so that a late renew or release is told why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "cause")]
 pub enum EndCause {
     /// The holder released it.

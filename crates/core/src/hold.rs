@@ -7,6 +7,7 @@ use std::fmt;
 
 /// Identifies a hold. Drawn from the same never-reused sequence as leases and tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct HoldId(pub u64);
 
@@ -17,7 +18,8 @@ impl fmt::Display for HoldId {
 }
 
 /// Whether a hold is in force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {
     /// Placed with `require_ack`, waiting for a second operator: not yet in force.
@@ -29,6 +31,7 @@ pub enum HoldState {
 /// A hold as stored. Times are wall-clock: a hold is an operator's promise in human time, and
 /// across a restart it keeps its remaining wall-clock time (clamped to its duration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HoldRecord {
     /// The hold id.
     pub hold: HoldId,
@@ -54,6 +57,7 @@ pub struct HoldRecord {
 
 /// A hold as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HoldView {
     /// The stored hold.
     #[serde(flatten)]

@@ -7,6 +7,7 @@ use std::fmt;
 /// and carried across restarts by the persisted high-water mark. A protected write carries it;
 /// a write with a token older than the newest one seen for the resource is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct FenceToken(pub u64);
 
@@ -14,6 +15,7 @@ pub struct FenceToken(pub u64);
 /// lease id is unique for the lifetime of the data directory and tells, by itself, whether it was
 /// ever issued (ids at or below the high-water mark were).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct LeaseId(pub u64);
 

@@ -13,6 +13,7 @@ use crate::error::InvalidRequest;
 /// shared by every PID namespace of a machine (containers with the host's network or UTS
 /// namespace, Kubernetes `hostNetwork` pods) — where the same pid names other processes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Owner {
     /// Node (host) name, e.g. `node-7`.

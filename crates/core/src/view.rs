@@ -7,7 +7,8 @@ use crate::ids::{FenceToken, LeaseId};
 use crate::owner::Owner;
 
 /// The state an operator sees for a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LockState {
     /// Nobody holds it.
@@ -25,6 +26,7 @@ pub enum LockState {
 
 /// A lease as its holder sees it, returned by acquire and renew.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseView {
     /// The lease id, for renew and release.
     pub lease: LeaseId,
@@ -46,6 +48,7 @@ pub struct LeaseView {
 
 /// One holder of a resource, as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HolderView {
     /// The lease id.
     pub lease: LeaseId,
@@ -67,6 +70,7 @@ pub struct HolderView {
 
 /// One queued acquire request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaiterView {
     /// Who is waiting.
     pub owner: Owner,
@@ -76,6 +80,7 @@ pub struct WaiterView {
 
 /// A resource and everything about it that an operator needs to decide what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceView {
     /// The resource name.
     pub resource: String,

@@ -1,12 +1,25 @@
-//! Accepting connections through a shortage: when `accept` fails — the process is out of file
-//! descriptors (`EMFILE`), the system is (`ENFILE`), or out of socket memory — the listener
-//! backs off instead of spinning on a socket that stays readable, and says so in the log: at
-//! most once per [`LOG_EVERY`], with how many failures the line stands for, so that a shortage
-//! lasting minutes is a few lines, not thousands. Both listeners use it: HTTP (`http::serve`)
-//! and the wire protocol's.
+//! What both listeners — HTTP (`http::serve`) and the wire protocol's — do about too many
+//! connections:
+//!
+//! - **a cap** ([`ConnectionCap`], `--max-connections`): past it a new connection is answered
+//!   with a `too_many_connections` error (503) and closed, before it costs a task, buffers or a
+//!   place in any queue — so a flood of clients cannot take the descriptors and memory the
+//!   connections already served need;
+//! - **a shortage**: when `accept` fails — the process is out of file descriptors (`EMFILE`),
+//!   the system is (`ENFILE`), or out of socket memory — the listener backs off instead of
+//!   spinning on a socket that stays readable, and says so in the log.
+//!
+//! Either is logged at most once per [`LOG_EVERY`], with how many events the line stands for,
+//! so that a flood lasting minutes is a few lines, not thousands.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 /// Wait before accepting again after a failure: short, so that service resumes soon after
 /// descriptors free up, long enough not to spin.
@@ -71,6 +84,115 @@ impl AcceptErrors {
             *self = Self::new(self.listener);
         }
     }
+}
+
+/// The default `--max-connections` of each listener: room for the 10,000-agent scale run
+/// (one keep-alive connection per agent) with half as many again to spare, well under the
+/// open-file limit a server raises itself to (its hard limit, usually 524,288 or more).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// How many refused connections may be saying goodbye at once (see
+/// [`ConnectionCap::refuse`]); past it a refused connection is answered with what fits in its
+/// socket's buffer and closed at once.
+const MAX_REFUSING: usize = 64;
+
+/// How long a refused connection is given to read its answer: the server waits this long at
+/// most for the client to close, reading and dropping what it sends meanwhile. Closing at once
+/// with its request unread would make the kernel send a reset, which may reach the client
+/// before the answer does and destroy it.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// The message of a `too_many_connections` refusal by `listener` (`HTTP`, `wire protocol`) at
+/// `max` connections.
+pub(crate) fn too_many_connections(listener: &str, max: usize) -> locksmith_api::ErrorBody {
+    locksmith_api::ErrorBody::new(
+        locksmith_api::ErrorCode::TooManyConnections,
+        format!(
+            "this server already serves {max} {listener} connections, its --max-connections; \
+             this one was closed unserved — retry shortly, or have the server's operator raise \
+             --max-connections"
+        ),
+    )
+}
+
+/// The connections one listener may serve at once.
+#[derive(Debug)]
+pub(crate) struct ConnectionCap {
+    /// Which listener, for the log.
+    listener: &'static str,
+    /// The cap.
+    max: usize,
+    /// One permit per connection served; each connection's task holds its own.
+    permits: Arc<Semaphore>,
+    /// What a connection over the cap is sent before it is closed.
+    answer: Vec<u8>,
+    /// The refused connections still saying goodbye.
+    refusing: JoinSet<()>,
+    /// When the last line about refusals was logged, while refusals go on.
+    logged_at: Option<Instant>,
+    /// Refusals since the last line.
+    unlogged: u64,
+}
+
+impl ConnectionCap {
+    /// A cap of `max` connections (at least 1) for `listener`; a connection over it is sent
+    /// `answer` (an error its client understands) and closed.
+    pub(crate) fn new(listener: &'static str, max: usize, answer: Vec<u8>) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            listener,
+            max,
+            permits: Arc::new(Semaphore::new(max)),
+            answer,
+            refusing: JoinSet::new(),
+            logged_at: None,
+            unlogged: 0,
+        }
+    }
+
+    /// A place for a new connection, held until the connection ends; `None` at the cap.
+    pub(crate) fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    /// Answers a connection over the cap with the cap's answer and closes it. The answer fits in a fresh socket's send buffer, so it is written at once;
+    /// then the connection lingers for up to [`REFUSAL_LINGER`] (at most [`MAX_REFUSING`] of
+    /// them at a time), so that the client reads the answer rather than a reset.
+    pub(crate) fn refuse(&mut self, tcp: TcpStream) {
+        self.unlogged += 1;
+        if self.logged_at.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+            tracing::warn!(
+                listener = self.listener,
+                refused = self.unlogged,
+                max_connections = self.max,
+                "refusing connections: this listener already serves its --max-connections \
+                 ({}; this line is repeated at most every {} s) — raise --max-connections if the \
+                 clients are expected",
+                self.max,
+                LOG_EVERY.as_secs()
+            );
+            self.logged_at = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        while self.refusing.try_join_next().is_some() {}
+        let written = tcp.try_write(&self.answer).unwrap_or(0);
+        if written < self.answer.len() || self.refusing.len() >= MAX_REFUSING {
+            // Nowhere to linger (or the answer did not fit): close now.
+            return;
+        }
+        self.refusing.spawn(linger(tcp));
+    }
+}
+
+/// Closes a refused connection's sending side, then reads and drops what the client still
+/// sends until it closes, or [`REFUSAL_LINGER`] has passed.
+async fn linger(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        let mut sink = [0u8; 4096];
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// An error about one connection only (it went away before it was accepted): accept the next.

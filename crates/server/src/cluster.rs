@@ -37,10 +37,11 @@ use locksmith_etcd::{EtcdStore, Guard, Tenure};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::app::{App, Settings};
 use crate::proxy::{Forwarder, no_leader};
 use crate::{
-    EngineTasks, NodeIdentity, ServerConfig, ServerError, Timeouts, app_state, bind_listener, http,
-    recover,
+    EngineTasks, NodeIdentity, ServerConfig, ServerError, Timeouts, bind_listener, http, recover,
+    router,
 };
 
 /// Where the cluster lives.
@@ -98,12 +99,14 @@ pub struct ClusterServer {
     config: ServerConfig,
     cluster: ClusterConfig,
     identity: NodeIdentity,
+    settings: Arc<Settings>,
     me: String,
 }
 
 impl ClusterServer {
     /// Binds the listener; the election starts in [`ClusterServer::serve`].
     pub async fn bind(config: ServerConfig, cluster: ClusterConfig) -> Result<Self, ServerError> {
+        let settings = Arc::new(Settings::of(&config)?);
         let identity = NodeIdentity::of(&config)?;
         let listener = bind_listener(config.listen).await?;
         let addr = listener.local_addr().unwrap_or(config.listen);
@@ -116,6 +119,7 @@ impl ClusterServer {
             config,
             cluster,
             identity,
+            settings,
             me,
         })
     }
@@ -135,6 +139,7 @@ impl ClusterServer {
             config,
             cluster,
             identity,
+            settings,
             me,
         } = self;
         let client = locksmith_etcd::connect(&cluster.endpoints, Duration::from_secs(2))
@@ -154,6 +159,7 @@ impl ClusterServer {
             listener,
             app,
             Timeouts::of(&config),
+            config.max_connections,
             stop_rx.clone(),
         ));
         let watcher = tokio::spawn(watch_leader(
@@ -213,7 +219,7 @@ impl ClusterServer {
                 }
             };
             let tasks = EngineTasks::start(&engine, &config, &identity);
-            let router = http::router(app_state(&engine, &config, &identity));
+            let router = router(App::new(engine.clone(), Arc::clone(&settings), &identity));
             let tenure = leadership.tenure.clone();
             *state.role.write().unwrap_or_else(|p| p.into_inner()) =
                 Role::Leader { router, tenure };

@@ -391,7 +391,11 @@ impl Engine {
         let fence = self.inner.durable_fence.load(Ordering::Acquire);
         let stats = self.inner.committer.stats();
         HealthResponse {
-            status: if failure.is_some() { "failed" } else { "ok" }.to_string(),
+            status: if failure.is_some() {
+                locksmith_api::HealthStatus::Failed
+            } else {
+                locksmith_api::HealthStatus::Ok
+            },
             version: env!("CARGO_PKG_VERSION").to_string(),
             store: self.inner.committer.describe().to_string(),
             store_error: failure.map(|e| e.to_string()),
@@ -958,7 +962,7 @@ mod tests {
             Err(EngineError::Storage(StoreError::Failed(_)))
         ));
         let health = engine.health();
-        assert_eq!(health.status, "failed");
+        assert_eq!(health.status, locksmith_api::HealthStatus::Failed);
         assert_eq!((health.leases, health.waiters), (0, 0));
         assert_eq!(
             health.fence_high_water, held.token.0,
@@ -1050,7 +1054,7 @@ mod tests {
             .await
             .expect("durable, so granted");
         // The failure latched with it: everything after is refused, unwritten.
-        assert_eq!(engine.health().status, "failed");
+        assert_eq!(engine.health().status, locksmith_api::HealthStatus::Failed);
         assert!(matches!(
             engine.acquire(acquire("cfg/e", 2, 0)).await,
             Err(EngineError::Storage(StoreError::Failed(_)))

@@ -7,11 +7,12 @@
 //! storage engine (`locksmith-store`).
 
 mod accept;
+pub mod app;
 pub mod clock;
 #[cfg(feature = "etcd")]
 pub mod cluster;
+pub mod domains;
 pub mod engine;
-pub mod fleetlock;
 pub mod http;
 pub mod local;
 pub mod metrics;
@@ -19,8 +20,13 @@ mod own_node;
 mod probe;
 pub mod proxy;
 mod reaper;
+pub mod request;
+pub mod routing;
 mod status;
 pub mod wire;
+
+pub use accept::DEFAULT_MAX_CONNECTIONS;
+pub use domains::fleetlock;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +76,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How the embedded store is opened (audit retention, log segment size).
     pub store: StoreOptions,
+    /// Most connections each listener (HTTP, wire) serves at once; one more is answered
+    /// `too_many_connections` (503) and closed.
+    pub max_connections: usize,
 }
 
 /// The default [`ServerConfig::header_timeout`]: long enough for any client on a slow link to
@@ -113,6 +122,7 @@ impl Default for ServerConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             store: StoreOptions::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -140,6 +150,9 @@ pub enum ServerError {
     /// This node's identity could not be read.
     #[error(transparent)]
     Host(#[from] locksmith_host::IdentityError),
+    /// A setting is not valid; the server does not start with it.
+    #[error(transparent)]
+    Settings(#[from] fleetlock::InvalidFleetLock),
 }
 
 /// A bound, recovered server, ready to serve.
@@ -150,11 +163,14 @@ pub struct Server {
     wire: Option<TcpListener>,
     config: ServerConfig,
     identity: NodeIdentity,
+    settings: std::sync::Arc<app::Settings>,
 }
 
 impl Server {
     /// Opens the embedded store, recovers the lock table and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        // Settings first: a server that would refuse them does not touch the store.
+        app::Settings::of(&config)?;
         let (dir, options) = (config.data_dir.clone(), config.store);
         let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, options))
             .await
@@ -167,6 +183,7 @@ impl Server {
         config: ServerConfig,
         store: Box<dyn Store>,
     ) -> Result<Server, ServerError> {
+        let settings = std::sync::Arc::new(app::Settings::of(&config)?);
         let identity = NodeIdentity::of(&config)?;
         let engine = recover(store, &identity).await?;
         let listener = bind_listener(config.listen).await?;
@@ -180,6 +197,7 @@ impl Server {
             wire,
             config,
             identity,
+            settings,
         })
     }
 
@@ -198,6 +216,12 @@ impl Server {
         &self.engine
     }
 
+    /// Every (method, path) the HTTP router serves, paths in axum's syntax
+    /// (`/v1/locks/{*resource}`): the route table, which `/v1/openapi.json` describes.
+    pub fn routes(&self) -> Vec<(&'static str, String)> {
+        routing::endpoints(&domains::routes(&self.settings))
+    }
+
     /// Serves until `shutdown` resolves, then stops gracefully: queued waiters are answered,
     /// in-flight requests finish, the reaper stops, and the store is closed after its last batch.
     pub async fn serve(
@@ -210,10 +234,11 @@ impl Server {
             wire,
             config,
             identity,
+            settings,
         } = self;
         let tasks = EngineTasks::start(&engine, &config, &identity);
-        let state = app_state(&engine, &config, &identity);
-        let app = http::router(state.clone());
+        let app = app::App::new(engine.clone(), settings, &identity);
+        let router = router(app.clone());
         // One stop signal for both listeners, raised once waiters have been answered.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let waiters = engine.clone();
@@ -224,8 +249,9 @@ impl Server {
             let _ = stop_tx.send(true);
         });
         let timeouts = Timeouts::of(&config);
-        let wire = wire.map(|l| tokio::spawn(wire::serve(l, state, timeouts, stop_rx.clone())));
-        http::serve(listener, app, timeouts, stop_rx).await;
+        let max = config.max_connections;
+        let wire = wire.map(|l| tokio::spawn(wire::serve(l, app, timeouts, max, stop_rx.clone())));
+        http::serve(listener, router, timeouts, max, stop_rx).await;
         if let Some(wire) = wire {
             let _ = wire.await;
         }
@@ -443,18 +469,10 @@ pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, Serve
         })
 }
 
-pub(crate) fn app_state(
-    engine: &Engine,
-    config: &ServerConfig,
-    identity: &NodeIdentity,
-) -> http::AppState {
-    http::AppState {
-        engine: engine.clone(),
-        gc_interval: config.gc_interval,
-        default_lock_delay_ms: config.default_lock_delay.as_millis() as u64,
-        fleetlock: fleetlock::FleetLock::new(config.fleetlock.clone()),
-        own: std::sync::Arc::new(identity.clone()),
-    }
+/// The HTTP router of `app`: every domain's routes (see `domains::routes`).
+pub(crate) fn router(app: app::App) -> axum::Router {
+    let routes = domains::routes(&app.settings);
+    http::router(app, routes)
 }
 
 /// The background tasks that run beside an engine: the reaper and the local probe.

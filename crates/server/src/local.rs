@@ -19,9 +19,9 @@ use locksmith_api::{
 use locksmith_client::{ClientError, LeaseApi};
 use locksmith_core::{Acquire, FenceToken, LeaseId, Trusted};
 
+use crate::domains::leases::ops::valid_lease;
 use crate::engine::Engine;
-use crate::http::ApiError;
-use crate::http::routes::valid_lease;
+use crate::request::ApiError;
 
 /// What [`LocalClient::endpoint`] names in messages.
 const ENDPOINT: &str = "in-process engine";

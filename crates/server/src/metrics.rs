@@ -7,9 +7,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use locksmith_core::{AuditKind, AuditRecord, HoldState, ResourceView};
-use prometheus_client::encoding::EncodeLabelSet;
+use locksmith_core::{AuditKind, AuditRecord, HoldState, LockState, ResourceView};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,14 +21,74 @@ struct CauseLabel {
     cause: String,
 }
 
+/// The lock states with a gauge. FREE resources are not counted: their number is unbounded.
+const GAUGED_STATES: [LockState; 4] = [
+    LockState::Hot,
+    LockState::Stale,
+    LockState::Frozen,
+    LockState::Delayed,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabel {
-    state: String,
+struct LockLabel {
+    state: Labelled<LockState>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HoldLabel {
+    state: Labelled<HoldState>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabel {
+    event: Labelled<HoldEvent>,
+}
+
+/// Another domain's audit event, by its kind (`config_written`, `rollout_started`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainEventLabel {
     event: String,
+}
+
+/// What happened to a hold, as its counter's label says it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum HoldEvent {
+    Placed,
+    Acked,
+    Lifted,
+    Expired,
+}
+
+/// A label value written as the API writes it (`HOT`, `pending_ack`, `placed`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct Labelled<T>(T);
+
+impl EncodeLabelValue for Labelled<LockState> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, locksmith_api::state_name(self.0))
+    }
+}
+
+impl EncodeLabelValue for Labelled<HoldState> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let name = match self.0 {
+            HoldState::Active => "active",
+            HoldState::PendingAck => "pending_ack",
+        };
+        std::fmt::Write::write_str(encoder, name)
+    }
+}
+
+impl EncodeLabelValue for Labelled<HoldEvent> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let name = match self.0 {
+            HoldEvent::Placed => "placed",
+            HoldEvent::Acked => "acked",
+            HoldEvent::Lifted => "lifted",
+            HoldEvent::Expired => "expired",
+        };
+        std::fmt::Write::write_str(encoder, name)
+    }
 }
 
 /// Everything exported at `/metrics`.
@@ -38,12 +98,12 @@ pub struct Metrics {
     grants: Counter,
     ends: Family<CauseLabel, Counter>,
     hold_events: Family<EventLabel, Counter>,
-    domain_events: Family<EventLabel, Counter>,
+    domain_events: Family<DomainEventLabel, Counter>,
     breaks: Counter,
     grant_latency: Histogram,
     commit_latency: Histogram,
-    locks: Family<StateLabel, Gauge>,
-    holds: Family<StateLabel, Gauge>,
+    locks: Family<LockLabel, Gauge>,
+    holds: Family<HoldLabel, Gauge>,
     leases: Gauge,
     waiters: Gauge,
     fence: Gauge,
@@ -166,24 +226,26 @@ impl Metrics {
             AuditKind::Broke => {
                 self.breaks.inc();
             }
-            AuditKind::HoldPlaced
-            | AuditKind::HoldAcked
-            | AuditKind::HoldLifted
-            | AuditKind::HoldExpired => {
-                self.hold_events
-                    .get_or_create(&EventLabel {
-                        event: record.label().trim_start_matches("hold_").to_string(),
-                    })
-                    .inc();
-            }
+            AuditKind::HoldPlaced => self.count_hold(HoldEvent::Placed),
+            AuditKind::HoldAcked => self.count_hold(HoldEvent::Acked),
+            AuditKind::HoldLifted => self.count_hold(HoldEvent::Lifted),
+            AuditKind::HoldExpired => self.count_hold(HoldEvent::Expired),
             AuditKind::Domain(event) => {
                 self.domain_events
-                    .get_or_create(&EventLabel {
+                    .get_or_create(&DomainEventLabel {
                         event: event.kind.clone(),
                     })
                     .inc();
             }
         }
+    }
+
+    fn count_hold(&self, event: HoldEvent) {
+        self.hold_events
+            .get_or_create(&EventLabel {
+                event: Labelled(event),
+            })
+            .inc();
     }
 
     /// Records a successful acquire's latency.
@@ -217,29 +279,30 @@ impl Metrics {
 
 impl Metrics {
     fn set_table(&self, table: &TableSnapshot<'_>) {
-        for state in ["HOT", "STALE", "FROZEN", "DELAYED"] {
-            let listed = table
-                .resources
-                .iter()
-                .filter(|r| locksmith_api::state_name(r.state) == state)
-                .count() as u64;
-            let n = listed + if state == "HOT" { table.plain_hot } else { 0 };
+        for state in GAUGED_STATES {
+            let listed = table.resources.iter().filter(|r| r.state == state).count() as u64;
+            let plain = if state == LockState::Hot {
+                table.plain_hot
+            } else {
+                0
+            };
             self.locks
-                .get_or_create(&StateLabel {
-                    state: state.to_string(),
+                .get_or_create(&LockLabel {
+                    state: Labelled(state),
+                })
+                .set((listed + plain) as i64);
+        }
+        let (active, pending) = table.holds;
+        for (state, n) in [
+            (HoldState::Active, active),
+            (HoldState::PendingAck, pending),
+        ] {
+            self.holds
+                .get_or_create(&HoldLabel {
+                    state: Labelled(state),
                 })
                 .set(n as i64);
         }
-        self.holds
-            .get_or_create(&StateLabel {
-                state: "active".into(),
-            })
-            .set(table.holds.0 as i64);
-        self.holds
-            .get_or_create(&StateLabel {
-                state: "pending_ack".into(),
-            })
-            .set(table.holds.1 as i64);
     }
 }
 
@@ -253,8 +316,44 @@ pub fn hold_counts(holds: &[locksmith_core::HoldView]) -> (u64, u64) {
 }
 
 #[cfg(test)]
-mod domain_event_tests {
+mod tests {
     use super::*;
+
+    /// The state gauges keep the label values they had as strings: the API's state names and
+    /// the holds' snake_case states.
+    #[test]
+    fn state_gauges_are_labelled_as_the_api_names_the_states() {
+        let frozen = ResourceView {
+            resource: "res/frozen".into(),
+            state: LockState::Frozen,
+            slots: 1,
+            holders: Vec::new(),
+            waiters: Vec::new(),
+            holds: Vec::new(),
+            delay_left_ms: 0,
+        };
+        let text = Metrics::default().render(&Snapshot {
+            table: Some(TableSnapshot {
+                plain_hot: 4,
+                resources: &[frozen],
+                holds: (1, 2),
+            }),
+            leases: 4,
+            waiters: 0,
+            fence: 9,
+            heartbeat_ms: 0,
+        });
+        for line in [
+            "locksmith_locks{state=\"HOT\"} 4",
+            "locksmith_locks{state=\"STALE\"} 0",
+            "locksmith_locks{state=\"FROZEN\"} 1",
+            "locksmith_locks{state=\"DELAYED\"} 0",
+            "locksmith_holds{state=\"active\"} 1",
+            "locksmith_holds{state=\"pending_ack\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 
     /// Another domain's audit events are counted by their kind, beside the lock table's.
     #[test]

@@ -17,7 +17,7 @@ use locksmith_host::Liveness;
 
 use crate::NodeIdentity;
 use crate::engine::Engine;
-use crate::http::ApiError;
+use crate::request::ApiError;
 
 impl NodeIdentity {
     /// Refuses a claim that `node` — when it is this server's node — runs under another boot id

@@ -15,7 +15,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use locksmith_api::{ErrorBody, ErrorCode};
 
-use crate::http::{ApiError, MAX_BODY_BYTES};
+use crate::http::MAX_BODY_BYTES;
+use crate::request::ApiError;
 
 /// Headers worth forwarding in each direction (hop-by-hop headers are not).
 const FORWARDED: [&str; 4] = [

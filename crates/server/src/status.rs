@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use locksmith_api::{Problem, StateCounts, StatusResponse, format_age};
+use locksmith_api::{Problem, ProblemKind, StateCounts, StatusResponse, format_age};
 use locksmith_core::{HoldState, LockState};
 
 use crate::clock::wall_ms;
@@ -41,7 +41,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
     };
     if let Some(e) = failure {
         problems.push(Problem {
-            kind: "storage_failed".into(),
+            kind: ProblemKind::StorageFailed,
             resource: None,
             message: format!("storage refused a write: {e}"),
             next_step: "check the disk and the server log, then restart the server".into(),
@@ -49,7 +49,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
     }
     if let Some(Err(_)) = &table {
         problems.push(Problem {
-            kind: "storage_stalled".into(),
+            kind: ProblemKind::StorageStalled,
             resource: None,
             message: format!(
                 "storage has not confirmed a write for over {}; the locks are not shown until it \
@@ -62,7 +62,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
     let allowed = 3 * gc_interval.as_millis() as u64 + 2_000;
     if heartbeat_age_ms > allowed {
         problems.push(Problem {
-            kind: "reaper_stalled".into(),
+            kind: ProblemKind::ReaperStalled,
             resource: None,
             message: format!(
                 "the server's own heartbeat (reaper) last ran {} ago",
@@ -92,7 +92,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
                 counts.stale += 1;
                 for h in r.holders.iter().filter(|h| h.stale) {
                     problems.push(Problem {
-                        kind: "stale_lock".into(),
+                        kind: ProblemKind::StaleLock,
                         resource: Some(r.resource.clone()),
                         message: format!(
                             "{}: STALE — held by {}, last heartbeat {} ago",
@@ -113,7 +113,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
             LockState::Delayed => {
                 counts.delayed += 1;
                 problems.push(Problem {
-                    kind: "lock_delay".into(),
+                    kind: ProblemKind::LockDelay,
                     resource: Some(r.resource.clone()),
                     message: format!(
                         "{}: DELAYED — lock-delay after a failed holder, {} left",
@@ -131,7 +131,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
             .find(|w| now.saturating_sub(w.waiting_since_ms) > LONG_WAIT_MS)
         {
             problems.push(Problem {
-                kind: "long_wait".into(),
+                kind: ProblemKind::LongWait,
                 resource: Some(r.resource.clone()),
                 message: format!(
                     "{}: {} has waited {}",
@@ -147,7 +147,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
         let rec = &h.record;
         match h.state {
             HoldState::Active => problems.push(Problem {
-                kind: "frozen".into(),
+                kind: ProblemKind::Frozen,
                 resource: Some(rec.resource.clone()),
                 message: format!(
                     "{}: FROZEN by {} ({} left): {}",
@@ -164,7 +164,7 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
             HoldState::PendingAck => {
                 counts.holds_pending_ack += 1;
                 problems.push(Problem {
-                    kind: "hold_pending_ack".into(),
+                    kind: ProblemKind::HoldPendingAck,
                     resource: Some(rec.resource.clone()),
                     message: format!(
                         "{}: hold {} by {} awaits acknowledgement ({} left): {}",
@@ -199,8 +199,8 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
 
-    fn kinds(status: &StatusResponse) -> Vec<&str> {
-        status.problems.iter().map(|p| p.kind.as_str()).collect()
+    fn kinds(status: &StatusResponse) -> Vec<ProblemKind> {
+        status.problems.iter().map(|p| p.kind).collect()
     }
 
     /// Bug pinned (issue 15, item 18): the heartbeat's age was wall-clock arithmetic, so for
@@ -228,7 +228,7 @@ mod tests {
         // The reaper has not run for a minute.
         engine.backdate_heartbeat(0, 60_000);
         let stalled = status(&engine, gc).await;
-        assert_eq!(kinds(&stalled), vec!["reaper_stalled"]);
+        assert_eq!(kinds(&stalled), vec![ProblemKind::ReaperStalled]);
         engine.close().expect("close");
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! One task per connection reads frames, starts each request at once, and writes the answers as
 //! they complete, several per write when they are ready together. The requests go to the same
-//! [`Engine`](crate::engine::Engine) calls as the HTTP routes, with the same defaults and the
-//! same error bodies.
+//! request functions as the HTTP routes (`crate::domains::leases::ops`), so they have the same
+//! defaults, checks and error bodies.
 //!
 //! The connection never stops reading because of what its acquires wait for: a queued acquire
 //! may wait as long as it asked, so a connection may have up to [`MAX_ACQUIRES`] of them under
@@ -24,8 +24,14 @@
 //! reading, answers what it has under way (queued acquires are answered `shutting_down` by the
 //! engine), and closes.
 //!
+//! At most `max_connections` connections are served at once. One more is sent the server's
+//! preamble and then, under request id 0 (the id of answers about the connection itself), an
+//! error frame `too_many_connections` (status 503), and closed — so a client that opens with
+//! the preamble, as every client does, reads a clear error where it reads its first answer.
+//!
 //! What it is not: the HTTP API (`crate::http`), which serves everything, including the
-//! operations this protocol also carries.
+//! operations this protocol also carries. Both call the same request functions
+//! (`crate::domains::leases::ops`).
 
 use std::collections::HashMap;
 use std::io;
@@ -34,9 +40,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::{FutureExt, future::BoxFuture};
 use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
-use locksmith_api::{
-    AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest, FenceCheckResponse, ReleaseResponse,
-};
+use locksmith_api::{AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,9 +49,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Timeouts;
-use crate::http::extract::parse;
-use crate::http::routes::{acquire_of, valid_lease};
-use crate::http::{ApiError, AppState};
+use crate::accept::{AcceptErrors, ConnectionCap, is_connection_error, too_many_connections};
+use crate::app::App;
+use crate::domains::leases::ops;
+use crate::request::{ApiError, decode as parse};
 
 /// Most acquires one connection may have under way (queued ones included); one more is refused
 /// at once with `too_many_requests`, and the connection goes on reading.
@@ -62,32 +67,38 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 const NOT_WIRE_ANSWER: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
 connection: close\r\ncontent-length: ";
 
-/// Accepts connections until `stop` turns true, then waits for every connection to finish.
+/// Accepts connections, at most `max_connections` at once, until `stop` turns true, then waits
+/// for every connection to finish.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: AppState,
+    app: App,
     timeouts: Timeouts,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
     let connection_stop = stop.clone();
-    let mut accept_errors = crate::accept::AcceptErrors::new("wire");
+    let mut accept_errors = AcceptErrors::new("wire");
+    let mut cap = ConnectionCap::new("wire", max_connections, refusal(max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
                     accept_errors.accepted();
+                    let Some(permit) = cap.admit() else {
+                        cap.refuse(tcp);
+                        continue;
+                    };
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
                     }
-                    connections.spawn(connection(
-                        tcp,
-                        app.clone(),
-                        timeouts,
-                        connection_stop.clone(),
-                    ));
+                    let served = connection(tcp, app.clone(), timeouts, connection_stop.clone());
+                    connections.spawn(async move {
+                        served.await;
+                        drop(permit);
+                    });
                 }
-                Err(e) if crate::accept::is_connection_error(&e) => {}
+                Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning, and
                     // log it at most once per interval.
@@ -102,18 +113,27 @@ pub(crate) async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// What a connection over the cap is sent: the preamble, then the refusal under request id 0.
+fn refusal(max_connections: usize) -> Vec<u8> {
+    let mut out = PREAMBLE.to_vec();
+    encode::<()>(
+        &mut out,
+        0,
+        Err(ApiError::from(too_many_connections(
+            "wire-protocol",
+            max_connections,
+        ))),
+    );
+    out
+}
+
 /// Resolves once `flag` is true (or its sender is gone).
 async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
 }
 
 /// Serves one connection; I/O errors just end it (the peer went away).
-async fn connection(
-    tcp: TcpStream,
-    app: AppState,
-    timeouts: Timeouts,
-    stop: watch::Receiver<bool>,
-) {
+async fn connection(tcp: TcpStream, app: App, timeouts: Timeouts, stop: watch::Receiver<bool>) {
     if let Err(e) = run_connection(tcp, app, timeouts, stop).await {
         tracing::debug!(error = %e, "wire: connection ended");
     }
@@ -121,7 +141,7 @@ async fn connection(
 
 async fn run_connection(
     tcp: TcpStream,
-    app: AppState,
+    app: App,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -250,13 +270,7 @@ struct UnderWay {
 
 impl UnderWay {
     /// Starts a request; a withdraw is carried out (and answered) here, in frame order.
-    fn start(
-        &mut self,
-        app: &AppState,
-        req: Request,
-        gone: &watch::Receiver<bool>,
-        out: &mut Vec<u8>,
-    ) {
+    fn start(&mut self, app: &App, req: Request, gone: &watch::Receiver<bool>, out: &mut Vec<u8>) {
         match Op::from_code(req.code) {
             Some(Op::Withdraw) => {
                 let answer = parse::<Withdraw>(&req.body).map(|w| Withdrawn {
@@ -332,7 +346,7 @@ impl From<Frame<'_>> for Request {
 /// Starts one request (an acquire with its withdraw signal); resolves to its request id if it
 /// is an acquire, and its encoded answer.
 fn request(
-    app: &AppState,
+    app: &App,
     req: Request,
     gone: &watch::Receiver<bool>,
     withdrawn: Option<oneshot::Receiver<()>>,
@@ -344,8 +358,6 @@ fn request(
         match Op::from_code(req.code) {
             Some(Op::Acquire) => {
                 let answer = async {
-                    let req: AcquireRequest = parse(&req.body)?;
-                    let acquire = acquire_of(&app, req)?;
                     // Resolves once a withdraw arrives for this request, never otherwise.
                     let withdrawn = async {
                         if let Some(rx) = withdrawn
@@ -355,12 +367,18 @@ fn request(
                         }
                         std::future::pending().await
                     };
+                    let acquire = async {
+                        let req: AcquireRequest = parse(&req.body)?;
+                        ops::acquire(&app, req).await
+                    };
                     // Dropping the engine's acquire withdraws it from the queue, and releases
-                    // a grant that raced with that (or one made at once, not yet durable).
+                    // a grant that raced with that (or one made at once, not yet durable). A
+                    // withdraw that arrived first wins, even over a request that is not valid:
+                    // the withdraw's answer said it was withdrawn, so this one gets none.
                     tokio::select! {
                         biased;
                         () = withdrawn => Ok(None),
-                        granted = app.engine.acquire(acquire) => Ok(Some(granted?)),
+                        granted = acquire => Ok(Some(granted?)),
                         _ = stopped(&mut gone) => Err(ApiError::from(ErrorBody::new(
                             ErrorCode::InvalidRequest,
                             "the connection was closed while the acquire waited",
@@ -376,34 +394,16 @@ fn request(
                 return (Some(id), out);
             }
             Some(Op::Renew) => {
-                let answer = async {
-                    let op: LeaseOp = parse(&req.body)?;
-                    Ok(app.engine.renew(valid_lease(op.lease)?, op.token).await?)
-                };
+                let answer = async { ops::renew(&app, parse::<LeaseOp>(&req.body)?).await };
                 encode(&mut out, id, answer.await);
             }
             Some(Op::Release) => {
-                let answer = async {
-                    let op: LeaseOp = parse(&req.body)?;
-                    let lease = valid_lease(op.lease)?;
-                    let released = app.engine.release(lease, op.token).await?;
-                    Ok(ReleaseResponse {
-                        lease,
-                        resource: released.resource,
-                        already_released: released.already,
-                    })
-                };
+                let answer = async { ops::release(&app, parse::<LeaseOp>(&req.body)?).await };
                 encode(&mut out, id, answer.await);
             }
             Some(Op::CheckFence) => {
-                let answer = async {
-                    let req: FenceCheckRequest = parse(&req.body)?;
-                    let holder = app.engine.check_fence(&req.resource, req.token).await?;
-                    Ok(FenceCheckResponse {
-                        resource: req.resource,
-                        holder,
-                    })
-                };
+                let answer =
+                    async { ops::check_fence(&app, parse::<FenceCheckRequest>(&req.body)?).await };
                 encode(&mut out, id, answer.await);
             }
             None => encode::<()>(

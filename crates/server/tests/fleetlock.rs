@@ -6,14 +6,19 @@
 //! `reboot/<group>` in the lock table (`GET /v1/locks`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod common;
 
 use common::TestServer;
-use locksmith_core::NO_EXPIRY_TTL_MS;
-use locksmith_server::ServerConfig;
+use locksmith_core::{
+    AuditRecord, FenceToken, LeaseId, LeaseRecord, Mutation, NO_EXPIRY_TTL_MS, Owner, Snapshot,
+};
 use locksmith_server::fleetlock::FleetLockConfig;
+use locksmith_server::{Server, ServerConfig, ServerError};
+use locksmith_store::{AuditQuery, EmbeddedStore, LeaseSink, Store, StoreError};
 use serde_json::{Value, json};
 
 /// Every `kind` the server may answer with (documented in the README).
@@ -654,4 +659,247 @@ async fn the_prefix_is_configurable() {
     assert_eq!(status, 200, "{v}");
     assert!(holders(&s.url, "default").await.is_empty());
     s.stop().await;
+}
+
+// ---- settings, listings at scale, and storage failures -----------------------------------------
+
+/// Bug pinned (issue 16, item 8): `FleetLock::new` quietly repaired settings that validation
+/// refuses, so a server embedded without the CLI's checks started with other settings than
+/// it was given (here 1 slot per group instead of 0). It now refuses to start, naming them.
+#[tokio::test]
+async fn a_server_with_invalid_fleetlock_settings_does_not_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        fleetlock: FleetLockConfig {
+            default_slots: 0,
+            ..FleetLockConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    match Server::bind(config).await {
+        Err(ServerError::Settings(e)) => {
+            let e = e.to_string();
+            assert!(e.contains("default slots"), "{e}");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("started with settings its validation refuses"),
+    }
+    // Refused before the store was touched.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+}
+
+/// Seeds `dir`'s embedded store with `n` leases on `fill/<i>`, held by processes of a node that
+/// is not the server's.
+fn seed(dir: &std::path::Path, n: u64) {
+    let mut store = EmbeddedStore::open(dir).expect("open");
+    store.load().expect("load");
+    let mut batch: Vec<Mutation> = (1..=n)
+        .map(|i| {
+            Mutation::PutLease(LeaseRecord {
+                lease: LeaseId(i),
+                resource: format!("fill/{i:06}"),
+                owner: Owner {
+                    node: format!("seed-{}", i % 97),
+                    pid: 1_000 + (i % 1_000) as u32,
+                    start_time: 7,
+                    boot_id: "seed-boot".into(),
+                    user: "svc".into(),
+                    purpose: "fills the table".into(),
+                    pid_ns: None,
+                },
+                token: FenceToken(i),
+                ttl_ms: 3_600_000,
+                slots: 1,
+                granted_at_ms: 1_700_000_000_000,
+                lock_delay_ms: 0,
+            })
+        })
+        .collect();
+    batch.push(Mutation::FenceHighWater(n));
+    store.commit(&batch).expect("seed");
+}
+
+/// Bug pinned (issue 16, item 8): `GET /v1/fleetlock/groups` built the view of every lock in
+/// the table under the table's mutex (what `status` and `locks` stopped doing), then looked
+/// the groups up one by one: at a million leases every request waited seconds behind it. It
+/// now walks the `reboot/` names a page at a time and builds the groups' views only: listing
+/// the groups costs a small part of building every lock's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_the_groups_builds_no_view_of_the_other_locks() {
+    const LEASES: u64 = 60_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    seed(dir.path(), LEASES);
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        probe_interval: Duration::ZERO,
+        fleetlock: FleetLockConfig {
+            group_slots: BTreeMap::from([("configured".to_string(), 2)]),
+            ..FleetLockConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).await.expect("bind");
+    let engine = server.engine().clone();
+    let s = TestServer::serving(server);
+    for (id, group) in [("n1", "workers"), ("n2", "db"), ("n3", "workers")] {
+        let (status, v) = lock(&s.url, id, group).await;
+        assert!(
+            status == 200 || kind(&v) == "failed_lock_semaphore_full",
+            "{v}"
+        );
+    }
+    let (status, listed) = send(&s.url, "GET", "/v1/fleetlock/groups", &[], None).await;
+    assert_eq!(status, 200, "{listed}");
+    let groups: Vec<(&str, Vec<&str>)> = listed["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let holders = g["holders"].as_array().expect("holders");
+            (
+                g["group"].as_str().unwrap_or_default(),
+                holders.iter().filter_map(Value::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("configured", vec![]),
+            ("db", vec!["n2"]),
+            ("workers", vec!["n1"])
+        ]
+    );
+
+    // The fastest of a few runs of each, so that a busy machine's pauses do not decide.
+    let mut every_view = Duration::MAX;
+    let mut listing = Duration::MAX;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let all = engine.resources().await.expect("resources");
+        every_view = every_view.min(started.elapsed());
+        assert_eq!(all.len() as u64, LEASES + 2);
+        let started = std::time::Instant::now();
+        let (status, _) = send(&s.url, "GET", "/v1/fleetlock/groups", &[], None).await;
+        listing = listing.min(started.elapsed());
+        assert_eq!(status, 200);
+    }
+    assert!(
+        listing * 5 < every_view,
+        "listing {} groups took {listing:?}; building every lock's view takes {every_view:?}",
+        groups.len()
+    );
+    s.stop().await;
+}
+
+/// An embedded store whose commits fail from the moment `fail` is set, writing nothing.
+struct Failing {
+    store: EmbeddedStore,
+    fail: Arc<AtomicBool>,
+}
+
+impl Store for Failing {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        self.store.load()
+    }
+
+    fn load_streaming(&mut self, sink: &mut dyn LeaseSink) -> Result<Snapshot, StoreError> {
+        self.store.load_streaming(sink)
+    }
+
+    fn commit(&mut self, batch: &[Mutation]) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("injected: the disk is gone".into()));
+        }
+        self.store.commit(batch)
+    }
+
+    fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.store.audit(query)
+    }
+
+    fn describe(&self) -> String {
+        "failing".into()
+    }
+}
+
+/// Bug pinned (issue 16, item 8): after a failed commit FleetLock said "nothing was granted"
+/// whatever became of the slot, and a steady-state said "the slot may still be held — try
+/// again" although the server refuses every write until it is restarted. The answers now say
+/// whether the outcome is unknown, and that only a restart ends the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_commit_the_answers_say_what_is_known_and_that_a_restart_is_needed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = Failing {
+        store: EmbeddedStore::open(dir.path()).expect("open"),
+        fail: Arc::clone(&fail),
+    };
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        probe_interval: Duration::ZERO,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind_with_store(config, Box::new(store))
+        .await
+        .expect("bind");
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let (status, v) = lock(&url, "held", "workers").await;
+    assert_eq!(status, 200, "{v}");
+
+    // The commit of this grant fails: whether it was made is unknown.
+    fail.store(true, Ordering::SeqCst);
+    let (status, v) = fleet(&url, PRE, "unknown", "db").await;
+    assert_eq!((status, kind(&v)), (503, "failed_lock"), "{v}");
+    let value = v["value"].as_str().unwrap_or_default();
+    assert!(
+        value.contains("whether it was granted is unknown"),
+        "{value}"
+    );
+    assert!(value.contains("refuses writes"), "{value}");
+    assert!(!value.contains("nothing was granted"), "{value}");
+
+    // Everything after is refused unwritten, until a restart: no point trying again before.
+    let (status, v) = fleet(&url, STEADY, "held", "workers").await;
+    assert_eq!((status, kind(&v)), (503, "failed_unlock"), "{v}");
+    let value = v["value"].as_str().unwrap_or_default();
+    assert!(value.contains("until it is restarted"), "{value}");
+    assert!(!value.contains("try again"), "{value}");
+    let (status, v) = fleet(&url, PRE, "later", "db").await;
+    assert_eq!((status, kind(&v)), (503, "failed_lock"), "{v}");
+    let value = v["value"].as_str().unwrap_or_default();
+    assert!(value.contains("until it is restarted"), "{value}");
+
+    // The lock API says the same.
+    let (status, v) = send(
+        &url,
+        "POST",
+        "/v1/acquire",
+        &[],
+        Some(json!({"resource": "after/failure", "owner": common::owner(7)}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (503, Some("storage_failed")),
+        "{v}"
+    );
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("before anything of it was written"),
+        "{message}"
+    );
+    assert!(message.contains("until the server restarts"), "{message}");
+    let _ = stop.send(());
+    // The server stops, and says its storage failed.
+    let served = serving.await.expect("server task");
+    assert!(matches!(served, Err(ServerError::Store(_))), "{served:?}");
 }

@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, Request};
 use locksmith_api::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 
-use crate::http::ApiError;
+use crate::request::{ApiError, decode};
 
 /// A JSON request body. An empty body parses as `T::default()` only through [`OptionalJson`].
 #[derive(Debug)]
@@ -39,22 +39,12 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     })
 }
 
-/// Decodes a JSON request body; a bad one is `invalid_json`.
-pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::from(ErrorBody::new(
-            ErrorCode::InvalidJson,
-            format!("request body is not valid: {e}"),
-        ))
-    })
-}
-
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
-        parse(&bytes).map(JsonBody)
+        decode(&bytes).map(JsonBody)
     }
 }
 
@@ -66,7 +56,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        parse(&bytes).map(OptionalJson)
+        decode(&bytes).map(OptionalJson)
     }
 }
 
@@ -77,17 +67,4 @@ pub fn query<T>(
     parsed
         .map(|axum::extract::Query(q)| q)
         .map_err(|e| ApiError::from(ErrorBody::invalid("query", format!("is not valid: {e}"))))
-}
-
-/// A page size: `limit`, or `default` if absent; `invalid_request` naming `limit` unless it is
-/// between 1 and `max`.
-pub fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(default);
-    if limit == 0 || limit > max {
-        return Err(ApiError::from(ErrorBody::invalid(
-            "limit",
-            format!("must be between 1 and {max} (got {limit})"),
-        )));
-    }
-    Ok(limit)
 }

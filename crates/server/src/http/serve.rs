@@ -16,6 +16,10 @@
 //! listener closes, each connection finishes its request under way and closes (hyper's graceful
 //! shutdown), and [`serve`] returns once all have. A failed accept (out of file descriptors,
 //! usually) is logged — at most once a second, with a count of the rest — and retried shortly.
+//!
+//! At most `max_connections` connections are served at once: one more is answered with a
+//! minimal HTTP/1.1 `503` whose body is the JSON error `too_many_connections`, and closed (see
+//! [`ConnectionCap`]).
 
 use std::future::Future;
 use std::io;
@@ -39,29 +43,35 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::Timeouts;
-use crate::accept::{AcceptErrors, is_connection_error};
+use crate::accept::{AcceptErrors, ConnectionCap, is_connection_error, too_many_connections};
 
-/// Serves `router` on `listener` until `stop` turns true, then waits for every connection.
+/// Serves `router` on `listener`, at most `max_connections` connections at once, until `stop`
+/// turns true; then waits for every connection.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     timeouts: Timeouts,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
     let mut errors = AcceptErrors::new("http");
+    let mut cap = ConnectionCap::new("http", max_connections, refusal(max_connections));
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
                     errors.accepted();
-                    connections.spawn(connection(
-                        tcp,
-                        router.clone(),
-                        timeouts,
-                        connection_stop.clone(),
-                    ));
+                    let Some(permit) = cap.admit() else {
+                        cap.refuse(tcp);
+                        continue;
+                    };
+                    let served = connection(tcp, router.clone(), timeouts, connection_stop.clone());
+                    connections.spawn(async move {
+                        served.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) if is_connection_error(&e) => {}
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -73,6 +83,18 @@ pub(crate) async fn serve(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// What a connection over the cap is sent: a whole HTTP/1.1 response, whatever it asked.
+fn refusal(max_connections: usize) -> Vec<u8> {
+    let body =
+        serde_json::to_string(&too_many_connections("HTTP", max_connections)).unwrap_or_default();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Resolves once `flag` is true (or its sender is gone); holds no borrow of the flag after.

@@ -122,7 +122,8 @@ impl TestServer {
         Self::serving(server)
     }
 
-    fn serving(server: Server) -> Self {
+    /// Serves a bound `server` (the caller keeps its storage).
+    pub fn serving(server: Server) -> Self {
         let url = format!("http://{}", server.local_addr());
         let wire = server.wire_addr().map(|a| a.to_string());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -15,15 +14,19 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::engine::Engine;
 
-#[derive(Debug, Deserialize)]
-pub struct EventsQuery {
+/// `GET /v1/events` query string.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// Only this resource's records.
     resource: Option<String>,
 }
 
-pub async fn stream(
-    State(engine): State<Engine>,
-    Query(q): Query<EventsQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// The event stream of `engine`'s durable audit records, for one resource or all.
+pub(crate) fn stream(
+    engine: &Engine,
+    q: EventsQuery,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let rx = engine.subscribe();
     let closing = engine.closing();
     let state = (rx, q.resource, closing);

@@ -1,0 +1,25 @@
+//! The server's domains, one module each: its request functions (`ops`, transport-neutral:
+//! typed request in, typed answer or [`ApiError`](crate::request::ApiError) out) and its HTTP
+//! routes (`routes`, handlers that only extract and call `ops`). The wire protocol calls the
+//! same `ops`.
+//!
+//! A new domain (configs, agents, rollouts) adds a directory here and one line to [`routes`].
+
+pub mod fleetlock;
+pub mod leases;
+pub mod operators;
+pub mod server;
+
+use crate::app::Settings;
+use crate::routing::Route;
+
+/// Every HTTP route of every domain: the route table the router and the OpenAPI document are
+/// both built from.
+pub(crate) fn routes(settings: &Settings) -> Vec<Route> {
+    let mut routes = Vec::new();
+    routes.extend(leases::routes::routes());
+    routes.extend(operators::routes::routes());
+    routes.extend(fleetlock::routes::routes(&settings.fleetlock));
+    routes.extend(server::routes::routes());
+    routes
+}

@@ -1,0 +1,89 @@
+//! The operators' request functions.
+
+use locksmith_api::{
+    AuditQuery, AuditResponse, BreakRequest, BreakResponse, DEFAULT_BREAK_FREEZE_MS, ErrorBody,
+    HoldRequest, HoldsResponse,
+};
+use locksmith_core::{HoldId, HoldView, PlaceHold, validate_resource};
+
+use crate::app::App;
+use crate::request::{ApiError, page_limit};
+
+/// Default and largest page of audit records.
+const AUDIT_DEFAULT_LIMIT: usize = 100;
+const AUDIT_MAX_LIMIT: usize = 10_000;
+
+/// Places a hold: no new grants on the resource while it is in force.
+pub async fn place_hold(app: &App, req: HoldRequest) -> Result<HoldView, ApiError> {
+    let hold = PlaceHold {
+        resource: req.resource,
+        operator: req.operator,
+        reason: req.reason,
+        duration_ms: req.duration_ms,
+        require_ack: req.require_ack,
+    };
+    Ok(app.engine.place_hold(hold).await?)
+}
+
+/// Every hold, active or pending acknowledgement.
+pub async fn holds(app: &App) -> Result<HoldsResponse, ApiError> {
+    Ok(HoldsResponse {
+        holds: app.engine.holds().await?,
+    })
+}
+
+/// A second operator acknowledges a hold: it takes effect.
+pub async fn ack_hold(app: &App, hold: HoldId, operator: &str) -> Result<HoldView, ApiError> {
+    Ok(app.engine.ack_hold(valid_hold(hold)?, operator).await?)
+}
+
+/// Lifts a hold early.
+pub async fn lift_hold(app: &App, hold: HoldId, operator: &str) -> Result<HoldView, ApiError> {
+    Ok(app.engine.lift_hold(valid_hold(hold)?, operator).await?)
+}
+
+/// Breaks a lock: revokes its leases (or one), advances the fence past their tokens, and
+/// freezes the resource for a while so nothing re-grabs it mid-operation.
+pub async fn break_lock(app: &App, req: BreakRequest) -> Result<BreakResponse, ApiError> {
+    let freeze = req.freeze_ms.unwrap_or(DEFAULT_BREAK_FREEZE_MS);
+    let out = app
+        .engine
+        .break_lock(&req.resource, req.lease, &req.operator, &req.reason, freeze)
+        .await?;
+    Ok(BreakResponse {
+        resource: req.resource,
+        revoked: out.revoked,
+        fence: out.fence,
+        hold: out.hold,
+    })
+}
+
+/// The audit records that match, oldest first.
+pub async fn audit(app: &App, q: AuditQuery) -> Result<AuditResponse, ApiError> {
+    if let Some(r) = &q.resource {
+        validate_resource(r)?;
+    }
+    let limit = page_limit(q.limit, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT)?;
+    let records = app
+        .engine
+        .audit(locksmith_store::AuditQuery {
+            resource: q.resource,
+            since_ms: q.since_ms,
+            after_seq: q.after_seq,
+            limit,
+        })
+        .await?;
+    Ok(AuditResponse { records })
+}
+
+/// `hold` if it can name a hold (ids start at 1).
+fn valid_hold(hold: HoldId) -> Result<HoldId, ApiError> {
+    if hold.0 > 0 {
+        Ok(hold)
+    } else {
+        Err(ApiError::from(ErrorBody::invalid(
+            "hold",
+            "0 is not a hold id (a positive integer)",
+        )))
+    }
+}
