@@ -2,6 +2,7 @@
 //! injected where a test needs a window or a fault.
 
 mod callers;
+mod sequence;
 mod storage;
 
 use std::sync::atomic::Ordering;
