@@ -573,14 +573,19 @@ fn lock_refusal(group: &str, slots: u32, e: AcquireError) -> Refusal {
         ),
         AcquireError::Invalid(e) => Refusal::invalid(e.to_string()),
         // A trusted acquire resizes instead of refusing, and its long TTL is the server's
-        // setting (a re-acquire keeps its lease); reaching either is a bug, like a broken
-        // invariant of the table.
-        e @ (AcquireError::SlotsMismatch { .. }
-        | AcquireError::TtlMismatch { .. }
-        | AcquireError::Internal(_)) => Refusal::new(
+        // setting (a re-acquire keeps its lease); reaching either is a bug.
+        e @ (AcquireError::SlotsMismatch { .. } | AcquireError::TtlMismatch { .. }) => {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::InternalError,
+                format!("internal error (a bug): {e}"),
+            )
+        }
+        // Says "internal error (a bug)" itself.
+        AcquireError::Internal(bug) => Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::InternalError,
-            format!("internal error (a bug): {e}"),
+            bug.to_string(),
         ),
     }
 }
