@@ -52,6 +52,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             log_segment_bytes: args.log_segment_bytes,
             ..locksmith_store::StoreOptions::default()
         },
+        clock: None,
     };
     if !args.etcd.is_empty() {
         if let Some(WireListen::At(addr)) = args.wire_listen {

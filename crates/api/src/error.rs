@@ -1,8 +1,8 @@
 //! Stable error codes. Each code maps to exactly one HTTP status, here and nowhere else.
 
 use locksmith_core::{
-    AcquireError, BreakError, EndCause, FenceError, HoldError, HoldId, HoldView, HolderView,
-    InvalidRequest, LeaseError, LeaseId, ReportError,
+    AcquireError, BreakError, BrokenInvariant, EndCause, FenceError, HoldError, HoldId, HoldView,
+    HolderView, InvalidRequest, LeaseError, LeaseId, ReportError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -251,7 +251,17 @@ impl ErrorBody {
                 )
             },
             AcquireError::Invalid(inv) => Self::from_invalid(inv),
+            AcquireError::Internal(bug) => Self::from_bug(bug),
         }
+    }
+
+    /// An `internal` (500) for a broken invariant of the table: a bug, which no change to the
+    /// request would avoid and no field of it caused.
+    pub fn from_bug(bug: &BrokenInvariant) -> Self {
+        Self::new(
+            ErrorCode::Internal,
+            format!("{bug}; the request may not have been applied — report it with the server log"),
+        )
     }
 
     /// An `invalid_request` from the table's validation.
@@ -420,6 +430,7 @@ impl ErrorBody {
                     format!("{e}; use the token returned with the lease"),
                 )
             },
+            LeaseError::Internal(bug) => Self::from_bug(bug),
         }
     }
 
@@ -461,6 +472,28 @@ mod tests {
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    /// Bug pinned (issue 16, item 3): the table's "holder without lease" inconsistency was an
+    /// `invalid_request` (400) blaming the caller's `resource` field. A broken invariant is a
+    /// bug: 500 `internal`, naming no field.
+    #[test]
+    fn a_broken_invariant_is_a_500_internal_that_blames_no_field() {
+        let bug = BrokenInvariant::new("cfg/a: holder 7 has no lease");
+        for body in [
+            ErrorBody::from_acquire(&AcquireError::Internal(bug.clone()), 0),
+            ErrorBody::from_lease(&LeaseError::Internal(bug.clone())),
+            ErrorBody::from_report(&ReportError::Lease(LeaseError::Internal(bug))),
+        ] {
+            assert_eq!(body.error, ErrorCode::Internal, "{body:?}");
+            assert_eq!(body.error.http_status(), 500);
+            assert_eq!(body.field, None);
+            assert!(
+                body.message.contains("holder 7 has no lease"),
+                "{}",
+                body.message
+            );
         }
     }
 }

@@ -239,7 +239,8 @@ impl AuditRecord {
 }
 
 impl AuditRecord {
-    /// A record about `resource`; `seq` and `at_ms` are filled in by the table when appended.
+    /// A record about `resource`; `at_ms` is filled in by the table when appended, `seq` by the
+    /// driver as it seals the batch (one sequence for every domain).
     pub fn new(resource: &str, kind: AuditKind) -> Self {
         Self {
             seq: 0,

@@ -44,16 +44,3 @@ pub enum Effect {
 
 /// The effects of one or more operations, in order.
 pub type Effects = Vec<Effect>;
-
-/// Splits effects into the mutations to persist (in order) and everything else (in order).
-pub fn split(effects: Effects) -> (Vec<Mutation>, Effects) {
-    let mut mutations = Vec::new();
-    let mut rest = Vec::new();
-    for effect in effects {
-        match effect {
-            Effect::Persist(m) => mutations.push(m),
-            other => rest.push(other),
-        }
-    }
-    (mutations, rest)
-}

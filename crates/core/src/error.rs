@@ -29,6 +29,23 @@ impl InvalidRequest {
     }
 }
 
+/// A broken invariant of the table: a bug in Locksmith, never the caller's fault. Drivers answer
+/// it as a server fault (HTTP 500 `internal`), not as a refusal of the request: nothing the caller
+/// changes makes the request succeed, and no field of it is to blame.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("internal error (a bug): {what}")]
+pub struct BrokenInvariant {
+    /// Which invariant, and where.
+    pub what: String,
+}
+
+impl BrokenInvariant {
+    /// A broken invariant, described.
+    pub fn new(what: impl Into<String>) -> Self {
+        Self { what: what.into() }
+    }
+}
+
 /// Why an acquire was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AcquireError {
@@ -85,6 +102,9 @@ pub enum AcquireError {
     /// The request is malformed.
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),
+    /// The table found itself inconsistent: a bug, not a refusal (see [`BrokenInvariant`]).
+    #[error(transparent)]
+    Internal(#[from] BrokenInvariant),
 }
 
 /// How a lease ended, remembered for a while so that a late renew or release is told why.
@@ -182,6 +202,9 @@ pub enum LeaseError {
         /// The lease's token.
         current: FenceToken,
     },
+    /// The table found itself inconsistent: a bug, not a refusal (see [`BrokenInvariant`]).
+    #[error(transparent)]
+    Internal(#[from] BrokenInvariant),
 }
 
 /// Why a fence check failed.

@@ -25,8 +25,8 @@ pub mod view;
 pub use audit::{AuditKind, AuditRecord, DomainEvent};
 pub use effect::{Effect, Effects};
 pub use error::{
-    AcquireError, BreakError, EndCause, FenceError, HoldError, InvalidRequest, LeaseError,
-    ReportError,
+    AcquireError, BreakError, BrokenInvariant, EndCause, FenceError, HoldError, InvalidRequest,
+    LeaseError, ReportError,
 };
 pub use hold::{HoldId, HoldRecord, HoldState, HoldView};
 pub use ids::{FenceToken, LeaseId, WaiterId};
@@ -36,9 +36,9 @@ pub use owner::Owner;
 pub use record::{LeaseChunk, LeaseRecord, LeaseRef, Mutation, OwnerRef, Snapshot};
 pub use resource::validate_resource;
 pub use table::{
-    Acquire, AcquireOutcome, BreakOutcome, Census, DeadProcess, LeasePreparer, LockTable,
-    NO_EXPIRY_TTL_MS, PlaceHold, PreparedLeases, Released, RestoreBuilder, TableConfig, Trusted,
-    Vantage, validate_reporter,
+    Acquire, AcquireOutcome, BreakOutcome, Census, DeadProcess, LeasePreparer, LivenessReport,
+    LockTable, NO_EXPIRY_TTL_MS, PlaceHold, PreparedLeases, Reclaimed, Released, RestoreBuilder,
+    TableConfig, Trusted, Vantage, validate_reporter,
 };
 pub use time::{Mono, Now};
 pub use view::{HolderView, LeaseView, LockState, ResourceView, WaiterView};

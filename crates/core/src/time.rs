@@ -2,8 +2,12 @@
 //!
 //! Two clocks travel together. `mono` is a monotonic millisecond count chosen by the driver
 //! (it never goes backwards and is meaningless across restarts — which is why no monotonic
-//! deadline is ever persisted). `wall` is Unix time in milliseconds, used only for display
-//! ("since 03:12", "last heartbeat 31m ago"), never for deciding anything.
+//! deadline is ever persisted): every lease, wait, lock-delay and hold runs out on it while the
+//! table runs. `wall_ms` is Unix time in milliseconds: what is shown ("since 03:12", "last
+//! heartbeat 31m ago") and stamped on stored records (grants, holds, audit), and it decides one
+//! thing — across a restart, when the monotonic clock starts over, a stored hold keeps its
+//! remaining wall-clock time (an operator's promise in human time; see [`crate::hold`]). A
+//! lease's TTL never depends on it: a restored lease counts as renewed at recovery.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +34,8 @@ impl Mono {
 pub struct Now {
     /// Monotonic clock: leases and waits are decided on this.
     pub mono: Mono,
-    /// Wall clock, Unix milliseconds: for display and audit only.
+    /// Wall clock, Unix milliseconds: shown, stamped on stored records, and what a restored
+    /// hold's remaining time is counted on (see the module docs).
     pub wall_ms: u64,
 }
 

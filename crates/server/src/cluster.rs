@@ -205,7 +205,7 @@ impl ClusterServer {
             })
             .await;
             let engine = match opened {
-                Ok(Ok(store)) => recover(Box::new(store), &identity).await,
+                Ok(Ok(store)) => recover(Box::new(store), &identity, config.engine_clock()).await,
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(ServerError::Cluster(e.to_string())),
             };

@@ -31,11 +31,12 @@ pub use domains::fleetlock;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use locksmith_core::{
-    AuditKind, AuditRecord, LeaseChunk, LeasePreparer, LockTable, Now, PreparedLeases,
-    RestoreBuilder, Snapshot, TableConfig, Vantage,
+    AuditKind, AuditRecord, LeaseChunk, LeasePreparer, Now, PreparedLeases, RestoreBuilder,
+    Snapshot, TableConfig, Vantage,
 };
 use locksmith_store::{
     AuditQuery, Committer, EmbeddedStore, LeaseSink, Store, StoreError, StoreOptions,
@@ -43,8 +44,8 @@ use locksmith_store::{
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-use crate::clock::Clock;
-use crate::engine::Engine;
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Engine, State};
 
 /// How to run a server.
 #[derive(Debug, Clone)]
@@ -79,6 +80,18 @@ pub struct ServerConfig {
     /// Most connections each listener (HTTP, wire) serves at once; one more is answered
     /// `too_many_connections` (503) and closed.
     pub max_connections: usize,
+    /// The clock the engine runs on — every lease, wait, lock-delay and hold runs out on it —
+    /// and the reaper sleeps on; `None`: the system clock. A
+    /// [`ManualClock`](clock::ManualClock) runs the whole server on virtual time.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl ServerConfig {
+    /// The clock to run an engine on: [`ServerConfig::clock`], or the system clock starting
+    /// now.
+    pub(crate) fn engine_clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone().unwrap_or_else(SystemClock::shared)
+    }
 }
 
 /// The default [`ServerConfig::header_timeout`]: long enough for any client on a slow link to
@@ -123,6 +136,7 @@ impl Default for ServerConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             store: StoreOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            clock: None,
         }
     }
 }
@@ -185,7 +199,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let settings = std::sync::Arc::new(app::Settings::of(&config)?);
         let identity = NodeIdentity::of(&config)?;
-        let engine = recover(store, &identity).await?;
+        let engine = recover(store, &identity, config.engine_clock()).await?;
         let listener = bind_listener(config.listen).await?;
         let wire = match config.wire_listen {
             Some(addr) => Some(bind_listener(addr).await?),
@@ -307,24 +321,27 @@ impl NodeIdentity {
     }
 }
 
-/// Loads the store, rebuilds the lock table (every surviving lease counts as renewed now),
-/// starts the committer, and runs the boot watchdog.
+/// Loads the store, rebuilds the engine's state (every surviving lease counts as renewed now;
+/// audit records are numbered on from the highest stored), starts the committer, and runs the
+/// boot watchdog.
 pub(crate) async fn recover(
     store: Box<dyn Store>,
     identity: &NodeIdentity,
+    clock: Arc<dyn Clock>,
 ) -> Result<Engine, ServerError> {
-    let clock = Clock::start();
-    let (table, store) = restore_table(store, clock.now()).await?;
+    let started = clock.now();
+    let (state, store) = restore_state(store, started).await?;
     tracing::info!(
-        leases = table.lease_count(),
-        fence_high_water = table.fence_high_water(),
-        ended_remembered = table.ended_count(),
+        leases = state.locks.lease_count(),
+        fence_high_water = state.locks.fence_high_water(),
+        audit_seq = state.audit_seq,
+        ended_remembered = state.locks.ended_count(),
         store = %store.describe(),
-        took_ms = clock.now().mono.0,
+        took_ms = clock.now().mono.ms_since(started.mono),
         "recovered lock table; surviving leases count as renewed now"
     );
     let committer = Committer::spawn(store)?;
-    let engine = Engine::new(table, committer, clock);
+    let engine = Engine::new(state, committer, clock);
     // Boot watchdog: leases this node held under an older boot id belong to processes that
     // died with that boot — reclaim them before serving anyone.
     let (ghosts, _) = engine
@@ -339,7 +356,7 @@ pub(crate) async fn recover(
     Ok(engine)
 }
 
-/// What [`restore_table`]'s reading thread hands its building thread, in this order.
+/// What [`restore_state`]'s reading thread hands its building thread, in this order.
 enum Handoff {
     /// How many leases will come (a capacity hint).
     Expect(usize),
@@ -362,7 +379,7 @@ enum Handoff {
 pub const BOOT_AUDIT_SCAN: usize = 65_536;
 
 /// The newest [`BOOT_AUDIT_SCAN`] audit records that end a lease, oldest first: what the
-/// restored table is told ([`LockTable::remember_ended`]) so that a renew or release that
+/// restored table is told ([`LockTable::remember_ended`](locksmith_core::LockTable::remember_ended)) so that a renew or release that
 /// arrives after a restart is answered as before it — `already_released` for a retried
 /// release whose first answer was lost to the crash, `broken` naming who and why for a
 /// broken holder — instead of "ended, cause unknown". A store that cannot answer costs only
@@ -384,18 +401,18 @@ fn recent_ends(store: &mut dyn Store) -> Vec<AuditRecord> {
     }
 }
 
-/// Reads the store and builds the table from it at the same time, on two threads. At a million
+/// Reads the store and builds the state from it at the same time, on two threads. At a million
 /// leases a restart is all CPU, so it is cut in two halves of about the same cost: on one
 /// thread the store reads and decodes the leases, and a [`LeasePreparer`] makes table leases
 /// of them (their allocations and first touches of fresh memory); they go through a short
 /// channel, a few thousand at a time, to the other thread, where a [`RestoreBuilder`] indexes
 /// them as they come. Every lease counts as renewed at `now`. Then the reading thread reads
 /// the newest lease ends from the audit log ([`recent_ends`]) while the building thread
-/// finishes, and the table is told them.
-async fn restore_table(
+/// finishes, and the table is told them. The audit sequence goes on from the store's highest.
+async fn restore_state(
     mut store: Box<dyn Store>,
     now: Now,
-) -> Result<(LockTable, Box<dyn Store>), ServerError> {
+) -> Result<(State, Box<dyn Store>), ServerError> {
     /// Chunks between the two threads: enough that neither waits for the other's hiccups,
     /// few enough that they stay in cache.
     const IN_FLIGHT: usize = 4;
@@ -416,13 +433,15 @@ async fn restore_table(
     let load = tokio::task::spawn_blocking(move || {
         let mut sink = Handover { handoff, preparer };
         let loaded = store.load_streaming(&mut sink).and_then(|rest| {
+            let audit_seq = rest.audit_seq;
             sink.handoff
                 .send(Handoff::Rest(rest))
+                .map(|()| audit_seq)
                 .map_err(|_| builder_gone())
         });
         // `load` is done: the audit log may be read now (the `Store` contract).
         let ends = match loaded {
-            Ok(()) => recent_ends(&mut *store),
+            Ok(_) => recent_ends(&mut *store),
             Err(_) => Vec::new(),
         };
         (loaded, ends, store)
@@ -430,10 +449,10 @@ async fn restore_table(
     let (loaded, ends, store) = load.await.map_err(|e| StoreError::Io(e.to_string()))?;
     // A panic while building is the error to report, rather than the reader's "builder gone".
     let built = build.await.map_err(|e| StoreError::Io(e.to_string()))?;
-    loaded?;
+    let audit_seq = loaded?;
     let mut table = built.ok_or_else(builder_gone)?;
     table.remember_ended(&ends);
-    Ok((table, store))
+    Ok((State::new(table, audit_seq), store))
 }
 
 /// The store's side of [`restore_table`]'s channel.
@@ -520,7 +539,7 @@ impl EngineTasks {
 #[cfg(test)]
 mod recover_tests {
     use super::*;
-    use locksmith_core::{FenceToken, LeaseId, LeaseRecord, Mutation, Owner};
+    use locksmith_core::{FenceToken, LeaseId, LeaseRecord, LockTable, Mutation, Owner};
 
     /// Holds `leases` leases; its streaming load fails after `fail_after` chunks, if set.
     struct Stored {
@@ -604,7 +623,9 @@ mod recover_tests {
             leases,
             fail_after: None,
         });
-        let (table, _store) = restore_table(store, now).await.expect("restore");
+        let (state, _store) = restore_state(store, now).await.expect("restore");
+        let table = state.locks;
+        assert_eq!(state.audit_seq, 3, "numbered on from the stored audit seq");
         let whole = LockTable::restore(
             TableConfig::default(),
             Stored {
@@ -627,7 +648,7 @@ mod recover_tests {
             leases: 0,
             fail_after: Some(6),
         });
-        match restore_table(store, Now::default()).await {
+        match restore_state(store, Now::default()).await {
             Err(ServerError::Store(StoreError::Corrupt(reason))) => {
                 assert!(reason.contains("damaged"), "{reason}");
             }

@@ -1,9 +1,12 @@
-//! The reaper: one background task that expires leases and waits when they are due.
+//! The reaper: one background task that runs out whatever is due — leases, waits, lock-delays,
+//! holds — when it is due.
 //!
-//! It sleeps until the table's next deadline — or the GC interval, whichever comes first, as a
-//! sweep that does not trust the deadline bookkeeping alone — and is woken early when an
-//! operation sets an earlier deadline. It runs once immediately at boot: that is the watchdog
-//! that reclaims whatever recovery left due.
+//! It sleeps on the engine's clock until the state's next deadline — or the GC interval,
+//! whichever comes first, as a sweep that does not trust the deadline bookkeeping alone — and
+//! is woken early when an operation sets an earlier deadline. Both are instants on the engine's
+//! clock, so on a [`ManualClock`](crate::clock::ManualClock) the reaper runs exactly when the
+//! test moves time past them. It runs once immediately at boot: that is the watchdog that
+//! reclaims whatever recovery left due.
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use crate::engine::Engine;
 pub async fn run(engine: Engine, gc_interval: Duration, mut shutdown: watch::Receiver<bool>) {
     // A failed store refuses every run until a restart: say so once, not every interval.
     let mut failed = false;
+    let gc_ms = u64::try_from(gc_interval.as_millis()).unwrap_or(u64::MAX);
     loop {
         match engine.reap().await {
             Ok(0) => {}
@@ -25,14 +29,14 @@ pub async fn run(engine: Engine, gc_interval: Duration, mut shutdown: watch::Rec
             }
             Err(_) => {}
         }
-        let sweep = tokio::time::Instant::now() + gc_interval;
+        let sweep = engine.clock().now().mono.plus_ms(gc_ms);
         let wake = engine
             .next_deadline()
             // +1 ms: the engine clock counts whole milliseconds, so wake just after the deadline.
-            .map(|at| engine.clock().instant_of(at.plus_ms(1)).min(sweep))
+            .map(|at| at.plus_ms(1).min(sweep))
             .unwrap_or(sweep);
         tokio::select! {
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = engine.clock().sleep_until(wake) => {}
             _ = engine.deadline_changed() => {}
             _ = shutdown.changed() => return,
         }

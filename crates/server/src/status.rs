@@ -193,11 +193,14 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
 
 #[cfg(test)]
 mod tests {
-    use locksmith_core::{LockTable, TableConfig};
+    use std::sync::Arc;
+
+    use locksmith_core::{LockTable, Now, TableConfig};
     use locksmith_store::{Committer, EmbeddedStore, Store};
 
     use super::*;
-    use crate::clock::Clock;
+    use crate::clock::ManualClock;
+    use crate::engine::State;
 
     fn kinds(status: &StatusResponse) -> Vec<ProblemKind> {
         status.problems.iter().map(|p| p.kind).collect()
@@ -213,8 +216,10 @@ mod tests {
         let mut store = EmbeddedStore::open(dir.path()).expect("open");
         store.load().expect("load");
         let committer = Committer::spawn(Box::new(store)).expect("committer");
-        let clock = Clock::started_ago(Duration::from_secs(600));
-        let engine = Engine::new(LockTable::new(TableConfig::default()), committer, clock);
+        // Ten minutes into the server's life, so that there is a past to backdate into.
+        let clock = Arc::new(ManualClock::at(Now::at(600_000, wall_ms())));
+        let state = State::new(LockTable::new(TableConfig::default()), 0);
+        let engine = Engine::new(state, committer, clock);
         engine.reap().await.expect("reap");
         let gc = Duration::from_secs(1);
         assert!(status(&engine, gc).await.all_clear);

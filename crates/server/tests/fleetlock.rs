@@ -12,10 +12,11 @@ use std::time::Duration;
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, on_virtual_time};
 use locksmith_core::{
     AuditRecord, FenceToken, LeaseId, LeaseRecord, Mutation, NO_EXPIRY_TTL_MS, Owner, Snapshot,
 };
+use locksmith_server::clock::ManualClock;
 use locksmith_server::fleetlock::FleetLockConfig;
 use locksmith_server::{Server, ServerConfig, ServerError};
 use locksmith_store::{AuditQuery, EmbeddedStore, LeaseSink, Store, StoreError};
@@ -626,19 +627,30 @@ async fn a_frozen_group_refuses_with_failed_lock_frozen() {
     s.stop().await;
 }
 
+/// On virtual time (issue 16, deliverable 2): the slot goes stale when the server's clock
+/// passes `stale_after` — to the millisecond — instead of after a 1.5 s sleep.
 #[tokio::test]
 async fn with_stale_after_an_abandoned_slot_is_reclaimed() {
-    let s = TestServer::start_tweaked(with_fleetlock(|f| {
-        f.stale_after = Some(Duration::from_secs(1));
-    }))
+    let clock = Arc::new(ManualClock::new());
+    let on_clock = on_virtual_time(&clock);
+    let s = TestServer::start_tweaked(|c| {
+        on_clock(c);
+        with_fleetlock(|f| f.stale_after = Some(Duration::from_secs(60)))(c);
+    })
     .await;
     assert_eq!(lock(&s.url, "node-a", "default").await.0, 200);
     assert_eq!(
         view(&s.url, "default").await["holders"][0]["ttl_ms"],
-        json!(1_000)
+        json!(60_000)
     );
     assert_eq!(lock(&s.url, "node-b", "default").await.0, 409);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    clock.advance(Duration::from_millis(59_999));
+    assert_eq!(
+        lock(&s.url, "node-b", "default").await.0,
+        409,
+        "not stale yet"
+    );
+    clock.advance(Duration::from_millis(1));
     assert_eq!(lock(&s.url, "node-b", "default").await.0, 200);
     assert_eq!(holders(&s.url, "default").await, ["node-b"]);
     s.stop().await;

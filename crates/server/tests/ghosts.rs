@@ -4,14 +4,17 @@
 mod common;
 
 use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, req};
+use common::{PROMPTLY, TestServer, next_event, on_virtual_time, req};
 use locksmith_client::ClientError;
 use locksmith_client::api::{
     AuditQuery, BreakRequest, DeadHolder, ErrorCode, HoldRequest, LeaseView, LivenessReport,
 };
 use locksmith_core::{AuditKind, EndCause, HoldState, LockState, Owner};
+use locksmith_server::ServerConfig;
+use locksmith_server::clock::ManualClock;
 
 fn no_probe() -> impl FnOnce(&mut locksmith_server::ServerConfig) {
     |c| c.probe_interval = Duration::ZERO
@@ -376,38 +379,115 @@ async fn break_while_the_holder_heartbeats_revokes_it_fences_it_out_and_audits()
     s.stop().await;
 }
 
+/// A server on virtual time (`clock`), without the probe.
+fn virtual_time(clock: &Arc<ManualClock>) -> impl FnOnce(&mut ServerConfig) + use<> {
+    let on_clock = on_virtual_time(clock);
+    move |c: &mut ServerConfig| {
+        no_probe()(c);
+        on_clock(c);
+    }
+}
+
+/// On virtual time (issue 16, deliverable 2): the holder's TTL and its lock-delay run out when
+/// the test moves the server's clock — to the millisecond — instead of during a sleep (it
+/// polled every 50 ms for up to 5 s). The expiry comes from the reaper alone, woken by the
+/// clock: a server that slept on the real clock fails this in seconds.
 #[tokio::test]
 async fn lock_delay_follows_a_failed_holder_but_not_a_release() {
-    let s = TestServer::start_tweaked(no_probe()).await;
+    let clock = Arc::new(ManualClock::new());
+    let s = TestServer::start_tweaked(virtual_time(&clock)).await;
     let c = s.client();
     let mut r = req("delayed", 1);
-    r.ttl_ms = Some(1_000);
-    r.lock_delay_ms = Some(3_000);
+    r.ttl_ms = Some(60_000);
+    r.lock_delay_ms = Some(30_000);
     let l = c.acquire(&r).await.expect("acquire");
     c.release(l.lease, None).await.expect("clean release");
-    c.acquire(&req("delayed", 2))
+    let next = c
+        .acquire(&req("delayed", 2))
         .await
         .expect("no delay after a clean release");
-    // Now let a holder with a lock-delay expire.
-    let s2 = TestServer::start_tweaked(no_probe()).await;
-    let c2 = s2.client();
-    c2.acquire(&r).await.expect("acquire");
-    let mut state = LockState::Hot;
-    for _ in 0..100 {
-        state = c2.lock("delayed").await.expect("lock").lock.state;
-        if state == LockState::Delayed {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(state, LockState::Delayed);
-    let err = c2
-        .acquire(&req("delayed", 2))
+    // Released too: no deadline but the one under test may wake the reaper.
+    c.release(next.lease, None).await.expect("release");
+
+    // Now let a holder with a lock-delay expire, at t = 60 s.
+    let mut events = c.events(Some("failing")).await.expect("events");
+    r.resource = "failing".into();
+    let failing = c.acquire(&r).await.expect("acquire");
+    assert_eq!(next_event(&mut events).await.label(), "granted");
+    clock.advance(Duration::from_millis(60_001));
+    let expired = next_event(&mut events).await;
+    assert_eq!(
+        (expired.label(), expired.lease),
+        ("expired", Some(failing.lease))
+    );
+    let view = c.lock("failing").await.expect("lock").lock;
+    assert_eq!(view.state, LockState::Delayed);
+    // From the deadline, not from when the reaper got to it.
+    assert_eq!(view.delay_left_ms, 29_999);
+    let err = c
+        .acquire(&req("failing", 2))
         .await
         .expect_err("in lock-delay");
     assert_eq!(err.code(), Some(ErrorCode::LockDelay));
+    assert_eq!(err.body().and_then(|b| b.delay_left_ms), Some(29_999));
+    clock.advance(Duration::from_millis(29_998));
+    let err = c
+        .acquire(&req("failing", 2))
+        .await
+        .expect_err("a millisecond left");
+    assert_eq!(err.body().and_then(|b| b.delay_left_ms), Some(1));
+    clock.advance(Duration::from_millis(1));
+    c.acquire(&req("failing", 2))
+        .await
+        .expect("the lock-delay is over");
     s.stop().await;
-    s2.stop().await;
+}
+
+/// On virtual time (issue 16, deliverable 2): a hold runs out when the server's clock passes
+/// its duration, and the reaper — with nobody asking — ends it and hands the lock to the
+/// acquire queued behind it. A server that slept on the real clock would keep the 90 s hold
+/// for 90 s; the test gives it a few.
+#[tokio::test]
+async fn a_hold_runs_out_on_the_servers_clock_and_the_waiter_behind_it_is_granted() {
+    let clock = Arc::new(ManualClock::new());
+    let s = TestServer::start_tweaked(virtual_time(&clock)).await;
+    let c = s.client();
+    let mut events = c.events(Some("cfg")).await.expect("events");
+    let hold = c
+        .hold(&hold_req("cfg", "alice@ops", false))
+        .await
+        .expect("hold");
+    assert_eq!(hold.ends_in_ms, 90_000);
+    assert_eq!(next_event(&mut events).await.label(), "hold_placed");
+    let mut queued = req("cfg", 2);
+    queued.wait_ms = Some(600_000);
+    let waiter = tokio::spawn({
+        let c = s.client();
+        async move { c.acquire(&queued).await }
+    });
+    while c.lock("cfg").await.expect("lock").lock.waiters.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    clock.advance(Duration::from_millis(89_999));
+    let view = c.lock("cfg").await.expect("lock").lock;
+    assert_eq!(view.state, LockState::Frozen, "1 ms before the hold ends");
+    assert_eq!(view.waiters.len(), 1);
+
+    clock.advance(Duration::from_millis(2));
+    let expired = next_event(&mut events).await;
+    assert_eq!(
+        (expired.label(), expired.hold),
+        ("hold_expired", Some(hold.record.hold))
+    );
+    let granted = tokio::time::timeout(PROMPTLY, waiter)
+        .await
+        .expect("granted promptly")
+        .expect("task")
+        .expect("granted");
+    assert_eq!(granted.owner.pid, 2);
+    assert_eq!(next_event(&mut events).await.label(), "granted");
+    assert!(c.holds().await.expect("holds").holds.is_empty());
+    s.stop().await;
 }
 
 #[tokio::test]

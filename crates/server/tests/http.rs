@@ -7,9 +7,10 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Backend, Storage, TestServer, req};
+use common::{Backend, Storage, TestServer, next_event, on_virtual_time, req};
 use locksmith_client::api::{AcquireRequest, ErrorCode};
 use locksmith_core::EndCause;
+use locksmith_server::clock::ManualClock;
 use serde_json::{Value, json};
 
 async fn raw(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -319,22 +320,29 @@ macro_rules! lock_semantics {
             s.stop().await;
         }
 
+        /// On virtual time (issue 16, deliverable 2): the test moves the server's clock past
+        /// the TTL instead of sleeping through it (it slept a second, polling every 50 ms).
+        /// Nobody asks the server anything, so only the reaper — woken by the clock — can end
+        /// the lease; a server that slept on the real clock fails this in seconds.
         #[tokio::test]
-        async fn an_unrenewed_lease_is_reclaimed_after_its_ttl() {
-            let s = TestServer::start_on($backend).await;
+        async fn an_unrenewed_lease_is_reclaimed_by_the_reaper_when_its_ttl_runs_out() {
+            let clock = Arc::new(ManualClock::new());
+            let s = TestServer::start_on_tweaked($backend, on_virtual_time(&clock)).await;
             let c = s.client();
+            let mut events = c.events(Some("short")).await.expect("events");
             let mut r = req("short", 1);
-            r.ttl_ms = Some(1_000);
+            r.ttl_ms = Some(60_000);
             let lease = c.acquire(&r).await.expect("acquire");
-            let mut freed = false;
-            for _ in 0..100 {
-                if c.lock("short").await.expect("lock").lock.holders.is_empty() {
-                    freed = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            assert!(freed, "lease must be reclaimed by the reaper");
+            assert_eq!(next_event(&mut events).await.label(), "granted");
+            clock.advance(Duration::from_millis(59_999));
+            let view = c.lock("short").await.expect("lock").lock;
+            assert_eq!(view.holders.len(), 1, "held until its TTL runs out");
+            assert_eq!(view.holders[0].ttl_left_ms, 1);
+
+            clock.advance(Duration::from_millis(2));
+            let ended = next_event(&mut events).await;
+            assert_eq!((ended.label(), ended.lease), ("expired", Some(lease.lease)));
+            assert!(c.lock("short").await.expect("lock").lock.holders.is_empty());
             let err = c.renew(lease.lease, None).await.expect_err("expired");
             assert_eq!(err.code(), Some(ErrorCode::LeaseExpired));
             s.stop().await;

@@ -54,6 +54,26 @@ pub struct BreakOutcome {
     pub hold: Option<HoldView>,
 }
 
+/// What a dead holder's report reclaimed ([`LockTable::report_dead`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// The dead holder's lease, as it was just before.
+    pub holder: HolderView,
+    /// Leases the reporter's node held under an older boot, reclaimed first: a report's boot id
+    /// is news of its node's boot ([`LockTable::observe_boot`]).
+    pub ghosts: Vec<LeaseId>,
+}
+
+/// What a liveness report did ([`LockTable::report_liveness`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LivenessReport {
+    /// Every lease the report ended, in the order it ended them: the node's leases from older
+    /// boots, and the holders it proved dead.
+    pub reclaimed: Vec<LeaseId>,
+    /// The evidence it refused, with why.
+    pub refused: Vec<ReportError>,
+}
+
 /// Checks who a liveness report says it comes from: a node, its boot id and a reporter, none
 /// empty. A report's boot id is news of its node's boot ([`LockTable::observe_boot`]), so an
 /// empty one would reclaim every lease of the node as a ghost of an older boot: check before
@@ -71,17 +91,45 @@ pub fn validate_reporter(
 impl LockTable {
     /// A request arrived from `node` running under `boot_id`. If the node's leases were granted
     /// under another boot id, the node rebooted and their holders cannot be alive: they are
-    /// reclaimed now. Returns how many were.
-    pub fn observe_boot(&mut self, node: &str, boot_id: &str, now: Now, fx: &mut Effects) -> usize {
+    /// reclaimed now. Returns the leases it reclaimed, in the order it ended them.
+    pub fn observe_boot(
+        &mut self,
+        node: &str,
+        boot_id: &str,
+        now: Now,
+        fx: &mut Effects,
+    ) -> Vec<LeaseId> {
+        let mut reclaimed = Vec::new();
+        self.reclaim_older_boots(node, boot_id, now, fx, &mut reclaimed);
+        reclaimed
+    }
+
+    /// [`observe_boot`](Self::observe_boot), adding the leases it reclaims to `reclaimed`.
+    fn reclaim_older_boots(
+        &mut self,
+        node: &str,
+        boot_id: &str,
+        now: Now,
+        fx: &mut Effects,
+        reclaimed: &mut Vec<LeaseId>,
+    ) {
+        // The common case — a request from a node with no lease of an older boot — allocates
+        // nothing (acquire asks on every call).
+        if !self
+            .nodes
+            .get(node)
+            .is_some_and(|known| known.iter().any(|(boot, _)| &**boot != boot_id))
+        {
+            return;
+        }
         let cause = EndCause::NodeRebooted {
             new_boot_id: boot_id.to_string(),
         };
-        let mut reclaimed = 0;
         // Ending a ghost hands its slot on, possibly to a waiter queued under the old boot: that
         // grant is a ghost too, so look again until only leases of `boot_id` are left.
         loop {
             let Some(known) = self.nodes.get(node) else {
-                return reclaimed;
+                return;
             };
             let mut ghosts: Vec<LeaseId> = known
                 .iter()
@@ -89,12 +137,12 @@ impl LockTable {
                 .flat_map(|(_, boot)| boot.leases.iter().copied())
                 .collect();
             if ghosts.is_empty() {
-                return reclaimed;
+                return;
             }
             ghosts.sort();
             for id in ghosts {
                 if self.end_lease(id, cause.clone(), now, fx).is_some() {
-                    reclaimed += 1;
+                    reclaimed.push(id);
                 }
             }
         }
@@ -104,6 +152,12 @@ impl LockTable {
     /// reports a lease's holder dead. Accepted only from the holder's own node, boot and PID
     /// namespace — a holder that recorded no namespace is never judged by pid — and only about
     /// the holder's exact process incarnation; the lease is then reclaimed at once.
+    ///
+    /// The report is news of its node's boot too, so the node's leases from older boots are
+    /// reclaimed first — even when the evidence is then refused. [`report_liveness`] says
+    /// which leases a report ended in every case.
+    ///
+    /// [`report_liveness`]: Self::report_liveness
     pub fn report_dead(
         &mut self,
         from: Vantage<'_>,
@@ -111,10 +165,51 @@ impl LockTable {
         dead: DeadProcess,
         now: Now,
         fx: &mut Effects,
+    ) -> Result<Reclaimed, ReportError> {
+        let mut ghosts = Vec::new();
+        let holder = self.judge_dead(from, reported_by, dead, now, fx, &mut ghosts)?;
+        // The holder's own lease went last.
+        ghosts.pop();
+        Ok(Reclaimed { holder, ghosts })
+    }
+
+    /// A liveness report from `from`: its boot id first (the node's leases from older boots
+    /// are reclaimed), then each dead holder ([`report_dead`](Self::report_dead)). Returns
+    /// every lease it ended and every piece of evidence it refused.
+    pub fn report_liveness(
+        &mut self,
+        from: Vantage<'_>,
+        reported_by: &str,
+        dead: impl IntoIterator<Item = DeadProcess>,
+        now: Now,
+        fx: &mut Effects,
+    ) -> LivenessReport {
+        let mut report = LivenessReport::default();
+        self.reclaim_older_boots(from.node, from.boot_id, now, fx, &mut report.reclaimed);
+        for evidence in dead {
+            if let Err(refused) =
+                self.judge_dead(from, reported_by, evidence, now, fx, &mut report.reclaimed)
+            {
+                report.refused.push(refused);
+            }
+        }
+        report
+    }
+
+    /// [`report_dead`](Self::report_dead), adding every lease it ends to `reclaimed` (the dead
+    /// holder's last).
+    fn judge_dead(
+        &mut self,
+        from: Vantage<'_>,
+        reported_by: &str,
+        dead: DeadProcess,
+        now: Now,
+        fx: &mut Effects,
+        reclaimed: &mut Vec<LeaseId>,
     ) -> Result<HolderView, ReportError> {
         validate_reporter(from.node, from.boot_id, reported_by)?;
         self.advance(now, fx);
-        self.observe_boot(from.node, from.boot_id, now, fx);
+        self.reclaim_older_boots(from.node, from.boot_id, now, fx, reclaimed);
         let lease = dead.lease;
         let Some(l) = self.leases.get(&lease) else {
             return Err(ReportError::Lease(self.ended_error(lease)));
@@ -148,6 +243,7 @@ impl LockTable {
             reported_by: reported_by.to_string(),
         };
         self.end_lease(lease, cause, now, fx);
+        reclaimed.push(lease);
         Ok(view)
     }
 

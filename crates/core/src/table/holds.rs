@@ -177,8 +177,12 @@ impl LockTable {
             now,
             fx,
         );
-        self.hold_view(hold, now)
-            .ok_or(HoldError::NotFound { hold })
+        // In force from now for its whole duration.
+        Ok(HoldView {
+            ends_in_ms: record.duration_ms,
+            record,
+            state: HoldState::Active,
+        })
     }
 
     /// Lifts a hold before it ends; grants resume (the queue is served first).

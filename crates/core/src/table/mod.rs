@@ -22,6 +22,10 @@
 //!   succeeds as `already`), across restarts too when the table is given the durable audit log
 //!   ([`LockTable::remember_ended`]), for the newest [`TableConfig::ended_memory`] ends;
 //! - every change to durable state emits its audit record in the same batch.
+//!
+//! Audit records leave the table unnumbered (`seq` 0) and stamped with `now`'s wall time: the
+//! driver numbers them as it seals the batch, from one sequence that every domain's records
+//! share (the server's engine step), so the table keeps no audit counter of its own.
 
 mod ghosts;
 mod holds;
@@ -31,7 +35,9 @@ mod resources;
 mod restore;
 mod views;
 
-pub use ghosts::{BreakOutcome, DeadProcess, Vantage, validate_reporter};
+pub use ghosts::{
+    BreakOutcome, DeadProcess, LivenessReport, Reclaimed, Vantage, validate_reporter,
+};
 pub use holds::PlaceHold;
 pub use restore::{LeasePreparer, PreparedLeases, RestoreBuilder};
 pub use views::Census;
@@ -41,7 +47,9 @@ use std::sync::Arc;
 
 use crate::audit::{AuditKind, AuditRecord};
 use crate::effect::{Effect, Effects};
-use crate::error::{AcquireError, EndCause, FenceError, InvalidRequest, LeaseError};
+use crate::error::{
+    AcquireError, BrokenInvariant, EndCause, FenceError, InvalidRequest, LeaseError,
+};
 use crate::hold::{HoldId, HoldRecord, HoldState};
 use crate::ids::{FenceToken, LeaseId, WaiterId};
 use crate::owner::Owner;
@@ -292,7 +300,6 @@ pub struct LockTable {
     nodes: Map<Arc<str>, NodeLeases>,
     /// Lock-delay timers: failed lease → the resource whose delay it started.
     delays: Map<LeaseId, Arc<str>>,
-    last_audit: u64,
 }
 
 impl LockTable {
@@ -310,7 +317,6 @@ impl LockTable {
             holds: Map::default(),
             nodes: Map::default(),
             delays: Map::default(),
-            last_audit: 0,
         }
     }
 
@@ -426,7 +432,9 @@ impl LockTable {
                     });
                 }
                 self.touch(id, now);
-                let mut view = self.lease_view(id).ok_or_else(|| broken_invariant(&req))?;
+                let mut view = self
+                    .lease_view(id)
+                    .ok_or_else(|| holder_without_lease(&req.resource, id))?;
                 view.reacquired = true;
                 return Ok(AcquireOutcome::Granted(view));
             }
@@ -464,8 +472,10 @@ impl LockTable {
         self.advance(now, fx);
         self.check_lease(lease, token)?;
         self.touch(lease, now);
-        self.lease_view(lease)
-            .ok_or(LeaseError::NotHolder { lease })
+        let view = self.lease_view(lease);
+        Ok(view.ok_or_else(|| {
+            BrokenInvariant::new(format!("lease {lease} vanished as it was renewed"))
+        })?)
     }
 
     /// Releases a lease, handing its slot to the next waiter. Releasing a lease that was already
@@ -496,7 +506,9 @@ impl LockTable {
         }
         let ended = self
             .end_lease(lease, EndCause::Released, now, fx)
-            .ok_or(LeaseError::NotHolder { lease })?;
+            .ok_or_else(|| {
+                BrokenInvariant::new(format!("lease {lease} vanished as it was released"))
+            })?;
         Ok(Released {
             resource: ended.resource.to_string(),
             token: ended.token,
@@ -751,10 +763,10 @@ impl LockTable {
         (key, res)
     }
 
-    /// Appends an audit record, giving it the next sequence number and the wall time.
+    /// Appends an audit record with the wall time, unnumbered: the driver gives it its `seq`
+    /// when it seals the batch (see the module docs).
     fn audit(&mut self, mut record: AuditRecord, now: Now, fx: &mut Effects) {
-        self.last_audit += 1;
-        record.seq = self.last_audit;
+        record.seq = 0;
         record.at_ms = now.wall_ms;
         fx.push(Effect::Persist(Mutation::AppendAudit(record)));
     }
@@ -935,12 +947,7 @@ fn view_of(l: &Lease, reacquired: bool) -> LeaseView {
     }
 }
 
-fn broken_invariant(req: &Acquire) -> AcquireError {
-    AcquireError::Invalid(InvalidRequest::new(
-        "resource",
-        format!(
-            "{}: internal inconsistency (holder without lease)",
-            req.resource
-        ),
-    ))
+/// A resource lists a holder the table has no lease for: a bug, never the caller's fault.
+fn holder_without_lease(resource: &str, lease: LeaseId) -> BrokenInvariant {
+    BrokenInvariant::new(format!("{resource}: holder {lease} has no lease"))
 }

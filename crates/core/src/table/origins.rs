@@ -311,7 +311,7 @@ mod tests {
         let mut fx = Vec::new();
         assert_eq!(
             table.observe_boot("node-1", "boot-b", Now::at(1, 1), &mut fx),
-            1
+            vec![lo]
         );
         assert!(table.lease(lo).is_none());
         assert!(fx.iter().any(|e| matches!(e,

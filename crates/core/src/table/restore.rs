@@ -157,8 +157,8 @@ impl RestoreBuilder {
     }
 
     /// Adds the rest of the stored state — `snapshot`'s leases if it has any (none when they
-    /// came in chunks), its holds, fence high-water mark and audit sequence — and returns the
-    /// table.
+    /// came in chunks), its holds and fence high-water mark — and returns the table. (The
+    /// snapshot's audit sequence is the driver's: the table numbers no audit records.)
     pub fn finish(mut self, snapshot: Snapshot) -> LockTable {
         let mut records = snapshot.leases;
         // Stores hand leases back in id order already; then this is one linear pass.
@@ -176,7 +176,6 @@ impl RestoreBuilder {
         } = self;
         let now = preparer.now;
         table.last_seq = table.last_seq.max(snapshot.fence_high_water);
-        table.last_audit = table.last_audit.max(snapshot.audit_seq);
         // Every deadline is `now` + a TTL and the leases came in id order, so this is sorted
         // already unless TTLs differ; the set is then built in one pass.
         timers.sort_unstable();

@@ -2,8 +2,8 @@
 //! on loopback ports — for the HTTP tests.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use locksmith_etcd::testing::EtcdCluster;
@@ -11,7 +11,9 @@ use locksmith_store::{EmbeddedStore, Store};
 
 use locksmith_client::Client;
 use locksmith_client::api::AcquireRequest;
-use locksmith_core::Owner;
+use locksmith_client::events::EventStream;
+use locksmith_core::{AuditRecord, Owner};
+use locksmith_server::clock::ManualClock;
 use locksmith_server::{Server, ServerConfig};
 
 /// Which store a test server runs on.
@@ -73,20 +75,31 @@ pub struct TestServer {
 impl TestServer {
     /// A server on fresh storage of `backend`.
     pub async fn start_on(backend: Backend) -> Self {
+        Self::start_on_tweaked(backend, |_| {}).await
+    }
+
+    /// A server on fresh storage of `backend`, after letting `tweak` adjust its config.
+    pub async fn start_on_tweaked(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let storage = Storage::fresh(backend);
-        let mut s = Self::on(&storage).await;
+        let mut s = Self::on_tweaked(&storage, tweak).await;
         s._storage = Some(storage);
         s
     }
 
     /// A server on `storage` (which the caller keeps, to restart on it).
     pub async fn on(storage: &Storage) -> Self {
-        let config = ServerConfig {
+        Self::on_tweaked(storage, |_| {}).await
+    }
+
+    /// A server on `storage`, after letting `tweak` adjust its config.
+    pub async fn on_tweaked(storage: &Storage, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             data_dir: storage.dir.path().to_path_buf(),
             gc_interval: Duration::from_millis(200),
             ..ServerConfig::default()
         };
+        tweak(&mut config);
         let server = Server::bind_with_store(config, storage.open())
             .await
             .expect("bind");
@@ -157,6 +170,33 @@ impl TestServer {
     pub fn client(&self) -> Client {
         Client::new(&self.url).expect("client")
     }
+}
+
+/// Runs the server on `clock`: every lease, wait, lock-delay and hold runs out when the test
+/// advances it, and only then. The reaper's GC sweep is an hour of that clock apart, so nothing
+/// but the clock's deadlines wakes it — a server that slept on the real clock instead would
+/// never reach them in a test's time.
+pub fn on_virtual_time(clock: &Arc<ManualClock>) -> impl FnOnce(&mut ServerConfig) + use<> {
+    let clock = Arc::clone(clock);
+    move |c: &mut ServerConfig| {
+        c.clock = Some(clock);
+        c.gc_interval = Duration::from_secs(3_600);
+    }
+}
+
+/// How long a test waits for what the server does on its own once the virtual clock is past it
+/// (the reaper's run, an event): far longer than that takes, far shorter than any TTL in the
+/// tests — so a server that ignored the virtual clock fails in this time instead of passing
+/// after the real one caught up.
+pub const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// The next event on `events`, within [`PROMPTLY`].
+pub async fn next_event(events: &mut EventStream) -> AuditRecord {
+    tokio::time::timeout(PROMPTLY, events.next())
+        .await
+        .expect("the event, promptly")
+        .expect("the stream reads")
+        .expect("the stream is open")
 }
 
 pub fn owner(pid: u32) -> Owner {

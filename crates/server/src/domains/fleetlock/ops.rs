@@ -239,6 +239,12 @@ fn lock_refusal(group: &str, slots: u32, e: AcquireError) -> Refusal {
                 format!("internal error (a bug): {e}"),
             )
         }
+        // Says "internal error (a bug)" itself.
+        AcquireError::Internal(bug) => Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::InternalError,
+            bug.to_string(),
+        ),
     }
 }
 

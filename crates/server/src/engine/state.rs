@@ -1,0 +1,41 @@
+//! What the engine's step works on: every domain's state in one bundle, behind one mutex.
+//!
+//! One bundle, so that an operation of any domain sees — and changes — every domain in one
+//! critical section and one durable batch: a fenced config write checks the lock table's fence
+//! and appends its revision together, and nothing can come between the check and the write.
+//! A domain adds a field here (its state, restored at boot), its deadlines to
+//! [`State::next_deadline`] and [`State::advance`], and its operations as closures handed to
+//! [`step`](super::step()).
+
+use locksmith_core::{Effects, LockTable, Mono, Now};
+
+/// Every domain's state, and the audit sequence they share.
+#[derive(Debug)]
+pub struct State {
+    /// Leases, waiters, holds and fencing.
+    pub locks: LockTable,
+    /// The last audit `seq` issued. One sequence for every domain's records — the audit log and
+    /// its event stream are one history — numbered by the step as it seals each batch, in batch
+    /// order. Starts at the highest seq the store holds (`Snapshot::audit_seq`).
+    pub audit_seq: u64,
+}
+
+impl State {
+    /// The state over a restored lock table, numbering audit records after `audit_seq` (the
+    /// highest the store holds).
+    pub fn new(locks: LockTable, audit_seq: u64) -> Self {
+        Self { locks, audit_seq }
+    }
+
+    /// When something of any domain next runs out (a lease, a wait, a lock-delay, a hold): the
+    /// instant the driver must step with nothing asked ([`advance`](Self::advance)).
+    pub fn next_deadline(&self) -> Option<Mono> {
+        self.locks.next_deadline()
+    }
+
+    /// Runs every domain's clock forward to `now`: whatever is due runs out. Returns how many
+    /// leases expired.
+    pub fn advance(&mut self, now: Now, fx: &mut Effects) -> usize {
+        self.locks.advance(now, fx)
+    }
+}
