@@ -79,7 +79,8 @@ impl LeaseApi for LocalClient {
             lock_delay_ms: req.lock_delay_ms.unwrap_or(self.default_lock_delay_ms),
             trusted: Trusted::NONE,
         };
-        self.engine.acquire(acquire).await.map_err(refused)
+        let refused_at = |e| refused(ApiError::engine_at(e, self.engine.clock().now().wall_ms));
+        self.engine.acquire(acquire).await.map_err(refused_at)
     }
 
     async fn renew(

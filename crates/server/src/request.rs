@@ -110,6 +110,18 @@ impl<E: Refusal> From<EngineError<E>> for ApiError {
     }
 }
 
+impl ApiError {
+    /// An engine's answer to an acquire, with the ages in a refusal ("last heartbeat 2s ago")
+    /// measured at `now_ms` on the engine's own wall clock — on a server running on virtual
+    /// time, that is the virtual one.
+    pub fn engine_at(e: EngineError<AcquireError>, now_ms: u64) -> Self {
+        match e {
+            EngineError::Refused(e) => ApiError::from(ErrorBody::from_acquire(&e, now_ms)),
+            other => ApiError::from(other),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::from(storage(&e))

@@ -6,7 +6,6 @@ use std::time::Duration;
 use locksmith_api::{Problem, ProblemKind, StateCounts, StatusResponse, format_age};
 use locksmith_core::{HoldState, LockState};
 
-use crate::clock::wall_ms;
 use crate::engine::Engine;
 
 /// A waiter queued longer than this is reported.
@@ -29,7 +28,8 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
         Some(_) => None,
         None => Some(tokio::time::timeout(TABLE_WAIT, engine.census()).await),
     };
-    let now = wall_ms();
+    // The engine's clock, as the table's own ages are: virtual time runs the whole server.
+    let now = engine.clock().now().wall_ms;
     // On the monotonic clock: a step of the wall clock is no stalled reaper.
     let heartbeat_age_ms = engine.heartbeat_age_ms();
     let mut problems = Vec::new();
@@ -217,7 +217,7 @@ mod tests {
         store.load().expect("load");
         let committer = Committer::spawn(Box::new(store)).expect("committer");
         // Ten minutes into the server's life, so that there is a past to backdate into.
-        let clock = Arc::new(ManualClock::at(Now::at(600_000, wall_ms())));
+        let clock = Arc::new(ManualClock::at(Now::at(600_000, crate::clock::wall_ms())));
         let state = State::new(LockTable::new(TableConfig::default()), 0);
         let engine = Engine::new(state, committer, clock);
         engine.reap().await.expect("reap");

@@ -569,3 +569,26 @@ async fn event_streams_and_waiting_acquires_outlive_the_header_and_idle_timeouts
     assert_eq!(labels, ["granted", "released", "granted"]);
     s.stop().await;
 }
+
+/// On virtual time the whole server runs on the one clock: a HOT refusal's "last heartbeat …
+/// ago" and a listing's `server_time_ms` are read from it, not from the machine's wall clock
+/// (which would make every age on a simulated fleet nonsense).
+#[tokio::test]
+async fn a_server_on_virtual_time_measures_ages_and_server_time_on_its_clock() {
+    let clock = Arc::new(ManualClock::new());
+    let s = TestServer::start_tweaked(on_virtual_time(&clock)).await;
+    let c = s.client();
+    let mut held = req("virtual/ages", 1);
+    held.ttl_ms = Some(600_000);
+    c.acquire(&held).await.expect("acquire");
+    clock.advance(Duration::from_secs(42));
+    let err = c.acquire(&req("virtual/ages", 2)).await.expect_err("HOT");
+    assert_eq!(err.code(), Some(ErrorCode::Hot), "{err}");
+    assert!(err.to_string().contains("last heartbeat 42s ago"), "{err}");
+    let listing = c.locks().await.expect("locks");
+    assert_eq!(
+        listing.server_time_ms,
+        locksmith_server::clock::Clock::now(clock.as_ref()).wall_ms
+    );
+    s.stop().await;
+}

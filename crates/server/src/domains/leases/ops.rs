@@ -11,14 +11,14 @@ use locksmith_core::{
 };
 
 use crate::app::App;
-use crate::clock::wall_ms;
 use crate::request::{ApiError, page_limit};
 
 /// Acquires a lock, waiting in its queue as long as asked; answers once the grant is durable.
 /// Dropping the future withdraws the acquire (see `Engine::acquire`).
 pub async fn acquire(app: &App, req: AcquireRequest) -> Result<LeaseView, ApiError> {
     let acquire = acquire_of(app, req)?;
-    Ok(app.engine.acquire(acquire).await?)
+    let refused_at = |e| ApiError::engine_at(e, app.engine.clock().now().wall_ms);
+    app.engine.acquire(acquire).await.map_err(refused_at)
 }
 
 /// A public acquire request as the table sees it, with the API's defaults filled in. Refused if
@@ -89,7 +89,7 @@ pub async fn locks(app: &App, q: LocksQuery) -> Result<LocksResponse, ApiError> 
         .then(|| locks.last().map(|l| l.resource.clone()))
         .flatten();
     Ok(LocksResponse {
-        server_time_ms: wall_ms(),
+        server_time_ms: app.engine.clock().now().wall_ms,
         locks,
         next,
     })
@@ -99,7 +99,7 @@ pub async fn locks(app: &App, q: LocksQuery) -> Result<LocksResponse, ApiError> 
 pub async fn lock(app: &App, resource: &str) -> Result<LockResponse, ApiError> {
     validate_resource(resource)?;
     Ok(LockResponse {
-        server_time_ms: wall_ms(),
+        server_time_ms: app.engine.clock().now().wall_ms,
         lock: app.engine.resource(resource).await?,
     })
 }
