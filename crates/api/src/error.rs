@@ -70,7 +70,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Cluster mode: no leader is serving (election in progress, or the leader unreachable).
     NoLeader,
-    /// A bug: the server caught a panic.
+    /// A bug, never the request's fault: the server caught a panic, or found one of its own
+    /// invariants broken.
     Internal,
 }
 

@@ -102,7 +102,7 @@ const MAX_REFUSING: usize = 64;
 /// before the answer does and destroy it.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
-/// The message of a `too_many_connections` refusal by `listener` (`HTTP`, `wire protocol`) at
+/// The message of a `too_many_connections` refusal by `listener` (`HTTP`, `wire-protocol`) at
 /// `max` connections.
 pub(crate) fn too_many_connections(listener: &str, max: usize) -> locksmith_api::ErrorBody {
     locksmith_api::ErrorBody::new(

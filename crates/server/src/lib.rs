@@ -455,7 +455,7 @@ async fn restore_state(
     Ok((State::new(table, audit_seq), store))
 }
 
-/// The store's side of [`restore_table`]'s channel.
+/// The store's side of [`restore_state`]'s channel.
 struct Handover {
     handoff: std::sync::mpsc::SyncSender<Handoff>,
     preparer: LeasePreparer,
