@@ -125,7 +125,7 @@ Otherwise it releases the lock once the command and whatever it left running hav
 exits with the command's status (128+N if killed by signal N). The command never outlives the \
 lock: it runs under a supervisor that owns the lock and, if `run` dies (even by kill -9), kills \
 everything the command started before the lock is freed. SIGTERM and SIGINT sent to `run` reach \
-the command and everything it started.";
+the command and everything it started; whatever is still running 10s later is killed (SIGKILL).";
 
 const WHY_HELP: &str = "\
 When a holder runs on this node (--node or the host name) under this boot and in this PID \

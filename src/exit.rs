@@ -46,7 +46,8 @@ Exit codes:
      DELAYED (lock-delay after a failed holder)
   4  lease lost or ended (expired, released, unknown lease, stale token, broken by an operator,
      or lost during `run`)
-  5  server unreachable or unavailable (storage failed, shutting down, server cannot start)
+  5  server unreachable or unavailable (storage failed, shutting down, no leader, too many
+     connections, server cannot start)
   6  `status` found problems (each printed with its next step)
 `run` exits with its command's status (128+N if killed by signal N; 126/127 if it cannot be
 executed or found), or with 3, 4 or 5 when the lock could not be taken or was lost.";
