@@ -96,7 +96,10 @@ mod tests {
         let want = |field: &str, message: &str| (Some(field.to_owned()), message.to_owned());
         assert_eq!(
             refusal(path_id("lease", "abc")),
-            want("lease", r#"lease "abc" is not a lease id (a positive integer)"#)
+            want(
+                "lease",
+                r#"lease "abc" is not a lease id (a positive integer)"#
+            )
         );
         assert_eq!(
             refusal(path_id("hold", "0")),
