@@ -151,6 +151,6 @@ pub async fn liveness(app: &App, req: LivenessReport) -> Result<LivenessResponse
 }
 
 /// `lease` if it can name a lease (ids start at 1).
-pub(crate) fn valid_lease(lease: LeaseId) -> Result<LeaseId, ApiError> {
+fn valid_lease(lease: LeaseId) -> Result<LeaseId, ApiError> {
     valid_id("lease", lease.0).map(LeaseId)
 }
