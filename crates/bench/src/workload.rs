@@ -80,13 +80,7 @@ impl Conn {
     async fn check_fence(&self, resource: &str, token: FenceToken) -> Result<(), ClientError> {
         match self {
             Conn::Http(c) => c.check_fence(resource, token).await.map(drop),
-            Conn::Wire(c) => {
-                let req = locksmith_api::FenceCheckRequest {
-                    resource: resource.to_owned(),
-                    token,
-                };
-                c.check_fence(&req).await.map(drop)
-            }
+            Conn::Wire(c) => c.check_fence(resource, token).await.map(drop),
         }
     }
 

@@ -172,11 +172,8 @@ async fn the_wire_protocol_refuses_the_connection_past_its_cap_with_an_error_fra
 
     // A client meeting the cap says why.
     let refused = WireClient::new(&wire);
-    let fence = locksmith_api::FenceCheckRequest {
-        resource: "wire/cap".into(),
-        token: locksmith_core::FenceToken(1),
-    };
-    match refused.check_fence(&fence).await {
+    let (resource, token) = ("wire/cap", locksmith_core::FenceToken(1));
+    match refused.check_fence(resource, token).await {
         Err(ClientError::Transport { reason, .. }) => {
             assert!(reason.starts_with("too_many_connections: "), "{reason}");
         }
@@ -184,7 +181,7 @@ async fn the_wire_protocol_refuses_the_connection_past_its_cap_with_an_error_fra
     }
     // The served connections are still served (a fence check on a free resource is refused
     // by the table, not by the listener).
-    match served[0].check_fence(&fence).await {
+    match served[0].check_fence(resource, token).await {
         Err(ClientError::Api { body, .. }) => {
             assert_eq!(body.error, locksmith_api::ErrorCode::StaleToken)
         }

@@ -92,10 +92,7 @@ async fn acquire_renew_check_release_over_the_wire_agree_with_http() {
         .expect("renew");
     assert_eq!(renewed.token, lease.token);
     let check = wire
-        .check_fence(&FenceCheckRequest {
-            resource: "fleet/a.conf".into(),
-            token: lease.token,
-        })
+        .check_fence("fleet/a.conf", lease.token)
         .await
         .expect("fence check");
     assert_eq!(check.holder.lease, lease.lease);
