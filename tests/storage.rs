@@ -134,6 +134,26 @@ fn storage_answer(error: &ClientError) -> Told {
     }
 }
 
+/// After a restart, each acquire is as its client was told: a grant is held, with its token; a
+/// refusal "before anything of it was written" is not held; an unknown outcome may be either.
+async fn held_as_told(client: &Client, told: &[(String, Told)]) {
+    for (resource, answer) in told {
+        let holders = client.lock(resource).await.expect("lock").lock.holders;
+        match answer {
+            Told::Granted(token) => {
+                assert_eq!(holders.len(), 1, "{resource} granted, then lost");
+                assert_eq!(holders[0].token, *token);
+            }
+            Told::Refused => assert!(
+                holders.is_empty(),
+                "{resource} was answered 'refused before anything of it was written', yet is \
+                 held after the restart"
+            ),
+            Told::Unknown => {}
+        }
+    }
+}
+
 /// The data directory's files and the bytes each takes on disk.
 fn files_on_disk(dir: &Path) -> BTreeMap<String, u64> {
     std::fs::read_dir(dir)
@@ -295,20 +315,7 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
     fs.grow("256m");
     let server = ServerProc::launch(&data, &extra, &log, None);
     let client = Client::new(server.url()).expect("client");
-    for (resource, answer) in &told {
-        let holders = client.lock(resource).await.expect("lock").lock.holders;
-        match answer {
-            Told::Granted(token) => {
-                assert_eq!(holders.len(), 1, "{resource} granted, then lost");
-                assert_eq!(holders[0].token, *token);
-            }
-            Told::Refused => assert!(
-                holders.is_empty(),
-                "{resource} was answered 'refused before anything of it was written', yet is held"
-            ),
-            Told::Unknown => {}
-        }
-    }
+    held_as_told(&client, &told).await;
     let next = client
         .acquire(&request("full/after", 99, "after the restart"))
         .await
@@ -582,18 +589,5 @@ async fn an_acquire_durable_before_a_failed_segment_switch_is_granted_and_kept()
     server.terminate(Duration::from_secs(30));
 
     let server = ServerProc::launch(&data, &extra, &log, None);
-    let client = Client::new(server.url()).expect("client");
-    for (resource, answer) in &told {
-        let holders = client.lock(resource).await.expect("lock").lock.holders;
-        match answer {
-            Told::Granted(token) => {
-                assert_eq!(holders.len(), 1, "{resource} granted, then lost");
-                assert_eq!(holders[0].token, *token);
-            }
-            Told::Refused | Told::Unknown => assert!(
-                holders.is_empty(),
-                "{resource} is held after the restart, but its client was told it failed"
-            ),
-        }
-    }
+    held_as_told(&Client::new(server.url()).expect("client"), &told).await;
 }
