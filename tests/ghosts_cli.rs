@@ -95,6 +95,18 @@ fn run_holder(server: &ServerProc, resource: &str, ttl: &str) -> (Proc, u32, Kil
     (run, child, reap)
 }
 
+/// The holder of `resource` keeps its lease (`lease`, as [`rows`] showed it), and its `run`
+/// is still running its command.
+fn still_held(server: &ServerProc, resource: &str, lease: &[Vec<String>], run: &mut Proc) {
+    assert_eq!(server.state_unchecked(resource), "HOT", "{}", server.log());
+    assert_eq!(rows(server, resource, "lease"), lease);
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        run.stderr()
+    );
+}
+
 #[test]
 fn a_hold_freezes_new_grants_the_holder_keeps_its_lease_and_unhold_restores() {
     let (_dir, server) = server();
@@ -525,14 +537,7 @@ fn status_and_why_from_another_pid_namespace_leave_a_live_holder_alone() {
     let out = cli_in_new_pid_namespace(&server, &["locks", "res"]);
     ok(&out);
 
-    // The holder keeps its lease, and its `run` is still running its command.
-    assert_eq!(rows(&server, "res", "lease"), lease);
-    assert_eq!(server.state_unchecked("res"), "HOT");
-    assert!(
-        run.child.try_wait().expect("try_wait").is_none(),
-        "{}",
-        run.stderr()
-    );
+    still_held(&server, "res", &lease, &mut run);
 }
 
 /// Issue 15 item 3: a server started in another PID namespace of the same machine freed every
@@ -552,13 +557,7 @@ fn a_server_in_another_pid_namespace_does_not_probe_the_hosts_holders() {
     let lease = rows(&server, "res", "lease");
     // Twenty probe intervals: long enough for any probe to have judged the holder.
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(server.state_unchecked("res"), "HOT", "{}", server.log());
-    assert_eq!(rows(&server, "res", "lease"), lease);
-    assert!(
-        run.child.try_wait().expect("try_wait").is_none(),
-        "{}",
-        run.stderr()
-    );
+    still_held(&server, "res", &lease, &mut run);
 }
 
 /// Issue 15 item 3: a process in a PID namespace without its own `/proc` reads another
