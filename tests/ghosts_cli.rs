@@ -171,11 +171,9 @@ fn a_hold_freezes_new_grants_the_holder_keeps_its_lease_and_unhold_restores() {
     assert_eq!(json["reason"], "r");
 }
 
-#[test]
-fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
-    let (_dir, server) = server();
-    let res = "aim_lock_config.conf";
-    let out = server.cli(&[
+/// `alice@ops` holds `res` for 60 s with `reason`, once another operator acknowledges it.
+fn hold_pending_ack(server: &ServerProc, res: &str, reason: &str) -> Output {
+    server.cli(&[
         "--operator",
         "alice@ops",
         "hold",
@@ -183,9 +181,16 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
         "--for",
         "60s",
         "--reason",
-        "stopping the orchestrator for 90 s",
+        reason,
         "--require-ack",
-    ]);
+    ])
+}
+
+#[test]
+fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
+    let (_dir, server) = server();
+    let res = "aim_lock_config.conf";
+    let out = hold_pending_ack(&server, res, "stopping the orchestrator for 90 s");
     let hold = hold_of(&out);
     assert_eq!(
         stdout(&out),
@@ -247,17 +252,7 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
 fn a_second_ack_or_one_by_the_placer_spelt_otherwise_is_refused_with_one_line_and_exit_1() {
     let (_dir, server) = server();
     let res = "cfg/second-ack.conf";
-    let out = server.cli(&[
-        "--operator",
-        "alice@ops",
-        "hold",
-        res,
-        "--for",
-        "60s",
-        "--reason",
-        "maintenance",
-        "--require-ack",
-    ]);
+    let out = hold_pending_ack(&server, res, "maintenance");
     let hold = hold_of(&out);
 
     for spelling in ["ALICE@OPS", "Alice@Ops ", " alice@ops"] {
