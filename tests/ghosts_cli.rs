@@ -95,6 +95,18 @@ fn run_holder(server: &ServerProc, resource: &str, ttl: &str) -> (Proc, u32, Kil
     (run, child, reap)
 }
 
+/// The holder of `resource` keeps its lease (`lease`, as [`rows`] showed it), and its `run`
+/// is still running its command.
+fn still_held(server: &ServerProc, resource: &str, lease: &[Vec<String>], run: &mut Proc) {
+    assert_eq!(server.state_unchecked(resource), "HOT", "{}", server.log());
+    assert_eq!(rows(server, resource, "lease"), lease);
+    assert!(
+        run.child.try_wait().expect("try_wait").is_none(),
+        "{}",
+        run.stderr()
+    );
+}
+
 #[test]
 fn a_hold_freezes_new_grants_the_holder_keeps_its_lease_and_unhold_restores() {
     let (_dir, server) = server();
@@ -159,11 +171,9 @@ fn a_hold_freezes_new_grants_the_holder_keeps_its_lease_and_unhold_restores() {
     assert_eq!(json["reason"], "r");
 }
 
-#[test]
-fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
-    let (_dir, server) = server();
-    let res = "aim_lock_config.conf";
-    let out = server.cli(&[
+/// `alice@ops` holds `res` for 60 s with `reason`, once another operator acknowledges it.
+fn hold_pending_ack(server: &ServerProc, res: &str, reason: &str) -> Output {
+    server.cli(&[
         "--operator",
         "alice@ops",
         "hold",
@@ -171,9 +181,16 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
         "--for",
         "60s",
         "--reason",
-        "stopping the orchestrator for 90 s",
+        reason,
         "--require-ack",
-    ]);
+    ])
+}
+
+#[test]
+fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
+    let (_dir, server) = server();
+    let res = "aim_lock_config.conf";
+    let out = hold_pending_ack(&server, res, "stopping the orchestrator for 90 s");
     let hold = hold_of(&out);
     assert_eq!(
         stdout(&out),
@@ -235,17 +252,7 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
 fn a_second_ack_or_one_by_the_placer_spelt_otherwise_is_refused_with_one_line_and_exit_1() {
     let (_dir, server) = server();
     let res = "cfg/second-ack.conf";
-    let out = server.cli(&[
-        "--operator",
-        "alice@ops",
-        "hold",
-        res,
-        "--for",
-        "60s",
-        "--reason",
-        "maintenance",
-        "--require-ack",
-    ]);
+    let out = hold_pending_ack(&server, res, "maintenance");
     let hold = hold_of(&out);
 
     for spelling in ["ALICE@OPS", "Alice@Ops ", " alice@ops"] {
@@ -525,14 +532,7 @@ fn status_and_why_from_another_pid_namespace_leave_a_live_holder_alone() {
     let out = cli_in_new_pid_namespace(&server, &["locks", "res"]);
     ok(&out);
 
-    // The holder keeps its lease, and its `run` is still running its command.
-    assert_eq!(rows(&server, "res", "lease"), lease);
-    assert_eq!(server.state_unchecked("res"), "HOT");
-    assert!(
-        run.child.try_wait().expect("try_wait").is_none(),
-        "{}",
-        run.stderr()
-    );
+    still_held(&server, "res", &lease, &mut run);
 }
 
 /// Issue 15 item 3: a server started in another PID namespace of the same machine freed every
@@ -552,13 +552,7 @@ fn a_server_in_another_pid_namespace_does_not_probe_the_hosts_holders() {
     let lease = rows(&server, "res", "lease");
     // Twenty probe intervals: long enough for any probe to have judged the holder.
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(server.state_unchecked("res"), "HOT", "{}", server.log());
-    assert_eq!(rows(&server, "res", "lease"), lease);
-    assert!(
-        run.child.try_wait().expect("try_wait").is_none(),
-        "{}",
-        run.stderr()
-    );
+    still_held(&server, "res", &lease, &mut run);
 }
 
 /// Issue 15 item 3: a process in a PID namespace without its own `/proc` reads another

@@ -134,6 +134,37 @@ fn storage_answer(error: &ClientError) -> Told {
     }
 }
 
+/// After a restart, each acquire is as its client was told: a grant is held, with its token; a
+/// refusal "before anything of it was written" is not held; an unknown outcome may be either.
+async fn held_as_told(client: &Client, told: &[(String, Told)]) {
+    for (resource, answer) in told {
+        let holders = client.lock(resource).await.expect("lock").lock.holders;
+        match answer {
+            Told::Granted(token) => {
+                assert_eq!(holders.len(), 1, "{resource} granted, then lost");
+                assert_eq!(holders[0].token, *token);
+            }
+            Told::Refused => assert!(
+                holders.is_empty(),
+                "{resource} was answered 'refused before anything of it was written', yet is \
+                 held after the restart"
+            ),
+            Told::Unknown => {}
+        }
+    }
+}
+
+/// `GET path` of the server at `url`: the status and the body.
+async fn get(http: &reqwest::Client, url: &str, path: &str) -> (u16, String) {
+    let answer = http
+        .get(format!("{url}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = answer.status().as_u16();
+    (status, answer.text().await.unwrap_or_default())
+}
+
 /// The data directory's files and the bytes each takes on disk.
 fn files_on_disk(dir: &Path) -> BTreeMap<String, u64> {
     std::fs::read_dir(dir)
@@ -203,28 +234,13 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
     let last_granted = seen.iter().copied().max().unwrap_or(0);
 
     // Nothing the disk may lack is shown or vouched for.
-    let one = http
-        .get(format!("{}/v1/locks/{refused}", server.url()))
-        .send()
-        .await
-        .expect("GET lock");
-    let status = one.status().as_u16();
-    let body = one.text().await.unwrap_or_default();
+    let (status, body) = get(&http, server.url(), &format!("/v1/locks/{refused}")).await;
     assert_eq!(
         status, 503,
         "the refused grant's resource was shown: {body}"
     );
-    let all = http
-        .get(format!("{}/v1/locks", server.url()))
-        .send()
-        .await
-        .expect("GET locks");
-    assert_eq!(
-        all.status().as_u16(),
-        503,
-        "{}",
-        all.text().await.unwrap_or_default()
-    );
+    let (status, body) = get(&http, server.url(), "/v1/locks").await;
+    assert_eq!(status, 503, "{body}");
     for token in [last_granted + 1, last_granted] {
         let checked = client.check_fence(refused, FenceToken(token)).await;
         assert!(
@@ -232,13 +248,9 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
             "fence check of {token} passed: {checked:?}"
         );
     }
-    let health = http
-        .get(format!("{}/healthz", server.url()))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(health.status().as_u16(), 503);
-    let health: serde_json::Value = health.json().await.expect("health body");
+    let (status, health) = get(&http, server.url(), "/healthz").await;
+    assert_eq!(status, 503, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("health body");
     assert_eq!(health["status"], "failed");
     let fence = health["fence_high_water"].as_u64().expect("fence");
     assert!(
@@ -295,20 +307,7 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
     fs.grow("256m");
     let server = ServerProc::launch(&data, &extra, &log, None);
     let client = Client::new(server.url()).expect("client");
-    for (resource, answer) in &told {
-        let holders = client.lock(resource).await.expect("lock").lock.holders;
-        match answer {
-            Told::Granted(token) => {
-                assert_eq!(holders.len(), 1, "{resource} granted, then lost");
-                assert_eq!(holders[0].token, *token);
-            }
-            Told::Refused => assert!(
-                holders.is_empty(),
-                "{resource} was answered 'refused before anything of it was written', yet is held"
-            ),
-            Told::Unknown => {}
-        }
-    }
+    held_as_told(&client, &told).await;
     let next = client
         .acquire(&request("full/after", 99, "after the restart"))
         .await
@@ -582,18 +581,5 @@ async fn an_acquire_durable_before_a_failed_segment_switch_is_granted_and_kept()
     server.terminate(Duration::from_secs(30));
 
     let server = ServerProc::launch(&data, &extra, &log, None);
-    let client = Client::new(server.url()).expect("client");
-    for (resource, answer) in &told {
-        let holders = client.lock(resource).await.expect("lock").lock.holders;
-        match answer {
-            Told::Granted(token) => {
-                assert_eq!(holders.len(), 1, "{resource} granted, then lost");
-                assert_eq!(holders[0].token, *token);
-            }
-            Told::Refused | Told::Unknown => assert!(
-                holders.is_empty(),
-                "{resource} is held after the restart, but its client was told it failed"
-            ),
-        }
-    }
+    held_as_told(&Client::new(server.url()).expect("client"), &told).await;
 }

@@ -80,13 +80,7 @@ impl Conn {
     async fn check_fence(&self, resource: &str, token: FenceToken) -> Result<(), ClientError> {
         match self {
             Conn::Http(c) => c.check_fence(resource, token).await.map(drop),
-            Conn::Wire(c) => {
-                let req = locksmith_api::FenceCheckRequest {
-                    resource: resource.to_owned(),
-                    token,
-                };
-                c.check_fence(&req).await.map(drop)
-            }
+            Conn::Wire(c) => c.check_fence(resource, token).await.map(drop),
         }
     }
 
@@ -95,6 +89,18 @@ impl Conn {
             Conn::Http(c) => c.release(lease, None).await.map(drop),
             Conn::Wire(c) => c.release(lease, None).await.map(drop),
         }
+    }
+}
+
+/// Client `i`'s acquire of `resource`: a 15 s lease, waiting up to `wait_ms` in the queue.
+fn request(resource: String, i: usize, wait_ms: Option<u64>) -> AcquireRequest {
+    AcquireRequest {
+        resource,
+        owner: owner(i),
+        ttl_ms: Some(15_000),
+        wait_ms,
+        slots: None,
+        lock_delay_ms: None,
     }
 }
 
@@ -266,14 +272,7 @@ pub async fn cycles(target: &Target, clients: usize, duration: Duration) -> anyh
     for i in 0..clients {
         let client = target.connect().await?;
         let (run, violations) = (run.clone(), violations.clone());
-        let req = AcquireRequest {
-            resource: format!("{}/cycles/{i}", target.prefix),
-            owner: owner(i),
-            ttl_ms: Some(15_000),
-            wait_ms: None,
-            slots: None,
-            lock_delay_ms: None,
-        };
+        let req = request(format!("{}/cycles/{i}", target.prefix), i, None);
         tasks.push(tokio::spawn(async move {
             run.started().await;
             let fence = Fence::default();
@@ -316,14 +315,7 @@ pub async fn handoff(target: &Target, clients: usize, duration: Duration) -> any
     for i in 0..clients {
         let client = target.connect().await?;
         let (run, fence) = (run.clone(), fence.clone());
-        let req = AcquireRequest {
-            resource: resource.clone(),
-            owner: owner(i),
-            ttl_ms: Some(15_000),
-            wait_ms: Some(60_000),
-            slots: None,
-            lock_delay_ms: None,
-        };
+        let req = request(resource.clone(), i, Some(60_000));
         tasks.push(tokio::spawn(async move {
             run.started().await;
             let mut lat = Latencies::default();
@@ -373,14 +365,7 @@ pub async fn renewals(
                 connection.another(target).await?
             };
             let run = run.clone();
-            let req = AcquireRequest {
-                resource: format!("{}/renew/{i}/{j}", target.prefix),
-                owner: owner(i),
-                ttl_ms: Some(15_000),
-                wait_ms: None,
-                slots: None,
-                lock_delay_ms: None,
-            };
+            let req = request(format!("{}/renew/{i}/{j}", target.prefix), i, None);
             let lease = client.acquire(&req).await?;
             tasks.push(tokio::spawn(async move {
                 run.started().await;
@@ -416,14 +401,7 @@ pub async fn fence_checks(
         let client = target.connect().await?;
         let run = run.clone();
         let resource = format!("{}/fence/{i}", target.prefix);
-        let req = AcquireRequest {
-            resource: resource.clone(),
-            owner: owner(i),
-            ttl_ms: Some(15_000),
-            wait_ms: None,
-            slots: None,
-            lock_delay_ms: None,
-        };
+        let req = request(resource.clone(), i, None);
         let lease = client.acquire(&req).await?;
         tasks.push(tokio::spawn(async move {
             run.started().await;

@@ -11,9 +11,7 @@
 
 use std::future::Future;
 
-use locksmith_api::{
-    AcquireRequest, FenceCheckRequest, FenceCheckResponse, LeaseView, ReleaseResponse,
-};
+use locksmith_api::{AcquireRequest, FenceCheckResponse, LeaseView, ReleaseResponse};
 use locksmith_core::{FenceToken, LeaseId};
 
 use crate::client::Client;
@@ -121,15 +119,11 @@ impl LeaseApi for WireClient {
         WireClient::release(self, lease, token)
     }
 
-    async fn check_fence(
+    fn check_fence(
         &self,
         resource: &str,
         token: FenceToken,
-    ) -> Result<FenceCheckResponse, ClientError> {
-        let req = FenceCheckRequest {
-            resource: resource.to_string(),
-            token,
-        };
-        WireClient::check_fence(self, &req).await
+    ) -> impl Future<Output = Result<FenceCheckResponse, ClientError>> + Send {
+        WireClient::check_fence(self, resource, token)
     }
 }

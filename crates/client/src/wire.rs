@@ -128,12 +128,17 @@ impl WireClient {
             .await
     }
 
-    /// Checks a fencing token against the live holders of a resource.
+    /// Checks that `token` is a live holder's token on `resource`.
     pub async fn check_fence(
         &self,
-        req: &FenceCheckRequest,
+        resource: &str,
+        token: FenceToken,
     ) -> Result<FenceCheckResponse, ClientError> {
-        self.call(Op::CheckFence, req, CALL_TIMEOUT).await
+        let req = FenceCheckRequest {
+            resource: resource.to_string(),
+            token,
+        };
+        self.call(Op::CheckFence, &req, CALL_TIMEOUT).await
     }
 
     /// Sends one request and waits for its answer.

@@ -56,26 +56,8 @@ pub struct DomainEvent {
     pub detail: serde_json::Value,
 }
 
-/// The JSON `kind`s of the lock table's records, and the labels of its ended leases: names a
-/// domain event may not take, because its JSON would read back as the lock table's (or be
-/// counted and shown as one).
-const LOCK_NAMES: &[&str] = &[
-    "granted",
-    "ended",
-    "hold_placed",
-    "hold_acked",
-    "hold_lifted",
-    "hold_expired",
-    "broke",
-    "released",
-    "expired",
-    "node_rebooted",
-    "process_died",
-    "broken",
-    "unknown",
-];
-
-/// The JSON `kind`s [`LockKind`] reads: any other reads as a domain event.
+/// The JSON `kind`s of the lock table's records: [`LockKind`] reads these, and any other `kind`
+/// reads as a domain event.
 const LOCK_KINDS: &[&str] = &[
     "granted",
     "ended",
@@ -85,6 +67,23 @@ const LOCK_KINDS: &[&str] = &[
     "hold_expired",
     "broke",
 ];
+
+/// The labels of ended leases ([`EndCause::label`]): a record's [`label`](AuditRecord::label)
+/// besides the kinds.
+const END_LABELS: &[&str] = &[
+    "released",
+    "expired",
+    "node_rebooted",
+    "process_died",
+    "broken",
+    "unknown",
+];
+
+/// Whether `kind` is a lock-table kind or label: a name a domain event may not take, because
+/// its JSON would read back as the lock table's (or be counted and shown as one).
+fn is_lock_name(kind: &str) -> bool {
+    LOCK_KINDS.contains(&kind) || END_LABELS.contains(&kind)
+}
 
 impl DomainEvent {
     /// The longest `kind`, in bytes.
@@ -110,7 +109,7 @@ impl DomainEvent {
                 ),
             ));
         }
-        if LOCK_NAMES.contains(&kind.as_str()) {
+        if is_lock_name(&kind) {
             return Err(InvalidRequest::new(
                 field,
                 format!("{kind:?} is the lock table's own; name the domain's event otherwise"),
@@ -355,6 +354,47 @@ mod tests {
             r#"{"seq":9,"at_ms":1,"resource":"r","kind":"ended","cause":"no_such_cause"}"#,
         ] {
             assert!(serde_json::from_str::<AuditRecord>(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Every name the lock table writes (a record's `kind`) or shows (its label) is one a
+    /// domain event may not take.
+    #[test]
+    fn every_kind_and_label_of_the_lock_table_is_reserved() {
+        let causes = [
+            EndCause::Released,
+            EndCause::Expired,
+            EndCause::NodeRebooted {
+                new_boot_id: "b".to_owned(),
+            },
+            EndCause::ProcessDied {
+                reported_by: "r".to_owned(),
+            },
+            EndCause::Broken {
+                by: "o".to_owned(),
+                reason: "x".to_owned(),
+            },
+            EndCause::Unknown,
+        ];
+        let mut kinds = vec![
+            AuditKind::Granted,
+            AuditKind::HoldPlaced,
+            AuditKind::HoldAcked,
+            AuditKind::HoldLifted,
+            AuditKind::HoldExpired,
+            AuditKind::Broke,
+        ];
+        kinds.extend(causes.into_iter().map(|cause| AuditKind::Ended { cause }));
+        for kind in kinds {
+            let record = record(kind);
+            let written = json(&record)["kind"].as_str().map(str::to_owned);
+            for name in [written.as_deref().unwrap_or_default(), record.label()] {
+                assert!(is_lock_name(name), "{name:?} is not reserved");
+                assert!(
+                    DomainEvent::new(name, serde_json::Value::Null).is_err(),
+                    "{name}"
+                );
+            }
         }
     }
 

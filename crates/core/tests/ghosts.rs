@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_audited, audits, granted, queued, table};
+use common::{assert_audited, audits, granted, queued, slots_mismatch, table};
 use locksmith_core::{
     Acquire, AcquireError, AcquireOutcome, AuditKind, BreakError, DeadProcess, Effect, Effects,
     EndCause, FenceError, FenceToken, HoldError, HoldId, HoldRecord, HoldState, HoldView,
@@ -334,11 +334,7 @@ fn a_waiter_of_another_size_is_refused_while_a_frozen_resource_has_only_a_queue(
     let w1 = queued(table.acquire(sem(1, 2), t(1), &mut fx));
     assert_eq!(
         table.acquire(sem(2, 1), t(2), &mut fx),
-        Err(AcquireError::SlotsMismatch {
-            resource: "sem".to_string(),
-            held_slots: 2,
-            asked_slots: 1,
-        })
+        slots_mismatch("sem", 2, 1)
     );
     let w3 = queued(table.acquire(sem(3, 2), t(3), &mut fx));
     let mut fx = Effects::new();

@@ -11,7 +11,7 @@ use locksmith_core::{
 
 mod common;
 
-use common::{assert_audited, granted, queued, table};
+use common::{assert_audited, granted, queued, slots_mismatch, table};
 
 const WALL0: u64 = 1_700_000_000_000;
 const TTL: u64 = 10_000;
@@ -463,18 +463,10 @@ fn slots_mismatch_is_refused_while_held_with_another_size() {
     let mut table = table();
     let mut fx = Effects::new();
     granted(table.acquire(req("sem", owner(1), 3, 0), t(0), &mut fx));
-    match table.acquire(req("sem", owner(2), 2, 0), t(0), &mut fx) {
-        Err(AcquireError::SlotsMismatch {
-            resource,
-            held_slots,
-            asked_slots,
-        }) => {
-            assert_eq!(resource, "sem");
-            assert_eq!(held_slots, 3);
-            assert_eq!(asked_slots, 2);
-        }
-        other => panic!("expected SlotsMismatch, got {other:?}"),
-    }
+    assert_eq!(
+        table.acquire(req("sem", owner(2), 2, 0), t(0), &mut fx),
+        slots_mismatch("sem", 3, 2)
+    );
     // Also when the caller would wait: a mismatch is never queued.
     let waited = table.acquire(req("sem", owner(2), 1, 60_000), t(0), &mut fx);
     assert!(
@@ -516,18 +508,10 @@ fn reacquire_by_the_holder_with_another_slot_count_is_slots_mismatch_not_its_lea
     let mut fx = Effects::new();
     let held = granted(table.acquire(req("sem", owner(1), 2, 0), t(0), &mut fx));
     let mut fx = Effects::new();
-    match table.acquire(req("sem", owner(1), 3, 0), t(5_000), &mut fx) {
-        Err(AcquireError::SlotsMismatch {
-            resource,
-            held_slots,
-            asked_slots,
-        }) => {
-            assert_eq!(resource, "sem");
-            assert_eq!(held_slots, 2);
-            assert_eq!(asked_slots, 3);
-        }
-        other => panic!("expected SlotsMismatch, got {other:?}"),
-    }
+    assert_eq!(
+        table.acquire(req("sem", owner(1), 3, 0), t(5_000), &mut fx),
+        slots_mismatch("sem", 2, 3)
+    );
     assert!(fx.is_empty(), "a refusal changes nothing: {fx:?}");
     // Not even a heartbeat: the lease still ends one TTL after its grant.
     assert_eq!(table.advance(t(TTL), &mut fx), 1);

@@ -12,14 +12,67 @@
 //! Either is logged at most once per [`LOG_EVERY`], with how many events the line stands for,
 //! so that a flood lasting minutes is a few lines, not thousands.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+
+/// Accepts connections on `listener` (named `name` in the log) until `stop` turns true, and
+/// serves each with `serve(tcp, stop)`, on a task of its own. At most `max_connections` are
+/// served at once: one more is sent `refusal` and closed ([`ConnectionCap`]). A failed accept
+/// is retried after a back-off ([`AcceptErrors`]). Once stopped, it closes the listener and
+/// waits for every connection to finish.
+pub(crate) async fn serve_connections<F, Fut>(
+    listener: TcpListener,
+    name: &'static str,
+    max_connections: usize,
+    refusal: Vec<u8>,
+    mut stop: watch::Receiver<bool>,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    let mut errors = AcceptErrors::new(name);
+    let mut cap = ConnectionCap::new(name, max_connections, refusal);
+    let connection_stop = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => {
+                    errors.accepted();
+                    let Some(permit) = cap.admit() else {
+                        cap.refuse(tcp);
+                        continue;
+                    };
+                    let served = serve(tcp, connection_stop.clone());
+                    connections.spawn(async move {
+                        served.await;
+                        drop(permit);
+                    });
+                }
+                Err(e) if is_connection_error(&e) => {}
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => tokio::time::sleep(errors.failed(&e)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Resolves once `flag` is true (or its sender is gone); holds no borrow of the flag after.
+pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await;
+}
 
 /// Wait before accepting again after a failure: short, so that service resumes soon after
 /// descriptors free up, long enough not to spin.
@@ -30,7 +83,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The failed accepts of one listener, for rate-limited logging.
 #[derive(Debug)]
-pub(crate) struct AcceptErrors {
+struct AcceptErrors {
     /// Which listener, for the log.
     listener: &'static str,
     /// When the last line was logged, while failures go on.
@@ -42,7 +95,7 @@ pub(crate) struct AcceptErrors {
 }
 
 impl AcceptErrors {
-    pub(crate) fn new(listener: &'static str) -> Self {
+    fn new(listener: &'static str) -> Self {
         Self {
             listener,
             logged_at: None,
@@ -53,7 +106,7 @@ impl AcceptErrors {
 
     /// Records a failed accept, logs it if no line was logged within [`LOG_EVERY`], and returns
     /// how long to wait before accepting again.
-    pub(crate) fn failed(&mut self, error: &io::Error) -> Duration {
+    fn failed(&mut self, error: &io::Error) -> Duration {
         self.streak += 1;
         self.unlogged += 1;
         let due = self.logged_at.is_none_or(|at| at.elapsed() >= LOG_EVERY);
@@ -74,7 +127,7 @@ impl AcceptErrors {
     }
 
     /// Records a successful accept; after failures, says that accepting works again.
-    pub(crate) fn accepted(&mut self) {
+    fn accepted(&mut self) {
         if self.streak > 0 {
             tracing::info!(
                 listener = self.listener,
@@ -117,7 +170,7 @@ pub(crate) fn too_many_connections(listener: &str, max: usize) -> locksmith_api:
 
 /// The connections one listener may serve at once.
 #[derive(Debug)]
-pub(crate) struct ConnectionCap {
+struct ConnectionCap {
     /// Which listener, for the log.
     listener: &'static str,
     /// The cap.
@@ -137,7 +190,7 @@ pub(crate) struct ConnectionCap {
 impl ConnectionCap {
     /// A cap of `max` connections (at least 1) for `listener`; a connection over it is sent
     /// `answer` (an error its client understands) and closed.
-    pub(crate) fn new(listener: &'static str, max: usize, answer: Vec<u8>) -> Self {
+    fn new(listener: &'static str, max: usize, answer: Vec<u8>) -> Self {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             listener,
@@ -151,14 +204,14 @@ impl ConnectionCap {
     }
 
     /// A place for a new connection, held until the connection ends; `None` at the cap.
-    pub(crate) fn admit(&self) -> Option<OwnedSemaphorePermit> {
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
     /// Answers a connection over the cap with the cap's answer and closes it. The answer fits in a fresh socket's send buffer, so it is written at once;
     /// then the connection lingers for up to [`REFUSAL_LINGER`] (at most [`MAX_REFUSING`] of
     /// them at a time), so that the client reads the answer rather than a reset.
-    pub(crate) fn refuse(&mut self, tcp: TcpStream) {
+    fn refuse(&mut self, tcp: TcpStream) {
         self.unlogged += 1;
         if self.logged_at.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
             tracing::warn!(
@@ -196,7 +249,7 @@ async fn linger(mut tcp: TcpStream) {
 }
 
 /// An error about one connection only (it went away before it was accepted): accept the next.
-pub(crate) fn is_connection_error(error: &io::Error) -> bool {
+fn is_connection_error(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionRefused

@@ -230,6 +230,12 @@ impl Server {
         &self.engine
     }
 
+    /// The configuration it was bound with (e.g. for a [`LocalClient`](local::LocalClient) on
+    /// its engine that answers as it does).
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     /// Every (method, path) the HTTP router serves, paths in axum's syntax
     /// (`/v1/locks/{*resource}`): the route table, which `/v1/openapi.json` describes.
     pub fn routes(&self) -> Vec<(&'static str, String)> {

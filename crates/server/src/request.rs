@@ -145,6 +145,23 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// `id` if it can name a `what` (`lease`, `hold`): ids start at 1.
+pub(crate) fn valid_id(what: &str, id: u64) -> Result<u64, ApiError> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(not_an_id(what, id))
+    }
+}
+
+/// The refusal of `shown` as the id of a `what`: `invalid_request` on the field `what`.
+pub(crate) fn not_an_id(what: &str, shown: impl std::fmt::Display) -> ApiError {
+    ApiError::from(ErrorBody::invalid(
+        what,
+        format!("{shown} is not a {what} id (a positive integer)"),
+    ))
+}
+
 /// A page size: `limit`, or `default` if absent; `invalid_request` naming `limit` unless it is
 /// between 1 and `max`.
 pub(crate) fn page_limit(

@@ -45,11 +45,10 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Timeouts;
-use crate::accept::{AcceptErrors, ConnectionCap, is_connection_error, too_many_connections};
+use crate::accept::{serve_connections, stopped, too_many_connections};
 use crate::app::App;
 use crate::domains::leases::ops;
 use crate::request::{ApiError, decode as parse};
@@ -74,43 +73,18 @@ pub(crate) async fn serve(
     app: App,
     timeouts: Timeouts,
     max_connections: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    let connection_stop = stop.clone();
-    let mut accept_errors = AcceptErrors::new("wire");
-    let mut cap = ConnectionCap::new("wire", max_connections, refusal(max_connections));
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    accept_errors.accepted();
-                    let Some(permit) = cap.admit() else {
-                        cap.refuse(tcp);
-                        continue;
-                    };
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
-                    }
-                    let served = connection(tcp, app.clone(), timeouts, connection_stop.clone());
-                    connections.spawn(async move {
-                        served.await;
-                        drop(permit);
-                    });
-                }
-                Err(e) if is_connection_error(&e) => {}
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning, and
-                    // log it at most once per interval.
-                    tokio::time::sleep(accept_errors.failed(&e)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stopped(&mut stop) => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    let refusal = refusal(max_connections);
+    serve_connections(
+        listener,
+        "wire",
+        max_connections,
+        refusal,
+        stop,
+        |tcp, stop| connection(tcp, app.clone(), timeouts, stop),
+    )
+    .await;
 }
 
 /// What a connection over the cap is sent: the preamble, then the refusal under request id 0.
@@ -127,13 +101,11 @@ fn refusal(max_connections: usize) -> Vec<u8> {
     out
 }
 
-/// Resolves once `flag` is true (or its sender is gone).
-async fn stopped(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|s| *s).await;
-}
-
 /// Serves one connection; I/O errors just end it (the peer went away).
 async fn connection(tcp: TcpStream, app: App, timeouts: Timeouts, stop: watch::Receiver<bool>) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
+    }
     if let Err(e) = run_connection(tcp, app, timeouts, stop).await {
         tracing::debug!(error = %e, "wire: connection ended");
     }

@@ -6,43 +6,23 @@ use std::time::{Duration, Instant};
 
 use locksmith_api::frame::{self, PREAMBLE};
 use locksmith_client::{ClientError, WireClient};
-use locksmith_server::{Server, ServerConfig};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
+
+use common::TestServer;
+
 const CAP: usize = 3;
 
-async fn capped(dir: &std::path::Path) -> (Server, String, String) {
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        wire_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        data_dir: dir.to_path_buf(),
-        max_connections: CAP,
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(config).await.expect("bind");
-    let http = server.local_addr().to_string();
-    let wire = server.wire_addr().expect("wire listener").to_string();
-    (server, http, wire)
-}
-
-fn serve(
-    server: Server,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        server
-            .serve(async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("serve");
-    });
-    (tx, task)
+/// A server whose listeners (HTTP and wire) each serve at most [`CAP`] connections.
+async fn capped() -> TestServer {
+    TestServer::start_tweaked(|c| {
+        c.wire_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.max_connections = CAP;
+    })
+    .await
 }
 
 const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: locksmith\r\n\r\n";
@@ -88,19 +68,18 @@ async fn one_shot(addr: &str) -> String {
 /// closed; a connection that ends makes room for the next.
 #[tokio::test]
 async fn http_refuses_the_connection_past_its_cap_with_a_json_503_and_serves_again_after() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, http, _) = capped(dir.path()).await;
-    let (stop, task) = serve(server);
+    let s = capped().await;
+    let http = s.addr();
     // CAP connections, each answered once, so each is surely accepted and counted.
     let mut open = Vec::new();
     for _ in 0..CAP {
-        let mut tcp = TcpStream::connect(&http).await.expect("connect");
+        let mut tcp = TcpStream::connect(http).await.expect("connect");
         let answer = health_on(&mut tcp).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         open.push(tcp);
     }
 
-    let refused = one_shot(&http).await;
+    let refused = one_shot(http).await;
     assert!(
         refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
         "{refused}"
@@ -122,7 +101,7 @@ async fn http_refuses_the_connection_past_its_cap_with_a_json_503_and_serves_aga
     drop(open.pop());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = one_shot_keepalive(&http).await;
+        let answer = one_shot_keepalive(http).await;
         if answer.starts_with("HTTP/1.1 200") {
             break;
         }
@@ -134,8 +113,7 @@ async fn http_refuses_the_connection_past_its_cap_with_a_json_503_and_serves_aga
         tokio::task::yield_now().await;
     }
     drop(open);
-    let _ = stop.send(());
-    task.await.expect("server task");
+    s.stop().await;
 }
 
 /// Like [`one_shot`], but reads only the first response (a served connection stays open).
@@ -166,9 +144,8 @@ async fn one_shot_keepalive(addr: &str) -> String {
 /// connections are unaffected.
 #[tokio::test]
 async fn the_wire_protocol_refuses_the_connection_past_its_cap_with_an_error_frame() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (server, _, wire) = capped(dir.path()).await;
-    let (stop, task) = serve(server);
+    let s = capped().await;
+    let wire = s.wire.clone().expect("wire listener");
     // A connect completes the preamble exchange: the server has accepted the connection.
     let mut served = Vec::new();
     for _ in 0..CAP {
@@ -195,11 +172,8 @@ async fn the_wire_protocol_refuses_the_connection_past_its_cap_with_an_error_fra
 
     // A client meeting the cap says why.
     let refused = WireClient::new(&wire);
-    let fence = locksmith_api::FenceCheckRequest {
-        resource: "wire/cap".into(),
-        token: locksmith_core::FenceToken(1),
-    };
-    match refused.check_fence(&fence).await {
+    let (resource, token) = ("wire/cap", locksmith_core::FenceToken(1));
+    match refused.check_fence(resource, token).await {
         Err(ClientError::Transport { reason, .. }) => {
             assert!(reason.starts_with("too_many_connections: "), "{reason}");
         }
@@ -207,13 +181,12 @@ async fn the_wire_protocol_refuses_the_connection_past_its_cap_with_an_error_fra
     }
     // The served connections are still served (a fence check on a free resource is refused
     // by the table, not by the listener).
-    match served[0].check_fence(&fence).await {
+    match served[0].check_fence(resource, token).await {
         Err(ClientError::Api { body, .. }) => {
             assert_eq!(body.error, locksmith_api::ErrorCode::StaleToken)
         }
         other => panic!("expected stale_token, got {other:?}"),
     }
     drop(served);
-    let _ = stop.send(());
-    task.await.expect("server task");
+    s.stop().await;
 }

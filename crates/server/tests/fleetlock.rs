@@ -753,9 +753,7 @@ async fn listing_the_groups_builds_no_view_of_the_other_locks() {
         },
         ..ServerConfig::default()
     };
-    let server = Server::bind(config).await.expect("bind");
-    let engine = server.engine().clone();
-    let s = TestServer::serving(server);
+    let s = TestServer::serving(Server::bind(config).await.expect("bind"));
     for (id, group) in [("n1", "workers"), ("n2", "db"), ("n3", "workers")] {
         let (status, v) = lock(&s.url, id, group).await;
         assert!(
@@ -791,7 +789,7 @@ async fn listing_the_groups_builds_no_view_of_the_other_locks() {
     let mut listing = Duration::MAX;
     for _ in 0..3 {
         let started = std::time::Instant::now();
-        let all = engine.resources().await.expect("resources");
+        let all = s.engine.resources().await.expect("resources");
         every_view = every_view.min(started.elapsed());
         assert_eq!(all.len() as u64, LEASES + 2);
         let started = std::time::Instant::now();

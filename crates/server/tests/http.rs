@@ -421,7 +421,7 @@ async fn timed_server(header: Duration, idle: Duration) -> TestServer {
 
 /// A raw TCP connection to the server's HTTP port.
 async fn raw_tcp(s: &TestServer) -> tokio::net::TcpStream {
-    let addr = s.url.trim_start_matches("http://");
+    let addr = s.addr();
     tokio::net::TcpStream::connect(addr).await.expect("connect")
 }
 

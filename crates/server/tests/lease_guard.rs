@@ -9,15 +9,10 @@ use std::time::Duration;
 
 mod common;
 
-use common::{TestServer, req};
+use common::{TestServer, req, wire_server};
 use locksmith_client::api::{AcquireRequest, BreakRequest, ErrorCode};
-use locksmith_client::{
-    Client, ClientError, LeaseApi, LeaseGuard, LeaseLost, ReleaseError, WireClient,
-};
+use locksmith_client::{Client, ClientError, LeaseApi, LeaseGuard, LeaseLost, ReleaseError};
 use locksmith_core::{FenceToken, LeaseId, LockState};
-use locksmith_server::engine::Engine;
-use locksmith_server::local::LocalClient;
-use locksmith_server::{Server, ServerConfig};
 
 /// The shortest TTL the server grants.
 const TTL_MS: u64 = 1_000;
@@ -28,59 +23,6 @@ fn short(resource: &str, pid: u32) -> AcquireRequest {
     AcquireRequest {
         ttl_ms: Some(TTL_MS),
         ..req(resource, pid)
-    }
-}
-
-async fn wire_server() -> (TestServer, WireClient) {
-    let s =
-        TestServer::start_tweaked(|c| c.wire_listen = Some("127.0.0.1:0".parse().expect("addr")))
-            .await;
-    let wire = WireClient::new(s.wire.clone().expect("wire listener"));
-    (s, wire)
-}
-
-/// A served server whose engine the test also calls in-process.
-struct Engined {
-    engine: Engine,
-    http: Client,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Engined {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().to_path_buf(),
-            gc_interval: Duration::from_millis(200),
-            ..ServerConfig::default()
-        };
-        let server = Server::bind(config).await.expect("bind");
-        let engine = server.engine().clone();
-        let http = Client::new(format!("http://{}", server.local_addr())).expect("client");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
-        });
-        Self {
-            engine,
-            http,
-            stop,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("server task");
     }
 }
 
@@ -162,17 +104,15 @@ async fn a_guard_over_the_wire_reports_its_lease_broken() {
 
 #[tokio::test]
 async fn a_guard_in_process_keeps_its_lease_alive_across_three_ttls() {
-    let s = Engined::start().await;
-    let local = LocalClient::new(s.engine.clone());
-    kept_alive_across_three_ttls(local, &s.http, "guard/local/kept").await;
+    let s = TestServer::start().await;
+    kept_alive_across_three_ttls(s.local(), &s.client(), "guard/local/kept").await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn a_guard_in_process_reports_its_lease_broken() {
-    let s = Engined::start().await;
-    let local = LocalClient::new(s.engine.clone());
-    reports_a_break(local, &s.http, "guard/local/broken").await;
+    let s = TestServer::start().await;
+    reports_a_break(s.local(), &s.client(), "guard/local/broken").await;
     s.stop().await;
 }
 
@@ -195,9 +135,9 @@ fn same_refusal<T: std::fmt::Debug>(
 /// status and body as the HTTP API for the same refusal.
 #[tokio::test]
 async fn in_process_refusals_are_the_http_api_s_errors() {
-    let s = Engined::start().await;
-    let local = LocalClient::new(s.engine.clone());
-    let http = &s.http;
+    let s = TestServer::start().await;
+    let local = s.local();
+    let http = &s.client();
     let held = local
         .acquire(&req("guard/refusals", 1))
         .await
@@ -260,5 +200,31 @@ async fn in_process_refusals_are_the_http_api_s_errors() {
         .await
         .expect("released");
     assert!(!released.already_released);
+    s.stop().await;
+}
+
+/// The in-process transport calls the same acquire as HTTP: an owner that names the server's
+/// own node under another boot id is refused alike (granted, it would end every lease of that
+/// node as a ghost of a reboot that never happened). A simulation's nodes never name it.
+#[tokio::test]
+async fn in_process_acquires_check_the_servers_own_node_as_http_does() {
+    let s = TestServer::start_tweaked(|c| c.node = Some("node-7".into())).await;
+    let (local, http) = (s.local(), s.client());
+    // `req`'s owner runs on node-7 under boot id `boot-a`, which is not this machine's.
+    let forged = req("guard/own-node", 1);
+    let code = same_refusal(
+        "own node, another boot",
+        http.acquire(&forged).await,
+        local.acquire(&forged).await,
+    );
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    let simulated = AcquireRequest {
+        owner: locksmith_core::Owner {
+            node: "sim-node-1".into(),
+            ..forged.owner.clone()
+        },
+        ..forged
+    };
+    local.acquire(&simulated).await.expect("granted");
     s.stop().await;
 }

@@ -3,47 +3,33 @@
 //! without its route.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use locksmith_server::fleetlock::FleetLockConfig;
 use locksmith_server::{Server, ServerConfig};
 use serde_json::Value;
 
+mod common;
+
+use common::TestServer;
+
 /// A bound server (not yet serving) whose FleetLock endpoints live under `/zincati`, so that
 /// the test also sees the document follow a prefix chosen at start.
 async fn bound(dir: &std::path::Path) -> Server {
     let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_path_buf(),
-        gc_interval: Duration::from_millis(200),
         fleetlock: FleetLockConfig {
             prefix: "/zincati".into(),
             ..FleetLockConfig::default()
         },
-        ..ServerConfig::default()
+        ..common::config(dir)
     };
     Server::bind(config).await.expect("bind")
 }
 
-/// Serves `server` until the returned sender is dropped or sent to.
-fn serve(
-    server: Server,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let url = format!("http://{}", server.local_addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        server
-            .serve(async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("serve");
-    });
-    (url, tx, task)
+/// A documented path with a value in each of its parameters.
+fn filled(path: &str) -> String {
+    path.replace("{id}", "1")
+        .replace("{resource}", "openapi/probe.conf")
+        .replace("{group}", "probe")
 }
 
 async fn document(url: &str) -> Value {
@@ -89,8 +75,8 @@ fn refs(value: &Value, out: &mut BTreeSet<String>) {
 #[tokio::test]
 async fn the_openapi_document_is_served_and_every_schema_it_names_is_in_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, stop, task) = serve(bound(dir.path()).await);
-    let doc = document(&url).await;
+    let s = TestServer::serving(bound(dir.path()).await);
+    let doc = document(&s.url).await;
     assert!(
         doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
         "{}",
@@ -128,8 +114,7 @@ async fn the_openapi_document_is_served_and_every_schema_it_names_is_in_it() {
         acquire["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/ErrorBody"
     );
-    let _ = stop.send(());
-    task.await.expect("server task");
+    s.stop().await;
 }
 
 /// The route table the router is built from, and the document: each (method, path) of one is
@@ -148,8 +133,8 @@ async fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
         .map(|(m, p)| (m.to_string(), p.replace("{*", "{")))
         .collect();
     assert!(routes.contains(&("POST".into(), "/zincati/v1/pre-reboot".into())));
-    let (url, stop, task) = serve(server);
-    let doc = document(&url).await;
+    let s = TestServer::serving(server);
+    let (url, doc) = (&s.url, document(&s.url).await);
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("path item").keys() {
@@ -172,10 +157,7 @@ async fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
 
     let http = reqwest::Client::new();
     for (method, path) in &documented {
-        let concrete = path
-            .replace("{id}", "1")
-            .replace("{resource}", "openapi/probe.conf")
-            .replace("{group}", "probe");
+        let concrete = filled(path);
         let resp = http
             .request(method.parse().expect("method"), format!("{url}{concrete}"))
             .send()
@@ -199,10 +181,7 @@ async fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
     // And no path answers a method the document does not give it.
     let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
     for path in paths {
-        let concrete = path
-            .replace("{id}", "1")
-            .replace("{resource}", "openapi/probe.conf")
-            .replace("{group}", "probe");
+        let concrete = filled(path);
         for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
             if documented.contains(&(method.to_string(), path.clone())) {
                 continue;
@@ -219,6 +198,5 @@ async fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
             );
         }
     }
-    let _ = stop.send(());
-    task.await.expect("server task");
+    s.stop().await;
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{TestServer, req};
+use common::{TestServer, req, wire_server};
 use locksmith_api::frame::{self, LeaseOp, Op, PREAMBLE};
 use locksmith_client::WireClient;
 use locksmith_client::api::{ErrorCode, FenceCheckRequest};
@@ -14,14 +14,6 @@ use locksmith_core::{FenceToken, LeaseId};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn wire_server() -> (TestServer, WireClient) {
-    let s =
-        TestServer::start_tweaked(|c| c.wire_listen = Some("127.0.0.1:0".parse().expect("addr")))
-            .await;
-    let wire = WireClient::new(s.wire.clone().expect("wire listener"));
-    (s, wire)
-}
 
 /// A raw connection that has exchanged preambles.
 async fn raw_conn(s: &TestServer) -> TcpStream {
@@ -100,10 +92,7 @@ async fn acquire_renew_check_release_over_the_wire_agree_with_http() {
         .expect("renew");
     assert_eq!(renewed.token, lease.token);
     let check = wire
-        .check_fence(&FenceCheckRequest {
-            resource: "fleet/a.conf".into(),
-            token: lease.token,
-        })
+        .check_fence("fleet/a.conf", lease.token)
         .await
         .expect("fence check");
     assert_eq!(check.holder.lease, lease.lease);
@@ -244,7 +233,7 @@ async fn an_http_client_on_the_wire_port_gets_a_json_400_naming_the_right_port()
             .contains("--listen")
     );
     // And the wire client pointed at the HTTP port says so instead of hanging.
-    let wrong = WireClient::new(s.url.trim_start_matches("http://"));
+    let wrong = WireClient::new(s.addr());
     let err = wrong
         .acquire(&req("x", 1))
         .await

@@ -18,6 +18,19 @@ pub fn table() -> LockTable {
     LockTable::new(TableConfig::default())
 }
 
+/// The refusal of an acquire asking for `asked` slots of `resource`, held with `held`.
+pub fn slots_mismatch(
+    resource: &str,
+    held: u32,
+    asked: u32,
+) -> Result<AcquireOutcome, AcquireError> {
+    Err(AcquireError::SlotsMismatch {
+        resource: resource.to_string(),
+        held_slots: held,
+        asked_slots: asked,
+    })
+}
+
 /// The lease of an acquire that must have been granted at once.
 pub fn granted(outcome: Result<AcquireOutcome, AcquireError>) -> LeaseView {
     match outcome {

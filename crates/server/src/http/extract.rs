@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, Request};
 use locksmith_api::{ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 
-use crate::request::{ApiError, decode};
+use crate::request::{ApiError, decode, not_an_id};
 
 /// A JSON request body. An empty body parses as `T::default()` only through [`OptionalJson`].
 #[derive(Debug)]
@@ -67,4 +67,48 @@ pub fn query<T>(
     parsed
         .map(|axum::extract::Query(q)| q)
         .map_err(|e| ApiError::from(ErrorBody::invalid("query", format!("is not valid: {e}"))))
+}
+
+/// The id of a `what` (`lease`, `hold`) from a URL path segment: a positive integer, or
+/// `invalid_request` on the field `what`, quoting the segment as sent.
+pub fn path_id(what: &str, segment: &str) -> Result<u64, ApiError> {
+    segment
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| not_an_id(what, format!("{segment:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::valid_id;
+
+    fn refusal(r: Result<u64, ApiError>) -> (Option<String>, String) {
+        let body = r.expect_err("refused").0;
+        (body.field, body.message)
+    }
+
+    /// A path segment is quoted as sent; an id from a decoded body is shown as the number.
+    #[test]
+    fn an_id_that_names_nothing_is_refused_on_its_field() {
+        assert_eq!(path_id("lease", "42").ok(), Some(42));
+        let want = |field: &str, message: &str| (Some(field.to_owned()), message.to_owned());
+        assert_eq!(
+            refusal(path_id("lease", "abc")),
+            want(
+                "lease",
+                r#"lease "abc" is not a lease id (a positive integer)"#
+            )
+        );
+        assert_eq!(
+            refusal(path_id("hold", "0")),
+            want("hold", r#"hold "0" is not a hold id (a positive integer)"#)
+        );
+        assert_eq!(
+            refusal(valid_id("lease", 0)),
+            want("lease", "lease 0 is not a lease id (a positive integer)")
+        );
+        assert_eq!(valid_id("hold", 7).ok(), Some(7));
+    }
 }

@@ -15,11 +15,11 @@
 //! once (with Nagle a second small write waits for the peer's delayed ACK, ~40 ms). On stop the
 //! listener closes, each connection finishes its request under way and closes (hyper's graceful
 //! shutdown), and [`serve`] returns once all have. A failed accept (out of file descriptors,
-//! usually) is logged — at most once a second, with a count of the rest — and retried shortly.
+//! usually) is logged — at most once every 10 s, with a count of the rest — and retried shortly.
 //!
 //! At most `max_connections` connections are served at once: one more is answered with a
-//! minimal HTTP/1.1 `503` whose body is the JSON error `too_many_connections`, and closed (see
-//! [`ConnectionCap`]).
+//! minimal HTTP/1.1 `503` whose body is the JSON error `too_many_connections`, and closed. The
+//! accept loop, the cap and the back-off are the wire protocol's too (`crate::accept`).
 
 use std::future::Future;
 use std::io;
@@ -38,12 +38,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::Timeouts;
-use crate::accept::{AcceptErrors, ConnectionCap, is_connection_error, too_many_connections};
+use crate::accept::{serve_connections, stopped, too_many_connections};
 
 /// Serves `router` on `listener`, at most `max_connections` connections at once, until `stop`
 /// turns true; then waits for every connection.
@@ -52,37 +51,18 @@ pub(crate) async fn serve(
     router: Router,
     timeouts: Timeouts,
     max_connections: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    let mut errors = AcceptErrors::new("http");
-    let mut cap = ConnectionCap::new("http", max_connections, refusal(max_connections));
-    let connection_stop = stop.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    errors.accepted();
-                    let Some(permit) = cap.admit() else {
-                        cap.refuse(tcp);
-                        continue;
-                    };
-                    let served = connection(tcp, router.clone(), timeouts, connection_stop.clone());
-                    connections.spawn(async move {
-                        served.await;
-                        drop(permit);
-                    });
-                }
-                Err(e) if is_connection_error(&e) => {}
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(e) => tokio::time::sleep(errors.failed(&e)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = stopped(&mut stop) => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    let refusal = refusal(max_connections);
+    serve_connections(
+        listener,
+        "http",
+        max_connections,
+        refusal,
+        stop,
+        |tcp, stop| connection(tcp, router.clone(), timeouts, stop),
+    )
+    .await;
 }
 
 /// What a connection over the cap is sent: a whole HTTP/1.1 response, whatever it asked.
@@ -95,11 +75,6 @@ fn refusal(max_connections: usize) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-/// Resolves once `flag` is true (or its sender is gone); holds no borrow of the flag after.
-async fn stopped(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|s| *s).await;
 }
 
 /// Serves one connection until it closes, times out, or — after `stop` — finishes its request

@@ -9,11 +9,13 @@ use std::time::Duration;
 use locksmith_etcd::testing::EtcdCluster;
 use locksmith_store::{EmbeddedStore, Store};
 
-use locksmith_client::Client;
 use locksmith_client::api::AcquireRequest;
 use locksmith_client::events::EventStream;
+use locksmith_client::{Client, WireClient};
 use locksmith_core::{AuditRecord, Owner};
 use locksmith_server::clock::ManualClock;
+use locksmith_server::engine::Engine;
+use locksmith_server::local::LocalClient;
 use locksmith_server::{Server, ServerConfig};
 
 /// Which store a test server runs on.
@@ -66,6 +68,10 @@ pub struct TestServer {
     pub url: String,
     /// The wire protocol's address, when the config asked for a wire listener.
     pub wire: Option<String>,
+    /// The served engine, for calls in-process.
+    pub engine: Engine,
+    /// What the server was bound with.
+    config: ServerConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -93,12 +99,7 @@ impl TestServer {
 
     /// A server on `storage`, after letting `tweak` adjust its config.
     pub async fn on_tweaked(storage: &Storage, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        let mut config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: storage.dir.path().to_path_buf(),
-            gc_interval: Duration::from_millis(200),
-            ..ServerConfig::default()
-        };
+        let mut config = config(storage.dir.path());
         tweak(&mut config);
         let server = Server::bind_with_store(config, storage.open())
             .await
@@ -124,12 +125,7 @@ impl TestServer {
 
     /// Starts a server in `path` after letting `tweak` adjust its config.
     pub async fn start_with(path: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        let mut config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: path.to_path_buf(),
-            gc_interval: Duration::from_millis(200),
-            ..ServerConfig::default()
-        };
+        let mut config = config(path);
         tweak(&mut config);
         let server = Server::bind(config).await.expect("bind");
         Self::serving(server)
@@ -139,6 +135,8 @@ impl TestServer {
     pub fn serving(server: Server) -> Self {
         let url = format!("http://{}", server.local_addr());
         let wire = server.wire_addr().map(|a| a.to_string());
+        let engine = server.engine().clone();
+        let config = server.config().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -151,6 +149,8 @@ impl TestServer {
         Self {
             url,
             wire,
+            engine,
+            config,
             stop: Some(tx),
             task: Some(task),
             _dir: None,
@@ -170,6 +170,35 @@ impl TestServer {
     pub fn client(&self) -> Client {
         Client::new(&self.url).expect("client")
     }
+
+    /// The HTTP listener's `host:port`.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// The lease calls on the served engine, in-process, answered as the server answers them.
+    pub fn local(&self) -> LocalClient {
+        LocalClient::new(self.engine.clone(), &self.config).expect("in-process client")
+    }
+}
+
+/// The config of a test server on `data_dir`: listening on 127.0.0.1:0, reaping every 200 ms.
+pub fn config(data_dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.to_path_buf(),
+        gc_interval: Duration::from_millis(200),
+        ..ServerConfig::default()
+    }
+}
+
+/// A server with a wire listener, and a wire client of it.
+pub async fn wire_server() -> (TestServer, WireClient) {
+    let s =
+        TestServer::start_tweaked(|c| c.wire_listen = Some("127.0.0.1:0".parse().expect("addr")))
+            .await;
+    let wire = WireClient::new(s.wire.clone().expect("wire listener"));
+    (s, wire)
 }
 
 /// Runs the server on `clock`: every lease, wait, lock-delay and hold runs out when the test

@@ -11,7 +11,7 @@ use locksmith_core::{
 };
 
 use crate::app::App;
-use crate::request::{ApiError, page_limit};
+use crate::request::{ApiError, page_limit, valid_id};
 
 /// Acquires a lock, waiting in its queue as long as asked; answers once the grant is durable.
 /// Dropping the future withdraws the acquire (see `Engine::acquire`).
@@ -151,13 +151,6 @@ pub async fn liveness(app: &App, req: LivenessReport) -> Result<LivenessResponse
 }
 
 /// `lease` if it can name a lease (ids start at 1).
-pub(crate) fn valid_lease(lease: LeaseId) -> Result<LeaseId, ApiError> {
-    if lease.0 > 0 {
-        Ok(lease)
-    } else {
-        Err(ApiError::from(ErrorBody::invalid(
-            "lease",
-            "0 is not a lease id (a positive integer)",
-        )))
-    }
+fn valid_lease(lease: LeaseId) -> Result<LeaseId, ApiError> {
+    valid_id("lease", lease.0).map(LeaseId)
 }

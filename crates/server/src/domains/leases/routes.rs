@@ -67,7 +67,8 @@ async fn acquire(
     )
 )]
 async fn get_lease(State(app): State<App>, Path(id): Path<String>) -> ApiResult<LeaseView> {
-    Ok(Json(ops::lease(&app, parse_lease(&id)?).await?))
+    let lease = LeaseId(extract::path_id("lease", &id)?);
+    Ok(Json(ops::lease(&app, lease).await?))
 }
 
 /// Release a lease (idempotent); the same as `POST /v1/leases/{id}/release`.
@@ -107,11 +108,7 @@ async fn renew(
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<LeaseOpRequest>,
 ) -> ApiResult<LeaseView> {
-    let op = LeaseOp {
-        lease: parse_lease(&id)?,
-        token: body.token,
-    };
-    Ok(Json(ops::renew(&app, op).await?))
+    Ok(Json(ops::renew(&app, lease_op(&id, body)?).await?))
 }
 
 /// Release a lease (idempotent). With a token, also checks it is the lease's.
@@ -131,11 +128,7 @@ async fn release(
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<LeaseOpRequest>,
 ) -> ApiResult<ReleaseResponse> {
-    let op = LeaseOp {
-        lease: parse_lease(&id)?,
-        token: body.token,
-    };
-    Ok(Json(ops::release(&app, op).await?))
+    Ok(Json(ops::release(&app, lease_op(&id, body)?).await?))
 }
 
 /// List the held or awaited resources, one page at a time, sorted by name.
@@ -198,16 +191,10 @@ async fn liveness(
     Ok(Json(ops::liveness(&app, req).await?))
 }
 
-/// A lease id from the URL path.
-fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
-    id.parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .map(LeaseId)
-        .ok_or_else(|| {
-            ApiError::from(ErrorBody::invalid(
-                "lease",
-                format!("{id:?} is not a lease id (a positive integer)"),
-            ))
-        })
+/// A renew or release of the lease `id` names (from the URL path), with the body's token.
+fn lease_op(id: &str, body: LeaseOpRequest) -> Result<LeaseOp, ApiError> {
+    Ok(LeaseOp {
+        lease: LeaseId(extract::path_id("lease", id)?),
+        token: body.token,
+    })
 }

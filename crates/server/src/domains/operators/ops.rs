@@ -1,13 +1,13 @@
 //! The operators' request functions.
 
 use locksmith_api::{
-    AuditQuery, AuditResponse, BreakRequest, BreakResponse, DEFAULT_BREAK_FREEZE_MS, ErrorBody,
-    HoldRequest, HoldsResponse,
+    AuditQuery, AuditResponse, BreakRequest, BreakResponse, DEFAULT_BREAK_FREEZE_MS, HoldRequest,
+    HoldsResponse,
 };
 use locksmith_core::{HoldId, HoldView, PlaceHold, validate_resource};
 
 use crate::app::App;
-use crate::request::{ApiError, page_limit};
+use crate::request::{ApiError, page_limit, valid_id};
 
 /// Default and largest page of audit records.
 const AUDIT_DEFAULT_LIMIT: usize = 100;
@@ -78,12 +78,5 @@ pub async fn audit(app: &App, q: AuditQuery) -> Result<AuditResponse, ApiError> 
 
 /// `hold` if it can name a hold (ids start at 1).
 fn valid_hold(hold: HoldId) -> Result<HoldId, ApiError> {
-    if hold.0 > 0 {
-        Ok(hold)
-    } else {
-        Err(ApiError::from(ErrorBody::invalid(
-            "hold",
-            "0 is not a hold id (a positive integer)",
-        )))
-    }
+    valid_id("hold", hold.0).map(HoldId)
 }

@@ -79,9 +79,8 @@ async fn ack_hold(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<OperatorRequest>,
 ) -> ApiResult<HoldView> {
-    Ok(Json(
-        ops::ack_hold(&app, parse_hold(&id)?, &req.operator).await?,
-    ))
+    let hold = HoldId(extract::path_id("hold", &id)?);
+    Ok(Json(ops::ack_hold(&app, hold, &req.operator).await?))
 }
 
 /// Lift a hold early.
@@ -101,9 +100,8 @@ async fn lift_hold(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<OperatorRequest>,
 ) -> ApiResult<HoldView> {
-    Ok(Json(
-        ops::lift_hold(&app, parse_hold(&id)?, &req.operator).await?,
-    ))
+    let hold = HoldId(extract::path_id("hold", &id)?);
+    Ok(Json(ops::lift_hold(&app, hold, &req.operator).await?))
 }
 
 /// Break a lock: revoke its leases (or one), advance the fence past their tokens, and freeze
@@ -154,18 +152,4 @@ async fn events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     Ok(events::stream(&app.engine, extract::query(query)?))
-}
-
-/// A hold id from the URL path.
-fn parse_hold(id: &str) -> Result<HoldId, ApiError> {
-    id.parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .map(HoldId)
-        .ok_or_else(|| {
-            ApiError::from(ErrorBody::invalid(
-                "hold",
-                format!("{id:?} is not a hold id (a positive integer)"),
-            ))
-        })
 }
