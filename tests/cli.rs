@@ -549,6 +549,13 @@ fn sigterm_to_run_kills_what_ignores_it_after_the_grace_period() {
     let mut run = server.spawn(&["run", "res", "--", "sh", "-c", script]);
     let stubborn: u32 = run.read_line().parse().expect("pid");
     let _reap = Killer::new(stubborn);
+    // Only once it is `sleep` has it ignored SIGTERM (the trap runs before the exec).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let comm = || std::fs::read_to_string(format!("/proc/{stubborn}/comm")).unwrap_or_default();
+    while comm().trim() != "sleep" {
+        assert!(std::time::Instant::now() < deadline, "never became sleep");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let started = start_time(stubborn).expect("running");
     signal(run.pid(), Signal::SIGTERM);
     let warning = run.read_stderr_line();
