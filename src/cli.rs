@@ -151,6 +151,15 @@ re-grabs it mid-operation, the lease is revoked, the fence advances so the old h
 bounce, and an audit record names you (--operator) and --reason. The old holder's `run` stops \
 its command and exits 4.";
 
+/// `locksmith server --auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthSwitch {
+    /// Requests authenticate with a token.
+    On,
+    /// Nobody authenticates (labs only).
+    Off,
+}
+
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Data directory of the embedded store.
@@ -166,6 +175,17 @@ pub struct ServerArgs {
     /// one) if --listen's port is 0].
     #[arg(long, value_parser = parse_wire_listen, value_name = "ADDR|off")]
     pub wire_listen: Option<WireListen>,
+
+    /// Whether requests must present a token. `on`: every route but /healthz, /metrics, the
+    /// OpenAPI document and FleetLock's protocol needs one, and the first start writes an admin
+    /// token to DATA/admin.token (mode 0600). `off`: for labs only — anyone who reaches the
+    /// ports may do anything; the server warns at start and `status` lists it as a problem.
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    pub auth: AuthSwitch,
+
+    /// Let only token holders (any role) read /healthz and /metrics.
+    #[arg(long)]
+    pub metrics_auth: bool,
 
     /// Before serving, verify the checksum of every page of the embedded store's database file
     /// (a start after a clean stop skips this; one after a crash has redb verify what it

@@ -117,6 +117,10 @@ impl Exit {
             | ErrorCode::NotFound
             | ErrorCode::MethodNotAllowed
             | ErrorCode::PayloadTooLarge
+            | ErrorCode::Unauthenticated
+            | ErrorCode::Forbidden
+            | ErrorCode::TokenNotFound
+            | ErrorCode::AlreadyRevoked
             | ErrorCode::Internal => Exit::Other,
         }
     }

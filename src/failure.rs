@@ -182,6 +182,10 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
             "{}: NO LEADER — {msg} (cluster election in progress)",
             shown(subject)
         ),
+        ErrorCode::Unauthenticated => format!("{}: NOT AUTHENTICATED — {msg}", shown(subject)),
+        ErrorCode::Forbidden => format!("{}: FORBIDDEN — {msg}", shown(subject)),
+        ErrorCode::TokenNotFound => format!("{}: NO SUCH TOKEN — {msg}", shown(subject)),
+        ErrorCode::AlreadyRevoked => format!("{}: ALREADY REVOKED — {msg}", shown(subject)),
         ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::PayloadTooLarge

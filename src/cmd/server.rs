@@ -8,7 +8,7 @@ use locksmith_server::{Server, ServerConfig, ServerError};
 use locksmith_store::StoreError;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{Global, ServerArgs, WireListen};
+use crate::cli::{AuthSwitch, Global, ServerArgs, WireListen};
 use crate::exit::Exit;
 use crate::failure::Failure;
 use crate::output::out;
@@ -53,6 +53,11 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             ..locksmith_store::StoreOptions::default()
         },
         clock: None,
+        auth: match args.auth {
+            AuthSwitch::On => locksmith_server::AuthMode::On,
+            AuthSwitch::Off => locksmith_server::AuthMode::Off,
+        },
+        metrics_auth: args.metrics_auth,
     };
     if !args.etcd.is_empty() {
         if let Some(WireListen::At(addr)) = args.wire_listen {

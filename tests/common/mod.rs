@@ -302,6 +302,12 @@ impl ServerProc {
         let log_file = File::create(&log).expect("create server log");
         let data = data_dir.to_str().expect("utf-8 data dir");
         let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];
+        // The CLI tests predate authentication; until the CLI reads its token (`--token`,
+        // `$LOCKSMITH_TOKEN`, `DATA/admin.token`) they run the server without it, unless a test
+        // asks for `--auth` itself.
+        if !extra.contains(&"--auth") {
+            args.extend_from_slice(&["--auth", "off"]);
+        }
         args.extend_from_slice(extra);
         let mut cmd = command(&args);
         if let Some((program, before)) = wrapper.split_first() {

@@ -73,6 +73,15 @@ pub enum ErrorCode {
     /// A bug, never the request's fault: the server caught a panic, or found one of its own
     /// invariants broken.
     Internal,
+    /// No token, or one that authenticates nobody (malformed, unknown, revoked, expired).
+    Unauthenticated,
+    /// The token is valid but may not do this: its role, prefixes or node do not allow it (the
+    /// message names what is missing).
+    Forbidden,
+    /// No token has that id.
+    TokenNotFound,
+    /// The token was revoked already.
+    AlreadyRevoked,
 }
 
 impl ErrorCode {
@@ -80,8 +89,12 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidJson | ErrorCode::InvalidRequest => 400,
-            ErrorCode::NotSameNode => 403,
-            ErrorCode::NotHolder | ErrorCode::NotFound | ErrorCode::HoldNotFound => 404,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotSameNode | ErrorCode::Forbidden => 403,
+            ErrorCode::NotHolder
+            | ErrorCode::NotFound
+            | ErrorCode::HoldNotFound
+            | ErrorCode::TokenNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Hot
             | ErrorCode::SlotsMismatch
@@ -94,7 +107,8 @@ impl ErrorCode {
             | ErrorCode::AckNotRequired
             | ErrorCode::NotHeld
             | ErrorCode::WrongProcess
-            | ErrorCode::HolderAlive => 409,
+            | ErrorCode::HolderAlive
+            | ErrorCode::AlreadyRevoked => 409,
             ErrorCode::LeaseExpired | ErrorCode::Broken => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
@@ -137,6 +151,10 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::NoLeader => "no_leader",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenNotFound => "token_not_found",
+            ErrorCode::AlreadyRevoked => "already_revoked",
         }
     }
 }

@@ -11,10 +11,12 @@ mod error;
 pub mod fleetlock;
 pub mod frame;
 mod human;
+mod tokens;
 mod wire;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use human::{
     describe_holder, expires, format_age, format_wall, hot_line, owner_name, ttl_left,
 };
+pub use tokens::*;
 pub use wire::*;

@@ -220,7 +220,9 @@ pub struct CommitCounters {
 pub struct HoldRequest {
     /// The resource to freeze.
     pub resource: String,
-    /// Who places it (the CLI sends `user@node`, or `--operator`).
+    /// Who places it, with `--auth off` only (the CLI sends `user@node`, or `--operator`).
+    /// With authentication on it is ignored: the hold is placed by the token's name.
+    #[serde(default)]
     pub operator: String,
     /// Why: required.
     pub reason: String,
@@ -231,12 +233,14 @@ pub struct HoldRequest {
     pub require_ack: bool,
 }
 
-/// `POST /v1/holds/{id}/ack` and `/lift`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/holds/{id}/ack` and `/lift` (the body may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OperatorRequest {
-    /// Who acts.
+    /// Who acts, with `--auth off` only; with authentication on it is ignored: the token's
+    /// name acts.
+    #[serde(default)]
     pub operator: String,
 }
 
@@ -258,7 +262,9 @@ pub struct BreakRequest {
     /// Break only this lease (e.g. one semaphore slot); default: every holder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseId>,
-    /// Who breaks it.
+    /// Who breaks it, with `--auth off` only; with authentication on it is ignored: the
+    /// token's name breaks it.
+    #[serde(default)]
     pub operator: String,
     /// Why: required.
     pub reason: String,
@@ -401,6 +407,8 @@ pub enum ProblemKind {
     LongWait,
     /// A holder's process is dead (found by the CLI's checks on the holder's node).
     DeadHolder,
+    /// The server runs with `--auth off`: anyone who reaches its port may do anything.
+    AuthOff,
     /// A kind this client does not know (sent by a newer server); its message says what.
     #[serde(other)]
     Other,
@@ -419,6 +427,7 @@ impl ProblemKind {
             ProblemKind::LockDelay => "lock_delay",
             ProblemKind::LongWait => "long_wait",
             ProblemKind::DeadHolder => "dead_holder",
+            ProblemKind::AuthOff => "auth_off",
             ProblemKind::Other => "other",
         }
     }

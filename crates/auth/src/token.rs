@@ -279,6 +279,8 @@ pub struct TokenTable {
     tokens: BTreeMap<String, TokenRecord>,
     by_hash: HashMap<SecretHash, String>,
     last_id: u64,
+    /// Bumped by every change: which of two copies of the table is newer.
+    revision: u64,
 }
 
 impl TokenTable {
@@ -300,6 +302,13 @@ impl TokenTable {
             self.by_hash.insert(hash, record.id.clone());
         }
         self.tokens.insert(record.id.clone(), record);
+        self.revision += 1;
+    }
+
+    /// How many changes the table has seen (restores, creations, revocations): a copy with a
+    /// higher revision is the newer one.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// How many tokens it knows (revoked ones included).
@@ -354,7 +363,9 @@ impl TokenTable {
             return Err(RevokeError::AlreadyRevoked { id: id.to_owned() });
         }
         record.revoked_at_ms = Some(now_ms);
-        Ok(record.clone())
+        let revoked = record.clone();
+        self.revision += 1;
+        Ok(revoked)
     }
 
     /// The principal `presented` authenticates at `now_ms`.

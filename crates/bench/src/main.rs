@@ -83,6 +83,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 wire_listen: Some("127.0.0.1:0".parse()?),
                 data_dir: dir.path().to_path_buf(),
                 gc_interval: Duration::from_secs(1),
+                auth: locksmith_server::AuthMode::Off,
                 ..ServerConfig::default()
             })
             .await?;

@@ -84,6 +84,8 @@ impl ServerProcess {
             .arg("--data")
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            // The scale runs measure the lock table, not authentication.
+            .args(["--auth", "off"])
             .args(extra)
             .env("LOCKSMITH_SCALE_LOG", log)
             .stdin(Stdio::piped())

@@ -23,6 +23,7 @@ async fn server(wire: bool) -> Running {
         listen: "127.0.0.1:0".parse().expect("addr"),
         wire_listen: Some("127.0.0.1:0".parse().expect("addr")),
         data_dir: dir.path().to_path_buf(),
+        auth: locksmith_server::AuthMode::Off,
         ..ServerConfig::default()
     })
     .await

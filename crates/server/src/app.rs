@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
+use locksmith_auth::{AuthError, Principal, Role};
 
 use crate::domains::fleetlock::{FleetLock, InvalidFleetLock};
 use crate::engine::Engine;
-use crate::{NodeIdentity, ServerConfig};
+use crate::request::{ApiError, forbidden, unauthenticated};
+use crate::tls::PeerIdentity;
+use crate::{AuthMode, NodeIdentity, ServerConfig};
 
 /// The state handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -36,6 +39,10 @@ pub struct Settings {
     pub default_lock_delay_ms: u64,
     /// FleetLock's settings, and the group sizes operators changed since the start.
     pub fleetlock: FleetLock,
+    /// Whether requests must authenticate (`--auth`).
+    pub auth: AuthMode,
+    /// Whether `/healthz` and `/metrics` need a token too (`--metrics-auth`).
+    pub metrics_auth: bool,
 }
 
 impl Settings {
@@ -46,6 +53,8 @@ impl Settings {
             default_lock_delay_ms: u64::try_from(config.default_lock_delay.as_millis())
                 .unwrap_or(u64::MAX),
             fleetlock: FleetLock::new(config.fleetlock.clone())?,
+            auth: config.auth,
+            metrics_auth: config.metrics_auth,
         })
     }
 }
@@ -58,6 +67,79 @@ impl App {
             settings,
             own: Arc::new(own.clone()),
         }
+    }
+}
+
+/// The principal every request acts as with `--auth off`: an administrator nobody
+/// authenticated, named so in the audit trail.
+pub fn lab_principal() -> Principal {
+    Principal {
+        token: String::new(),
+        name: "anonymous".to_owned(),
+        role: Role::Admin,
+        node: None,
+        prefixes: Vec::new(),
+    }
+}
+
+impl App {
+    /// Who presents `bearer` (the secret, without `Bearer `) over a connection whose TLS peer is
+    /// `peer`: 401 `unauthenticated` for a missing, malformed, unknown, revoked or expired
+    /// token. A client certificate that names a node binds the principal to it: a token bound
+    /// to no node takes that node, and one bound to another node is refused (403). With
+    /// `--auth off` every request is [`lab_principal`] and nothing is refused.
+    ///
+    /// Reads the published token table (the last durable one), never the engine's lock.
+    pub fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Principal, ApiError> {
+        if self.settings.auth == AuthMode::Off {
+            return Ok(lab_principal());
+        }
+        let bearer = bearer.ok_or_else(|| unauthenticated(&AuthError::Missing))?;
+        let now_ms = self.engine.clock().now().wall_ms;
+        let mut principal = self
+            .engine
+            .tokens()
+            .authenticate(bearer, now_ms)
+            .map_err(|e| unauthenticated(&e))?;
+        if let Some(node) = peer.and_then(|p| p.node.as_deref()) {
+            match &principal.node {
+                None => principal.node = Some(node.to_owned()),
+                Some(bound) if bound == node => {}
+                Some(bound) => {
+                    return Err(forbidden(&locksmith_auth::Forbidden::Node {
+                        name: principal.name.clone(),
+                        bound: bound.clone(),
+                        asked: node.to_owned(),
+                    }));
+                }
+            }
+        }
+        Ok(principal)
+    }
+
+    /// The operator name an operator's act (hold, acknowledgement, lift, break) is recorded
+    /// under: with authentication on, the token's name — a body field cannot impersonate, so
+    /// `sent` is ignored; with `--auth off`, `sent` as before (or `anonymous` if empty).
+    pub fn operator_name(&self, who: &Principal, sent: &str) -> String {
+        if self.settings.auth == AuthMode::On || sent.trim().is_empty() {
+            who.name.clone()
+        } else {
+            sent.to_owned()
+        }
+    }
+
+    /// Whether token `id` still works (not revoked, not expired): what a long-lived response
+    /// checks on every token change and at least once a second. Always true with `--auth off`.
+    pub fn token_live(&self, id: &str) -> bool {
+        self.settings.auth == AuthMode::Off
+            || self
+                .engine
+                .tokens()
+                .is_live(id, self.engine.clock().now().wall_ms)
     }
 }
 

@@ -41,7 +41,7 @@ use crate::app::{App, Settings};
 use crate::proxy::{Forwarder, no_leader};
 use crate::{
     EngineTasks, NodeIdentity, ServerConfig, ServerError, Timeouts, bind_listener, http, recover,
-    router,
+    router, start_auth,
 };
 
 /// Where the cluster lives.
@@ -208,6 +208,12 @@ impl ClusterServer {
                 Ok(Ok(store)) => recover(Box::new(store), &identity, config.engine_clock()).await,
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(ServerError::Cluster(e.to_string())),
+            };
+            // The tokens are etcd records, restored with the rest; the first leader to find
+            // none makes the admin token (see `domains::tokens::bootstrap`).
+            let engine = match engine {
+                Ok(engine) => start_auth(&engine, &config).await.map(|()| engine),
+                Err(e) => Err(e),
             };
             let engine = match engine {
                 Ok(e) => e,

@@ -23,6 +23,7 @@ mod reaper;
 pub mod request;
 pub mod routing;
 mod status;
+pub mod tls;
 pub mod wire;
 
 pub use accept::DEFAULT_MAX_CONNECTIONS;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use locksmith_auth::{TOKEN_SPACE, TokenRecord, TokenTable};
 use locksmith_core::{
     AuditKind, AuditRecord, LeaseChunk, LeasePreparer, Now, PreparedLeases, RestoreBuilder,
     Snapshot, TableConfig, Vantage,
@@ -84,6 +86,22 @@ pub struct ServerConfig {
     /// and the reaper sleeps on; `None`: the system clock. A
     /// [`ManualClock`](clock::ManualClock) runs the whole server on virtual time.
     pub clock: Option<Arc<dyn Clock>>,
+    /// Whether requests must present a token (`--auth`; on by default).
+    pub auth: AuthMode,
+    /// Whether `/healthz` and `/metrics` need a token too (`--metrics-auth`).
+    pub metrics_auth: bool,
+}
+
+/// Whether the server authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Every request but the anonymous routes presents a token; the first start creates an
+    /// admin token in `DATA/admin.token`.
+    #[default]
+    On,
+    /// For labs: nobody authenticates, every request acts as an administrator named
+    /// `anonymous`. The server warns at start and `status` lists it as a problem.
+    Off,
 }
 
 impl ServerConfig {
@@ -137,6 +155,8 @@ impl Default for ServerConfig {
             store: StoreOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             clock: None,
+            auth: AuthMode::On,
+            metrics_auth: false,
         }
     }
 }
@@ -167,6 +187,9 @@ pub enum ServerError {
     /// A setting is not valid; the server does not start with it.
     #[error(transparent)]
     Settings(#[from] fleetlock::InvalidFleetLock),
+    /// The first admin token could not be made (see `domains::tokens::bootstrap`).
+    #[error("cannot make the first admin token: {0}")]
+    Bootstrap(String),
 }
 
 /// A bound, recovered server, ready to serve.
@@ -200,6 +223,7 @@ impl Server {
         let settings = std::sync::Arc::new(app::Settings::of(&config)?);
         let identity = NodeIdentity::of(&config)?;
         let engine = recover(store, &identity, config.engine_clock()).await?;
+        start_auth(&engine, &config).await?;
         let listener = bind_listener(config.listen).await?;
         let wire = match config.wire_listen {
             Some(addr) => Some(bind_listener(addr).await?),
@@ -284,6 +308,19 @@ impl Server {
         tracing::info!("store closed cleanly");
         Ok(())
     }
+}
+
+/// Authentication at start: with `--auth off`, a warning; with it on, the first admin token if
+/// the store has none (see `domains::tokens::bootstrap`).
+pub(crate) async fn start_auth(engine: &Engine, config: &ServerConfig) -> Result<(), ServerError> {
+    if config.auth == AuthMode::Off {
+        tracing::warn!(
+            "authentication is OFF (--auth off): anyone who reaches this server's ports may              take, break and hold any lock and read everything, as an administrator named              'anonymous'; for labs only — restart without --auth off"
+        );
+        return Ok(());
+    }
+    domains::tokens::bootstrap::admin_token(engine, config.auth, &config.data_dir).await?;
+    Ok(())
 }
 
 /// This server's node name, boot id and PID namespace (for the local probe and the boot
@@ -458,7 +495,39 @@ async fn restore_state(
     let audit_seq = loaded?;
     let mut table = built.ok_or_else(builder_gone)?;
     table.remember_ended(&ends);
-    Ok((State::new(table, audit_seq), store))
+    let (tokens, store) = tokio::task::spawn_blocking(move || {
+        let mut store = store;
+        let tokens = restore_tokens(&mut *store);
+        (tokens, store)
+    })
+    .await
+    .map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok((State::new(table, audit_seq).with_tokens(tokens?), store))
+}
+
+/// Every stored token (the `tokens` record space), a page at a time. A record that does not
+/// decode is skipped with a warning: it authenticates nobody, and every other token still
+/// works.
+fn restore_tokens(store: &mut dyn Store) -> Result<TokenTable, StoreError> {
+    const PAGE: usize = 1_000;
+    let mut tokens = TokenTable::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.records(TOKEN_SPACE, "", after.as_deref(), PAGE)?;
+        let full = page.len() == PAGE;
+        for (key, value) in page {
+            match TokenRecord::from_bytes(&value) {
+                Some(record) => tokens.restore(record),
+                None => {
+                    tracing::warn!(token = %key, "a stored token does not decode; it authenticates nobody")
+                }
+            }
+            after = Some(key);
+        }
+        if !full {
+            return Ok(tokens);
+        }
+    }
 }
 
 /// The store's side of [`restore_state`]'s channel.
@@ -613,6 +682,16 @@ mod recover_tests {
             &mut self,
             _query: &locksmith_store::AuditQuery,
         ) -> Result<Vec<locksmith_core::AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        fn records(
+            &mut self,
+            _space: &str,
+            _prefix: &str,
+            _after: Option<&str>,
+            _limit: usize,
+        ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
             Ok(Vec::new())
         }
 

@@ -21,7 +21,7 @@ use locksmith_api::{
 use locksmith_client::{ClientError, LeaseApi};
 use locksmith_core::{FenceToken, LeaseId};
 
-use crate::app::{App, Settings};
+use crate::app::{App, Settings, lab_principal};
 use crate::domains::leases::ops;
 use crate::engine::Engine;
 use crate::request::ApiError;
@@ -34,6 +34,9 @@ const ENDPOINT: &str = "in-process engine";
 #[derive(Debug, Clone)]
 pub struct LocalClient {
     app: App,
+    /// Who the calls act as: in-process code is trusted as the server is, so an administrator
+    /// ([`lab_principal`]) unless [`LocalClient::acting_as`] says otherwise.
+    who: locksmith_auth::Principal,
 }
 
 impl LocalClient {
@@ -45,7 +48,14 @@ impl LocalClient {
         let own = NodeIdentity::of(config)?;
         Ok(Self {
             app: App::new(engine, settings, &own),
+            who: lab_principal(),
         })
+    }
+
+    /// The same calls made as `who`: its prefixes and node are checked as a server checks a
+    /// request authenticated as it.
+    pub fn acting_as(self, who: locksmith_auth::Principal) -> Self {
+        Self { who, ..self }
     }
 
     /// The engine the calls go to.
@@ -69,7 +79,9 @@ impl LeaseApi for LocalClient {
     }
 
     async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
-        ops::acquire(&self.app, req.clone()).await.map_err(refused)
+        ops::acquire(&self.app, &self.who, req.clone())
+            .await
+            .map_err(refused)
     }
 
     async fn renew(
@@ -78,7 +90,7 @@ impl LeaseApi for LocalClient {
         token: Option<FenceToken>,
     ) -> Result<LeaseView, ClientError> {
         let op = LeaseOp { lease, token };
-        ops::renew(&self.app, op).await.map_err(refused)
+        ops::renew(&self.app, &self.who, op).await.map_err(refused)
     }
 
     async fn release(
@@ -87,7 +99,9 @@ impl LeaseApi for LocalClient {
         token: Option<FenceToken>,
     ) -> Result<ReleaseResponse, ClientError> {
         let op = LeaseOp { lease, token };
-        ops::release(&self.app, op).await.map_err(refused)
+        ops::release(&self.app, &self.who, op)
+            .await
+            .map_err(refused)
     }
 
     async fn check_fence(
@@ -99,6 +113,8 @@ impl LeaseApi for LocalClient {
             resource: resource.to_owned(),
             token,
         };
-        ops::check_fence(&self.app, req).await.map_err(refused)
+        ops::check_fence(&self.app, &self.who, req)
+            .await
+            .map_err(refused)
     }
 }

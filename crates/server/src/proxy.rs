@@ -18,12 +18,16 @@ use locksmith_api::{ErrorBody, ErrorCode};
 use crate::http::MAX_BODY_BYTES;
 use crate::request::ApiError;
 
-/// Headers worth forwarding in each direction (hop-by-hop headers are not).
-const FORWARDED: [&str; 4] = [
+/// Headers worth forwarding in each direction (hop-by-hop headers are not). `authorization`
+/// goes to the leader as it came, so the leader authenticates the request (a follower does
+/// not); `www-authenticate` comes back with a 401.
+const FORWARDED: [&str; 6] = [
     "content-type",
     "accept",
     "fleet-lock-protocol",
     "cache-control",
+    "authorization",
+    "www-authenticate",
 ];
 
 /// Where requests go when this server is not the leader.

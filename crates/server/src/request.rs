@@ -93,6 +93,36 @@ impl Refusal for BreakError {
     }
 }
 
+impl Refusal for locksmith_auth::InvalidToken {
+    fn body(&self) -> ErrorBody {
+        ErrorBody::invalid(self.field, &self.reason)
+    }
+}
+
+impl Refusal for locksmith_auth::RevokeError {
+    fn body(&self) -> ErrorBody {
+        let code = match self {
+            locksmith_auth::RevokeError::NotFound(_) => ErrorCode::TokenNotFound,
+            locksmith_auth::RevokeError::AlreadyRevoked { .. } => ErrorCode::AlreadyRevoked,
+        };
+        let next = match self {
+            locksmith_auth::RevokeError::NotFound(_) => "; 'locksmith token ls' lists them",
+            locksmith_auth::RevokeError::AlreadyRevoked { .. } => ": nothing to do",
+        };
+        ErrorBody::new(code, format!("{self}{next}"))
+    }
+}
+
+/// 401 `unauthenticated`: the request names no principal (`why` says how).
+pub fn unauthenticated(why: &locksmith_auth::AuthError) -> ApiError {
+    ApiError::from(ErrorBody::new(ErrorCode::Unauthenticated, why.to_string()))
+}
+
+/// 403 `forbidden`: the principal may not do this (`why` names what is missing).
+pub fn forbidden(why: &locksmith_auth::Forbidden) -> ApiError {
+    ApiError::from(ErrorBody::new(ErrorCode::Forbidden, why.to_string()))
+}
+
 impl Refusal for InvalidRequest {
     fn body(&self) -> ErrorBody {
         ErrorBody::from_invalid(self)

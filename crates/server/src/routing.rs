@@ -7,6 +7,11 @@
 //! `Route::new(__path_handler, handler)`. A domain adds a route by adding a handler with its
 //! attribute and one line to its list.
 //!
+//! Every route declares the [`Permission`] it needs (`Route::new(__path_x, Permission::Lease,
+//! handler)`, a required argument): the router authenticates each request and checks it before
+//! the handler runs (`crate::http::router`), and a test built from this table
+//! (`crates/server/tests/auth.rs`) fails if a route's permission is missing or wrong.
+//!
 //! What it is not: the handlers (each domain's `routes.rs`) or the server (`crate::http`).
 
 use std::collections::BTreeMap;
@@ -14,6 +19,7 @@ use std::collections::BTreeMap;
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter};
 use locksmith_api::ErrorBody;
+use locksmith_auth::Permission;
 use utoipa::openapi::path::{HttpMethod, Operation, Paths};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, Ref,
@@ -32,6 +38,8 @@ pub struct Route {
     pub methods: Vec<HttpMethod>,
     /// Its path, in axum's syntax (`/v1/leases/{id}`, `/v1/locks/{*resource}`).
     pub path: String,
+    /// What a request needs to be served: checked before the handler runs.
+    pub permission: Permission,
     /// What serves it.
     pub handler: MethodRouter<App>,
     /// Its description in the document.
@@ -48,14 +56,16 @@ impl std::fmt::Debug for Route {
                 &self.methods.iter().map(method_name).collect::<Vec<_>>(),
             )
             .field("path", &self.path)
+            .field("permission", &self.permission)
             .finish_non_exhaustive()
     }
 }
 
 impl Route {
     /// The route `doc` describes — its `#[utoipa::path]`'s generated `__path_<handler>` —
-    /// served by `handler` at the attribute's method(s) and path.
-    pub fn new<P, H, T>(doc: P, handler: H) -> Self
+    /// served by `handler` at the attribute's method(s) and path to requests that have
+    /// `permission`.
+    pub fn new<P, H, T>(doc: P, permission: Permission, handler: H) -> Self
     where
         P: utoipa::Path + utoipa::__dev::SchemaReferences + for<'t> utoipa::__dev::Tags<'t>,
         H: Handler<T, App>,
@@ -79,6 +89,7 @@ impl Route {
         Self {
             methods,
             path: P::path(),
+            permission,
             handler,
             operation,
             schemas,
@@ -100,6 +111,11 @@ impl Route {
         }
     }
 
+    /// The same route needing `permission` instead (e.g. `/metrics` with `--metrics-auth`).
+    pub fn needs(self, permission: Permission) -> Self {
+        Self { permission, ..self }
+    }
+
     /// The route's path as OpenAPI writes it: axum's catch-all `{*resource}` is `{resource}`.
     pub fn openapi_path(&self) -> String {
         self.path.replace("{*", "{")
@@ -111,6 +127,18 @@ pub fn endpoints(routes: &[Route]) -> Vec<(&'static str, String)> {
     routes
         .iter()
         .flat_map(|r| r.methods.iter().map(|m| (method_name(m), r.path.clone())))
+        .collect()
+}
+
+/// Every (method, path, permission) of `routes`, paths in axum's syntax.
+pub fn permissions(routes: &[Route]) -> Vec<(&'static str, String, Permission)> {
+    routes
+        .iter()
+        .flat_map(|r| {
+            r.methods
+                .iter()
+                .map(|m| (method_name(m), r.path.clone(), r.permission))
+        })
         .collect()
 }
 

@@ -16,11 +16,12 @@ const LONG_WAIT_MS: u64 = 60_000;
 /// table is not shown.
 pub(crate) const TABLE_WAIT: Duration = Duration::from_secs(2);
 
-/// Builds the status report. `gc_interval` tells how stale the reaper's heartbeat may be.
+/// Builds the status report. `gc_interval` tells how stale the reaper's heartbeat may be;
+/// `auth_off`, that the server runs with `--auth off` (a problem of its own).
 ///
 /// The table is shown only once durable, and not at all once storage has failed (see
 /// `Engine::view`): the report then says what failed, and nothing more.
-pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
+pub async fn status(engine: &Engine, gc_interval: Duration, auth_off: bool) -> StatusResponse {
     let health = engine.health();
     // Not `engine.resources()`: at a million leases that built a million views under the table
     // lock, and every other request waited seconds for it.
@@ -34,6 +35,18 @@ pub async fn status(engine: &Engine, gc_interval: Duration) -> StatusResponse {
     let heartbeat_age_ms = engine.heartbeat_age_ms();
     let mut problems = Vec::new();
     let mut counts = StateCounts::default();
+    if auth_off {
+        problems.push(Problem {
+            kind: ProblemKind::AuthOff,
+            resource: None,
+            message: "authentication is off (--auth off): anyone who reaches the server may take, \
+                      break and hold any lock and read everything"
+                .into(),
+            next_step: "restart without --auth off (the first start with authentication on \
+                        writes an admin token to DATA/admin.token)"
+                .into(),
+        });
+    }
 
     let failure = match &table {
         Some(Ok(Err(e))) => Some(e.to_string()),
@@ -222,17 +235,17 @@ mod tests {
         let engine = Engine::new(state, committer, clock);
         engine.reap().await.expect("reap");
         let gc = Duration::from_secs(1);
-        assert!(status(&engine, gc).await.all_clear);
+        assert!(status(&engine, gc, false).await.all_clear);
 
         // The wall clock jumps an hour forward right after the reaper ran.
         engine.backdate_heartbeat(3_600_000, 0);
-        let after_jump = status(&engine, gc).await;
+        let after_jump = status(&engine, gc, false).await;
         assert!(after_jump.all_clear, "{:?}", kinds(&after_jump));
         assert!(after_jump.heartbeat_age_ms < 5_000);
 
         // The reaper has not run for a minute.
         engine.backdate_heartbeat(0, 60_000);
-        let stalled = status(&engine, gc).await;
+        let stalled = status(&engine, gc, false).await;
         assert_eq!(kinds(&stalled), vec![ProblemKind::ReaperStalled]);
         engine.close().expect("close");
     }

@@ -35,12 +35,14 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::{FutureExt, future::BoxFuture};
 use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
 use locksmith_api::{AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest};
+use locksmith_auth::{AuthError, Permission, Principal};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,7 +53,7 @@ use crate::Timeouts;
 use crate::accept::{serve_connections, stopped, too_many_connections};
 use crate::app::App;
 use crate::domains::leases::ops;
-use crate::request::{ApiError, decode as parse};
+use crate::request::{ApiError, decode as parse, forbidden, unauthenticated};
 
 /// Most acquires one connection may have under way (queued ones included); one more is refused
 /// at once with `too_many_requests`, and the connection goes on reading.
@@ -149,7 +151,13 @@ async fn run_connection(
 
     // Turns true when the peer stops sending: its queued acquires are withdrawn.
     let (gone_tx, gone) = watch::channel(false);
-    let mut under_way = UnderWay::default();
+    // Who the connection acts as. With `--auth off`, the lab principal from the start; with
+    // authentication on, nobody yet (every request is answered 401) until an auth frame names
+    // a token.
+    let mut under_way = UnderWay {
+        principal: app.authenticate(None, None).ok().map(Arc::new),
+        ..UnderWay::default()
+    };
     let mut out = Vec::with_capacity(4096);
     let mut reading = true;
     // The idle timer is lazy: activity only moves `active_at`, and the timer, once due, looks
@@ -238,6 +246,8 @@ struct UnderWay {
     acquiring: usize,
     /// How many other requests are in `in_flight`.
     others: usize,
+    /// Who the connection's requests act as; `None`: not authenticated.
+    principal: Option<Arc<Principal>>,
 }
 
 impl UnderWay {
@@ -263,12 +273,18 @@ impl UnderWay {
                 let (tx, withdrawn) = oneshot::channel();
                 self.acquires.insert(req.id, tx);
                 self.acquiring += 1;
-                self.in_flight
-                    .push(request(app, req, gone, Some(withdrawn)));
+                self.in_flight.push(request(
+                    app,
+                    self.principal.clone(),
+                    req,
+                    gone,
+                    Some(withdrawn),
+                ));
             }
             _ => {
                 self.others += 1;
-                self.in_flight.push(request(app, req, gone, None));
+                self.in_flight
+                    .push(request(app, self.principal.clone(), req, gone, None));
             }
         }
     }
@@ -315,10 +331,12 @@ impl From<Frame<'_>> for Request {
     }
 }
 
-/// Starts one request (an acquire with its withdraw signal); resolves to its request id if it
-/// is an acquire, and its encoded answer.
+/// Starts one request (an acquire with its withdraw signal) as `who`; resolves to its request
+/// id if it is an acquire, and its encoded answer. Every operation of the protocol needs the
+/// lease permission; a connection nobody authenticated is answered 401.
 fn request(
     app: &App,
+    who: Option<Arc<Principal>>,
     req: Request,
     gone: &watch::Receiver<bool>,
     withdrawn: Option<oneshot::Receiver<()>>,
@@ -327,6 +345,18 @@ fn request(
     async move {
         let mut out = Vec::new();
         let id = req.id;
+        let acquire_id = (Op::from_code(req.code) == Some(Op::Acquire)).then_some(id);
+        let who = match who {
+            Some(who) => who,
+            None => {
+                encode::<()>(&mut out, id, Err(unauthenticated(&AuthError::Missing)));
+                return (acquire_id, out);
+            }
+        };
+        if let Err(missing) = who.allows(Permission::Lease) {
+            encode::<()>(&mut out, id, Err(forbidden(&missing)));
+            return (acquire_id, out);
+        }
         match Op::from_code(req.code) {
             Some(Op::Acquire) => {
                 let answer = async {
@@ -341,7 +371,7 @@ fn request(
                     };
                     let acquire = async {
                         let req: AcquireRequest = parse(&req.body)?;
-                        ops::acquire(&app, req).await
+                        ops::acquire(&app, &who, req).await
                     };
                     // Dropping the engine's acquire withdraws it from the queue, and releases
                     // a grant that raced with that (or one made at once, not yet durable). A
@@ -366,16 +396,17 @@ fn request(
                 return (Some(id), out);
             }
             Some(Op::Renew) => {
-                let answer = async { ops::renew(&app, parse::<LeaseOp>(&req.body)?).await };
+                let answer = async { ops::renew(&app, &who, parse::<LeaseOp>(&req.body)?).await };
                 encode(&mut out, id, answer.await);
             }
             Some(Op::Release) => {
-                let answer = async { ops::release(&app, parse::<LeaseOp>(&req.body)?).await };
+                let answer = async { ops::release(&app, &who, parse::<LeaseOp>(&req.body)?).await };
                 encode(&mut out, id, answer.await);
             }
             Some(Op::CheckFence) => {
-                let answer =
-                    async { ops::check_fence(&app, parse::<FenceCheckRequest>(&req.body)?).await };
+                let answer = async {
+                    ops::check_fence(&app, &who, parse::<FenceCheckRequest>(&req.body)?).await
+                };
                 encode(&mut out, id, answer.await);
             }
             None => encode::<()>(

@@ -688,6 +688,7 @@ async fn a_server_with_invalid_fleetlock_settings_does_not_start() {
             default_slots: 0,
             ..FleetLockConfig::default()
         },
+        auth: locksmith_server::AuthMode::Off,
         ..ServerConfig::default()
     };
     match Server::bind(config).await {
@@ -751,6 +752,7 @@ async fn listing_the_groups_builds_no_view_of_the_other_locks() {
             group_slots: BTreeMap::from([("configured".to_string(), 2)]),
             ..FleetLockConfig::default()
         },
+        auth: locksmith_server::AuthMode::Off,
         ..ServerConfig::default()
     };
     let s = TestServer::serving(Server::bind(config).await.expect("bind"));
@@ -831,6 +833,16 @@ impl Store for Failing {
         self.store.audit(query)
     }
 
+    fn records(
+        &mut self,
+        space: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.store.records(space, prefix, after, limit)
+    }
+
     fn describe(&self) -> String {
         "failing".into()
     }
@@ -852,6 +864,7 @@ async fn after_a_failed_commit_the_answers_say_what_is_known_and_that_a_restart_
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.path().to_path_buf(),
         probe_interval: Duration::ZERO,
+        auth: locksmith_server::AuthMode::Off,
         ..ServerConfig::default()
     };
     let server = Server::bind_with_store(config, Box::new(store))

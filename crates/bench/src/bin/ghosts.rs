@@ -112,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
         probe_interval: Duration::from_millis(args.probe_ms),
+        auth: locksmith_server::AuthMode::Off,
         ..ServerConfig::default()
     })
     .await?;

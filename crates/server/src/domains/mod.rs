@@ -9,6 +9,7 @@ pub mod fleetlock;
 pub mod leases;
 pub mod operators;
 pub mod server;
+pub mod tokens;
 
 use crate::app::Settings;
 use crate::routing::Route;
@@ -20,6 +21,7 @@ pub(crate) fn routes(settings: &Settings) -> Vec<Route> {
     routes.extend(leases::routes::routes());
     routes.extend(operators::routes::routes());
     routes.extend(fleetlock::routes::routes(&settings.fleetlock));
-    routes.extend(server::routes::routes());
+    routes.extend(server::routes::routes(settings));
+    routes.extend(tokens::routes::routes());
     routes
 }

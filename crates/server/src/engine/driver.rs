@@ -41,11 +41,15 @@ impl Engine {
             return Err(failure);
         }
         let before = state.next_deadline();
+        let tokens_before = state.tokens.revision();
         let Stepped {
             reply,
             batch,
             deliveries,
         } = step(&mut state, self.inner.clock.now(), op);
+        // A change to the tokens is published once durable, as its audit records are.
+        let tokens =
+            (state.tokens.revision() != tokens_before).then(|| Arc::new(state.tokens.clone()));
         let pending = if !batch.is_empty() || barrier(&reply) {
             let mut fence = 0;
             let audits: Vec<AuditRecord> = batch
@@ -70,10 +74,9 @@ impl Engine {
             // to the next waiter.
             let engine = self.clone();
             Pending::Commit {
-                ticket: self
-                    .inner
-                    .committer
-                    .submit_then(batch, move || engine.publish(fence, audits, deliveries)),
+                ticket: self.inner.committer.submit_then(batch, move || {
+                    engine.publish(fence, audits, deliveries, tokens)
+                }),
                 hands_on,
             }
         } else {
@@ -127,8 +130,17 @@ impl Engine {
     /// After a batch is durable: counts and publishes its audit records, then makes its
     /// deliveries. Run by the commit's ticket: in the waiting task, or on the commit thread if
     /// the caller went away — so it never blocks and never awaits.
-    fn publish(&self, fence: u64, audits: Vec<AuditRecord>, deliveries: Effects) {
+    fn publish(
+        &self,
+        fence: u64,
+        audits: Vec<AuditRecord>,
+        deliveries: Effects,
+        tokens: Option<Arc<locksmith_auth::TokenTable>>,
+    ) {
         self.inner.durable_fence.fetch_max(fence, Ordering::AcqRel);
+        if let Some(tokens) = tokens {
+            self.publish_tokens(tokens);
+        }
         for record in audits {
             self.inner.metrics.count(&record);
             // No subscribers is fine: the record is durable in the audit log regardless.

@@ -31,6 +31,7 @@ mod ops;
 mod reads;
 mod state;
 mod step;
+mod tokens;
 mod waiters;
 
 #[cfg(test)]
@@ -38,9 +39,10 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use locksmith_api::HealthResponse;
+use locksmith_auth::TokenTable;
 use locksmith_core::{AuditRecord, WaiterId};
 use locksmith_store::{Committer, StoreError};
 use tokio::sync::{Notify, broadcast, oneshot};
@@ -100,6 +102,13 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// The runtime the engine was made on, for work started on the commit thread.
     runtime: Option<tokio::runtime::Handle>,
+    /// The token table as last made durable: what requests are authenticated against, read
+    /// without the state lock (a request's authentication never waits for another's step).
+    /// Replaced — never changed in place — once a change to the tokens is durable.
+    tokens: RwLock<Arc<TokenTable>>,
+    /// The revision of [`tokens`](Inner::tokens), sent on every change: long-lived responses
+    /// (event streams, wire connections) re-check their token on it.
+    token_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Engine {
@@ -108,6 +117,8 @@ impl Engine {
         let (events, _) = broadcast::channel(4096);
         // Recovered from the store: durable.
         let durable_fence = AtomicU64::new(state.locks.fence_high_water());
+        let tokens = Arc::new(state.tokens.clone());
+        let token_changes = tokio::sync::watch::channel(tokens.revision()).0;
         let now = clock.now();
         Self {
             inner: Arc::new(Inner {
@@ -123,6 +134,8 @@ impl Engine {
                 durable_fence,
                 closing: tokio::sync::watch::channel(false).0,
                 runtime: tokio::runtime::Handle::try_current().ok(),
+                tokens: RwLock::new(tokens),
+                token_changes,
             }),
         }
     }

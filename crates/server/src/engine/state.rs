@@ -7,6 +7,7 @@
 //! [`State::next_deadline`] and [`State::advance`], and its operations as closures handed to
 //! [`step`](super::step()).
 
+use locksmith_auth::TokenTable;
 use locksmith_core::{Effects, LockTable, Mono, Now};
 
 /// Every domain's state, and the audit sequence they share.
@@ -14,6 +15,10 @@ use locksmith_core::{Effects, LockTable, Mono, Now};
 pub struct State {
     /// Leases, waiters, holds and fencing.
     pub locks: LockTable,
+    /// Every API token (revoked ones too), restored at boot from the `tokens` record space.
+    /// Requests are authenticated against a published copy of it, not under the state lock
+    /// (see `Engine::tokens`).
+    pub tokens: TokenTable,
     /// The last audit `seq` issued. One sequence for every domain's records — the audit log and
     /// its event stream are one history — numbered by the step as it seals each batch, in batch
     /// order. Starts at the highest seq the store holds (`Snapshot::audit_seq`).
@@ -24,7 +29,16 @@ impl State {
     /// The state over a restored lock table, numbering audit records after `audit_seq` (the
     /// highest the store holds).
     pub fn new(locks: LockTable, audit_seq: u64) -> Self {
-        Self { locks, audit_seq }
+        Self {
+            locks,
+            tokens: TokenTable::new(),
+            audit_seq,
+        }
+    }
+
+    /// The same state with the tokens restored from the store.
+    pub fn with_tokens(self, tokens: TokenTable) -> Self {
+        Self { tokens, ..self }
     }
 
     /// When something of any domain next runs out (a lease, a wait, a lock-delay, a hold): the

@@ -14,6 +14,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.error.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.0.error == ErrorCode::Unauthenticated {
+            // RFC 6750: a 401 names the scheme it wants.
+            let challenge = [(
+                axum::http::header::WWW_AUTHENTICATE,
+                "Bearer realm=\"locksmith\"",
+            )];
+            return (status, challenge, Json(*self.0)).into_response();
+        }
         (status, Json(*self.0)).into_response()
     }
 }

@@ -16,7 +16,7 @@ use locksmith_core::{AuditRecord, Owner};
 use locksmith_server::clock::ManualClock;
 use locksmith_server::engine::Engine;
 use locksmith_server::local::LocalClient;
-use locksmith_server::{Server, ServerConfig};
+use locksmith_server::{AuthMode, Server, ServerConfig};
 
 /// Which store a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,12 +182,14 @@ impl TestServer {
     }
 }
 
-/// The config of a test server on `data_dir`: listening on 127.0.0.1:0, reaping every 200 ms.
+/// The config of a test server on `data_dir`: listening on 127.0.0.1:0, reaping every 200 ms,
+/// with authentication off — these tests are about locks; `tests/auth.rs` turns it on.
 pub fn config(data_dir: &std::path::Path) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data_dir.to_path_buf(),
         gc_interval: Duration::from_millis(200),
+        auth: AuthMode::Off,
         ..ServerConfig::default()
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use locksmith_api::{ErrorBody, ErrorCode};
+use locksmith_auth::Permission;
 use serde::Deserialize;
 
 use super::ops::{
@@ -19,6 +20,12 @@ use crate::request::ApiError;
 use crate::routing::Route;
 
 /// FleetLock's routes; the protocol endpoints under `fleetlock`'s prefix.
+///
+/// The protocol endpoints are anonymous: Zincati sends no credentials. They can only ever take
+/// or give back a slot of a `reboot/<group>` semaphore (see `ops::SlotRequest`: a group name
+/// is `^[a-zA-Z0-9.-]+$`, so the resource is always `reboot/` and one path segment) held by the
+/// synthetic FleetLock owner of the id sent — never another resource, never another owner's
+/// lease. The group administration routes need a token.
 pub(crate) fn routes(fleetlock: &FleetLock) -> Vec<Route> {
     let prefix = fleetlock.prefix();
     let protocol = |route: Route, endpoint: &str| {
@@ -27,14 +34,17 @@ pub(crate) fn routes(fleetlock: &FleetLock) -> Vec<Route> {
             .map_handler(|handler| handler.fallback(method_not_allowed))
     };
     vec![
-        protocol(Route::new(__path_pre_reboot, pre_reboot), "/v1/pre-reboot"),
         protocol(
-            Route::new(__path_steady_state, steady_state),
+            Route::new(__path_pre_reboot, Permission::Anonymous, pre_reboot),
+            "/v1/pre-reboot",
+        ),
+        protocol(
+            Route::new(__path_steady_state, Permission::Anonymous, steady_state),
             "/v1/steady-state",
         ),
-        Route::new(__path_list_groups, list_groups),
-        Route::new(__path_get_group, get_group),
-        Route::new(__path_put_group, put_group),
+        Route::new(__path_list_groups, Permission::Read, list_groups),
+        Route::new(__path_get_group, Permission::Read, get_group),
+        Route::new(__path_put_group, Permission::Operate, put_group),
     ]
 }
 

@@ -6,16 +6,28 @@ use locksmith_api::{
     LOCKS_DEFAULT_LIMIT, LOCKS_MAX_LIMIT, LeaseView, LivenessReport, LivenessResponse,
     LockResponse, LocksQuery, LocksResponse, ReleaseResponse,
 };
+use locksmith_auth::{Access, Principal};
 use locksmith_core::{
     Acquire, DeadProcess, LeaseId, Trusted, Vantage, validate_reporter, validate_resource,
 };
 
 use crate::app::App;
-use crate::request::{ApiError, page_limit, valid_id};
+use crate::request::{ApiError, forbidden, page_limit, valid_id};
 
 /// Acquires a lock, waiting in its queue as long as asked; answers once the grant is durable.
-/// Dropping the future withdraws the acquire (see `Engine::acquire`).
-pub async fn acquire(app: &App, req: AcquireRequest) -> Result<LeaseView, ApiError> {
+/// Dropping the future withdraws the acquire (see `Engine::acquire`). `who` must be allowed
+/// the resource (its prefixes) and the owner's node (a node-bound token acquires only as its
+/// node).
+pub async fn acquire(
+    app: &App,
+    who: &Principal,
+    req: AcquireRequest,
+) -> Result<LeaseView, ApiError> {
+    who.may(Access::Lease {
+        resource: &req.resource,
+        owner_node: Some(&req.owner.node),
+    })
+    .map_err(|e| forbidden(&e))?;
     let acquire = acquire_of(app, req)?;
     let refused_at = |e| ApiError::engine_at(e, app.engine.clock().now().wall_ms);
     app.engine.acquire(acquire).await.map_err(refused_at)
@@ -41,13 +53,15 @@ fn acquire_of(app: &App, req: AcquireRequest) -> Result<Acquire, ApiError> {
 }
 
 /// Renews a lease; with a token, also checks it is the lease's.
-pub async fn renew(app: &App, op: LeaseOp) -> Result<LeaseView, ApiError> {
+pub async fn renew(app: &App, who: &Principal, op: LeaseOp) -> Result<LeaseView, ApiError> {
+    let _ = who;
     let lease = valid_lease(op.lease)?;
     Ok(app.engine.renew(lease, op.token).await?)
 }
 
 /// Releases a lease (idempotent); with a token, also checks it is the lease's.
-pub async fn release(app: &App, op: LeaseOp) -> Result<ReleaseResponse, ApiError> {
+pub async fn release(app: &App, who: &Principal, op: LeaseOp) -> Result<ReleaseResponse, ApiError> {
+    let _ = who;
     let lease = valid_lease(op.lease)?;
     let released = app.engine.release(lease, op.token).await?;
     Ok(ReleaseResponse {
@@ -107,8 +121,14 @@ pub async fn lock(app: &App, resource: &str) -> Result<LockResponse, ApiError> {
 /// Whether a token is the token of a live lease on the resource.
 pub async fn check_fence(
     app: &App,
+    who: &Principal,
     req: FenceCheckRequest,
 ) -> Result<FenceCheckResponse, ApiError> {
+    who.may(Access::Lease {
+        resource: &req.resource,
+        owner_node: None,
+    })
+    .map_err(|e| forbidden(&e))?;
     let holder = app.engine.check_fence(&req.resource, req.token).await?;
     Ok(FenceCheckResponse {
         resource: req.resource,
@@ -118,9 +138,16 @@ pub async fn check_fence(
 
 /// A node's liveness report. Who sends it is checked before anything is taken from it: its boot
 /// id alone reclaims the node's older-boot leases. About this server's own node the server
-/// trusts its own eyes first (see `crate::own_node`).
-pub async fn liveness(app: &App, req: LivenessReport) -> Result<LivenessResponse, ApiError> {
+/// trusts its own eyes first (see `crate::own_node`). A node-bound `who` reports only for its
+/// own node.
+pub async fn liveness(
+    app: &App,
+    who: &Principal,
+    req: LivenessReport,
+) -> Result<LivenessResponse, ApiError> {
     validate_reporter(&req.node, &req.boot_id, &req.reported_by)?;
+    who.may(Access::Report { node: &req.node })
+        .map_err(|e| forbidden(&e))?;
     app.own.check_boot("boot_id", &req.node, &req.boot_id)?;
     let dead = req
         .dead

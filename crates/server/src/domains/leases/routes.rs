@@ -1,12 +1,13 @@
 //! The leases' HTTP routes: extract, call [`ops`](super::ops), answer.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use locksmith_api::frame::LeaseOp;
 use locksmith_api::{
     AcquireRequest, ErrorBody, FenceCheckRequest, FenceCheckResponse, LeaseOpRequest, LeaseView,
     LivenessReport, LivenessResponse, LockResponse, LocksQuery, LocksResponse, ReleaseResponse,
 };
+use locksmith_auth::{Permission, Principal};
 use locksmith_core::LeaseId;
 
 use super::ops;
@@ -20,15 +21,15 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// The leases' routes.
 pub(crate) fn routes() -> Vec<Route> {
     vec![
-        Route::new(__path_acquire, acquire),
-        Route::new(__path_get_lease, get_lease),
-        Route::new(__path_delete_lease, delete_lease),
-        Route::new(__path_renew, renew),
-        Route::new(__path_release, release),
-        Route::new(__path_locks, locks),
-        Route::new(__path_lock, lock),
-        Route::new(__path_check_fence, check_fence),
-        Route::new(__path_liveness, liveness),
+        Route::new(__path_acquire, Permission::Lease, acquire),
+        Route::new(__path_get_lease, Permission::Read, get_lease),
+        Route::new(__path_delete_lease, Permission::Lease, delete_lease),
+        Route::new(__path_renew, Permission::Lease, renew),
+        Route::new(__path_release, Permission::Lease, release),
+        Route::new(__path_locks, Permission::Read, locks),
+        Route::new(__path_lock, Permission::Read, lock),
+        Route::new(__path_check_fence, Permission::Lease, check_fence),
+        Route::new(__path_liveness, Permission::Report, liveness),
     ]
 }
 
@@ -50,9 +51,10 @@ pub(crate) fn routes() -> Vec<Route> {
 )]
 async fn acquire(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<AcquireRequest>,
 ) -> ApiResult<LeaseView> {
-    Ok(Json(ops::acquire(&app, req).await?))
+    Ok(Json(ops::acquire(&app, &who, req).await?))
 }
 
 /// Look at a live lease, without renewing it.
@@ -85,10 +87,11 @@ async fn get_lease(State(app): State<App>, Path(id): Path<String>) -> ApiResult<
 )]
 async fn delete_lease(
     state: State<App>,
+    who: Extension<Principal>,
     id: Path<String>,
     body: OptionalJson<LeaseOpRequest>,
 ) -> ApiResult<ReleaseResponse> {
-    release(state, id, body).await
+    release(state, who, id, body).await
 }
 
 /// Renew a lease: a heartbeat. With a token, also checks it is the lease's.
@@ -105,10 +108,11 @@ async fn delete_lease(
 )]
 async fn renew(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<LeaseOpRequest>,
 ) -> ApiResult<LeaseView> {
-    Ok(Json(ops::renew(&app, lease_op(&id, body)?).await?))
+    Ok(Json(ops::renew(&app, &who, lease_op(&id, body)?).await?))
 }
 
 /// Release a lease (idempotent). With a token, also checks it is the lease's.
@@ -125,10 +129,11 @@ async fn renew(
 )]
 async fn release(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<LeaseOpRequest>,
 ) -> ApiResult<ReleaseResponse> {
-    Ok(Json(ops::release(&app, lease_op(&id, body)?).await?))
+    Ok(Json(ops::release(&app, &who, lease_op(&id, body)?).await?))
 }
 
 /// List the held or awaited resources, one page at a time, sorted by name.
@@ -171,9 +176,10 @@ async fn lock(State(app): State<App>, Path(resource): Path<String>) -> ApiResult
 )]
 async fn check_fence(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<FenceCheckRequest>,
 ) -> ApiResult<FenceCheckResponse> {
-    Ok(Json(ops::check_fence(&app, req).await?))
+    Ok(Json(ops::check_fence(&app, &who, req).await?))
 }
 
 /// Report a node's dead holders (and its current boot id: leases of older boots end).
@@ -186,9 +192,10 @@ async fn check_fence(
 )]
 async fn liveness(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<LivenessReport>,
 ) -> ApiResult<LivenessResponse> {
-    Ok(Json(ops::liveness(&app, req).await?))
+    Ok(Json(ops::liveness(&app, &who, req).await?))
 }
 
 /// A renew or release of the lease `id` names (from the URL path), with the body's token.

@@ -4,6 +4,7 @@ use locksmith_api::{
     AuditQuery, AuditResponse, BreakRequest, BreakResponse, DEFAULT_BREAK_FREEZE_MS, HoldRequest,
     HoldsResponse,
 };
+use locksmith_auth::Principal;
 use locksmith_core::{HoldId, HoldView, PlaceHold, validate_resource};
 
 use crate::app::App;
@@ -13,11 +14,16 @@ use crate::request::{ApiError, page_limit, valid_id};
 const AUDIT_DEFAULT_LIMIT: usize = 100;
 const AUDIT_MAX_LIMIT: usize = 10_000;
 
-/// Places a hold: no new grants on the resource while it is in force.
-pub async fn place_hold(app: &App, req: HoldRequest) -> Result<HoldView, ApiError> {
+/// Places a hold: no new grants on the resource while it is in force. Placed by `who`'s name
+/// (see `App::operator_name`).
+pub async fn place_hold(
+    app: &App,
+    who: &Principal,
+    req: HoldRequest,
+) -> Result<HoldView, ApiError> {
     let hold = PlaceHold {
+        operator: app.operator_name(who, &req.operator),
         resource: req.resource,
-        operator: req.operator,
         reason: req.reason,
         duration_ms: req.duration_ms,
         require_ack: req.require_ack,
@@ -32,23 +38,41 @@ pub async fn holds(app: &App) -> Result<HoldsResponse, ApiError> {
     })
 }
 
-/// A second operator acknowledges a hold: it takes effect.
-pub async fn ack_hold(app: &App, hold: HoldId, operator: &str) -> Result<HoldView, ApiError> {
-    Ok(app.engine.ack_hold(valid_hold(hold)?, operator).await?)
+/// A second operator acknowledges a hold: it takes effect. `operator` counts only with
+/// `--auth off` (see `App::operator_name`).
+pub async fn ack_hold(
+    app: &App,
+    who: &Principal,
+    hold: HoldId,
+    operator: &str,
+) -> Result<HoldView, ApiError> {
+    let operator = app.operator_name(who, operator);
+    Ok(app.engine.ack_hold(valid_hold(hold)?, &operator).await?)
 }
 
-/// Lifts a hold early.
-pub async fn lift_hold(app: &App, hold: HoldId, operator: &str) -> Result<HoldView, ApiError> {
-    Ok(app.engine.lift_hold(valid_hold(hold)?, operator).await?)
+/// Lifts a hold early. `operator` counts only with `--auth off`.
+pub async fn lift_hold(
+    app: &App,
+    who: &Principal,
+    hold: HoldId,
+    operator: &str,
+) -> Result<HoldView, ApiError> {
+    let operator = app.operator_name(who, operator);
+    Ok(app.engine.lift_hold(valid_hold(hold)?, &operator).await?)
 }
 
 /// Breaks a lock: revokes its leases (or one), advances the fence past their tokens, and
 /// freezes the resource for a while so nothing re-grabs it mid-operation.
-pub async fn break_lock(app: &App, req: BreakRequest) -> Result<BreakResponse, ApiError> {
+pub async fn break_lock(
+    app: &App,
+    who: &Principal,
+    req: BreakRequest,
+) -> Result<BreakResponse, ApiError> {
     let freeze = req.freeze_ms.unwrap_or(DEFAULT_BREAK_FREEZE_MS);
+    let operator = app.operator_name(who, &req.operator);
     let out = app
         .engine
-        .break_lock(&req.resource, req.lease, &req.operator, &req.reason, freeze)
+        .break_lock(&req.resource, req.lease, &operator, &req.reason, freeze)
         .await?;
     Ok(BreakResponse {
         resource: req.resource,

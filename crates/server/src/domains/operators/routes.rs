@@ -2,20 +2,21 @@
 
 use std::convert::Infallible;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, Sse};
+use axum::{Extension, Json};
 use futures_util::stream::Stream;
 use locksmith_api::{
     AuditQuery, AuditResponse, BreakRequest, BreakResponse, ErrorBody, HoldRequest, HoldsResponse,
     OperatorRequest,
 };
+use locksmith_auth::{Permission, Principal};
 use locksmith_core::{HoldId, HoldView};
 
 use super::events::{self, EventsQuery};
 use super::ops;
 use crate::app::App;
-use crate::http::extract::{self, JsonBody};
+use crate::http::extract::{self, JsonBody, OptionalJson};
 use crate::request::ApiError;
 use crate::routing::Route;
 
@@ -24,13 +25,13 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// The operators' routes.
 pub(crate) fn routes() -> Vec<Route> {
     vec![
-        Route::new(__path_holds, holds),
-        Route::new(__path_place_hold, place_hold),
-        Route::new(__path_ack_hold, ack_hold),
-        Route::new(__path_lift_hold, lift_hold),
-        Route::new(__path_break_lock, break_lock),
-        Route::new(__path_audit, audit),
-        Route::new(__path_events, events),
+        Route::new(__path_holds, Permission::Read, holds),
+        Route::new(__path_place_hold, Permission::Operate, place_hold),
+        Route::new(__path_ack_hold, Permission::Operate, ack_hold),
+        Route::new(__path_lift_hold, Permission::Operate, lift_hold),
+        Route::new(__path_break_lock, Permission::Operate, break_lock),
+        Route::new(__path_audit, Permission::Read, audit),
+        Route::new(__path_events, Permission::Read, events),
     ]
 }
 
@@ -56,9 +57,10 @@ async fn holds(State(app): State<App>) -> ApiResult<HoldsResponse> {
 )]
 async fn place_hold(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<HoldRequest>,
 ) -> ApiResult<HoldView> {
-    Ok(Json(ops::place_hold(&app, req).await?))
+    Ok(Json(ops::place_hold(&app, &who, req).await?))
 }
 
 /// Acknowledge a hold (a different operator than the one who placed it): it takes effect.
@@ -67,7 +69,7 @@ async fn place_hold(
     path = "/v1/holds/{id}/ack",
     tag = "operators",
     params(("id" = u64, Path, description = "The hold id")),
-    request_body = OperatorRequest,
+    request_body(content = Option<OperatorRequest>, description = "Optional: the operator, with `--auth off` only"),
     responses(
         (status = 200, description = "The hold, now in force", body = HoldView),
         (status = 409, description = "`same_operator`, `already_acknowledged` or \
@@ -76,11 +78,12 @@ async fn place_hold(
 )]
 async fn ack_hold(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<OperatorRequest>,
+    OptionalJson(req): OptionalJson<OperatorRequest>,
 ) -> ApiResult<HoldView> {
     let hold = HoldId(extract::path_id("hold", &id)?);
-    Ok(Json(ops::ack_hold(&app, hold, &req.operator).await?))
+    Ok(Json(ops::ack_hold(&app, &who, hold, &req.operator).await?))
 }
 
 /// Lift a hold early.
@@ -89,7 +92,7 @@ async fn ack_hold(
     path = "/v1/holds/{id}/lift",
     tag = "operators",
     params(("id" = u64, Path, description = "The hold id")),
-    request_body = OperatorRequest,
+    request_body(content = Option<OperatorRequest>, description = "Optional: the operator, with `--auth off` only"),
     responses(
         (status = 200, description = "The hold lifted", body = HoldView),
         (status = 404, description = "`hold_not_found`", body = ErrorBody),
@@ -97,11 +100,12 @@ async fn ack_hold(
 )]
 async fn lift_hold(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<OperatorRequest>,
+    OptionalJson(req): OptionalJson<OperatorRequest>,
 ) -> ApiResult<HoldView> {
     let hold = HoldId(extract::path_id("hold", &id)?);
-    Ok(Json(ops::lift_hold(&app, hold, &req.operator).await?))
+    Ok(Json(ops::lift_hold(&app, &who, hold, &req.operator).await?))
 }
 
 /// Break a lock: revoke its leases (or one), advance the fence past their tokens, and freeze
@@ -118,9 +122,10 @@ async fn lift_hold(
 )]
 async fn break_lock(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<BreakRequest>,
 ) -> ApiResult<BreakResponse> {
-    Ok(Json(ops::break_lock(&app, req).await?))
+    Ok(Json(ops::break_lock(&app, &who, req).await?))
 }
 
 /// Query the audit trail: durable records of every grant, end, hold and break, oldest first.
@@ -149,7 +154,8 @@ async fn audit(
 )]
 async fn events(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    Ok(events::stream(&app.engine, extract::query(query)?))
+    Ok(events::stream(&app, who, extract::query(query)?))
 }

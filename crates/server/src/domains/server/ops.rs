@@ -12,7 +12,8 @@ pub fn health(app: &App) -> HealthResponse {
 
 /// The server's verdict on itself: ALL CLEAR, or each problem with its next step.
 pub async fn status(app: &App) -> StatusResponse {
-    crate::status::status(&app.engine, app.settings.gc_interval).await
+    let auth_off = app.settings.auth == crate::AuthMode::Off;
+    crate::status::status(&app.engine, app.settings.gc_interval, auth_off).await
 }
 
 /// The Prometheus text exposition.

@@ -5,18 +5,26 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use locksmith_api::{HealthResponse, HealthStatus, StatusResponse};
+use locksmith_auth::Permission;
 
 use super::ops;
-use crate::app::App;
+use crate::app::{App, Settings};
 use crate::routing::{OpenApiDoc, Route};
 
-/// The server's routes.
-pub(crate) fn routes() -> Vec<Route> {
+/// The server's routes. `/healthz` and `/metrics` are for load balancers and Prometheus, which
+/// usually send no token: anonymous unless `--metrics-auth`. The OpenAPI document describes the
+/// API, not its data: anonymous.
+pub(crate) fn routes(settings: &Settings) -> Vec<Route> {
+    let probes = if settings.metrics_auth {
+        Permission::Read
+    } else {
+        Permission::Anonymous
+    };
     vec![
-        Route::new(__path_health, health),
-        Route::new(__path_status, status),
-        Route::new(__path_metrics, metrics),
-        Route::new(__path_openapi, openapi),
+        Route::new(__path_health, probes, health),
+        Route::new(__path_status, Permission::Read, status),
+        Route::new(__path_metrics, probes, metrics),
+        Route::new(__path_openapi, Permission::Anonymous, openapi),
     ]
 }
 
