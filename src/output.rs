@@ -223,19 +223,21 @@ pub fn locks_table(views: &[ResourceView], now_ms: u64, columns: &[Column]) -> S
     table.trim_fmt()
 }
 
-/// The columns of `locksmith audit`.
-const AUDIT_HEADER: [&str; 7] = [
+/// The columns of `locksmith audit`. `BY` is the authenticated principal whose request caused
+/// the record (`alice (tok-3)`); `-` for what the server did on its own or with `--auth off`.
+const AUDIT_HEADER: [&str; 8] = [
     "TIME",
     "EVENT",
     "RESOURCE",
     "LEASE",
     "TOKEN",
     "OWNER/OPERATOR",
+    "BY",
     "REASON/CAUSE",
 ];
 
 /// The cells of one audit record, in [`AUDIT_HEADER`] order.
-fn audit_cells(r: &AuditRecord) -> [String; 7] {
+fn audit_cells(r: &AuditRecord) -> [String; 8] {
     [
         format_wall(r.at_ms),
         r.label().to_string(),
@@ -243,6 +245,9 @@ fn audit_cells(r: &AuditRecord) -> [String; 7] {
         r.lease.map_or_else(|| "-".to_string(), |l| l.to_string()),
         r.token.map_or_else(|| "-".to_string(), |t| t.to_string()),
         who(r),
+        r.principal
+            .as_ref()
+            .map_or_else(|| "-".to_string(), ToString::to_string),
         why(r),
     ]
 }
@@ -324,7 +329,7 @@ pub fn audit_table(records: &[AuditRecord]) -> String {
 }
 
 /// One audit record on one line, for `watch` and `why`'s history:
-/// `2026-11-23T03:12:00Z  broke  res  lease 7  token 43  alice@ops  "clearing"`.
+/// `2026-11-23T03:12:00Z  broke  res  lease 7  token 43  alice  by alice (tok-3)  "clearing"`.
 pub fn audit_line(r: &AuditRecord) -> String {
     let mut parts = vec![
         format_wall(r.at_ms),
@@ -338,6 +343,9 @@ pub fn audit_line(r: &AuditRecord) -> String {
         parts.push(format!("token {t}"));
     }
     parts.push(who(r));
+    if let Some(by) = &r.principal {
+        parts.push(format!("by {by}"));
+    }
     let why = why(r);
     if why != "-" {
         parts.push(why);
@@ -632,10 +640,32 @@ mod tests {
                 "LEASE",
                 "TOKEN",
                 "OWNER/OPERATOR",
+                "BY",
                 "REASON/CAUSE"
             ]
         );
         assert_eq!(table.lines().count(), 3, "{table}");
+    }
+
+    /// Issue 17: `audit` and `watch` name the authenticated principal that caused a record.
+    #[test]
+    fn audit_rows_name_the_principal_that_caused_them() {
+        let held = AuditRecord {
+            lease: Some(LeaseId(7)),
+            owner: Some(owner("tester", 4121)),
+            principal: Some(locksmith_core::AuditPrincipal {
+                token: "tok-3".into(),
+                name: "ci-runner".into(),
+            }),
+            ..AuditRecord::new("res", AuditKind::Granted)
+        };
+        assert_eq!(
+            audit_line(&held),
+            "1970-01-01T00:00:00Z  granted  res  lease 7  tester@node-7 (pid 4121)  by ci-runner (tok-3)"
+        );
+        let table = audit_table(&[held]);
+        let row = table.lines().nth(1).unwrap_or("");
+        assert!(row.contains("ci-runner (tok-3)"), "{table}");
     }
 
     /// `audit` and `watch` show another domain's event by its kind, with its detail compact.

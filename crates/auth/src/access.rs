@@ -160,6 +160,20 @@ pub enum Forbidden {
         /// The resource asked for.
         resource: String,
     },
+    /// A lease acquired with another token: only that token, or one that may operate
+    /// (`locksmith break`), may renew or release it.
+    #[error(
+        "lease {lease} was acquired with another token ({acquired_by}); token {name:?} may not \
+         renew or release it — its holder does, or an operator breaks it ('locksmith break')"
+    )]
+    NotAcquirer {
+        /// The token's name.
+        name: String,
+        /// The lease.
+        lease: u64,
+        /// The token that acquired it (`name (tok-3)`).
+        acquired_by: String,
+    },
     /// A node-bound principal acted for another node.
     #[error("token {name:?} is bound to node {bound:?} and cannot act for node {asked:?}")]
     Node {

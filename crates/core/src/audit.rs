@@ -217,6 +217,29 @@ pub struct AuditRecord {
     /// lease's cause (flattened into the same object) may carry a `reason` of its own.
     #[serde(default, rename = "note", skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Who caused it: the authenticated principal of the request whose operation wrote it (for
+    /// a grant from a queue, the waiter's). None for what the server did on its own (expiry,
+    /// a boot's reclaim, a probe) and with authentication off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<AuditPrincipal>,
+}
+
+/// The authenticated principal an audit record names: the token's id and name, as they were
+/// when the record was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditPrincipal {
+    /// The token's id (`tok-3`).
+    pub token: String,
+    /// The token's name.
+    pub name: String,
+}
+
+impl std::fmt::Display for AuditPrincipal {
+    /// `alice (tok-3)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.token)
+    }
 }
 
 impl AuditRecord {
@@ -252,6 +275,7 @@ impl AuditRecord {
             hold: None,
             operator: None,
             reason: None,
+            principal: None,
         }
     }
 }

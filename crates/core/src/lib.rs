@@ -22,7 +22,7 @@ pub mod table;
 pub mod time;
 pub mod view;
 
-pub use audit::{AuditKind, AuditRecord, DomainEvent};
+pub use audit::{AuditKind, AuditPrincipal, AuditRecord, DomainEvent};
 pub use effect::{Effect, Effects};
 pub use error::{
     AcquireError, BreakError, BrokenInvariant, EndCause, FenceError, HoldError, InvalidRequest,

@@ -12,7 +12,7 @@ use axum::extract::FromRef;
 use locksmith_auth::{AuthError, Principal, Role};
 
 use crate::domains::fleetlock::{FleetLock, InvalidFleetLock};
-use crate::engine::Engine;
+use crate::engine::{Actor, Engine};
 use crate::request::{ApiError, forbidden, unauthenticated};
 use crate::tls::PeerIdentity;
 use crate::{AuthMode, NodeIdentity, ServerConfig};
@@ -119,6 +119,18 @@ impl App {
             }
         }
         Ok(principal)
+    }
+
+    /// The engine acting for `who` (see `Engine::acting_as`): its audit records name `who`,
+    /// and its renewals and releases are checked against `who`'s prefixes, node and leases.
+    /// With `--auth off`, the engine as it is: nobody authenticated, nobody to name.
+    pub fn engine_for(&self, who: &Principal) -> Engine {
+        if self.settings.auth == AuthMode::Off || who.token.is_empty() {
+            return self.engine.clone();
+        }
+        let any_lease = who.allows(locksmith_auth::Permission::Operate).is_ok();
+        self.engine
+            .acting_as(Arc::new(Actor::new(who.clone(), any_lease)))
     }
 
     /// The operator name an operator's act (hold, acknowledgement, lift, break) is recorded

@@ -266,6 +266,12 @@ impl Server {
         routing::endpoints(&domains::routes(&self.settings))
     }
 
+    /// Every (method, path, permission) of the route table: what each route needs (see
+    /// [`routing`]).
+    pub fn route_permissions(&self) -> Vec<(&'static str, String, locksmith_auth::Permission)> {
+        routing::permissions(&domains::routes(&self.settings))
+    }
+
     /// Serves until `shutdown` resolves, then stops gracefully: queued waiters are answered,
     /// in-flight requests finish, the reaper stops, and the store is closed after its last batch.
     pub async fn serve(
@@ -315,7 +321,9 @@ impl Server {
 pub(crate) async fn start_auth(engine: &Engine, config: &ServerConfig) -> Result<(), ServerError> {
     if config.auth == AuthMode::Off {
         tracing::warn!(
-            "authentication is OFF (--auth off): anyone who reaches this server's ports may              take, break and hold any lock and read everything, as an administrator named              'anonymous'; for labs only — restart without --auth off"
+            "authentication is OFF (--auth off): anyone who reaches this server's ports may \
+             take, break and hold any lock and read everything, as an administrator named \
+             'anonymous'; for labs only — restart without --auth off"
         );
         return Ok(());
     }

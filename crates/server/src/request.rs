@@ -113,6 +113,17 @@ impl Refusal for locksmith_auth::RevokeError {
     }
 }
 
+impl<E: Refusal> Refusal for crate::engine::Denied<E> {
+    fn body(&self) -> ErrorBody {
+        match self {
+            crate::engine::Denied::Forbidden(why) => {
+                ErrorBody::new(ErrorCode::Forbidden, why.to_string())
+            }
+            crate::engine::Denied::Refused(e) => e.body(),
+        }
+    }
+}
+
 /// 401 `unauthenticated`: the request names no principal (`why` says how).
 pub fn unauthenticated(why: &locksmith_auth::AuthError) -> ApiError {
     ApiError::from(ErrorBody::new(ErrorCode::Unauthenticated, why.to_string()))
@@ -144,9 +155,11 @@ impl ApiError {
     /// An engine's answer to an acquire, with the ages in a refusal ("last heartbeat 2s ago")
     /// measured at `now_ms` on the engine's own wall clock — on a server running on virtual
     /// time, that is the virtual one.
-    pub fn engine_at(e: EngineError<AcquireError>, now_ms: u64) -> Self {
+    pub fn engine_at(e: EngineError<crate::engine::Denied<AcquireError>>, now_ms: u64) -> Self {
         match e {
-            EngineError::Refused(e) => ApiError::from(ErrorBody::from_acquire(&e, now_ms)),
+            EngineError::Refused(crate::engine::Denied::Refused(e)) => {
+                ApiError::from(ErrorBody::from_acquire(&e, now_ms))
+            }
             other => ApiError::from(other),
         }
     }

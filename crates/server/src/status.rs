@@ -35,19 +35,6 @@ pub async fn status(engine: &Engine, gc_interval: Duration, auth_off: bool) -> S
     let heartbeat_age_ms = engine.heartbeat_age_ms();
     let mut problems = Vec::new();
     let mut counts = StateCounts::default();
-    if auth_off {
-        problems.push(Problem {
-            kind: ProblemKind::AuthOff,
-            resource: None,
-            message: "authentication is off (--auth off): anyone who reaches the server may take, \
-                      break and hold any lock and read everything"
-                .into(),
-            next_step: "restart without --auth off (the first start with authentication on \
-                        writes an admin token to DATA/admin.token)"
-                .into(),
-        });
-    }
-
     let failure = match &table {
         Some(Ok(Err(e))) => Some(e.to_string()),
         _ => health.store_error.clone(),
@@ -87,6 +74,9 @@ pub async fn status(engine: &Engine, gc_interval: Duration, auth_off: bool) -> S
     let (census, holds) = match table {
         Some(Ok(Ok((census, holds)))) => (census, holds),
         _ => {
+            if auth_off {
+                problems.push(auth_off_problem());
+            }
             return StatusResponse {
                 all_clear: problems.is_empty(),
                 health: engine.health(),
@@ -195,12 +185,30 @@ pub async fn status(engine: &Engine, gc_interval: Duration, auth_off: bool) -> S
             }
         }
     }
+    // Last: the table's problems keep their places in the list.
+    if auth_off {
+        problems.push(auth_off_problem());
+    }
     StatusResponse {
         all_clear: problems.is_empty(),
         health,
         heartbeat_age_ms,
         counts,
         problems,
+    }
+}
+
+/// The problem of a server run with `--auth off`.
+fn auth_off_problem() -> Problem {
+    Problem {
+        kind: ProblemKind::AuthOff,
+        resource: None,
+        message: "authentication is off (--auth off): anyone who reaches the server may take, \
+                  break and hold any lock and read everything"
+            .into(),
+        next_step: "restart without --auth off (the first start with authentication on writes \
+                    an admin token to DATA/admin.token)"
+            .into(),
     }
 }
 

@@ -573,6 +573,14 @@ impl LockTable {
         self.lease_view(lease)
     }
 
+    /// A live lease's resource and its owner's node, without building its view: what a
+    /// server checks a caller may touch before it renews or releases the lease.
+    pub fn lease_scope(&self, lease: LeaseId) -> Option<(&str, &str)> {
+        self.leases
+            .get(&lease)
+            .map(|l| (&*l.resource, &*l.origin.node))
+    }
+
     /// Remembers why leases ended, from durable audit records, oldest first: what a server
     /// rebuilding its table at boot hands over from its store's audit log, so that a renew or
     /// release arriving after the restart is told what it would have been told before it — a

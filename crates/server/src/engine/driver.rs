@@ -8,7 +8,7 @@ use locksmith_core::{AuditRecord, Effect, Effects, LeaseView, Mutation, Now};
 use locksmith_store::{CommitTicket, StoreError};
 
 use super::waiters::WaitEnd;
-use super::{Engine, EngineError, State, Stepped, lock, step};
+use super::{Engine, EngineError, State, Stepped, lock, step_as};
 
 /// What an operation's caller finishes with (see [`Engine::finish`]).
 #[must_use]
@@ -46,7 +46,12 @@ impl Engine {
             reply,
             batch,
             deliveries,
-        } = step(&mut state, self.inner.clock.now(), op);
+        } = step_as(
+            &mut state,
+            self.inner.clock.now(),
+            self.actor.as_deref(),
+            op,
+        );
         // A change to the tokens is published once durable, as its audit records are.
         let tokens =
             (state.tokens.revision() != tokens_before).then(|| Arc::new(state.tokens.clone()));
@@ -180,7 +185,8 @@ impl Engine {
     pub(super) fn release_abandoned(&self, lease: LeaseView, why: &'static str) {
         tracing::info!(lease = %lease.lease, resource = %lease.resource, why,
             "nobody is left to receive a grant; releasing it");
-        let engine = self.clone();
+        // The server releases it, for nobody: not as whoever's step made the grant.
+        let engine = self.as_server();
         let (id, token) = (lease.lease, lease.token);
         let release = async move {
             if let Err(e) = engine.release(id, Some(token)).await {

@@ -26,6 +26,7 @@
 //! or vouched for, a lease or a token the disk may not have — which a restart could issue
 //! again.
 
+mod acquirers;
 mod driver;
 mod ops;
 mod reads;
@@ -47,12 +48,29 @@ use locksmith_core::{AuditRecord, WaiterId};
 use locksmith_store::{Committer, StoreError};
 use tokio::sync::{Notify, broadcast, oneshot};
 
+pub use acquirers::Acquirers;
 pub use state::State;
-pub use step::{Stepped, step};
+pub use step::{Stepped, step, step_as};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use waiters::{WaitEnd, WaitResult};
+
+/// A refusal of an operation made for an [`Actor`]: it may not touch the lease (`Forbidden`),
+/// or the table refused (`Refused`).
+#[derive(Debug)]
+pub enum Denied<E> {
+    /// The actor may not touch it: outside its prefixes or node, or another token's lease.
+    Forbidden(locksmith_auth::Forbidden),
+    /// The table's own refusal.
+    Refused(E),
+}
+
+impl<E> From<E> for Denied<E> {
+    fn from(e: E) -> Self {
+        Denied::Refused(e)
+    }
+}
 
 /// The outcome of an engine operation: the operation's own refusal, or a server-side failure.
 #[derive(Debug)]
@@ -73,9 +91,41 @@ impl<E> From<StoreError> for EngineError<E> {
 }
 
 /// Shared engine state. Cheap to clone.
+///
+/// A handle may act for someone ([`Engine::acting_as`]): the audit records its operations
+/// write name that principal, and its renewals and releases are refused for leases outside
+/// the principal's prefixes and node, or acquired with another token.
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    actor: Option<Arc<Actor>>,
+}
+
+/// Who an engine handle acts for: an authenticated request's principal.
+#[derive(Debug)]
+pub struct Actor {
+    /// The principal, whose prefixes and node bound the leases it renews and releases.
+    pub principal: locksmith_auth::Principal,
+    /// How audit records name it.
+    pub audit: locksmith_core::AuditPrincipal,
+    /// May renew and release leases acquired with other tokens (an operator's).
+    pub any_lease: bool,
+}
+
+impl Actor {
+    /// An actor for `principal`; `any_lease` if it may renew and release leases acquired
+    /// with other tokens.
+    pub fn new(principal: locksmith_auth::Principal, any_lease: bool) -> Self {
+        let audit = locksmith_core::AuditPrincipal {
+            token: principal.token.clone(),
+            name: principal.name.clone(),
+        };
+        Self {
+            principal,
+            audit,
+            any_lease,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -137,7 +187,29 @@ impl Engine {
                 tokens: RwLock::new(tokens),
                 token_changes,
             }),
+            actor: None,
         }
+    }
+
+    /// This engine, acting for `actor` (see [`Engine`]).
+    pub fn acting_as(&self, actor: Arc<Actor>) -> Engine {
+        Engine {
+            inner: Arc::clone(&self.inner),
+            actor: Some(actor),
+        }
+    }
+
+    /// This engine acting for nobody: the server's own work (releasing an abandoned grant).
+    pub(crate) fn as_server(&self) -> Engine {
+        Engine {
+            inner: Arc::clone(&self.inner),
+            actor: None,
+        }
+    }
+
+    /// Who this handle acts for, if anyone.
+    pub fn actor(&self) -> Option<&Arc<Actor>> {
+        self.actor.as_ref()
     }
 
     /// The server's metrics.
@@ -259,6 +331,7 @@ impl Engine {
         let drained: Vec<_> = lock(&self.inner.waiters).drain().collect();
         for (id, tx) in drained {
             state.locks.cancel_wait(id);
+            state.acquirers.withdrawn(id);
             let _ = tx.send(Err(WaitEnd::ShuttingDown));
         }
     }

@@ -10,15 +10,26 @@ use locksmith_core::{
 use locksmith_store::StoreError;
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
+use locksmith_auth::{Access, Forbidden};
+
 use super::waiters::{GrantGuard, WaitGuard};
-use super::{Engine, EngineError, lock};
+use super::{Actor, Denied, Engine, EngineError, State, lock};
 
 impl Engine {
     /// Acquires a lock, waiting in the FIFO queue if asked to. Returns only once the grant is
     /// durable. If the caller goes away while queued (the future is dropped), the wait is
     /// withdrawn; if the grant raced with that, the undeliverable lease is released — and so is
     /// a lease granted at once whose caller goes away before it is durable.
-    pub async fn acquire(&self, req: Acquire) -> Result<LeaseView, EngineError<AcquireError>> {
+    ///
+    /// Made for an [`Actor`], the lease is that actor's: its token alone renews and releases it
+    /// (see `Acquirers`). A process that holds a lease acquired with another token does not get
+    /// it back for this one (403): its holder's token must ask.
+    pub async fn acquire(
+        &self,
+        req: Acquire,
+    ) -> Result<LeaseView, EngineError<Denied<AcquireError>>> {
         // Pass the committer even with nothing to write: a re-acquire must not be answered
         // before the grant it returns is durable, nor a refusal before the grant it names. A
         // queued acquire needs no barrier: its answer is a later grant, committed after every
@@ -28,8 +39,13 @@ impl Engine {
         let barrier = |(result, _): &(Result<AcquireOutcome, _>, _)| {
             !matches!(result, Ok(AcquireOutcome::Queued(_)))
         };
+        let actor = self.actor.clone();
         let (result, pending) = self.with_state(barrier, |state, now, fx| {
             let result = state.locks.acquire(req, now, fx);
+            let result = match (result, &actor) {
+                (Ok(outcome), Some(actor)) => own(state, actor, outcome),
+                (result, _) => result.map_err(Denied::Refused),
+            };
             // Registered under the state lock, before any grant to it can be delivered.
             let rx = match &result {
                 Ok(AcquireOutcome::Queued(id)) => {
@@ -64,7 +80,11 @@ impl Engine {
         let outcome = match result {
             Ok(AcquireOutcome::Granted(view)) => Ok(view),
             Ok(AcquireOutcome::Queued(_)) => match guard {
-                Some(guard) => guard.wait().await,
+                Some(guard) => guard.wait().await.map_err(|e| match e {
+                    EngineError::Refused(e) => EngineError::Refused(Denied::Refused(e)),
+                    EngineError::Storage(e) => EngineError::Storage(e),
+                    EngineError::ShuttingDown => EngineError::ShuttingDown,
+                }),
                 None => Err(EngineError::ShuttingDown),
             },
             Err(e) => Err(EngineError::Refused(e)),
@@ -84,23 +104,40 @@ impl Engine {
     /// shows its caller nothing the disk may lack; and a renewal raced by a failing commit is
     /// refused by the next request anyway. (A caller guessing ids could renew a grant still on
     /// its way to disk, and would learn its token — which equals the id it guessed.)
+    ///
+    /// Made for an [`Actor`], refused (403) for a lease outside its prefixes or node, or
+    /// acquired with another token unless it may operate; a lease whose acquirer is unknown
+    /// (granted before this server started) becomes the actor's (see `Acquirers`).
     pub async fn renew(
         &self,
         lease: LeaseId,
         token: Option<FenceToken>,
-    ) -> Result<LeaseView, EngineError<LeaseError>> {
-        self.run(|state, now, fx| state.locks.renew(lease, token, now, fx))
-            .await
+    ) -> Result<LeaseView, EngineError<Denied<LeaseError>>> {
+        let actor = self.actor.clone();
+        self.run(|state, now, fx| {
+            if let Some(actor) = &actor {
+                may_touch(state, actor, lease, Claim::IfUnknown).map_err(Denied::Forbidden)?;
+            }
+            Ok(state.locks.renew(lease, token, now, fx)?)
+        })
+        .await
     }
 
-    /// Releases a lease; durable before it returns.
+    /// Releases a lease; durable before it returns. Made for an [`Actor`], refused as a
+    /// renewal is (a lease whose acquirer is unknown is not claimed: it ends).
     pub async fn release(
         &self,
         lease: LeaseId,
         token: Option<FenceToken>,
-    ) -> Result<Released, EngineError<LeaseError>> {
-        self.run(|state, now, fx| state.locks.release(lease, token, now, fx))
-            .await
+    ) -> Result<Released, EngineError<Denied<LeaseError>>> {
+        let actor = self.actor.clone();
+        self.run(|state, now, fx| {
+            if let Some(actor) = &actor {
+                may_touch(state, actor, lease, Claim::No).map_err(Denied::Forbidden)?;
+            }
+            Ok(state.locks.release(lease, token, now, fx)?)
+        })
+        .await
     }
 
     /// Checks a fencing token against the live holders of `resource`. A pass answers only
@@ -211,4 +248,74 @@ impl Engine {
         self.finish(pending).await?;
         Ok((report.reclaimed, report.refused))
     }
+}
+
+/// Whether a renewal makes its actor the acquirer of a lease whose acquirer is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    IfUnknown,
+    No,
+}
+
+/// Checks `actor` may renew or release `lease`: within its prefixes and node, and acquired with
+/// its token (or by nobody known), unless it may touch any lease. A lease that is not live
+/// passes: the table says what became of it.
+fn may_touch(
+    state: &mut State,
+    actor: &Arc<Actor>,
+    lease: LeaseId,
+    claim: Claim,
+) -> Result<(), Forbidden> {
+    let Some((resource, node)) = state.locks.lease_scope(lease) else {
+        return Ok(());
+    };
+    actor.principal.may(Access::Lease {
+        resource,
+        owner_node: Some(node),
+    })?;
+    if actor.any_lease {
+        return Ok(());
+    }
+    match state.acquirers.of(lease) {
+        Some(by) if by.audit.token != actor.audit.token => Err(Forbidden::NotAcquirer {
+            name: actor.principal.name.clone(),
+            lease: lease.0,
+            acquired_by: by.audit.to_string(),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            if claim == Claim::IfUnknown {
+                state.acquirers.granted(lease, Arc::clone(actor));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// An acquire's outcome made for `actor`: a grant is the actor's, a queued waiter's grant will
+/// be; a lease handed back to its process (`reacquired`) is refused if another token acquired
+/// it, unless the actor may touch any lease.
+fn own(
+    state: &mut State,
+    actor: &Arc<Actor>,
+    outcome: AcquireOutcome,
+) -> Result<AcquireOutcome, Denied<AcquireError>> {
+    match &outcome {
+        AcquireOutcome::Granted(view) => {
+            if view.reacquired && !actor.any_lease {
+                if let Some(by) = state.acquirers.of(view.lease) {
+                    if by.audit.token != actor.audit.token {
+                        return Err(Denied::Forbidden(Forbidden::NotAcquirer {
+                            name: actor.principal.name.clone(),
+                            lease: view.lease.0,
+                            acquired_by: by.audit.to_string(),
+                        }));
+                    }
+                }
+            }
+            state.acquirers.granted(view.lease, Arc::clone(actor));
+        }
+        AcquireOutcome::Queued(waiter) => state.acquirers.queued(*waiter, Arc::clone(actor)),
+    }
+    Ok(outcome)
 }

@@ -10,6 +10,8 @@
 use locksmith_auth::TokenTable;
 use locksmith_core::{Effects, LockTable, Mono, Now};
 
+use super::acquirers::Acquirers;
+
 /// Every domain's state, and the audit sequence they share.
 #[derive(Debug)]
 pub struct State {
@@ -19,6 +21,8 @@ pub struct State {
     /// Requests are authenticated against a published copy of it, not under the state lock
     /// (see `Engine::tokens`).
     pub tokens: TokenTable,
+    /// Which token acquired each lease (in memory; see `Acquirers`).
+    pub acquirers: Acquirers,
     /// The last audit `seq` issued. One sequence for every domain's records — the audit log and
     /// its event stream are one history — numbered by the step as it seals each batch, in batch
     /// order. Starts at the highest seq the store holds (`Snapshot::audit_seq`).
@@ -32,6 +36,7 @@ impl State {
         Self {
             locks,
             tokens: TokenTable::new(),
+            acquirers: Acquirers::default(),
             audit_seq,
         }
     }

@@ -3,9 +3,11 @@
 //! the same [`Stepped`] every time, so a sequence of operations can be checked without a server
 //! (see the tests below) and a simulator can run thousands of agents on it.
 
-use locksmith_core::{Effect, Effects, Mutation, Now};
+use std::sync::Arc;
 
-use super::State;
+use locksmith_core::{AuditKind, AuditPrincipal, Effect, Effects, LeaseId, Mutation, Now};
+
+use super::{Actor, State};
 
 /// What one step did, for the driver to carry out.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,9 +32,26 @@ pub fn step<T>(
     now: Now,
     op: impl FnOnce(&mut State, Now, &mut Effects) -> T,
 ) -> Stepped<T> {
+    step_as(state, now, None, op)
+}
+
+/// [`step`] for a request made by `by`: each audit record the step writes names its principal
+/// — but a grant handed to a queued waiter names the waiter's, who asked for it — and the
+/// acquirers of leases follow the step's grants and ends (see `Acquirers::settle`).
+pub fn step_as<T>(
+    state: &mut State,
+    now: Now,
+    by: Option<&Actor>,
+    op: impl FnOnce(&mut State, Now, &mut Effects) -> T,
+) -> Stepped<T> {
     let mut fx = Effects::new();
     let reply = op(state, now, &mut fx);
-    let (batch, deliveries) = seal(fx, &mut state.audit_seq);
+    let from_queue = state.acquirers.settle(&fx);
+    let stamp = Stamp {
+        by: by.map(|a| &a.audit),
+        from_queue: &from_queue,
+    };
+    let (batch, deliveries) = seal(fx, &mut state.audit_seq, &stamp);
     Stepped {
         reply,
         batch,
@@ -40,10 +59,35 @@ pub fn step<T>(
     }
 }
 
+/// Who the audit records of a step name.
+struct Stamp<'a> {
+    /// The request's principal.
+    by: Option<&'a AuditPrincipal>,
+    /// Leases granted from a queue in the step, with their waiter's acquirer.
+    from_queue: &'a [(LeaseId, Arc<Actor>)],
+}
+
+impl Stamp<'_> {
+    fn principal(&self, record: &locksmith_core::AuditRecord) -> Option<AuditPrincipal> {
+        if record.principal.is_some() {
+            return record.principal.clone();
+        }
+        let waiter = match (&record.kind, record.lease) {
+            (AuditKind::Granted, Some(lease)) => self
+                .from_queue
+                .iter()
+                .find(|(l, _)| *l == lease)
+                .map(|(_, by)| &by.audit),
+            _ => None,
+        };
+        waiter.or(self.by).cloned()
+    }
+}
+
 /// Splits `fx` into the batch and the deliveries, numbering each audit record after
-/// `audit_seq`. Neither vector allocates when it stays empty (a renewal, a refusal), and a
-/// batch is allocated once.
-fn seal(fx: Effects, audit_seq: &mut u64) -> (Vec<Mutation>, Effects) {
+/// `audit_seq` and naming its principal (`stamp`). Neither vector allocates when it stays
+/// empty (a renewal, a refusal), and a batch is allocated once.
+fn seal(fx: Effects, audit_seq: &mut u64, stamp: &Stamp<'_>) -> (Vec<Mutation>, Effects) {
     let persisted = fx
         .iter()
         .filter(|effect| matches!(effect, Effect::Persist(_)))
@@ -56,6 +100,7 @@ fn seal(fx: Effects, audit_seq: &mut u64) -> (Vec<Mutation>, Effects) {
                 if let Mutation::AppendAudit(record) = &mut mutation {
                     *audit_seq += 1;
                     record.seq = *audit_seq;
+                    record.principal = stamp.principal(record);
                 }
                 batch.push(mutation);
             }

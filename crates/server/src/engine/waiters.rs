@@ -52,6 +52,7 @@ impl Drop for WaitGuard {
         {
             let mut state = lock(&inner.state);
             state.locks.cancel_wait(self.waiter);
+            state.acquirers.withdrawn(self.waiter);
             lock(&inner.waiters).remove(&self.waiter);
         }
         // After close() no grant can arrive; one that already did is released.

@@ -10,22 +10,26 @@
 //!   ended: u8 cause: 0 released, 1 expired, 2 node_rebooted (text new_boot_id),
 //!          3 process_died (text reported_by), 4 broken (text by, text reason), 5 unknown
 //!   domain: text kind, text detail (compact JSON; `null` when none)
-//! u8 present: bit 0 lease, 1 token, 2 owner, 3 hold, 4 operator, 5 reason, 6 owner.pid_ns
+//! u8 present: bit 0 lease, 1 token, 2 owner, 3 hold, 4 operator, 5 reason, 6 owner.pid_ns,
+//!            7 principal
 //! text resource
 //! then, each only when present: u64 lease, u64 token,
 //!   owner (u32 pid, u64 start_time, text node, text boot_id, text user, text purpose,
 //!          then text pid_ns if bit 6),
-//!   u64 hold, text operator, text reason
+//!   u64 hold, text operator, text reason, principal (text token id, text name)
 //!
 //! Bit 6 came with the PID namespace in an owner (issue 15); records written before have it
-//! clear and read as owners that recorded none.
+//! clear and read as owners that recorded none. Bit 7 came with authentication (issue 17):
+//! records written before read as caused by nobody authenticated. (A server older than that
+//! refuses a record with bit 7 set as unreadable: downgrading past it needs the log trimmed.)
 //! ```
 //!
 //! A domain event's detail is the one JSON left in the form: a domain defines it, and it is
 //! small and rare next to the lock table's records.
 
 use locksmith_core::{
-    AuditKind, AuditRecord, DomainEvent, EndCause, FenceToken, HoldId, LeaseId, Owner,
+    AuditKind, AuditPrincipal, AuditRecord, DomainEvent, EndCause, FenceToken, HoldId, LeaseId,
+    Owner,
 };
 
 use super::{Reader, Writer};
@@ -44,6 +48,7 @@ const HOLD: u8 = 1 << 3;
 const OPERATOR: u8 = 1 << 4;
 const REASON: u8 = 1 << 5;
 const OWNER_PID_NS: u8 = 1 << 6;
+const PRINCIPAL: u8 = 1 << 7;
 
 /// Appends `record` in the binary form to `out`.
 pub(crate) fn encode_audit_into(record: &AuditRecord, out: &mut Vec<u8>) -> Result<(), StoreError> {
@@ -102,6 +107,7 @@ pub(crate) fn encode_audit_into(record: &AuditRecord, out: &mut Vec<u8>) -> Resu
             record.owner.as_ref().is_some_and(|o| o.pid_ns.is_some()),
             OWNER_PID_NS,
         ),
+        (record.principal.is_some(), PRINCIPAL),
     ]
     .iter()
     .filter(|(set, _)| *set)
@@ -132,6 +138,10 @@ pub(crate) fn encode_audit_into(record: &AuditRecord, out: &mut Vec<u8>) -> Resu
     }
     if let Some(reason) = &record.reason {
         w.text(reason)?;
+    }
+    if let Some(principal) = &record.principal {
+        w.text(&principal.token)?;
+        w.text(&principal.name)?;
     }
     Ok(())
 }
@@ -200,9 +210,7 @@ pub(super) fn decode_audit_v1(bytes: &[u8]) -> Option<AuditRecord> {
         _ => return None,
     };
     let present = r.u8()?;
-    if present & !(LEASE | TOKEN | OWNER | HOLD | OPERATOR | REASON | OWNER_PID_NS) != 0 {
-        return None;
-    }
+    // Every bit of `present` has a meaning now (bit 7: the principal), so none is unknown.
     let resource = r.text()?;
     let has = |bit: u8| present & bit != 0;
     let lease = if has(LEASE) {
@@ -240,6 +248,14 @@ pub(super) fn decode_audit_v1(bytes: &[u8]) -> Option<AuditRecord> {
     };
     let operator = if has(OPERATOR) { Some(r.text()?) } else { None };
     let reason = if has(REASON) { Some(r.text()?) } else { None };
+    let principal = if has(PRINCIPAL) {
+        Some(AuditPrincipal {
+            token: r.text()?,
+            name: r.text()?,
+        })
+    } else {
+        None
+    };
     let record = AuditRecord {
         seq,
         at_ms,
@@ -251,6 +267,7 @@ pub(super) fn decode_audit_v1(bytes: &[u8]) -> Option<AuditRecord> {
         hold,
         operator,
         reason,
+        principal,
     };
     r.0.is_empty().then_some(record)
 }

@@ -371,6 +371,7 @@ mod tests {
             hold in proptest::option::of(any::<u64>()),
             operator in proptest::option::of(text()),
             reason in proptest::option::of(text()),
+            principal in proptest::option::of((text(), text())),
         ) -> AuditRecord {
             AuditRecord {
                 seq,
@@ -383,6 +384,7 @@ mod tests {
                 hold: hold.map(HoldId),
                 operator,
                 reason,
+                principal: principal.map(|(token, name)| locksmith_core::AuditPrincipal { token, name }),
             }
         }
     }

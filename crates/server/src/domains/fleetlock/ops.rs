@@ -14,7 +14,7 @@ use super::{
     validate_slots,
 };
 use crate::app::App;
-use crate::engine::EngineError;
+use crate::engine::{Denied, EngineError};
 use crate::request::ApiError;
 
 /// How many groups one pass over the table's names brings back (see [`groups`]).
@@ -184,7 +184,13 @@ pub async fn lock(app: &App, req: SlotRequest) -> Result<LockReply, Refusal> {
                 reacquired: lease.reacquired,
             })
         }
-        Err(EngineError::Refused(e)) => Err(lock_refusal(&group, slots, e)),
+        Err(EngineError::Refused(Denied::Refused(e))) => Err(lock_refusal(&group, slots, e)),
+        // The protocol acts for nobody (`app.engine` has no actor): nothing to forbid.
+        Err(EngineError::Refused(Denied::Forbidden(why))) => Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::InternalError,
+            format!("an anonymous FleetLock request was refused as forbidden (a bug): {why}"),
+        )),
         Err(EngineError::Storage(e)) => Err(unavailable(storage_failed(
             &e,
             "the slot",
@@ -419,7 +425,12 @@ pub async fn group(app: &App, group: &str) -> Result<GroupView, ApiError> {
 }
 
 /// Sets a group's size from now on, and resizes its semaphore at once.
-pub async fn set_slots(app: &App, group: &str, slots: u32) -> Result<GroupView, ApiError> {
+pub async fn set_slots(
+    app: &App,
+    who: &locksmith_auth::Principal,
+    group: &str,
+    slots: u32,
+) -> Result<GroupView, ApiError> {
     checked_group(group)?;
     validate_slots(slots).map_err(|e| ApiError::from(ErrorBody::invalid("slots", e)))?;
     let fleetlock = &app.settings.fleetlock;
@@ -428,7 +439,7 @@ pub async fn set_slots(app: &App, group: &str, slots: u32) -> Result<GroupView, 
     // Take effect now, not at the group's next pre-reboot: a grown group admits its queue at
     // once, and listings show the new size (airlock #81 was a size change that never applied).
     let resource = resource_of(group);
-    app.engine.resize(&resource, slots).await?;
-    tracing::info!(%group, before, slots, "FleetLock group size changed");
+    app.engine_for(who).resize(&resource, slots).await?;
+    tracing::info!(%group, before, slots, by = %who.name, "FleetLock group size changed");
     self::group(app, group).await
 }

@@ -1,14 +1,14 @@
 //! FleetLock's HTTP routes: the protocol endpoints under the configured prefix, and the
 //! operator endpoints under `/v1/fleetlock`.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use locksmith_api::{ErrorBody, ErrorCode};
-use locksmith_auth::Permission;
+use locksmith_auth::{Permission, Principal};
 use serde::Deserialize;
 
 use super::ops::{
@@ -206,6 +206,7 @@ struct SetSlots {
 )]
 async fn put_group(
     State(app): State<App>,
+    Extension(who): Extension<Principal>,
     Path(group): Path<String>,
     body: Bytes,
 ) -> Result<Json<GroupView>, ApiError> {
@@ -216,5 +217,5 @@ async fn put_group(
             format!("body must be {{\"slots\": N}}: {e}"),
         ))
     })?;
-    Ok(Json(ops::set_slots(&app, &group, slots).await?))
+    Ok(Json(ops::set_slots(&app, &who, &group, slots).await?))
 }

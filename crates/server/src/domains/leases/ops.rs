@@ -30,7 +30,10 @@ pub async fn acquire(
     .map_err(|e| forbidden(&e))?;
     let acquire = acquire_of(app, req)?;
     let refused_at = |e| ApiError::engine_at(e, app.engine.clock().now().wall_ms);
-    app.engine.acquire(acquire).await.map_err(refused_at)
+    app.engine_for(who)
+        .acquire(acquire)
+        .await
+        .map_err(refused_at)
 }
 
 /// A public acquire request as the table sees it, with the API's defaults filled in. Refused if
@@ -54,16 +57,14 @@ fn acquire_of(app: &App, req: AcquireRequest) -> Result<Acquire, ApiError> {
 
 /// Renews a lease; with a token, also checks it is the lease's.
 pub async fn renew(app: &App, who: &Principal, op: LeaseOp) -> Result<LeaseView, ApiError> {
-    let _ = who;
     let lease = valid_lease(op.lease)?;
-    Ok(app.engine.renew(lease, op.token).await?)
+    Ok(app.engine_for(who).renew(lease, op.token).await?)
 }
 
 /// Releases a lease (idempotent); with a token, also checks it is the lease's.
 pub async fn release(app: &App, who: &Principal, op: LeaseOp) -> Result<ReleaseResponse, ApiError> {
-    let _ = who;
     let lease = valid_lease(op.lease)?;
-    let released = app.engine.release(lease, op.token).await?;
+    let released = app.engine_for(who).release(lease, op.token).await?;
     Ok(ReleaseResponse {
         lease,
         resource: released.resource,
@@ -165,7 +166,7 @@ pub async fn liveness(
     };
     let (dead, alive) = app.own.vet_report(&app.engine, from, dead).await;
     let (reclaimed, refused) = app
-        .engine
+        .engine_for(who)
         .report_liveness(from, &req.reported_by, dead)
         .await?;
     Ok(LivenessResponse {

@@ -28,7 +28,7 @@ pub async fn place_hold(
         duration_ms: req.duration_ms,
         require_ack: req.require_ack,
     };
-    Ok(app.engine.place_hold(hold).await?)
+    Ok(app.engine_for(who).place_hold(hold).await?)
 }
 
 /// Every hold, active or pending acknowledgement.
@@ -47,7 +47,10 @@ pub async fn ack_hold(
     operator: &str,
 ) -> Result<HoldView, ApiError> {
     let operator = app.operator_name(who, operator);
-    Ok(app.engine.ack_hold(valid_hold(hold)?, &operator).await?)
+    Ok(app
+        .engine_for(who)
+        .ack_hold(valid_hold(hold)?, &operator)
+        .await?)
 }
 
 /// Lifts a hold early. `operator` counts only with `--auth off`.
@@ -58,7 +61,10 @@ pub async fn lift_hold(
     operator: &str,
 ) -> Result<HoldView, ApiError> {
     let operator = app.operator_name(who, operator);
-    Ok(app.engine.lift_hold(valid_hold(hold)?, &operator).await?)
+    Ok(app
+        .engine_for(who)
+        .lift_hold(valid_hold(hold)?, &operator)
+        .await?)
 }
 
 /// Breaks a lock: revokes its leases (or one), advances the fence past their tokens, and
@@ -71,7 +77,7 @@ pub async fn break_lock(
     let freeze = req.freeze_ms.unwrap_or(DEFAULT_BREAK_FREEZE_MS);
     let operator = app.operator_name(who, &req.operator);
     let out = app
-        .engine
+        .engine_for(who)
         .break_lock(&req.resource, req.lease, &operator, &req.reason, freeze)
         .await?;
     Ok(BreakResponse {

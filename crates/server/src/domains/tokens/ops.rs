@@ -14,7 +14,7 @@ pub async fn create(
 ) -> Result<CreatedToken, ApiError> {
     let random = random_secret()?;
     let (record, secret) = app
-        .engine
+        .engine_for(who)
         .create_token(
             CreateToken {
                 name: req.name,
@@ -52,7 +52,7 @@ pub async fn list(app: &App) -> Result<TokensResponse, ApiError> {
 /// Revokes a token: it authenticates nobody from the answer on, and streams and connections
 /// opened with it close within a second.
 pub async fn revoke(app: &App, who: &Principal, id: &str) -> Result<TokenView, ApiError> {
-    let record = app.engine.revoke_token(id).await?;
+    let record = app.engine_for(who).revoke_token(id).await?;
     tracing::info!(id = %record.id, name = %record.name, by = %who.name, "token revoked");
     Ok(record.view(app.engine.clock().now().wall_ms))
 }
