@@ -505,3 +505,166 @@ fn a_paused_leader_after_failover_neither_vouches_for_a_revoked_token_nor_renews
         lead = next;
     }
 }
+
+/// One authenticated call through the first of `urls` that is not without a leader; returns
+/// its status and body. Retries `no_leader` (503) and unreachable servers for up to 20 s.
+async fn call_anywhere(
+    urls: &[String],
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        for url in urls {
+            let mut req = http
+                .request(method.clone(), format!("{url}{path}"))
+                .bearer_auth(token);
+            if let Some(body) = &body {
+                req = req.json(body);
+            }
+            let Ok(resp) = req.send().await else { continue };
+            let status = resp.status().as_u16();
+            if status == 503 {
+                continue;
+            }
+            let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+            return (status, json);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no server answered {path}");
+}
+
+/// Issue 17: tokens are etcd records, so they survive the leader's death. The first leader
+/// makes the admin token (in its own data directory, once); a token made through a follower
+/// (which forwards the Authorization header) and a revocation are both in force under the next
+/// leader, which makes no second admin token.
+#[test]
+fn tokens_survive_a_failover_and_the_admin_token_is_made_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoints().join(",");
+    let procs: Vec<ServerProc> = (0..3)
+        .map(|i| {
+            ServerProc::start_with(
+                &dir.path().join(format!("server{i}")),
+                &[
+                    "--etcd",
+                    &endpoints,
+                    "--election-ttl",
+                    "2s",
+                    "--probe-interval",
+                    "0s",
+                    "--auth",
+                    "on",
+                ],
+            )
+        })
+        .collect();
+    let urls: Vec<String> = procs.iter().map(|p| p.url().to_string()).collect();
+    let rt = runtime();
+    let first = rt.block_on(leader(&urls, Duration::from_secs(20)));
+    let leading = urls.iter().position(|u| *u == first).expect("a leader");
+    let admin_files: Vec<usize> = (0..3)
+        .filter(|i| dir.path().join(format!("server{i}/admin.token")).exists())
+        .collect();
+    assert_eq!(
+        admin_files,
+        [leading],
+        "the first leader alone writes admin.token"
+    );
+    let admin = std::fs::read_to_string(dir.path().join(format!("server{leading}/admin.token")))
+        .expect("admin.token")
+        .trim()
+        .to_owned();
+
+    // Through a follower: it forwards the bearer token to the leader.
+    let followers: Vec<String> = urls.iter().filter(|u| **u != first).cloned().collect();
+    let (status, made) = rt.block_on(call_anywhere(
+        &followers,
+        reqwest::Method::POST,
+        "/v1/tokens",
+        &admin,
+        Some(serde_json::json!({"name": "ci", "role": "client"})),
+    ));
+    assert_eq!(status, 200, "{made}");
+    let ci = made["token"].as_str().expect("secret").to_owned();
+    let (status, gone) = rt.block_on(call_anywhere(
+        &followers,
+        reqwest::Method::POST,
+        "/v1/tokens",
+        &admin,
+        Some(serde_json::json!({"name": "gone", "role": "reader"})),
+    ));
+    assert_eq!(status, 200, "{gone}");
+    let gone_id = gone["id"].as_str().expect("id").to_owned();
+    let gone_secret = gone["token"].as_str().expect("secret").to_owned();
+    let (status, _) = rt.block_on(call_anywhere(
+        &followers,
+        reqwest::Method::POST,
+        &format!("/v1/tokens/{gone_id}/revoke"),
+        &admin,
+        None,
+    ));
+    assert_eq!(status, 200);
+    let (status, refused) = rt.block_on(call_anywhere(
+        &followers,
+        reqwest::Method::GET,
+        "/v1/locks",
+        "lsm_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        None,
+    ));
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+
+    signal(procs[leading].pid(), Signal::SIGKILL);
+    let next = rt.block_on(leader(&followers, Duration::from_secs(30)));
+    assert_ne!(next, first);
+    let body = serde_json::json!({
+        "resource": "after/failover",
+        "owner": {"node": "cluster-client", "pid": 7, "start_time": 1, "boot_id": "b",
+                  "user": "tester", "purpose": "auth failover"},
+    });
+    let (status, granted) = rt.block_on(call_anywhere(
+        &followers,
+        reqwest::Method::POST,
+        "/v1/acquire",
+        &ci,
+        Some(body),
+    ));
+    assert_eq!(
+        status, 200,
+        "the client token works under the next leader: {granted}"
+    );
+    let (status, _) = rt.block_on(call_anywhere(
+        &followers,
+        reqwest::Method::GET,
+        "/v1/tokens",
+        &admin,
+        None,
+    ));
+    assert_eq!(status, 200, "the admin token works under the next leader");
+    let (status, _) = rt.block_on(call_anywhere(
+        &followers,
+        reqwest::Method::GET,
+        "/v1/locks",
+        &gone_secret,
+        None,
+    ));
+    assert_eq!(
+        status, 401,
+        "a revoked token stays revoked under the next leader"
+    );
+    let admin_files: Vec<usize> = (0..3)
+        .filter(|i| dir.path().join(format!("server{i}/admin.token")).exists())
+        .collect();
+    assert_eq!(
+        admin_files,
+        [leading],
+        "the next leader made no admin token"
+    );
+}

@@ -212,7 +212,14 @@ impl ClusterServer {
             // The tokens are etcd records, restored with the rest; the first leader to find
             // none makes the admin token (see `domains::tokens::bootstrap`).
             let engine = match engine {
-                Ok(engine) => start_auth(&engine, &config).await.map(|()| engine),
+                Ok(engine) => match start_auth(&engine, &config).await {
+                    Ok(()) => Ok(engine),
+                    Err(e) => {
+                        let closer = engine.clone();
+                        let _ = tokio::task::spawn_blocking(move || closer.close()).await;
+                        Err(e)
+                    }
+                },
                 Err(e) => Err(e),
             };
             let engine = match engine {

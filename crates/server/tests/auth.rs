@@ -827,3 +827,40 @@ async fn auth_off_needs_no_token_and_status_says_so() {
     );
     s.stop().await;
 }
+
+/// docs/security.md's table of every route and what it needs is the route table's (with
+/// `--metrics-auth` off): a route added, removed or given another permission fails here until
+/// the page says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_permission_table_of_security_md_is_the_route_tables() {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/security.md"),
+    )
+    .expect("docs/security.md");
+    let mut documented: Vec<(String, String)> = page
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("| `")?;
+            let (route, rest) = rest.split_once("` | ")?;
+            let needs = rest.trim_end_matches(" |").split(' ').next()?.to_owned();
+            route.contains(' ').then(|| (route.to_owned(), needs))
+        })
+        .collect();
+    documented.sort();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::bind(common::config(dir.path()))
+        .await
+        .expect("bind");
+    let mut served: Vec<(String, String)> = server
+        .route_permissions()
+        .into_iter()
+        .map(|(method, path, needs)| {
+            (
+                format!("{method} {}", path.replace("{*", "{")),
+                needs.to_string(),
+            )
+        })
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+}
