@@ -21,11 +21,15 @@ use axum::routing::{MethodFilter, MethodRouter};
 use locksmith_api::ErrorBody;
 use locksmith_auth::Permission;
 use utoipa::openapi::path::{HttpMethod, Operation, Paths};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, Ref,
     RefOr, ResponseBuilder, Schema,
 };
 use utoipa::{PartialSchema, ToSchema};
+
+/// The name of the document's bearer-token security scheme.
+const BEARER: &str = "bearer";
 
 use crate::app::App;
 
@@ -179,6 +183,17 @@ pub fn document(routes: &[Route]) -> OpenApi {
     ErrorBody::schemas(&mut error_refs);
     for route in routes {
         let mut operation = route.operation.clone();
+        if route.permission != Permission::Anonymous {
+            // What the route needs, in the words of the document: a bearer token (its role is
+            // in the description; see docs/security.md).
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            let needs = format!(
+                "\n\nNeeds a token with the `{}` permission (role {} or above).",
+                route.permission,
+                route.permission.least_role()
+            );
+            operation.description = Some(operation.description.unwrap_or_default() + &needs);
+        }
         operation
             .responses
             .responses
@@ -216,7 +231,20 @@ pub fn document(routes: &[Route]) -> OpenApi {
         )
         .paths(paths)
         .components(Some(
-            ComponentsBuilder::new().schemas_from_iter(schemas).build(),
+            ComponentsBuilder::new()
+                .schemas_from_iter(schemas)
+                .security_scheme(
+                    BEARER,
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .description(Some(
+                                "A Locksmith token: `lsm_` and 43 base64url characters",
+                            ))
+                            .build(),
+                    ),
+                )
+                .build(),
         ))
         .build()
 }

@@ -864,3 +864,80 @@ async fn the_permission_table_of_security_md_is_the_route_tables() {
     served.sort();
     assert_eq!(documented, served);
 }
+
+/// The OpenAPI document says which operations need a bearer token (and which permission), and
+/// that the anonymous ones do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_names_the_bearer_scheme_on_every_non_anonymous_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = secured(dir.path(), |_| {}).await;
+    let (status, doc) = call("GET", &format!("{}/v1/openapi.json", s.url), None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "{}",
+        doc["components"]["securitySchemes"]
+    );
+    let acquire = &doc["paths"]["/v1/acquire"]["post"];
+    assert_eq!(acquire["security"][0]["bearer"], json!([]), "{acquire}");
+    assert!(
+        acquire["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`lease` permission"),
+        "{acquire}"
+    );
+    for (path, method) in [("/healthz", "get"), ("/fleetlock/v1/pre-reboot", "post")] {
+        assert!(doc["paths"][path][method]["security"].is_null(), "{path}");
+    }
+    s.stop().await;
+}
+
+/// FleetLock's protocol needs no token with authentication on (Zincati sends none), and can
+/// only ever name a `reboot/` group: a group that is not one path segment of
+/// `[a-zA-Z0-9.-]` is refused, whatever it tries to reach; its records name no principal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleetlock_stays_anonymous_and_reaches_only_reboot_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin) = secured(dir.path(), |_| {}).await;
+    let http = reqwest::Client::new();
+    let slot = |group: &str| {
+        http.post(format!("{}/fleetlock/v1/pre-reboot", s.url))
+            .header("fleet-lock-protocol", "true")
+            .json(&json!({"client_params": {"id": "node-a", "group": group}}))
+            .send()
+    };
+    assert_eq!(slot("workers").await.expect("pre-reboot").status(), 200);
+    for bad in ["../prod/db", "a/b", "prod db", ""] {
+        assert_eq!(
+            slot(bad).await.expect("pre-reboot").status(),
+            400,
+            "{bad:?}"
+        );
+    }
+    let (_, lock) = call(
+        "GET",
+        &format!("{}/v1/locks/reboot/workers", s.url),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(lock["holders"][0]["owner"]["node"], "node-a", "{lock}");
+    let (_, audit) = call(
+        "GET",
+        &format!("{}/v1/audit?resource=reboot/workers", s.url),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert!(audit["records"][0]["principal"].is_null(), "{audit}");
+    let (status, _) = call(
+        "PUT",
+        &format!("{}/v1/fleetlock/groups/workers", s.url),
+        None,
+        Some(json!({"slots": 3})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    s.stop().await;
+}
