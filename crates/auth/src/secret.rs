@@ -35,12 +35,17 @@ impl Secret {
     /// Parses a presented secret: the prefix and exactly 43 base64url characters, else `None`
     /// (so a truncated, padded or 10 KB string is refused before it is hashed).
     pub fn parse(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix(SECRET_PREFIX)?;
-        let well_formed = rest.len() == ENCODED_LEN
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        well_formed.then(|| Secret(text.to_owned()))
+        Self::well_formed(text).then(|| Secret(text.to_owned()))
+    }
+
+    /// Whether `text` has a secret's form (what [`Secret::parse`] checks), without copying it.
+    pub fn well_formed(text: &str) -> bool {
+        text.strip_prefix(SECRET_PREFIX).is_some_and(|rest| {
+            rest.len() == ENCODED_LEN
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
     }
 
     /// The text to hand over (printed once, written to `admin.token`).

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Access, Forbidden, Permission, Role};
-use crate::secret::{Secret, SecretHash};
+use crate::secret::{Secret, SecretHash, hash_secret};
 
 /// The record keyspace tokens are stored in (one record per token, keyed by its id).
 pub const TOKEN_SPACE: &str = "tokens";
@@ -78,7 +78,8 @@ impl TokenRecord {
         self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|at| now_ms < at)
     }
 
-    fn principal(&self) -> Principal {
+    /// The principal this token authenticates.
+    pub fn principal(&self) -> Principal {
         Principal {
             token: self.id.clone(),
             name: self.name.clone(),
@@ -370,8 +371,22 @@ impl TokenTable {
 
     /// The principal `presented` authenticates at `now_ms`.
     pub fn authenticate(&self, presented: &str, now_ms: u64) -> Result<Principal, AuthError> {
-        let secret = Secret::parse(presented.trim()).ok_or(AuthError::Malformed)?;
-        let hash = secret.hash();
+        self.authenticate_record(presented, now_ms)
+            .map(TokenRecord::principal)
+    }
+
+    /// The token `presented` authenticates at `now_ms`, borrowed (what a server authenticating
+    /// every request uses, to copy nothing).
+    pub fn authenticate_record(
+        &self,
+        presented: &str,
+        now_ms: u64,
+    ) -> Result<&TokenRecord, AuthError> {
+        let presented = presented.trim();
+        if !Secret::well_formed(presented) {
+            return Err(AuthError::Malformed);
+        }
+        let hash = hash_secret(presented);
         let record = self
             .by_hash
             .get(&hash)
@@ -394,7 +409,12 @@ impl TokenTable {
                 name: record.name.clone(),
             });
         }
-        Ok(record.principal())
+        Ok(record)
+    }
+
+    /// Every token record, by id.
+    pub fn records(&self) -> impl Iterator<Item = &TokenRecord> {
+        self.tokens.values()
     }
 
     /// Whether token `id` still works at `now_ms` (what a long-lived stream or connection

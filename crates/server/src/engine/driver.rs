@@ -53,8 +53,7 @@ impl Engine {
             op,
         );
         // A change to the tokens is published once durable, as its audit records are.
-        let tokens =
-            (state.tokens.revision() != tokens_before).then(|| Arc::new(state.tokens.clone()));
+        let tokens = (state.tokens.revision() != tokens_before).then(|| state.tokens.clone());
         let pending = if !batch.is_empty() || barrier(&reply) {
             let mut fence = 0;
             let audits: Vec<AuditRecord> = batch
@@ -140,7 +139,7 @@ impl Engine {
         fence: u64,
         audits: Vec<AuditRecord>,
         deliveries: Effects,
-        tokens: Option<Arc<locksmith_auth::TokenTable>>,
+        tokens: Option<locksmith_auth::TokenTable>,
     ) {
         self.inner.durable_fence.fetch_max(fence, Ordering::AcqRel);
         if let Some(tokens) = tokens {

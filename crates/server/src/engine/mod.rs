@@ -43,7 +43,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use locksmith_api::HealthResponse;
-use locksmith_auth::TokenTable;
 use locksmith_core::{AuditRecord, WaiterId};
 use locksmith_store::{Committer, StoreError};
 use tokio::sync::{Notify, broadcast, oneshot};
@@ -51,6 +50,7 @@ use tokio::sync::{Notify, broadcast, oneshot};
 pub use acquirers::Acquirers;
 pub use state::State;
 pub use step::{Stepped, step, step_as};
+pub use tokens::Published;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -155,7 +155,7 @@ struct Inner {
     /// The token table as last made durable: what requests are authenticated against, read
     /// without the state lock (a request's authentication never waits for another's step).
     /// Replaced — never changed in place — once a change to the tokens is durable.
-    tokens: RwLock<Arc<TokenTable>>,
+    tokens: RwLock<Arc<tokens::Published>>,
     /// The revision of [`tokens`](Inner::tokens), sent on every change: long-lived responses
     /// (event streams, wire connections) re-check their token on it.
     token_changes: tokio::sync::watch::Sender<u64>,
@@ -167,7 +167,7 @@ impl Engine {
         let (events, _) = broadcast::channel(4096);
         // Recovered from the store: durable.
         let durable_fence = AtomicU64::new(state.locks.fence_high_water());
-        let tokens = Arc::new(state.tokens.clone());
+        let tokens = Arc::new(tokens::Published::new(state.tokens.clone()));
         let token_changes = tokio::sync::watch::channel(tokens.revision()).0;
         let now = clock.now();
         Self {

@@ -8,14 +8,55 @@
 //! authenticated against the last durable table, so no token works — or stops working — before
 //! the disk says so, and authenticating takes no engine lock.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use locksmith_auth::{
-    CreateToken, InvalidToken, RevokeError, Secret, TOKEN_SPACE, TokenRecord, TokenTable,
+    CreateToken, InvalidToken, Permission, RevokeError, Secret, TOKEN_SPACE, TokenRecord,
+    TokenTable,
 };
 use locksmith_core::{AuditKind, AuditRecord, DomainEvent, Effect, Effects, Mutation, Now};
 
-use super::{Engine, EngineError};
+use super::{Actor, Engine, EngineError};
+
+/// The token table as last made durable, and the [`Actor`] of each token made once for it: a
+/// request authenticated against it copies no string (see `App::caller`).
+#[derive(Debug, Default)]
+pub struct Published {
+    table: TokenTable,
+    actors: HashMap<String, Arc<Actor>>,
+}
+
+impl Published {
+    /// The snapshot of `table`.
+    pub fn new(table: TokenTable) -> Self {
+        let actors = table
+            .records()
+            .map(|record| {
+                let principal = record.principal();
+                let any_lease = principal.allows(Permission::Operate).is_ok();
+                (
+                    record.id.clone(),
+                    Arc::new(Actor::new(principal, any_lease)),
+                )
+            })
+            .collect();
+        Self { table, actors }
+    }
+
+    /// The actor of token `id`.
+    pub fn actor(&self, id: &str) -> Option<&Arc<Actor>> {
+        self.actors.get(id)
+    }
+}
+
+impl std::ops::Deref for Published {
+    type Target = TokenTable;
+
+    fn deref(&self) -> &TokenTable {
+        &self.table
+    }
+}
 
 /// The audit records' resource for token `id`.
 pub fn token_resource(id: &str) -> String {
@@ -24,7 +65,7 @@ pub fn token_resource(id: &str) -> String {
 
 impl Engine {
     /// The token table as last made durable.
-    pub fn tokens(&self) -> Arc<TokenTable> {
+    pub fn tokens(&self) -> Arc<Published> {
         Arc::clone(&self.inner.tokens.read().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -69,8 +110,13 @@ impl Engine {
     /// Replaces the published table with `tokens` if it is newer, and says so to whoever
     /// watches. Commit callbacks run in commit order, but a revision check costs nothing and
     /// keeps an older copy from ever replacing a newer one.
-    pub(super) fn publish_tokens(&self, tokens: Arc<TokenTable>) {
+    pub(super) fn publish_tokens(&self, tokens: TokenTable) {
         let revision = tokens.revision();
+        if self.tokens().revision() >= revision {
+            return;
+        }
+        // Built outside the lock: authentication goes on meanwhile, against the last table.
+        let tokens = Arc::new(Published::new(tokens));
         {
             let mut published = self.inner.tokens.write().unwrap_or_else(|p| p.into_inner());
             if published.revision() >= revision {
