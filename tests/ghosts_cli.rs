@@ -454,6 +454,8 @@ fn the_script_pattern_l_equals_acquire_piped_to_jq_keeps_the_lock() {
         child: Command::new("bash")
             .args(["-c", &script])
             .env("USER", "tester")
+            .env("LOCKSMITH_TOKEN", server.admin_token().unwrap_or_default())
+            .env_remove("LOCKSMITH_TOKEN_FILE")
             .env_remove("LOCKSMITH_NODE")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
