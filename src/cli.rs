@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use locksmith_api::Role;
+
+use crate::credentials::{Secret, parse_secret};
 use crate::exit::EXIT_CODES_HELP;
 use crate::output::{Column, parse_column};
 
@@ -39,10 +42,23 @@ pub struct Global {
     #[arg(long, global = true, env = "LOCKSMITH_NODE", value_name = "NAME")]
     pub node: Option<String>,
 
-    /// Who you are, for holds, acknowledgements, breaks and liveness reports (audited)
-    /// [default: USER@NODE].
+    /// Who you are, for holds, acknowledgements, breaks and liveness reports (audited), when
+    /// the server runs with --auth off; with authentication on the server records the token's
+    /// name instead [default: USER@NODE].
     #[arg(long, global = true, env = "LOCKSMITH_OPERATOR", value_name = "NAME")]
     pub operator: Option<String>,
+
+    /// The API token (`lsm_…`) to send. Other users can see a command line (`ps`): prefer
+    /// --token-file or $LOCKSMITH_TOKEN [default: --token-file, then $LOCKSMITH_TOKEN, then
+    /// $LOCKSMITH_TOKEN_FILE, then ./locksmith-data/admin.token when readable].
+    #[arg(long, global = true, value_name = "SECRET", value_parser = parse_secret,
+          conflicts_with = "token_file")]
+    pub token: Option<Secret>,
+
+    /// A file holding the API token (as `token create` printed it; the quick start's is
+    /// DATA/admin.token). Also $LOCKSMITH_TOKEN_FILE, after $LOCKSMITH_TOKEN.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `--server`: refused as a usage error (exit 2) unless it is an http(s) URL with a host, so a
@@ -89,6 +105,9 @@ pub enum Command {
     Audit(AuditArgs),
     /// Follow events as they happen, one line each, until Ctrl-C.
     Watch(WatchArgs),
+    /// Manage API tokens (admin role): create one (its secret is printed once), list, revoke.
+    #[command(subcommand, after_help = with_exit_codes(TOKEN_HELP))]
+    Token(TokenCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Internal: the process `run` starts to own the lock and supervise its command.
@@ -117,7 +136,9 @@ the shell that forked it owns the lease instead. Use --pid to name the owner you
 --pid $$ for the script.";
 
 const RUN_HELP: &str = "\
-The command sees LOCKSMITH_TOKEN, LOCKSMITH_LEASE, LOCKSMITH_RESOURCE and LOCKSMITH_SERVER. \
+The command sees LOCKSMITH_FENCE_TOKEN (the lease's fencing token), LOCKSMITH_LEASE, \
+LOCKSMITH_RESOURCE and LOCKSMITH_SERVER, and inherits the rest of the environment (an API token \
+in LOCKSMITH_TOKEN or LOCKSMITH_TOKEN_FILE included). \
 `run` heartbeats the lease while the command runs; if the lease is lost (expired, reclaimed, \
 released by someone else, or broken by an operator: the ERROR line then names who and why), it \
 stops the command and everything it started (SIGTERM, then SIGKILL after 10s) and exits 4. \
@@ -139,6 +160,13 @@ them). The queue shows its first 10 waiters (--json: all). Exits 0 whatever the 
 const STATUS_HELP: &str = "\
 `status` also checks holders on this node, like `why`: dead ones are reported (and listed as \
 fixed); a report the server refuses is listed as a `dead_holder` problem.";
+
+const TOKEN_HELP: &str = "\
+Roles: reader (every read), client (reader + acquire/renew/release/fence check under its \
+--prefix es), node (a client bound to one --node: it locks and reports liveness only as that \
+node), operator (holds, acks, lifts, breaks), admin (tokens). The CLI sends its token from \
+--token or --token-file, else $LOCKSMITH_TOKEN, else $LOCKSMITH_TOKEN_FILE, else \
+./locksmith-data/admin.token (written by the server's first start with authentication on).";
 
 const HOLD_HELP: &str = "\
 With --require-ack the hold is PENDING until a different operator runs `locksmith ack ID`; \
@@ -387,9 +415,10 @@ pub struct LeaseArgs {
     /// Lease id, as printed by `acquire`.
     pub lease: u64,
 
-    /// The fencing token: when given, the server also checks it is the lease's.
-    #[arg(long, value_name = "T")]
-    pub token: Option<u64>,
+    /// The fencing token (`acquire` prints it): when given, the server also checks it is the
+    /// lease's. (Not --token: that is the API token.)
+    #[arg(long = "fence-token", value_name = "T")]
+    pub fence_token: Option<u64>,
 
     /// Print the server's answer as JSON.
     #[arg(long)]
@@ -583,6 +612,72 @@ pub struct RunArgs {
     /// The command to run and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// `locksmith token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print its secret — the only time anyone sees it.
+    Create(TokenCreateArgs),
+    /// List every token, revoked ones included (never a secret).
+    #[command(visible_alias = "list")]
+    Ls(TokenLsArgs),
+    /// Revoke a token: it stops working at once; its event streams and wire connections close
+    /// within a second.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The token's node is the global --node flag, given on the command line (LOCKSMITH_NODE is not \
+taken for it): required for --role node, refused for the other roles.")]
+pub struct TokenCreateArgs {
+    /// Who will hold it (a person, a service, a node's agent): the operator name of every
+    /// hold, acknowledgement and break made with it.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// What it may do: reader, client, node, operator or admin.
+    #[arg(long, value_parser = parse_role, value_name = "ROLE")]
+    pub role: Role,
+
+    /// A resource prefix a client or node token may lock (repeatable) [default: every
+    /// resource].
+    #[arg(long = "prefix", value_name = "P")]
+    pub prefixes: Vec<String>,
+
+    /// How long it works, e.g. 30d, 12h [default: until revoked].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+
+    /// Print the server's answer (with the secret, as `token`) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenLsArgs {
+    /// Print the tokens as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id, as `token ls` lists it (e.g. tok-3).
+    pub id: String,
+
+    /// Print the revoked token as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `--role`.
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s.trim()).ok_or_else(|| {
+        let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        format!("{s:?} is not a role; roles: {}", known.join(", "))
+    })
 }
 
 #[derive(Debug, Args)]

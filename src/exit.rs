@@ -26,6 +26,11 @@ pub enum Exit {
     Unavailable,
     /// 6: `status` found problems (each is listed with its next step).
     Problems,
+    /// 7: access denied — no token, or one the server does not accept (401 `unauthenticated`:
+    /// malformed, unknown, revoked, expired), or one whose role, prefixes or node do not allow
+    /// the request (403 `forbidden`); also a token file that cannot be read. Retrying will not
+    /// help: a script should stop and say which token to fix.
+    Denied,
     /// 126: `run` found the command but could not execute it.
     CannotExecute,
     /// 127: `run` could not find the command.
@@ -49,8 +54,11 @@ Exit codes:
   5  server unreachable or unavailable (storage failed, shutting down, no leader, too many
      connections, server cannot start)
   6  `status` found problems (each printed with its next step)
+  7  access denied: no token or one the server refuses (unauthenticated: malformed, unknown,
+     revoked, expired), one whose role, prefixes or node do not allow this (forbidden), or a
+     token file that cannot be read
 `run` exits with its command's status (128+N if killed by signal N; 126/127 if it cannot be
-executed or found), or with 3, 4 or 5 when the lock could not be taken or was lost.";
+executed or found), or with 3, 4, 5 or 7 when the lock could not be taken or was lost.";
 
 impl Exit {
     /// The process exit code.
@@ -63,6 +71,7 @@ impl Exit {
             Exit::LeaseLost => 4,
             Exit::Unavailable => 5,
             Exit::Problems => 6,
+            Exit::Denied => 7,
             Exit::CannotExecute => 126,
             Exit::CommandNotFound => 127,
             Exit::Child(code) => code,
@@ -103,6 +112,7 @@ impl Exit {
             | ErrorCode::ShuttingDown
             | ErrorCode::NoLeader
             | ErrorCode::TooManyConnections => Exit::Unavailable,
+            ErrorCode::Unauthenticated | ErrorCode::Forbidden => Exit::Denied,
             ErrorCode::HoldNotFound
             | ErrorCode::SameOperator
             | ErrorCode::AlreadyAcknowledged
@@ -117,8 +127,6 @@ impl Exit {
             | ErrorCode::NotFound
             | ErrorCode::MethodNotAllowed
             | ErrorCode::PayloadTooLarge
-            | ErrorCode::Unauthenticated
-            | ErrorCode::Forbidden
             | ErrorCode::TokenNotFound
             | ErrorCode::AlreadyRevoked
             | ErrorCode::Internal => Exit::Other,
@@ -130,6 +138,7 @@ impl Exit {
         match e {
             ClientError::Api { body, .. } => Exit::for_code(body.error),
             ClientError::InvalidUrl { .. } => Exit::Usage,
+            ClientError::InvalidToken { .. } => Exit::Denied,
             ClientError::Transport { .. } => Exit::Unavailable,
             ClientError::Decode { .. } => Exit::Other,
         }
@@ -172,6 +181,10 @@ mod tests {
         assert_eq!(Exit::for_client(&api(ErrorCode::NotHeld)).code(), 1);
         assert_eq!(Exit::for_client(&api(ErrorCode::StorageFailed)).code(), 5);
         assert_eq!(Exit::for_client(&api(ErrorCode::InvalidRequest)).code(), 1);
+        assert_eq!(Exit::for_client(&api(ErrorCode::Unauthenticated)).code(), 7);
+        assert_eq!(Exit::for_client(&api(ErrorCode::Forbidden)).code(), 7);
+        assert_eq!(Exit::for_client(&api(ErrorCode::TokenNotFound)).code(), 1);
+        assert_eq!(Exit::for_client(&api(ErrorCode::AlreadyRevoked)).code(), 1);
         let down = ClientError::Transport {
             server: "http://127.0.0.1:1".into(),
             reason: "refused".into(),
@@ -199,6 +212,7 @@ mod tests {
             Exit::LeaseLost,
             Exit::Unavailable,
             Exit::Problems,
+            Exit::Denied,
             Exit::CannotExecute,
             Exit::CommandNotFound,
         ] {

@@ -70,6 +70,14 @@ impl Failure {
             ClientError::InvalidUrl { .. } => {
                 format!("{e}; pass --server http://HOST:PORT (or set LOCKSMITH_SERVER)")
             }
+            ClientError::InvalidToken { reason } => format!(
+                "{}: NOT AUTHENTICATED — {}",
+                shown(ctx.subject),
+                crate::credentials::unauthenticated(
+                    &format!("it is not a Locksmith token: {reason}"),
+                    crate::credentials::found()
+                )
+            ),
             ClientError::Transport { .. } => {
                 format!("{e}; start it with 'locksmith server' or set --server/LOCKSMITH_SERVER")
             }
@@ -182,8 +190,16 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
             "{}: NO LEADER — {msg} (cluster election in progress)",
             shown(subject)
         ),
-        ErrorCode::Unauthenticated => format!("{}: NOT AUTHENTICATED — {msg}", shown(subject)),
-        ErrorCode::Forbidden => format!("{}: FORBIDDEN — {msg}", shown(subject)),
+        ErrorCode::Unauthenticated => format!(
+            "{}: NOT AUTHENTICATED — {}",
+            shown(subject),
+            crate::credentials::unauthenticated(msg, crate::credentials::found())
+        ),
+        ErrorCode::Forbidden => format!(
+            "{}: FORBIDDEN — {msg}; {}",
+            shown(subject),
+            crate::credentials::forbidden_next(crate::credentials::found())
+        ),
         ErrorCode::TokenNotFound => format!("{}: NO SUCH TOKEN — {msg}", shown(subject)),
         ErrorCode::AlreadyRevoked => format!("{}: ALREADY REVOKED — {msg}", shown(subject)),
         ErrorCode::NotFound
@@ -254,6 +270,11 @@ fn flag_for_field<'a>(field: &'a str, wait_flag: &'a str) -> &'a str {
         "freeze_ms" => "--freeze",
         "lock_delay_ms" => "--lock-delay",
         "lease" => "--lease",
+        "name" => "--name",
+        "role" => "--role",
+        "node" => "--node",
+        "prefixes" | "prefix" => "--prefix",
+        "ttl" => "--ttl",
         other => other,
     }
 }

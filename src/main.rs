@@ -4,6 +4,7 @@
 
 mod cli;
 mod cmd;
+mod credentials;
 mod exit;
 mod failure;
 mod output;
@@ -11,7 +12,8 @@ mod output;
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -25,8 +27,11 @@ use crate::failure::Failure;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // --help and --version are not errors; everything else clap refuses is usage.
             let _ = e.print();
@@ -53,7 +58,9 @@ fn main() -> ExitCode {
             return report(&anyhow::Error::new(e).context("cannot start the async runtime")).into();
         }
     };
-    let exit = match runtime.block_on(dispatch(cli)) {
+    // `token create --node`: the global flag, only as typed (never $LOCKSMITH_NODE).
+    let node_typed = node_on_command_line(&matches);
+    let exit = match runtime.block_on(dispatch(cli, node_typed)) {
         Ok(exit) => exit,
         Err(e) => report(&e),
     };
@@ -62,8 +69,20 @@ fn main() -> ExitCode {
     exit.into()
 }
 
+/// Whether the global `--node` was given on the command line (of any subcommand).
+fn node_on_command_line(matches: &clap::ArgMatches) -> bool {
+    let mut at = Some(matches);
+    while let Some(m) = at {
+        if m.value_source("node") == Some(ValueSource::CommandLine) {
+            return true;
+        }
+        at = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
+}
+
 /// Runs one command. A new command is one variant in `cli::Command` and one arm here.
-async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+async fn dispatch(cli: Cli, node_typed: bool) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
         Command::Server(args) => cmd::server::server(&global, *args).await,
@@ -80,6 +99,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Break(args) => cmd::holds::break_lock(&global, args).await,
         Command::Audit(args) => cmd::audit::audit(&global, args).await,
         Command::Watch(args) => cmd::watch::watch(&global, args).await,
+        Command::Token(command) => cmd::token::token(&global, command, node_typed).await,
         Command::Completions(args) => Ok(cmd::completions::completions(&args)),
         // Dispatched before the runtime starts (see `main`).
         Command::RunSupervisor(_) => Ok(Exit::Usage),

@@ -104,7 +104,7 @@ fn acquire_shows_hot_with_owner_then_release_frees() {
         ]
     );
 
-    let out = server.cli(&["release", &lease, "--token", &token]);
+    let out = server.cli(&["release", &lease, "--fence-token", &token]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert_eq!(stdout(&out), format!("lease {lease} on {res} released\n"));
     assert_eq!(
@@ -160,14 +160,14 @@ fn a_second_owner_is_refused_hot_with_one_line_naming_the_holder() {
     assert!(stdout(&out).is_empty(), "{}", describe(&out));
 
     // --json gives the lease as JSON.
-    let out = server.cli(&["renew", &lease, "--token", &token, "--json"]);
+    let out = server.cli(&["renew", &lease, "--fence-token", &token, "--json"]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["resource"], res);
     assert_eq!(json["token"].to_string(), token);
 
     // A wrong token is refused as a lost lease (4).
-    let out = server.cli(&["renew", &lease, "--token", "999999"]);
+    let out = server.cli(&["renew", &lease, "--fence-token", "999999"]);
     assert_eq!(code(&out), 4, "{}", describe(&out));
     one_error_line(&out);
 }
@@ -330,7 +330,7 @@ fn run_exports_the_lease_and_passes_the_exit_status_through() {
         "--",
         "sh",
         "-c",
-        "echo \"$LOCKSMITH_TOKEN $LOCKSMITH_LEASE $LOCKSMITH_RESOURCE $LOCKSMITH_SERVER\"; exit 7",
+        "echo \"$LOCKSMITH_FENCE_TOKEN $LOCKSMITH_LEASE $LOCKSMITH_RESOURCE $LOCKSMITH_SERVER\"; exit 7",
     ]);
     assert_eq!(code(&out), 7, "{}", describe(&out));
     let text = stdout(&out);
@@ -713,9 +713,13 @@ fn the_server_announces_its_wire_port_and_a_wire_client_locks_through_it() {
         .map(|port| format!("127.0.0.1:{port}"))
         .unwrap_or_else(|| panic!("wire line: {second:?}"));
 
+    // Authentication is on: the first start wrote the admin token, which the wire client sends
+    // right after the preamble, and the CLI reads with --token-file.
+    let token_file = dir.path().join("data").join("admin.token");
+    let token = std::fs::read_to_string(&token_file).expect("admin.token");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let lease = rt.block_on(async {
-        let client = locksmith_client::WireClient::new(wire);
+        let client = locksmith_client::WireClient::new(wire).with_token(&token);
         client
             .acquire(&locksmith_client::api::AcquireRequest {
                 resource: "fleet/wire.conf".into(),
@@ -736,7 +740,15 @@ fn the_server_announces_its_wire_port_and_a_wire_client_locks_through_it() {
             .await
             .expect("acquire over the wire")
     });
-    let out = locksmith(&["--server", &url, "locks", "--json"]);
+    let token_file = token_file.to_str().expect("utf-8");
+    let out = locksmith(&[
+        "--server",
+        &url,
+        "--token-file",
+        token_file,
+        "locks",
+        "--json",
+    ]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     let text = stdout(&out);
     assert!(text.contains("fleet/wire.conf"), "{text}");

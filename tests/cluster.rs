@@ -43,6 +43,11 @@ fn request(resource: &str, pid: u32, ttl_ms: u64, wait_ms: u64) -> AcquireReques
 
 /// `n` Locksmith servers on the etcd cluster, each in its own temp dir (unused in etcd mode
 /// but where its log goes), with a short election TTL so failover is quick.
+///
+/// With `--auth off`: these tests are about failover and mutual exclusion, driven by Rust
+/// clients spread over every server; the admin token would be in the data directory of
+/// whichever server led first, which is noise here. That tokens are shared through etcd and
+/// survive failover is the server's own test.
 fn servers(etcd: &EtcdCluster, n: usize, dir: &std::path::Path) -> Vec<ServerProc> {
     let endpoints = etcd.endpoints().join(",");
     (0..n)
@@ -56,6 +61,8 @@ fn servers(etcd: &EtcdCluster, n: usize, dir: &std::path::Path) -> Vec<ServerPro
                     "2s",
                     "--probe-interval",
                     "0s",
+                    "--auth",
+                    "off",
                 ],
             )
         })

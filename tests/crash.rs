@@ -42,10 +42,10 @@ fn owner(task: u32) -> Owner {
 
 /// Loads the server from several tasks until `acks` grants are acknowledged, then returns
 /// while the load is still running (the caller kills the server under it).
-async fn load(url: String, acked: Arc<Mutex<Acked>>, acks: usize) {
+async fn load(client: Client, acked: Arc<Mutex<Acked>>, acks: usize) {
     let mut tasks = Vec::new();
     for task in 0..8u32 {
-        let client = Client::new(url.clone()).expect("client");
+        let client = client.clone();
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
@@ -110,7 +110,7 @@ fn kill_9_during_load_loses_no_acknowledged_grant_and_leaves_no_ghost() {
     let acked = Arc::new(Mutex::new(Acked::default()));
 
     let server = ServerProc::start(&data);
-    rt.block_on(load(server.url().to_string(), acked.clone(), 400));
+    rt.block_on(load(server.client(), acked.clone(), 400));
     signal(server.pid(), Signal::SIGKILL);
     drop(server); // reaps the killed process
     // Snapshot what was acknowledged strictly before the kill could have been observed.
@@ -132,7 +132,7 @@ fn kill_9_during_load_loses_no_acknowledged_grant_and_leaves_no_ghost() {
         .enable_all()
         .build()
         .expect("runtime");
-    let client = Client::new(server.url()).expect("client");
+    let client = server.client();
     let locks = rt.block_on(client.locks()).expect("locks after restart");
     assert!(
         restarted.elapsed() < Duration::from_millis(TTL_MS),
@@ -235,10 +235,11 @@ fn after_kill_9_a_retried_release_is_already_released_and_a_broken_lease_says_wh
         .enable_all()
         .build()
         .expect("runtime");
-    let http = reqwest::Client::new();
-
     let server = ServerProc::start(&data);
     let url = server.url().to_string();
+    // The admin's token is the same after the restart (it is in the store and DATA/admin.token).
+    let http = server.http();
+    let alice = common::http_as(Some(&server.make_token("alice@ops", "operator", &[])));
     let (released, broken, release_retried, broken_renew, broken_release) = rt.block_on(async {
         let released = acquire_over_http(&http, &url, "ends/released", 1).await;
         let release = format!("{url}/v1/leases/{released}/release");
@@ -251,11 +252,10 @@ fn after_kill_9_a_retried_release_is_already_released_and_a_broken_lease_says_wh
 
         let broken = acquire_over_http(&http, &url, "ends/broken", 2).await;
         let (status, broke) = post(
-            &http,
+            &alice,
             format!("{url}/v1/break"),
             serde_json::json!({
                 "resource": "ends/broken",
-                "operator": "alice@ops",
                 "reason": "stuck since 03:12",
                 "freeze_ms": 0,
             }),

@@ -144,7 +144,8 @@ fn a_hold_freezes_new_grants_the_holder_keeps_its_lease_and_unhold_restores() {
     assert_eq!(code(&out), 3, "{}", describe(&out));
     let line = one_error_line(&out);
     assert!(
-        line.starts_with(&format!("ERROR: {res}: FROZEN — hold {hold} by tester@")),
+        // Placed with the admin token: the hold is the token's name's.
+        line.starts_with(&format!("ERROR: {res}: FROZEN — hold {hold} by admin: ")),
         "{line}"
     );
     assert!(line.contains("\"clearing a stale lock\""), "{line}");
@@ -167,7 +168,7 @@ fn a_hold_freezes_new_grants_the_holder_keeps_its_lease_and_unhold_restores() {
     // Lifted: grants resume.
     let out = server.cli(&["unhold", &hold]);
     assert!(
-        ok(&out).starts_with(&format!("hold {hold} on {res}: lifted by tester@")),
+        ok(&out).starts_with(&format!("hold {hold} on {res}: lifted (placed by admin: ")),
         "{}",
         describe(&out)
     );
@@ -182,26 +183,44 @@ fn a_hold_freezes_new_grants_the_holder_keeps_its_lease_and_unhold_restores() {
     assert_eq!(json["reason"], "r");
 }
 
+/// Operator tokens named `alice@ops`, `bob@ops` and `carol@ops`: who acts is the token's name,
+/// whatever `--operator` says.
+struct Operators {
+    alice: String,
+    bob: String,
+    carol: String,
+}
+
+fn operators(server: &ServerProc) -> Operators {
+    Operators {
+        alice: server.make_token("alice@ops", "operator", &[]),
+        bob: server.make_token("bob@ops", "operator", &[]),
+        carol: server.make_token("carol@ops", "operator", &[]),
+    }
+}
+
 /// `alice@ops` holds `res` for 60 s with `reason`, once another operator acknowledges it.
-fn hold_pending_ack(server: &ServerProc, res: &str, reason: &str) -> Output {
-    server.cli(&[
-        "--operator",
-        "alice@ops",
-        "hold",
-        res,
-        "--for",
-        "60s",
-        "--reason",
-        reason,
-        "--require-ack",
-    ])
+fn hold_pending_ack(server: &ServerProc, ops: &Operators, res: &str, reason: &str) -> Output {
+    server.cli_as(
+        &ops.alice,
+        &[
+            "hold",
+            res,
+            "--for",
+            "60s",
+            "--reason",
+            reason,
+            "--require-ack",
+        ],
+    )
 }
 
 #[test]
 fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
     let (_dir, server) = server();
+    let ops = operators(&server);
     let res = "aim_lock_config.conf";
-    let out = hold_pending_ack(&server, res, "stopping the orchestrator for 90 s");
+    let out = hold_pending_ack(&server, &ops, res, "stopping the orchestrator for 90 s");
     let hold = hold_of(&out);
     assert_eq!(
         stdout(&out),
@@ -219,15 +238,14 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
     let lease = lease_of(&server.cli(&["acquire", res]));
     ok(&server.cli(&["release", &lease]));
 
-    // The operator who placed it cannot acknowledge it.
-    let out = server.cli(&["--operator", "alice@ops", "ack", &hold]);
+    // The operator who placed it cannot acknowledge it, whatever --operator says.
+    let out = server.cli_as(&ops.alice, &["--operator", "bob@ops", "ack", &hold]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
     let line = one_error_line(&out);
     assert!(line.contains("SAME OPERATOR"), "{line}");
-    assert!(line.contains("--operator"), "{line}");
 
     // A second operator can; from then on it is in force.
-    let out = server.cli(&["--operator", "bob@ops", "ack", &hold]);
+    let out = server.cli_as(&ops.bob, &["ack", &hold]);
     let text = ok(&out);
     assert!(
         text.starts_with(&format!(
@@ -239,14 +257,10 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
     assert_eq!(code(&out), 3, "{}", describe(&out));
     assert!(one_error_line(&out).starts_with(&format!("ERROR: {res}: FROZEN — ")));
 
-    // LOCKSMITH_OPERATOR names the operator too.
-    let out = server
-        .command(&["unhold", &hold])
-        .env("LOCKSMITH_OPERATOR", "carol@ops")
-        .output()
-        .expect("run unhold");
+    // A third operator lifts it.
+    let out = server.cli_as(&ops.carol, &["unhold", &hold]);
     assert!(
-        ok(&out).contains("lifted by carol@ops"),
+        ok(&out).contains("lifted (placed by alice@ops: "),
         "{}",
         describe(&out)
     );
@@ -259,15 +273,17 @@ fn a_hold_that_requires_an_ack_freezes_only_once_another_operator_acks() {
 
 /// Issue 15 items 11 and 12: a second `ack` printed "acknowledged by carol" and exited 0 though
 /// nothing changed, and the placer acknowledged their own hold by typing their name in capitals.
+/// (With authentication on, the placer's token acts whatever `--operator` says.)
 #[test]
 fn a_second_ack_or_one_by_the_placer_spelt_otherwise_is_refused_with_one_line_and_exit_1() {
     let (_dir, server) = server();
+    let ops = operators(&server);
     let res = "cfg/second-ack.conf";
-    let out = hold_pending_ack(&server, res, "maintenance");
+    let out = hold_pending_ack(&server, &ops, res, "maintenance");
     let hold = hold_of(&out);
 
-    for spelling in ["ALICE@OPS", "Alice@Ops ", " alice@ops"] {
-        let out = server.cli(&["--operator", spelling, "ack", &hold]);
+    for spelling in ["ALICE@OPS", "Alice@Ops ", " alice@ops", "bob@ops"] {
+        let out = server.cli_as(&ops.alice, &["--operator", spelling, "ack", &hold]);
         assert_eq!(code(&out), 1, "{spelling:?}: {}", describe(&out));
         assert!(
             one_error_line(&out).contains("SAME OPERATOR"),
@@ -276,8 +292,8 @@ fn a_second_ack_or_one_by_the_placer_spelt_otherwise_is_refused_with_one_line_an
         );
     }
 
-    ok(&server.cli(&["--operator", "bob@ops", "ack", &hold]));
-    let out = server.cli(&["--operator", "carol@ops", "ack", &hold]);
+    ok(&server.cli_as(&ops.bob, &["ack", &hold]));
+    let out = server.cli_as(&ops.carol, &["ack", &hold]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
     assert!(stdout(&out).is_empty(), "{}", describe(&out));
     let line = one_error_line(&out);
@@ -330,16 +346,18 @@ fn break_stops_the_running_holder_freezes_the_resource_and_is_audited() {
     assert_eq!(server.state(res), "HOT");
     let holder_pid_before_break = holder_pid(&server, res);
 
-    let out = server.cli(&[
-        "--operator",
-        "alice@ops",
-        "break",
-        res,
-        "--reason",
-        "orchestrator stuck since 03:12",
-        "--freeze",
-        "60s",
-    ]);
+    let alice = server.make_token("alice@ops", "operator", &[]);
+    let out = server.cli_as(
+        &alice,
+        &[
+            "break",
+            res,
+            "--reason",
+            "orchestrator stuck since 03:12",
+            "--freeze",
+            "60s",
+        ],
+    );
     let text = ok(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{}", describe(&out));
@@ -448,6 +466,8 @@ fn the_script_pattern_l_equals_acquire_piped_to_jq_keeps_the_lock() {
         child: Command::new("bash")
             .args(["-c", &script])
             .env("USER", "tester")
+            .env("LOCKSMITH_TOKEN", server.admin_token().unwrap_or_default())
+            .env_remove("LOCKSMITH_TOKEN_FILE")
             .env_remove("LOCKSMITH_NODE")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -509,6 +529,8 @@ fn cli_in_new_pid_namespace(server: &ServerProc, args: &[&str]) -> Output {
         .args([common::bin(), "--server", server.url()])
         .args(args)
         .env("USER", "tester")
+        .env("LOCKSMITH_TOKEN", server.admin_token().unwrap_or_default())
+        .env_remove("LOCKSMITH_TOKEN_FILE")
         .env_remove("LOCKSMITH_NODE")
         .env_remove("LOCKSMITH_SERVER")
         .stdin(std::process::Stdio::null());

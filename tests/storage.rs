@@ -198,8 +198,8 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
     let log = logs.path().join("server.log");
     let extra = ["--wire-listen", "off", "--probe-interval", "0"];
     let mut server = ServerProc::launch(&data, &extra, &log, None);
-    let client = Client::new(server.url()).expect("client");
-    let http = reqwest::Client::new();
+    let client = server.client();
+    let http = server.http();
     // The next log segment is made at start, on a helper thread: let it finish first, so
     // that the disk is full of everything but it.
     wait_prepared(&data, 1, 16 * 1024 * 1024);
@@ -306,7 +306,7 @@ async fn a_full_disk_shows_nothing_undurable_issues_no_token_twice_and_restarts_
     // before is issued again.
     fs.grow("256m");
     let server = ServerProc::launch(&data, &extra, &log, None);
-    let client = Client::new(server.url()).expect("client");
+    let client = server.client();
     held_as_told(&client, &told).await;
     let next = client
         .acquire(&request("full/after", 99, "after the restart"))
@@ -423,7 +423,7 @@ async fn a_passing_shortage_of_file_descriptors_does_not_fail_storage() {
         &log,
         Some("ulimit -n 256"),
     );
-    let wire = WireClient::new(wire_addr.clone());
+    let wire = server.wire_client(&wire_addr);
     cycle(&wire, 1).await.expect("a cycle before the shortage");
 
     // 300 idle HTTP connections: the server accepts until it has no descriptor left, and the
@@ -475,7 +475,7 @@ async fn a_passing_shortage_of_file_descriptors_does_not_fail_storage() {
 
     // The shortage passes: service and the log's switches resume.
     drop(idle);
-    let client = Client::new(server.url()).expect("client");
+    let client = server.client();
     let deadline = Instant::now() + Duration::from_secs(30);
     let health = loop {
         match client.health().await {
@@ -557,7 +557,7 @@ async fn an_acquire_durable_before_a_failed_segment_switch_is_granted_and_kept()
     let next = wait_prepared(&data, 1, 65_536);
     std::fs::remove_file(&next).expect("take the next segment away");
 
-    let client = Client::new(server.url()).expect("client");
+    let client = server.client();
     let purpose = "q".repeat(1_000);
     let mut told = Vec::new();
     for i in 1..=2_000u32 {
@@ -581,5 +581,5 @@ async fn an_acquire_durable_before_a_failed_segment_switch_is_granted_and_kept()
     server.terminate(Duration::from_secs(30));
 
     let server = ServerProc::launch(&data, &extra, &log, None);
-    held_as_told(&Client::new(server.url()).expect("client"), &told).await;
+    held_as_told(&server.client(), &told).await;
 }

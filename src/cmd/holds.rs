@@ -80,8 +80,11 @@ pub async fn ack(global: &Global, args: HoldIdArgs) -> anyhow::Result<Exit> {
         out_json(&view)?;
     } else {
         let rec = &view.record;
+        // Who the server recorded: with authentication on, the token's name, whatever
+        // --operator said.
+        let by = rec.acked_by.as_deref().unwrap_or(operator.as_str());
         out(&format!(
-            "hold {} on {}: acknowledged by {operator} — FROZEN for {} — {:?}",
+            "hold {} on {}: acknowledged by {by} — FROZEN for {} — {:?}",
             rec.hold,
             rec.resource,
             format_age(view.ends_in_ms),
@@ -105,9 +108,11 @@ pub async fn unhold(global: &Global, args: HoldIdArgs) -> anyhow::Result<Exit> {
     if args.json {
         out_json(&view)?;
     } else {
+        // Not "by --operator": with authentication on the server records the token's name,
+        // which the answer does not carry.
         let rec = &view.record;
         out(&format!(
-            "hold {} on {}: lifted by {operator} (placed by {}: {:?})",
+            "hold {} on {}: lifted (placed by {}: {:?})",
             rec.hold, rec.resource, rec.by, rec.reason
         ))?;
     }

@@ -15,7 +15,7 @@ pub async fn renew(global: &Global, args: LeaseArgs) -> anyhow::Result<Exit> {
         wait_flag: "--wait",
     };
     let lease = super::client(global, ctx)?
-        .renew(LeaseId(args.lease), args.token.map(FenceToken))
+        .renew(LeaseId(args.lease), args.fence_token.map(FenceToken))
         .await
         .map_err(|e| Failure::from_client(&e, ctx))?;
     if args.json {
@@ -39,7 +39,7 @@ pub async fn release(global: &Global, args: LeaseArgs) -> anyhow::Result<Exit> {
         wait_flag: "--wait",
     };
     let released = super::client(global, ctx)?
-        .release(LeaseId(args.lease), args.token.map(FenceToken))
+        .release(LeaseId(args.lease), args.fence_token.map(FenceToken))
         .await
         .map_err(|e| Failure::from_client(&e, ctx))?;
     if args.json {

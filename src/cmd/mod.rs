@@ -11,6 +11,7 @@ pub mod locks;
 pub mod run;
 pub mod server;
 pub mod status;
+pub mod token;
 pub mod watch;
 pub mod why;
 
@@ -25,9 +26,16 @@ use crate::exit::Exit;
 use crate::failure::{Context, Failure};
 use locksmith_host::IdentityError;
 
-/// A client for `--server`.
+/// A client for `--server`, sending the token discovery finds (see `crate::credentials`).
 pub fn client(global: &Global, ctx: Context<'_>) -> Result<Client, Failure> {
-    Client::new(global.server.as_str()).map_err(|e| Failure::from_client(&e, ctx))
+    let client = Client::new(global.server.as_str()).map_err(|e| Failure::from_client(&e, ctx))?;
+    let found = crate::credentials::discover(global.token.as_ref(), global.token_file.as_deref())?;
+    match &found.token {
+        Some((secret, _)) => client
+            .with_token(secret.expose())
+            .map_err(|e| Failure::from_client(&e, ctx)),
+        None => Ok(client),
+    }
 }
 
 /// Refuses a bad resource name before any round trip, with the same rule the server applies.

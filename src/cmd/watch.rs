@@ -1,7 +1,9 @@
 //! `locksmith watch [RESOURCE]`: follows the server's events (`GET /v1/events`), one line per
-//! event, until Ctrl-C (or SIGTERM) or the server ends the stream.
+//! event, until Ctrl-C (or SIGTERM) or the server ends the stream — exit 0, or 7 when it ended
+//! it because the token stopped working.
 
 use anyhow::Context as _;
+use locksmith_api::ErrorCode;
 use locksmith_client::ClientError;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -43,6 +45,16 @@ pub async fn watch(global: &Global, args: WatchArgs) -> anyhow::Result<Exit> {
                 Ok(Some(record)) if args.json => out(&serde_json::to_string(&record)?)?,
                 Ok(Some(record)) => out(&audit_line(&record))?,
                 Ok(None) => {
+                    // The server ends a stream when it shuts down, and when the stream's token
+                    // stops working (revoked, expired): one cheap read tells which.
+                    if let Err(e) = client.holds().await
+                        && matches!(
+                            e.code(),
+                            Some(ErrorCode::Unauthenticated | ErrorCode::Forbidden)
+                        )
+                    {
+                        return Err(Failure::from_client(&e, ctx).into());
+                    }
                     note("the server ended the event stream")?;
                     return Ok(Exit::Ok);
                 }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,18 +23,34 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_locksmith")
 }
 
-/// A `locksmith` command with a clean, fixed environment: no ambient server or node, a known
-/// user, quiet logs.
+/// A `locksmith` command with a clean, fixed environment: no ambient server, node or token, a
+/// known user, quiet logs — run in an empty directory, so that no `./locksmith-data/admin.token`
+/// of the directory the tests were started from is found.
 pub fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove("LOCKSMITH_SERVER")
         .env_remove("LOCKSMITH_NODE")
         .env_remove("LOCKSMITH_OPERATOR")
+        .env_remove("LOCKSMITH_TOKEN")
+        .env_remove("LOCKSMITH_TOKEN_FILE")
         .env_remove("RUST_LOG")
         .env("USER", "tester")
+        .current_dir(empty_dir())
         .stdin(Stdio::null());
     cmd
+}
+
+/// An empty directory for the test process's commands to run in (left behind, empty).
+pub fn empty_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("locksmith-cli-cwd")
+            .tempdir()
+            .expect("tempdir")
+            .keep()
+    })
 }
 
 /// Runs `locksmith ARGS` to completion (bounded by [`CALL_TIMEOUT`]).
@@ -255,12 +271,33 @@ pub fn pid_namespaces_available() -> bool {
     works
 }
 
+/// A raw HTTP client that sends `Authorization: Bearer TOKEN` with every request (nothing
+/// without a token).
+pub fn http_as(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client")
+}
+
 /// A `locksmith server` process on 127.0.0.1, on a free port, killed on drop.
+///
+/// Authentication is on, as it is by default: the server's first start writes its admin token
+/// to `DATA/admin.token`, and every command made by [`ServerProc::command`] finds it there
+/// through `$LOCKSMITH_TOKEN_FILE` (its [`ServerProc::client`] sends it too). A test passes
+/// `--auth off` itself only when it is about something authentication would only add noise to.
 #[derive(Debug)]
 pub struct ServerProc {
     proc: Proc,
     url: String,
     log: PathBuf,
+    /// `DATA/admin.token`, with authentication on.
+    admin_token: Option<PathBuf>,
 }
 
 impl ServerProc {
@@ -302,13 +339,9 @@ impl ServerProc {
         let log_file = File::create(&log).expect("create server log");
         let data = data_dir.to_str().expect("utf-8 data dir");
         let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];
-        // The CLI tests predate authentication; until the CLI reads its token (`--token`,
-        // `$LOCKSMITH_TOKEN`, `DATA/admin.token`) they run the server without it, unless a test
-        // asks for `--auth` itself.
-        if !extra.contains(&"--auth") {
-            args.extend_from_slice(&["--auth", "off"]);
-        }
         args.extend_from_slice(extra);
+        let auth_off = extra.windows(2).any(|w| w == ["--auth", "off"]);
+        let admin_token = (!auth_off).then(|| data_dir.join("admin.token"));
         let mut cmd = command(&args);
         if let Some((program, before)) = wrapper.split_first() {
             let mut wrapped = Command::new(program);
@@ -342,7 +375,46 @@ impl ServerProc {
             );
         };
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-        ServerProc { proc, url, log }
+        ServerProc {
+            proc,
+            url,
+            log,
+            admin_token,
+        }
+    }
+
+    /// The admin token's secret (`DATA/admin.token`); `None` with `--auth off`, or in cluster
+    /// mode on a server that did not write it.
+    pub fn admin_token(&self) -> Option<String> {
+        let path = self.admin_token.as_ref()?;
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|t| t.trim().to_string())
+    }
+
+    /// A Rust client of the server, sending the admin token (if any).
+    pub fn client(&self) -> locksmith_client::Client {
+        let client = locksmith_client::Client::new(self.url()).expect("client");
+        match self.admin_token() {
+            Some(token) => client.with_token(&token).expect("token"),
+            None => client,
+        }
+    }
+
+    /// A wire-protocol client of the server's wire port `addr`, sending the admin token (if
+    /// any).
+    pub fn wire_client(&self, addr: &str) -> locksmith_client::WireClient {
+        let client = locksmith_client::WireClient::new(addr);
+        match self.admin_token() {
+            Some(token) => client.with_token(&token),
+            None => client,
+        }
+    }
+
+    /// A raw HTTP client that sends `Authorization: Bearer <admin token>` with every request
+    /// (nothing with `--auth off`). The token stays the same across restarts on the same data.
+    pub fn http(&self) -> reqwest::Client {
+        http_as(self.admin_token().as_deref())
     }
 
     /// The server's base URL.
@@ -366,16 +438,42 @@ impl ServerProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A `locksmith --server URL ARGS` command.
+    /// A `locksmith --server URL ARGS` command, finding the admin token through
+    /// `$LOCKSMITH_TOKEN_FILE` (with authentication on).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = command(&["--server", &self.url]);
         cmd.args(args);
+        if let Some(token) = &self.admin_token {
+            cmd.env("LOCKSMITH_TOKEN_FILE", token);
+        }
         cmd
     }
 
     /// Runs `locksmith --server URL ARGS` to completion.
     pub fn cli(&self, args: &[&str]) -> Output {
         output_within(self.command(args), CALL_TIMEOUT)
+    }
+
+    /// Runs `locksmith --server URL ARGS` with `token` in `$LOCKSMITH_TOKEN` (which comes
+    /// before the admin token's `$LOCKSMITH_TOKEN_FILE`).
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.env("LOCKSMITH_TOKEN", token);
+        output_within(cmd, CALL_TIMEOUT)
+    }
+
+    /// Makes a token (`token create --name NAME --role ROLE EXTRA… --json`, as the admin) and
+    /// returns its secret.
+    pub fn make_token(&self, name: &str, role: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--name", name, "--role", role, "--json"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+        made["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no secret in {made}"))
+            .to_string()
     }
 
     /// Starts `locksmith --server URL ARGS` in the background, stdout and stderr piped.

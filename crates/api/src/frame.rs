@@ -13,10 +13,22 @@
 //! length  u32 big-endian   bytes after this field (10 + body length), at most MAX_FRAME
 //! id      u64 big-endian   chosen by the client; the answer carries the same id
 //! code    u16 big-endian   request: the operation (Op); answer: 200 or the error's HTTP status
-//! body    JSON             request: AcquireRequest, LeaseOp, FenceCheckRequest or Withdraw;
-//!                          answer: LeaseView, ReleaseResponse, FenceCheckResponse, Withdrawn
-//!                          or ErrorBody
+//! body    JSON             request: AcquireRequest, LeaseOp, FenceCheckRequest, Withdraw or
+//!                          Auth; answer: LeaseView, ReleaseResponse, FenceCheckResponse,
+//!                          Withdrawn, Authenticated or ErrorBody
 //! ```
+//!
+//! **Authentication.** A server with authentication on (its default) expects [`Op::Auth`] as
+//! the first frame after the preamble, carrying the token's secret ([`Auth`]). It answers 200
+//! with the [`Authenticated`] principal, after which every request of the connection acts as
+//! it; or 401 `unauthenticated` (403 `forbidden` when a client certificate binds the
+//! connection to another node), and closes the connection. Any other frame before a
+//! successful auth is answered 401 `unauthenticated` and the connection closed. When the
+//! token stops working (revoked, expired) the server closes the connection within a second:
+//! what is under way is answered (a queued acquire `unauthenticated`, and withdrawn), then a
+//! 401 `unauthenticated` under id 0 says why. A second auth frame on an authenticated
+//! connection is refused (400 `invalid_request`: one connection, one principal). With
+//! `--auth off` no auth frame is needed, and one is answered 200 and changes nothing.
 //!
 //! Every request gets exactly one answer, except an acquire withdrawn by [`Op::Withdraw`]:
 //! the withdraw's answer ([`Withdrawn`]) says whether it was withdrawn (then the acquire gets
@@ -64,6 +76,10 @@ pub enum Op {
     /// earlier on the same connection, by its request id. Body [`Withdraw`], answer
     /// [`Withdrawn`].
     Withdraw = 5,
+    /// No HTTP equivalent (there, every request carries `Authorization: Bearer`): names the
+    /// token the connection's requests act as; the first frame after the preamble. Body
+    /// [`Auth`], answer [`Authenticated`] (or 401 and the connection closed).
+    Auth = 6,
 }
 
 impl Op {
@@ -75,6 +91,7 @@ impl Op {
             3 => Some(Op::Release),
             4 => Some(Op::CheckFence),
             5 => Some(Op::Withdraw),
+            6 => Some(Op::Auth),
             _ => None,
         }
     }
@@ -110,6 +127,29 @@ pub struct Withdrawn {
     /// that raced with the withdraw was released, and it gets no answer of its own. False: it
     /// had already been answered (or no acquire has that id on this connection).
     pub withdrawn: bool,
+}
+
+/// The body of [`Op::Auth`]: the token's secret (`lsm_…`), as HTTP's `Authorization: Bearer`
+/// carries it. Its `Debug` does not show the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// The secret.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth { token: \"…\" }")
+    }
+}
+
+/// The answer to [`Op::Auth`]: who the connection's requests act as from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticated {
+    /// The principal: the token's id, name, role, node and prefixes (`--auth off`: the lab
+    /// principal `anonymous`).
+    pub principal: crate::Principal,
 }
 
 /// One frame, borrowed from the buffer it was read into.
@@ -251,10 +291,21 @@ mod tests {
             Op::Release,
             Op::CheckFence,
             Op::Withdraw,
+            Op::Auth,
         ] {
             assert_eq!(Op::from_code(op as u16), Some(op));
         }
         assert_eq!(Op::from_code(0), None);
-        assert_eq!(Op::from_code(6), None);
+        assert_eq!(Op::from_code(7), None);
+    }
+
+    #[test]
+    fn an_auth_body_never_shows_its_secret_in_debug() {
+        let auth = Auth {
+            token: "lsm_secret".into(),
+        };
+        assert!(!format!("{auth:?}").contains("secret"));
+        let json = serde_json::to_string(&auth).expect("JSON");
+        assert_eq!(json, r#"{"token":"lsm_secret"}"#);
     }
 }

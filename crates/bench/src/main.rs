@@ -1,8 +1,12 @@
 //! `locksmith-bench`: measures a Locksmith server. With no `--server`, it starts one in-process
 //! on 127.0.0.1:0 with the embedded store in a temporary directory (on the same disk as the
-//! working directory's temp dir), so every grant pays a real fsync.
+//! working directory's temp dir), so every grant pays a real fsync — with authentication on,
+//! as the server's default, its clients sending the admin token it makes; `--auth off,on`
+//! starts one of each and runs every row against both in turn, in the same run, to measure
+//! what authentication costs.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +22,22 @@ struct Args {
     /// Server to load; default: start one in-process on 127.0.0.1:0 with a temp data dir.
     #[arg(long)]
     server: Option<String>,
+    /// The API token the clients send to --server (also $LOCKSMITH_TOKEN); the in-process
+    /// server's clients send the admin token it makes.
+    #[arg(
+        long,
+        env = "LOCKSMITH_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    token: Option<String>,
+    /// A file holding the API token for --server (e.g. the server's DATA/admin.token).
+    #[arg(long, conflicts_with = "token", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The in-process server's authentication: `on` (the server's default), `off`, or both
+    /// (`off,on`: a server of each, every row run against each in turn, labelled).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Auth::On])]
+    auth: Vec<Auth>,
     /// Send the load over the binary wire protocol: to this address with --server, to the
     /// in-process server's wire port without (`--wire` alone).
     #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "ADDR")]
@@ -51,6 +71,12 @@ struct Args {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Auth {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Workload {
     Cycles,
     Handoff,
@@ -71,60 +97,104 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("locksmith-bench")
         .tempdir()?;
-    let (url, wire, stop) = match &args.server {
-        Some(url) => (
-            url.clone(),
-            args.wire.clone().filter(|w| !w.is_empty()),
-            None,
-        ),
-        None => {
-            let server = Server::bind(ServerConfig {
-                listen: "127.0.0.1:0".parse()?,
-                wire_listen: Some("127.0.0.1:0".parse()?),
-                data_dir: dir.path().to_path_buf(),
-                gc_interval: Duration::from_secs(1),
-                auth: locksmith_server::AuthMode::Off,
-                ..ServerConfig::default()
-            })
-            .await?;
-            let url = format!("http://{}", server.local_addr());
-            let wire = args
-                .wire
-                .as_ref()
-                .and(server.wire_addr())
-                .map(|a| a.to_string());
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(server.serve(async move {
-                let _ = rx.await;
-            }));
-            (url, wire, Some((tx, task)))
+    let prefix = format!("bench-{}", std::process::id());
+    // One target per server measured: `--server`, or an in-process server per `--auth` mode.
+    let mut targets: Vec<(Option<Auth>, Target)> = Vec::new();
+    let mut stops = Vec::new();
+    match &args.server {
+        Some(url) => {
+            let token = match &args.token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("read --token-file {}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => args.token.clone(),
+            };
+            let target = Target {
+                url: url.clone(),
+                wire: args.wire.clone().filter(|w| !w.is_empty()),
+                prefix: prefix.clone(),
+                token,
+            };
+            targets.push((None, target));
         }
-    };
-    let target = Target {
-        url,
-        wire,
-        prefix: format!("bench-{}", std::process::id()),
-    };
+        None => {
+            for (i, &auth) in args.auth.iter().enumerate() {
+                let data = dir.path().join(format!("server-{i}"));
+                let server = Server::bind(ServerConfig {
+                    listen: "127.0.0.1:0".parse()?,
+                    wire_listen: Some("127.0.0.1:0".parse()?),
+                    data_dir: data.clone(),
+                    gc_interval: Duration::from_secs(1),
+                    auth: match auth {
+                        Auth::On => locksmith_server::AuthMode::On,
+                        Auth::Off => locksmith_server::AuthMode::Off,
+                    },
+                    ..ServerConfig::default()
+                })
+                .await?;
+                // With authentication on, the first start wrote the admin token here.
+                let token = match auth {
+                    Auth::On => Some(
+                        std::fs::read_to_string(data.join("admin.token"))
+                            .context("read the in-process server's admin.token")?
+                            .trim()
+                            .to_string(),
+                    ),
+                    Auth::Off => None,
+                };
+                let target = Target {
+                    url: format!("http://{}", server.local_addr()),
+                    wire: args
+                        .wire
+                        .as_ref()
+                        .and(server.wire_addr())
+                        .map(|a| a.to_string()),
+                    prefix: prefix.clone(),
+                    token,
+                };
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(server.serve(async move {
+                    let _ = rx.await;
+                }));
+                stops.push((tx, task));
+                targets.push((Some(auth), target));
+            }
+        }
+    }
+    let labelled = targets.len() > 1;
     let d = Duration::from_secs_f64(args.seconds);
     let mut rows = Vec::new();
     let runs = |w: Workload| args.workloads.contains(&w);
+    // Each row against every target in turn, so that what drifts during the run (the disk,
+    // the machine's other load) falls on both alike.
     for &c in args.cycle_clients.iter().filter(|_| runs(Workload::Cycles)) {
-        rows.push(cycles(&target, c, d).await?);
+        for (auth, target) in &targets {
+            rows.push(label(cycles(target, c, d).await?, *auth, labelled));
+        }
     }
     for &c in args
         .handoff_clients
         .iter()
         .filter(|_| runs(Workload::Handoff))
     {
-        rows.push(handoff(&target, c, d).await?);
+        for (auth, target) in &targets {
+            rows.push(label(handoff(target, c, d).await?, *auth, labelled));
+        }
     }
     for &c in args.renew_clients.iter().filter(|_| runs(Workload::Renew)) {
         for &n in &args.renew_in_flight {
-            rows.push(renewals(&target, c, n, d).await?);
+            for (auth, target) in &targets {
+                rows.push(label(renewals(target, c, n, d).await?, *auth, labelled));
+            }
         }
     }
     for &c in args.fence_clients.iter().filter(|_| runs(Workload::Fence)) {
-        rows.push(fence_checks(&target, c, d).await?);
+        for (auth, target) in &targets {
+            rows.push(label(fence_checks(target, c, d).await?, *auth, labelled));
+        }
     }
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -132,9 +202,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         write!(out, "{}", stats::markdown(&rows))?;
     }
-    if let Some((tx, task)) = stop {
+    for (tx, task) in stops {
         let _ = tx.send(());
         task.await??;
     }
     Ok(())
+}
+
+/// `row`, its workload named with the server's authentication when rows of both are shown.
+fn label(mut row: stats::Row, auth: Option<Auth>, labelled: bool) -> stats::Row {
+    if labelled && let Some(auth) = auth {
+        let mode = match auth {
+            Auth::On => "auth on",
+            Auth::Off => "auth off",
+        };
+        row.workload = format!("{} ({mode})", row.workload);
+    }
+    row
 }

@@ -22,6 +22,9 @@ pub struct Target {
     pub wire: Option<String>,
     /// Prefix for resource names, so runs do not collide.
     pub prefix: String,
+    /// The API token every client sends (`Authorization: Bearer` over HTTP, the auth frame
+    /// over the wire protocol); `None` for a server with `--auth off`.
+    pub token: Option<String>,
 }
 
 impl Target {
@@ -30,12 +33,19 @@ impl Target {
     async fn connect(&self) -> anyhow::Result<Conn> {
         Ok(match &self.wire {
             Some(addr) => {
-                let client = WireClient::new(addr.clone());
+                let mut client = WireClient::new(addr.clone());
+                if let Some(token) = &self.token {
+                    client = client.with_token(token);
+                }
+                // Connecting authenticates too: not part of the run.
                 client.connect().await?;
                 Conn::Wire(client)
             }
             None => {
-                let client = Client::new(&self.url)?;
+                let mut client = Client::new(&self.url)?;
+                if let Some(token) = &self.token {
+                    client = client.with_token(token)?;
+                }
                 // Opens the pooled keep-alive connection the calls then use.
                 client.health().await?;
                 Conn::Http(client)

@@ -3,18 +3,23 @@
 use std::time::Duration;
 
 use locksmith_api::{
-    AcquireRequest, AuditQuery, AuditResponse, BreakRequest, BreakResponse, ErrorBody, ErrorCode,
-    FenceCheckRequest, FenceCheckResponse, HealthResponse, HoldRequest, HoldsResponse,
-    LOCKS_MAX_LIMIT, LeaseOpRequest, LeaseView, LivenessReport, LivenessResponse, LockResponse,
-    LocksQuery, LocksResponse, OperatorRequest, ReleaseResponse, StatusResponse,
+    AcquireRequest, AuditQuery, AuditResponse, BreakRequest, BreakResponse, CreateTokenRequest,
+    CreatedToken, ErrorBody, ErrorCode, FenceCheckRequest, FenceCheckResponse, HealthResponse,
+    HoldRequest, HoldsResponse, LOCKS_MAX_LIMIT, LeaseOpRequest, LeaseView, LivenessReport,
+    LivenessResponse, LockResponse, LocksQuery, LocksResponse, OperatorRequest, ReleaseResponse,
+    StatusResponse, TokenView, TokensResponse,
 };
 use locksmith_core::{FenceToken, HoldId, HoldView, LeaseId};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
 
 /// A handle to one Locksmith server. Cheap to clone: clones share a connection pool.
+///
+/// With a token ([`Client::with_token`]) every request carries `Authorization: Bearer <token>`;
+/// the header is marked sensitive, so neither `Debug` nor an HTTP/2 header table shows it.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
@@ -22,6 +27,8 @@ pub struct Client {
     /// re-parsing (and IDNA-normalising) the host on every call.
     base_url: reqwest::Url,
     http: reqwest::Client,
+    /// `Bearer <token>`, sent with every request.
+    bearer: Option<HeaderValue>,
 }
 
 /// Extra time allowed beyond a request's own wait before the client gives up on the server.
@@ -53,7 +60,25 @@ impl Client {
             base,
             base_url,
             http,
+            bearer: None,
         })
+    }
+
+    /// This client, sending `token` (a secret `lsm_…`) as `Authorization: Bearer` with every
+    /// request. Refused only if the token has a character no HTTP header can carry (a control
+    /// character, a non-ASCII one): no Locksmith token has one. The error never shows the
+    /// token.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let mut bearer =
+            HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+                ClientError::InvalidToken {
+                    reason: "it has a character no token has (a control or non-ASCII character)"
+                        .to_string(),
+                }
+            })?;
+        bearer.set_sensitive(true);
+        self.bearer = Some(bearer);
+        Ok(self)
     }
 
     /// The server's base URL.
@@ -231,13 +256,37 @@ impl Client {
             .await
     }
 
+    /// Makes a token (admin only). The answer carries its secret, this once.
+    pub async fn create_token(
+        &self,
+        req: &CreateTokenRequest,
+    ) -> Result<CreatedToken, ClientError> {
+        self.post_json("/v1/tokens", req).await
+    }
+
+    /// Every token, revoked ones included (never a secret).
+    pub async fn tokens(&self) -> Result<TokensResponse, ClientError> {
+        self.send(self.http.get(self.url("/v1/tokens")), CALL_TIMEOUT)
+            .await
+    }
+
+    /// Revokes a token (admin only): it stops working at once.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
+        let mut url = self.url("/v1/tokens");
+        // As a path segment of its own, escaped: an id is whatever the user typed.
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(id).push("revoke");
+        }
+        self.send(self.http.post(url), CALL_TIMEOUT).await
+    }
+
     /// Opens the server-sent event stream (`resource` filters to one resource). Returns the raw
     /// response; read it with [`crate::events::EventStream`].
     pub async fn events(
         &self,
         resource: Option<&str>,
     ) -> Result<crate::events::EventStream, ClientError> {
-        let mut rb = self.http.get(self.url("/v1/events"));
+        let mut rb = self.authorized(self.http.get(self.url("/v1/events")));
         if let Some(r) = resource {
             rb = rb.query(&[("resource", r)]);
         }
@@ -272,7 +321,8 @@ impl Client {
         req: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let resp = req
+        let resp = self
+            .authorized(req)
             .timeout(timeout)
             .send()
             .await
@@ -280,6 +330,14 @@ impl Client {
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
         decode_answer(&self.base, status, &bytes)
+    }
+
+    /// `req` with the bearer token, if the client has one.
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.bearer {
+            Some(bearer) => req.header(AUTHORIZATION, bearer.clone()),
+            None => req,
+        }
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {

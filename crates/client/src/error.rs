@@ -22,6 +22,13 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The token given to the client cannot be sent: no call was made. The reason never
+    /// quotes the token.
+    #[error("the token is not a Locksmith token: {reason}")]
+    InvalidToken {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server could not be reached or the connection failed mid-call.
     #[error("cannot reach the Locksmith server at {server}: {reason}")]
     Transport {

@@ -23,6 +23,15 @@
 //! after a round trip or two instead of after the lease's TTL. Closing the connection —
 //! dropping every clone of the client — withdraws the acquires still queued.
 //!
+//! With a token ([`WireClient::with_token`]) every connection authenticates right after the
+//! preamble (wire op 6) and waits for the server's answer before any call goes out, so a token
+//! the server refuses fails the call with the server's `unauthenticated` (or `forbidden`)
+//! error, not a transport error; a reconnection authenticates again. When the server closes a
+//! connection because its token stopped working (revoked, expired), it says so under request
+//! id 0 after answering what it had read: every call still waiting on that connection gets
+//! that `unauthenticated` error (the server never read them), and the next call reconnects —
+//! and is refused, unless the token works again.
+//!
 //! What it is not: the whole API (holds, breaks, audit, status stay on HTTP: [`crate::Client`])
 //! or a lease keeper (a [`crate::LeaseGuard`] runs over it: it implements [`crate::LeaseApi`]).
 
@@ -32,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use locksmith_api::frame::{self, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
+use locksmith_api::frame::{self, Auth, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
 use locksmith_api::{
     AcquireRequest, FenceCheckRequest, FenceCheckResponse, LeaseView, ReleaseResponse,
 };
@@ -47,9 +56,13 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use locksmith_api::ErrorCode;
+
 use crate::client::decode_answer;
 use crate::error::ClientError;
 
+/// The request id of the auth frame a connection opens with: the first id.
+const AUTH_ID: u64 = 1;
 /// Longest wait for a connection (and the server's preamble).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Extra time allowed beyond a request's own wait before the client gives up on the server.
@@ -72,22 +85,49 @@ pub struct WireClient {
 #[derive(Debug)]
 struct Shared {
     addr: String,
+    /// The token each connection authenticates with.
+    token: Option<Bearer>,
     current: Mutex<Option<Arc<Conn>>>,
     /// Held while connecting, so concurrent callers open one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
+}
+
+/// A token's secret; its `Debug` does not show it.
+#[derive(Clone)]
+struct Bearer(String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(…)")
+    }
 }
 
 impl WireClient {
     /// A client for the wire port at `addr` (`host:port`, e.g. `127.0.0.1:7401`). Connects on
     /// the first call.
     pub fn new(addr: impl Into<String>) -> Self {
+        Self::of(addr.into(), None)
+    }
+
+    fn of(addr: String, token: Option<Bearer>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                addr: addr.into(),
+                addr,
+                token,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    /// This client, authenticating every connection it opens with `token` (a secret `lsm_…`).
+    /// A connection already open (by this client or a clone) is not re-authenticated: call it
+    /// before the first call, as a builder.
+    pub fn with_token(self, token: &str) -> Self {
+        Self::of(
+            self.shared.addr.clone(),
+            Some(Bearer(token.trim().to_string())),
+        )
     }
 
     /// The server's wire address.
@@ -156,7 +196,7 @@ impl WireClient {
         let (tx, rx) = oneshot::channel();
         let alone = conn
             .register(id, Waiter { op, tx })
-            .map_err(|reason| self.transport(reason))?;
+            .map_err(|broken| self.broken(broken))?;
         // Alone on the connection, the request goes out now; with others under way it joins
         // the next write of the flusher (see `Out::send`).
         if let Err(e) = conn.out.send(&bytes, !alone) {
@@ -179,7 +219,7 @@ impl WireClient {
         }
         match answered {
             Ok(Ok(Ok(answer))) => decode_answer(self.addr(), answer.status, &answer.body),
-            Ok(Ok(Err(reason))) => Err(self.transport(reason)),
+            Ok(Ok(Err(broken))) => Err(self.broken(broken)),
             Ok(Err(_)) => Err(self.transport("the connection closed".into())),
             Err(_) => {
                 // An acquire's entry stays for the reader task: its withdraw (sent as
@@ -202,10 +242,11 @@ impl WireClient {
         if let Some(conn) = self.live() {
             return Ok(conn);
         }
+        let token = self.shared.token.as_ref().map(|t| t.0.as_str());
         let conn = Arc::new(
-            Conn::open(&self.shared.addr)
+            Conn::open(&self.shared.addr, token)
                 .await
-                .map_err(|reason| self.transport(reason))?,
+                .map_err(|broken| self.broken(broken))?,
         );
         *lock(&self.shared.current) = Some(conn.clone());
         Ok(conn)
@@ -226,6 +267,30 @@ impl WireClient {
             reason,
         }
     }
+
+    /// The error of a call on a connection that is `broken`.
+    fn broken(&self, broken: Broken) -> ClientError {
+        match broken {
+            Broken::Transport(reason) => self.transport(reason),
+            Broken::Refused(answer) => {
+                match decode_answer::<serde_json::Value>(self.addr(), answer.status, &answer.body) {
+                    Err(e) => e,
+                    Ok(_) => self.transport("the server refused the connection".into()),
+                }
+            }
+        }
+    }
+}
+
+/// Why a connection cannot be used.
+#[derive(Debug, Clone)]
+enum Broken {
+    /// It could not be opened, or it failed: whether the calls under way were carried out is
+    /// unknown.
+    Transport(String),
+    /// The server refused it — its token (the answer to the auth frame, or the error it sent
+    /// under id 0 when the token stopped working). No call waiting on it was read.
+    Refused(Answer),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,7 +298,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// An answer frame, owned.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Answer {
     status: u16,
     body: Vec<u8>,
@@ -243,7 +308,7 @@ struct Answer {
 #[derive(Debug)]
 struct Pending {
     waiting: HashMap<u64, Waiter>,
-    broken: Option<String>,
+    broken: Option<Broken>,
     /// When a call was last registered or answered.
     last_active: Instant,
 }
@@ -272,7 +337,7 @@ impl Pending {
 #[derive(Debug)]
 struct Waiter {
     op: Op,
-    tx: oneshot::Sender<Result<Answer, String>>,
+    tx: oneshot::Sender<Result<Answer, Broken>>,
 }
 
 /// Withdraws an acquire on the server when dropped with its connection set: the caller
@@ -326,11 +391,20 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    async fn open(addr: &str) -> Result<Conn, String> {
+    /// Connects, exchanges preambles and, with `token`, authenticates (waiting for the
+    /// server's answer, so that a refused token is the calls' error, not a broken connection).
+    async fn open(addr: &str, token: Option<&str>) -> Result<Conn, Broken> {
         let handshake = async {
             let mut tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            tcp.write_all(PREAMBLE).await?;
+            let mut hello = PREAMBLE.to_vec();
+            if let Some(token) = token {
+                let auth = Auth {
+                    token: token.to_string(),
+                };
+                frame::encode(&mut hello, AUTH_ID, Op::Auth as u16, &auth)?;
+            }
+            tcp.write_all(&hello).await?;
             let mut theirs = [0u8; PREAMBLE.len()];
             tcp.read_exact(&mut theirs).await?;
             if &theirs != PREAMBLE {
@@ -343,17 +417,29 @@ impl Conn {
                     ),
                 ));
             }
-            Ok(tcp)
+            let mut rest = Vec::new();
+            let refused = match token {
+                Some(_) => authenticated(&mut tcp, &mut rest).await?,
+                None => None,
+            };
+            Ok((tcp, rest, refused))
         };
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        let (tcp, rest, refused) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => return Err(Broken::Transport(e.to_string())),
+            Err(_) => {
+                return Err(Broken::Transport(format!(
+                    "no connection within {CONNECT_TIMEOUT:?}"
+                )));
+            }
         };
+        if let Some(refused) = refused {
+            return Err(refused);
+        }
         let (read, write) = tcp.into_split();
         let out = Arc::new(Out::new(write));
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let reader = tokio::spawn(read_answers(read, out.clone(), pending.clone()));
+        let reader = tokio::spawn(read_answers(read, rest, out.clone(), pending.clone()));
         let flusher = tokio::spawn(flush_unsent(out.clone(), pending.clone()));
         Ok(Conn {
             out,
@@ -367,13 +453,13 @@ impl Conn {
     }
 
     fn fail(&self, reason: &str) {
-        fail(&self.pending, reason);
+        fail(&self.pending, Broken::Transport(reason.to_string()));
     }
 
     /// Registers the waiter of a request about to be sent under `id`, unless the connection is
     /// broken (then why). Returns whether the request is alone on the connection: nothing
     /// else under way.
-    fn register(&self, id: u64, waiter: Waiter) -> Result<bool, String> {
+    fn register(&self, id: u64, waiter: Waiter) -> Result<bool, Broken> {
         let mut pending = self.pending();
         if let Some(reason) = &pending.broken {
             return Err(reason.clone());
@@ -412,7 +498,8 @@ impl Out {
             write,
             unsent: Mutex::new(Vec::new()),
             flush: Notify::new(),
-            next_id: AtomicU64::new(1),
+            // Past the auth frame's.
+            next_id: AtomicU64::new(AUTH_ID + 1),
         }
     }
 
@@ -490,26 +577,61 @@ impl Out {
 }
 
 /// Marks the connection broken and fails every call waiting on it.
-fn fail(pending: &Mutex<Pending>, reason: &str) {
+fn fail(pending: &Mutex<Pending>, broken: Broken) {
     let mut p = lock(pending);
     if p.broken.is_none() {
-        p.broken = Some(reason.to_string());
+        p.broken = Some(broken.clone());
     }
     for (_, waiter) in p.waiting.drain() {
-        let _ = waiter.tx.send(Err(reason.to_string()));
+        let _ = waiter.tx.send(Err(broken.clone()));
+    }
+}
+
+/// Reads the answer to the auth frame sent in the handshake: `None` if it authenticated, else
+/// the refusal (the server closes the connection after it). Bytes read past that answer are
+/// left in `rest`, for the reader task.
+async fn authenticated(tcp: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<Option<Broken>> {
+    loop {
+        match frame::decode(rest) {
+            Ok(Some((answer, len))) => {
+                let owned = Answer {
+                    status: answer.code,
+                    body: answer.body.to_vec(),
+                };
+                let refused = match (answer.id, answer.code) {
+                    (AUTH_ID, frame::OK) => None,
+                    (AUTH_ID, _) => Some(Broken::Refused(owned)),
+                    // Id 0: about the connection itself, e.g. too_many_connections.
+                    (0, code) => Some(Broken::Transport(connection_error(code, &owned.body))),
+                    (id, _) => Some(Broken::Transport(format!(
+                        "the server answered request {id} before the auth frame"
+                    ))),
+                };
+                rest.drain(..len);
+                return Ok(refused);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+        if tcp.read_buf(rest).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection before answering the auth frame",
+            ));
+        }
     }
 }
 
 /// The reader task: delivers each answer to its call, until the connection ends. A grant whose
-/// call is gone is released.
-async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
-    let mut buf = Vec::with_capacity(16 * 1024);
+/// call is gone is released. `buf` holds what the handshake read past its own answers.
+async fn read_answers(
+    mut read: OwnedReadHalf,
+    mut buf: Vec<u8>,
+    out: Arc<Out>,
+    pending: Arc<Mutex<Pending>>,
+) {
+    buf.reserve(16 * 1024);
     let reason = loop {
-        match read.read_buf(&mut buf).await {
-            Ok(0) => break "the server closed the connection".to_string(),
-            Ok(_) => {}
-            Err(e) => break format!("read failed: {e}"),
-        }
         let mut used = 0;
         let decoded = loop {
             match frame::decode(&buf[used..]) {
@@ -517,7 +639,18 @@ async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex
                 // connection cap, a bad frame), after which the server closes it. Its message
                 // is what every call under way, and the next ones, are told.
                 Ok(Some((answer, _))) if answer.id == 0 && answer.code != frame::OK => {
-                    break Err(connection_error(answer.code, answer.body));
+                    // The token stopped working: the server stopped reading then, and answered
+                    // everything it had read; the calls still waiting were never read, and are
+                    // refused with it.
+                    let refused = answer.code == ErrorCode::Unauthenticated.http_status();
+                    break Err(if refused {
+                        Broken::Refused(Answer {
+                            status: answer.code,
+                            body: answer.body.to_vec(),
+                        })
+                    } else {
+                        Broken::Transport(connection_error(answer.code, answer.body))
+                    });
                 }
                 Ok(Some((answer, len))) => {
                     used += len;
@@ -549,16 +682,21 @@ async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex
                     }
                 }
                 Ok(None) => break Ok(()),
-                Err(e) => break Err(format!("bad frame from the server: {e}")),
+                Err(e) => break Err(Broken::Transport(format!("bad frame from the server: {e}"))),
             }
         };
         buf.drain(..used);
-        if let Err(reason) = decoded {
-            break reason;
+        if let Err(broken) = decoded {
+            break broken;
         }
         buf.reserve(8 * 1024);
+        match read.read_buf(&mut buf).await {
+            Ok(0) => break Broken::Transport("the server closed the connection".to_string()),
+            Ok(_) => {}
+            Err(e) => break Broken::Transport(format!("read failed: {e}")),
+        }
     };
-    fail(&pending, &reason);
+    fail(&pending, reason);
 }
 
 /// The reason a connection failed, from the server's error under id 0.
@@ -582,7 +720,7 @@ async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
         tokio::task::yield_now().await;
         loop {
             if let Err(e) = out.write.writable().await {
-                return fail(&pending, &format!("write failed: {e}"));
+                return fail(&pending, Broken::Transport(format!("write failed: {e}")));
             }
             let mut bytes = lock(&out.unsent);
             if bytes.is_empty() {
@@ -595,7 +733,7 @@ async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     drop(bytes);
-                    return fail(&pending, &format!("write failed: {e}"));
+                    return fail(&pending, Broken::Transport(format!("write failed: {e}")));
                 }
             }
         }

@@ -16,7 +16,7 @@ pub struct Spawn {
     pub program: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Variables added to the inherited environment (`LOCKSMITH_TOKEN`, …).
+    /// Variables added to the inherited environment (`LOCKSMITH_FENCE_TOKEN`, …).
     pub env: Vec<(String, String)>,
     /// The resource locked, for the supervisor's own messages.
     pub resource: String,
@@ -68,7 +68,7 @@ mod tests {
         let spawn = Spawn {
             program: "sh".into(),
             args: vec!["-c".into(), "echo a\nb".into()],
-            env: vec![("LOCKSMITH_TOKEN".into(), "7".into())],
+            env: vec![("LOCKSMITH_FENCE_TOKEN".into(), "7".into())],
             resource: "r".into(),
             shown: "sh -c echo a b".into(),
         };

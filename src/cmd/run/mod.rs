@@ -194,7 +194,9 @@ async fn start(
         program: program.clone(),
         args: args.to_vec(),
         env: vec![
-            ("LOCKSMITH_TOKEN".into(), lease.token.to_string()),
+            // Not LOCKSMITH_TOKEN: that is the API token the command's own `locksmith` calls
+            // send (inherited, like the rest of the environment).
+            ("LOCKSMITH_FENCE_TOKEN".into(), lease.token.to_string()),
             ("LOCKSMITH_LEASE".into(), lease.lease.to_string()),
             ("LOCKSMITH_RESOURCE".into(), lease.resource.clone()),
             ("LOCKSMITH_SERVER".into(), server.to_string()),

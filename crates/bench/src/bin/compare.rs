@@ -584,7 +584,12 @@ async fn run_one(
                     (server.url.clone(), None)
                 }
             };
-            let t = Target { url, wire, prefix };
+            let t = Target {
+                url,
+                wire,
+                prefix,
+                token: None,
+            };
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,
                 Workload::Handoff => handoff(&t, c, d).await,

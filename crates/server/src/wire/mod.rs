@@ -29,20 +29,27 @@
 //! error frame `too_many_connections` (status 503), and closed — so a client that opens with
 //! the preamble, as every client does, reads a clear error where it reads its first answer.
 //!
+//! Authentication (`auth`): with it on, the first frame after the preamble names the
+//! connection's token (op 6); a connection whose token is revoked or expires is closed within a
+//! second — what is under way is answered (queued acquires are withdrawn and answered 401), then
+//! a 401 under id 0 says why.
+//!
 //! What it is not: the HTTP API (`crate::http`), which serves everything, including the
 //! operations this protocol also carries. Both call the same request functions
 //! (`crate::domains::leases::ops`).
 
+mod auth;
+
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::{FutureExt, future::BoxFuture};
 use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
 use locksmith_api::{AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest};
-use locksmith_auth::{AuthError, Permission, Principal};
+use locksmith_auth::{Permission, Principal};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,7 +60,9 @@ use crate::Timeouts;
 use crate::accept::{serve_connections, stopped, too_many_connections};
 use crate::app::App;
 use crate::domains::leases::ops;
-use crate::request::{ApiError, decode as parse, forbidden, unauthenticated};
+use crate::request::{ApiError, decode as parse, forbidden};
+
+use self::auth::{Authenticating, Standing};
 
 /// Most acquires one connection may have under way (queued ones included); one more is refused
 /// at once with `too_many_requests`, and the connection goes on reading.
@@ -149,14 +158,22 @@ async fn run_connection(
     }
     write_half.write_all(PREAMBLE).await?;
 
-    // Turns true when the peer stops sending: its queued acquires are withdrawn.
+    // Turns true when the peer stops sending, or the connection closes for want of a working
+    // token (then `closing` says why first): its queued acquires are withdrawn.
     let (gone_tx, gone) = watch::channel(false);
-    // Who the connection acts as. With `--auth off`, the lab principal from the start; with
-    // authentication on, nobody yet (every request is answered 401) until an auth frame names
-    // a token.
+    let closing: Arc<OnceLock<ApiError>> = Arc::default();
+    // Who the connection acts as (see `auth`).
+    let mut standing = Standing::new(&app);
     let mut under_way = UnderWay {
-        principal: app.authenticate(None, None).ok().map(Arc::new),
+        closing: closing.clone(),
         ..UnderWay::default()
+    };
+    // Stops reading and withdraws the queued acquires, answering them `why`; `why` goes out
+    // under id 0 once everything under way is answered.
+    let close = |why: ApiError, reading: &mut bool| {
+        let _ = closing.set(why);
+        *reading = false;
+        let _ = gone_tx.send(true);
     };
     let mut out = Vec::with_capacity(4096);
     let mut reading = true;
@@ -172,7 +189,11 @@ async fn run_connection(
                 under_way.done(answer, &mut out);
             }
             read = reader.next(), if reading && under_way.others < MAX_IN_FLIGHT => match read {
-                Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
+                Ok(Some(frame)) => {
+                    if let Err(why) = under_way.start(&app, &mut standing, frame, &gone, &mut out) {
+                        close(why, &mut reading);
+                    }
+                }
                 Ok(None) => {
                     reading = false;
                     let _ = gone_tx.send(true);
@@ -184,6 +205,10 @@ async fn run_connection(
                 }
             },
             _ = stopped(&mut stop), if reading => reading = false,
+            why = standing.stopped_working(), if reading => {
+                tracing::debug!("wire: closing a connection whose token stopped working");
+                close(why, &mut reading);
+            }
             () = &mut idle_timer, if reading && timeouts.idle.is_some() => {
                 let idle = timeouts.idle.unwrap_or_default();
                 let now = Instant::now();
@@ -210,7 +235,11 @@ async fn run_connection(
         }
         while reading && under_way.others < MAX_IN_FLIGHT {
             match reader.buffered() {
-                Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
+                Ok(Some(frame)) => {
+                    if let Err(why) = under_way.start(&app, &mut standing, frame, &gone, &mut out) {
+                        close(why, &mut reading);
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     bad_frame(&mut out, &e);
@@ -223,6 +252,12 @@ async fn run_connection(
             write_half.write_all(&out).await?;
             out.clear();
         }
+    }
+    if let Some(why) = closing.get() {
+        // The last word, about the connection itself: a client fails every call still waiting
+        // (and its next ones) with it.
+        encode::<()>(&mut out, 0, Err(copy(why)));
+        write_half.write_all(&out).await?;
     }
     write_half.shutdown().await
 }
@@ -246,14 +281,46 @@ struct UnderWay {
     acquiring: usize,
     /// How many other requests are in `in_flight`.
     others: usize,
-    /// Who the connection's requests act as; `None`: not authenticated.
-    principal: Option<Arc<Principal>>,
+    /// Why the connection is closing, once it is for want of a working token: what its queued
+    /// acquires are answered.
+    closing: Arc<OnceLock<ApiError>>,
 }
 
 impl UnderWay {
-    /// Starts a request; a withdraw is carried out (and answered) here, in frame order.
-    fn start(&mut self, app: &App, req: Request, gone: &watch::Receiver<bool>, out: &mut Vec<u8>) {
-        match Op::from_code(req.code) {
+    /// Starts a request as the connection's principal; a withdraw or an auth frame is carried
+    /// out (and answered) here, in frame order. `Err`: the connection must close, for the
+    /// reason given (it is not authenticated).
+    fn start(
+        &mut self,
+        app: &App,
+        standing: &mut Standing,
+        req: Request,
+        gone: &watch::Receiver<bool>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
+        let op = Op::from_code(req.code);
+        if op == Some(Op::Auth) {
+            return match standing.authenticate(app, &req.body) {
+                Authenticating::Done(answer) => {
+                    encode(out, req.id, Ok(answer));
+                    Ok(())
+                }
+                Authenticating::Refused(refused) => {
+                    encode::<()>(out, req.id, Err(refused));
+                    Ok(())
+                }
+                Authenticating::Closing(refused) => {
+                    encode::<()>(out, req.id, Err(copy(&refused)));
+                    Err(refused)
+                }
+            };
+        }
+        let Some(who) = standing.principal().cloned() else {
+            let refused = Standing::not_authenticated();
+            encode::<()>(out, req.id, Err(copy(&refused)));
+            return Err(refused);
+        };
+        match op {
             Some(Op::Withdraw) => {
                 let answer = parse::<Withdraw>(&req.body).map(|w| Withdrawn {
                     request: w.request,
@@ -275,18 +342,20 @@ impl UnderWay {
                 self.acquiring += 1;
                 self.in_flight.push(request(
                     app,
-                    self.principal.clone(),
+                    who,
                     req,
                     gone,
                     Some(withdrawn),
+                    self.closing.clone(),
                 ));
             }
             _ => {
                 self.others += 1;
                 self.in_flight
-                    .push(request(app, self.principal.clone(), req, gone, None));
+                    .push(request(app, who, req, gone, None, self.closing.clone()));
             }
         }
+        Ok(())
     }
 
     /// Takes a finished request's answer.
@@ -333,26 +402,21 @@ impl From<Frame<'_>> for Request {
 
 /// Starts one request (an acquire with its withdraw signal) as `who`; resolves to its request
 /// id if it is an acquire, and its encoded answer. Every operation of the protocol needs the
-/// lease permission; a connection nobody authenticated is answered 401.
+/// lease permission, as its HTTP route does. An acquire still queued when the connection
+/// closes for want of a working token is answered with `closing`'s reason.
 fn request(
     app: &App,
-    who: Option<Arc<Principal>>,
+    who: Arc<Principal>,
     req: Request,
     gone: &watch::Receiver<bool>,
     withdrawn: Option<oneshot::Receiver<()>>,
+    closing: Arc<OnceLock<ApiError>>,
 ) -> BoxFuture<'static, (Option<u64>, Vec<u8>)> {
     let (app, mut gone) = (app.clone(), gone.clone());
     async move {
         let mut out = Vec::new();
         let id = req.id;
         let acquire_id = (Op::from_code(req.code) == Some(Op::Acquire)).then_some(id);
-        let who = match who {
-            Some(who) => who,
-            None => {
-                encode::<()>(&mut out, id, Err(unauthenticated(&AuthError::Missing)));
-                return (acquire_id, out);
-            }
-        };
         if let Err(missing) = who.allows(Permission::Lease) {
             encode::<()>(&mut out, id, Err(forbidden(&missing)));
             return (acquire_id, out);
@@ -381,10 +445,12 @@ fn request(
                         biased;
                         () = withdrawn => Ok(None),
                         granted = acquire => Ok(Some(granted?)),
-                        _ = stopped(&mut gone) => Err(ApiError::from(ErrorBody::new(
-                            ErrorCode::InvalidRequest,
-                            "the connection was closed while the acquire waited",
-                        ))),
+                        _ = stopped(&mut gone) => Err(closing.get().map(copy).unwrap_or_else(|| {
+                            ApiError::from(ErrorBody::new(
+                                ErrorCode::InvalidRequest,
+                                "the connection was closed while the acquire waited",
+                            ))
+                        })),
                     }
                 };
                 match answer.await {
@@ -416,17 +482,22 @@ fn request(
                     ErrorCode::NotFound,
                     format!(
                         "no wire operation {}: 1 acquire, 2 renew, 3 release, 4 fence check, \
-                         5 withdraw",
+                         5 withdraw, 6 auth",
                         req.code
                     ),
                 ))),
             ),
             // Carried out by the connection (`UnderWay::start`), never started here.
-            Some(Op::Withdraw) => {}
+            Some(Op::Withdraw | Op::Auth) => {}
         }
         (None, out)
     }
     .boxed()
+}
+
+/// Another copy of `e`, for a refusal sent twice (to a request and to the connection).
+fn copy(e: &ApiError) -> ApiError {
+    ApiError::from(ErrorBody::clone(&e.0))
 }
 
 /// Appends the answer frame for `answer` to `out`.
