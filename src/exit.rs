@@ -22,7 +22,8 @@ pub enum Exit {
     /// 4: the lease was lost or has ended (expired, released, never granted, stale token,
     /// broken by an operator).
     LeaseLost,
-    /// 5: the server is unreachable or unavailable (storage failed, shutting down, cannot start).
+    /// 5: the server is unreachable or unavailable (storage failed, shutting down, TLS handshake
+    /// failed, cannot start).
     Unavailable,
     /// 6: `status` found problems (each is listed with its next step).
     Problems,
@@ -47,7 +48,7 @@ Exit codes:
   4  lease lost or ended (expired, released, unknown lease, stale token, broken by an operator,
      or lost during `run`)
   5  server unreachable or unavailable (storage failed, shutting down, no leader, too many
-     connections, server cannot start)
+     connections, TLS handshake failed, server cannot start)
   6  `status` found problems (each printed with its next step)
 `run` exits with its command's status (128+N if killed by signal N; 126/127 if it cannot be
 executed or found), or with 3, 4 or 5 when the lock could not be taken or was lost.";
@@ -109,6 +110,7 @@ impl Exit {
             | ErrorCode::AckNotRequired
             | ErrorCode::NotHeld
             | ErrorCode::NotSameNode
+            | ErrorCode::Forbidden
             | ErrorCode::WrongProcess
             | ErrorCode::HolderAlive
             | ErrorCode::TooManyRequests
@@ -126,7 +128,8 @@ impl Exit {
         match e {
             ClientError::Api { body, .. } => Exit::for_code(body.error),
             ClientError::InvalidUrl { .. } => Exit::Usage,
-            ClientError::Transport { .. } => Exit::Unavailable,
+            ClientError::Transport { .. } | ClientError::Tls { .. } => Exit::Unavailable,
+            ClientError::TlsSetup(_) => Exit::Other,
             ClientError::Decode { .. } => Exit::Other,
         }
     }

@@ -73,6 +73,12 @@ impl Failure {
             ClientError::Transport { .. } => {
                 format!("{e}; start it with 'locksmith server' or set --server/LOCKSMITH_SERVER")
             }
+            // The reason already says what to do (which flag to pass).
+            ClientError::Tls { .. } => e.to_string(),
+            ClientError::TlsSetup(_) => format!(
+                "{e}; fix the file or the flag (--ca-file, --cert, --key or their LOCKSMITH_* \
+                 variables)"
+            ),
             ClientError::Decode { .. } => format!(
                 "{}: unexpected answer — {e}; check that --server points at a Locksmith server",
                 shown(ctx.subject)
@@ -165,6 +171,7 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
         ErrorCode::NotSameNode | ErrorCode::WrongProcess | ErrorCode::HolderAlive => {
             format!("{}: REPORT REFUSED — {msg}", shown(subject))
         }
+        ErrorCode::Forbidden => format!("{}: FORBIDDEN — {msg}", shown(subject)),
         // Only a wire-protocol client pipelining past its connection's limit meets this.
         ErrorCode::TooManyRequests => format!("{}: TOO MANY REQUESTS — {msg}", shown(subject)),
         ErrorCode::LeaseExpired => format!("{}: LEASE ENDED — {msg}", shown(subject)),

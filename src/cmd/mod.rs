@@ -25,9 +25,10 @@ use crate::exit::Exit;
 use crate::failure::{Context, Failure};
 use locksmith_host::IdentityError;
 
-/// A client for `--server`.
+/// A client for `--server` (TLS to an https:// one as --ca-file, --cert and --key say).
 pub fn client(global: &Global, ctx: Context<'_>) -> Result<Client, Failure> {
-    Client::new(global.server.as_str()).map_err(|e| Failure::from_client(&e, ctx))
+    Client::with_tls(global.server.as_str(), &global.tls.options())
+        .map_err(|e| Failure::from_client(&e, ctx))
 }
 
 /// Refuses a bad resource name before any round trip, with the same rule the server applies.

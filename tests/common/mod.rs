@@ -31,6 +31,9 @@ pub fn command(args: &[&str]) -> Command {
         .env_remove("LOCKSMITH_SERVER")
         .env_remove("LOCKSMITH_NODE")
         .env_remove("LOCKSMITH_OPERATOR")
+        .env_remove("LOCKSMITH_CA_FILE")
+        .env_remove("LOCKSMITH_CERT")
+        .env_remove("LOCKSMITH_KEY")
         .env_remove("RUST_LOG")
         .env("USER", "tester")
         .stdin(Stdio::null());
@@ -335,7 +338,10 @@ impl ServerProc {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "{url}"
+        );
         ServerProc { proc, url, log }
     }
 

@@ -37,6 +37,10 @@ pub enum ErrorCode {
     NotHeld,
     /// A liveness report came from another node than the holder's.
     NotSameNode,
+    /// The caller's credentials do not allow the request: e.g. a client certificate (mutual
+    /// TLS) naming another node than the one the request acts for. The message names what is
+    /// missing.
+    Forbidden,
     /// A liveness report named another process incarnation than the holder's.
     WrongProcess,
     /// A liveness report called a holder on the server's own node dead, and the server sees its
@@ -80,7 +84,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidJson | ErrorCode::InvalidRequest => 400,
-            ErrorCode::NotSameNode => 403,
+            ErrorCode::NotSameNode | ErrorCode::Forbidden => 403,
             ErrorCode::NotHolder | ErrorCode::NotFound | ErrorCode::HoldNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Hot
@@ -121,6 +125,7 @@ impl ErrorCode {
             ErrorCode::AckNotRequired => "ack_not_required",
             ErrorCode::NotHeld => "not_held",
             ErrorCode::NotSameNode => "not_same_node",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::WrongProcess => "wrong_process",
             ErrorCode::HolderAlive => "holder_alive",
             ErrorCode::SlotsMismatch => "slots_mismatch",
@@ -470,6 +475,7 @@ mod tests {
             ErrorCode::LeaseExpired,
             ErrorCode::StorageFailed,
             ErrorCode::TooManyConnections,
+            ErrorCode::Forbidden,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -23,6 +23,11 @@
 //! after a round trip or two instead of after the lease's TTL. Closing the connection —
 //! dropping every clone of the client — withdraws the acquires still queued.
 //!
+//! Over TLS ([`WireClient::with_tls`]) the connection is a TLS session (tokio-rustls) that
+//! carries the same preamble and frames. Its writes all go through the flusher task, which
+//! owns the session's sending side: a TLS session cannot take bytes without blocking the way
+//! a socket's `try_write` does, and one writer keeps its records in order.
+//!
 //! What it is not: the whole API (holds, breaks, audit, status stay on HTTP: [`crate::Client`])
 //! or a lease keeper (a [`crate::LeaseGuard`] runs over it: it implements [`crate::LeaseApi`]).
 
@@ -37,18 +42,22 @@ use locksmith_api::{
     AcquireRequest, FenceCheckRequest, FenceCheckResponse, LeaseView, ReleaseResponse,
 };
 use locksmith_core::{FenceToken, LeaseId};
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::client::decode_answer;
 use crate::error::ClientError;
+use crate::tls::{TlsOptions, server_name, tls_failure};
 
 /// Longest wait for a connection (and the server's preamble).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -72,6 +81,8 @@ pub struct WireClient {
 #[derive(Debug)]
 struct Shared {
     addr: String,
+    /// How to speak TLS to the server; `None`: plain TCP.
+    tls: Option<Tls>,
     current: Mutex<Option<Arc<Conn>>>,
     /// Held while connecting, so concurrent callers open one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
@@ -81,9 +92,27 @@ impl WireClient {
     /// A client for the wire port at `addr` (`host:port`, e.g. `127.0.0.1:7401`). Connects on
     /// the first call.
     pub fn new(addr: impl Into<String>) -> Self {
+        Self::with(addr.into(), None)
+    }
+
+    /// A client for a TLS wire port (a server started with `--tls-cert`) at `addr`, trusting
+    /// and showing what `tls` says. The server's certificate must name the address's host.
+    /// The files are read now; connects on the first call.
+    pub fn with_tls(addr: impl Into<String>, tls: &TlsOptions) -> Result<Self, ClientError> {
+        let addr = addr.into();
+        let name = server_name(&addr).map_err(|reason| ClientError::InvalidUrl {
+            server: addr.clone(),
+            reason,
+        })?;
+        let connector = TlsConnector::from(tls.client_config()?);
+        Ok(Self::with(addr, Some(Tls { connector, name })))
+    }
+
+    fn with(addr: String, tls: Option<Tls>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                addr: addr.into(),
+                addr,
+                tls,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
@@ -203,9 +232,15 @@ impl WireClient {
             return Ok(conn);
         }
         let conn = Arc::new(
-            Conn::open(&self.shared.addr)
+            Conn::open(&self.shared.addr, self.shared.tls.as_ref())
                 .await
-                .map_err(|reason| self.transport(reason))?,
+                .map_err(|e| match e {
+                    OpenError::Tls(reason) => ClientError::Tls {
+                        server: self.shared.addr.clone(),
+                        reason,
+                    },
+                    OpenError::Other(reason) => self.transport(reason),
+                })?,
         );
         *lock(&self.shared.current) = Some(conn.clone());
         Ok(conn)
@@ -226,6 +261,36 @@ impl WireClient {
             reason,
         }
     }
+}
+
+/// How a [`WireClient`] speaks TLS: the client configuration and the name the server's
+/// certificate must have.
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a connection could not be opened.
+enum OpenError {
+    /// TLS failed: what it means and what to do (see `crate::tls`).
+    Tls(String),
+    /// Anything else (unreachable, timed out, not a wire port).
+    Other(String),
+}
+
+/// An opened stream, before the preamble: plain, or a TLS session.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -310,7 +375,9 @@ struct Conn {
 /// The sending side of a connection.
 #[derive(Debug)]
 struct Out {
-    write: OwnedWriteHalf,
+    /// The socket, written by callers and the flusher; `None` over TLS, where only the
+    /// flusher writes (it owns the session's sending side).
+    write: Option<OwnedWriteHalf>,
     /// Bytes the socket did not take yet, in order; the flusher writes them out.
     unsent: Mutex<Vec<u8>>,
     flush: Notify,
@@ -326,35 +393,53 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    async fn open(addr: &str) -> Result<Conn, String> {
+    async fn open(addr: &str, tls: Option<&Tls>) -> Result<Conn, OpenError> {
         let handshake = async {
-            let mut tcp = TcpStream::connect(addr).await?;
+            let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            tcp.write_all(PREAMBLE).await?;
-            let mut theirs = [0u8; PREAMBLE.len()];
-            tcp.read_exact(&mut theirs).await?;
-            if &theirs != PREAMBLE {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "not a Locksmith wire-protocol port (it answered {:?}); \
-                         is this the HTTP --listen address instead of the wire one?",
-                        String::from_utf8_lossy(&theirs)
-                    ),
-                ));
+            let mut stream = match tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => Stream::Tls(Box::new(
+                    tls.connector.connect(tls.name.clone(), tcp).await?,
+                )),
+            };
+            match &mut stream {
+                Stream::Plain(tcp) => greet(tcp).await?,
+                Stream::Tls(session) => greet(session).await?,
             }
-            Ok(tcp)
+            Ok::<_, io::Error>(stream)
         };
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(match tls_failure(&e) {
+                    Some(reason) => OpenError::Tls(reason),
+                    None => OpenError::Other(e.to_string()),
+                });
+            }
+            Err(_) => {
+                return Err(OpenError::Other(format!(
+                    "no connection within {CONNECT_TIMEOUT:?}"
+                )));
+            }
         };
-        let (read, write) = tcp.into_split();
-        let out = Arc::new(Out::new(write));
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let reader = tokio::spawn(read_answers(read, out.clone(), pending.clone()));
-        let flusher = tokio::spawn(flush_unsent(out.clone(), pending.clone()));
+        let (out, reader, flusher) = match stream {
+            Stream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                let out = Arc::new(Out::new(Some(write)));
+                let reader = tokio::spawn(read_answers(read, out.clone(), pending.clone()));
+                let flusher = tokio::spawn(flush_unsent(out.clone(), pending.clone()));
+                (out, reader, flusher)
+            }
+            Stream::Tls(session) => {
+                let (read, write) = tokio::io::split(*session);
+                let out = Arc::new(Out::new(None));
+                let reader = tokio::spawn(read_answers(read, out.clone(), pending.clone()));
+                let flusher = tokio::spawn(flush_tls(out.clone(), pending.clone(), write));
+                (out, reader, flusher)
+            }
+        };
         Ok(Conn {
             out,
             pending,
@@ -406,8 +491,27 @@ impl Conn {
     }
 }
 
+/// The preamble exchange that opens every connection (inside the TLS session, over TLS).
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
+    stream.write_all(PREAMBLE).await?;
+    stream.flush().await?;
+    let mut theirs = [0u8; PREAMBLE.len()];
+    stream.read_exact(&mut theirs).await?;
+    if &theirs != PREAMBLE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "not a Locksmith wire-protocol port (it answered {:?}); \
+                 is this the HTTP --listen address instead of the wire one?",
+                String::from_utf8_lossy(&theirs)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Out {
-    fn new(write: OwnedWriteHalf) -> Self {
+    fn new(write: Option<OwnedWriteHalf>) -> Self {
         Out {
             write,
             unsent: Mutex::new(Vec::new()),
@@ -436,19 +540,21 @@ impl Out {
     /// each caller sends its next request), the bytes go to the flusher even if the socket
     /// would take them: it writes everything queued in that turn with one `write`, and the
     /// server reads them with one `read`.
+    ///
+    /// Over TLS every frame goes to the flusher (see the module docs).
     fn send(&self, bytes: &[u8], coalesce: bool) -> io::Result<()> {
         let mut unsent = lock(&self.unsent);
         if !unsent.is_empty() {
             unsent.extend_from_slice(bytes);
             return Ok(());
         }
-        if coalesce {
+        let Some(write) = self.write.as_ref().filter(|_| !coalesce) else {
             unsent.extend_from_slice(bytes);
             drop(unsent);
             self.flush.notify_one();
             return Ok(());
-        }
-        let written = match self.write.try_write(bytes) {
+        };
+        let written = match write.try_write(bytes) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
@@ -502,7 +608,11 @@ fn fail(pending: &Mutex<Pending>, reason: &str) {
 
 /// The reader task: delivers each answer to its call, until the connection ends. A grant whose
 /// call is gone is released.
-async fn read_answers(mut read: OwnedReadHalf, out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
+async fn read_answers<R: AsyncRead + Unpin>(
+    mut read: R,
+    out: Arc<Out>,
+    pending: Arc<Mutex<Pending>>,
+) {
     let mut buf = Vec::with_capacity(16 * 1024);
     let reason = loop {
         match read.read_buf(&mut buf).await {
@@ -575,20 +685,23 @@ fn connection_error(code: u16, body: &[u8]) -> String {
 /// The flusher task: writes out what callers could not, or queued to go out together,
 /// whenever there is some.
 async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
+    let Some(write) = out.write.as_ref() else {
+        return fail(&pending, "a plain connection has no socket to write to");
+    };
     loop {
         out.flush.notified().await;
         // Let the tasks already woken in this turn of the runtime (the callers whose answers
         // the last read delivered) queue their next requests first: one write for all.
         tokio::task::yield_now().await;
         loop {
-            if let Err(e) = out.write.writable().await {
+            if let Err(e) = write.writable().await {
                 return fail(&pending, &format!("write failed: {e}"));
             }
             let mut bytes = lock(&out.unsent);
             if bytes.is_empty() {
                 break;
             }
-            match out.write.try_write(&bytes) {
+            match write.try_write(&bytes) {
                 Ok(n) => {
                     bytes.drain(..n);
                 }
@@ -598,6 +711,35 @@ async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
                     return fail(&pending, &format!("write failed: {e}"));
                 }
             }
+        }
+    }
+}
+
+/// The flusher task of a TLS connection: the one writer of its session. Takes everything
+/// queued in a turn of the runtime and writes it as one run of records, flushed at once.
+async fn flush_tls(
+    out: Arc<Out>,
+    pending: Arc<Mutex<Pending>>,
+    mut write: WriteHalf<TlsStream<TcpStream>>,
+) {
+    let mut bytes = Vec::new();
+    loop {
+        out.flush.notified().await;
+        // As in `flush_unsent`: the callers woken in this turn queue theirs first.
+        tokio::task::yield_now().await;
+        loop {
+            std::mem::swap(&mut bytes, &mut *lock(&out.unsent));
+            if bytes.is_empty() {
+                break;
+            }
+            let written = async {
+                write.write_all(&bytes).await?;
+                write.flush().await
+            };
+            if let Err(e) = written.await {
+                return fail(&pending, &format!("write failed: {e}"));
+            }
+            bytes.clear();
         }
     }
 }
@@ -614,7 +756,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr()?).await?;
         let (peer, _) = listener.accept().await?;
         let (_read, write) = client.into_split();
-        let out = Arc::new(Out::new(write));
+        let out = Arc::new(Out::new(Some(write)));
         let pending = Arc::new(Mutex::new(Pending::default()));
         tokio::spawn(flush_unsent(out.clone(), pending));
         Ok((out, peer))

@@ -79,7 +79,7 @@ pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
 const BACKOFF: Duration = Duration::from_millis(50);
 
 /// At most one log line per listener this often while accepts keep failing.
-const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The failed accepts of one listener, for rate-limited logging.
 #[derive(Debug)]
@@ -239,7 +239,7 @@ impl ConnectionCap {
 
 /// Closes a refused connection's sending side, then reads and drops what the client still
 /// sends until it closes, or [`REFUSAL_LINGER`] has passed.
-async fn linger(mut tcp: TcpStream) {
+pub(crate) async fn linger(mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         let mut sink = [0u8; 4096];

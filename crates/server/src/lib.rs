@@ -23,6 +23,7 @@ mod reaper;
 pub mod request;
 pub mod routing;
 mod status;
+pub mod tls;
 pub mod wire;
 
 pub use accept::DEFAULT_MAX_CONNECTIONS;
@@ -84,6 +85,9 @@ pub struct ServerConfig {
     /// and the reaper sleeps on; `None`: the system clock. A
     /// [`ManualClock`](clock::ManualClock) runs the whole server on virtual time.
     pub clock: Option<Arc<dyn Clock>>,
+    /// TLS for both listeners (`--tls-cert`, `--tls-key`; mutual TLS with `--tls-client-ca`);
+    /// `None`: plain TCP. See [`tls`].
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl ServerConfig {
@@ -137,6 +141,7 @@ impl Default for ServerConfig {
             store: StoreOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             clock: None,
+            tls: None,
         }
     }
 }
@@ -167,6 +172,9 @@ pub enum ServerError {
     /// A setting is not valid; the server does not start with it.
     #[error(transparent)]
     Settings(#[from] fleetlock::InvalidFleetLock),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] locksmith_client::tls::TlsSetupError),
 }
 
 /// A bound, recovered server, ready to serve.
@@ -178,6 +186,7 @@ pub struct Server {
     config: ServerConfig,
     identity: NodeIdentity,
     settings: std::sync::Arc<app::Settings>,
+    tls: Option<tls::Tls>,
 }
 
 impl Server {
@@ -185,6 +194,7 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         // Settings first: a server that would refuse them does not touch the store.
         app::Settings::of(&config)?;
+        load_tls(&config)?;
         let (dir, options) = (config.data_dir.clone(), config.store);
         let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, options))
             .await
@@ -198,6 +208,7 @@ impl Server {
         store: Box<dyn Store>,
     ) -> Result<Server, ServerError> {
         let settings = std::sync::Arc::new(app::Settings::of(&config)?);
+        let tls = load_tls(&config)?;
         let identity = NodeIdentity::of(&config)?;
         let engine = recover(store, &identity, config.engine_clock()).await?;
         let listener = bind_listener(config.listen).await?;
@@ -212,7 +223,19 @@ impl Server {
             config,
             identity,
             settings,
+            tls,
         })
+    }
+
+    /// Whether both listeners speak TLS (so the server's URL is `https://`).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The server's base URL: `http://` or `https://` and the address bound.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
     }
 
     /// The address actually bound (useful with port 0).
@@ -255,7 +278,9 @@ impl Server {
             config,
             identity,
             settings,
+            tls,
         } = self;
+        log_tls(&config);
         let tasks = EngineTasks::start(&engine, &config, &identity);
         let app = app::App::new(engine.clone(), settings, &identity);
         let router = router(app.clone());
@@ -270,8 +295,11 @@ impl Server {
         });
         let timeouts = Timeouts::of(&config);
         let max = config.max_connections;
-        let wire = wire.map(|l| tokio::spawn(wire::serve(l, app, timeouts, max, stop_rx.clone())));
-        http::serve(listener, router, timeouts, max, stop_rx).await;
+        let wire = wire.map(|l| {
+            let serve = wire::serve(l, app, timeouts, max, tls.clone(), stop_rx.clone());
+            tokio::spawn(serve)
+        });
+        http::serve(listener, router, timeouts, max, tls, stop_rx).await;
         if let Some(wire) = wire {
             let _ = wire.await;
         }
@@ -483,6 +511,31 @@ impl LeaseSink for Handover {
 
 fn builder_gone() -> StoreError {
     StoreError::Io("recovery stopped: the lock table builder is gone".to_owned())
+}
+
+/// The TLS of `config`, loaded (the files read and checked); `None` without TLS.
+pub(crate) fn load_tls(config: &ServerConfig) -> Result<Option<tls::Tls>, ServerError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    Ok(Some(tls::Tls::load(tls)?))
+}
+
+/// Says in the log what TLS the listeners speak.
+pub(crate) fn log_tls(config: &ServerConfig) {
+    if let Some(tls) = &config.tls {
+        tracing::info!(
+            cert = %tls.cert.display(),
+            client_ca = ?tls.client_ca,
+            "the listeners speak only TLS{}",
+            if tls.client_ca.is_some() {
+                "; clients must show a certificate signed by --tls-client-ca, whose name is \
+                 the node they act for"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ServerError> {

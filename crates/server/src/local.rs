@@ -69,7 +69,11 @@ impl LeaseApi for LocalClient {
     }
 
     async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
-        ops::acquire(&self.app, req.clone()).await.map_err(refused)
+        // In-process: no connection, so no certificate binds a node.
+        let peer = crate::tls::PeerIdentity::default();
+        ops::acquire(&self.app, &peer, req.clone())
+            .await
+            .map_err(refused)
     }
 
     async fn renew(

@@ -29,6 +29,12 @@
 //! error frame `too_many_connections` (status 503), and closed — so a client that opens with
 //! the preamble, as every client does, reads a clear error where it reads its first answer.
 //!
+//! With TLS (`--tls-cert`) the listener speaks only TLS: each connection's handshake comes
+//! first (`crate::tls`), then the same preamble and frames inside the session. A client that
+//! opens without TLS is sent the preamble and an error frame saying so, under request id 0.
+//! With mutual TLS the connection's [`PeerIdentity`] — the node its certificate names — goes
+//! with each of its requests.
+//!
 //! What it is not: the HTTP API (`crate::http`), which serves everything, including the
 //! operations this protocol also carries. Both call the same request functions
 //! (`crate::domains::leases::ops`).
@@ -42,7 +48,9 @@ use futures_util::{FutureExt, future::BoxFuture};
 use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE, Withdraw, Withdrawn};
 use locksmith_api::{AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -52,6 +60,7 @@ use crate::accept::{serve_connections, stopped, too_many_connections};
 use crate::app::App;
 use crate::domains::leases::ops;
 use crate::request::{ApiError, decode as parse};
+use crate::tls::{Handshakes, PeerIdentity, Tls};
 
 /// Most acquires one connection may have under way (queued ones included); one more is refused
 /// at once with `too_many_requests`, and the connection goes on reading.
@@ -68,23 +77,42 @@ connection: close\r\ncontent-length: ";
 
 /// Accepts connections, at most `max_connections` at once, until `stop` turns true, then waits
 /// for every connection to finish.
+/// With `tls`, every connection is a TLS session (see `crate::tls`).
 pub(crate) async fn serve(
     listener: TcpListener,
     app: App,
     timeouts: Timeouts,
     max_connections: usize,
+    tls: Option<Tls>,
     stop: watch::Receiver<bool>,
 ) {
     let refusal = refusal(max_connections);
+    let handshakes = tls.map(|tls| tls.handshakes("wire", not_tls()));
     serve_connections(
         listener,
         "wire",
         max_connections,
         refusal,
         stop,
-        |tcp, stop| connection(tcp, app.clone(), timeouts, stop),
+        |tcp, stop| connection(tcp, app.clone(), timeouts, handshakes.clone(), stop),
     )
     .await;
+}
+
+/// What a TLS wire listener answers a client that opened without TLS: the preamble, then an
+/// error under request id 0 — what a plain client reads where it reads its first answer.
+fn not_tls() -> Vec<u8> {
+    let mut out = PREAMBLE.to_vec();
+    encode::<()>(
+        &mut out,
+        0,
+        Err(ApiError::from(ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "this wire-protocol port speaks only TLS (the server runs with --tls-cert): \
+             connect with TLS, trusting the server's CA (--ca-file)",
+        ))),
+    );
+    out
 }
 
 /// What a connection over the cap is sent: the preamble, then the refusal under request id 0.
@@ -101,23 +129,52 @@ fn refusal(max_connections: usize) -> Vec<u8> {
     out
 }
 
-/// Serves one connection; I/O errors just end it (the peer went away).
-async fn connection(tcp: TcpStream, app: App, timeouts: Timeouts, stop: watch::Receiver<bool>) {
+/// Serves one connection (after its TLS handshake, with `handshakes`); I/O errors just end it
+/// (the peer went away).
+async fn connection(
+    tcp: TcpStream,
+    app: App,
+    timeouts: Timeouts,
+    handshakes: Option<Handshakes>,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
     }
-    if let Err(e) = run_connection(tcp, app, timeouts, stop).await {
+    let ended = match handshakes {
+        None => {
+            let (read, write) = tcp.into_split();
+            let peer = Arc::new(PeerIdentity::default());
+            run_connection(read, write, peer, app, timeouts, stop).await
+        }
+        Some(handshakes) => {
+            let Some((session, peer)) = handshakes.accept(tcp, timeouts.header, &mut stop).await
+            else {
+                return;
+            };
+            let (read, write) = tokio::io::split(session);
+            run_connection(read, write, Arc::new(peer), app, timeouts, stop).await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "wire: connection ended");
     }
 }
 
-async fn run_connection(
-    tcp: TcpStream,
+/// Serves one connection, read from `read_half` and written to `write_half`, on behalf of
+/// `peer`.
+async fn run_connection<R, W>(
+    read_half: R,
+    mut write_half: W,
+    peer: Arc<PeerIdentity>,
     app: App,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let (read_half, mut write_half) = tcp.into_split();
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut reader = FrameReader::new(read_half);
     // A peer that does not complete its preamble within the header timeout is dropped, and
     // never holds up a shutdown.
@@ -146,6 +203,8 @@ async fn run_connection(
         return write_half.shutdown().await;
     }
     write_half.write_all(PREAMBLE).await?;
+    // A TLS session keeps what it was given until flushed; a socket's flush does nothing.
+    write_half.flush().await?;
 
     // Turns true when the peer stops sending: its queued acquires are withdrawn.
     let (gone_tx, gone) = watch::channel(false);
@@ -164,7 +223,7 @@ async fn run_connection(
                 under_way.done(answer, &mut out);
             }
             read = reader.next(), if reading && under_way.others < MAX_IN_FLIGHT => match read {
-                Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
+                Ok(Some(frame)) => under_way.start(&app, &peer, frame, &gone, &mut out),
                 Ok(None) => {
                     reading = false;
                     let _ = gone_tx.send(true);
@@ -202,7 +261,7 @@ async fn run_connection(
         }
         while reading && under_way.others < MAX_IN_FLIGHT {
             match reader.buffered() {
-                Ok(Some(frame)) => under_way.start(&app, frame, &gone, &mut out),
+                Ok(Some(frame)) => under_way.start(&app, &peer, frame, &gone, &mut out),
                 Ok(None) => break,
                 Err(e) => {
                     bad_frame(&mut out, &e);
@@ -213,6 +272,7 @@ async fn run_connection(
         }
         if !out.is_empty() {
             write_half.write_all(&out).await?;
+            write_half.flush().await?;
             out.clear();
         }
     }
@@ -242,7 +302,14 @@ struct UnderWay {
 
 impl UnderWay {
     /// Starts a request; a withdraw is carried out (and answered) here, in frame order.
-    fn start(&mut self, app: &App, req: Request, gone: &watch::Receiver<bool>, out: &mut Vec<u8>) {
+    fn start(
+        &mut self,
+        app: &App,
+        peer: &Arc<PeerIdentity>,
+        req: Request,
+        gone: &watch::Receiver<bool>,
+        out: &mut Vec<u8>,
+    ) {
         match Op::from_code(req.code) {
             Some(Op::Withdraw) => {
                 let answer = parse::<Withdraw>(&req.body).map(|w| Withdrawn {
@@ -264,11 +331,11 @@ impl UnderWay {
                 self.acquires.insert(req.id, tx);
                 self.acquiring += 1;
                 self.in_flight
-                    .push(request(app, req, gone, Some(withdrawn)));
+                    .push(request(app, peer, req, gone, Some(withdrawn)));
             }
             _ => {
                 self.others += 1;
-                self.in_flight.push(request(app, req, gone, None));
+                self.in_flight.push(request(app, peer, req, gone, None));
             }
         }
     }
@@ -319,11 +386,12 @@ impl From<Frame<'_>> for Request {
 /// is an acquire, and its encoded answer.
 fn request(
     app: &App,
+    peer: &Arc<PeerIdentity>,
     req: Request,
     gone: &watch::Receiver<bool>,
     withdrawn: Option<oneshot::Receiver<()>>,
 ) -> BoxFuture<'static, (Option<u64>, Vec<u8>)> {
-    let (app, mut gone) = (app.clone(), gone.clone());
+    let (app, peer, mut gone) = (app.clone(), Arc::clone(peer), gone.clone());
     async move {
         let mut out = Vec::new();
         let id = req.id;
@@ -341,7 +409,7 @@ fn request(
                     };
                     let acquire = async {
                         let req: AcquireRequest = parse(&req.body)?;
-                        ops::acquire(&app, req).await
+                        ops::acquire(&app, &peer, req).await
                     };
                     // Dropping the engine's acquire withdraws it from the queue, and releases
                     // a grant that raced with that (or one made at once, not yet durable). A

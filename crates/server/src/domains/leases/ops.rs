@@ -12,10 +12,17 @@ use locksmith_core::{
 
 use crate::app::App;
 use crate::request::{ApiError, page_limit, valid_id};
+use crate::tls::PeerIdentity;
 
 /// Acquires a lock, waiting in its queue as long as asked; answers once the grant is durable.
-/// Dropping the future withdraws the acquire (see `Engine::acquire`).
-pub async fn acquire(app: &App, req: AcquireRequest) -> Result<LeaseView, ApiError> {
+/// Dropping the future withdraws the acquire (see `Engine::acquire`). A connection whose
+/// client certificate names a node acquires only as that node (`owner.node`).
+pub async fn acquire(
+    app: &App,
+    peer: &PeerIdentity,
+    req: AcquireRequest,
+) -> Result<LeaseView, ApiError> {
+    peer.may_act_as("owner.node", &req.owner.node)?;
     let acquire = acquire_of(app, req)?;
     let refused_at = |e| ApiError::engine_at(e, app.engine.clock().now().wall_ms);
     app.engine.acquire(acquire).await.map_err(refused_at)
@@ -117,9 +124,15 @@ pub async fn check_fence(
 }
 
 /// A node's liveness report. Who sends it is checked before anything is taken from it: its boot
-/// id alone reclaims the node's older-boot leases. About this server's own node the server
-/// trusts its own eyes first (see `crate::own_node`).
-pub async fn liveness(app: &App, req: LivenessReport) -> Result<LivenessResponse, ApiError> {
+/// id alone reclaims the node's older-boot leases; a connection whose client certificate names
+/// a node reports only for that node. About this server's own node the server trusts its own
+/// eyes first (see `crate::own_node`).
+pub async fn liveness(
+    app: &App,
+    peer: &PeerIdentity,
+    req: LivenessReport,
+) -> Result<LivenessResponse, ApiError> {
+    peer.may_act_as("node", &req.node)?;
     validate_reporter(&req.node, &req.boot_id, &req.reported_by)?;
     app.own.check_boot("boot_id", &req.node, &req.boot_id)?;
     let dead = req

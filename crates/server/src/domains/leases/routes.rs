@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::http::extract::{self, JsonBody, OptionalJson};
 use crate::request::ApiError;
 use crate::routing::Route;
+use crate::tls::PeerIdentity;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -50,9 +51,10 @@ pub(crate) fn routes() -> Vec<Route> {
 )]
 async fn acquire(
     State(app): State<App>,
+    peer: PeerIdentity,
     JsonBody(req): JsonBody<AcquireRequest>,
 ) -> ApiResult<LeaseView> {
-    Ok(Json(ops::acquire(&app, req).await?))
+    Ok(Json(ops::acquire(&app, &peer, req).await?))
 }
 
 /// Look at a live lease, without renewing it.
@@ -186,9 +188,10 @@ async fn check_fence(
 )]
 async fn liveness(
     State(app): State<App>,
+    peer: PeerIdentity,
     JsonBody(req): JsonBody<LivenessReport>,
 ) -> ApiResult<LivenessResponse> {
-    Ok(Json(ops::liveness(&app, req).await?))
+    Ok(Json(ops::liveness(&app, &peer, req).await?))
 }
 
 /// A renew or release of the lease `id` names (from the URL path), with the body's token.
