@@ -841,4 +841,57 @@ mod tests {
             .expect_err("conflict");
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
+
+    // --- TLS (issue 17) ---
+    #[test]
+    fn tls_flags_come_in_pairs_and_the_client_ones_are_global() {
+        let cli = Cli::try_parse_from([
+            "locksmith",
+            "locks",
+            "--ca-file",
+            "ca.pem",
+            "--cert",
+            "a.pem",
+            "--key",
+            "a.key",
+        ])
+        .expect("parse");
+        let tls = cli.global.tls.options();
+        assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.cert.as_deref(), Some(std::path::Path::new("a.pem")));
+        assert_eq!(tls.key.as_deref(), Some(std::path::Path::new("a.key")));
+
+        let cli = Cli::try_parse_from([
+            "locksmith",
+            "server",
+            "--tls-cert",
+            "s.pem",
+            "--tls-key",
+            "s.key",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .expect("parse");
+        let Command::Server(server) = cli.command else {
+            panic!("not server");
+        };
+        let listeners = server.tls.listeners().expect("TLS");
+        assert_eq!(
+            listeners.client_ca.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        for half in [
+            &["locksmith", "server", "--tls-cert", "s.pem"][..],
+            &["locksmith", "server", "--tls-key", "s.key"][..],
+            &["locksmith", "server", "--tls-client-ca", "ca.pem"][..],
+            &["locksmith", "server", "--etcd-cert", "e.pem"][..],
+        ] {
+            let err = Cli::try_parse_from(half).expect_err("half a pair");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{half:?}"
+            );
+        }
+    }
 }

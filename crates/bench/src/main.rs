@@ -48,6 +48,14 @@ struct Args {
     /// Print JSON rows instead of a Markdown table.
     #[arg(long)]
     json: bool,
+    /// TLS: the in-process server's listeners speak TLS with a certificate made for the run
+    /// (the clients trust its CA); with --server, trust the CA in --ca-file.
+    #[arg(long)]
+    tls: bool,
+    /// With --server and --tls: the CA that signs the server's certificate [default: the
+    /// system's roots].
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +79,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("locksmith-bench")
         .tempdir()?;
+    // A CA and a server certificate made for the run (`--tls` without `--server`).
+    let pki = (args.tls && args.server.is_none())
+        .then(|| locksmith_etcd::testing::TestPki::new("locksmith-bench CA"));
+    let tls = args.tls.then(|| locksmith_client::TlsOptions {
+        ca_file: match &pki {
+            Some(pki) => Some(pki.ca_file().to_path_buf()),
+            None => args.ca_file.clone(),
+        },
+        ..locksmith_client::TlsOptions::default()
+    });
     let (url, wire, stop) = match &args.server {
         Some(url) => (
             url.clone(),
@@ -83,10 +101,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 wire_listen: Some("127.0.0.1:0".parse()?),
                 data_dir: dir.path().to_path_buf(),
                 gc_interval: Duration::from_secs(1),
+                tls: pki.as_ref().map(|pki| {
+                    let cert = pki.server();
+                    locksmith_server::tls::TlsConfig {
+                        cert: cert.cert,
+                        key: cert.key,
+                        client_ca: None,
+                    }
+                }),
                 ..ServerConfig::default()
             })
             .await?;
-            let url = format!("http://{}", server.local_addr());
+            let url = server.url();
             let wire = args
                 .wire
                 .as_ref()
@@ -103,6 +129,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         url,
         wire,
         prefix: format!("bench-{}", std::process::id()),
+        tls,
     };
     let d = Duration::from_secs_f64(args.seconds);
     let mut rows = Vec::new();

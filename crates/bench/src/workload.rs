@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use locksmith_api::{AcquireRequest, LeaseView};
-use locksmith_client::{Client, ClientError, WireClient};
+use locksmith_client::{Client, ClientError, TlsOptions, WireClient};
 use locksmith_core::{FenceToken, LeaseId, Owner};
 
 use crate::run::{finish, start_run};
@@ -22,6 +22,9 @@ pub struct Target {
     pub wire: Option<String>,
     /// Prefix for resource names, so runs do not collide.
     pub prefix: String,
+    /// How to speak TLS to a server that speaks it (an `https://` URL; the wire port then
+    /// too); `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Target {
@@ -30,12 +33,15 @@ impl Target {
     async fn connect(&self) -> anyhow::Result<Conn> {
         Ok(match &self.wire {
             Some(addr) => {
-                let client = WireClient::new(addr.clone());
+                let client = match &self.tls {
+                    Some(tls) => WireClient::with_tls(addr.clone(), tls)?,
+                    None => WireClient::new(addr.clone()),
+                };
                 client.connect().await?;
                 Conn::Wire(client)
             }
             None => {
-                let client = Client::new(&self.url)?;
+                let client = Client::with_tls(&self.url, &self.tls.clone().unwrap_or_default())?;
                 // Opens the pooled keep-alive connection the calls then use.
                 client.health().await?;
                 Conn::Http(client)

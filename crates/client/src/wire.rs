@@ -33,7 +33,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -381,6 +381,9 @@ struct Out {
     /// Bytes the socket did not take yet, in order; the flusher writes them out.
     unsent: Mutex<Vec<u8>>,
     flush: Notify,
+    /// Over TLS: a call alone on the connection queued its frame, so the flusher writes at
+    /// once instead of waiting a turn for others to join it.
+    alone: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -516,6 +519,7 @@ impl Out {
             write,
             unsent: Mutex::new(Vec::new()),
             flush: Notify::new(),
+            alone: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }
     }
@@ -551,6 +555,9 @@ impl Out {
         let Some(write) = self.write.as_ref().filter(|_| !coalesce) else {
             unsent.extend_from_slice(bytes);
             drop(unsent);
+            if !coalesce {
+                self.alone.store(true, Ordering::Relaxed);
+            }
             self.flush.notify_one();
             return Ok(());
         };
@@ -725,8 +732,11 @@ async fn flush_tls(
     let mut bytes = Vec::new();
     loop {
         out.flush.notified().await;
-        // As in `flush_unsent`: the callers woken in this turn queue theirs first.
-        tokio::task::yield_now().await;
+        // As in `flush_unsent`: the callers woken in this turn queue theirs first — unless the
+        // frame is a call alone on the connection, which nobody will join.
+        if !out.alone.swap(false, Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
         loop {
             std::mem::swap(&mut bytes, &mut *lock(&out.unsent));
             if bytes.is_empty() {

@@ -321,3 +321,24 @@ async fn a_bad_certificate_or_key_refuses_the_start_naming_the_file() {
         "the store was opened"
     );
 }
+
+/// The other way round: a TLS client of a plain server is told the server does not speak TLS,
+/// over HTTP and the wire — not a bare "corrupt message".
+#[tokio::test]
+async fn a_tls_client_of_a_plain_server_is_told_it_does_not_speak_tls() {
+    let pki = TestPki::new("client CA");
+    let (server, _) = common::wire_server().await;
+    let https = server.url.replacen("http://", "https://", 1);
+    let why = tls_reason(
+        Client::with_tls(&https, &trusting(&pki, None))
+            .expect("client")
+            .health()
+            .await,
+    );
+    assert!(why.contains("did not answer in TLS"), "{why}");
+    let addr = server.wire.clone().expect("wire listener");
+    let wire = WireClient::with_tls(&addr, &trusting(&pki, None)).expect("wire");
+    let why = tls_reason(wire.connect().await);
+    assert!(why.contains("did not answer in TLS"), "{why}");
+    server.stop().await;
+}

@@ -583,7 +583,12 @@ async fn run_one(
                     (server.url.clone(), None)
                 }
             };
-            let t = Target { url, wire, prefix };
+            let t = Target {
+                url,
+                wire,
+                prefix,
+                tls: None,
+            };
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,
                 Workload::Handoff => handoff(&t, c, d).await,
