@@ -31,6 +31,7 @@ async fn server(wire: bool) -> Running {
         url: format!("http://{}", server.local_addr()),
         wire: wire.then(|| server.wire_addr().expect("wire").to_string()),
         prefix: "test".into(),
+        tls: None,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(async move {
