@@ -34,6 +34,7 @@ use locksmith_api::{ErrorBody, ErrorCode};
 use locksmith_client::tls::{TlsSetupError, provider, read_certificates, read_private_key};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -196,6 +197,34 @@ impl Handshakes {
         within: Option<Duration>,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<(TlsStream<TcpStream>, PeerIdentity)> {
+        tokio::select! {
+            done = self.handshake(tcp, within) => done,
+            () = stopped(stop) => None,
+        }
+    }
+
+    /// Sends `answer` inside a TLS session and closes it: how a TLS listener refuses a
+    /// connection over its cap. The handshake, the answer and the client's goodbye take at
+    /// most `within` together.
+    pub(crate) async fn refuse(&self, tcp: TcpStream, answer: &[u8], within: Duration) {
+        let _ = tokio::time::timeout(within, async {
+            let Some((mut session, _)) = self.handshake(tcp, None).await else {
+                return;
+            };
+            if session.write_all(answer).await.is_ok() && session.shutdown().await.is_ok() {
+                let mut sink = [0u8; 4096];
+                while matches!(session.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        })
+        .await;
+    }
+
+    /// The handshake of [`Handshakes::accept`], without the stop signal.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        within: Option<Duration>,
+    ) -> Option<(TlsStream<TcpStream>, PeerIdentity)> {
         let peer = tcp.peer_addr().ok();
         let handshake = async {
             let mut first = [0u8; 1];
@@ -207,15 +236,9 @@ impl Handshakes {
             }
             self.tls.acceptor.accept(tcp).await.map(|s| Some(Ok(s)))
         };
-        let bounded = async {
-            match within {
-                Some(within) => tokio::time::timeout(within, handshake).await.ok(),
-                None => Some(handshake.await),
-            }
-        };
-        let done = tokio::select! {
-            done = bounded => done,
-            () = stopped(stop) => return None,
+        let done = match within {
+            Some(within) => tokio::time::timeout(within, handshake).await.ok(),
+            None => Some(handshake.await),
         };
         match done {
             // Timed out, or closed before a byte: like a request head never sent.

@@ -93,6 +93,7 @@ pub(crate) async fn serve(
         "wire",
         max_connections,
         refusal,
+        handshakes.clone(),
         stop,
         |tcp, stop| connection(tcp, app.clone(), timeouts, handshakes.clone(), stop),
     )

@@ -342,3 +342,42 @@ async fn a_tls_client_of_a_plain_server_is_told_it_does_not_speak_tls() {
     assert!(why.contains("did not answer in TLS"), "{why}");
     server.stop().await;
 }
+
+/// Past `--max-connections`, a TLS listener's refusal comes inside a TLS session, so the
+/// client reads `too_many_connections` where it reads its first answer — not a broken
+/// handshake.
+#[tokio::test]
+async fn a_tls_connection_over_the_cap_reads_too_many_connections() {
+    let pki = TestPki::new("server CA");
+    let cert = pki.server();
+    let server = TestServer::start_tweaked(move |c: &mut ServerConfig| {
+        c.wire_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.max_connections = 1;
+        c.tls = Some(TlsConfig {
+            cert: cert.cert,
+            key: cert.key,
+            client_ca: None,
+        });
+    })
+    .await;
+    let addr = server.wire.clone().expect("wire listener");
+    let first = WireClient::with_tls(&addr, &trusting(&pki, None)).expect("wire");
+    first.connect().await.expect("the one connection");
+    let second = WireClient::with_tls(&addr, &trusting(&pki, None)).expect("wire");
+    let refused = second.acquire(&req("tls/cap", 1)).await;
+    let Err(ClientError::Transport { reason, .. }) = refused else {
+        panic!("a connection over the cap: {refused:?}");
+    };
+    assert!(reason.contains("too_many_connections"), "{reason}");
+
+    let held = Client::with_tls(&server.url, &trusting(&pki, None)).expect("client");
+    held.health().await.expect("the one HTTP connection");
+    let over = Client::with_tls(&server.url, &trusting(&pki, None)).expect("client");
+    let refused = over.health().await;
+    let Err(ClientError::Api { status, body }) = refused else {
+        panic!("an HTTP connection over the cap: {refused:?}");
+    };
+    assert_eq!((status, body.error), (503, ErrorCode::TooManyConnections));
+    drop(first);
+    server.stop().await;
+}

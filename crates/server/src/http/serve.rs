@@ -67,6 +67,7 @@ pub(crate) async fn serve(
         "http",
         max_connections,
         refusal,
+        handshakes.clone(),
         stop,
         |tcp, stop| connection(tcp, router.clone(), timeouts, handshakes.clone(), stop),
     )
