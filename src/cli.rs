@@ -59,6 +59,40 @@ pub struct Global {
     /// DATA/admin.token). Also $LOCKSMITH_TOKEN_FILE, after $LOCKSMITH_TOKEN.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// TLS to an https:// server.
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+/// How the CLI speaks TLS to an `https://` server (and, in the server, how a follower trusts
+/// the leader's `https://` URL in cluster mode).
+#[derive(Debug, Args)]
+pub struct ClientTls {
+    /// PEM file of the CA certificate(s) that sign the server's certificate: trusted instead
+    /// of the system's roots for https:// servers.
+    #[arg(long, global = true, env = "LOCKSMITH_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM file of this client's certificate, for a server that requires one
+    /// (--tls-client-ca): the node it names is the only node you may act as. With --key.
+    #[arg(long, global = true, env = "LOCKSMITH_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM file of --cert's private key.
+    #[arg(long, global = true, env = "LOCKSMITH_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// The client library's TLS options.
+    pub fn options(&self) -> locksmith_client::TlsOptions {
+        locksmith_client::TlsOptions {
+            ca_file: self.ca_file.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// `--server`: refused as a usage error (exit 2) unless it is an http(s) URL with a host, so a
@@ -280,7 +314,7 @@ pub struct ServerArgs {
     pub etcd_prefix: String,
 
     /// Cluster mode: the URL other servers forward to while this one leads
-    /// [default: http://<listen address>].
+    /// [default: http://<listen address>, https:// with --tls-cert].
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
 
@@ -292,6 +326,63 @@ pub struct ServerArgs {
     /// [default: never — FleetLock clients send no heartbeats; free a lost one with `break`].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub fleetlock_stale_after: Option<Duration>,
+
+    // --- TLS (issue 17): the server's side. ---
+    #[command(flatten)]
+    pub tls: ServerTls,
+}
+
+/// `locksmith server`'s TLS: its listeners', and etcd's in cluster mode.
+#[derive(Debug, Args)]
+pub struct ServerTls {
+    /// PEM file of the server's certificate (chain, leaf first): both listeners (HTTP and
+    /// wire) then speak only TLS, and the server's URL is https://. With --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of --tls-cert's private key.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: PEM file of the CA that signs client certificates. Every client must show
+    /// one, and the node it names (first DNS name, else common name) is the only node it may
+    /// act as (acquire as owner.node, report liveness for). Not in cluster mode.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Cluster mode: PEM file of the CA that signs etcd's certificates, for https:// --etcd
+    /// URLs [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// Cluster mode: PEM file of this server's client certificate, for an etcd run with
+    /// --client-cert-auth. With --etcd-key.
+    #[arg(long, requires = "etcd_key", value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// Cluster mode: PEM file of --etcd-cert's private key.
+    #[arg(long, requires = "etcd_cert", value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl ServerTls {
+    /// The listeners' TLS, if --tls-cert is given.
+    pub fn listeners(&self) -> Option<locksmith_server::tls::TlsConfig> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(locksmith_server::tls::TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            // clap requires both or neither.
+            _ => None,
+        }
+    }
+
+    /// Whether any etcd TLS file is given.
+    pub fn etcd_files(&self) -> bool {
+        self.etcd_ca_file.is_some() || self.etcd_cert.is_some() || self.etcd_key.is_some()
+    }
 }
 
 /// `--max-connections N`: at least 1.
@@ -864,5 +955,58 @@ mod tests {
         let err = Cli::try_parse_from(["locksmith", "run", "r", "-n", "-w", "5", "--", "true"])
             .expect_err("conflict");
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    // --- TLS (issue 17) ---
+    #[test]
+    fn tls_flags_come_in_pairs_and_the_client_ones_are_global() {
+        let cli = Cli::try_parse_from([
+            "locksmith",
+            "locks",
+            "--ca-file",
+            "ca.pem",
+            "--cert",
+            "a.pem",
+            "--key",
+            "a.key",
+        ])
+        .expect("parse");
+        let tls = cli.global.tls.options();
+        assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.cert.as_deref(), Some(std::path::Path::new("a.pem")));
+        assert_eq!(tls.key.as_deref(), Some(std::path::Path::new("a.key")));
+
+        let cli = Cli::try_parse_from([
+            "locksmith",
+            "server",
+            "--tls-cert",
+            "s.pem",
+            "--tls-key",
+            "s.key",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .expect("parse");
+        let Command::Server(server) = cli.command else {
+            panic!("not server");
+        };
+        let listeners = server.tls.listeners().expect("TLS");
+        assert_eq!(
+            listeners.client_ca.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        for half in [
+            &["locksmith", "server", "--tls-cert", "s.pem"][..],
+            &["locksmith", "server", "--tls-key", "s.key"][..],
+            &["locksmith", "server", "--tls-client-ca", "ca.pem"][..],
+            &["locksmith", "server", "--etcd-cert", "e.pem"][..],
+        ] {
+            let err = Cli::try_parse_from(half).expect_err("half a pair");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{half:?}"
+            );
+        }
     }
 }

@@ -22,7 +22,8 @@ pub enum Exit {
     /// 4: the lease was lost or has ended (expired, released, never granted, stale token,
     /// broken by an operator).
     LeaseLost,
-    /// 5: the server is unreachable or unavailable (storage failed, shutting down, cannot start).
+    /// 5: the server is unreachable or unavailable (storage failed, shutting down, TLS handshake
+    /// failed, cannot start).
     Unavailable,
     /// 6: `status` found problems (each is listed with its next step).
     Problems,
@@ -52,7 +53,7 @@ Exit codes:
   4  lease lost or ended (expired, released, unknown lease, stale token, broken by an operator,
      or lost during `run`)
   5  server unreachable or unavailable (storage failed, shutting down, no leader, too many
-     connections, server cannot start)
+     connections, TLS handshake failed, server cannot start)
   6  `status` found problems (each printed with its next step)
   7  access denied: no token or one the server refuses (unauthenticated: malformed, unknown,
      revoked, expired), one whose role, prefixes or node do not allow this (forbidden), or a
@@ -139,7 +140,8 @@ impl Exit {
             ClientError::Api { body, .. } => Exit::for_code(body.error),
             ClientError::InvalidUrl { .. } => Exit::Usage,
             ClientError::InvalidToken { .. } => Exit::Denied,
-            ClientError::Transport { .. } => Exit::Unavailable,
+            ClientError::Transport { .. } | ClientError::Tls { .. } => Exit::Unavailable,
+            ClientError::TlsSetup(_) => Exit::Other,
             ClientError::Decode { .. } => Exit::Other,
         }
     }

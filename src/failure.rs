@@ -81,6 +81,12 @@ impl Failure {
             ClientError::Transport { .. } => {
                 format!("{e}; start it with 'locksmith server' or set --server/LOCKSMITH_SERVER")
             }
+            // The reason already says what to do (which flag to pass).
+            ClientError::Tls { .. } => e.to_string(),
+            ClientError::TlsSetup(_) => format!(
+                "{e}; fix the file or the flag (--ca-file, --cert, --key or their LOCKSMITH_* \
+                 variables)"
+            ),
             ClientError::Decode { .. } => format!(
                 "{}: unexpected answer — {e}; check that --server points at a Locksmith server",
                 shown(ctx.subject)

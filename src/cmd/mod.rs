@@ -26,9 +26,11 @@ use crate::exit::Exit;
 use crate::failure::{Context, Failure};
 use locksmith_host::IdentityError;
 
-/// A client for `--server`, sending the token discovery finds (see `crate::credentials`).
+/// A client for `--server` (TLS to an https:// one as --ca-file, --cert and --key say),
+/// sending the token discovery finds (see `crate::credentials`).
 pub fn client(global: &Global, ctx: Context<'_>) -> Result<Client, Failure> {
-    let client = Client::new(global.server.as_str()).map_err(|e| Failure::from_client(&e, ctx))?;
+    let client = Client::with_tls(global.server.as_str(), &global.tls.options())
+        .map_err(|e| Failure::from_client(&e, ctx))?;
     let found = crate::credentials::discover(global.token.as_ref(), global.token_file.as_deref())?;
     match &found.token {
         Some((secret, _)) => client

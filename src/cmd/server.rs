@@ -58,6 +58,8 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             AuthSwitch::Off => locksmith_server::AuthMode::Off,
         },
         metrics_auth: args.metrics_auth,
+
+        tls: args.tls.listeners(),
     };
     if !args.etcd.is_empty() {
         if let Some(WireListen::At(addr)) = args.wire_listen {
@@ -69,7 +71,17 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             )
             .into());
         }
-        return cluster(args, config, shutdown).await;
+        return cluster(global, args, config, shutdown).await;
+    }
+    // --- TLS (issue 17) ---
+    if args.tls.etcd_files() {
+        return Err(Failure::invalid(
+            SUBJECT,
+            "--etcd-ca-file/--etcd-cert/--etcd-key",
+            "they are for cluster mode, and --etcd is not given",
+            "add --etcd https://… or drop them",
+        )
+        .into());
     }
     if args.verify_store {
         verify_store(&args.data).await?;
@@ -84,7 +96,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         )
     })?;
     let wire = server.wire_addr();
-    announce_and_serve(server.local_addr(), wire, server.serve(shutdown)).await
+    announce_and_serve(server.url(), wire, server.serve(shutdown)).await
 }
 
 /// What to do about a failed start, by what failed.
@@ -111,6 +123,12 @@ fn start_next_step(error: &ServerError, data: &std::path::Path) -> String {
         ),
         ServerError::Bind { .. } => {
             "check that the addresses (--listen, --wire-listen) are free".to_owned()
+        }
+
+        ServerError::Tls(_) => {
+            "check the file named above (--tls-cert, --tls-key, --tls-client-ca: PEM, the key \
+             the certificate's)"
+                .to_owned()
         }
         _ => "see the log above, then start it again".to_owned(),
     }
@@ -202,6 +220,7 @@ fn fleetlock_config(args: &ServerArgs) -> Result<FleetLockConfig, Failure> {
 
 #[cfg(feature = "etcd")]
 async fn cluster(
+    global: &Global,
     args: ServerArgs,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -212,6 +231,9 @@ async fn cluster(
     cluster.prefix = args.etcd_prefix.clone();
     cluster.advertise = args.advertise.clone();
     cluster.election_ttl = args.election_ttl;
+    // --- TLS (issue 17) ---
+    cluster.etcd_tls = args.tls.etcd_files().then(|| locksmith_etcd_tls(&args));
+    cluster.peer_tls = global.tls.options();
     let server = ClusterServer::bind(config, cluster).await.map_err(|e| {
         Failure::new(
             Exit::Unavailable,
@@ -221,11 +243,22 @@ async fn cluster(
             "check that the address is free and etcd is reachable",
         )
     })?;
-    announce_and_serve(server.local_addr(), None, server.serve(shutdown)).await
+    announce_and_serve(server.url(), None, server.serve(shutdown)).await
+}
+
+/// The etcd TLS files of the flags.
+#[cfg(feature = "etcd")]
+fn locksmith_etcd_tls(args: &ServerArgs) -> locksmith_server::cluster::EtcdTls {
+    locksmith_server::cluster::EtcdTls {
+        ca_file: args.tls.etcd_ca_file.clone(),
+        cert: args.tls.etcd_cert.clone(),
+        key: args.tls.etcd_key.clone(),
+    }
 }
 
 #[cfg(not(feature = "etcd"))]
 async fn cluster(
+    _global: &Global,
     _args: ServerArgs,
     _config: ServerConfig,
     _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -239,15 +272,15 @@ async fn cluster(
     .into())
 }
 
-/// Prints the `locksmith listening on` line (tests and scripts read it to learn the port) and,
-/// if there is one, the wire protocol's `locksmith wire protocol on` line; then serves until
-/// `serve` ends.
+/// Prints the `locksmith listening on URL` line (tests and scripts read it to learn the port;
+/// the URL is `https://` with TLS) and, if there is one, the wire protocol's `locksmith wire
+/// protocol on` line; then serves until `serve` ends.
 async fn announce_and_serve(
-    addr: std::net::SocketAddr,
+    url: String,
     wire: Option<std::net::SocketAddr>,
     serve: impl std::future::Future<Output = Result<(), locksmith_server::ServerError>>,
 ) -> anyhow::Result<Exit> {
-    out(&format!("locksmith listening on http://{addr}"))?;
+    out(&format!("locksmith listening on {url}"))?;
     if let Some(wire) = wire {
         out(&format!("locksmith wire protocol on {wire}"))?;
     }

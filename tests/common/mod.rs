@@ -34,6 +34,9 @@ pub fn command(args: &[&str]) -> Command {
         .env_remove("LOCKSMITH_OPERATOR")
         .env_remove("LOCKSMITH_TOKEN")
         .env_remove("LOCKSMITH_TOKEN_FILE")
+        .env_remove("LOCKSMITH_CA_FILE")
+        .env_remove("LOCKSMITH_CERT")
+        .env_remove("LOCKSMITH_KEY")
         .env_remove("RUST_LOG")
         .env("USER", "tester")
         .current_dir(empty_dir())
@@ -374,7 +377,10 @@ impl ServerProc {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "{url}"
+        );
         ServerProc {
             proc,
             url,

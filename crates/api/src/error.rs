@@ -75,8 +75,9 @@ pub enum ErrorCode {
     Internal,
     /// No token, or one that authenticates nobody (malformed, unknown, revoked, expired).
     Unauthenticated,
-    /// The token is valid but may not do this: its role, prefixes or node do not allow it (the
-    /// message names what is missing).
+    /// The token is valid but may not do this: its role, prefixes or node (its own, or the one
+    /// a mutual-TLS client certificate names) do not allow it. The message names what is
+    /// missing.
     Forbidden,
     /// No token has that id.
     TokenNotFound,
@@ -488,6 +489,7 @@ mod tests {
             ErrorCode::LeaseExpired,
             ErrorCode::StorageFailed,
             ErrorCode::TooManyConnections,
+            ErrorCode::Forbidden,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -68,6 +68,14 @@ struct Args {
     /// Print JSON rows instead of a Markdown table.
     #[arg(long)]
     json: bool,
+    /// TLS: the in-process server's listeners speak TLS with a certificate made for the run
+    /// (the clients trust its CA); with --server, trust the CA in --ca-file.
+    #[arg(long)]
+    tls: bool,
+    /// With --server and --tls: the CA that signs the server's certificate [default: the
+    /// system's roots].
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +106,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .prefix("locksmith-bench")
         .tempdir()?;
     let prefix = format!("bench-{}", std::process::id());
+    // A CA and a server certificate made for the run (`--tls` without `--server`).
+    let pki = (args.tls && args.server.is_none())
+        .then(|| locksmith_etcd::testing::TestPki::new("locksmith-bench CA"));
+    let tls = args.tls.then(|| locksmith_client::TlsOptions {
+        ca_file: match &pki {
+            Some(pki) => Some(pki.ca_file().to_path_buf()),
+            None => args.ca_file.clone(),
+        },
+        ..locksmith_client::TlsOptions::default()
+    });
     // One target per server measured: `--server`, or an in-process server per `--auth` mode.
     let mut targets: Vec<(Option<Auth>, Target)> = Vec::new();
     let mut stops = Vec::new();
@@ -117,6 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 wire: args.wire.clone().filter(|w| !w.is_empty()),
                 prefix: prefix.clone(),
                 token,
+                tls: tls.clone(),
             };
             targets.push((None, target));
         }
@@ -132,6 +151,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         Auth::On => locksmith_server::AuthMode::On,
                         Auth::Off => locksmith_server::AuthMode::Off,
                     },
+                    tls: pki.as_ref().map(|pki| {
+                        let cert = pki.server();
+                        locksmith_server::tls::TlsConfig {
+                            cert: cert.cert,
+                            key: cert.key,
+                            client_ca: None,
+                        }
+                    }),
                     ..ServerConfig::default()
                 })
                 .await?;
@@ -146,7 +173,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     Auth::Off => None,
                 };
                 let target = Target {
-                    url: format!("http://{}", server.local_addr()),
+                    url: server.url(),
                     wire: args
                         .wire
                         .as_ref()
@@ -154,6 +181,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         .map(|a| a.to_string()),
                     prefix: prefix.clone(),
                     token,
+                    tls: tls.clone(),
                 };
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(server.serve(async move {

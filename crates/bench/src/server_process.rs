@@ -30,8 +30,9 @@ echo "$?"
 exit 0
 "#;
 
-/// What the announce line starts with (`locksmith server` prints it once it serves).
-const ANNOUNCE: &str = "locksmith listening on http://";
+/// What the announce line starts with (`locksmith server` prints it once it serves), then
+/// `http://` or `https://` and the address.
+const ANNOUNCE: &str = "locksmith listening on ";
 /// What the wire protocol's announce line starts with (printed right after [`ANNOUNCE`]'s).
 const WIRE_ANNOUNCE: &str = "locksmith wire protocol on ";
 
@@ -229,7 +230,13 @@ fn announced(out: &Path, prefix: &str) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(out).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|a| a.trim().parse().ok())
+        .map(|a| {
+            let a = a.trim();
+            a.strip_prefix("http://")
+                .or_else(|| a.strip_prefix("https://"))
+                .unwrap_or(a)
+        })
+        .and_then(|a| a.parse().ok())
 }
 
 /// One `GET /healthz` on a fresh connection: true when it answers 200.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use locksmith_api::{AcquireRequest, LeaseView};
-use locksmith_client::{Client, ClientError, WireClient};
+use locksmith_client::{Client, ClientError, TlsOptions, WireClient};
 use locksmith_core::{FenceToken, LeaseId, Owner};
 
 use crate::run::{finish, start_run};
@@ -25,6 +25,9 @@ pub struct Target {
     /// The API token every client sends (`Authorization: Bearer` over HTTP, the auth frame
     /// over the wire protocol); `None` for a server with `--auth off`.
     pub token: Option<String>,
+    /// How to speak TLS to a server that speaks it (an `https://` URL; the wire port then
+    /// too); `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Target {
@@ -33,7 +36,10 @@ impl Target {
     async fn connect(&self) -> anyhow::Result<Conn> {
         Ok(match &self.wire {
             Some(addr) => {
-                let mut client = WireClient::new(addr.clone());
+                let mut client = match &self.tls {
+                    Some(tls) => WireClient::with_tls(addr.clone(), tls)?,
+                    None => WireClient::new(addr.clone()),
+                };
                 if let Some(token) = &self.token {
                     client = client.with_token(token);
                 }
@@ -42,7 +48,8 @@ impl Target {
                 Conn::Wire(client)
             }
             None => {
-                let mut client = Client::new(&self.url)?;
+                let mut client =
+                    Client::with_tls(&self.url, &self.tls.clone().unwrap_or_default())?;
                 if let Some(token) = &self.token {
                     client = client.with_token(token)?;
                 }

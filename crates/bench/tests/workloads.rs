@@ -33,6 +33,7 @@ async fn server(wire: bool) -> Running {
         wire: wire.then(|| server.wire_addr().expect("wire").to_string()),
         prefix: "test".into(),
         token: None,
+        tls: None,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(async move {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
+use crate::tls::{TlsOptions, tls_failure};
 
 /// A handle to one Locksmith server. Cheap to clone: clones share a connection pool.
 ///
@@ -37,25 +38,38 @@ const WAIT_SLACK: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
-    /// A client for the server at `base` (e.g. `http://127.0.0.1:7400`).
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7400`); an `https://` server
+    /// must have a certificate the system's roots trust (else see [`Client::with_tls`]).
     pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
+        Self::with_tls(base, &TlsOptions::default())
+    }
+
+    /// A client for the server at `base` that speaks TLS to an `https://` server as `tls` says:
+    /// the CA to trust (`--ca-file`) and the certificate to show (`--cert`, `--key`). The files
+    /// are read now; for an `http://` server they are not used.
+    pub fn with_tls(base: impl Into<String>, tls: &TlsOptions) -> Result<Self, ClientError> {
         let base = base.into().trim_end_matches('/').to_string();
         let base_url = parse_base_url(&base).map_err(|reason| ClientError::InvalidUrl {
             server: base.clone(),
             reason,
         })?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1024)
             // Well inside the server's --idle-timeout (default 5 min): a request sent on a
             // pooled connection just as the server closes it would be lost.
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                server: base.clone(),
-                reason: e.to_string(),
-            })?;
+            .pool_idle_timeout(Duration::from_secs(60));
+        if base_url.scheme() == "https" {
+            // Our own rustls config, so that HTTP and the wire protocol trust the same servers
+            // (see `crate::tls`); plain http:// reads no certificate file.
+            let config = tls.client_config()?;
+            builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(&config));
+        }
+        let http = builder.build().map_err(|e| ClientError::Transport {
+            server: base.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             base,
             base_url,
@@ -341,6 +355,12 @@ impl Client {
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {
+        if let Some(reason) = tls_failure(&e) {
+            return ClientError::Tls {
+                server: self.base.clone(),
+                reason,
+            };
+        }
         ClientError::Transport {
             server: self.base.clone(),
             reason: error_chain(&e),

@@ -37,6 +37,19 @@ pub enum ClientError {
         /// What failed.
         reason: String,
     },
+    /// TLS with the server failed: its certificate is not trusted (no `--ca-file`, or the
+    /// wrong one) or names another host, it refused this client's certificate, or it does not
+    /// speak TLS. The reason says which, and what to do.
+    #[error("TLS with the Locksmith server at {server} failed: {reason}")]
+    Tls {
+        /// The server's base URL (or wire address).
+        server: String,
+        /// What failed, and the next step.
+        reason: String,
+    },
+    /// The TLS settings (`--ca-file`, `--cert`, `--key`) cannot be used: no call was made.
+    #[error("cannot use the TLS settings: {0}")]
+    TlsSetup(#[from] crate::tls::TlsSetupError),
     /// The server's answer could not be decoded.
     #[error("unexpected answer from {server}: {reason}")]
     Decode {

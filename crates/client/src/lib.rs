@@ -4,7 +4,8 @@
 //! (acquire, renew, release, fence check) over the binary wire protocol, the [`LeaseApi`] trait
 //! both implement (as does the server's in-process transport), and a [`LeaseGuard`] that keeps
 //! a lease alive over any of them by heartbeating at a third of its TTL and tells its owner the
-//! moment the lease is lost.
+//! moment the lease is lost. Both transports speak TLS ([`TlsOptions`]: `https://` URLs,
+//! [`WireClient::with_tls`]), with a client certificate for servers that ask for one.
 //!
 //! What it is not: a retry policy for acquire (the caller decides whether to wait, via
 //! `wait_ms`) or a cache; every call goes to the server.
@@ -13,6 +14,7 @@ mod client;
 mod error;
 pub mod events;
 mod guard;
+pub mod tls;
 mod transport;
 mod wire;
 
@@ -20,5 +22,6 @@ pub use client::{Client, check_base_url};
 pub use error::ClientError;
 pub use guard::{LeaseGuard, LeaseLost, ReleaseError};
 pub use locksmith_api as api;
+pub use tls::TlsOptions;
 pub use transport::LeaseApi;
 pub use wire::WireClient;

@@ -31,13 +31,17 @@
 //! id 0 after answering what it had read: every call still waiting on that connection gets
 //! that `unauthenticated` error (the server never read them), and the next call reconnects —
 //! and is refused, unless the token works again.
+//! Over TLS ([`WireClient::with_tls`]) the connection is a TLS session (tokio-rustls) that
+//! carries the same preamble and frames. Its writes all go through the flusher task, which
+//! owns the session's sending side: a TLS session cannot take bytes without blocking the way
+//! a socket's `try_write` does, and one writer keeps its records in order.
 //!
 //! What it is not: the whole API (holds, breaks, audit, status stay on HTTP: [`crate::Client`])
 //! or a lease keeper (a [`crate::LeaseGuard`] runs over it: it implements [`crate::LeaseApi`]).
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -46,20 +50,24 @@ use locksmith_api::{
     AcquireRequest, FenceCheckRequest, FenceCheckResponse, LeaseView, ReleaseResponse,
 };
 use locksmith_core::{FenceToken, LeaseId};
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use locksmith_api::ErrorCode;
 
 use crate::client::decode_answer;
 use crate::error::ClientError;
+use crate::tls::{TlsOptions, server_name, tls_failure};
 
 /// The request id of the auth frame a connection opens with: the first id.
 const AUTH_ID: u64 = 1;
@@ -87,6 +95,8 @@ struct Shared {
     addr: String,
     /// The token each connection authenticates with.
     token: Option<Bearer>,
+    /// How to speak TLS to the server; `None`: plain TCP.
+    tls: Option<Tls>,
     current: Mutex<Option<Arc<Conn>>>,
     /// Held while connecting, so concurrent callers open one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
@@ -106,14 +116,28 @@ impl WireClient {
     /// A client for the wire port at `addr` (`host:port`, e.g. `127.0.0.1:7401`). Connects on
     /// the first call.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self::of(addr.into(), None)
+        Self::with(addr.into(), None, None)
     }
 
-    fn of(addr: String, token: Option<Bearer>) -> Self {
+    /// A client for a TLS wire port (a server started with `--tls-cert`) at `addr`, trusting
+    /// and showing what `tls` says. The server's certificate must name the address's host.
+    /// The files are read now; connects on the first call.
+    pub fn with_tls(addr: impl Into<String>, tls: &TlsOptions) -> Result<Self, ClientError> {
+        let addr = addr.into();
+        let name = server_name(&addr).map_err(|reason| ClientError::InvalidUrl {
+            server: addr.clone(),
+            reason,
+        })?;
+        let connector = TlsConnector::from(tls.client_config()?);
+        Ok(Self::with(addr, None, Some(Tls { connector, name })))
+    }
+
+    fn with(addr: String, token: Option<Bearer>, tls: Option<Tls>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 addr,
                 token,
+                tls,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
@@ -124,9 +148,10 @@ impl WireClient {
     /// A connection already open (by this client or a clone) is not re-authenticated: call it
     /// before the first call, as a builder.
     pub fn with_token(self, token: &str) -> Self {
-        Self::of(
+        Self::with(
             self.shared.addr.clone(),
             Some(Bearer(token.trim().to_string())),
+            self.shared.tls.clone(),
         )
     }
 
@@ -244,7 +269,7 @@ impl WireClient {
         }
         let token = self.shared.token.as_ref().map(|t| t.0.as_str());
         let conn = Arc::new(
-            Conn::open(&self.shared.addr, token)
+            Conn::open(&self.shared.addr, token, self.shared.tls.as_ref())
                 .await
                 .map_err(|broken| self.broken(broken))?,
         );
@@ -272,6 +297,10 @@ impl WireClient {
     fn broken(&self, broken: Broken) -> ClientError {
         match broken {
             Broken::Transport(reason) => self.transport(reason),
+            Broken::Tls(reason) => ClientError::Tls {
+                server: self.shared.addr.clone(),
+                reason,
+            },
             Broken::Refused(answer) => {
                 match decode_answer::<serde_json::Value>(self.addr(), answer.status, &answer.body) {
                     Err(e) => e,
@@ -291,6 +320,30 @@ enum Broken {
     /// The server refused it — its token (the answer to the auth frame, or the error it sent
     /// under id 0 when the token stopped working). No call waiting on it was read.
     Refused(Answer),
+    /// TLS failed: what it means and what to do (see `crate::tls`).
+    Tls(String),
+}
+
+/// How a [`WireClient`] speaks TLS: the client configuration and the name the server's
+/// certificate must have.
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An opened stream, before the preamble: plain, or a TLS session.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -375,10 +428,15 @@ struct Conn {
 /// The sending side of a connection.
 #[derive(Debug)]
 struct Out {
-    write: OwnedWriteHalf,
+    /// The socket, written by callers and the flusher; `None` over TLS, where only the
+    /// flusher writes (it owns the session's sending side).
+    write: Option<OwnedWriteHalf>,
     /// Bytes the socket did not take yet, in order; the flusher writes them out.
     unsent: Mutex<Vec<u8>>,
     flush: Notify,
+    /// Over TLS: a call alone on the connection queued its frame, so the flusher writes at
+    /// once instead of waiting a turn for others to join it.
+    alone: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -391,42 +449,34 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    /// Connects, exchanges preambles and, with `token`, authenticates (waiting for the
-    /// server's answer, so that a refused token is the calls' error, not a broken connection).
-    async fn open(addr: &str, token: Option<&str>) -> Result<Conn, Broken> {
+    /// Connects (inside a TLS session with `tls`), exchanges preambles and, with `token`,
+    /// authenticates (waiting for the server's answer, so that a refused token is the calls'
+    /// error, not a broken connection).
+    async fn open(addr: &str, token: Option<&str>, tls: Option<&Tls>) -> Result<Conn, Broken> {
         let handshake = async {
-            let mut tcp = TcpStream::connect(addr).await?;
+            let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            let mut hello = PREAMBLE.to_vec();
-            if let Some(token) = token {
-                let auth = Auth {
-                    token: token.to_string(),
-                };
-                frame::encode(&mut hello, AUTH_ID, Op::Auth as u16, &auth)?;
-            }
-            tcp.write_all(&hello).await?;
-            let mut theirs = [0u8; PREAMBLE.len()];
-            tcp.read_exact(&mut theirs).await?;
-            if &theirs != PREAMBLE {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "not a Locksmith wire-protocol port (it answered {:?}); \
-                         is this the HTTP --listen address instead of the wire one?",
-                        String::from_utf8_lossy(&theirs)
-                    ),
-                ));
-            }
-            let mut rest = Vec::new();
-            let refused = match token {
-                Some(_) => authenticated(&mut tcp, &mut rest).await?,
-                None => None,
+            let mut stream = match tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => Stream::Tls(Box::new(
+                    tls.connector.connect(tls.name.clone(), tcp).await?,
+                )),
             };
-            Ok((tcp, rest, refused))
+            let mut rest = Vec::new();
+            let refused = match &mut stream {
+                Stream::Plain(tcp) => greet(tcp, token, &mut rest).await?,
+                Stream::Tls(session) => greet(session, token, &mut rest).await?,
+            };
+            Ok::<_, io::Error>((stream, rest, refused))
         };
-        let (tcp, rest, refused) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        let (stream, rest, refused) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => return Err(Broken::Transport(e.to_string())),
+            Ok(Err(e)) => {
+                return Err(match tls_failure(&e) {
+                    Some(reason) => Broken::Tls(reason),
+                    None => Broken::Transport(e.to_string()),
+                });
+            }
             Err(_) => {
                 return Err(Broken::Transport(format!(
                     "no connection within {CONNECT_TIMEOUT:?}"
@@ -436,11 +486,23 @@ impl Conn {
         if let Some(refused) = refused {
             return Err(refused);
         }
-        let (read, write) = tcp.into_split();
-        let out = Arc::new(Out::new(write));
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let reader = tokio::spawn(read_answers(read, rest, out.clone(), pending.clone()));
-        let flusher = tokio::spawn(flush_unsent(out.clone(), pending.clone()));
+        let (out, reader, flusher) = match stream {
+            Stream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                let out = Arc::new(Out::new(Some(write)));
+                let reader = tokio::spawn(read_answers(read, rest, out.clone(), pending.clone()));
+                let flusher = tokio::spawn(flush_unsent(out.clone(), pending.clone()));
+                (out, reader, flusher)
+            }
+            Stream::Tls(session) => {
+                let (read, write) = tokio::io::split(*session);
+                let out = Arc::new(Out::new(None));
+                let reader = tokio::spawn(read_answers(read, rest, out.clone(), pending.clone()));
+                let flusher = tokio::spawn(flush_tls(out.clone(), pending.clone(), write));
+                (out, reader, flusher)
+            }
+        };
         Ok(Conn {
             out,
             pending,
@@ -492,12 +554,49 @@ impl Conn {
     }
 }
 
+/// The preamble exchange that opens every connection (inside the TLS session, over TLS), with
+/// the auth frame right after ours when there is a `token`; then, with a token, its answer:
+/// `None` if it authenticated, else the refusal. Bytes read past that answer are left in
+/// `rest`, for the reader task.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    token: Option<&str>,
+    rest: &mut Vec<u8>,
+) -> io::Result<Option<Broken>> {
+    let mut hello = PREAMBLE.to_vec();
+    if let Some(token) = token {
+        let auth = Auth {
+            token: token.to_string(),
+        };
+        frame::encode(&mut hello, AUTH_ID, Op::Auth as u16, &auth)?;
+    }
+    stream.write_all(&hello).await?;
+    stream.flush().await?;
+    let mut theirs = [0u8; PREAMBLE.len()];
+    stream.read_exact(&mut theirs).await?;
+    if &theirs != PREAMBLE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "not a Locksmith wire-protocol port (it answered {:?}); \
+                 is this the HTTP --listen address instead of the wire one?",
+                String::from_utf8_lossy(&theirs)
+            ),
+        ));
+    }
+    match token {
+        Some(_) => authenticated(stream, rest).await,
+        None => Ok(None),
+    }
+}
+
 impl Out {
-    fn new(write: OwnedWriteHalf) -> Self {
+    fn new(write: Option<OwnedWriteHalf>) -> Self {
         Out {
             write,
             unsent: Mutex::new(Vec::new()),
             flush: Notify::new(),
+            alone: AtomicBool::new(false),
             // Past the auth frame's.
             next_id: AtomicU64::new(AUTH_ID + 1),
         }
@@ -523,19 +622,24 @@ impl Out {
     /// each caller sends its next request), the bytes go to the flusher even if the socket
     /// would take them: it writes everything queued in that turn with one `write`, and the
     /// server reads them with one `read`.
+    ///
+    /// Over TLS every frame goes to the flusher (see the module docs).
     fn send(&self, bytes: &[u8], coalesce: bool) -> io::Result<()> {
         let mut unsent = lock(&self.unsent);
         if !unsent.is_empty() {
             unsent.extend_from_slice(bytes);
             return Ok(());
         }
-        if coalesce {
+        let Some(write) = self.write.as_ref().filter(|_| !coalesce) else {
             unsent.extend_from_slice(bytes);
             drop(unsent);
+            if !coalesce {
+                self.alone.store(true, Ordering::Relaxed);
+            }
             self.flush.notify_one();
             return Ok(());
-        }
-        let written = match self.write.try_write(bytes) {
+        };
+        let written = match write.try_write(bytes) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
@@ -590,7 +694,10 @@ fn fail(pending: &Mutex<Pending>, broken: Broken) {
 /// Reads the answer to the auth frame sent in the handshake: `None` if it authenticated, else
 /// the refusal (the server closes the connection after it). Bytes read past that answer are
 /// left in `rest`, for the reader task.
-async fn authenticated(tcp: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<Option<Broken>> {
+async fn authenticated<S: AsyncRead + Unpin>(
+    tcp: &mut S,
+    rest: &mut Vec<u8>,
+) -> io::Result<Option<Broken>> {
     loop {
         match frame::decode(rest) {
             Ok(Some((answer, len))) => {
@@ -624,8 +731,8 @@ async fn authenticated(tcp: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<Op
 
 /// The reader task: delivers each answer to its call, until the connection ends. A grant whose
 /// call is gone is released. `buf` holds what the handshake read past its own answers.
-async fn read_answers(
-    mut read: OwnedReadHalf,
+async fn read_answers<R: AsyncRead + Unpin>(
+    mut read: R,
     mut buf: Vec<u8>,
     out: Arc<Out>,
     pending: Arc<Mutex<Pending>>,
@@ -713,20 +820,26 @@ fn connection_error(code: u16, body: &[u8]) -> String {
 /// The flusher task: writes out what callers could not, or queued to go out together,
 /// whenever there is some.
 async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
+    let Some(write) = out.write.as_ref() else {
+        return fail(
+            &pending,
+            Broken::Transport("a plain connection has no socket to write to".into()),
+        );
+    };
     loop {
         out.flush.notified().await;
         // Let the tasks already woken in this turn of the runtime (the callers whose answers
         // the last read delivered) queue their next requests first: one write for all.
         tokio::task::yield_now().await;
         loop {
-            if let Err(e) = out.write.writable().await {
+            if let Err(e) = write.writable().await {
                 return fail(&pending, Broken::Transport(format!("write failed: {e}")));
             }
             let mut bytes = lock(&out.unsent);
             if bytes.is_empty() {
                 break;
             }
-            match out.write.try_write(&bytes) {
+            match write.try_write(&bytes) {
                 Ok(n) => {
                     bytes.drain(..n);
                 }
@@ -736,6 +849,38 @@ async fn flush_unsent(out: Arc<Out>, pending: Arc<Mutex<Pending>>) {
                     return fail(&pending, Broken::Transport(format!("write failed: {e}")));
                 }
             }
+        }
+    }
+}
+
+/// The flusher task of a TLS connection: the one writer of its session. Takes everything
+/// queued in a turn of the runtime and writes it as one run of records, flushed at once.
+async fn flush_tls(
+    out: Arc<Out>,
+    pending: Arc<Mutex<Pending>>,
+    mut write: WriteHalf<TlsStream<TcpStream>>,
+) {
+    let mut bytes = Vec::new();
+    loop {
+        out.flush.notified().await;
+        // As in `flush_unsent`: the callers woken in this turn queue theirs first — unless the
+        // frame is a call alone on the connection, which nobody will join.
+        if !out.alone.swap(false, Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
+        loop {
+            std::mem::swap(&mut bytes, &mut *lock(&out.unsent));
+            if bytes.is_empty() {
+                break;
+            }
+            let written = async {
+                write.write_all(&bytes).await?;
+                write.flush().await
+            };
+            if let Err(e) = written.await {
+                return fail(&pending, Broken::Transport(format!("write failed: {e}")));
+            }
+            bytes.clear();
         }
     }
 }
@@ -752,7 +897,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr()?).await?;
         let (peer, _) = listener.accept().await?;
         let (_read, write) = client.into_split();
-        let out = Arc::new(Out::new(write));
+        let out = Arc::new(Out::new(Some(write)));
         let pending = Arc::new(Mutex::new(Pending::default()));
         tokio::spawn(flush_unsent(out.clone(), pending));
         Ok((out, peer))

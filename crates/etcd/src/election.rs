@@ -46,12 +46,16 @@ pub enum ElectionError {
 
 /// Connects to the etcd cluster at `endpoints` with the options every part of this crate
 /// uses: `request_timeout` per request and per connection attempt, requests refused at once
-/// by a member without a leader. Does not wait for a member to answer.
+/// by a member without a leader, and TLS for `https://` endpoints as `tls` says (see
+/// [`EtcdTls`](crate::EtcdTls)). Does not wait for a member to answer.
 pub async fn connect(
     endpoints: &[String],
     request_timeout: Duration,
+    tls: Option<&crate::EtcdTls>,
 ) -> Result<Client, etcd_client::Error> {
-    Client::connect(endpoints, Some(connect_options(request_timeout))).await
+    let options = connect_options(request_timeout, endpoints, tls)
+        .map_err(etcd_client::Error::InvalidArgs)?;
+    Client::connect(endpoints, Some(options)).await
 }
 
 /// The election key under `prefix`: `<prefix>leader`.

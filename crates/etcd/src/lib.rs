@@ -103,6 +103,13 @@
 //! - Latency: a commit costs a consensus round and an fsync on a majority — milliseconds, not
 //!   the embedded store's fraction of one. Group commit amortizes it under load.
 //!
+//! ## TLS
+//!
+//! `https://` endpoints are reached over TLS ([`EtcdTls`], in [`EtcdOptions::tls`] and
+//! [`connect`]): trusting a CA file or the system's roots, with a client certificate for a
+//! cluster run with `--client-cert-auth`. TLS files with `http://` endpoints are refused, as
+//! is a list that mixes the two.
+//!
 //! ## Tests
 //!
 //! With the `testing` feature, [`testing::EtcdCluster`] runs real `etcd` processes (Debian's
@@ -115,11 +122,15 @@ mod remote;
 mod store;
 mod tenure;
 #[cfg(feature = "testing")]
+mod test_pki;
+#[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 
 pub use election::{ElectionError, Leadership, campaign, connect, current_leader, leader_key};
 pub use store::{EtcdOptions, EtcdStore, Guard};
 pub use tenure::{Tenure, TenureRule, boot_clock};
+pub use tls::EtcdTls;
 
 /// The etcd client this crate is built on, re-exported so that callers use the same version.
 pub use etcd_client;

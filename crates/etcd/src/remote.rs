@@ -10,6 +10,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, KvClient};
 use locksmith_store::StoreError;
 
 use crate::keys::{Keys, parse_id, prefix_end, range_end};
+use crate::tls::EtcdTls;
 
 /// Records per range request when walking the audit log or loading leases and holds: about
 /// half a megabyte of JSON, far below gRPC's 4 MiB message cap.
@@ -20,15 +21,24 @@ pub(crate) const PAGE: u64 = 1_000;
 /// (see [`Remote::records`]).
 pub(crate) const RECORD_PAGE: u64 = 256;
 
-/// The client options every connection of this crate uses.
-pub(crate) fn connect_options(request_timeout: Duration) -> ConnectOptions {
-    ConnectOptions::new()
+/// The client options every connection of this crate uses, with TLS for `https://`
+/// `endpoints` (see [`EtcdTls`]); the error says why the TLS settings do not fit.
+pub(crate) fn connect_options(
+    request_timeout: Duration,
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+) -> Result<ConnectOptions, String> {
+    let options = ConnectOptions::new()
         .with_timeout(request_timeout)
         .with_connect_timeout(request_timeout)
         // A member cut off from its cluster answers at once instead of hanging, and the
         // retry goes to another member.
         .with_require_leader(true)
-        .with_keep_alive(Duration::from_secs(10), request_timeout)
+        .with_keep_alive(Duration::from_secs(10), request_timeout);
+    Ok(match EtcdTls::options_for(tls, endpoints)? {
+        Some(tls) => options.with_tls(tls),
+        None => options,
+    })
 }
 
 /// Whether a failed request may simply be sent again: the member was unreachable, had no

@@ -28,7 +28,7 @@ pub struct Guard {
 }
 
 /// How an [`EtcdStore`] is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdOptions {
     /// The backend-independent options (audit retention).
     pub store: StoreOptions,
@@ -49,6 +49,9 @@ pub struct EtcdOptions {
     /// How long one store call keeps retrying requests that failed transiently (a member
     /// down, no leader during an election) before it gives up with [`StoreError::Io`].
     pub retry_for: Duration,
+    /// TLS for `https://` endpoints: the CA to trust and this client's certificate (see
+    /// [`EtcdTls`](crate::EtcdTls)); `None`: the system's roots, no certificate.
+    pub tls: Option<crate::EtcdTls>,
 }
 
 impl EtcdOptions {
@@ -67,6 +70,7 @@ impl Default for EtcdOptions {
             max_request_bytes: Self::ETCD_DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(15),
+            tls: None,
         }
     }
 }
@@ -171,17 +175,26 @@ impl EtcdStore {
         if prefix.is_empty() {
             return Err(open_error("the key prefix is empty".to_owned()));
         }
+        // Before the runtime: a runtime dropped on an error here would panic when the caller
+        // is itself async.
+        let connect_options =
+            remote::connect_options(options.request_timeout, endpoints, options.tls.as_ref())
+                .map_err(open_error)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("locksmith-etcd")
             .build()
             .map_err(|e| open_error(format!("cannot start the etcd client runtime: {e}")))?;
-        let connect_options = remote::connect_options(options.request_timeout);
-        let client = block_on(
+        let client = match block_on(
             &runtime,
             Client::connect(endpoints.to_vec(), Some(connect_options)),
-        )
-        .map_err(|e| open_error(e.to_string()))?;
+        ) {
+            Ok(client) => client,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(open_error(e.to_string()));
+            }
+        };
         Ok(Self {
             runtime: Some(runtime),
             remote: Remote {
@@ -208,8 +221,8 @@ impl EtcdStore {
     }
 
     /// The options it was opened with.
-    pub fn options(&self) -> EtcdOptions {
-        self.options
+    pub fn options(&self) -> &EtcdOptions {
+        &self.options
     }
 
     /// The guard every commit carries, if any.

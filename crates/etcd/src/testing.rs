@@ -8,6 +8,9 @@
 //!
 //! These helpers panic, with the member's log attached, when etcd cannot be started: they are
 //! for tests.
+//!
+//! [`EtcdCluster::start_tls`] starts members that serve clients over TLS only (`https://`
+//! endpoints) and require a client certificate; [`TestPki`] makes the certificates.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -24,6 +27,8 @@ use tempfile::TempDir;
 
 use crate::keys::Keys;
 use crate::{EtcdOptions, EtcdStore};
+
+pub use crate::test_pki::{CertFiles, TestPki};
 
 /// Where the etcd binary is expected (Debian's `etcd-server` package); the environment
 /// variable `LOCKSMITH_ETCD_BIN` overrides it.
@@ -64,6 +69,7 @@ pub struct EtcdCluster {
     initial_cluster: String,
     token: String,
     extra_args: Vec<String>,
+    tls: Option<EtcdServerTls>,
     bin: PathBuf,
     // Last: removed after every member has stopped (see `Drop`).
     dir: TempDir,
@@ -74,8 +80,30 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// With TLS: the plain-HTTP port of `/health` (`--listen-metrics-urls`), since the client
+    /// port then speaks only TLS.
+    metrics_port: Option<u16>,
     dir: PathBuf,
     process: Option<Process>,
+}
+
+impl Member {
+    /// The port that answers `GET /health` in plain HTTP.
+    fn health_port(&self) -> u16 {
+        self.metrics_port.unwrap_or(self.client_port)
+    }
+}
+
+/// How the members of a TLS cluster serve their clients: the certificate and key they show,
+/// and the CA whose certificates they require of every client (etcd's `--client-cert-auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdServerTls {
+    /// The members' certificate (it must name `127.0.0.1`).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA that signs client certificates.
+    pub client_ca: PathBuf,
 }
 
 #[derive(Debug)]
@@ -110,6 +138,17 @@ impl EtcdCluster {
     /// [`start`](Self::start), with extra etcd flags after the defaults (a later flag wins,
     /// e.g. `["--max-txn-ops", "128"]` to get etcd's own default back).
     pub fn start_with_args(members: usize, extra_args: &[&str]) -> Self {
+        Self::start_inner(members, extra_args, None)
+    }
+
+    /// [`start`](Self::start), with members that serve clients only over TLS — `https://`
+    /// [`endpoints`](Self::endpoints) — and require a client certificate signed by
+    /// `tls.client_ca`.
+    pub fn start_tls(members: usize, tls: EtcdServerTls) -> Self {
+        Self::start_inner(members, &[], Some(tls))
+    }
+
+    fn start_inner(members: usize, extra_args: &[&str], tls: Option<EtcdServerTls>) -> Self {
         assert!(members >= 1, "an etcd cluster needs at least one member");
         let bin =
             std::env::var_os("LOCKSMITH_ETCD_BIN").map_or_else(|| ETCD_BIN.into(), PathBuf::from);
@@ -123,7 +162,7 @@ impl EtcdCluster {
         let mut last_error = String::new();
         // A port picked as free may be taken before etcd binds it; try again with new ports.
         for attempt in 1..=3 {
-            match Self::try_start(members, &bin, &extra_args) {
+            match Self::try_start(members, &bin, &extra_args, tls.as_ref()) {
                 Ok(cluster) => return cluster,
                 Err(error) => {
                     eprintln!("etcd cluster start attempt {attempt} failed: {error}");
@@ -138,17 +177,20 @@ impl EtcdCluster {
         members: usize,
         bin: &std::path::Path,
         extra_args: &[String],
+        tls: Option<&EtcdServerTls>,
     ) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("locksmith-etcd-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let ports = free_ports(2 * members)?;
+        let per_member = if tls.is_some() { 3 } else { 2 };
+        let ports = free_ports(per_member * members)?;
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: ports[2 * i],
-                peer_port: ports[2 * i + 1],
+                client_port: ports[per_member * i],
+                peer_port: ports[per_member * i + 1],
+                metrics_port: tls.map(|_| ports[per_member * i + 2]),
                 dir: dir.path().join(format!("m{i}")),
                 process: None,
             })
@@ -166,6 +208,7 @@ impl EtcdCluster {
             initial_cluster,
             token: format!("locksmith-test-{}-{nanos:x}", std::process::id()),
             extra_args: extra_args.to_vec(),
+            tls: tls.cloned(),
             bin: bin.to_path_buf(),
             dir,
         };
@@ -187,6 +230,7 @@ impl EtcdCluster {
 
     fn spawn(&self, member: &Member) -> Result<Process, String> {
         let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let client_url = format!("{}://127.0.0.1:{}", self.scheme(), member.client_port);
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
@@ -198,9 +242,9 @@ impl EtcdCluster {
             .arg("--data-dir")
             .arg(member.dir.join("data"))
             .arg("--listen-client-urls")
-            .arg(url(member.client_port))
+            .arg(&client_url)
             .arg("--advertise-client-urls")
-            .arg(url(member.client_port))
+            .arg(&client_url)
             .arg("--listen-peer-urls")
             .arg(url(member.peer_port))
             .arg("--initial-advertise-peer-urls")
@@ -219,6 +263,7 @@ impl EtcdCluster {
             .arg("zap")
             .arg("--log-outputs")
             .arg("stderr")
+            .args(self.tls_args(member))
             .args(&self.extra_args)
             .env("LOCKSMITH_ETCD_DIR", &member.dir)
             .stdin(Stdio::piped())
@@ -250,17 +295,46 @@ impl EtcdCluster {
         })
     }
 
+    /// The etcd flags of a TLS member: its certificate, the client CA, and a plain port for
+    /// `/health`.
+    fn tls_args(&self, member: &Member) -> Vec<std::ffi::OsString> {
+        let (Some(tls), Some(metrics)) = (&self.tls, member.metrics_port) else {
+            return Vec::new();
+        };
+        vec![
+            "--cert-file".into(),
+            tls.cert.clone().into(),
+            "--key-file".into(),
+            tls.key.clone().into(),
+            "--trusted-ca-file".into(),
+            tls.client_ca.clone().into(),
+            "--client-cert-auth".into(),
+            "--listen-metrics-urls".into(),
+            format!("http://127.0.0.1:{metrics}").into(),
+        ]
+    }
+
+    /// `https` for a TLS cluster, else `http`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The client URL of every member, running or not.
     pub fn endpoints(&self) -> Vec<String> {
+        let scheme = self.scheme();
         self.lock()
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{scheme}://127.0.0.1:{}", m.client_port))
             .collect()
     }
 
     /// The client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.lock()[i].client_port)
+        format!(
+            "{}://127.0.0.1:{}",
+            self.scheme(),
+            self.lock()[i].client_port
+        )
     }
 
     /// How many members the cluster has.
@@ -286,7 +360,7 @@ impl EtcdCluster {
                 .unwrap_or_else(|e| panic!("cannot restart etcd member {i}: {e}"));
             members[i].process = Some(process);
         }
-        let port = self.lock()[i].client_port;
+        let port = self.lock()[i].health_port();
         if let Err(error) = wait_until(HEALTHY_WITHIN, || healthy(port)) {
             panic!(
                 "etcd member {i} is not healthy after a restart ({error}); its log ends:\n{}",
@@ -327,14 +401,14 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .filter(|(_, m)| m.process.is_some())
-            .map(|(i, m)| (i, m.client_port))
+            .map(|(i, m)| (i, m.health_port()))
             .collect();
         let deadline = Instant::now() + within;
         for (i, port) in running {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(error) = wait_until(left, || healthy(port)) {
                 return Err(format!(
-                    "etcd member {i} (client port {port}) is not healthy ({error}); its log \
+                    "etcd member {i} (health port {port}) is not healthy ({error}); its log \
                      ends:\n{}",
                     self.log_tail(i)
                 ));
@@ -438,7 +512,7 @@ impl EtcdHarness {
             .as_ref()
             .expect("a store is reopened after `fresh` created it");
         Box::new(
-            EtcdStore::open_with(&self.endpoints, prefix, None, *options)
+            EtcdStore::open_with(&self.endpoints, prefix, None, options.clone())
                 .expect("open an etcd store"),
         )
     }
@@ -477,7 +551,7 @@ impl Harness for EtcdHarness {
             .current
             .as_ref()
             .expect("write_raw_lease is called after fresh");
-        let raw = EtcdStore::open_with(&self.endpoints, prefix, None, *options)
+        let raw = EtcdStore::open_with(&self.endpoints, prefix, None, options.clone())
             .expect("open an etcd store for a raw write");
         raw.put_raw(&Keys::new(prefix).lease(id), bytes)
             .expect("write a raw lease");

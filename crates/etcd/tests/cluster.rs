@@ -47,7 +47,8 @@ fn grant(id: u64) -> Vec<Mutation> {
 /// The index of the member that currently leads the etcd cluster.
 async fn etcd_leader(cluster: &EtcdCluster) -> usize {
     for i in 0..cluster.members() {
-        let Ok(mut client) = connect(&[cluster.endpoint(i)], Duration::from_secs(2)).await else {
+        let Ok(mut client) = connect(&[cluster.endpoint(i)], Duration::from_secs(2), None).await
+        else {
             continue;
         };
         if let Ok(status) = client.status().await {

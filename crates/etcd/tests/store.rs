@@ -61,7 +61,7 @@ fn lease_ids(snapshot: &Snapshot) -> Vec<u64> {
 }
 
 async fn client() -> locksmith_etcd::etcd_client::Client {
-    connect(&cluster().endpoints(), Duration::from_secs(5))
+    connect(&cluster().endpoints(), Duration::from_secs(5), None)
         .await
         .expect("connect")
 }
@@ -351,7 +351,7 @@ async fn the_committer_fits_groups_into_etcds_default_txn_limit() {
 
     let oversized: Vec<Mutation> = (1..=200).map(|id| Mutation::PutLease(lease(id))).collect();
     let refused = {
-        let endpoints = endpoints.clone();
+        let (endpoints, defaults) = (endpoints.clone(), defaults.clone());
         tokio::task::spawn_blocking(move || {
             let mut store = EtcdStore::open_with(&endpoints, "/t/big/", None, defaults)?;
             store.load()?;
@@ -365,7 +365,7 @@ async fn the_committer_fits_groups_into_etcds_default_txn_limit() {
         other => panic!("etcd should refuse 200 operations in one txn, got {other:?}"),
     }
 
-    let (_, committer) = open_etcd(&endpoints, "/t/split/", None, defaults).expect("open");
+    let (_, committer) = open_etcd(&endpoints, "/t/split/", None, defaults.clone()).expect("open");
     // Submitted back to back, so they queue while earlier commits run and form large groups.
     let tickets: Vec<_> = (1..=400).map(|id| committer.submit(grant(id))).collect();
     for ticket in tickets {

@@ -11,6 +11,11 @@
 //!
 //! Either is logged at most once per [`LOG_EVERY`], with how many events the line stands for,
 //! so that a flood lasting minutes is a few lines, not thousands.
+//!
+//! On a TLS listener the refusal goes inside a TLS session — a client reads it where it reads
+//! its first answer, not as a broken handshake — so a refused connection costs a handshake, on
+//! the refusing side's bounded set of tasks ([`MAX_REFUSING`] at a time, each at most
+//! [`REFUSAL_LINGER`]); past that it is closed at once.
 
 use std::future::Future;
 use std::io;
@@ -22,16 +27,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::tls::Handshakes;
+
 /// Accepts connections on `listener` (named `name` in the log) until `stop` turns true, and
 /// serves each with `serve(tcp, stop)`, on a task of its own. At most `max_connections` are
-/// served at once: one more is sent `refusal` and closed ([`ConnectionCap`]). A failed accept
-/// is retried after a back-off ([`AcceptErrors`]). Once stopped, it closes the listener and
-/// waits for every connection to finish.
+/// served at once: one more is sent `refusal` (inside TLS with `tls`) and closed
+/// ([`ConnectionCap`]). A failed accept is retried after a back-off ([`AcceptErrors`]). Once
+/// stopped, it closes the listener and waits for every connection to finish.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_connections<F, Fut>(
     listener: TcpListener,
     name: &'static str,
     max_connections: usize,
     refusal: Vec<u8>,
+    tls: Option<Handshakes>,
     mut stop: watch::Receiver<bool>,
     mut serve: F,
 ) where
@@ -40,7 +49,7 @@ pub(crate) async fn serve_connections<F, Fut>(
 {
     let mut connections = JoinSet::new();
     let mut errors = AcceptErrors::new(name);
-    let mut cap = ConnectionCap::new(name, max_connections, refusal);
+    let mut cap = ConnectionCap::new(name, max_connections, refusal, tls);
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
@@ -79,7 +88,7 @@ pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
 const BACKOFF: Duration = Duration::from_millis(50);
 
 /// At most one log line per listener this often while accepts keep failing.
-const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The failed accepts of one listener, for rate-limited logging.
 #[derive(Debug)]
@@ -178,7 +187,9 @@ struct ConnectionCap {
     /// One permit per connection served; each connection's task holds its own.
     permits: Arc<Semaphore>,
     /// What a connection over the cap is sent before it is closed.
-    answer: Vec<u8>,
+    answer: Arc<[u8]>,
+    /// The listener's TLS: the answer then goes inside a session.
+    tls: Option<Handshakes>,
     /// The refused connections still saying goodbye.
     refusing: JoinSet<()>,
     /// When the last line about refusals was logged, while refusals go on.
@@ -189,14 +200,15 @@ struct ConnectionCap {
 
 impl ConnectionCap {
     /// A cap of `max` connections (at least 1) for `listener`; a connection over it is sent
-    /// `answer` (an error its client understands) and closed.
-    fn new(listener: &'static str, max: usize, answer: Vec<u8>) -> Self {
+    /// `answer` (an error its client understands; inside TLS with `tls`) and closed.
+    fn new(listener: &'static str, max: usize, answer: Vec<u8>, tls: Option<Handshakes>) -> Self {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             listener,
             max,
             permits: Arc::new(Semaphore::new(max)),
-            answer,
+            answer: answer.into(),
+            tls,
             refusing: JoinSet::new(),
             logged_at: None,
             unlogged: 0,
@@ -228,6 +240,14 @@ impl ConnectionCap {
             self.unlogged = 0;
         }
         while self.refusing.try_join_next().is_some() {}
+        if let Some(tls) = &self.tls {
+            if self.refusing.len() < MAX_REFUSING {
+                let (tls, answer) = (tls.clone(), Arc::clone(&self.answer));
+                self.refusing
+                    .spawn(async move { tls.refuse(tcp, &answer, REFUSAL_LINGER).await });
+            }
+            return;
+        }
         let written = tcp.try_write(&self.answer).unwrap_or(0);
         if written < self.answer.len() || self.refusing.len() >= MAX_REFUSING {
             // Nowhere to linger (or the answer did not fit): close now.
@@ -239,7 +259,7 @@ impl ConnectionCap {
 
 /// Closes a refused connection's sending side, then reads and drops what the client still
 /// sends until it closes, or [`REFUSAL_LINGER`] has passed.
-async fn linger(mut tcp: TcpStream) {
+pub(crate) async fn linger(mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         let mut sink = [0u8; 4096];

@@ -87,7 +87,8 @@ impl App {
     /// `peer`: 401 `unauthenticated` for a missing, malformed, unknown, revoked or expired
     /// token. A client certificate that names a node binds the principal to it: a token bound
     /// to no node takes that node, and one bound to another node is refused (403). With
-    /// `--auth off` every request is [`lab_principal`] and nothing is refused.
+    /// `--auth off` every request is [`lab_principal`] (bound to the certificate's node, if
+    /// any) and nothing is refused.
     ///
     /// Reads the published token table (the last durable one), never the engine's lock.
     pub fn authenticate(
@@ -96,7 +97,11 @@ impl App {
         peer: Option<&PeerIdentity>,
     ) -> Result<Principal, ApiError> {
         if self.settings.auth == AuthMode::Off {
-            return Ok(lab_principal());
+            // Nobody authenticated, but a client certificate still binds its node.
+            return Ok(Principal {
+                node: peer.and_then(|p| p.node.clone()),
+                ..lab_principal()
+            });
         }
         let bearer = bearer.ok_or_else(|| unauthenticated(&AuthError::Missing))?;
         let now_ms = self.engine.clock().now().wall_ms;

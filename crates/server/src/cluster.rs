@@ -21,6 +21,14 @@
 //! the first chunk past the tenure. See `locksmith_etcd::Tenure` for why the tenure ends before
 //! etcd can expire the lease. Cluster mode serves HTTP only (no wire protocol), so this is the
 //! one door answers leave by.
+//!
+//! **TLS.** etcd is reached over TLS when its endpoints are `https://` ([`ClusterConfig::etcd_tls`]:
+//! the CA that signs the members' certificates, and this server's client certificate for a
+//! cluster run with `--client-cert-auth`). The listener speaks TLS with `--tls-cert` as a
+//! single server's does, and followers forward to the leader's `https://` URL trusting
+//! [`ClusterConfig::peer_tls`]. Mutual TLS (`--tls-client-ca`) is refused in cluster mode: a
+//! follower forwards its clients' requests over its own connection, so the leader would see
+//! the follower's certificate, not the client's, and could not bind the client's node.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,15 +41,19 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt as _;
-use locksmith_etcd::{EtcdStore, Guard, Tenure};
+use locksmith_client::TlsOptions;
+use locksmith_etcd::{EtcdOptions, EtcdStore, Guard, Tenure};
+
+pub use locksmith_etcd::EtcdTls;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::app::{App, Settings};
 use crate::proxy::{Forwarder, no_leader};
+use crate::tls::Tls;
 use crate::{
-    EngineTasks, NodeIdentity, ServerConfig, ServerError, Timeouts, bind_listener, http, recover,
-    router, start_auth,
+    EngineTasks, NodeIdentity, ServerConfig, ServerError, Timeouts, bind_listener, http, load_tls,
+    log_tls, recover, router, start_auth,
 };
 
 /// Where the cluster lives.
@@ -51,10 +63,16 @@ pub struct ClusterConfig {
     pub endpoints: Vec<String>,
     /// Key prefix for everything Locksmith stores (default `/locksmith/`).
     pub prefix: String,
-    /// The URL other servers forward to when this one leads (default `http://<listen addr>`).
+    /// The URL other servers forward to when this one leads (default `http://<listen addr>`,
+    /// `https://` with TLS).
     pub advertise: Option<String>,
     /// Election lease TTL: how long a dead leader keeps the cluster leaderless.
     pub election_ttl: Duration,
+    /// TLS to etcd's `https://` endpoints (`--etcd-ca-file`, `--etcd-cert`, `--etcd-key`).
+    pub etcd_tls: Option<EtcdTls>,
+    /// How a follower trusts the leader's `https://` URL when it forwards (the CA of the
+    /// servers' certificates: the global `--ca-file`).
+    pub peer_tls: TlsOptions,
 }
 
 impl ClusterConfig {
@@ -65,6 +83,8 @@ impl ClusterConfig {
             prefix: "/locksmith/".into(),
             advertise: None,
             election_ttl: Duration::from_secs(5),
+            etcd_tls: None,
+            peer_tls: TlsOptions::default(),
         }
     }
 }
@@ -101,19 +121,34 @@ pub struct ClusterServer {
     identity: NodeIdentity,
     settings: Arc<Settings>,
     me: String,
+    tls: Option<Tls>,
+    forwarder: Forwarder,
 }
 
 impl ClusterServer {
     /// Binds the listener; the election starts in [`ClusterServer::serve`].
     pub async fn bind(config: ServerConfig, cluster: ClusterConfig) -> Result<Self, ServerError> {
         let settings = Arc::new(Settings::of(&config)?);
+        if config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+            return Err(ServerError::Cluster(
+                "--tls-client-ca (mutual TLS) is not available in cluster mode: followers \
+                 forward requests to the leader over their own connections, so the leader \
+                 could not tell which node's certificate a request came with — drop \
+                 --tls-client-ca, or run a single server"
+                    .to_owned(),
+            ));
+        }
+        let tls = load_tls(&config)?;
+        let forwarder = Forwarder::with_tls(&cluster.peer_tls)
+            .map_err(|e| ServerError::Cluster(format!("--ca-file: {e}")))?;
         let identity = NodeIdentity::of(&config)?;
         let listener = bind_listener(config.listen).await?;
         let addr = listener.local_addr().unwrap_or(config.listen);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let me = cluster
             .advertise
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
         Ok(Self {
             listener,
             config,
@@ -121,7 +156,15 @@ impl ClusterServer {
             identity,
             settings,
             me,
+            tls,
+            forwarder,
         })
+    }
+
+    /// The server's base URL: `http://` or `https://` and the address bound.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
     }
 
     /// The address actually bound.
@@ -141,13 +184,20 @@ impl ClusterServer {
             identity,
             settings,
             me,
+            tls,
+            forwarder,
         } = self;
-        let client = locksmith_etcd::connect(&cluster.endpoints, Duration::from_secs(2))
-            .await
-            .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        log_tls(&config);
+        let client = locksmith_etcd::connect(
+            &cluster.endpoints,
+            Duration::from_secs(2),
+            cluster.etcd_tls.as_ref(),
+        )
+        .await
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
         let state = ClusterState {
             role: Arc::new(RwLock::new(Role::Follower)),
-            forwarder: Forwarder::new(),
+            forwarder,
             me: me.clone(),
         };
         let app = Router::new()
@@ -160,6 +210,7 @@ impl ClusterServer {
             app,
             Timeouts::of(&config),
             config.max_connections,
+            tls,
             stop_rx.clone(),
         ));
         let watcher = tokio::spawn(watch_leader(
@@ -200,8 +251,12 @@ impl ClusterServer {
             };
             let endpoints = cluster.endpoints.clone();
             let prefix = cluster.prefix.clone();
+            let options = EtcdOptions {
+                tls: cluster.etcd_tls.clone(),
+                ..EtcdOptions::default()
+            };
             let opened = tokio::task::spawn_blocking(move || {
-                EtcdStore::open(&endpoints, &prefix, Some(guard))
+                EtcdStore::open_with(&endpoints, &prefix, Some(guard), options)
             })
             .await;
             let engine = match opened {

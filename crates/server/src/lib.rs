@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub auth: AuthMode,
     /// Whether `/healthz` and `/metrics` need a token too (`--metrics-auth`).
     pub metrics_auth: bool,
+    /// TLS for both listeners (`--tls-cert`, `--tls-key`; mutual TLS with `--tls-client-ca`);
+    /// `None`: plain TCP. See [`tls`].
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// Whether the server authenticates requests.
@@ -157,6 +160,7 @@ impl Default for ServerConfig {
             clock: None,
             auth: AuthMode::On,
             metrics_auth: false,
+            tls: None,
         }
     }
 }
@@ -190,6 +194,9 @@ pub enum ServerError {
     /// The first admin token could not be made (see `domains::tokens::bootstrap`).
     #[error("cannot make the first admin token: {0}")]
     Bootstrap(String),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] locksmith_client::tls::TlsSetupError),
 }
 
 /// A bound, recovered server, ready to serve.
@@ -201,6 +208,7 @@ pub struct Server {
     config: ServerConfig,
     identity: NodeIdentity,
     settings: std::sync::Arc<app::Settings>,
+    tls: Option<tls::Tls>,
 }
 
 impl Server {
@@ -208,6 +216,7 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         // Settings first: a server that would refuse them does not touch the store.
         app::Settings::of(&config)?;
+        load_tls(&config)?;
         let (dir, options) = (config.data_dir.clone(), config.store);
         let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, options))
             .await
@@ -221,6 +230,7 @@ impl Server {
         store: Box<dyn Store>,
     ) -> Result<Server, ServerError> {
         let settings = std::sync::Arc::new(app::Settings::of(&config)?);
+        let tls = load_tls(&config)?;
         let identity = NodeIdentity::of(&config)?;
         let engine = recover(store, &identity, config.engine_clock()).await?;
         start_auth(&engine, &config).await?;
@@ -236,7 +246,19 @@ impl Server {
             config,
             identity,
             settings,
+            tls,
         })
+    }
+
+    /// Whether both listeners speak TLS (so the server's URL is `https://`).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The server's base URL: `http://` or `https://` and the address bound.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
     }
 
     /// The address actually bound (useful with port 0).
@@ -285,7 +307,9 @@ impl Server {
             config,
             identity,
             settings,
+            tls,
         } = self;
+        log_tls(&config);
         let tasks = EngineTasks::start(&engine, &config, &identity);
         let app = app::App::new(engine.clone(), settings, &identity);
         let router = router(app.clone());
@@ -300,8 +324,11 @@ impl Server {
         });
         let timeouts = Timeouts::of(&config);
         let max = config.max_connections;
-        let wire = wire.map(|l| tokio::spawn(wire::serve(l, app, timeouts, max, stop_rx.clone())));
-        http::serve(listener, router, timeouts, max, stop_rx).await;
+        let wire = wire.map(|l| {
+            let serve = wire::serve(l, app, timeouts, max, tls.clone(), stop_rx.clone());
+            tokio::spawn(serve)
+        });
+        http::serve(listener, router, timeouts, max, tls, stop_rx).await;
         if let Some(wire) = wire {
             let _ = wire.await;
         }
@@ -560,6 +587,31 @@ impl LeaseSink for Handover {
 
 fn builder_gone() -> StoreError {
     StoreError::Io("recovery stopped: the lock table builder is gone".to_owned())
+}
+
+/// The TLS of `config`, loaded (the files read and checked); `None` without TLS.
+pub(crate) fn load_tls(config: &ServerConfig) -> Result<Option<tls::Tls>, ServerError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    Ok(Some(tls::Tls::load(tls)?))
+}
+
+/// Says in the log what TLS the listeners speak.
+pub(crate) fn log_tls(config: &ServerConfig) {
+    if let Some(tls) = &config.tls {
+        tracing::info!(
+            cert = %tls.cert.display(),
+            client_ca = ?tls.client_ca,
+            "the listeners speak only TLS{}",
+            if tls.client_ca.is_some() {
+                "; clients must show a certificate signed by --tls-client-ca, whose name is \
+                 the node they act for"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 pub(crate) async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -57,6 +57,24 @@ impl Forwarder {
         }
     }
 
+    /// A forwarder that reaches a leader's `https://` URL trusting what `tls` says (the
+    /// servers' CA); `http://` leaders as [`Forwarder::new`]. Reads the files now.
+    pub fn with_tls(
+        tls: &locksmith_client::TlsOptions,
+    ) -> Result<Self, locksmith_client::tls::TlsSetupError> {
+        let config = tls.client_config()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&config))
+            .build()
+            .map_err(|e| locksmith_client::tls::TlsSetupError::Refused(e.to_string()))?;
+        Ok(Self {
+            http,
+            leader: Arc::new(RwLock::new(None)),
+        })
+    }
+
     /// Sets (or clears) the leader's base URL.
     pub fn set_leader(&self, url: Option<String>) {
         *self.leader.write().unwrap_or_else(|p| p.into_inner()) = url;

@@ -589,6 +589,7 @@ async fn run_one(
                 wire,
                 prefix,
                 token: None,
+                tls: None,
             };
             match row.workload {
                 Workload::Cycles => cycles(&t, c, d).await,

@@ -20,6 +20,11 @@
 //! At most `max_connections` connections are served at once: one more is answered with a
 //! minimal HTTP/1.1 `503` whose body is the JSON error `too_many_connections`, and closed. The
 //! accept loop, the cap and the back-off are the wire protocol's too (`crate::accept`).
+//!
+//! With TLS (`--tls-cert`) every connection's handshake comes first (`crate::tls`), within the
+//! header timeout; a plain HTTP client is answered with a `400` whose JSON says to use
+//! `https://`. Every request of the connection carries its [`PeerIdentity`] in its extensions
+//! (with mutual TLS, the node its client certificate names), for the route handlers.
 
 use std::future::Future;
 use std::io;
@@ -43,26 +48,46 @@ use tower::ServiceExt;
 
 use crate::Timeouts;
 use crate::accept::{serve_connections, stopped, too_many_connections};
+use crate::tls::{Handshakes, PeerIdentity, Tls};
 
-/// Serves `router` on `listener`, at most `max_connections` connections at once, until `stop`
-/// turns true; then waits for every connection.
+/// Serves `router` on `listener` (over TLS with `tls`), at most `max_connections` connections
+/// at once, until `stop` turns true; then waits for every connection.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     timeouts: Timeouts,
     max_connections: usize,
+    tls: Option<Tls>,
     stop: watch::Receiver<bool>,
 ) {
     let refusal = refusal(max_connections);
+    let handshakes = tls.map(|tls| tls.handshakes("http", not_tls()));
     serve_connections(
         listener,
         "http",
         max_connections,
         refusal,
+        handshakes.clone(),
         stop,
-        |tcp, stop| connection(tcp, router.clone(), timeouts, stop),
+        |tcp, stop| connection(tcp, router.clone(), timeouts, handshakes.clone(), stop),
     )
     .await;
+}
+
+/// What a TLS listener answers a plain HTTP client: a whole `400` saying to use `https://`.
+fn not_tls() -> Vec<u8> {
+    let body = serde_json::to_string(&locksmith_api::ErrorBody::new(
+        locksmith_api::ErrorCode::InvalidRequest,
+        "this Locksmith server speaks only HTTPS (it runs with --tls-cert): use an https:// \
+         URL, trusting the server's CA (--ca-file)",
+    ))
+    .unwrap_or_default();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// What a connection over the cap is sent: a whole HTTP/1.1 response, whatever it asked.
@@ -77,25 +102,52 @@ fn refusal(max_connections: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Serves one connection until it closes, times out, or — after `stop` — finishes its request
-/// under way.
+/// Serves one connection (after its TLS handshake, with `handshakes`) until it closes, times
+/// out, or — after `stop` — finishes its request under way.
 async fn connection(
     tcp: TcpStream,
     router: Router,
     timeouts: Timeouts,
+    handshakes: Option<Handshakes>,
     mut stop: watch::Receiver<bool>,
 ) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::warn!(error = %e, "cannot set TCP_NODELAY");
     }
+    match handshakes {
+        None => serve_http(tcp, None, router, timeouts, stop).await,
+        Some(handshakes) => {
+            if let Some((session, peer)) = handshakes.accept(tcp, timeouts.header, &mut stop).await
+            {
+                serve_http(session, Some(peer), router, timeouts, stop).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `stream`; every request carries `peer` (when the connection has one).
+async fn serve_http<S>(
+    stream: S,
+    peer: Option<PeerIdentity>,
+    router: Router,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let read = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Counted {
-        inner: tcp,
+        inner: stream,
         read: Arc::clone(&read),
     });
-    let service = TowerToHyperService::new(
-        router.map_request(|req: hyper::Request<Incoming>| req.map(Body::new)),
-    );
+    let service = TowerToHyperService::new(router.map_request(
+        move |mut req: hyper::Request<Incoming>| {
+            if let Some(peer) = &peer {
+                req.extensions_mut().insert(peer.clone());
+            }
+            req.map(Body::new)
+        },
+    ));
     let mut builder = hyper::server::conn::http1::Builder::new();
     if timeouts.header.is_some() || timeouts.idle.is_some() {
         // hyper runs this timer only while it waits for a request head; `HeadTimer` decides
@@ -132,12 +184,12 @@ async fn connection(
 
 /// A connection's stream, counting the bytes read: how [`HeadWait`] tells that a request head
 /// has begun.
-struct Counted {
-    inner: TcpStream,
+struct Counted<S> {
+    inner: S,
     read: Arc<AtomicU64>,
 }
 
-impl AsyncRead for Counted {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -153,7 +205,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -28,6 +28,7 @@ use tokio::time::MissedTickBehavior;
 use crate::AuthMode;
 use crate::app::App;
 use crate::request::{ApiError, decode as parse, unauthenticated};
+use crate::tls::PeerIdentity;
 
 /// How often a connection whose token expires looks whether it has.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
@@ -36,6 +37,8 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 pub(super) struct Standing {
     /// Who its requests act as; `None`: nobody yet (authentication on, no auth frame).
     principal: Option<Arc<Principal>>,
+    /// What the connection's TLS session proves (mutual TLS: the node its certificate names).
+    peer: Arc<PeerIdentity>,
     /// Resolves once the token stops working, with the 401 that says why. A task of its own,
     /// so that the connection's loop polls only this handle: waiting on the token table's
     /// changes there would register with a watch every connection shares, once per turn of
@@ -63,9 +66,10 @@ pub(super) enum Authenticating {
 
 impl Standing {
     /// A new connection's standing: the lab principal with `--auth off`, else nobody.
-    pub(super) fn new(app: &App) -> Self {
+    pub(super) fn new(app: &App, peer: Arc<PeerIdentity>) -> Self {
         Self {
-            principal: app.authenticate(None, None).ok().map(Arc::new),
+            principal: app.authenticate(None, Some(&peer)).ok().map(Arc::new),
+            peer,
             watch: None,
         }
     }
@@ -111,8 +115,8 @@ impl Standing {
         // missed.
         let mut changes = app.engine.token_changes();
         changes.borrow_and_update();
-        let authenticated =
-            parse::<Auth>(body).and_then(|auth| app.authenticate(Some(&auth.token), None));
+        let authenticated = parse::<Auth>(body)
+            .and_then(|auth| app.authenticate(Some(&auth.token), Some(&self.peer)));
         let principal = match authenticated {
             Ok(principal) => principal,
             Err(refused) => return Authenticating::Closing(refused),

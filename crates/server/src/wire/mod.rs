@@ -33,6 +33,11 @@
 //! connection's token (op 6); a connection whose token is revoked or expires is closed within a
 //! second — what is under way is answered (queued acquires are withdrawn and answered 401), then
 //! a 401 under id 0 says why.
+//! With TLS (`--tls-cert`) the listener speaks only TLS: each connection's handshake comes
+//! first (`crate::tls`), then the same preamble and frames inside the session. A client that
+//! opens without TLS is sent the preamble and an error frame saying so, under request id 0.
+//! With mutual TLS the connection's [`PeerIdentity`] — the node its certificate names — goes
+//! with each of its requests.
 //!
 //! What it is not: the HTTP API (`crate::http`), which serves everything, including the
 //! operations this protocol also carries. Both call the same request functions
@@ -51,7 +56,8 @@ use locksmith_api::frame::{self, Frame, LeaseOp, Op, PREAMBLE, Withdraw, Withdra
 use locksmith_api::{AcquireRequest, ErrorBody, ErrorCode, FenceCheckRequest};
 use locksmith_auth::{Permission, Principal};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -61,6 +67,7 @@ use crate::accept::{serve_connections, stopped, too_many_connections};
 use crate::app::App;
 use crate::domains::leases::ops;
 use crate::request::{ApiError, decode as parse, forbidden};
+use crate::tls::{Handshakes, PeerIdentity, Tls};
 
 use self::auth::{Authenticating, Standing};
 
@@ -79,23 +86,43 @@ connection: close\r\ncontent-length: ";
 
 /// Accepts connections, at most `max_connections` at once, until `stop` turns true, then waits
 /// for every connection to finish.
+/// With `tls`, every connection is a TLS session (see `crate::tls`).
 pub(crate) async fn serve(
     listener: TcpListener,
     app: App,
     timeouts: Timeouts,
     max_connections: usize,
+    tls: Option<Tls>,
     stop: watch::Receiver<bool>,
 ) {
     let refusal = refusal(max_connections);
+    let handshakes = tls.map(|tls| tls.handshakes("wire", not_tls()));
     serve_connections(
         listener,
         "wire",
         max_connections,
         refusal,
+        handshakes.clone(),
         stop,
-        |tcp, stop| connection(tcp, app.clone(), timeouts, stop),
+        |tcp, stop| connection(tcp, app.clone(), timeouts, handshakes.clone(), stop),
     )
     .await;
+}
+
+/// What a TLS wire listener answers a client that opened without TLS: the preamble, then an
+/// error under request id 0 — what a plain client reads where it reads its first answer.
+fn not_tls() -> Vec<u8> {
+    let mut out = PREAMBLE.to_vec();
+    encode::<()>(
+        &mut out,
+        0,
+        Err(ApiError::from(ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "this wire-protocol port speaks only TLS (the server runs with --tls-cert): \
+             connect with TLS, trusting the server's CA (--ca-file)",
+        ))),
+    );
+    out
 }
 
 /// What a connection over the cap is sent: the preamble, then the refusal under request id 0.
@@ -112,23 +139,52 @@ fn refusal(max_connections: usize) -> Vec<u8> {
     out
 }
 
-/// Serves one connection; I/O errors just end it (the peer went away).
-async fn connection(tcp: TcpStream, app: App, timeouts: Timeouts, stop: watch::Receiver<bool>) {
+/// Serves one connection (after its TLS handshake, with `handshakes`); I/O errors just end it
+/// (the peer went away).
+async fn connection(
+    tcp: TcpStream,
+    app: App,
+    timeouts: Timeouts,
+    handshakes: Option<Handshakes>,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::warn!(error = %e, "wire: cannot set TCP_NODELAY");
     }
-    if let Err(e) = run_connection(tcp, app, timeouts, stop).await {
+    let ended = match handshakes {
+        None => {
+            let (read, write) = tcp.into_split();
+            let peer = Arc::new(PeerIdentity::default());
+            run_connection(read, write, peer, app, timeouts, stop).await
+        }
+        Some(handshakes) => {
+            let Some((session, peer)) = handshakes.accept(tcp, timeouts.header, &mut stop).await
+            else {
+                return;
+            };
+            let (read, write) = tokio::io::split(session);
+            run_connection(read, write, Arc::new(peer), app, timeouts, stop).await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "wire: connection ended");
     }
 }
 
-async fn run_connection(
-    tcp: TcpStream,
+/// Serves one connection, read from `read_half` and written to `write_half`, on behalf of
+/// `peer`.
+async fn run_connection<R, W>(
+    read_half: R,
+    mut write_half: W,
+    peer: Arc<PeerIdentity>,
     app: App,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let (read_half, mut write_half) = tcp.into_split();
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut reader = FrameReader::new(read_half);
     // A peer that does not complete its preamble within the header timeout is dropped, and
     // never holds up a shutdown.
@@ -157,13 +213,15 @@ async fn run_connection(
         return write_half.shutdown().await;
     }
     write_half.write_all(PREAMBLE).await?;
+    // A TLS session keeps what it was given until flushed; a socket's flush does nothing.
+    write_half.flush().await?;
 
     // Turns true when the peer stops sending, or the connection closes for want of a working
     // token (then `closing` says why first): its queued acquires are withdrawn.
     let (gone_tx, gone) = watch::channel(false);
     let closing: Arc<OnceLock<ApiError>> = Arc::default();
     // Who the connection acts as (see `auth`).
-    let mut standing = Standing::new(&app);
+    let mut standing = Standing::new(&app, peer);
     let mut under_way = UnderWay {
         closing: closing.clone(),
         ..UnderWay::default()
@@ -250,6 +308,7 @@ async fn run_connection(
         }
         if !out.is_empty() {
             write_half.write_all(&out).await?;
+            write_half.flush().await?;
             out.clear();
         }
     }

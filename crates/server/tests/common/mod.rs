@@ -133,7 +133,7 @@ impl TestServer {
 
     /// Serves a bound `server` (the caller keeps its storage).
     pub fn serving(server: Server) -> Self {
-        let url = format!("http://{}", server.local_addr());
+        let url = server.url();
         let wire = server.wire_addr().map(|a| a.to_string());
         let engine = server.engine().clone();
         let config = server.config().clone();
@@ -173,7 +173,9 @@ impl TestServer {
 
     /// The HTTP listener's `host:port`.
     pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, addr)| addr)
     }
 
     /// The lease calls on the served engine, in-process, answered as the server answers them.
