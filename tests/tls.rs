@@ -139,7 +139,8 @@ fn with_mutual_tls_the_certificate_decides_which_node_the_cli_acts_as() {
         &["--node", "node-b", "acquire", "tls/other", "--ttl", "30s"],
     );
     let out = server.cli(&strs(&as_b));
-    assert_eq!(code(&out), 1, "{}", describe(&out));
+    // Denied (7): the certificate binds the admin token's principal to node-a.
+    assert_eq!(code(&out), 7, "{}", describe(&out));
     let line = one_error_line(&out);
     assert!(line.contains("FORBIDDEN"), "{line}");
     assert!(line.contains("\"node-a\""), "{line}");
@@ -224,9 +225,19 @@ fn cluster_mode_reaches_etcd_over_tls_and_forwards_to_the_leader_over_https() {
         assert!(s.url().starts_with("https://"), "{}", s.url());
     }
 
-    // The leader, once elected over TLS to etcd.
+    // The leader, once elected over TLS to etcd, writes the admin token in its own data
+    // directory (cluster mode: one token for the cluster); every server takes it.
+    let admin = || {
+        servers
+            .iter()
+            .find_map(|s| s.admin_token())
+            .filter(|t| !t.is_empty())
+    };
     let role = |s: &ServerProc| {
-        let out = s.cli(&strs(&with_tls(&pki, None, &["status", "--json"])));
+        let Some(admin) = admin() else {
+            return false;
+        };
+        let out = s.cli_as(&admin, &strs(&with_tls(&pki, None, &["status", "--json"])));
         code(&out) == 0 || code(&out) == 6
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -242,11 +253,15 @@ fn cluster_mode_reaches_etcd_over_tls_and_forwards_to_the_leader_over_https() {
     // Through both servers — one of them a follower, which forwards over https.
     for (i, s) in servers.iter().enumerate() {
         let resource = format!("tls/cluster-{i}");
-        let out = s.cli(&strs(&with_tls(
-            &pki,
-            None,
-            &["acquire", &resource, "--ttl", "30s"],
-        )));
+        let admin = admin().expect("the leader's admin token");
+        let out = s.cli_as(
+            &admin,
+            &strs(&with_tls(
+                &pki,
+                None,
+                &["acquire", &resource, "--ttl", "30s"],
+            )),
+        );
         assert_eq!(code(&out), 0, "{}\nlog:\n{}", describe(&out), s.log());
     }
 }
