@@ -7,13 +7,13 @@
 //! `"format": "ipv4"` means it.
 //!
 //! Violations read in plain words and name the key path and, where known, the line:
-//! `safety_threshold: 1.7 is greater than the maximum of 1 (line 4)`. They come sorted by line,
-//! as a compiler lists errors.
+//! `safety_threshold: 1.7 is greater than the maximum of 1 (line 4)`. They come sorted by line
+//! (then key path), as a compiler lists errors.
 
 use std::fmt;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
-use jsonschema::{JsonType, ValidationError, Validator};
+use jsonschema::{JsonType, ReferencingError, ValidationError, Validator};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
@@ -112,7 +112,16 @@ impl Schema {
             .build(&document)
             .map_err(|e| InvalidSchema::Invalid {
                 pointer: e.instance_path().as_str().to_owned(),
-                message: e.to_string(),
+                message: match e.kind() {
+                    ValidationErrorKind::Referencing(ReferencingError::Unretrievable {
+                        uri,
+                        ..
+                    }) => format!(
+                        "$ref {uri:?} names another document; a schema must be one \
+                         self-contained document (use \"$defs\" and \"#/$defs/…\" references)"
+                    ),
+                    _ => e.to_string(),
+                },
             })?;
         Ok(Schema {
             sha256: sha256_hex(bytes),
@@ -125,14 +134,18 @@ impl Schema {
         &self.sha256
     }
 
-    /// Every violation of the schema by `document`, sorted by line (those with none last);
+    /// Every violation of the schema by `document`, sorted by line (those with none last),
+    /// then key path;
     /// empty when it passes.
     pub fn check(&self, document: &Document) -> Vec<Violation> {
         let mut out = Vec::new();
         for error in self.validator.iter_errors(&document.value) {
             violations(document, &error, &mut out);
         }
-        out.sort_by_key(|v| v.line.unwrap_or(u32::MAX));
+        // Stable, and by path within a line, so the order never depends on the schema's.
+        out.sort_by(|a, b| {
+            (a.line.unwrap_or(u32::MAX), &a.path).cmp(&(b.line.unwrap_or(u32::MAX), &b.path))
+        });
         out
     }
 }
