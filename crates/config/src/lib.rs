@@ -61,13 +61,13 @@
 //! What it is not: a server, a store, or a lock. The fence check is the server's (this crate
 //! records the verified token); content is read from the store by the server on demand.
 
-pub mod diff;
+mod diff;
 mod digest;
 pub mod document;
 pub mod format;
 pub mod name;
 pub mod schema;
-pub mod stamp;
+mod stamp;
 pub mod store;
 
 pub use diff::diff;
@@ -76,7 +76,7 @@ pub use document::Document;
 pub use format::{Format, ParseError, ParseErrorKind, UnknownFormat, parse};
 pub use name::{InvalidName, MAX_NAME_LEN, resource_of, validate_name};
 pub use schema::{InvalidSchema, Schema, Violation};
-pub use stamp::{StampInfo, stamp};
+pub use stamp::{STAMP_SHA_LEN, StampInfo, stamp};
 pub use store::{
     Applied, Author, Configs, DEFAULT_MAX_BYTES, Head, MAX_MESSAGE_LEN, MAX_SCHEMA_BYTES,
     PromoteError, RestoreError, Restorer, RevisionKind, RevisionMeta, RollbackError, SchemaRef,

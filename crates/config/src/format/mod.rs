@@ -63,7 +63,7 @@ impl Format {
         }
     }
 
-    /// Whether the format has `#` line comments, so a [`stamp`](crate::stamp) line can lead it.
+    /// Whether the format has `#` line comments, so a [`stamp`](crate::stamp()) line can lead it.
     pub fn has_comments(self) -> bool {
         matches!(self, Format::Conf | Format::Toml)
     }

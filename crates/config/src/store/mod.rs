@@ -23,27 +23,38 @@
 //! operations that re-check old content against a schema (promote, rollback, set_schema) the
 //! content of the revision concerned, which they verify by its SHA-256.
 
+mod current;
 mod error;
-mod ops;
 mod records;
 mod restore;
+mod set_schema;
+mod write;
 
 use std::collections::{BTreeMap, HashSet};
 
 use locksmith_core::{DomainEvent, Mutation};
 
 pub use error::{PromoteError, RollbackError, SetSchemaError, WriteError, WrongContent};
-pub use ops::{
-    EVENT_PROMOTED, EVENT_ROLLED_BACK, EVENT_SCHEMA_SET, EVENT_WRITTEN, MAX_SCHEMA_BYTES,
-    WriteRequest,
-};
 pub use records::{
     Author, BLOBS, HEADS, Head, REVISIONS, RevisionKind, RevisionMeta, SCHEMAS, SchemaRef, Writer,
     revision_key, revisions_prefix,
 };
 pub use restore::{RestoreError, Restorer};
+pub use write::WriteRequest;
 
 use crate::schema::Schema;
+
+/// Audit event kind of a write (draft or not).
+pub const EVENT_WRITTEN: &str = "config_written";
+/// Audit event kind of a promotion.
+pub const EVENT_PROMOTED: &str = "config_promoted";
+/// Audit event kind of a rollback.
+pub const EVENT_ROLLED_BACK: &str = "config_rolled_back";
+/// Audit event kind of a schema set.
+pub const EVENT_SCHEMA_SET: &str = "config_schema_set";
+
+/// Largest schema, in bytes.
+pub const MAX_SCHEMA_BYTES: usize = 1024 * 1024;
 
 /// Default largest content, in bytes (`--max-config-bytes`): 1 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
@@ -58,8 +69,27 @@ pub struct Applied<T> {
     pub value: T,
     /// The records to persist, in the same batch as the audit record.
     pub mutations: Vec<Mutation>,
-    /// The audit event; its resource is [`resource_of`](crate::resource_of) the config.
+    /// The audit event, for the record of resource [`resource_of`](crate::resource_of) the
+    /// config, with the writer's token and owner: kind `config_written` (a draft too),
+    /// `config_promoted` or `config_rolled_back` with the new [`RevisionMeta`] as detail, or
+    /// `config_schema_set` with `{"name", "schema": SchemaRef}`.
     pub event: DomainEvent,
+}
+
+fn put(space: &str, key: String, value: Vec<u8>) -> Mutation {
+    Mutation::PutRecord {
+        space: space.to_owned(),
+        key,
+        value,
+    }
+}
+
+/// A domain event of one of this module's kinds (all valid, so no check can fail).
+fn event(kind: &str, detail: serde_json::Value) -> DomainEvent {
+    DomainEvent {
+        kind: kind.to_owned(),
+        detail,
+    }
 }
 
 /// One config: its head, every revision, and its compiled schema.
