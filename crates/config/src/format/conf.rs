@@ -43,8 +43,7 @@ pub(super) fn parse(text: &str) -> Result<Document, ParseError> {
         let entry = entry(line)
             .map_err(|(at, message)| ParseError::syntax(line_no, column(line, at), message))?;
         if let Some(entry) = entry {
-            let column = column(line, entry.key_at);
-            insert(&mut root, &mut lines, entry, line_no, column)?;
+            insert(&mut root, &mut lines, entry, line_no, line)?;
         }
     }
     Ok(Document::new(Value::Object(root), lines))
@@ -335,12 +334,12 @@ fn insert(
     lines: &mut HashMap<String, u32>,
     entry: Entry<'_>,
     line_no: u32,
-    column: u32,
+    line: &str,
 ) -> Result<(), ParseError> {
     let key = entry.key;
     let duplicate = |first_line: u32, message: String| ParseError {
         line: line_no,
-        column,
+        column: column(line, entry.key_at),
         message,
         kind: ParseErrorKind::DuplicateKey { first_line },
     };
@@ -363,12 +362,20 @@ fn insert(
             map.insert(part.to_owned(), entry.value);
             return Ok(());
         }
-        let first = *lines.entry(path.to_owned()).or_insert(line_no);
-        let slot = map
-            .entry(part.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        match slot {
-            Value::Object(inner) => map = inner,
+        // Look before inserting: most lines share their tables with the line before, and a
+        // key is allocated only when it is new.
+        let first = match lines.get(path) {
+            Some(first) => *first,
+            None => {
+                lines.insert(path.to_owned(), line_no);
+                line_no
+            }
+        };
+        if !map.contains_key(part) {
+            map.insert(part.to_owned(), Value::Object(Map::new()));
+        }
+        match map.get_mut(part) {
+            Some(Value::Object(inner)) => map = inner,
             _ => {
                 return Err(duplicate(
                     first,
