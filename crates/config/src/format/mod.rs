@@ -19,6 +19,7 @@ use crate::document::Document;
 /// How a config's content is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Format {
     /// `key = value` lines with `#` comments and typed values (see the crate docs).
     Conf,
