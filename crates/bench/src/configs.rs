@@ -15,18 +15,24 @@ use crate::workload::{Target, request};
 /// Bytes of each put's content.
 pub const PUT_BYTES: usize = 10 * 1024;
 
-/// `size` bytes of conf content that differs with `n` (so no put is a copy of the last).
+/// `size` bytes of valid conf content that differs with `n` (so no put is a copy of the
+/// last): `key = value` lines, then a comment line that pads it to exactly `size`.
 pub fn content(n: u64, size: usize) -> String {
     let mut text = format!("# revision {n}\n");
     let mut i = 0u64;
-    while text.len() < size {
-        text.push_str(&format!(
-            "key_{i:05} = {}\n",
-            n.wrapping_mul(7919).wrapping_add(i)
-        ));
+    loop {
+        let line = format!("key_{i:05} = {}\n", n.wrapping_mul(7919).wrapping_add(i));
+        if text.len() + line.len() + 2 > size {
+            break;
+        }
+        text.push_str(&line);
         i += 1;
     }
-    text.truncate(size);
+    if let Some(pad) = size.checked_sub(text.len() + 2) {
+        text.push('#');
+        text.push_str(&"-".repeat(pad));
+        text.push('\n');
+    }
     text
 }
 
@@ -102,7 +108,12 @@ pub async fn config_puts(
                 let t0 = Instant::now();
                 match put(&http, &url, &name, fence, body).await {
                     Ok(()) => lat.record(t0.elapsed()),
-                    Err(_) => run.error().await,
+                    Err(e) => {
+                        if n == 1 {
+                            eprintln!("config put: {e:#}");
+                        }
+                        run.error().await;
+                    }
                 }
             }
             let _ = conn.release(lease.lease).await;

@@ -69,7 +69,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .tempdir()?;
     let data = dir.path().join("data");
     let log = dir.path().join("server");
-    let extra = ["--auth", "off", "--wire-listen", "off"];
+    let extra = ["--wire-listen", "off"];
     let within = Duration::from_secs(600);
 
     let (server, _) = ServerProcess::start(&bin, &data, &log, &extra, within).await?;
