@@ -131,7 +131,7 @@ fn configs_are_written_through_a_follower_and_survive_kill_9_of_the_leader() {
         assert_eq!(refused["error"], "stale_token", "{refused}");
 
         signal(procs[leading].pid(), Signal::SIGKILL);
-        let survivor = leader(&[follower.clone()], Duration::from_secs(30)).await;
+        let survivor = leader(std::slice::from_ref(&follower), Duration::from_secs(30)).await;
         let (status, got) = call(
             reqwest::Method::GET,
             format!("{survivor}/v1/configs/fleet%2Fbig.conf"),
