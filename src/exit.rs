@@ -130,6 +130,11 @@ impl Exit {
             | ErrorCode::PayloadTooLarge
             | ErrorCode::TokenNotFound
             | ErrorCode::AlreadyRevoked
+            | ErrorCode::InvalidConfig
+            | ErrorCode::ConfigNotFound
+            | ErrorCode::RevisionNotFound
+            | ErrorCode::ConfigTooLarge
+            | ErrorCode::NotADraft
             | ErrorCode::Internal => Exit::Other,
         }
     }

@@ -208,6 +208,12 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
         ),
         ErrorCode::TokenNotFound => format!("{}: NO SUCH TOKEN — {msg}", shown(subject)),
         ErrorCode::AlreadyRevoked => format!("{}: ALREADY REVOKED — {msg}", shown(subject)),
+        ErrorCode::InvalidConfig => format!("{}: INVALID — {msg}", shown(subject)),
+        ErrorCode::ConfigNotFound | ErrorCode::RevisionNotFound => {
+            format!("{}: NOT FOUND — {msg}", shown(subject))
+        }
+        ErrorCode::ConfigTooLarge => format!("{}: TOO LARGE — {msg}", shown(subject)),
+        ErrorCode::NotADraft => format!("{}: NOT A DRAFT — {msg}", shown(subject)),
         ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::PayloadTooLarge

@@ -83,6 +83,18 @@ pub enum ErrorCode {
     TokenNotFound,
     /// The token was revoked already.
     AlreadyRevoked,
+    /// Config content that does not parse in its format or fails the config's schema; nothing
+    /// was stored. `parse_error` or `violations` say where (line, column, key path).
+    InvalidConfig,
+    /// No config has that name.
+    ConfigNotFound,
+    /// The config has no revision with that number.
+    RevisionNotFound,
+    /// The content is larger than the server accepts (`--max-config-bytes`).
+    ConfigTooLarge,
+    /// A promotion named a revision that is not a draft, or a draft that another revision has
+    /// since replaced as current.
+    NotADraft,
 }
 
 impl ErrorCode {
@@ -95,7 +107,9 @@ impl ErrorCode {
             ErrorCode::NotHolder
             | ErrorCode::NotFound
             | ErrorCode::HoldNotFound
-            | ErrorCode::TokenNotFound => 404,
+            | ErrorCode::TokenNotFound
+            | ErrorCode::ConfigNotFound
+            | ErrorCode::RevisionNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Hot
             | ErrorCode::SlotsMismatch
@@ -109,9 +123,11 @@ impl ErrorCode {
             | ErrorCode::NotHeld
             | ErrorCode::WrongProcess
             | ErrorCode::HolderAlive
-            | ErrorCode::AlreadyRevoked => 409,
+            | ErrorCode::AlreadyRevoked
+            | ErrorCode::NotADraft => 409,
             ErrorCode::LeaseExpired | ErrorCode::Broken => 410,
-            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::PayloadTooLarge | ErrorCode::ConfigTooLarge => 413,
+            ErrorCode::InvalidConfig => 422,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
             ErrorCode::TooManyConnections
@@ -156,6 +172,11 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TokenNotFound => "token_not_found",
             ErrorCode::AlreadyRevoked => "already_revoked",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::ConfigNotFound => "config_not_found",
+            ErrorCode::RevisionNotFound => "revision_not_found",
+            ErrorCode::ConfigTooLarge => "config_too_large",
+            ErrorCode::NotADraft => "not_a_draft",
         }
     }
 }
@@ -198,6 +219,14 @@ pub struct ErrorBody {
     /// The hold concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldId>,
+    /// Where config content fails to parse, for `invalid_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub parse_error: Option<locksmith_config::ParseError>,
+    /// How config content fails its schema, for `invalid_config`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub violations: Vec<locksmith_config::Violation>,
 }
 
 impl ErrorBody {
@@ -216,6 +245,8 @@ impl ErrorBody {
             reason: None,
             delay_left_ms: None,
             hold: None,
+            parse_error: None,
+            violations: Vec::new(),
         }
     }
 

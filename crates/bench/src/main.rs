@@ -61,6 +61,10 @@ struct Args {
     /// Client counts for the fence-check workload (run only when asked for: `--workloads fence`).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64])]
     fence_clients: Vec<usize>,
+    /// Client counts for the config put workload (run only when asked for: `--workloads
+    /// cycles,configs` puts its rows beside the lock cycle's).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16])]
+    config_clients: Vec<usize>,
     /// Which workloads to run (e.g. `--workloads cycles` for a profile of one row).
     #[arg(long, value_enum, value_delimiter = ',',
           default_values_t = [Workload::Cycles, Workload::Handoff, Workload::Renew])]
@@ -90,6 +94,7 @@ enum Workload {
     Handoff,
     Renew,
     Fence,
+    Configs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -222,6 +227,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for &c in args.fence_clients.iter().filter(|_| runs(Workload::Fence)) {
         for (auth, target) in &targets {
             rows.push(label(fence_checks(target, c, d).await?, *auth, labelled));
+        }
+    }
+    for &c in args
+        .config_clients
+        .iter()
+        .filter(|_| runs(Workload::Configs))
+    {
+        for (auth, target) in &targets {
+            let row = locksmith_bench::configs::config_puts(target, c, d).await?;
+            rows.push(label(row, *auth, labelled));
         }
     }
     let mut out = std::io::stdout().lock();

@@ -33,7 +33,7 @@ pub struct Target {
 impl Target {
     /// A client of its own, connected (its own connection), over the target's transport.
     /// Connecting happens here, before the run starts, as it does for the peers' clients.
-    async fn connect(&self) -> anyhow::Result<Conn> {
+    pub(crate) async fn connect(&self) -> anyhow::Result<Conn> {
         Ok(match &self.wire {
             Some(addr) => {
                 let mut client = match &self.tls {
@@ -63,7 +63,7 @@ impl Target {
 
 /// One load-generating client: HTTP or the wire protocol.
 #[derive(Debug, Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Http(Client),
     Wire(WireClient),
 }
@@ -80,7 +80,7 @@ impl Conn {
         }
     }
 
-    async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
+    pub(crate) async fn acquire(&self, req: &AcquireRequest) -> Result<LeaseView, ClientError> {
         match self {
             Conn::Http(c) => c.acquire(req).await,
             Conn::Wire(c) => c.acquire(req).await,
@@ -101,7 +101,7 @@ impl Conn {
         }
     }
 
-    async fn release(&self, lease: LeaseId) -> Result<(), ClientError> {
+    pub(crate) async fn release(&self, lease: LeaseId) -> Result<(), ClientError> {
         match self {
             Conn::Http(c) => c.release(lease, None).await.map(drop),
             Conn::Wire(c) => c.release(lease, None).await.map(drop),
@@ -110,7 +110,7 @@ impl Conn {
 }
 
 /// Client `i`'s acquire of `resource`: a 15 s lease, waiting up to `wait_ms` in the queue.
-fn request(resource: String, i: usize, wait_ms: Option<u64>) -> AcquireRequest {
+pub(crate) fn request(resource: String, i: usize, wait_ms: Option<u64>) -> AcquireRequest {
     AcquireRequest {
         resource,
         owner: owner(i),

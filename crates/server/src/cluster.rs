@@ -140,7 +140,10 @@ impl ClusterServer {
         }
         let tls = load_tls(&config)?;
         let forwarder = Forwarder::with_tls(&cluster.peer_tls)
-            .map_err(|e| ServerError::Cluster(format!("--ca-file: {e}")))?;
+            .map_err(|e| ServerError::Cluster(format!("--ca-file: {e}")))?
+            .with_max_body(crate::domains::configs::routes::body_limit(
+                config.max_config_bytes,
+            ));
         let identity = NodeIdentity::of(&config)?;
         let listener = bind_listener(config.listen).await?;
         let addr = listener.local_addr().unwrap_or(config.listen);

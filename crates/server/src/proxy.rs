@@ -35,6 +35,9 @@ const FORWARDED: [&str; 6] = [
 pub struct Forwarder {
     http: reqwest::Client,
     leader: Arc<RwLock<Option<String>>>,
+    /// The largest body forwarded: the largest any route accepts (a config's content routes
+    /// take more than the others; see `domains::configs::routes::body_limit`).
+    max_body: usize,
 }
 
 impl Default for Forwarder {
@@ -54,6 +57,15 @@ impl Forwarder {
         Self {
             http,
             leader: Arc::new(RwLock::new(None)),
+            max_body: MAX_BODY_BYTES,
+        }
+    }
+
+    /// The same forwarder, passing bodies up to `max_body` bytes.
+    pub fn with_max_body(self, max_body: usize) -> Self {
+        Self {
+            max_body: max_body.max(MAX_BODY_BYTES),
+            ..self
         }
     }
 
@@ -72,6 +84,7 @@ impl Forwarder {
         Ok(Self {
             http,
             leader: Arc::new(RwLock::new(None)),
+            max_body: MAX_BODY_BYTES,
         })
     }
 
@@ -94,12 +107,12 @@ impl Forwarder {
             return no_leader("an election is in progress");
         };
         let (parts, body) = req.into_parts();
-        let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        let bytes: Bytes = match axum::body::to_bytes(body, self.max_body).await {
             Ok(b) => b,
             Err(_) => {
                 return ApiError::from(ErrorBody::new(
                     ErrorCode::PayloadTooLarge,
-                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                    format!("request body is larger than {} bytes", self.max_body),
                 ))
                 .into_response();
             }
