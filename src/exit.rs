@@ -146,7 +146,7 @@ impl Exit {
             ClientError::InvalidUrl { .. } => Exit::Usage,
             ClientError::InvalidToken { .. } => Exit::Denied,
             ClientError::Transport { .. } | ClientError::Tls { .. } => Exit::Unavailable,
-            ClientError::TlsSetup(_) => Exit::Other,
+            ClientError::TlsSetup(_) | ClientError::InvalidConfigName(_) => Exit::Other,
             ClientError::Decode { .. } => Exit::Other,
         }
     }
