@@ -256,6 +256,12 @@ pub struct ServerArgs {
     #[arg(long)]
     pub metrics_auth: bool,
 
+    /// Largest config content the server stores, in bytes (1 to 16777216: one store record).
+    /// Larger content is refused with config_too_large; on etcd, run etcd with
+    /// --max-request-bytes above it.
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = parse_max_config_bytes, value_name = "BYTES")]
+    pub max_config_bytes: usize,
+
     /// Before serving, verify the checksum of every page of the embedded store's database file
     /// (a start after a clean stop skips this; one after a crash has redb verify what it
     /// repairs). Reads the whole file: about 1.5 s per GB.
@@ -796,6 +802,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 15s, 90s, 2m or 30"))
+}
+
+/// `--max-config-bytes`: 1 to [`MAX_RECORD_VALUE_LEN`](locksmith_core::keyspace::MAX_RECORD_VALUE_LEN)
+/// (what one store record holds).
+fn parse_max_config_bytes(s: &str) -> Result<usize, String> {
+    let max = locksmith_core::keyspace::MAX_RECORD_VALUE_LEN;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a size in bytes from 1 to {max}")),
+    }
 }
 
 #[cfg(test)]

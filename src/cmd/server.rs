@@ -58,6 +58,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
             AuthSwitch::Off => locksmith_server::AuthMode::Off,
         },
         metrics_auth: args.metrics_auth,
+        max_config_bytes: args.max_config_bytes,
 
         tls: args.tls.listeners(),
     };

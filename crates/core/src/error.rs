@@ -225,6 +225,24 @@ pub enum FenceError {
     Invalid(#[from] InvalidRequest),
 }
 
+/// Why a fenced write was refused (see `LockTable::check_writer`): the writer does not hold
+/// the lock now, and must not write.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WriterError {
+    /// The lease is not live: never granted, ended, or broken — as a renew would be told.
+    #[error(transparent)]
+    Lease(LeaseError),
+    /// The lease is live but the token is not its, or it holds another resource: the token is
+    /// not the current holder's. `holders` are the resource's current holders.
+    #[error("{fence}")]
+    Stale {
+        /// The refusal as a fence check phrases it (`StaleToken`, or `Invalid` resource).
+        fence: FenceError,
+        /// The current holders of the resource.
+        holders: Vec<crate::view::HolderView>,
+    },
+}
+
 /// Why a hold operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HoldError {

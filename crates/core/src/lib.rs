@@ -26,7 +26,7 @@ pub use audit::{AuditKind, AuditPrincipal, AuditRecord, DomainEvent};
 pub use effect::{Effect, Effects};
 pub use error::{
     AcquireError, BreakError, BrokenInvariant, EndCause, FenceError, HoldError, InvalidRequest,
-    LeaseError, ReportError,
+    LeaseError, ReportError, WriterError,
 };
 pub use hold::{HoldId, HoldRecord, HoldState, HoldView};
 pub use ids::{FenceToken, LeaseId, WaiterId};

@@ -43,6 +43,8 @@ pub struct Settings {
     pub auth: AuthMode,
     /// Whether `/healthz` and `/metrics` need a token too (`--metrics-auth`).
     pub metrics_auth: bool,
+    /// Largest config content accepted, bytes (`--max-config-bytes`).
+    pub max_config_bytes: usize,
 }
 
 impl Settings {
@@ -55,6 +57,7 @@ impl Settings {
             fleetlock: FleetLock::new(config.fleetlock.clone())?,
             auth: config.auth,
             metrics_auth: config.metrics_auth,
+            max_config_bytes: config.max_config_bytes,
         })
     }
 }

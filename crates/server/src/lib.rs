@@ -93,6 +93,9 @@ pub struct ServerConfig {
     /// TLS for both listeners (`--tls-cert`, `--tls-key`; mutual TLS with `--tls-client-ca`);
     /// `None`: plain TCP. See [`tls`].
     pub tls: Option<tls::TlsConfig>,
+    /// Largest config content accepted, in bytes (`--max-config-bytes`; default 1 MiB, and
+    /// never more than one store record holds).
+    pub max_config_bytes: usize,
 }
 
 /// Whether the server authenticates requests.
@@ -161,6 +164,7 @@ impl Default for ServerConfig {
             auth: AuthMode::On,
             metrics_auth: false,
             tls: None,
+            max_config_bytes: locksmith_config::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -530,14 +534,20 @@ async fn restore_state(
     let audit_seq = loaded?;
     let mut table = built.ok_or_else(builder_gone)?;
     table.remember_ended(&ends);
-    let (tokens, store) = tokio::task::spawn_blocking(move || {
+    let (tokens, configs, store) = tokio::task::spawn_blocking(move || {
         let mut store = store;
         let tokens = restore_tokens(&mut *store);
-        (tokens, store)
+        let configs = restore_configs(&mut *store);
+        (tokens, configs, store)
     })
     .await
     .map_err(|e| StoreError::Io(e.to_string()))?;
-    Ok((State::new(table, audit_seq).with_tokens(tokens?), store))
+    Ok((
+        State::new(table, audit_seq)
+            .with_tokens(tokens?)
+            .with_configs(configs?),
+        store,
+    ))
 }
 
 /// Every stored token (the `tokens` record space), a page at a time. A record that does not
@@ -563,6 +573,36 @@ fn restore_tokens(store: &mut dyn Store) -> Result<TokenTable, StoreError> {
             return Ok(tokens);
         }
     }
+}
+
+/// Every config's head, revisions and schema, from their record spaces, a page at a time
+/// (blobs are not read: content is read on demand). Unlike a token, a config record that does
+/// not restore stops the start: serving a history with a hole in it — or letting the next
+/// write reuse a revision number — would be worse than not serving (the error names the
+/// record).
+fn restore_configs(store: &mut dyn Store) -> Result<locksmith_config::Configs, StoreError> {
+    use locksmith_config::store::{HEADS, REVISIONS, SCHEMAS};
+    const PAGE: usize = 1_000;
+    let mut restorer = locksmith_config::Restorer::new();
+    for space in [HEADS, REVISIONS, SCHEMAS] {
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.records(space, "", after.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            for (key, value) in page {
+                restorer
+                    .record(space, &key, &value)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                after = Some(key);
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    restorer
+        .finish()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// The store's side of [`restore_state`]'s channel.

@@ -50,6 +50,14 @@ struct DomainEventLabel {
     event: String,
 }
 
+/// A refused config change: the operation (`write`, `promote`, `rollback`, `schema`) and the
+/// error code it was answered with (`stale_token`, `invalid_config`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfigRefusalLabel {
+    op: &'static str,
+    error: &'static str,
+}
+
 /// What happened to a hold, as its counter's label says it.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum HoldEvent {
@@ -99,6 +107,7 @@ pub struct Metrics {
     ends: Family<CauseLabel, Counter>,
     hold_events: Family<EventLabel, Counter>,
     domain_events: Family<DomainEventLabel, Counter>,
+    config_refusals: Family<ConfigRefusalLabel, Counter>,
     breaks: Counter,
     grant_latency: Histogram,
     commit_latency: Histogram,
@@ -118,6 +127,7 @@ impl Default for Metrics {
             ends: Family::default(),
             hold_events: Family::default(),
             domain_events: Family::default(),
+            config_refusals: Family::default(),
             breaks: Counter::default(),
             // 50 µs .. ~26 s
             grant_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
@@ -146,6 +156,13 @@ impl Default for Metrics {
                 "domain_events",
                 "Audit events of the other domains, by kind (config_written, …)",
                 m.domain_events.clone(),
+            );
+            r.register(
+                "config_refusals",
+                "Config changes refused, by operation (write, promote, rollback, schema) and \
+                 error code (stale_token, broken, invalid_config, …); the changes that landed \
+                 are domain_events (config_written, …)",
+                m.config_refusals.clone(),
             );
             r.register("breaks", "Locks broken by an operator", m.breaks.clone());
             r.register(
@@ -238,6 +255,13 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// Counts a refused config change: `op` is the operation, `error` the code answered.
+    pub fn count_config_refusal(&self, op: &'static str, error: &'static str) {
+        self.config_refusals
+            .get_or_create(&ConfigRefusalLabel { op, error })
+            .inc();
     }
 
     fn count_hold(&self, event: HoldEvent) {

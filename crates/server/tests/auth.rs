@@ -96,8 +96,18 @@ fn expected(method: &str, path: &str) -> Option<Permission> {
             | "/v1/events"
             | "/v1/status"
             | "/v1/fleetlock/groups"
-            | "/v1/fleetlock/groups/{group}",
+            | "/v1/fleetlock/groups/{group}"
+            | "/v1/configs"
+            | "/v1/configs/{name}"
+            | "/v1/configs/{name}/revisions"
+            | "/v1/configs/{name}/revisions/{rev}"
+            | "/v1/configs/{name}/diff"
+            | "/v1/configs/{name}/schema",
         ) => P::Read,
+        ("POST", "/v1/configs/{name}/validate") => P::Read,
+        ("PUT", "/v1/configs/{name}")
+        | ("POST", "/v1/configs/{name}/promote" | "/v1/configs/{name}/rollback") => P::Lease,
+        ("PUT", "/v1/configs/{name}/schema") => P::Operate,
         ("POST", "/v1/acquire" | "/v1/leases/{id}/renew" | "/v1/leases/{id}/release")
         | ("POST", "/v1/fence/check")
         | ("DELETE", "/v1/leases/{id}") => P::Lease,
@@ -125,6 +135,8 @@ fn concrete(path: &str) -> String {
     path.replace("{*resource}", "matrix/x")
         .replace("{id}", "1")
         .replace("{group}", "default")
+        .replace("{name}", "matrix.conf")
+        .replace("{rev}", "1")
 }
 
 /// The role × route matrix, built from the router's own table: every route declares the

@@ -34,6 +34,7 @@ mod resize;
 mod resources;
 mod restore;
 mod views;
+mod writer;
 
 pub use ghosts::{
     BreakOutcome, DeadProcess, LivenessReport, Reclaimed, Vantage, validate_reporter,

@@ -27,6 +27,7 @@
 //! again.
 
 mod acquirers;
+mod configs;
 mod driver;
 mod ops;
 mod reads;
@@ -48,6 +49,7 @@ use locksmith_store::{Committer, StoreError};
 use tokio::sync::{Notify, broadcast, oneshot};
 
 pub use acquirers::Acquirers;
+pub use configs::{ConfigWrite, FenceArg, Fenced};
 pub use state::State;
 pub use step::{Stepped, step, step_as};
 pub use tokens::Published;

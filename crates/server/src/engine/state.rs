@@ -21,6 +21,9 @@ pub struct State {
     /// Requests are authenticated against a published copy of it, not under the state lock
     /// (see `Engine::tokens`).
     pub tokens: TokenTable,
+    /// Every config's head, revisions and schema (not their content: blobs are read from the
+    /// store on demand), restored at boot from the config record spaces.
+    pub configs: locksmith_config::Configs,
     /// Which token acquired each lease (in memory; see `Acquirers`).
     pub acquirers: Acquirers,
     /// The last audit `seq` issued. One sequence for every domain's records — the audit log and
@@ -36,6 +39,7 @@ impl State {
         Self {
             locks,
             tokens: TokenTable::new(),
+            configs: locksmith_config::Configs::new(),
             acquirers: Acquirers::default(),
             audit_seq,
         }
@@ -44,6 +48,11 @@ impl State {
     /// The same state with the tokens restored from the store.
     pub fn with_tokens(self, tokens: TokenTable) -> Self {
         Self { tokens, ..self }
+    }
+
+    /// The same state with the configs restored from the store.
+    pub fn with_configs(self, configs: locksmith_config::Configs) -> Self {
+        Self { configs, ..self }
     }
 
     /// When something of any domain next runs out (a lease, a wait, a lock-delay, a hold): the

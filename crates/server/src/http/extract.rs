@@ -26,7 +26,8 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
             ErrorBody::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
-                    "request body is larger than {} bytes",
+                    "request body is too large (most routes take up to {} bytes; a config's \
+                     routes take content up to --max-config-bytes)",
                     crate::http::MAX_BODY_BYTES
                 ),
             )

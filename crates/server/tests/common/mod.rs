@@ -53,6 +53,11 @@ impl Storage {
         }
     }
 
+    /// The data directory servers on this storage use (`admin.token` is written there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     fn open(&self) -> Box<dyn Store> {
         match self.backend {
             Backend::Embedded => Box::new(EmbeddedStore::open(self.dir.path()).expect("open")),

@@ -1,0 +1,273 @@
+//! The engine's config operations: fenced changes made in one step with their fence check, and
+//! reads of the revision store and its blobs.
+//!
+//! A fenced change (write, promote, rollback) runs entirely inside the step, under the state
+//! lock: [`LockTable::check_writer`](locksmith_core::LockTable::check_writer) — is this lease,
+//! with this token, a live holder of `configs/NAME` now? — then the [`Configs`] operation,
+//! whose records and audit event go into the same batch. Nothing can come between the check
+//! and the append (a break, an expiry and a new grant are steps too, and wait for the lock),
+//! and the batch is durable as a whole or not at all: a revision is never stored under a token
+//! that was not current when it was checked, nor half-stored.
+//!
+//! Content blobs are not kept in memory (1,000 configs × 100 revisions of 1 MiB would be
+//! 100 GB): they are read from the store when asked for ([`Engine::config_blob`]), through
+//! the committer, so a read sees every batch committed before it. Promote, rollback and
+//! set_schema need an old revision's content to re-check it against the schema: it is read
+//! *before* the step — revisions never change, and the [`Configs`] operation verifies it by its
+//! SHA-256 — so the step itself never waits for the disk.
+
+use locksmith_config::store::BLOBS;
+use locksmith_config::{
+    Applied, Author, Configs, Format, PromoteError, RevisionMeta, RollbackError, SetSchemaError,
+    WriteError, WriteRequest, Writer, resource_of,
+};
+use locksmith_core::{
+    AuditKind, AuditRecord, Effect, Effects, FenceToken, LeaseId, Mutation, Now, WriterError,
+};
+use locksmith_store::StoreError;
+
+use super::{Engine, EngineError};
+
+/// A refused fenced change: the writer does not hold the lock now (`Fence`), or the change
+/// itself was refused (`Refused`). Either way nothing was stored.
+#[derive(Debug)]
+pub enum Fenced<E> {
+    /// The lease is not the current holder of `configs/NAME` with that token.
+    Fence(WriterError),
+    /// The config store's own refusal.
+    Refused(E),
+}
+
+/// The lease and token a fenced change is made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceArg {
+    /// The lease on `configs/NAME`.
+    pub lease: LeaseId,
+    /// Its fencing token.
+    pub token: FenceToken,
+}
+
+/// A write, as the engine takes it (the writer is the lease's holder, found in the step).
+#[derive(Debug, Clone)]
+pub struct ConfigWrite {
+    /// The config (a valid name).
+    pub name: String,
+    /// Its format.
+    pub format: Format,
+    /// Its content.
+    pub content: Vec<u8>,
+    /// Why.
+    pub message: String,
+    /// A draft: not current until promoted.
+    pub draft: bool,
+    /// `--max-config-bytes`.
+    pub max_bytes: usize,
+}
+
+impl Engine {
+    /// Who a change made through this handle is by: the acting principal, or nobody
+    /// authenticated (`--auth off`, the server's own work).
+    fn config_author(&self) -> Author {
+        match &self.actor {
+            Some(actor) => Author {
+                token: actor.principal.token.clone(),
+                name: actor.principal.name.clone(),
+            },
+            None => Author {
+                token: String::new(),
+                name: crate::app::lab_principal().name,
+            },
+        }
+    }
+
+    /// Writes a revision of `write.name` under `fence`, checked in the same step; durable
+    /// before it returns.
+    pub async fn config_write(
+        &self,
+        write: ConfigWrite,
+        fence: FenceArg,
+    ) -> Result<RevisionMeta, EngineError<Fenced<WriteError>>> {
+        let author = self.config_author();
+        self.run(move |state, now, fx| {
+            let resource = resource_of(&write.name);
+            let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
+            let request = WriteRequest {
+                name: write.name,
+                format: write.format,
+                content: write.content,
+                message: write.message,
+                draft: write.draft,
+                writer,
+                max_bytes: write.max_bytes,
+            };
+            let applied = state
+                .configs
+                .write(request, now.wall_ms)
+                .map_err(Fenced::Refused)?;
+            Ok(persist(applied, &resource, Some(fence), now, fx))
+        })
+        .await
+    }
+
+    /// Promotes draft `rev` of `name` under `fence`; `content` is the draft's (read by the
+    /// caller, verified by its SHA-256). Durable before it returns.
+    pub async fn config_promote(
+        &self,
+        name: &str,
+        rev: u64,
+        content: Vec<u8>,
+        message: String,
+        fence: FenceArg,
+    ) -> Result<RevisionMeta, EngineError<Fenced<PromoteError>>> {
+        let author = self.config_author();
+        self.run(move |state, now, fx| {
+            let resource = resource_of(name);
+            let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
+            let mut applied = state
+                .configs
+                .promote(name, rev, &content, &writer, now.wall_ms)
+                .map_err(Fenced::Refused)?;
+            with_message(&mut applied, message);
+            Ok(persist(applied, &resource, Some(fence), now, fx))
+        })
+        .await
+    }
+
+    /// Rolls `name` back to revision `to` under `fence`; `content` is revision `to`'s.
+    /// Durable before it returns.
+    pub async fn config_rollback(
+        &self,
+        name: &str,
+        to: u64,
+        content: Vec<u8>,
+        message: String,
+        fence: FenceArg,
+    ) -> Result<RevisionMeta, EngineError<Fenced<RollbackError>>> {
+        let author = self.config_author();
+        self.run(move |state, now, fx| {
+            let resource = resource_of(name);
+            let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
+            let mut applied = state
+                .configs
+                .rollback(name, to, &content, &writer, now.wall_ms)
+                .map_err(Fenced::Refused)?;
+            with_message(&mut applied, message);
+            Ok(persist(applied, &resource, Some(fence), now, fx))
+        })
+        .await
+    }
+
+    /// Sets the schema of `name` (an operator's act: not fenced). `current` is the current
+    /// revision's content as the caller read it; if another revision became current since,
+    /// the store answers `WrongContent` and the caller reads again.
+    pub async fn config_set_schema(
+        &self,
+        name: &str,
+        schema: Vec<u8>,
+        current: Option<Vec<u8>>,
+    ) -> Result<locksmith_config::Head, EngineError<SetSchemaError>> {
+        let author = self.config_author();
+        self.run(move |state, now, fx| {
+            let applied = state.configs.set_schema(
+                name,
+                &schema,
+                current.as_deref(),
+                &author,
+                now.wall_ms,
+            )?;
+            Ok(persist(applied, &resource_of(name), None, now, fx))
+        })
+        .await
+    }
+
+    /// Reads the config store, durable (see [`read`](Self::read)).
+    pub async fn configs<T>(&self, read: impl FnOnce(&Configs) -> T) -> Result<T, StoreError> {
+        self.read(|state, _| read(&state.configs)).await
+    }
+
+    /// The content stored under `sha256`, from the store (it sees every batch committed before
+    /// the call). `None` if there is none: the state names only stored blobs, so for a SHA-256
+    /// the state gave, `None` means the store lost it.
+    pub async fn config_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner
+            .committer
+            .query_record(BLOBS, sha256)
+            .wait()
+            .await
+    }
+
+    /// A stored record of a config space (the schema's source, say), from the store.
+    pub async fn config_record(
+        &self,
+        space: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.committer.query_record(space, key).wait().await
+    }
+}
+
+/// The writer of a fenced change, if `fence` is a live holder of `resource` now.
+fn fenced_writer<E>(
+    state: &mut super::State,
+    resource: &str,
+    fence: FenceArg,
+    author: Author,
+    now: Now,
+    fx: &mut Effects,
+) -> Result<Writer, Fenced<E>> {
+    let holder = state
+        .locks
+        .check_writer(resource, fence.lease, fence.token, now, fx)
+        .map_err(Fenced::Fence)?;
+    Ok(Writer {
+        author,
+        owner: holder.owner,
+        token: holder.token,
+    })
+}
+
+/// A promotion or rollback's revision with the caller's message, if it gave one (the store
+/// writes `promote draft N` / `roll back to rev N`). The revision record is the batch's
+/// `config_revs` mutation; its audit detail is the same revision.
+fn with_message(applied: &mut Applied<RevisionMeta>, message: String) {
+    if message.is_empty() {
+        return;
+    }
+    let meta = &mut applied.value;
+    meta.message = format!("{}: {message}", meta.message);
+    for mutation in &mut applied.mutations {
+        if let Mutation::PutRecord { space, key, value } = mutation {
+            if space == locksmith_config::store::REVISIONS
+                && *key == locksmith_config::store::revision_key(&meta.name, meta.rev)
+            {
+                if let Ok(bytes) = serde_json::to_vec(&*meta) {
+                    *value = bytes;
+                }
+            }
+        }
+    }
+    if let Ok(detail) = serde_json::to_value(&*meta) {
+        applied.event.detail = detail;
+    }
+}
+
+/// Puts an applied change's records and its audit record (resource `configs/NAME`, the lease
+/// and token it was written under) into the step's batch, and returns its value.
+fn persist<T>(
+    applied: Applied<T>,
+    resource: &str,
+    fence: Option<FenceArg>,
+    now: Now,
+    fx: &mut Effects,
+) -> T {
+    for mutation in applied.mutations {
+        fx.push(Effect::Persist(mutation));
+    }
+    fx.push(Effect::Persist(Mutation::AppendAudit(AuditRecord {
+        at_ms: now.wall_ms,
+        lease: fence.map(|f| f.lease),
+        token: fence.map(|f| f.token),
+        ..AuditRecord::new(resource, AuditKind::Domain(applied.event))
+    })));
+    applied.value
+}
