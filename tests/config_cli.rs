@@ -84,7 +84,7 @@ fn put_then_get_round_trips_the_bytes_and_stamps_the_provenance() {
     let out = env.ok(&["config", "put", name, p(&file), "-m", "first"]);
     let line = stdout(&out);
     assert!(
-        line.starts_with("fleet/aim_lock_config.conf: rev 1 written now current — token "),
+        line.starts_with("fleet/aim_lock_config.conf: rev 1 written, now current — token "),
         "{line}"
     );
     assert!(line.contains(", by admin"), "{line}");
@@ -178,7 +178,14 @@ fn validate_passes_a_good_file_and_lists_each_problem_with_its_line() {
         lines.iter().any(|l| l.starts_with(&format!("{file}: INVALID — mode: ")) && l.ends_with("(line 1)")),
         "{problems}"
     );
-    one_error_line(&out);
+    let line = one_error_line(&out);
+    assert!(
+        line.ends_with(&format!(
+            "aim_lock_config.conf: INVALID — {file} has 2 problems (listed above); a put of it \
+             would be refused: fix it and validate again"
+        )),
+        "{line}"
+    );
 
     let out = env.cli(&["config", "validate", name, p(&bad), "--json"]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
@@ -213,10 +220,10 @@ fn history_diff_promote_of_a_draft_and_rollback() {
         "more drones",
     ]);
     assert!(
-        stdout(&out).contains(
-            "rev 3 written as a DRAFT, not current; make it current with 'locksmith config \
-             promote aim_lock_config.conf --rev 3'"
-        ),
+        stdout(&out).contains("rev 3 written as a DRAFT (rev 2 stays current) — token ")
+            && stdout(&out).trim_end().ends_with(
+                "; make it current with 'locksmith config promote aim_lock_config.conf --rev 3'"
+            ),
         "{}",
         describe(&out)
     );
@@ -260,7 +267,8 @@ fn history_diff_promote_of_a_draft_and_rollback() {
         "back to the known good",
     ]);
     assert!(
-        stdout(&out).starts_with("aim_lock_config.conf: rev 5 rolled back to rev 1 now current"),
+        stdout(&out)
+            .starts_with("aim_lock_config.conf: rev 5 rolled back to rev 1, now current — "),
         "{}",
         describe(&out)
     );

@@ -120,7 +120,22 @@ pub async fn validate(global: &Global, args: ConfigValidateArgs) -> anyhow::Resu
             } else {
                 out(&problem_lines(file, body).join("\n"))?;
             }
-            Err(invalid_failure(name, Some(file), body).into())
+            let count = problems(body).len();
+            let listed = if args.json {
+                "in the JSON above"
+            } else {
+                "listed above"
+            };
+            Err(Failure {
+                exit: Exit::for_code(body.error),
+                line: format!(
+                    "{name}: INVALID — {} has {count} problem{} ({listed}); a put of it would \
+                     be refused: fix it and validate again",
+                    file.display(),
+                    if count == 1 { "" } else { "s" }
+                ),
+            }
+            .into())
         }
     }
 }
@@ -152,7 +167,11 @@ fn problems(body: &ErrorBody) -> Vec<String> {
 /// stored.
 pub(super) fn invalid_failure(name: &str, file: Option<&Path>, body: &ErrorBody) -> Failure {
     let problems = problems(body);
-    let source = file.map_or_else(String::new, |f| format!(" ({})", f.display()));
+    // The file, when its name is not the config's own (the problems' lines are the file's).
+    let source = file
+        .map(|f| f.display().to_string())
+        .filter(|f| f != name)
+        .map_or_else(String::new, |f| format!(" ({f})"));
     let next = match file {
         Some(f) => format!(
             "nothing was stored; fix {} and try again (check it with 'locksmith config \

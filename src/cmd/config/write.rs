@@ -97,21 +97,27 @@ fn report(rev: &RevisionView, json: bool, what: &str) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let m = &rev.meta;
-    let state = if m.draft {
+    let sha: String = m.sha256.chars().take(12).collect();
+    let facts = format!(
+        "token {}, {} bytes, sha256 {sha}, by {}",
+        m.token, m.size, m.author.name
+    );
+    let line = if m.draft {
+        let stays = m.base.map_or_else(
+            || "no revision is current yet".to_string(),
+            |base| format!("rev {base} stays current"),
+        );
         format!(
-            "as a DRAFT, not current; make it current with 'locksmith config promote {} --rev {}'",
-            m.name, m.rev
+            "{}: rev {} {what} as a DRAFT ({stays}) — {facts}; make it current with 'locksmith \
+             config promote {} --rev {}'",
+            m.name, m.rev, m.name, m.rev
         )
     } else if rev.current {
-        "now current".to_string()
+        format!("{}: rev {} {what}, now current — {facts}", m.name, m.rev)
     } else {
-        "not current".to_string()
+        format!("{}: rev {} {what}, not current — {facts}", m.name, m.rev)
     };
-    let sha: String = m.sha256.chars().take(12).collect();
-    out(&format!(
-        "{}: rev {} {what} {state} — token {}, {} bytes, sha256 {sha}, by {}",
-        m.name, m.rev, m.token, m.size, m.author.name
-    ))?;
+    out(&line)?;
     Ok(Exit::Ok)
 }
 
