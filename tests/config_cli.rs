@@ -520,3 +520,45 @@ fn json_shapes_of_every_command() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_put_under_a_broken_lease_is_refused_naming_the_operator_and_the_next_step() {
+    let env = Env::start();
+    let name = "aim_lock_config.conf";
+    let resource = "configs/aim_lock_config.conf";
+    let file = env.file("aim_lock_config.conf", AIM_GOOD.as_bytes());
+    let (lease, token) = acquire(&env, resource);
+    env.ok(&[
+        "break",
+        resource,
+        "--reason",
+        "clearing a stale writer",
+        "--freeze",
+        "0s",
+    ]);
+    let out = env.cli(&[
+        "config",
+        "put",
+        name,
+        p(&file),
+        "--lease",
+        &lease,
+        "--fence-token",
+        &token,
+    ]);
+    assert_eq!(code(&out), 4, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.starts_with(&format!(
+            "ERROR: {name}: LEASE BROKEN — lease {lease} token {token} may not write it: "
+        )),
+        "{line}"
+    );
+    assert!(line.contains("clearing a stale writer"), "{line}");
+    assert!(
+        line.contains(&format!("nobody holds {resource} now")),
+        "{line}"
+    );
+    let out = env.cli(&["config", "history", name]);
+    assert_eq!(code(&out), 1, "nothing stored: {}", describe(&out));
+}
