@@ -154,6 +154,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
     ("records_match_a_model", records_match_a_model),
     (
+        "records_many_keys_per_prefix_page_completely",
+        records_many_keys_per_prefix_page_completely,
+    ),
+    (
         "records_limits_are_refused_cleanly",
         records_limits_are_refused_cleanly,
     ),

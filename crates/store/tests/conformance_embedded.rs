@@ -64,6 +64,7 @@ checks!(
     records_survive_reopens,
     records_prefix_scan_and_paging,
     records_match_a_model,
+    records_many_keys_per_prefix_page_completely,
     records_limits_are_refused_cleanly,
     domain_audit_events_round_trip,
 );
