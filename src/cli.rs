@@ -12,6 +12,9 @@ use crate::credentials::{Secret, parse_secret};
 use crate::exit::EXIT_CODES_HELP;
 use crate::output::{Column, parse_column};
 
+mod config;
+pub use config::*;
+
 /// Ghost-proof locks for fleets: a lock server and its command-line client.
 #[derive(Debug, Parser)]
 #[command(name = "locksmith", version, about, after_help = EXIT_CODES_HELP)]
@@ -142,6 +145,10 @@ pub enum Command {
     /// Manage API tokens (admin role): create one (its secret is printed once), list, revoke.
     #[command(subcommand, after_help = with_exit_codes(TOKEN_HELP))]
     Token(TokenCommand),
+    /// Versioned configs that only the holder of the lock configs/NAME writes: put, get,
+    /// history, diff, rollback, drafts and promotion, schemas.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Internal: the process `run` starts to own the lock and supervise its command.

@@ -146,7 +146,7 @@ impl Exit {
             ClientError::InvalidUrl { .. } => Exit::Usage,
             ClientError::InvalidToken { .. } => Exit::Denied,
             ClientError::Transport { .. } | ClientError::Tls { .. } => Exit::Unavailable,
-            ClientError::TlsSetup(_) => Exit::Other,
+            ClientError::TlsSetup(_) | ClientError::InvalidConfigName(_) => Exit::Other,
             ClientError::Decode { .. } => Exit::Other,
         }
     }
@@ -192,6 +192,20 @@ mod tests {
         assert_eq!(Exit::for_client(&api(ErrorCode::Forbidden)).code(), 7);
         assert_eq!(Exit::for_client(&api(ErrorCode::TokenNotFound)).code(), 1);
         assert_eq!(Exit::for_client(&api(ErrorCode::AlreadyRevoked)).code(), 1);
+        for config in [
+            ErrorCode::InvalidConfig,
+            ErrorCode::ConfigNotFound,
+            ErrorCode::RevisionNotFound,
+            ErrorCode::ConfigTooLarge,
+            ErrorCode::NotADraft,
+        ] {
+            assert_eq!(Exit::for_client(&api(config)).code(), 1, "{config:?}");
+        }
+        let bad_name = locksmith_config::validate_name("..").expect_err("refused");
+        assert_eq!(
+            Exit::for_client(&ClientError::InvalidConfigName(bad_name)).code(),
+            1
+        );
         let down = ClientError::Transport {
             server: "http://127.0.0.1:1".into(),
             reason: "refused".into(),

@@ -87,6 +87,11 @@ impl Failure {
                 "{e}; fix the file or the flag (--ca-file, --cert, --key or their LOCKSMITH_* \
                  variables)"
             ),
+            ClientError::InvalidConfigName(reason) => format!(
+                "{}: invalid config name — {reason}; name it like a relative path, e.g. \
+                 fleet/aim_lock_config.conf",
+                shown(ctx.subject)
+            ),
             ClientError::Decode { .. } => format!(
                 "{}: unexpected answer — {e}; check that --server points at a Locksmith server",
                 shown(ctx.subject)

@@ -100,6 +100,7 @@ async fn dispatch(cli: Cli, node_typed: bool) -> anyhow::Result<Exit> {
         Command::Audit(args) => cmd::audit::audit(&global, args).await,
         Command::Watch(args) => cmd::watch::watch(&global, args).await,
         Command::Token(command) => cmd::token::token(&global, command, node_typed).await,
+        Command::Config(command) => cmd::config::config(&global, command).await,
         Command::Completions(args) => Ok(cmd::completions::completions(&args)),
         // Dispatched before the runtime starts (see `main`).
         Command::RunSupervisor(_) => Ok(Exit::Usage),

@@ -4,6 +4,7 @@
 pub mod acquire;
 pub mod audit;
 pub mod completions;
+pub mod config;
 pub mod holds;
 pub mod lease;
 pub mod liveness;

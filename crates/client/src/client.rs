@@ -27,7 +27,7 @@ pub struct Client {
     /// `base`, parsed once: each request's URL is this with its path replaced, which skips
     /// re-parsing (and IDNA-normalising) the host on every call.
     base_url: reqwest::Url,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// `Bearer <token>`, sent with every request.
     bearer: Option<HeaderValue>,
 }
@@ -35,7 +35,7 @@ pub struct Client {
 /// Extra time allowed beyond a request's own wait before the client gives up on the server.
 const WAIT_SLACK: Duration = Duration::from_secs(10);
 /// Timeout for calls that do not wait in a queue.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7400`); an `https://` server
@@ -322,7 +322,7 @@ impl Client {
         Ok(crate::events::EventStream::new(resp, self.base.clone()))
     }
 
-    fn url(&self, path: &str) -> reqwest::Url {
+    pub(crate) fn url(&self, path: &str) -> reqwest::Url {
         let mut url = self.base_url.clone();
         let prefix = url.path().trim_end_matches('/');
         let full = format!("{prefix}{path}");
@@ -330,7 +330,7 @@ impl Client {
         url
     }
 
-    async fn send<T: DeserializeOwned>(
+    pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
         timeout: Duration,

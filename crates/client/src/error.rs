@@ -29,6 +29,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A config name the server would refuse (the config store's rule): no call was made.
+    #[error("{0}")]
+    InvalidConfigName(#[from] locksmith_config::InvalidName),
     /// The server could not be reached or the connection failed mid-call.
     #[error("cannot reach the Locksmith server at {server}: {reason}")]
     Transport {

@@ -9,8 +9,12 @@
 //!
 //! What it is not: a retry policy for acquire (the caller decides whether to wait, via
 //! `wait_ms`) or a cache; every call goes to the server.
+//!
+//! The config store's calls (`Client::configs`, `Client::write_config`, …) are in [`configs`],
+//! with the content codec (text, or base64 for bytes that are not UTF-8).
 
 mod client;
+pub mod configs;
 mod error;
 pub mod events;
 mod guard;
