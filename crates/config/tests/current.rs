@@ -37,7 +37,7 @@ fn drafts_are_not_current_until_promoted() {
 
     let content = records.content(&configs, NAME, 2);
     let applied = configs
-        .promote(NAME, 2, &content, &writer(2), T0 + 1)
+        .promote(NAME, 2, &content, "", &writer(2), T0 + 1)
         .expect("promoted");
     records.apply(&applied.mutations);
     assert_eq!(applied.event.kind, "config_promoted");
@@ -55,7 +55,7 @@ fn drafts_are_not_current_until_promoted() {
 
     // A retried promotion is told it already happened.
     assert_eq!(
-        configs.promote(NAME, 2, &content, &writer(2), T0 + 2),
+        configs.promote(NAME, 2, &content, "", &writer(2), T0 + 2),
         Err(PromoteError::AlreadyPromoted {
             name: NAME.to_owned(),
             rev: 2,
@@ -64,7 +64,7 @@ fn drafts_are_not_current_until_promoted() {
     );
     let one = records.content(&configs, NAME, 1);
     assert_eq!(
-        configs.promote(NAME, 1, &one, &writer(2), T0),
+        configs.promote(NAME, 1, &one, "", &writer(2), T0),
         Err(PromoteError::NotADraft {
             name: NAME.to_owned(),
             rev: 1
@@ -81,7 +81,7 @@ fn the_first_revision_may_be_a_draft() {
     assert_eq!(configs.current(NAME), None);
     let content = records.content(&configs, NAME, 1);
     let applied = configs
-        .promote(NAME, 1, &content, &writer(1), T0)
+        .promote(NAME, 1, &content, "", &writer(1), T0)
         .expect("promoted");
     assert_eq!(applied.value.rev, 2);
 }
@@ -96,7 +96,7 @@ fn promoting_a_draft_whose_base_is_no_longer_current_is_refused() {
     let content = records.content(&configs, NAME, 2);
     let before = configs.clone();
     let e = configs
-        .promote(NAME, 2, &content, &writer(1), T0)
+        .promote(NAME, 2, &content, "", &writer(1), T0)
         .expect_err("refused");
     assert_eq!(
         e,
@@ -122,7 +122,7 @@ fn rollback_creates_a_new_revision_with_the_old_content() {
     write(&mut configs, &mut records, "a = 2\n", false);
     let old = records.content(&configs, NAME, 1);
     let applied = configs
-        .rollback(NAME, 1, &old, &writer(3), T0 + 5)
+        .rollback(NAME, 1, &old, "", &writer(3), T0 + 5)
         .expect("rolled back");
     records.apply(&applied.mutations);
     assert_eq!(applied.event.kind, "config_rolled_back");
@@ -137,7 +137,7 @@ fn rollback_creates_a_new_revision_with_the_old_content() {
     // Revision 2 is still there, unchanged.
     assert_eq!(records.content(&configs, NAME, 2), b"a = 2\n");
 
-    let e = configs.rollback(NAME, 9, &old, &writer(3), T0);
+    let e = configs.rollback(NAME, 9, &old, "", &writer(3), T0);
     assert_eq!(
         e,
         Err(RollbackError::NoSuchRevision {
@@ -146,12 +146,12 @@ fn rollback_creates_a_new_revision_with_the_old_content() {
         })
     );
     assert!(matches!(
-        configs.rollback("nope", 1, &old, &writer(3), T0),
+        configs.rollback("nope", 1, &old, "", &writer(3), T0),
         Err(RollbackError::NoSuchConfig { .. })
     ));
     // The content handed in must be the revision's: anything else is the caller's bug.
     assert!(matches!(
-        configs.rollback(NAME, 2, &old, &writer(3), T0),
+        configs.rollback(NAME, 2, &old, "", &writer(3), T0),
         Err(RollbackError::WrongContent(_))
     ));
 }
@@ -164,7 +164,7 @@ fn rolling_back_to_a_draft_is_refused() {
     write(&mut configs, &mut records, "a = 2\n", true);
     let content = records.content(&configs, NAME, 2);
     assert_eq!(
-        configs.rollback(NAME, 2, &content, &writer(1), T0),
+        configs.rollback(NAME, 2, &content, "", &writer(1), T0),
         Err(RollbackError::IsADraft {
             name: NAME.to_owned(),
             rev: 2
@@ -261,12 +261,12 @@ fn promotion_and_rollback_recheck_against_the_schema_in_force() {
     records.apply(&applied.mutations);
     let one = records.content(&configs, NAME, 1);
     assert!(matches!(
-        configs.rollback(NAME, 1, &one, &writer(1), T0),
+        configs.rollback(NAME, 1, &one, "", &writer(1), T0),
         Err(RollbackError::Schema { rev: 1, .. })
     ));
     let three = records.content(&configs, NAME, 3);
     assert!(matches!(
-        configs.promote(NAME, 3, &three, &writer(1), T0),
+        configs.promote(NAME, 3, &three, "", &writer(1), T0),
         Err(PromoteError::Schema { rev: 3, .. })
     ));
     assert_eq!(configs.head(NAME).and_then(|h| h.current), Some(2));

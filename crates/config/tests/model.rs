@@ -299,7 +299,9 @@ impl World {
             Op::Promote { cfg, pick } => {
                 let name = CONFIGS[cfg].0;
                 let content = self.content(name, pick);
-                let got = self.configs.promote(name, pick, &content, &writer(1), T0);
+                let got = self
+                    .configs
+                    .promote(name, pick, &content, "", &writer(1), T0);
                 (
                     model.promote(cfg, pick),
                     got.map(|a| (a.mutations, Some(a.value)))
@@ -309,7 +311,9 @@ impl World {
             Op::Rollback { cfg, pick } => {
                 let name = CONFIGS[cfg].0;
                 let content = self.content(name, pick);
-                let got = self.configs.rollback(name, pick, &content, &writer(2), T0);
+                let got = self
+                    .configs
+                    .rollback(name, pick, &content, "", &writer(2), T0);
                 (
                     model.rollback(cfg, pick),
                     got.map(|a| (a.mutations, Some(a.value)))

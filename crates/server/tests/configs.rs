@@ -514,6 +514,21 @@ async fn drafts_promote_and_rollback_make_new_revisions() {
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["configs"][0]["name"], name, "{listed}");
     assert_eq!(listed["configs"][0]["current"], 4, "{listed}");
+
+    // The history (served from the engine's state, not the records) keeps the promotion's
+    // message: it was once added to the answer and the record only, and lost until a restart.
+    let (status, history) = api
+        .call("GET", "/v1/configs/fleet%2Fapp.conf/revisions", None)
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history["revisions"][2]["message"], "promote draft 2: canary ok",
+        "{history}"
+    );
+    assert_eq!(
+        history["revisions"][3]["message"], "roll back to rev 1",
+        "{history}"
+    );
 }
 
 /// A reader reads but cannot write; a client writes only configs under its prefixes; an

@@ -5,7 +5,7 @@ use super::Applied;
 use super::error::{PromoteError, RollbackError, WrongContent};
 use super::records::{RevisionKind, RevisionMeta, Writer};
 use super::write::stamp;
-use super::{Config, Configs, EVENT_PROMOTED, EVENT_ROLLED_BACK};
+use super::{Config, Configs, EVENT_PROMOTED, EVENT_ROLLED_BACK, MAX_MESSAGE_LEN};
 use crate::digest::sha256_hex;
 use crate::format::{Format, parse};
 use crate::name::validate_name;
@@ -42,12 +42,15 @@ pub(super) fn verify(meta: &RevisionMeta, content: &[u8]) -> Result<(), WrongCon
 
 impl Configs {
     /// Makes draft `rev` current, as a new revision with its content (`content`, which the
-    /// caller read from the draft's blob), checked against the schema in force now.
+    /// caller read from the draft's blob), checked against the schema in force now. Its
+    /// message is `promote draft REV`, then `: MESSAGE` when one is given (at most
+    /// [`MAX_MESSAGE_LEN`] bytes in all, cut at a character boundary).
     pub fn promote(
         &mut self,
         name: &str,
         rev: u64,
         content: &[u8],
+        message: &str,
         writer: &Writer,
         now_ms: u64,
     ) -> Result<Applied<RevisionMeta>, PromoteError> {
@@ -101,7 +104,7 @@ impl Configs {
             }
         }
         let meta = RevisionMeta {
-            message: format!("promote draft {rev}"),
+            message: described(format!("promote draft {rev}"), message),
             kind: RevisionKind::Promoted { from: rev },
             ..successor(config, draft, writer, now_ms)
         };
@@ -110,12 +113,14 @@ impl Configs {
 
     /// Makes the content of revision `to` current again, as a new revision (`content` is
     /// revision `to`'s, which the caller read from its blob), checked against the schema in
-    /// force now.
+    /// force now. Its message is `roll back to rev N`, then `: MESSAGE` when one is given (as
+    /// for [`Configs::promote`]).
     pub fn rollback(
         &mut self,
         name: &str,
         to: u64,
         content: &[u8],
+        message: &str,
         writer: &Writer,
         now_ms: u64,
     ) -> Result<Applied<RevisionMeta>, RollbackError> {
@@ -150,7 +155,7 @@ impl Configs {
             }
         }
         let meta = RevisionMeta {
-            message: format!("roll back to rev {to}"),
+            message: described(format!("roll back to rev {to}"), message),
             kind: RevisionKind::RolledBack { from: to },
             ..successor(config, target, writer, now_ms)
         };
@@ -167,4 +172,22 @@ fn successor(config: &Config, source: &RevisionMeta, writer: &Writer, now_ms: u6
         format: source.format,
         ..stamp(&config.head.name, writer, now_ms)
     }
+}
+
+/// `what`, then `: message` when there is one, cut to [`MAX_MESSAGE_LEN`] bytes at a character
+/// boundary: the message a promotion or rollback records.
+fn described(what: String, message: &str) -> String {
+    let message = message.trim();
+    if message.is_empty() {
+        return what;
+    }
+    let mut full = format!("{what}: {message}");
+    if full.len() > MAX_MESSAGE_LEN {
+        let mut end = MAX_MESSAGE_LEN;
+        while !full.is_char_boundary(end) {
+            end -= 1;
+        }
+        full.truncate(end);
+    }
+    full
 }

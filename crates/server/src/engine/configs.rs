@@ -123,11 +123,10 @@ impl Engine {
         self.run(move |state, now, fx| {
             let resource = resource_of(name);
             let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
-            let mut applied = state
+            let applied = state
                 .configs
-                .promote(name, rev, &content, &writer, now.wall_ms)
+                .promote(name, rev, &content, &message, &writer, now.wall_ms)
                 .map_err(Fenced::Refused)?;
-            with_message(&mut applied, message);
             Ok(persist(applied, &resource, Some(fence), now, fx))
         })
         .await
@@ -147,11 +146,10 @@ impl Engine {
         self.run(move |state, now, fx| {
             let resource = resource_of(name);
             let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
-            let mut applied = state
+            let applied = state
                 .configs
-                .rollback(name, to, &content, &writer, now.wall_ms)
+                .rollback(name, to, &content, &message, &writer, now.wall_ms)
                 .map_err(Fenced::Refused)?;
-            with_message(&mut applied, message);
             Ok(persist(applied, &resource, Some(fence), now, fx))
         })
         .await
@@ -224,31 +222,6 @@ fn fenced_writer<E>(
         owner: holder.owner,
         token: holder.token,
     })
-}
-
-/// A promotion or rollback's revision with the caller's message, if it gave one (the store
-/// writes `promote draft N` / `roll back to rev N`). The revision record is the batch's
-/// `config_revs` mutation; its audit detail is the same revision.
-fn with_message(applied: &mut Applied<RevisionMeta>, message: String) {
-    if message.is_empty() {
-        return;
-    }
-    let meta = &mut applied.value;
-    meta.message = format!("{}: {message}", meta.message);
-    for mutation in &mut applied.mutations {
-        if let Mutation::PutRecord { space, key, value } = mutation {
-            if space == locksmith_config::store::REVISIONS
-                && *key == locksmith_config::store::revision_key(&meta.name, meta.rev)
-            {
-                if let Ok(bytes) = serde_json::to_vec(&*meta) {
-                    *value = bytes;
-                }
-            }
-        }
-    }
-    if let Ok(detail) = serde_json::to_value(&*meta) {
-        applied.event.detail = detail;
-    }
 }
 
 /// Puts an applied change's records and its audit record (resource `configs/NAME`, the lease
