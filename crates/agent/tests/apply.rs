@@ -26,7 +26,7 @@ fn applies_with_hooks_in_order_and_keeps_lkg() {
     );
     // Validate saw the whole new file, staged beside the target.
     assert_eq!(
-        rig.script.inner.lock().unwrap().validated,
+        rig.script.inner.lock().expect("hooks lock").validated,
         vec![Some(content(1))]
     );
     assert_eq!(
@@ -121,7 +121,7 @@ fn empty_or_corrupt_content_is_never_written() {
     rig.desire(desired(2, 1, 1));
     let r = rig.last().clone();
     assert_eq!(r.state, ReportState::Failed);
-    assert!(r.error.unwrap().contains("does not match"));
+    assert!(r.error.expect("why").contains("does not match"));
     assert_eq!(rig.target(), Some(content(1)));
     // Content that is not valid conf.
     let bad = b"mode = fast\n".to_vec();
@@ -135,7 +135,7 @@ fn empty_or_corrupt_content_is_never_written() {
         rig.last()
             .error
             .as_deref()
-            .unwrap()
+            .unwrap_or("")
             .contains("not valid conf")
     );
     assert_eq!(rig.target(), Some(content(1)));
@@ -148,7 +148,11 @@ fn defers_while_the_apply_lock_exists() {
     rig.desire(desired(1, 1, 1));
     let r = rig.last().clone();
     assert_eq!(r.state, ReportState::Deferred);
-    assert!(r.error.unwrap().contains("/run/drone/apply.lock exists"));
+    assert!(
+        r.error
+            .expect("why")
+            .contains("/run/drone/apply.lock exists")
+    );
     assert_eq!(rig.target(), None);
     assert_eq!(rig.wakes.len(), 1);
     // Still there at the tick: nothing new reported.
@@ -162,7 +166,7 @@ fn defers_while_the_apply_lock_exists() {
     assert_eq!(rig.last().rev, 2);
     // Gone: the next tick applies the newest.
     use locksmith_agent::Fs;
-    rig.fs.remove(&apply_lock()).unwrap();
+    rig.fs.remove(&apply_lock()).expect("remove");
     rig.clock.advance(1_000);
     rig.send(Event::Tick);
     assert_eq!(rig.last().state, ReportState::Applied);
@@ -179,7 +183,7 @@ fn shadow_validates_and_diffs_but_never_activates() {
     rig.desire(shadow(2, 2, 2));
     let r = rig.last().clone();
     assert_eq!(r.state, ReportState::ShadowOk);
-    let diff = r.diff.unwrap();
+    let diff = r.diff.expect("a diff");
     assert!(diff.contains("-safety_threshold = 0.1"), "{diff}");
     assert!(diff.contains("+safety_threshold = 0.2"), "{diff}");
     assert_eq!(rig.target(), Some(content(1)));
@@ -192,7 +196,7 @@ fn shadow_validates_and_diffs_but_never_activates() {
     rig.script.fail(HookKind::Validate, 3, "nope");
     rig.desire(shadow(3, 2, 2));
     assert_eq!(rig.last().state, ReportState::ShadowFailed);
-    let agent_reports = rig.driver.as_ref().unwrap().agent().reports();
+    let agent_reports = rig.driver.as_ref().expect("running").agent().reports();
     assert_eq!(agent_reports[0].state, ReportState::Applied);
     assert_eq!(rig.target(), Some(content(1)));
     assert_eq!(
@@ -201,7 +205,12 @@ fn shadow_validates_and_diffs_but_never_activates() {
     );
     // The shadow's revision is never the applied one.
     assert_eq!(
-        rig.driver.as_ref().unwrap().agent().state().configs[NAME]
+        rig.driver
+            .as_ref()
+            .expect("running")
+            .agent()
+            .state()
+            .configs[NAME]
             .fence
             .applied_rev,
         1
@@ -320,7 +329,7 @@ fn a_target_changed_by_hand_is_put_back_at_start() {
         .reports
         .iter()
         .find(|r| r.state == ReportState::Failed)
-        .unwrap();
+        .expect("a failed report");
     assert_eq!(
         r.error.as_deref(),
         Some(

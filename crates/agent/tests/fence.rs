@@ -57,11 +57,11 @@ fn tell_moves_up_only_and_keeps_the_first_revision() {
 fn the_exact_lines() {
     let s = state(5, 7, 9, 12);
     assert_eq!(
-        s.check(NAME, 13, 8).unwrap_err().to_string(),
+        s.check(NAME, 13, 8).expect_err("refused").to_string(),
         "lock mismatch: aim_lock_config.conf HOT — revision 13 was written under token 8, but token 9 holds configs/aim_lock_config.conf (told with revision 12); refusing it"
     );
     assert_eq!(
-        s.check(NAME, 13, 6).unwrap_err().to_string(),
+        s.check(NAME, 13, 6).expect_err("refused").to_string(),
         "lock mismatch: aim_lock_config.conf HOT — revision 13 was written under token 6, but revision 5 was applied under token 7; refusing it"
     );
 }
@@ -108,7 +108,7 @@ fn a_shadow_under_an_old_token_is_refused_and_moves_nothing() {
         "lock mismatch: aim_lock_config.conf HOT — revision 5 was written under token 5"
     ));
     // The shadow's fence 9 was not folded in: revision 5 under token 6 is still fine.
-    let s = rig.driver.as_ref().unwrap().agent().state();
+    let s = rig.driver.as_ref().expect("running").agent().state();
     assert_eq!(s.configs[NAME].fence, state(4, 6, 6, 4));
 }
 

@@ -30,7 +30,7 @@ impl Scripted {
     pub fn push(&self, kind: HookKind, result: HookResult) {
         self.inner
             .lock()
-            .unwrap()
+            .expect("hooks lock")
             .next
             .entry(kind)
             .or_default()
@@ -48,7 +48,7 @@ impl Scripted {
     pub fn runs(&self) -> Vec<(HookKind, u64)> {
         self.inner
             .lock()
-            .unwrap()
+            .expect("hooks lock")
             .runs
             .iter()
             .map(|r| (r.kind, r.rev))
@@ -65,7 +65,7 @@ pub struct Hooked {
 
 impl Hooks for Hooked {
     fn run(&mut self, run: &HookRun) -> HookResult {
-        let mut i = self.script.inner.lock().unwrap();
+        let mut i = self.script.inner.lock().expect("hooks lock");
         i.runs.push(run.clone());
         if run.kind == HookKind::Validate {
             let seen = self.fs.get(&run.file);
