@@ -31,7 +31,10 @@
 //! ```
 //!
 //! (the second when the token is older than an applied one). The check runs when the
-//! revision arrives and again when its apply starts.
+//! revision arrives and again when its apply starts. `applied_token` is persisted in the same
+//! write as the applied revision, so it never goes back; a new tell is written at once, and a
+//! crash before that write loses only the tell, which the server repeats with every desired
+//! revision.
 //!
 //! ## Applying
 //!

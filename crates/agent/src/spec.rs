@@ -1,6 +1,6 @@
 //! What the agent is told to manage: its configs, their targets and hooks.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Default timeout of each hook, in milliseconds.
 pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 30_000;
@@ -113,11 +113,6 @@ impl AgentSpec {
     /// A last-known-good copy's path in the state directory.
     pub fn lkg_path(&self, file: &str) -> PathBuf {
         self.state_dir.join(file)
-    }
-
-    /// Whether `path` is inside the state directory.
-    pub fn in_state_dir(&self, path: &Path) -> bool {
-        path.starts_with(&self.state_dir)
     }
 }
 
