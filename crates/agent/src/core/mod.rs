@@ -12,6 +12,7 @@
 //!   step (when an apply-lock is configured);
 //! - a job that fails ends like any other: the next desired revision starts normally.
 
+mod finish;
 mod job;
 mod ops;
 pub mod types;

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use locksmith_config::{diff, parse, sha256_hex};
+use locksmith_config::{parse, sha256_hex};
 
-use super::job::{Job, Kind, Op, backoff_ms};
-use super::types::{Action, JobId, ReportState, Step, StepOutcome};
-use super::{Agent, Slot, report};
+use super::Agent;
+use super::job::{Kind, Op, backoff_ms};
+use super::types::{Action, JobId, Step, StepOutcome};
 use crate::spec::lkg_file;
 use crate::state::{ConfigState, InFlight, Lkg};
 
@@ -372,82 +372,6 @@ impl Agent {
             job.clean_up_after(op);
         }
         self.advance(name, now_ms, out);
-    }
-
-    /// Ends `name`'s job with its report.
-    fn finish(&mut self, name: &str, now_ms: u64, out: &mut Vec<Action>) {
-        let Some(slot) = self.slots.get_mut(name) else {
-            return;
-        };
-        let Some(mut job) = slot.job.take() else {
-            return;
-        };
-        if job.superseded {
-            return;
-        }
-        let rev = job.rev();
-        let r = match job.kind {
-            Kind::Apply => match job.error.take() {
-                None => {
-                    slot.failed = None;
-                    let mut r = report(slot, rev, ReportState::Applied, None);
-                    r.received_to_applied_ms = Some(now_ms.saturating_sub(job.received_ms));
-                    slot.last_report = Some(r.clone());
-                    r
-                }
-                Some(e) => {
-                    if let Some(d) = &job.desired {
-                        slot.failed = Some((d.rev, d.sha256.clone()));
-                    }
-                    let why = if job.restored {
-                        format!(
-                            "{e}; restored last-known-good revision {}",
-                            slot.state.fence.applied_rev
-                        )
-                    } else {
-                        e
-                    };
-                    report(slot, rev, ReportState::Failed, Some(why))
-                }
-            },
-            Kind::Shadow => shadow_report(slot, &mut job),
-            Kind::Recover => match job.error.take() {
-                Some(e) => {
-                    let rev = job
-                        .interrupted
-                        .as_ref()
-                        .map_or(slot.state.fence.applied_rev, |f| f.rev);
-                    report(slot, rev, ReportState::Failed, Some(e))
-                }
-                None => return,
-            },
-        };
-        out.push(Action::Report(r));
-    }
-}
-
-/// The shadow's report: ok with the diff it would make, or failed with why.
-fn shadow_report(slot: &mut Slot, job: &mut Job) -> super::types::Report {
-    let rev = job.rev();
-    match job.error.take() {
-        Some(e) => {
-            // A shadow never changes what is reported as the config's state.
-            let keep = slot.last_report.clone();
-            let r = report(slot, rev, ReportState::ShadowFailed, Some(e));
-            slot.last_report = keep;
-            r
-        }
-        None => {
-            let applied = job.applied_content.take().unwrap_or_default();
-            let new = job.content.clone().unwrap_or_else(|| Arc::from(Vec::new()));
-            let a = format!("{}@{}", slot.spec.name, slot.state.fence.applied_rev);
-            let b = format!("{}@{rev}", slot.spec.name);
-            let keep = slot.last_report.clone();
-            let mut r = report(slot, rev, ReportState::ShadowOk, None);
-            slot.last_report = keep;
-            r.diff = Some(diff(&a, &applied, &b, &new));
-            r
-        }
     }
 }
 
