@@ -135,6 +135,7 @@ impl Exit {
             | ErrorCode::RevisionNotFound
             | ErrorCode::ConfigTooLarge
             | ErrorCode::NotADraft
+            | ErrorCode::AgentNotFound
             | ErrorCode::Internal => Exit::Other,
         }
     }
