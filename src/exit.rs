@@ -199,6 +199,7 @@ mod tests {
             ErrorCode::RevisionNotFound,
             ErrorCode::ConfigTooLarge,
             ErrorCode::NotADraft,
+            ErrorCode::AgentNotFound,
         ] {
             assert_eq!(Exit::for_client(&api(config)).code(), 1, "{config:?}");
         }
