@@ -135,6 +135,7 @@ impl Exit {
             | ErrorCode::RevisionNotFound
             | ErrorCode::ConfigTooLarge
             | ErrorCode::NotADraft
+            | ErrorCode::AgentNotFound
             | ErrorCode::Internal => Exit::Other,
         }
     }
@@ -198,6 +199,7 @@ mod tests {
             ErrorCode::RevisionNotFound,
             ErrorCode::ConfigTooLarge,
             ErrorCode::NotADraft,
+            ErrorCode::AgentNotFound,
         ] {
             assert_eq!(Exit::for_client(&api(config)).code(), 1, "{config:?}");
         }

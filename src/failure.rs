@@ -219,6 +219,7 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
         }
         ErrorCode::ConfigTooLarge => format!("{}: TOO LARGE — {msg}", shown(subject)),
         ErrorCode::NotADraft => format!("{}: NOT A DRAFT — {msg}", shown(subject)),
+        ErrorCode::AgentNotFound => format!("{}: NO SUCH AGENT — {msg}", shown(subject)),
         ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::PayloadTooLarge

@@ -95,6 +95,8 @@ pub enum ErrorCode {
     /// A promotion named a revision that is not a draft, or a draft that another revision has
     /// since replaced as current.
     NotADraft,
+    /// No agent has registered under that node name.
+    AgentNotFound,
 }
 
 impl ErrorCode {
@@ -109,7 +111,8 @@ impl ErrorCode {
             | ErrorCode::HoldNotFound
             | ErrorCode::TokenNotFound
             | ErrorCode::ConfigNotFound
-            | ErrorCode::RevisionNotFound => 404,
+            | ErrorCode::RevisionNotFound
+            | ErrorCode::AgentNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Hot
             | ErrorCode::SlotsMismatch
@@ -177,6 +180,7 @@ impl ErrorCode {
             ErrorCode::RevisionNotFound => "revision_not_found",
             ErrorCode::ConfigTooLarge => "config_too_large",
             ErrorCode::NotADraft => "not_a_draft",
+            ErrorCode::AgentNotFound => "agent_not_found",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! What it is not: an HTTP server or client — just types and pure functions, so both sides and
 //! third-party clients agree on one definition.
 
+pub mod agents;
 pub mod configs;
 mod error;
 pub mod fleetlock;

@@ -102,8 +102,18 @@ fn expected(method: &str, path: &str) -> Option<Permission> {
             | "/v1/configs/{name}/revisions"
             | "/v1/configs/{name}/revisions/{rev}"
             | "/v1/configs/{name}/diff"
-            | "/v1/configs/{name}/schema",
+            | "/v1/configs/{name}/schema"
+            | "/v1/agents/{node}/desired"
+            | "/v1/fleet"
+            | "/v1/fleet/{node}",
         ) => P::Read,
+        (
+            "POST",
+            "/v1/agents/{node}/register"
+            | "/v1/agents/{node}/heartbeat"
+            | "/v1/agents/{node}/reports",
+        ) => P::Report,
+        ("POST", "/v1/configs/{name}/shadow") => P::Operate,
         ("POST", "/v1/configs/{name}/validate") => P::Read,
         ("PUT", "/v1/configs/{name}")
         | ("POST", "/v1/configs/{name}/promote" | "/v1/configs/{name}/rollback") => P::Lease,
@@ -137,6 +147,7 @@ fn concrete(path: &str) -> String {
         .replace("{group}", "default")
         .replace("{name}", "matrix.conf")
         .replace("{rev}", "1")
+        .replace("{node}", "node-7")
 }
 
 /// The role × route matrix, built from the router's own table: every route declares the

@@ -1,0 +1,341 @@
+//! What goes into the core (events) and what comes out (actions, reports).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use locksmith_config::Format;
+use serde::{Deserialize, Serialize};
+
+use crate::state::AgentState;
+
+/// Identifies one job (an apply, a shadow apply or a recovery) so late outcomes are ignored.
+pub type JobId = u64;
+
+/// A desired revision for one config, as the server sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// The config.
+    pub config: String,
+    /// The revision.
+    pub rev: u64,
+    /// Its content's SHA-256 (lowercase hex).
+    pub sha256: String,
+    /// Its content's size in bytes.
+    pub size: u64,
+    /// The config's format.
+    pub format: Format,
+    /// The fencing token it was written under.
+    pub token: u64,
+    /// The fence of `configs/NAME` as the server last knew it.
+    pub fence: u64,
+    /// A draft to validate and diff, never to activate.
+    pub shadow: bool,
+    /// For a draft: the revision it was written on.
+    pub base_rev: Option<u64>,
+}
+
+/// An input to [`Agent::handle`](crate::Agent::handle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A desired revision arrived.
+    Desired(Desired),
+    /// The content of a revision asked for by [`Action::Fetch`].
+    Fetched {
+        /// The config.
+        config: String,
+        /// The revision.
+        rev: u64,
+        /// Its bytes.
+        content: Vec<u8>,
+    },
+    /// [`Action::Fetch`] failed (network, server): retried with backoff while connected.
+    FetchFailed {
+        /// The config.
+        config: String,
+        /// The revision.
+        rev: u64,
+        /// Why.
+        error: String,
+    },
+    /// The outcome of an [`Action::Step`].
+    Step {
+        /// The config.
+        config: String,
+        /// The job the step belongs to.
+        job: JobId,
+        /// What happened.
+        outcome: StepOutcome,
+    },
+    /// The answer to [`Action::CheckApplyLock`].
+    ApplyLock {
+        /// Whether the apply-lock file exists.
+        present: bool,
+    },
+    /// A timer fired (see [`Action::Wake`]).
+    Tick,
+    /// The stream to the server is up.
+    Connected,
+    /// The stream to the server is down.
+    Disconnected,
+}
+
+/// How one [`Step`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Done.
+    Done,
+    /// [`Step::AdoptOriginal`] / [`Step::HashTarget`]: the file's SHA-256, `None` if absent.
+    Sha256(Option<String>),
+    /// [`Step::ReadLkg`]: the content, `None` if there is none.
+    Content(Option<Vec<u8>>),
+    /// [`Step::RunHook`]: the hook's result.
+    Hook(HookResult),
+    /// The step failed (an IO error, in words).
+    Failed(String),
+}
+
+/// Which hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// Checks the staged file.
+    Validate,
+    /// Makes the service read the target.
+    Reload,
+    /// Confirms the service is healthy.
+    Health,
+}
+
+impl HookKind {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Validate => "validate",
+            HookKind::Reload => "reload",
+            HookKind::Health => "health",
+        }
+    }
+}
+
+/// How a hook ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum HookStatus {
+    /// Exit status 0.
+    Ok,
+    /// Another exit status.
+    Exit {
+        /// The status.
+        code: i32,
+    },
+    /// Killed by a signal it did not ask for.
+    Signal {
+        /// The signal's number.
+        signal: i32,
+    },
+    /// Ran past its timeout; its process group was killed.
+    TimedOut {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// Could not be started.
+    NotStarted {
+        /// Why.
+        error: String,
+    },
+}
+
+/// A hook's result: its status and the tail of its output (stdout and stderr, ~4 KiB).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookResult {
+    /// How it ended.
+    pub status: HookStatus,
+    /// The last bytes of its output, lossily decoded.
+    pub tail: String,
+}
+
+impl HookResult {
+    /// A hook that succeeded with no output.
+    pub fn ok() -> Self {
+        Self {
+            status: HookStatus::Ok,
+            tail: String::new(),
+        }
+    }
+
+    /// Whether it succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.status == HookStatus::Ok
+    }
+
+    /// `validate hook exited with status 2: <tail>`.
+    pub fn describe(&self, kind: HookKind) -> String {
+        let how = match &self.status {
+            HookStatus::Ok => "succeeded".to_owned(),
+            HookStatus::Exit { code } => format!("exited with status {code}"),
+            HookStatus::Signal { signal } => format!("was killed by signal {signal}"),
+            HookStatus::TimedOut { after_ms } => {
+                format!("timed out after {after_ms} ms and was killed")
+            }
+            HookStatus::NotStarted { error } => format!("could not start: {error}"),
+        };
+        let tail = self.tail.trim_end();
+        if tail.is_empty() {
+            format!("{} hook {how}", kind.as_str())
+        } else {
+            format!("{} hook {how}: {tail}", kind.as_str())
+        }
+    }
+}
+
+/// One piece of IO for the driver; its outcome comes back as [`Event::Step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Copy the target, if it exists, to `lkg` in the state directory atomically (temp, fsync,
+    /// rename, fsync dir); answer its SHA-256 ([`StepOutcome::Sha256`]).
+    AdoptOriginal {
+        /// The target.
+        target: PathBuf,
+        /// The copy's path.
+        lkg: PathBuf,
+    },
+    /// Persist the state file atomically (temp, fsync, rename, fsync dir).
+    Persist(Box<AgentState>),
+    /// Write `content` to `path` (created or truncated) and fsync it.
+    Stage {
+        /// The staged file.
+        path: PathBuf,
+        /// The bytes.
+        content: Arc<[u8]>,
+    },
+    /// Run a hook.
+    RunHook {
+        /// Which.
+        kind: HookKind,
+        /// `sh -c COMMAND`.
+        command: String,
+        /// Killed after this long.
+        timeout_ms: u64,
+        /// `LOCKSMITH_CONFIG`.
+        config: String,
+        /// `LOCKSMITH_REV`.
+        rev: u64,
+        /// `LOCKSMITH_FILE`: the staged file for validate, the target otherwise.
+        file: PathBuf,
+    },
+    /// Rename `from` over `to` (same directory).
+    Rename {
+        /// The staged file.
+        from: PathBuf,
+        /// The target.
+        to: PathBuf,
+    },
+    /// Fsync a directory.
+    FsyncDir {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Remove a file; absent is fine.
+    Remove {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Write a last-known-good copy atomically (temp, fsync, rename, fsync dir).
+    SaveLkg {
+        /// The copy's path.
+        path: PathBuf,
+        /// The bytes.
+        content: Arc<[u8]>,
+    },
+    /// Put the last-known-good back: copy `lkg` to `staged`, fsync, rename over `target`,
+    /// fsync the directory; with `lkg: None` (there was no file) remove the target and fsync.
+    RestoreLkg {
+        /// The copy, or none.
+        lkg: Option<PathBuf>,
+        /// The staged file.
+        staged: PathBuf,
+        /// The target.
+        target: PathBuf,
+    },
+    /// Read a last-known-good copy ([`StepOutcome::Content`]).
+    ReadLkg {
+        /// The copy, or none (answer `Content(None)`).
+        lkg: Option<PathBuf>,
+    },
+    /// The target's SHA-256 ([`StepOutcome::Sha256`]).
+    HashTarget {
+        /// The target.
+        target: PathBuf,
+    },
+}
+
+/// What the core asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fetch a revision's content; answer [`Event::Fetched`] or [`Event::FetchFailed`].
+    Fetch {
+        /// The config.
+        config: String,
+        /// The revision.
+        rev: u64,
+        /// Its expected SHA-256.
+        sha256: String,
+    },
+    /// Local IO; answer [`Event::Step`] with the same config and job.
+    Step {
+        /// The config.
+        config: String,
+        /// The job.
+        job: JobId,
+        /// What to do.
+        step: Step,
+    },
+    /// Look whether the apply-lock file exists; answer [`Event::ApplyLock`].
+    CheckApplyLock,
+    /// Send a report to the server (or keep the newest per config while offline).
+    Report(Report),
+    /// Deliver [`Event::Tick`] at this time (the earliest asked for wins; ticks early are fine).
+    Wake {
+        /// When, on the caller's clock.
+        at_ms: u64,
+    },
+}
+
+/// A config's state as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportState {
+    /// The revision is applied (and healthy, when there is a health hook).
+    Applied,
+    /// Applying it failed; last-known-good is in place.
+    Failed,
+    /// Refused by the local fence check; nothing was touched.
+    Refused,
+    /// Waiting for the apply-lock file to go away.
+    Deferred,
+    /// A shadow revision that parses and passes validate.
+    ShadowOk,
+    /// A shadow revision that does not.
+    ShadowFailed,
+}
+
+/// What the agent tells the server about one config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The config.
+    pub config: String,
+    /// The revision this report is about.
+    pub rev: u64,
+    /// Its state.
+    pub state: ReportState,
+    /// The revision applied now (0: none).
+    pub applied_rev: u64,
+    /// The highest token applied.
+    pub applied_token: u64,
+    /// Why it failed, was refused or deferred.
+    pub error: Option<String>,
+    /// For `applied`: milliseconds from receiving the desired revision to applying it.
+    pub received_to_applied_ms: Option<u64>,
+    /// For shadow reports: the unified diff from the applied content to the shadow's.
+    pub diff: Option<String>,
+}

@@ -1,0 +1,505 @@
+//! The agents' server side (issue 19) against a real server on 127.0.0.1:0 with
+//! authentication on: registration and the desired stream (the current revision on connect,
+//! each new one after, nothing for a draft), node scoping of node tokens, reports in the fleet
+//! and across a restart, presence with the stream, shadows to selected nodes only, and a
+//! revoked token's stream closing.
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Backend, PROMPTLY, Storage, TestServer};
+use futures_util::{Stream, StreamExt as _};
+use locksmith_server::AuthMode;
+use locksmith_server::clock::ManualClock;
+use serde_json::{Value, json};
+
+const CONFIG: &str = "aim_lock_config.conf";
+
+/// A server's URL and a token to call it with.
+#[derive(Clone)]
+struct Api {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(url: &str, token: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn as_token(&self, token: &str) -> Self {
+        Self::new(&self.url, token)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.call(method, path, body).await;
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// A token of `role` (bound to `node`, if any); `(id, secret)`.
+    async fn token(&self, name: &str, role: &str, node: Option<&str>) -> (String, String) {
+        let mut body = json!({"name": name, "role": role});
+        if let Some(node) = node {
+            body["node"] = json!(node);
+        }
+        let made = self.ok("POST", "/v1/tokens", Some(body)).await;
+        (
+            made["id"].as_str().expect("id").to_owned(),
+            made["token"].as_str().expect("secret").to_owned(),
+        )
+    }
+
+    /// Holds `configs/CONFIG`; `(lease, token)`.
+    async fn hold_config(&self) -> (u64, u64) {
+        let lease = self
+            .ok(
+                "POST",
+                "/v1/acquire",
+                Some(json!({
+                    "resource": format!("configs/{CONFIG}"),
+                    "owner": {"node": "ops-1", "pid": 41, "start_time": 1041, "boot_id": "boot-a",
+                              "user": "ops", "purpose": "config update"},
+                    "ttl_ms": 600_000,
+                })),
+            )
+            .await;
+        (
+            lease["lease"].as_u64().expect("lease"),
+            lease["token"].as_u64().expect("token"),
+        )
+    }
+
+    /// Writes a revision of CONFIG under `fence`; its number.
+    async fn write(&self, fence: (u64, u64), content: &str, draft: bool) -> u64 {
+        let written = self
+            .ok(
+                "PUT",
+                &format!("/v1/configs/{CONFIG}"),
+                Some(json!({"lease": fence.0, "token": fence.1, "format": "conf",
+                            "content": content, "message": "agents test", "draft": draft})),
+            )
+            .await;
+        written["rev"].as_u64().expect("rev")
+    }
+
+    async fn register(&self, node: &str, labels: Value) -> (u16, Value) {
+        self.call(
+            "POST",
+            &format!("/v1/agents/{node}/register"),
+            Some(
+                json!({"labels": labels, "boot_id": "boot-a", "version": "0.1.0",
+                        "configs": [CONFIG]}),
+            ),
+        )
+        .await
+    }
+
+    async fn report(&self, node: &str, rev: u64, state: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            &format!("/v1/agents/{node}/reports"),
+            Some(
+                json!({"config": CONFIG, "rev": rev, "state": state, "applied_rev": rev,
+                        "applied_token": 3, "received_to_applied_ms": 12}),
+            ),
+        )
+        .await
+    }
+
+    async fn agent(&self, node: &str) -> Value {
+        self.ok("GET", &format!("/v1/fleet/{node}"), None).await
+    }
+
+    /// Opens `node`'s desired stream: the stream, or the refusal.
+    async fn desired(&self, node: &str) -> Result<Desired, (u16, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/agents/{node}/desired", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("desired");
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let text = resp.text().await.unwrap_or_default();
+            return Err((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
+        }
+        Ok(Desired {
+            body: Box::pin(resp.bytes_stream().map(|r| r.map(|b| b.to_vec()))),
+            buf: String::new(),
+        })
+    }
+}
+
+type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Vec<u8>>> + Send>>;
+
+/// A desired stream as the agent reads it.
+struct Desired {
+    body: Body,
+    buf: String,
+}
+
+impl Desired {
+    /// The next `desired` event's data, within [`PROMPTLY`].
+    async fn next(&mut self) -> Value {
+        tokio::time::timeout(PROMPTLY, async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut event = None;
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(e) = line.strip_prefix("event:") {
+                            event = Some(e.trim().to_owned());
+                        } else if let Some(d) = line.strip_prefix("data:") {
+                            data.push_str(d.trim_start());
+                        }
+                    }
+                    if event.as_deref() == Some("desired") {
+                        return serde_json::from_str(&data).expect("desired JSON");
+                    }
+                    continue;
+                }
+                let chunk = self.body.next().await.expect("stream open").expect("bytes");
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("a desired event, promptly")
+    }
+
+    /// Whether the stream ends within `within`.
+    async fn ends_within(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
+            while let Some(chunk) = self.body.next().await {
+                if chunk.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+fn admin_secret(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("admin.token"))
+        .expect("admin.token")
+        .trim()
+        .to_owned()
+}
+
+/// A server with authentication on over `storage`, and an admin [`Api`].
+async fn secured(
+    storage: &Storage,
+    tweak: impl FnOnce(&mut locksmith_server::ServerConfig),
+) -> (TestServer, Api) {
+    let s = TestServer::on_tweaked(storage, |c| {
+        c.auth = AuthMode::On;
+        tweak(c);
+    })
+    .await;
+    let api = Api::new(&s.url, &admin_secret(storage.dir()));
+    (s, api)
+}
+
+/// A registered agent's stream sends the current revision on connect, with the token it was
+/// written under and the fence of `configs/NAME`, then each new current revision; a draft
+/// sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_sends_the_current_revision_on_connect_and_each_new_one() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let fence = admin.hold_config().await;
+    let r1 = admin.write(fence, "hot = 1\n", false).await;
+    let (_, secret) = admin.token("agent@d1", "node", Some("d1")).await;
+    let agent = admin.as_token(&secret);
+    let (status, view) = agent.register("d1", json!({"role": "drone"})).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["configs"][0]["desired_rev"], r1, "{view}");
+
+    let mut stream = agent.desired("d1").await.expect("stream");
+    let first = stream.next().await;
+    assert_eq!(first["config"], CONFIG);
+    assert_eq!(first["rev"], r1);
+    assert_eq!(first["token"], fence.1);
+    assert_eq!(first["fence"], fence.1, "the holder's token is the fence");
+    assert_eq!(first["shadow"], false);
+    assert_eq!(first["size"], 8);
+
+    let _draft = admin.write(fence, "hot = 2\n", true).await;
+    let r3 = admin.write(fence, "hot = 3\n", false).await;
+    let next = stream.next().await;
+    assert_eq!(next["rev"], r3, "the draft sent nothing: {next}");
+    s.stop().await;
+}
+
+/// A node token registers, reports, streams and sees only its own node: another node's routes
+/// are 403 and the fleet shows it only itself; an operator sees every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_token_cannot_register_report_stream_or_see_another_node() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let (_, d1) = admin.token("agent@d1", "node", Some("d1")).await;
+    let (_, d2) = admin.token("agent@d2", "node", Some("d2")).await;
+    let (d1, d2) = (admin.as_token(&d1), admin.as_token(&d2));
+    assert_eq!(d1.register("d1", json!({})).await.0, 200);
+    assert_eq!(d2.register("d2", json!({})).await.0, 200);
+
+    let forbidden = |(status, body): (u16, Value)| {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("forbidden")),
+            "{body}"
+        );
+    };
+    forbidden(d1.register("d2", json!({})).await);
+    forbidden(d1.report("d2", 1, "applied").await);
+    forbidden(d1.call("POST", "/v1/agents/d2/heartbeat", None).await);
+    forbidden(d1.call("GET", "/v1/fleet/d2", None).await);
+    forbidden(d1.desired("d2").await.err().expect("refused"));
+
+    let fleet = d1.ok("GET", "/v1/fleet", None).await;
+    let nodes: Vec<&str> = fleet["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| a["node"].as_str())
+        .collect();
+    assert_eq!(nodes, ["d1"]);
+    let fleet = admin.ok("GET", "/v1/fleet", None).await;
+    assert_eq!(fleet["agents"].as_array().map(Vec::len), Some(2), "{fleet}");
+    let (status, missing) = admin.call("GET", "/v1/fleet/d9", None).await;
+    assert_eq!(
+        (status, missing["error"].as_str()),
+        (404, Some("agent_not_found"))
+    );
+    s.stop().await;
+}
+
+/// Reports show in the fleet with their state, error and timing, are audited only when the
+/// state changes, and — with the registration — survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_update_the_fleet_and_survive_a_restart() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let fence = admin.hold_config().await;
+    let r1 = admin.write(fence, "hot = 1\n", false).await;
+    let (_, secret) = admin.token("agent@d1", "node", Some("d1")).await;
+    let agent = admin.as_token(&secret);
+    assert_eq!(agent.register("d1", json!({"role": "drone"})).await.0, 200);
+    for _ in 0..3 {
+        let (status, view) = agent.report("d1", r1, "applied").await;
+        assert_eq!(status, 200, "{view}");
+    }
+    let (status, view) = agent
+        .call(
+            "POST",
+            "/v1/agents/d1/reports",
+            Some(
+                json!({"config": CONFIG, "rev": r1 + 1, "state": "refused", "applied_rev": r1,
+                        "applied_token": fence.1,
+                        "error": "lock mismatch: aim_lock_config.conf HOT — test"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let (status, other) = agent
+        .call(
+            "POST",
+            "/v1/agents/d1/reports",
+            Some(
+                json!({"config": "other.conf", "rev": 1, "state": "applied", "applied_rev": 1,
+                        "applied_token": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, other["field"].as_str()),
+        (400, Some("config")),
+        "{other}"
+    );
+
+    let audit = admin.ok("GET", "/v1/audit?resource=agents/d1", None).await;
+    let kinds: Vec<&str> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["agent_registered", "agent_applied", "agent_refused"]
+    );
+
+    let before = admin.agent("d1").await;
+    assert_eq!(
+        before["configs"][0]["report"]["state"], "refused",
+        "{before}"
+    );
+    s.stop().await;
+
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let after = admin.agent("d1").await;
+    assert_eq!(after["labels"], json!({"role": "drone"}));
+    assert_eq!(after["configs"], before["configs"], "{after}");
+    assert!(
+        after["configs"][0]["report"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("lock mismatch")),
+        "{after}"
+    );
+    s.stop().await;
+}
+
+/// A node is online while its stream is open, however long, and offline once the stream is
+/// gone and it has not been heard from for the window; a heartbeat brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_follows_the_stream_and_the_heartbeat() {
+    let clock = Arc::new(ManualClock::new());
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
+    let (_, secret) = admin.token("agent@d1", "node", Some("d1")).await;
+    let agent = admin.as_token(&secret);
+    assert_eq!(agent.register("d1", json!({})).await.0, 200);
+    let stream = agent.desired("d1").await.expect("stream");
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(admin.agent("d1").await["online"], true);
+    let metrics = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("locksmith_agents_online 1"), "{metrics}");
+
+    drop(stream);
+    let started = Instant::now();
+    loop {
+        clock.advance(Duration::from_secs(31));
+        if admin.agent("d1").await["online"] == false {
+            break;
+        }
+        assert!(
+            started.elapsed() < PROMPTLY,
+            "still online after its stream closed"
+        );
+        tokio::task::yield_now().await;
+    }
+    let beat = agent.ok("POST", "/v1/agents/d1/heartbeat", None).await;
+    assert_eq!(beat["online"], true, "{beat}");
+    s.stop().await;
+}
+
+/// A shadow reaches only the nodes its selector matches, marked `shadow` with the draft's base;
+/// the others hear nothing; a new current revision ends it, and every node is sent that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_reaches_only_the_selected_nodes() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let fence = admin.hold_config().await;
+    let r1 = admin.write(fence, "hot = 1\n", false).await;
+    let mut streams = Vec::new();
+    for (node, role) in [("d1", "drone"), ("d2", "drone"), ("a1", "arm")] {
+        let (_, secret) = admin
+            .token(&format!("agent@{node}"), "node", Some(node))
+            .await;
+        let agent = admin.as_token(&secret);
+        assert_eq!(agent.register(node, json!({"role": role})).await.0, 200);
+        let mut stream = agent.desired(node).await.expect("stream");
+        assert_eq!(stream.next().await["rev"], r1);
+        streams.push(stream);
+    }
+    let draft = admin.write(fence, "hot = 2\n", true).await;
+    let (_, operator) = admin.token("ops", "operator", None).await;
+    let sent = admin
+        .as_token(&operator)
+        .ok(
+            "POST",
+            &format!("/v1/configs/{CONFIG}/shadow"),
+            Some(json!({"rev": draft, "selector": "role=drone"})),
+        )
+        .await;
+    assert_eq!(sent["nodes"], json!(["d1", "d2"]), "{sent}");
+    for stream in &mut streams[..2] {
+        let shadow = stream.next().await;
+        assert_eq!(
+            (&shadow["rev"], &shadow["shadow"], &shadow["base_rev"]),
+            (&json!(draft), &json!(true), &json!(r1)),
+            "{shadow}"
+        );
+    }
+    let r3 = admin.write(fence, "hot = 3\n", false).await;
+    for stream in &mut streams {
+        let next = stream.next().await;
+        assert_eq!(
+            (&next["rev"], &next["shadow"]),
+            (&json!(r3), &json!(false)),
+            "{next}"
+        );
+    }
+    let (status, refused) = admin
+        .call(
+            "POST",
+            &format!("/v1/configs/{CONFIG}/shadow"),
+            Some(json!({"rev": draft, "nodes": ["d9"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (404, Some("agent_not_found"))
+    );
+    s.stop().await;
+}
+
+/// Revoking the node token closes its open desired stream within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_node_token_closes_its_desired_stream() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let fence = admin.hold_config().await;
+    admin.write(fence, "hot = 1\n", false).await;
+    let (id, secret) = admin.token("agent@d1", "node", Some("d1")).await;
+    let agent = admin.as_token(&secret);
+    assert_eq!(agent.register("d1", json!({})).await.0, 200);
+    let mut stream = agent.desired("d1").await.expect("stream");
+    stream.next().await;
+    admin
+        .ok("POST", &format!("/v1/tokens/{id}/revoke"), None)
+        .await;
+    let revoked_at = Instant::now();
+    assert!(
+        stream.ends_within(Duration::from_secs(3)).await,
+        "still open"
+    );
+    assert!(
+        revoked_at.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+    s.stop().await;
+}
