@@ -534,18 +534,20 @@ async fn restore_state(
     let audit_seq = loaded?;
     let mut table = built.ok_or_else(builder_gone)?;
     table.remember_ended(&ends);
-    let (tokens, configs, store) = tokio::task::spawn_blocking(move || {
+    let (tokens, configs, agents, store) = tokio::task::spawn_blocking(move || {
         let mut store = store;
         let tokens = restore_tokens(&mut *store);
         let configs = restore_configs(&mut *store);
-        (tokens, configs, store)
+        let agents = restore_agents(&mut *store);
+        (tokens, configs, agents, store)
     })
     .await
     .map_err(|e| StoreError::Io(e.to_string()))?;
     Ok((
         State::new(table, audit_seq)
             .with_tokens(tokens?)
-            .with_configs(configs?),
+            .with_configs(configs?)
+            .with_agents(agents?),
         store,
     ))
 }
@@ -603,6 +605,47 @@ fn restore_configs(store: &mut dyn Store) -> Result<locksmith_config::Configs, S
     restorer
         .finish()
         .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Every registration and last report of the agents (the `agents` and `agent_reports` record
+/// spaces), a page at a time. A record that does not decode is skipped with a warning, like a
+/// token's: that agent's next registration or report writes it again.
+fn restore_agents(store: &mut dyn Store) -> Result<domains::agents::model::Agents, StoreError> {
+    use domains::agents::model::{AGENTS, Agents, REPORTS, Registration, StoredReport};
+    const PAGE: usize = 1_000;
+    let mut regs = Vec::new();
+    let mut reports = Vec::new();
+    for space in [AGENTS, REPORTS] {
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.records(space, "", after.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            for (key, value) in page {
+                let restored = if space == AGENTS {
+                    serde_json::from_slice::<Registration>(&value)
+                        .map(|r| regs.push(r))
+                        .is_ok()
+                } else {
+                    let node = key.split_once('/').map(|(n, _)| n.to_owned());
+                    match (node, serde_json::from_slice::<StoredReport>(&value)) {
+                        (Some(node), Ok(report)) => {
+                            reports.push((node, report));
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if !restored {
+                    tracing::warn!(space, key = %key, "a stored agent record does not decode; skipped");
+                }
+                after = Some(key);
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    Ok(Agents::restore(regs, reports))
 }
 
 /// The store's side of [`restore_state`]'s channel.

@@ -58,6 +58,12 @@ struct ConfigRefusalLabel {
     error: &'static str,
 }
 
+/// An agent's report, by the state it reported (`applied`, `failed`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReportLabel {
+    state: &'static str,
+}
+
 /// What happened to a hold, as its counter's label says it.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum HoldEvent {
@@ -108,6 +114,8 @@ pub struct Metrics {
     hold_events: Family<EventLabel, Counter>,
     domain_events: Family<DomainEventLabel, Counter>,
     config_refusals: Family<ConfigRefusalLabel, Counter>,
+    agent_reports: Family<ReportLabel, Counter>,
+    agents_online: Gauge,
     breaks: Counter,
     grant_latency: Histogram,
     commit_latency: Histogram,
@@ -128,6 +136,8 @@ impl Default for Metrics {
             hold_events: Family::default(),
             domain_events: Family::default(),
             config_refusals: Family::default(),
+            agent_reports: Family::default(),
+            agents_online: Gauge::default(),
             breaks: Counter::default(),
             // 50 µs .. ~26 s
             grant_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
@@ -163,6 +173,17 @@ impl Default for Metrics {
                  error code (stale_token, broken, invalid_config, …); the changes that landed \
                  are domain_events (config_written, …)",
                 m.config_refusals.clone(),
+            );
+            r.register(
+                "agent_reports",
+                "Reports of endpoint agents, by state (applied, failed, refused, deferred, \
+                 shadow_ok, shadow_failed): every report, not only changes",
+                m.agent_reports.clone(),
+            );
+            r.register(
+                "agents_online",
+                "Registered agents online: a desired stream open, or heard from within 30 s",
+                m.agents_online.clone(),
             );
             r.register("breaks", "Locks broken by an operator", m.breaks.clone());
             r.register(
@@ -212,6 +233,8 @@ pub struct Snapshot<'a> {
     pub fence: u64,
     /// Reaper's last run, Unix ms.
     pub heartbeat_ms: u64,
+    /// Agents online.
+    pub agents_online: u64,
 }
 
 /// What the state gauges are set from.
@@ -264,6 +287,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an agent's report by its state.
+    pub fn count_agent_report(&self, state: locksmith_api::agents::ApplyState) {
+        use locksmith_api::agents::ApplyState as S;
+        let state = match state {
+            S::Applied => "applied",
+            S::Failed => "failed",
+            S::Refused => "refused",
+            S::Deferred => "deferred",
+            S::ShadowOk => "shadow_ok",
+            S::ShadowFailed => "shadow_failed",
+        };
+        self.agent_reports
+            .get_or_create(&ReportLabel { state })
+            .inc();
+    }
+
     fn count_hold(&self, event: HoldEvent) {
         self.hold_events
             .get_or_create(&EventLabel {
@@ -292,6 +331,7 @@ impl Metrics {
         self.waiters.set(snap.waiters as i64);
         self.fence.set(snap.fence as i64);
         self.heartbeat.set((snap.heartbeat_ms / 1000) as i64);
+        self.agents_online.set(snap.agents_online as i64);
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if encode(&mut out, &registry).is_err() {
@@ -366,6 +406,7 @@ mod tests {
             waiters: 0,
             fence: 9,
             heartbeat_ms: 0,
+            agents_online: 0,
         });
         for line in [
             "locksmith_locks{state=\"HOT\"} 4",
@@ -397,6 +438,7 @@ mod tests {
             waiters: 0,
             fence: 0,
             heartbeat_ms: 0,
+            agents_online: 0,
         });
         assert!(
             text.contains("locksmith_domain_events_total{event=\"config_written\"} 2"),

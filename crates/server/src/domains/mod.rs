@@ -5,6 +5,7 @@
 //!
 //! A new domain (configs, agents, rollouts) adds a directory here and one line to [`routes`].
 
+pub mod agents;
 pub mod configs;
 pub mod fleetlock;
 pub mod leases;
@@ -25,5 +26,6 @@ pub(crate) fn routes(settings: &Settings) -> Vec<Route> {
     routes.extend(server::routes::routes(settings));
     routes.extend(tokens::routes::routes());
     routes.extend(configs::routes::routes(settings));
+    routes.extend(agents::routes::routes(settings));
     routes
 }

@@ -27,6 +27,7 @@
 //! again.
 
 mod acquirers;
+mod agents;
 mod configs;
 mod driver;
 mod ops;
@@ -49,6 +50,9 @@ use locksmith_store::{Committer, StoreError};
 use tokio::sync::{Notify, broadcast, oneshot};
 
 pub use acquirers::Acquirers;
+pub use agents::{
+    AgentRefusal, EVENT_REGISTERED, EVENT_SHADOWED, Targets, agent_resource, report_event,
+};
 pub use configs::{ConfigWrite, FenceArg, Fenced};
 pub use state::State;
 pub use step::{Stepped, step, step_as};

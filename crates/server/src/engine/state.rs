@@ -24,6 +24,9 @@ pub struct State {
     /// Every config's head, revisions and schema (not their content: blobs are read from the
     /// store on demand), restored at boot from the config record spaces.
     pub configs: locksmith_config::Configs,
+    /// Registered endpoint agents and their last reports (restored at boot from the `agents`
+    /// and `agent_reports` record spaces), with their presence and shadows (in memory only).
+    pub agents: crate::domains::agents::model::Agents,
     /// Which token acquired each lease (in memory; see `Acquirers`).
     pub acquirers: Acquirers,
     /// The last audit `seq` issued. One sequence for every domain's records — the audit log and
@@ -40,6 +43,7 @@ impl State {
             locks,
             tokens: TokenTable::new(),
             configs: locksmith_config::Configs::new(),
+            agents: crate::domains::agents::model::Agents::new(),
             acquirers: Acquirers::default(),
             audit_seq,
         }
@@ -53,6 +57,11 @@ impl State {
     /// The same state with the configs restored from the store.
     pub fn with_configs(self, configs: locksmith_config::Configs) -> Self {
         Self { configs, ..self }
+    }
+
+    /// The same state with the agents restored from the store.
+    pub fn with_agents(self, agents: crate::domains::agents::model::Agents) -> Self {
+        Self { agents, ..self }
     }
 
     /// When something of any domain next runs out (a lease, a wait, a lock-delay, a hold): the

@@ -37,5 +37,6 @@ pub async fn metrics(app: &App) -> String {
         waiters: health.waiters,
         fence: health.fence_high_water,
         heartbeat_ms: engine.last_reap_ms(),
+        agents_online: engine.agents_online() as u64,
     })
 }
