@@ -134,6 +134,7 @@ pub async fn serve(
                     });
                 }
                 Some(Outbound::Report(r)) => {
+                    tracing::debug!(config = %r.config, rev = r.rev, state = ?r.state, "report");
                     waiting.insert(r.config.clone(), agent_report(r));
                 }
             },
@@ -147,6 +148,7 @@ pub async fn serve(
 
 async fn send_waiting(client: &Client, node: &str, waiting: &mut BTreeMap<String, AgentReport>) {
     while let Some((config, report)) = waiting.pop_first() {
+        tracing::debug!(%config, rev = report.rev, "sending the report");
         if let Err(e) = client.agent_report(node, &report).await {
             tracing::warn!(%config, "cannot send the report (kept until reconnected): {e}");
             waiting.insert(config, report);
