@@ -12,7 +12,9 @@ use crate::credentials::{Secret, parse_secret};
 use crate::exit::EXIT_CODES_HELP;
 use crate::output::{Column, parse_column};
 
+mod agent;
 mod config;
+pub use agent::*;
 pub use config::*;
 
 /// Ghost-proof locks for fleets: a lock server and its command-line client.
@@ -149,6 +151,12 @@ pub enum Command {
     /// history, diff, rollback, drafts and promotion, schemas.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the endpoint agent: apply configs to files atomically, checked, with
+    /// last-known-good; refuse a stale fence locally; report dead local lock holders.
+    Agent(Box<AgentArgs>),
+    /// The endpoints running `locksmith agent`: what each runs and reported.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Internal: the process `run` starts to own the lock and supervise its command.

@@ -147,7 +147,9 @@ impl Exit {
             ClientError::InvalidUrl { .. } => Exit::Usage,
             ClientError::InvalidToken { .. } => Exit::Denied,
             ClientError::Transport { .. } | ClientError::Tls { .. } => Exit::Unavailable,
-            ClientError::TlsSetup(_) | ClientError::InvalidConfigName(_) => Exit::Other,
+            ClientError::TlsSetup(_)
+            | ClientError::InvalidConfigName(_)
+            | ClientError::InvalidNode { .. } => Exit::Other,
             ClientError::Decode { .. } => Exit::Other,
         }
     }

@@ -92,6 +92,10 @@ impl Failure {
                  fleet/aim_lock_config.conf",
                 shown(ctx.subject)
             ),
+            ClientError::InvalidNode { .. } => format!(
+                "{}: {e}; pass the node's name, e.g. --node drone-7",
+                shown(ctx.subject)
+            ),
             ClientError::Decode { .. } => format!(
                 "{}: unexpected answer — {e}; check that --server points at a Locksmith server",
                 shown(ctx.subject)

@@ -101,6 +101,8 @@ async fn dispatch(cli: Cli, node_typed: bool) -> anyhow::Result<Exit> {
         Command::Watch(args) => cmd::watch::watch(&global, args).await,
         Command::Token(command) => cmd::token::token(&global, command, node_typed).await,
         Command::Config(command) => cmd::config::config(&global, command).await,
+        Command::Agent(args) => cmd::agent::agent(&global, *args).await,
+        Command::Fleet(command) => cmd::fleet::fleet(&global, command).await,
         Command::Completions(args) => Ok(cmd::completions::completions(&args)),
         // Dispatched before the runtime starts (see `main`).
         Command::RunSupervisor(_) => Ok(Exit::Usage),
@@ -111,7 +113,7 @@ async fn dispatch(cli: Cli, node_typed: bool) -> anyhow::Result<Exit> {
 /// and stderr are for their answer); `RUST_LOG` overrides either.
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Server(_) => "info",
+        Command::Server(_) | Command::Agent(_) => "info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -32,6 +32,9 @@ pub enum ConfigCommand {
     Schema(ConfigSchemaCommand),
     /// Check a file as a write would (format, schema), without writing.
     Validate(ConfigValidateArgs),
+    /// Send a revision (usually a draft) to endpoints as a shadow: each agent validates it and
+    /// reports the diff it would make; nothing is activated (see `locksmith fleet show`).
+    Shadow(super::ConfigShadowArgs),
 }
 
 const PUT_HELP: &str = "\

@@ -2,9 +2,11 @@
 //! client are built from the command line.
 
 pub mod acquire;
+pub mod agent;
 pub mod audit;
 pub mod completions;
 pub mod config;
+pub mod fleet;
 pub mod holds;
 pub mod lease;
 pub mod liveness;

@@ -97,6 +97,27 @@ pub enum OpenError {
     },
 }
 
+/// Called with each step's config and the step just before the driver executes it: a
+/// process's fault injection (`locksmith agent` kills itself at a named step in its tests)
+/// and tracing.
+pub struct StepObserver(Box<ObserveFn>);
+
+/// What a [`StepObserver`] calls: the config and the step.
+type ObserveFn = dyn FnMut(&str, &Step);
+
+impl StepObserver {
+    /// Wraps `f`.
+    pub fn new(f: impl FnMut(&str, &Step) + 'static) -> Self {
+        Self(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for StepObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepObserver")
+    }
+}
+
 /// Runs an [`Agent`] against real (or simulated) IO.
 #[derive(Debug)]
 pub struct Driver<F, H, C> {
@@ -104,6 +125,7 @@ pub struct Driver<F, H, C> {
     fs: F,
     hooks: H,
     clock: C,
+    observer: Option<StepObserver>,
 }
 
 /// Reads the state file (default when absent).
@@ -139,6 +161,17 @@ impl<F: Fs, H: Hooks, C: Clock> Driver<F, H, C> {
         hooks: H,
         clock: C,
     ) -> Result<(Self, Vec<Action>), OpenError> {
+        Self::open_observed(spec, fs, hooks, clock, None)
+    }
+
+    /// [`Driver::open`], with `observer` seeing every step before it runs (recovery's too).
+    pub fn open_observed(
+        spec: AgentSpec,
+        fs: F,
+        hooks: H,
+        clock: C,
+        observer: Option<StepObserver>,
+    ) -> Result<(Self, Vec<Action>), OpenError> {
         fs.create_dir_all(&spec.state_dir)
             .map_err(|source| OpenError::StateDir {
                 path: spec.state_dir.clone(),
@@ -151,6 +184,7 @@ impl<F: Fs, H: Hooks, C: Clock> Driver<F, H, C> {
             fs,
             hooks,
             clock,
+            observer,
         };
         let out = driver.run(actions);
         Ok((driver, out))
@@ -184,6 +218,9 @@ impl<F: Fs, H: Hooks, C: Clock> Driver<F, H, C> {
         while let Some(action) = queue.pop_front() {
             let event = match action {
                 Action::Step { config, job, step } => {
+                    if let Some(observer) = &mut self.observer {
+                        (observer.0)(&config, &step);
+                    }
                     let outcome = self.execute(&step);
                     Event::Step {
                         config,

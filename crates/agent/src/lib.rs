@@ -90,7 +90,7 @@ pub use crate::core::types::{
     Action, Desired, Event, HookKind, HookResult, HookStatus, JobId, Report, ReportState, Step,
     StepOutcome,
 };
-pub use driver::{Clock, Driver, ManualClock, OpenError, SystemClock, load_state};
+pub use driver::{Clock, Driver, ManualClock, OpenError, StepObserver, SystemClock, load_state};
 pub use fence::{FenceState, Refusal};
 pub use fs::{Fs, MemFs, RealFs};
 pub use hooks::{HookRun, Hooks, ShellHooks, TAIL_BYTES};

@@ -300,11 +300,25 @@ impl Client {
         &self,
         resource: Option<&str>,
     ) -> Result<crate::events::EventStream, ClientError> {
-        let mut rb = self.authorized(self.http.get(self.url("/v1/events")));
+        let mut rb = self.http.get(self.url("/v1/events"));
         if let Some(r) = resource {
             rb = rb.query(&[("resource", r)]);
         }
-        let resp = rb.send().await.map_err(|e| self.transport(e))?;
+        let resp = self.open_stream(rb).await?;
+        Ok(crate::events::EventStream::new(resp, self.base.clone()))
+    }
+
+    /// Sends a request for a server-sent event stream (no timeout: it stays open) and returns
+    /// the answer, or the API error it was refused with.
+    pub(crate) async fn open_stream(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = self
+            .authorized(rb)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
@@ -319,7 +333,7 @@ impl Client {
                 body: Box::new(body),
             });
         }
-        Ok(crate::events::EventStream::new(resp, self.base.clone()))
+        Ok(resp)
     }
 
     pub(crate) fn url(&self, path: &str) -> reqwest::Url {

@@ -32,6 +32,12 @@ pub enum ClientError {
     /// A config name the server would refuse (the config store's rule): no call was made.
     #[error("{0}")]
     InvalidConfigName(#[from] locksmith_config::InvalidName),
+    /// A node name no URL can carry as one path segment (empty, `.` or `..`): no call was made.
+    #[error("node name {node:?} cannot be used: it must not be empty, `.` or `..`")]
+    InvalidNode {
+        /// The name given.
+        node: String,
+    },
     /// The server could not be reached or the connection failed mid-call.
     #[error("cannot reach the Locksmith server at {server}: {reason}")]
     Transport {

@@ -11,8 +11,10 @@
 //! `wait_ms`) or a cache; every call goes to the server.
 //!
 //! The config store's calls (`Client::configs`, `Client::write_config`, …) are in [`configs`],
-//! with the content codec (text, or base64 for bytes that are not UTF-8).
+//! with the content codec (text, or base64 for bytes that are not UTF-8); the agents and fleet
+//! calls (`Client::register_agent`, `Client::desired_stream`, `Client::fleet`, …) in `agents`.
 
+mod agents;
 mod client;
 pub mod configs;
 mod error;

@@ -36,6 +36,7 @@ pub async fn config(global: &Global, command: ConfigCommand) -> anyhow::Result<E
             check::schema_get(global, args).await
         }
         ConfigCommand::Validate(args) => check::validate(global, args).await,
+        ConfigCommand::Shadow(args) => super::fleet::shadow(global, args).await,
     }
 }
 

@@ -269,6 +269,27 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// A short name for logs and fault injection: `adopt`, `persist`, `stage`, `validate`,
+    /// `reload`, `health`, `rename`, `fsync-dir`, `remove`, `save-lkg`, `restore-lkg`,
+    /// `read-lkg`, `hash-target`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::AdoptOriginal { .. } => "adopt",
+            Step::Persist(_) => "persist",
+            Step::Stage { .. } => "stage",
+            Step::RunHook { kind, .. } => kind.as_str(),
+            Step::Rename { .. } => "rename",
+            Step::FsyncDir { .. } => "fsync-dir",
+            Step::Remove { .. } => "remove",
+            Step::SaveLkg { .. } => "save-lkg",
+            Step::RestoreLkg { .. } => "restore-lkg",
+            Step::ReadLkg { .. } => "read-lkg",
+            Step::HashTarget { .. } => "hash-target",
+        }
+    }
+}
+
 /// What the core asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
