@@ -110,7 +110,7 @@ impl Conn {
 }
 
 /// Client `i`'s acquire of `resource`: a 15 s lease, waiting up to `wait_ms` in the queue.
-pub(crate) fn request(resource: String, i: usize, wait_ms: Option<u64>) -> AcquireRequest {
+pub fn request(resource: String, i: usize, wait_ms: Option<u64>) -> AcquireRequest {
     AcquireRequest {
         resource,
         owner: owner(i),

@@ -1,0 +1,251 @@
+//! `agents`: how fast a new current revision reaches a fleet of real agent processes — N
+//! `locksmith agent` processes (100 by default) on this machine, each applying `bench.conf` to
+//! a file of its own, against a real `locksmith server` process (auth off). Each round writes a
+//! new revision and measures, per endpoint, the time from the revision's commit (its `at_ms`)
+//! to the server receiving that endpoint's `applied` report; then one idle agent's RSS and CPU
+//! over a quiet window.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use locksmith_api::configs::{Content, Fence, Format, WriteConfigRequest};
+use locksmith_bench::procfs;
+use locksmith_bench::server_process::ServerProcess;
+use locksmith_bench::workload::request;
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(about = "Commit → applied on every endpoint of a fleet of real agent processes")]
+struct Args {
+    /// Agent processes.
+    #[arg(long, default_value_t = 100)]
+    agents: usize,
+    /// Revisions written, one round each.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds one agent is watched idle for its CPU.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
+    /// The `locksmith` binary [default: next to this one].
+    #[arg(long)]
+    locksmith: Option<PathBuf>,
+}
+
+/// The agents, killed on drop.
+struct Fleet(Vec<Child>);
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const CONFIG: &str = "bench.conf";
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(run(args))
+}
+
+/// Writes revision content `n` of [`CONFIG`] under a lock taken for it; its `at_ms`.
+async fn write(client: &locksmith_client::Client, n: usize) -> anyhow::Result<u64> {
+    let lease = client
+        .acquire(&request(format!("configs/{CONFIG}"), 0, Some(30_000)))
+        .await
+        .context("acquire")?;
+    let written = client
+        .write_config(
+            CONFIG,
+            &WriteConfigRequest {
+                fence: Fence {
+                    lease: lease.lease.0,
+                    token: lease.token.0,
+                },
+                format: Format::Conf,
+                content: Content {
+                    content: Some(format!("round = {n}\nthreshold = 0.{n}\n")),
+                    content_base64: None,
+                },
+                message: format!("round {n}"),
+                draft: false,
+            },
+        )
+        .await
+        .context("write")?;
+    client.release(lease.lease, None).await.context("release")?;
+    Ok(written.meta.at_ms)
+}
+
+/// For every agent that reported revision `rev` applied, the ms from `at_ms` to its report.
+async fn applied(
+    http: &reqwest::Client,
+    url: &str,
+    rev: u64,
+    at_ms: u64,
+) -> anyhow::Result<Vec<u64>> {
+    let fleet: Value = http
+        .get(format!("{url}/v1/fleet"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut took = Vec::new();
+    for agent in fleet["agents"].as_array().into_iter().flatten() {
+        for config in agent["configs"].as_array().into_iter().flatten() {
+            let report = &config["report"];
+            if report["state"] == "applied" && report["applied_rev"].as_u64() == Some(rev) {
+                let at = config["reported_at_ms"].as_u64().unwrap_or(at_ms);
+                took.push(at.saturating_sub(at_ms));
+            }
+        }
+    }
+    Ok(took)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let bin = match args.locksmith {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory")?
+            .join("locksmith"),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("locksmith-agents")
+        .tempdir()?;
+    let (server, _) = ServerProcess::start(
+        &bin,
+        &dir.path().join("data"),
+        &dir.path().join("server"),
+        &["--wire-listen", "off", "--auth", "off"],
+        Duration::from_secs(60),
+    )
+    .await?;
+    let url = server.url();
+    let http = reqwest::Client::new();
+    let client = locksmith_client::Client::new(&url)?;
+    let at_ms = write(&client, 1).await?;
+
+    let mut fleet = Fleet(Vec::new());
+    for i in 0..args.agents {
+        let home = dir.path().join(format!("agent-{i:03}"));
+        std::fs::create_dir_all(&home)?;
+        let target = home.join(CONFIG);
+        let child = Command::new(&bin)
+            .args([
+                "--server",
+                &url,
+                "--node",
+                &format!("bench-{i:03}"),
+                "agent",
+            ])
+            .arg("--config")
+            .arg(format!("{CONFIG}={}", target.display()))
+            .arg("--state-dir")
+            .arg(home.join("state"))
+            .args(["--labels", "role=bench"])
+            .current_dir(&home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(home.join("agent.log"))?)
+            .spawn()
+            .context("start an agent")?;
+        fleet.0.push(child);
+    }
+    // Every agent registered and on revision 1.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while applied(&http, &url, 1, at_ms).await?.len() < args.agents {
+        if Instant::now() > deadline {
+            bail!("the agents did not all apply revision 1 within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let server_pid = server.pid().to_string();
+    let cpu_before = procfs::cpu_ticks(&server_pid)?;
+    let rounds_started = Instant::now();
+    let mut all = Vec::new();
+    println!("| round | endpoints | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for round in 0..args.rounds {
+        let rev = round as u64 + 2;
+        let at_ms = write(&client, round + 2).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut took = loop {
+            let took = applied(&http, &url, rev, at_ms).await?;
+            if took.len() >= args.agents {
+                break took;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} of {} applied rev {rev} within 60 s",
+                    took.len(),
+                    args.agents
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        took.sort_unstable();
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            round + 1,
+            took.len(),
+            percentile(&took, 50.0),
+            percentile(&took, 99.0),
+            took.last().copied().unwrap_or(0)
+        );
+        all.extend(took);
+    }
+    all.sort_unstable();
+    let (ticks_per_s, _) = procfs::clock_ticks_per_second();
+    let server_cpu_s = (procfs::cpu_ticks(&server_pid)? - cpu_before) as f64 / ticks_per_s as f64;
+    println!(
+        "| all | {} | {} | {} | {} |",
+        all.len(),
+        percentile(&all, 50.0),
+        percentile(&all, 99.0),
+        all.last().copied().unwrap_or(0)
+    );
+    println!(
+        "server CPU over the rounds: {:.2} s in {:.1} s",
+        server_cpu_s,
+        rounds_started.elapsed().as_secs_f64()
+    );
+
+    // One agent, idle: no revision written while it is watched.
+    let agent = fleet.0.first().context("no agent")?.id().to_string();
+    let before = procfs::cpu_ticks(&agent)?;
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let idle_ticks = procfs::cpu_ticks(&agent)? - before;
+    let memory = procfs::memory(&agent)?;
+    println!(
+        "one idle agent: RSS {:.1} MiB, CPU {:.3} % over {} s ({} ticks)",
+        memory.rss_mib(),
+        idle_ticks as f64 / ticks_per_s as f64 / args.idle_seconds as f64 * 100.0,
+        args.idle_seconds,
+        idle_ticks
+    );
+    drop(fleet);
+    server.stop()?;
+    Ok(())
+}
