@@ -137,7 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &bin,
         &dir.path().join("data"),
         &dir.path().join("server"),
-        &["--wire-listen", "off", "--auth", "off"],
+        &["--wire-listen", "off"],
         Duration::from_secs(60),
     )
     .await?;
