@@ -91,7 +91,11 @@ impl Rollout {
             }
             node.issued.push(node.lkg);
             node.sent_at_ms = now_ms;
-            node.status = if node.applied_rev == node.lkg {
+            // Only a node that reported failing is known to be back already (the agent
+            // restored its last-known-good itself); any other may have applied meanwhile.
+            let back =
+                matches!(node.status, NodeStatus::Failed { .. }) && node.applied_rev == node.lkg;
+            node.status = if back {
                 NodeStatus::Restored
             } else {
                 NodeStatus::Restoring
