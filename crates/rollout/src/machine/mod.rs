@@ -157,7 +157,12 @@ impl Rollout {
                     }
                 }
             }
-            State::Baking { until_ms, .. } => {
+            State::Baking { wave, until_ms, .. } => {
+                for node in self.nodes.values().filter(|n| n.wave == *wave) {
+                    if matches!(node.status, NodeStatus::Sent | NodeStatus::Deferred) {
+                        at(node.sent_at_ms.saturating_add(self.spec.deadline_ms));
+                    }
+                }
                 if now_ms < *until_ms {
                     at(*until_ms);
                 } else {

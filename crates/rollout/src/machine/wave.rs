@@ -113,17 +113,7 @@ impl Rollout {
             .iter()
             .filter_map(|n| self.nodes.get(n))
             .collect();
-        let silent: Vec<String> = self.plan.waves[wave]
-            .nodes
-            .iter()
-            .filter(|n| {
-                self.nodes.get(*n).is_some_and(|node| {
-                    matches!(node.status, NodeStatus::Sent | NodeStatus::Deferred)
-                        && now_ms >= node.sent_at_ms.saturating_add(self.spec.deadline_ms)
-                })
-            })
-            .cloned()
-            .collect();
+        let silent = self.silent_nodes(wave, now_ms);
         if !silent.is_empty() {
             // Silence is not success: never promote on a timeout.
             return self.pause(Phase::Apply, PauseReason::Silent { nodes: silent });
@@ -149,6 +139,30 @@ impl Rollout {
             return self.pause(Phase::Apply, PauseReason::NoData);
         }
         self.start_bake(wave, now_ms, cmds);
+    }
+
+    /// The wave's endpoints sent the revision that have not answered within the deadline.
+    fn silent_nodes(&self, wave: usize, now_ms: u64) -> Vec<String> {
+        self.plan.waves[wave]
+            .nodes
+            .iter()
+            .filter(|n| {
+                self.nodes.get(*n).is_some_and(|node| {
+                    matches!(node.status, NodeStatus::Sent | NodeStatus::Deferred)
+                        && now_ms >= node.sent_at_ms.saturating_add(self.spec.deadline_ms)
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether an endpoint of the wave was sent the revision and has not answered yet.
+    fn in_flight(&self, wave: usize) -> bool {
+        self.plan.waves[wave].nodes.iter().any(|n| {
+            self.nodes
+                .get(n)
+                .is_some_and(|node| matches!(node.status, NodeStatus::Sent | NodeStatus::Deferred))
+        })
     }
 
     fn start_bake(&mut self, wave: usize, now_ms: u64, cmds: &mut Vec<Command>) {
@@ -200,6 +214,15 @@ impl Rollout {
             }
         }
         if now_ms < until_ms {
+            return;
+        }
+        // An endpoint of the wave sent the revision during the bake (back online) must answer
+        // too before the wave passes.
+        let silent = self.silent_nodes(wave, now_ms);
+        if !silent.is_empty() {
+            return self.pause(Phase::Apply, PauseReason::Silent { nodes: silent });
+        }
+        if self.in_flight(wave) {
             return;
         }
         if !missing.is_empty() {
