@@ -582,3 +582,36 @@ fn the_record_restores_the_same_rollout() {
     assert!(Rollout::from_record(bad.as_bytes()).is_err());
     assert!(Rollout::from_record(b"{").is_err());
 }
+
+/// An endpoint back online mid-bake is sent the revision and must answer before the wave
+/// passes; silent past its deadline it pauses the rollout, bake or no bake (the model test
+/// found the planner spinning on that deadline).
+#[test]
+fn an_endpoint_sent_the_revision_mid_bake_must_answer_before_the_wave_passes() {
+    let mut endpoints = fleet(4, 1);
+    endpoints[3].online = false;
+    let mut s = spec(2);
+    s.waves = Waves::Steps(vec![Percent(5_000), Percent::ALL]);
+    s.bake_ms = 10 * MIN;
+    s.deadline_ms = 5 * MIN;
+    let mut h = Harness::new(s, &endpoints);
+    h.fleet.agents.get_mut("n03").expect("n03").silent = true;
+    h.start();
+    h.advance(10 * MIN);
+    assert!(matches!(h.rollout.state(), State::Baking { wave: 1, .. }));
+    h.online("n03");
+    assert_eq!(h.sent(2), ["n00", "n01", "n02", "n03"]);
+    assert_eq!(h.rollout.next_deadline(h.now), Some(h.now + 5 * MIN));
+    h.advance(5 * MIN);
+    assert_eq!(
+        h.rollout.state(),
+        &State::Paused {
+            wave: 1,
+            phase: locksmith_rollout::Phase::Apply,
+            reason: PauseReason::Silent {
+                nodes: vec!["n03".into()]
+            }
+        }
+    );
+    assert!(h.fleet.promoted.is_empty());
+}

@@ -213,16 +213,13 @@ impl Rollout {
                 },
             }
         }
-        if now_ms < until_ms {
-            return;
-        }
         // An endpoint of the wave sent the revision during the bake (back online) must answer
-        // too before the wave passes.
+        // too before the wave passes; silent past its deadline, it pauses even mid-bake.
         let silent = self.silent_nodes(wave, now_ms);
         if !silent.is_empty() {
             return self.pause(Phase::Apply, PauseReason::Silent { nodes: silent });
         }
-        if self.in_flight(wave) {
+        if now_ms < until_ms || self.in_flight(wave) {
             return;
         }
         if !missing.is_empty() {
