@@ -126,30 +126,35 @@ impl Env {
         serde_json::from_slice(&out.stdout).expect("json")
     }
 
-    /// When [`CONFIG`]'s last report came (0: none).
-    fn reported_at(&self) -> u64 {
+    /// [`CONFIG`]'s last report on [`NODE`] (`report`: what it runs; `shadow_report`: the
+    /// last shadow's outcome).
+    fn report_of(&self, field: &str) -> Value {
         self.node()["configs"]
             .as_array()
             .and_then(|c| c.iter().find(|c| c["config"] == CONFIG))
-            .and_then(|c| c["reported_at_ms"].as_u64())
-            .unwrap_or(0)
+            .map(|c| c[field].clone())
+            .unwrap_or(Value::Null)
     }
 
-    /// [`CONFIG`]'s last report on [`NODE`].
     fn report(&self) -> Value {
-        self.node()["configs"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["config"] == CONFIG))
-            .map(|c| c["report"].clone())
-            .unwrap_or(Value::Null)
+        self.report_of("report")
     }
 
     /// Polls the report until `ok` holds of it (a deterministic wait: the report is what the
     /// agent posts when it is done).
     fn wait_report(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for("report", what, ok)
+    }
+
+    /// Polls the last shadow's report until `ok` holds of it.
+    fn wait_shadow_report(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for("shadow_report", what, ok)
+    }
+
+    fn wait_for(&self, field: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + LIMIT;
         loop {
-            let r = self.report();
+            let r = self.report_of(field);
             if ok(&r) {
                 return r;
             }
@@ -336,7 +341,7 @@ fn a_revision_under_an_older_token_is_refused_with_lock_mismatch_and_a_restart_k
         assert_eq!(code(&out), 0, "{}", describe(&out));
     };
     shadow(&env);
-    let r = env.wait_report("the draft is refused", |r| {
+    let r = env.wait_shadow_report("the draft is refused", |r| {
         r["state"] == "refused" && r["rev"] == draft
     });
     let line = r["error"].as_str().unwrap_or_default();
@@ -351,15 +356,22 @@ fn a_revision_under_an_older_token_is_refused_with_lock_mismatch_and_a_restart_k
         "{line}"
     );
     assert_eq!(read(&env.target()).as_deref(), Some("threshold = 2\n"));
+    // The shadow's refusal is kept apart: the endpoint's report still says what it runs.
+    let runs = env.report();
+    assert_eq!(runs["state"], "applied", "{runs}");
+    assert_eq!(runs["applied_rev"], rev, "{runs}");
 
     // kill -9 and restart: last-known-good and the token high-water are kept. The server
-    // still sends the shadow to the node, so the restarted agent refuses it again.
-    let before = env.reported_at();
+    // still sends the shadow to the node, so the restarted agent refuses it again (its
+    // registration clears the shadow outcomes it reported before).
+    let registered = env.node()["registered_at_ms"].as_u64().unwrap_or(0);
     agent.kill9();
     std::fs::write(env.target(), "tampered\n").expect("tamper");
     let _agent = env.agent(&[], &[]);
-    let r = env.wait_report("the draft is refused again after the restart", |r| {
-        r["state"] == "refused" && r["rev"] == draft && env.reported_at() > before
+    let r = env.wait_shadow_report("the draft is refused again after the restart", |r| {
+        r["state"] == "refused"
+            && r["rev"] == draft
+            && env.node()["registered_at_ms"].as_u64().unwrap_or(0) > registered
     });
     let line = r["error"].as_str().unwrap_or_default();
     assert!(

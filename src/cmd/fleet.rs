@@ -170,7 +170,8 @@ fn state_word(s: ApplyState) -> &'static str {
 }
 
 /// `fleet show NODE`: the endpoint, then each config's desired and applied revision, its last
-/// report and error (a `lock mismatch` line for a refusal), and a shadow's diff.
+/// report and error (a `lock mismatch` line for a refusal), and the last shadow's outcome and
+/// diff, apart.
 pub fn show_text(a: &AgentView, now_ms: u64) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "node:       {}", a.node);
@@ -212,10 +213,21 @@ pub fn show_text(a: &AgentView, now_ms: u64) -> String {
         if let Some(e) = &r.error {
             let _ = writeln!(s, "  error:    {e}");
         }
-        if let Some(diff) = &r.diff {
-            let _ = writeln!(s, "  diff:");
-            for line in diff.lines() {
-                let _ = writeln!(s, "    {line}");
+        if let Some(shadow) = &c.shadow_report {
+            let _ = writeln!(
+                s,
+                "  shadow:   revision {} {} (never activated)",
+                shadow.rev,
+                state_word(shadow.state)
+            );
+            if let Some(e) = &shadow.error {
+                let _ = writeln!(s, "    error:  {e}");
+            }
+            if let Some(diff) = &shadow.diff {
+                let _ = writeln!(s, "    diff:");
+                for line in diff.lines() {
+                    let _ = writeln!(s, "      {line}");
+                }
             }
         }
     }
@@ -251,6 +263,7 @@ mod tests {
                     diff: None,
                 }),
                 reported_at_ms: Some(2_000),
+                shadow_report: None,
             }],
         }
     }

@@ -125,6 +125,11 @@ pub struct EndpointConfig {
     /// When the last report came, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported_at_ms: Option<u64>,
+    /// The agent's last report about a shadow of this config (validated and diffed, or
+    /// refused; never activated), kept apart from `report`, which says what the endpoint runs.
+    /// In memory on the server, like the shadows: gone after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_report: Option<AgentReport>,
 }
 
 /// An endpoint, as the fleet listing shows it.

@@ -144,7 +144,9 @@ impl Engine {
                         node: node.to_owned(),
                         config,
                     })?;
-            fx.push(Effect::Persist(mutation));
+            if let Some(mutation) = mutation {
+                fx.push(Effect::Persist(mutation));
+            }
             if changed {
                 audit(&agent_resource(node), event, detail, now, fx);
             }

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use locksmith_api::agents::{AgentReport, AgentView, DesiredRevision, EndpointConfig};
+use locksmith_api::agents::{AgentReport, AgentView, ApplyState, DesiredRevision, EndpointConfig};
 use locksmith_config::{Configs, resource_of};
 use locksmith_core::{InvalidRequest, LockTable, Mutation, Now};
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,9 @@ pub struct Shadow {
 struct Entry {
     reg: Registration,
     reports: BTreeMap<String, StoredReport>,
+    /// The last report about a shadow, by config (in memory, like the shadows): kept apart so
+    /// that a shadow's outcome never hides what the endpoint runs.
+    shadow_reports: BTreeMap<String, StoredReport>,
     /// Wall ms it was last heard from (in memory).
     last_seen_ms: u64,
     /// Its open desired streams (in memory).
@@ -244,6 +247,7 @@ impl Agents {
                     last_seen_ms: reg.registered_at_ms,
                     reg,
                     reports: BTreeMap::new(),
+                    shadow_reports: BTreeMap::new(),
                     streams: 0,
                 };
                 (entry.reg.node.clone(), entry)
@@ -284,6 +288,7 @@ impl Agents {
         let entry = self.nodes.entry(reg.node.clone()).or_insert_with(|| Entry {
             reg: reg.clone(),
             reports: BTreeMap::new(),
+            shadow_reports: BTreeMap::new(),
             last_seen_ms: now_ms,
             streams: 0,
         });
@@ -295,6 +300,7 @@ impl Agents {
             .collect();
         for config in dropped {
             entry.reports.remove(&config);
+            entry.shadow_reports.remove(&config);
             mutations.push(Mutation::DeleteRecord {
                 space: REPORTS.to_owned(),
                 key: format!("{}/{config}", reg.node),
@@ -302,18 +308,32 @@ impl Agents {
         }
         entry.reg = reg;
         entry.last_seen_ms = now_ms;
+        // A registration is an agent (re)starting: what it reported of shadows before is
+        // reported again if the shadow still stands.
+        entry.shadow_reports.clear();
         mutations
     }
 
-    /// Stores `report` from `node` at `now_ms`. Returns the record to write and whether the
-    /// config's state changed (its state or revision differs from the last report's), or
-    /// `None` if the node is not registered or does not apply the config.
+    /// Stores `report` from `node` at `now_ms`. Returns the record to write (none for a
+    /// report about a shadow: shadows and their outcomes live in memory) and whether the
+    /// config's state changed (its state or revision differs from the last report's of the
+    /// same kind), or `None` if the node is not registered or does not apply the config.
+    ///
+    /// A report is about a shadow when its state is `shadow_ok`/`shadow_failed`, or when it
+    /// names the revision sent to this node as a shadow and not the one it runs (a shadow the
+    /// local fence check refused): it is kept apart from the report of what the endpoint runs,
+    /// which a shadow never changes.
     pub fn report(
         &mut self,
         node: &str,
         mut report: AgentReport,
         now_ms: u64,
-    ) -> Option<(Mutation, bool)> {
+    ) -> Option<(Option<Mutation>, bool)> {
+        let shadow_rev = self
+            .shadows
+            .get(&report.config)
+            .and_then(|by_node| by_node.get(node))
+            .map(|s| s.rev);
         let entry = self.nodes.get_mut(node)?;
         if !entry.reg.configs.contains(&report.config) {
             return None;
@@ -324,20 +344,29 @@ impl Agents {
         if let Some(diff) = &mut report.diff {
             cut(diff, MAX_DIFF, false);
         }
-        let changed = entry
-            .reports
+        let about_shadow = matches!(
+            report.state,
+            ApplyState::ShadowOk | ApplyState::ShadowFailed
+        ) || (shadow_rev == Some(report.rev)
+            && report.applied_rev != report.rev);
+        let kept = if about_shadow {
+            &mut entry.shadow_reports
+        } else {
+            &mut entry.reports
+        };
+        let changed = kept
             .get(&report.config)
             .is_none_or(|old| (old.report.state, old.report.rev) != (report.state, report.rev));
         let stored = StoredReport {
             report,
             at_ms: now_ms,
         };
-        let mutation = Mutation::PutRecord {
+        let mutation = (!about_shadow).then(|| Mutation::PutRecord {
             space: REPORTS.to_owned(),
             key: format!("{node}/{}", stored.report.config),
             value: serde_json::to_vec(&stored).unwrap_or_default(),
-        };
-        entry.reports.insert(stored.report.config.clone(), stored);
+        });
+        kept.insert(stored.report.config.clone(), stored);
         entry.last_seen_ms = now_ms;
         Some((mutation, changed))
     }
@@ -407,6 +436,7 @@ impl Agents {
                 desired_rev,
                 report: stored.map(|s| s.report.clone()),
                 reported_at_ms: stored.map(|s| s.at_ms),
+                shadow_report: entry.shadow_reports.get(config).map(|s| s.report.clone()),
             }
         };
         Some(AgentView {

@@ -163,7 +163,7 @@ fn restore_rebuilds_registrations_and_reports_from_their_records() {
     let (m, _) = agents
         .report("d1", report("a.conf", 4, ApplyState::Refused), T0 + 50)
         .expect("stored");
-    apply(vec![m]);
+    apply(m.into_iter().collect());
     agents.stream("d1", true, T0 + 60);
 
     let regs = records
