@@ -589,7 +589,9 @@ fn an_offline_agent_keeps_last_known_good_and_jumps_to_the_newest_revision_when_
     let _agent = env.agent_via(&proxy_url, &["--reload", &reload], &[]);
     env.wait_applied(rev1);
     proxy.cut();
-    let deadline = Instant::now() + LIMIT;
+    // Offline once the stream is gone and nothing was heard for the server's online window
+    // (30 s after the last heartbeat): wait that long, and the usual limit on top.
+    let deadline = Instant::now() + Duration::from_secs(30) + LIMIT;
     while env.node()["online"] != false {
         assert!(Instant::now() < deadline, "still online: {}", env.node());
         thread::sleep(Duration::from_millis(50));
