@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Backend, PROMPTLY, Storage, TestServer};
+use common::{Api, Backend, PROMPTLY, Storage, TestServer};
 use futures_util::{Stream, StreamExt as _};
 use locksmith_server::AuthMode;
 use locksmith_server::clock::ManualClock;
@@ -18,42 +18,7 @@ use serde_json::{Value, json};
 
 const CONFIG: &str = "aim_lock_config.conf";
 
-/// A server's URL and a token to call it with.
-#[derive(Clone)]
-struct Api {
-    url: String,
-    token: String,
-    http: reqwest::Client,
-}
-
 impl Api {
-    fn new(url: &str, token: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-            token: token.to_owned(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn as_token(&self, token: &str) -> Self {
-        Self::new(&self.url, token)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
     async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, answer) = self.call(method, path, body).await;
         assert_eq!(status, 200, "{method} {path}: {answer}");

@@ -8,46 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Storage, TestServer};
+use common::{Api, Backend, Storage, TestServer};
 use locksmith_server::{AuthMode, ServerConfig};
 use serde_json::{Value, json};
 
-/// A server's URL and a token to call it with.
-#[derive(Clone)]
-struct Api {
-    url: String,
-    token: String,
-    http: reqwest::Client,
-}
-
 impl Api {
-    fn new(url: &str, token: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-            token: token.to_owned(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn as_token(&self, token: &str) -> Self {
-        Self::new(&self.url, token)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .header("authorization", format!("Bearer {}", self.token));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
     /// Acquires `resource` as process `pid` (waiting up to 10 s); `(lease, token)`.
     async fn acquire(&self, resource: &str, pid: u32) -> (u64, u64) {
         let (status, lease) = self

@@ -259,3 +259,51 @@ pub fn req(resource: &str, pid: u32) -> AcquireRequest {
         lock_delay_ms: None,
     }
 }
+
+/// A server's URL and a token to call its HTTP API with; each test file adds the calls it
+/// needs in an `impl Api` of its own.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(url: &str, token: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The same server, as another token.
+    pub fn as_token(&self, token: &str) -> Self {
+        Self::new(&self.url, token)
+    }
+
+    /// `METHOD path` with `body` as JSON: the status and the answer's JSON (`Null` if none).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
