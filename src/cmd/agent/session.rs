@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-use locksmith_agent::{Desired, Event, Report, ReportState};
-use locksmith_api::agents::{AgentReport, ApplyState, DesiredRevision, RegisterAgentRequest};
+use locksmith_agent::Event;
+use locksmith_api::agents::{AgentReport, RegisterAgentRequest};
 use locksmith_client::{Client, ClientError};
 use tokio::sync::{mpsc, watch};
 
@@ -70,7 +70,7 @@ async fn stream_once(
         return Ok(());
     }
     while let Some(d) = stream.next().await? {
-        if events.send(Event::Desired(desired(d))).is_err() {
+        if events.send(Event::Desired(d)).is_err() {
             return Ok(());
         }
     }
@@ -135,7 +135,7 @@ pub async fn serve(
                 }
                 Some(Outbound::Report(r)) => {
                     tracing::debug!(config = %r.config, rev = r.rev, state = ?r.state, "report");
-                    waiting.insert(r.config.clone(), agent_report(r));
+                    waiting.insert(r.config.clone(), r);
                 }
             },
             changed = online.changed() => if changed.is_err() { return },
@@ -173,42 +173,6 @@ async fn fetch(client: &Client, config: String, rev: u64) -> Event {
             rev,
             error: e.to_string(),
         },
-    }
-}
-
-/// The core's desired revision for the API's.
-pub fn desired(d: DesiredRevision) -> Desired {
-    Desired {
-        config: d.config,
-        rev: d.rev,
-        sha256: d.sha256,
-        size: d.size,
-        format: d.format,
-        token: d.token,
-        fence: d.fence,
-        shadow: d.shadow,
-        base_rev: d.base_rev,
-    }
-}
-
-/// The API's report for the core's.
-pub fn agent_report(r: Report) -> AgentReport {
-    AgentReport {
-        config: r.config,
-        rev: r.rev,
-        state: match r.state {
-            ReportState::Applied => ApplyState::Applied,
-            ReportState::Failed => ApplyState::Failed,
-            ReportState::Refused => ApplyState::Refused,
-            ReportState::Deferred => ApplyState::Deferred,
-            ReportState::ShadowOk => ApplyState::ShadowOk,
-            ReportState::ShadowFailed => ApplyState::ShadowFailed,
-        },
-        applied_rev: r.applied_rev,
-        applied_token: r.applied_token,
-        error: r.error,
-        received_to_applied_ms: r.received_to_applied_ms,
-        diff: r.diff,
     }
 }
 

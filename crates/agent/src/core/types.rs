@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use locksmith_config::Format;
 use serde::{Deserialize, Serialize};
 
 use crate::state::AgentState;
@@ -11,28 +10,8 @@ use crate::state::AgentState;
 /// Identifies one job (an apply, a shadow apply or a recovery) so late outcomes are ignored.
 pub type JobId = u64;
 
-/// A desired revision for one config, as the server sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Desired {
-    /// The config.
-    pub config: String,
-    /// The revision.
-    pub rev: u64,
-    /// Its content's SHA-256 (lowercase hex).
-    pub sha256: String,
-    /// Its content's size in bytes.
-    pub size: u64,
-    /// The config's format.
-    pub format: Format,
-    /// The fencing token it was written under.
-    pub token: u64,
-    /// The fence of `configs/NAME` as the server last knew it.
-    pub fence: u64,
-    /// A draft to validate and diff, never to activate.
-    pub shadow: bool,
-    /// For a draft: the revision it was written on.
-    pub base_rev: Option<u64>,
-}
+/// A desired revision for one config, as the server sends it: the API's type itself.
+pub use locksmith_api::agents::DesiredRevision as Desired;
 
 /// An input to [`Agent::handle`](crate::Agent::handle).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,41 +301,6 @@ pub enum Action {
     },
 }
 
-/// A config's state as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportState {
-    /// The revision is applied (and healthy, when there is a health hook).
-    Applied,
-    /// Applying it failed; last-known-good is in place.
-    Failed,
-    /// Refused by the local fence check; nothing was touched.
-    Refused,
-    /// Waiting for the apply-lock file to go away.
-    Deferred,
-    /// A shadow revision that parses and passes validate.
-    ShadowOk,
-    /// A shadow revision that does not.
-    ShadowFailed,
-}
-
-/// What the agent tells the server about one config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    /// The config.
-    pub config: String,
-    /// The revision this report is about.
-    pub rev: u64,
-    /// Its state.
-    pub state: ReportState,
-    /// The revision applied now (0: none).
-    pub applied_rev: u64,
-    /// The highest token applied.
-    pub applied_token: u64,
-    /// Why it failed, was refused or deferred.
-    pub error: Option<String>,
-    /// For `applied`: milliseconds from receiving the desired revision to applying it.
-    pub received_to_applied_ms: Option<u64>,
-    /// For shadow reports: the unified diff from the applied content to the shadow's.
-    pub diff: Option<String>,
-}
+/// A config's state as reported, and what the agent tells the server about one config: the
+/// API's types themselves, so the core's reports go out as they are.
+pub use locksmith_api::agents::{AgentReport as Report, ApplyState as ReportState};
