@@ -36,6 +36,17 @@ const ANNOUNCE: &str = "locksmith listening on ";
 /// What the wire protocol's announce line starts with (printed right after [`ANNOUNCE`]'s).
 const WIRE_ANNOUNCE: &str = "locksmith wire protocol on ";
 
+/// The `locksmith` binary to run: `given`, else the one next to this process's binary (where
+/// `cargo build` puts both).
+pub fn locksmith_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => Ok(std::env::current_exe()
+            .context("where is this binary?")?
+            .with_file_name("locksmith")),
+    }
+}
+
 /// A running `locksmith server`, killed (SIGKILL) on drop.
 #[derive(Debug)]
 pub struct ServerProcess {

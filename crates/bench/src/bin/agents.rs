@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use locksmith_api::configs::{Content, Fence, Format, WriteConfigRequest};
 use locksmith_bench::procfs;
-use locksmith_bench::server_process::ServerProcess;
+use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
 use locksmith_bench::workload::request;
 use serde_json::Value;
 
@@ -123,13 +123,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let bin = match args.locksmith {
-        Some(path) => path,
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory")?
-            .join("locksmith"),
-    };
+    let bin = locksmith_binary(args.locksmith)?;
     let dir = tempfile::Builder::new()
         .prefix("locksmith-agents")
         .tempdir()?;

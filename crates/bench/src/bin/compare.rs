@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use locksmith_bench::peers::{self, EtcdTarget, RedisTarget};
-use locksmith_bench::server_process::ServerProcess;
+use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
 use locksmith_bench::{Row, Target, cycles, handoff, renewals};
 use locksmith_etcd::testing::EtcdCluster;
 use locksmith_server::{Server, ServerConfig, ServerError};
@@ -525,9 +525,7 @@ impl LocksmithProcess {
     /// `locksmith server EXTRA…` on an empty data directory; returns once `/healthz` answers
     /// 200 (in cluster mode: once it has won the election).
     async fn start(extra: &[&str], within: Duration) -> anyhow::Result<Self> {
-        let bin = std::env::current_exe()
-            .context("where is this binary")?
-            .with_file_name("locksmith");
+        let bin = locksmith_binary(None)?;
         let dir = temp_dir()?;
         let data = dir.path().join("data");
         let log = dir.path().join("server");

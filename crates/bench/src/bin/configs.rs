@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use locksmith_bench::procfs;
-use locksmith_bench::server_process::ServerProcess;
+use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
 
 #[derive(Debug, Parser)]
 #[command(about = "Store size, RSS and restart time of many configs with long histories")]
@@ -57,13 +57,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let bin = match args.locksmith {
-        Some(path) => path,
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory")?
-            .join("locksmith"),
-    };
+    let bin = locksmith_binary(args.locksmith)?;
     let dir = tempfile::Builder::new()
         .prefix("locksmith-configs")
         .tempdir()?;

@@ -92,13 +92,7 @@ async fn ended(events: &mut EventStream, lease: LeaseId) -> anyhow::Result<Insta
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let locksmith = match args.locksmith {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .join("locksmith"),
-    };
+    let locksmith = locksmith_bench::server_process::locksmith_binary(args.locksmith)?;
     if !locksmith.exists() {
         bail!(
             "{} not found: build it (cargo build --release) or pass --locksmith",

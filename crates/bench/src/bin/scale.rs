@@ -102,12 +102,7 @@ fn main() -> anyhow::Result<()> {
             bail!("{name} must be a positive number of seconds");
         }
     }
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()
-            .context("where is this binary?")?
-            .with_file_name("locksmith"),
-    };
+    let bin = locksmith_bench::server_process::locksmith_binary(args.bin.clone())?;
     let tmp = args.tmp.clone().unwrap_or_else(std::env::temp_dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
