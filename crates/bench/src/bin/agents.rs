@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use locksmith_api::agents::ApplyState;
 use locksmith_api::configs::{Content, Fence, Format, WriteConfigRequest};
 use locksmith_bench::procfs;
 use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
+use locksmith_bench::stats::Latencies;
 use locksmith_bench::workload::request;
-use serde_json::Value;
 
 #[derive(Debug, Parser)]
 #[command(about = "Commit → applied on every endpoint of a fleet of real agent processes")]
@@ -87,39 +88,35 @@ async fn write(client: &locksmith_client::Client, n: usize) -> anyhow::Result<u6
     Ok(written.meta.at_ms)
 }
 
-/// For every agent that reported revision `rev` applied, the ms from `at_ms` to its report.
+/// For every agent that reported revision `rev` applied, the time from `at_ms` to its report.
 async fn applied(
-    http: &reqwest::Client,
-    url: &str,
+    client: &locksmith_client::Client,
     rev: u64,
     at_ms: u64,
-) -> anyhow::Result<Vec<u64>> {
-    let fleet: Value = http
-        .get(format!("{url}/v1/fleet"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let mut took = Vec::new();
-    for agent in fleet["agents"].as_array().into_iter().flatten() {
-        for config in agent["configs"].as_array().into_iter().flatten() {
-            let report = &config["report"];
-            if report["state"] == "applied" && report["applied_rev"].as_u64() == Some(rev) {
-                let at = config["reported_at_ms"].as_u64().unwrap_or(at_ms);
-                took.push(at.saturating_sub(at_ms));
-            }
-        }
-    }
-    Ok(took)
+) -> anyhow::Result<Vec<Duration>> {
+    let fleet = client.fleet("").await?;
+    Ok(fleet
+        .agents
+        .iter()
+        .flat_map(|agent| &agent.configs)
+        .filter(|c| {
+            c.report
+                .as_ref()
+                .is_some_and(|r| r.state == ApplyState::Applied && r.applied_rev == rev)
+        })
+        .map(|c| Duration::from_millis(c.reported_at_ms.unwrap_or(at_ms).saturating_sub(at_ms)))
+        .collect())
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// `| label | n | p50 | p99 | max |` of `latencies`, in whole ms.
+fn row(label: &str, latencies: &Latencies) -> String {
+    format!(
+        "| {label} | {} | {:.0} | {:.0} | {:.0} |",
+        latencies.count(),
+        latencies.quantile_ms(0.50),
+        latencies.quantile_ms(0.99),
+        latencies.quantile_ms(1.0)
+    )
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -136,7 +133,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     let url = server.url();
-    let http = reqwest::Client::new();
     let client = locksmith_client::Client::new(&url)?;
     let at_ms = write(&client, 1).await?;
 
@@ -168,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Every agent registered and on revision 1.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while applied(&http, &url, 1, at_ms).await?.len() < args.agents {
+    while applied(&client, 1, at_ms).await?.len() < args.agents {
         if Instant::now() > deadline {
             bail!("the agents did not all apply revision 1 within 120 s");
         }
@@ -178,15 +174,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server_pid = server.pid().to_string();
     let cpu_before = procfs::cpu_ticks(&server_pid)?;
     let rounds_started = Instant::now();
-    let mut all = Vec::new();
+    let mut all = Latencies::default();
     println!("| round | endpoints | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
     for round in 0..args.rounds {
         let rev = round as u64 + 2;
         let at_ms = write(&client, round + 2).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut took = loop {
-            let took = applied(&http, &url, rev, at_ms).await?;
+        let took = loop {
+            let took = applied(&client, rev, at_ms).await?;
             if took.len() >= args.agents {
                 break took;
             }
@@ -199,27 +195,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        took.sort_unstable();
-        println!(
-            "| {} | {} | {} | {} | {} |",
-            round + 1,
-            took.len(),
-            percentile(&took, 50.0),
-            percentile(&took, 99.0),
-            took.last().copied().unwrap_or(0)
-        );
-        all.extend(took);
+        let mut latencies = Latencies::default();
+        for d in took {
+            latencies.record(d);
+        }
+        println!("{}", row(&(round + 1).to_string(), &latencies));
+        all.merge(&latencies);
     }
-    all.sort_unstable();
     let (ticks_per_s, _) = procfs::clock_ticks_per_second();
     let server_cpu_s = (procfs::cpu_ticks(&server_pid)? - cpu_before) as f64 / ticks_per_s as f64;
-    println!(
-        "| all | {} | {} | {} | {} |",
-        all.len(),
-        percentile(&all, 50.0),
-        percentile(&all, 99.0),
-        all.last().copied().unwrap_or(0)
-    );
+    println!("{}", row("all", &all));
     println!(
         "server CPU over the rounds: {:.2} s in {:.1} s",
         server_cpu_s,
