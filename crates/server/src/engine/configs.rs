@@ -87,10 +87,8 @@ impl Engine {
         write: ConfigWrite,
         fence: FenceArg,
     ) -> Result<RevisionMeta, EngineError<Fenced<WriteError>>> {
-        let author = self.config_author();
-        self.run(move |state, now, fx| {
-            let resource = resource_of(&write.name);
-            let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
+        let name = write.name.clone();
+        self.fenced_config_change(&name, fence, move |configs, writer, now_ms| {
             let request = WriteRequest {
                 name: write.name,
                 format: write.format,
@@ -100,11 +98,7 @@ impl Engine {
                 writer,
                 max_bytes: write.max_bytes,
             };
-            let applied = state
-                .configs
-                .write(request, now.wall_ms)
-                .map_err(Fenced::Refused)?;
-            Ok(persist(applied, &resource, Some(fence), now, fx))
+            configs.write(request, now_ms)
         })
         .await
     }
@@ -119,15 +113,8 @@ impl Engine {
         message: String,
         fence: FenceArg,
     ) -> Result<RevisionMeta, EngineError<Fenced<PromoteError>>> {
-        let author = self.config_author();
-        self.run(move |state, now, fx| {
-            let resource = resource_of(name);
-            let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
-            let applied = state
-                .configs
-                .promote(name, rev, &content, &message, &writer, now.wall_ms)
-                .map_err(Fenced::Refused)?;
-            Ok(persist(applied, &resource, Some(fence), now, fx))
+        self.fenced_config_change(name, fence, |configs, writer, now_ms| {
+            configs.promote(name, rev, &content, &message, &writer, now_ms)
         })
         .await
     }
@@ -142,14 +129,26 @@ impl Engine {
         message: String,
         fence: FenceArg,
     ) -> Result<RevisionMeta, EngineError<Fenced<RollbackError>>> {
+        self.fenced_config_change(name, fence, |configs, writer, now_ms| {
+            configs.rollback(name, to, &content, &message, &writer, now_ms)
+        })
+        .await
+    }
+
+    /// The step every fenced change of `name` shares: the fence check of `configs/NAME`, then
+    /// `change` as the writer it names, its records and audit record in the same batch.
+    async fn fenced_config_change<E>(
+        &self,
+        name: &str,
+        fence: FenceArg,
+        change: impl FnOnce(&mut Configs, Writer, u64) -> Result<Applied<RevisionMeta>, E>,
+    ) -> Result<RevisionMeta, EngineError<Fenced<E>>> {
         let author = self.config_author();
         self.run(move |state, now, fx| {
             let resource = resource_of(name);
             let writer = fenced_writer(state, &resource, fence, author, now, fx)?;
-            let applied = state
-                .configs
-                .rollback(name, to, &content, &message, &writer, now.wall_ms)
-                .map_err(Fenced::Refused)?;
+            let applied =
+                change(&mut state.configs, writer, now.wall_ms).map_err(Fenced::Refused)?;
             Ok(persist(applied, &resource, Some(fence), now, fx))
         })
         .await
