@@ -552,55 +552,56 @@ async fn restore_state(
     ))
 }
 
-/// Every stored token (the `tokens` record space), a page at a time. A record that does not
-/// decode is skipped with a warning: it authenticates nobody, and every other token still
-/// works.
-fn restore_tokens(store: &mut dyn Store) -> Result<TokenTable, StoreError> {
+/// Calls `each` with every record of `space`, in key order, reading a page at a time.
+fn each_record(
+    store: &mut dyn Store,
+    space: &str,
+    mut each: impl FnMut(&str, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     const PAGE: usize = 1_000;
-    let mut tokens = TokenTable::new();
     let mut after: Option<String> = None;
     loop {
-        let page = store.records(TOKEN_SPACE, "", after.as_deref(), PAGE)?;
+        let page = store.records(space, "", after.as_deref(), PAGE)?;
         let full = page.len() == PAGE;
         for (key, value) in page {
-            match TokenRecord::from_bytes(&value) {
-                Some(record) => tokens.restore(record),
-                None => {
-                    tracing::warn!(token = %key, "a stored token does not decode; it authenticates nobody")
-                }
-            }
+            each(&key, &value)?;
             after = Some(key);
         }
         if !full {
-            return Ok(tokens);
+            return Ok(());
         }
     }
 }
 
-/// Every config's head, revisions and schema, from their record spaces, a page at a time
-/// (blobs are not read: content is read on demand). Unlike a token, a config record that does
-/// not restore stops the start: serving a history with a hole in it — or letting the next
-/// write reuse a revision number — would be worse than not serving (the error names the
-/// record).
-fn restore_configs(store: &mut dyn Store) -> Result<locksmith_config::Configs, StoreError> {
-    use locksmith_config::store::{HEADS, REVISIONS, SCHEMAS};
-    const PAGE: usize = 1_000;
-    let mut restorer = locksmith_config::Restorer::new();
-    for space in [HEADS, REVISIONS, SCHEMAS] {
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.records(space, "", after.as_deref(), PAGE)?;
-            let full = page.len() == PAGE;
-            for (key, value) in page {
-                restorer
-                    .record(space, &key, &value)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                after = Some(key);
-            }
-            if !full {
-                break;
+/// Every stored token (the `tokens` record space). A record that does not decode is skipped
+/// with a warning: it authenticates nobody, and every other token still works.
+fn restore_tokens(store: &mut dyn Store) -> Result<TokenTable, StoreError> {
+    let mut tokens = TokenTable::new();
+    each_record(store, TOKEN_SPACE, |key, value| {
+        match TokenRecord::from_bytes(value) {
+            Some(record) => tokens.restore(record),
+            None => {
+                tracing::warn!(token = %key, "a stored token does not decode; it authenticates nobody")
             }
         }
+        Ok(())
+    })?;
+    Ok(tokens)
+}
+
+/// Every config's head, revisions and schema, from their record spaces (blobs are not read:
+/// content is read on demand). Unlike a token, a config record that does not restore stops the
+/// start: serving a history with a hole in it — or letting the next write reuse a revision
+/// number — would be worse than not serving (the error names the record).
+fn restore_configs(store: &mut dyn Store) -> Result<locksmith_config::Configs, StoreError> {
+    use locksmith_config::store::{HEADS, REVISIONS, SCHEMAS};
+    let mut restorer = locksmith_config::Restorer::new();
+    for space in [HEADS, REVISIONS, SCHEMAS] {
+        each_record(store, space, |key, value| {
+            restorer
+                .record(space, key, value)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })?;
     }
     restorer
         .finish()
@@ -608,43 +609,30 @@ fn restore_configs(store: &mut dyn Store) -> Result<locksmith_config::Configs, S
 }
 
 /// Every registration and last report of the agents (the `agents` and `agent_reports` record
-/// spaces), a page at a time. A record that does not decode is skipped with a warning, like a
-/// token's: that agent's next registration or report writes it again.
+/// spaces). A record that does not decode is skipped with a warning, like a token's: that
+/// agent's next registration or report writes it again.
 fn restore_agents(store: &mut dyn Store) -> Result<domains::agents::model::Agents, StoreError> {
     use domains::agents::model::{AGENTS, Agents, REPORTS, Registration, StoredReport};
-    const PAGE: usize = 1_000;
     let mut regs = Vec::new();
     let mut reports = Vec::new();
-    for space in [AGENTS, REPORTS] {
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.records(space, "", after.as_deref(), PAGE)?;
-            let full = page.len() == PAGE;
-            for (key, value) in page {
-                let restored = if space == AGENTS {
-                    serde_json::from_slice::<Registration>(&value)
-                        .map(|r| regs.push(r))
-                        .is_ok()
-                } else {
-                    let node = key.split_once('/').map(|(n, _)| n.to_owned());
-                    match (node, serde_json::from_slice::<StoredReport>(&value)) {
-                        (Some(node), Ok(report)) => {
-                            reports.push((node, report));
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if !restored {
-                    tracing::warn!(space, key = %key, "a stored agent record does not decode; skipped");
-                }
-                after = Some(key);
-            }
-            if !full {
-                break;
-            }
+    let skipped = |space: &str, key: &str| {
+        tracing::warn!(space, key = %key, "a stored agent record does not decode; skipped");
+    };
+    each_record(store, AGENTS, |key, value| {
+        match serde_json::from_slice::<Registration>(value) {
+            Ok(reg) => regs.push(reg),
+            Err(_) => skipped(AGENTS, key),
         }
-    }
+        Ok(())
+    })?;
+    each_record(store, REPORTS, |key, value| {
+        let node = key.split_once('/').map(|(n, _)| n.to_owned());
+        match (node, serde_json::from_slice::<StoredReport>(value)) {
+            (Some(node), Ok(report)) => reports.push((node, report)),
+            _ => skipped(REPORTS, key),
+        }
+        Ok(())
+    })?;
     Ok(Agents::restore(regs, reports))
 }
 
