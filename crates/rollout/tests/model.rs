@@ -229,6 +229,11 @@ fn run(scn: &Scenario, crash: Option<(usize, Crash)>) -> RunResult {
             queue.push_back(next);
             continue;
         };
+        // What the endpoints were told before this event: a kill after the commands ran lets
+        // the lost run's commands reach the fleet, and the restored machine's batch says the
+        // same again — a wave's pass is judged on what was sent before the batch that passes
+        // it (an endpoint sent the revision in that batch answers after).
+        let fleet_before = fleet.clone();
         let mut result = rollout.handle(now, event.clone());
         if crash.map(|(k, _)| k) == Some(index) {
             let mode = crash.map(|(_, m)| m);
@@ -281,7 +286,7 @@ fn run(scn: &Scenario, crash: Option<(usize, Crash)>) -> RunResult {
                     scn,
                     &plan.waves[w].nodes,
                     plan.waves[w].allowed_failures,
-                    &fleet,
+                    &fleet_before,
                     last_result.get(&w),
                     w,
                 );
