@@ -71,7 +71,9 @@ fn audit(resource: &str, kind: &str, detail: serde_json::Value, now: Now, fx: &m
 }
 
 fn view(state: &State, node: &str, now: Now) -> Option<AgentView> {
-    state.agents.view(&state.configs, &state.locks, node, now)
+    state
+        .agents
+        .view(&state.configs, &state.locks, &state.rollouts, node, now)
 }
 
 impl Engine {
@@ -238,7 +240,15 @@ impl Engine {
                 .configs
                 .iter()
                 .filter_map(|c| {
-                    model::desired(&state.configs, &state.locks, &state.agents, node, c, now)
+                    model::desired(
+                        &state.configs,
+                        &state.locks,
+                        &state.agents,
+                        &state.rollouts,
+                        node,
+                        c,
+                        now,
+                    )
                 })
                 .collect();
             Some((reg.configs.clone(), desired))

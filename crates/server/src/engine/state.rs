@@ -27,6 +27,9 @@ pub struct State {
     /// Registered endpoint agents and their last reports (restored at boot from the `agents`
     /// and `agent_reports` record spaces), with their presence and shadows (in memory only).
     pub agents: crate::domains::agents::model::Agents,
+    /// Every rollout and the overrides of the running ones (restored at boot from the
+    /// `rollouts` record space).
+    pub rollouts: crate::domains::rollouts::model::Rollouts,
     /// Which token acquired each lease (in memory; see `Acquirers`).
     pub acquirers: Acquirers,
     /// The last audit `seq` issued. One sequence for every domain's records — the audit log and
@@ -44,6 +47,7 @@ impl State {
             tokens: TokenTable::new(),
             configs: locksmith_config::Configs::new(),
             agents: crate::domains::agents::model::Agents::new(),
+            rollouts: crate::domains::rollouts::model::Rollouts::new(),
             acquirers: Acquirers::default(),
             audit_seq,
         }
@@ -62,6 +66,11 @@ impl State {
     /// The same state with the agents restored from the store.
     pub fn with_agents(self, agents: crate::domains::agents::model::Agents) -> Self {
         Self { agents, ..self }
+    }
+
+    /// The same state with the rollouts restored from the store.
+    pub fn with_rollouts(self, rollouts: crate::domains::rollouts::model::Rollouts) -> Self {
+        Self { rollouts, ..self }
     }
 
     /// When something of any domain next runs out (a lease, a wait, a lock-delay, a hold): the
