@@ -132,23 +132,32 @@ impl Engine {
                 return Err(AgentRefusal::NotRegistered(node.to_owned()));
             }
             let config = report.config.clone();
+            let config_for_err = config.clone();
             let detail = json!({
                 "node": node, "config": report.config, "rev": report.rev,
                 "state": report.state, "applied_rev": report.applied_rev,
                 "applied_token": report.applied_token, "error": report.error,
             });
             let event = report_event(report.state);
+            let (rev, apply, applied_rev) = (report.rev, report.state, report.applied_rev);
             let (mutation, changed) =
                 state
                     .agents
                     .report(node, report, now.wall_ms)
                     .ok_or_else(|| AgentRefusal::NotItsConfig {
                         node: node.to_owned(),
-                        config,
+                        config: config_for_err,
                     })?;
             fx.push(Effect::Persist(mutation));
             if changed {
                 audit(&agent_resource(node), event, detail, now, fx);
+                let report = locksmith_rollout::Event::Report {
+                    node: node.to_owned(),
+                    rev,
+                    state: super::rollouts::report_state(apply),
+                    applied_rev,
+                };
+                super::rollouts::on_report(state, &config, report, now, fx);
             }
             view(state, node, now).ok_or_else(|| AgentRefusal::NotRegistered(node.to_owned()))
         })

@@ -82,6 +82,8 @@ impl State {
     /// Runs every domain's clock forward to `now`: whatever is due runs out. Returns how many
     /// leases expired.
     pub fn advance(&mut self, now: Now, fx: &mut Effects) -> usize {
+        // Rollouts first: their leases are renewed before the table runs expiries.
+        super::rollouts::advance(self, now, fx);
         self.locks.advance(now, fx)
     }
 }

@@ -389,6 +389,26 @@ impl Agents {
         entry.streams > 0 || now_ms.saturating_sub(entry.last_seen_ms) <= ONLINE_WINDOW_MS
     }
 
+    /// The endpoints that apply `config`, as a rollout plans them at `now_ms`: labels,
+    /// presence, and the revision each has applied (its last report's; 0: none) — which is
+    /// also its last-known-good, where a rollback returns it.
+    pub fn endpoints(&self, config: &str, now_ms: u64) -> Vec<locksmith_rollout::Endpoint> {
+        self.nodes
+            .values()
+            .filter(|e| e.reg.configs.iter().any(|c| c == config))
+            .map(|e| {
+                let applied = e.reports.get(config).map_or(0, |r| r.report.applied_rev);
+                locksmith_rollout::Endpoint {
+                    node: e.reg.node.clone(),
+                    labels: e.reg.labels.clone(),
+                    online: Self::online(e, now_ms),
+                    applied_rev: applied,
+                    last_known_good: applied,
+                }
+            })
+            .collect()
+    }
+
     /// How many agents are online at `now_ms`.
     pub fn online_count(&self, now_ms: u64) -> usize {
         self.nodes
