@@ -88,6 +88,7 @@ pub fn feed(
     now: Now,
     fx: &mut Effects,
 ) -> Result<(), RolloutRefusal> {
+    state.rollouts.seen(now);
     let entry = state
         .rollouts
         .get_mut(id)
@@ -394,6 +395,7 @@ pub fn on_report(state: &mut State, config: &str, report: Event, now: Now, fx: &
 /// Sends `Tick` to every running rollout whose planner deadline has come, and renews the
 /// leases of the running ones.
 pub fn advance(state: &mut State, now: Now, fx: &mut Effects) {
+    state.rollouts.seen(now);
     for id in state.rollouts.running_ids() {
         let Some(entry) = state.rollouts.get(&id) else {
             continue;

@@ -76,7 +76,9 @@ impl State {
     /// When something of any domain next runs out (a lease, a wait, a lock-delay, a hold): the
     /// instant the driver must step with nothing asked ([`advance`](Self::advance)).
     pub fn next_deadline(&self) -> Option<Mono> {
-        self.locks.next_deadline()
+        let locks = self.locks.next_deadline();
+        let rollouts = self.rollouts.next_deadline();
+        locks.into_iter().chain(rollouts).min()
     }
 
     /// Runs every domain's clock forward to `now`: whatever is due runs out. Returns how many

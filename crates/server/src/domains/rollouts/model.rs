@@ -118,6 +118,9 @@ pub struct Rollouts {
     newest: BTreeMap<String, String>,
     /// The highest N of `ro-N` issued.
     last_seq: u64,
+    /// The last `now` a rollout step saw: planner deadlines are wall ms, the reaper sleeps on
+    /// the monotonic clock, and this pair converts one to the other.
+    last_now: Option<locksmith_core::Now>,
 }
 
 impl Rollouts {
@@ -209,6 +212,22 @@ impl Rollouts {
             .filter(|e| e.running())
             .map(|e| e.stored.id.clone())
             .collect()
+    }
+
+    /// Remembers `now` (see [`next_deadline`](Self::next_deadline)).
+    pub fn seen(&mut self, now: locksmith_core::Now) {
+        self.last_now = Some(now);
+    }
+
+    /// When the next running planner's deadline comes, on the monotonic clock.
+    pub fn next_deadline(&self) -> Option<locksmith_core::Mono> {
+        let now = self.last_now?;
+        self.entries
+            .values()
+            .filter(|e| e.running())
+            .filter_map(|e| e.planner.as_ref()?.next_deadline(now.wall_ms))
+            .min()
+            .map(|at| now.mono.plus_ms(at.saturating_sub(now.wall_ms)))
     }
 
     /// The revision a rollout makes `node` run of `config` instead of its current one, given
