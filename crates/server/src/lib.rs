@@ -534,12 +534,13 @@ async fn restore_state(
     let audit_seq = loaded?;
     let mut table = built.ok_or_else(builder_gone)?;
     table.remember_ended(&ends);
-    let (tokens, configs, agents, store) = tokio::task::spawn_blocking(move || {
+    let (tokens, configs, agents, rollouts, store) = tokio::task::spawn_blocking(move || {
         let mut store = store;
         let tokens = restore_tokens(&mut *store);
         let configs = restore_configs(&mut *store);
         let agents = restore_agents(&mut *store);
-        (tokens, configs, agents, store)
+        let rollouts = restore_rollouts(&mut *store);
+        (tokens, configs, agents, rollouts, store)
     })
     .await
     .map_err(|e| StoreError::Io(e.to_string()))?;
@@ -547,7 +548,8 @@ async fn restore_state(
         State::new(table, audit_seq)
             .with_tokens(tokens?)
             .with_configs(configs?)
-            .with_agents(agents?),
+            .with_agents(agents?)
+            .with_rollouts(rollouts?),
         store,
     ))
 }
@@ -606,6 +608,20 @@ fn restore_configs(store: &mut dyn Store) -> Result<locksmith_config::Configs, S
     restorer
         .finish()
         .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Every rollout (the `rollouts` record space). A record that does not restore stops the
+/// start: resuming a rollout without its state could tell an endpoint twice.
+fn restore_rollouts(
+    store: &mut dyn Store,
+) -> Result<domains::rollouts::model::Rollouts, StoreError> {
+    use domains::rollouts::model::{ROLLOUTS, Rollouts};
+    let mut records = Vec::new();
+    each_record(store, ROLLOUTS, |key, value| {
+        records.push((key.to_owned(), value.to_vec()));
+        Ok(())
+    })?;
+    Rollouts::restore(records).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Every registration and last report of the agents (the `agents` and `agent_reports` record

@@ -10,6 +10,7 @@ pub mod configs;
 pub mod fleetlock;
 pub mod leases;
 pub mod operators;
+pub mod rollouts;
 pub mod server;
 pub mod tokens;
 

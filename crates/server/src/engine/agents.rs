@@ -71,7 +71,9 @@ fn audit(resource: &str, kind: &str, detail: serde_json::Value, now: Now, fx: &m
 }
 
 fn view(state: &State, node: &str, now: Now) -> Option<AgentView> {
-    state.agents.view(&state.configs, &state.locks, node, now)
+    state
+        .agents
+        .view(&state.configs, &state.locks, &state.rollouts, node, now)
 }
 
 impl Engine {
@@ -130,25 +132,34 @@ impl Engine {
                 return Err(AgentRefusal::NotRegistered(node.to_owned()));
             }
             let config = report.config.clone();
+            let config_for_err = config.clone();
             let detail = json!({
                 "node": node, "config": report.config, "rev": report.rev,
                 "state": report.state, "applied_rev": report.applied_rev,
                 "applied_token": report.applied_token, "error": report.error,
             });
             let event = report_event(report.state);
+            let (rev, apply, applied_rev) = (report.rev, report.state, report.applied_rev);
             let (mutation, changed) =
                 state
                     .agents
                     .report(node, report, now.wall_ms)
                     .ok_or_else(|| AgentRefusal::NotItsConfig {
                         node: node.to_owned(),
-                        config,
+                        config: config_for_err,
                     })?;
             if let Some(mutation) = mutation {
                 fx.push(Effect::Persist(mutation));
             }
             if changed {
                 audit(&agent_resource(node), event, detail, now, fx);
+                let report = locksmith_rollout::Event::Report {
+                    node: node.to_owned(),
+                    rev,
+                    state: super::rollouts::report_state(apply),
+                    applied_rev,
+                };
+                super::rollouts::on_report(state, &config, report, now, fx);
             }
             view(state, node, now).ok_or_else(|| AgentRefusal::NotRegistered(node.to_owned()))
         })
@@ -240,7 +251,15 @@ impl Engine {
                 .configs
                 .iter()
                 .filter_map(|c| {
-                    model::desired(&state.configs, &state.locks, &state.agents, node, c, now)
+                    model::desired(
+                        &state.configs,
+                        &state.locks,
+                        &state.agents,
+                        &state.rollouts,
+                        node,
+                        c,
+                        now,
+                    )
                 })
                 .collect();
             Some((reg.configs.clone(), desired))

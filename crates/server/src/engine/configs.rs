@@ -204,7 +204,7 @@ impl Engine {
 }
 
 /// The writer of a fenced change, if `fence` is a live holder of `resource` now.
-fn fenced_writer<E>(
+pub(super) fn fenced_writer<E>(
     state: &mut super::State,
     resource: &str,
     fence: FenceArg,
@@ -225,7 +225,7 @@ fn fenced_writer<E>(
 
 /// Puts an applied change's records and its audit record (resource `configs/NAME`, the lease
 /// and token it was written under) into the step's batch, and returns its value.
-fn persist<T>(
+pub(super) fn persist<T>(
     applied: Applied<T>,
     resource: &str,
     fence: Option<FenceArg>,

@@ -32,6 +32,7 @@ mod configs;
 mod driver;
 mod ops;
 mod reads;
+mod rollouts;
 mod state;
 mod step;
 mod tokens;
@@ -54,6 +55,7 @@ pub use agents::{
     AgentRefusal, EVENT_REGISTERED, EVENT_SHADOWED, Targets, agent_resource, report_event,
 };
 pub use configs::{ConfigWrite, FenceArg, Fenced};
+pub use rollouts::{RolloutRefusal, report_state};
 pub use state::State;
 pub use step::{Stepped, step, step_as};
 pub use tokens::Published;

@@ -27,6 +27,9 @@ pub struct State {
     /// Registered endpoint agents and their last reports (restored at boot from the `agents`
     /// and `agent_reports` record spaces), with their presence and shadows (in memory only).
     pub agents: crate::domains::agents::model::Agents,
+    /// Every rollout and the overrides of the running ones (restored at boot from the
+    /// `rollouts` record space).
+    pub rollouts: crate::domains::rollouts::model::Rollouts,
     /// Which token acquired each lease (in memory; see `Acquirers`).
     pub acquirers: Acquirers,
     /// The last audit `seq` issued. One sequence for every domain's records — the audit log and
@@ -44,6 +47,7 @@ impl State {
             tokens: TokenTable::new(),
             configs: locksmith_config::Configs::new(),
             agents: crate::domains::agents::model::Agents::new(),
+            rollouts: crate::domains::rollouts::model::Rollouts::new(),
             acquirers: Acquirers::default(),
             audit_seq,
         }
@@ -64,15 +68,24 @@ impl State {
         Self { agents, ..self }
     }
 
+    /// The same state with the rollouts restored from the store.
+    pub fn with_rollouts(self, rollouts: crate::domains::rollouts::model::Rollouts) -> Self {
+        Self { rollouts, ..self }
+    }
+
     /// When something of any domain next runs out (a lease, a wait, a lock-delay, a hold): the
     /// instant the driver must step with nothing asked ([`advance`](Self::advance)).
     pub fn next_deadline(&self) -> Option<Mono> {
-        self.locks.next_deadline()
+        let locks = self.locks.next_deadline();
+        let rollouts = self.rollouts.next_deadline();
+        locks.into_iter().chain(rollouts).min()
     }
 
     /// Runs every domain's clock forward to `now`: whatever is due runs out. Returns how many
     /// leases expired.
     pub fn advance(&mut self, now: Now, fx: &mut Effects) -> usize {
+        // Rollouts first: their leases are renewed before the table runs expiries.
+        super::rollouts::advance(self, now, fx);
         self.locks.advance(now, fx)
     }
 }

@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use locksmith_api::agents::{AgentReport, AgentView, ApplyState, DesiredRevision, EndpointConfig};
 use locksmith_config::{Configs, resource_of};
 use locksmith_core::{InvalidRequest, LockTable, Mutation, Now};
+
+use crate::domains::rollouts::model::Rollouts;
 use serde::{Deserialize, Serialize};
 
 /// The record space of registrations, keyed by node.
@@ -156,8 +158,9 @@ pub fn matches(labels: &BTreeMap<String, String>, selector: &[(String, String)])
 }
 
 /// What the desired stream sends `node` for `config` now: the config's current revision,
-/// unless an override targets the node — a shadow now; issue 20's rollouts add theirs here, and
-/// nowhere else. `None` while the config has no current revision and nothing overrides it.
+/// unless an override targets the node — a running rollout's (or an ended one's, while the
+/// config's current revision is the one current when it ended), else a shadow — and nowhere
+/// else. `None` while the config has no current revision and nothing overrides it.
 ///
 /// `fence` is the fence of `configs/NAME`: the newest token of its live holders, or — with no
 /// holder now — the highest token any revision of the config was written under. The lock
@@ -167,21 +170,28 @@ pub fn desired(
     configs: &Configs,
     locks: &LockTable,
     agents: &Agents,
+    rollouts: &Rollouts,
     node: &str,
     config: &str,
     now: Now,
 ) -> Option<DesiredRevision> {
     let current = configs.current(config);
     let current_rev = current.map(|m| m.rev);
+    let rollout = rollouts
+        .override_for(config, node, current_rev)
+        .and_then(|rev| configs.revision(config, rev));
     let shadow = agents
         .shadows
         .get(config)
         .and_then(|by_node| by_node.get(node))
         .filter(|s| s.while_current == current_rev)
         .and_then(|s| configs.revision(config, s.rev));
-    let (meta, is_shadow) = match shadow {
-        Some(meta) => (meta, true),
-        None => (current?, false),
+    // A rollout's override first: it holds the config's lock, and its planner counts on
+    // each node it reached running what it sent.
+    let (meta, is_shadow) = match (rollout, shadow) {
+        (Some(meta), _) => (meta, false),
+        (None, Some(meta)) => (meta, true),
+        (None, None) => (current?, false),
     };
     let holders = locks.resource(&resource_of(config), now).holders;
     let live = holders.iter().map(|h| h.token.0).max();
@@ -408,6 +418,26 @@ impl Agents {
         entry.streams > 0 || now_ms.saturating_sub(entry.last_seen_ms) <= ONLINE_WINDOW_MS
     }
 
+    /// The endpoints that apply `config`, as a rollout plans them at `now_ms`: labels,
+    /// presence, and the revision each has applied (its last report's; 0: none) — which is
+    /// also its last-known-good, where a rollback returns it.
+    pub fn endpoints(&self, config: &str, now_ms: u64) -> Vec<locksmith_rollout::Endpoint> {
+        self.nodes
+            .values()
+            .filter(|e| e.reg.configs.iter().any(|c| c == config))
+            .map(|e| {
+                let applied = e.reports.get(config).map_or(0, |r| r.report.applied_rev);
+                locksmith_rollout::Endpoint {
+                    node: e.reg.node.clone(),
+                    labels: e.reg.labels.clone(),
+                    online: Self::online(e, now_ms),
+                    applied_rev: applied,
+                    last_known_good: applied,
+                }
+            })
+            .collect()
+    }
+
     /// How many agents are online at `now_ms`.
     pub fn online_count(&self, now_ms: u64) -> usize {
         self.nodes
@@ -421,13 +451,14 @@ impl Agents {
         &self,
         configs: &Configs,
         locks: &LockTable,
+        rollouts: &Rollouts,
         node: &str,
         now: Now,
     ) -> Option<AgentView> {
         let entry = self.nodes.get(node)?;
         let endpoint = |config: &String| {
             let stored = entry.reports.get(config);
-            let desired_rev = match desired(configs, locks, self, node, config, now) {
+            let desired_rev = match desired(configs, locks, self, rollouts, node, config, now) {
                 Some(d) if !d.shadow => Some(d.rev),
                 _ => configs.current(config).map(|m| m.rev),
             };

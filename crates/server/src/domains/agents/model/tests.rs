@@ -81,23 +81,67 @@ fn desired_is_current_unless_a_shadow_targets_the_node_while_its_base_is_current
     agents.register(reg("d1", &[], &["aim.conf"]), T0);
     agents.register(reg("d2", &[], &["aim.conf"]), T0);
     assert_eq!(
-        desired(&configs, &locks, &agents, "d1", "aim.conf", now(T0)),
+        desired(
+            &configs,
+            &locks,
+            &agents,
+            &Rollouts::new(),
+            "d1",
+            "aim.conf",
+            now(T0)
+        ),
         None
     );
 
     let r1 = write(&mut configs, "aim.conf", "a = 1\n", 5, false);
     let draft = write(&mut configs, "aim.conf", "a = 2\n", 9, true);
-    let d = desired(&configs, &locks, &agents, "d1", "aim.conf", now(T0)).expect("desired");
+    let d = desired(
+        &configs,
+        &locks,
+        &agents,
+        &Rollouts::new(),
+        "d1",
+        "aim.conf",
+        now(T0),
+    )
+    .expect("desired");
     assert_eq!((d.rev, d.shadow, d.token, d.fence), (r1, false, 5, 9));
 
     agents.shadow("aim.conf", draft, Some(r1), &["d1".to_owned()]);
-    let d1 = desired(&configs, &locks, &agents, "d1", "aim.conf", now(T0)).expect("d1");
-    let d2 = desired(&configs, &locks, &agents, "d2", "aim.conf", now(T0)).expect("d2");
+    let d1 = desired(
+        &configs,
+        &locks,
+        &agents,
+        &Rollouts::new(),
+        "d1",
+        "aim.conf",
+        now(T0),
+    )
+    .expect("d1");
+    let d2 = desired(
+        &configs,
+        &locks,
+        &agents,
+        &Rollouts::new(),
+        "d2",
+        "aim.conf",
+        now(T0),
+    )
+    .expect("d2");
     assert_eq!((d1.rev, d1.shadow, d1.base_rev), (draft, true, Some(r1)));
     assert_eq!((d2.rev, d2.shadow), (r1, false));
 
     let r3 = write(&mut configs, "aim.conf", "a = 3\n", 11, false);
-    let d1 = desired(&configs, &locks, &agents, "d1", "aim.conf", now(T0)).expect("d1");
+    let d1 = desired(
+        &configs,
+        &locks,
+        &agents,
+        &Rollouts::new(),
+        "d1",
+        "aim.conf",
+        now(T0),
+    )
+    .expect("d1");
     assert_eq!((d1.rev, d1.shadow, d1.fence), (r3, false, 11));
 }
 
@@ -182,8 +226,12 @@ fn restore_rebuilds_registrations_and_reports_from_their_records() {
     let restored = Agents::restore(regs, reports);
     let (configs, locks) = (Configs::new(), LockTable::new(TableConfig::default()));
     let late = now(T0 + 10 * ONLINE_WINDOW_MS);
-    let before = agents.view(&configs, &locks, "d1", late).expect("d1");
-    let after = restored.view(&configs, &locks, "d1", late).expect("d1");
+    let before = agents
+        .view(&configs, &locks, &Rollouts::new(), "d1", late)
+        .expect("d1");
+    let after = restored
+        .view(&configs, &locks, &Rollouts::new(), "d1", late)
+        .expect("d1");
     assert!(before.online && !after.online, "a stream is not durable");
     assert_eq!(after.configs, before.configs);
     assert_eq!(after.labels, before.labels);
