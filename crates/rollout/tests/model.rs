@@ -187,6 +187,7 @@ fn run(scn: &Scenario, crash: Option<(usize, Crash)>) -> RunResult {
     let mut last_result: BTreeMap<usize, (Verdict, u64)> = BTreeMap::new();
     let mut checked: BTreeSet<usize> = BTreeSet::new();
     let mut came_back = false;
+    let mut lost_reports = Vec::new();
 
     while index < 400 {
         if index >= scn.back_after && !came_back {
@@ -240,7 +241,10 @@ fn run(scn: &Scenario, crash: Option<(usize, Crash)>) -> RunResult {
             if mode == Some(Crash::AfterCommands)
                 && let Ok(cmds) = &result
             {
-                queue.extend(fleet.run(cmds));
+                // The endpoints' answers come after the restored run's batch, where they
+                // would come had nothing been killed (the same command again is no news to
+                // an endpoint that has it).
+                lost_reports = fleet.run(cmds);
             }
             // Killed: the machine is gone; restore from the last persisted record and
             // deliver the event again (the driver re-derives it, or the agent re-reports).
@@ -260,7 +264,10 @@ fn run(scn: &Scenario, crash: Option<(usize, Crash)>) -> RunResult {
         {
             last_result.insert(*wave, (*verdict, *samples));
         }
-        let Ok(cmds) = result else { continue };
+        let Ok(cmds) = result else {
+            queue.extend(std::mem::take(&mut lost_reports));
+            continue;
+        };
         for (node, rev) in told_by(&cmds) {
             assert!(told.insert((node.clone(), rev)), "{node} told {rev} twice");
         }
@@ -305,6 +312,7 @@ fn run(scn: &Scenario, crash: Option<(usize, Crash)>) -> RunResult {
             }
         }
         queue.extend(fleet.run(&cmds));
+        queue.extend(std::mem::take(&mut lost_reports));
     }
     // Every run ends: a deadline in the past that changes nothing would spin here.
     assert!(
