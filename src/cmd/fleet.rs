@@ -261,6 +261,7 @@ mod tests {
                     error: Some("lock mismatch: aim.conf HOT — …".into()),
                     received_to_applied_ms: None,
                     diff: None,
+                    metrics: Default::default(),
                 }),
                 reported_at_ms: Some(2_000),
                 shadow_report: None,

@@ -85,7 +85,7 @@ pub enum ApplyState {
 }
 
 /// `POST /v1/agents/{node}/reports`: what happened to one config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentReport {
@@ -108,10 +108,14 @@ pub struct AgentReport {
     /// For shadow reports: the unified diff from the applied content to the shadow's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// Numbers the health hook printed (`metric error_rate=0.002` lines), for rollout gates
+    /// like `--gate 'error_rate < 0.01'`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// One config on one endpoint: what it should run and what it reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndpointConfig {
     /// The config.
@@ -133,7 +137,7 @@ pub struct EndpointConfig {
 }
 
 /// An endpoint, as the fleet listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentView {
     /// The node.
@@ -156,7 +160,7 @@ pub struct AgentView {
 }
 
 /// `GET /v1/fleet`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FleetResponse {
     /// The endpoints the selector matches, by node.

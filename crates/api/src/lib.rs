@@ -13,6 +13,7 @@ mod error;
 pub mod fleetlock;
 pub mod frame;
 mod human;
+pub mod rollouts;
 mod tokens;
 mod wire;
 

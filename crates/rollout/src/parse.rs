@@ -37,7 +37,7 @@ pub enum ParseError {
     )]
     Window { text: String },
     #[error(
-        "--gate {text:?}: expected METRIC OP NUMBER, OP one of < <= > >=, like 'error_rate < 0.01'"
+        "--gate {text:?}: expected METRIC OP NUMBER or prom:QUERY OP NUMBER, OP one of < <= > >=, like 'error_rate < 0.01'"
     )]
     Gate { text: String },
 }
@@ -260,14 +260,23 @@ pub fn parse_window(text: &str) -> Result<Window, ParseError> {
     })
 }
 
-/// `--gate 'error_rate < 0.01'`.
+/// `--gate 'error_rate < 0.01'` (an agent-reported metric) or `--gate 'prom:QUERY < 0.01'` (a
+/// Prometheus query; the last comparison in the text is the gate's, so the query may hold
+/// comparisons of its own).
 pub fn parse_gate(text: &str) -> Result<Gate, ParseError> {
     let err = || ParseError::Gate {
         text: text.to_owned(),
     };
     let t = text.trim();
-    let at = t.find(['<', '>']).ok_or_else(err)?;
-    let (metric, rest) = t.split_at(at);
+    let prom = t.strip_prefix("prom:");
+    let body = prom.unwrap_or(t);
+    let at = if prom.is_some() {
+        body.rfind(['<', '>'])
+    } else {
+        body.find(['<', '>'])
+    }
+    .ok_or_else(err)?;
+    let (subject, rest) = body.split_at(at);
     let (op, number) = if let Some(n) = rest.strip_prefix("<=") {
         (Comparison::Le, n)
     } else if let Some(n) = rest.strip_prefix(">=") {
@@ -279,17 +288,27 @@ pub fn parse_gate(text: &str) -> Result<Gate, ParseError> {
     } else {
         return Err(err());
     };
-    let metric = metric.trim();
-    let valid_name = !metric.is_empty()
-        && metric
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b == b'.');
+    let subject = subject.trim();
     let threshold: f64 = number.trim().parse().map_err(|_| err())?;
-    if !valid_name || !threshold.is_finite() {
+    if !threshold.is_finite() || subject.is_empty() {
+        return Err(err());
+    }
+    if prom.is_some() {
+        return Ok(Gate::Prometheus {
+            name: format!("prom:{subject}"),
+            query: subject.to_owned(),
+            op,
+            threshold,
+        });
+    }
+    let valid_name = subject
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b == b'.');
+    if !valid_name {
         return Err(err());
     }
     Ok(Gate::Metric {
-        metric: metric.to_owned(),
+        metric: subject.to_owned(),
         op,
         threshold,
     })

@@ -16,6 +16,7 @@ use crate::spec::{Canary, Percent, RolloutSpec, Waves};
 
 /// An endpoint as the server knows it when the rollout starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     pub node: String,
     pub labels: BTreeMap<String, String>,
@@ -29,6 +30,7 @@ pub struct Endpoint {
 
 /// Whether a wave is the canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WaveKind {
     Canary,
@@ -37,6 +39,7 @@ pub enum WaveKind {
 
 /// One wave of the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedWave {
     pub kind: WaveKind,
     /// Endpoints reached once this wave is done, counting earlier waves.
@@ -49,6 +52,7 @@ pub struct PlannedWave {
 
 /// The waves, and the endpoints the selector left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub waves: Vec<PlannedWave>,
     /// Selected endpoints, by node.

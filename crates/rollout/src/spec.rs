@@ -12,6 +12,7 @@ use thiserror::Error;
 /// A percentage in hundredths of a percent (basis points): `10%` is 1,000, `0.5%` is 50,
 /// `100%` is 10,000. Integer, so wave and budget arithmetic is exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Percent(pub u32);
 
 impl Percent {
@@ -45,6 +46,7 @@ impl std::fmt::Display for Percent {
 
 /// The first wave: nobody, a count of endpoints, or named nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Canary {
     None,
@@ -57,6 +59,7 @@ pub enum Canary {
 /// How the waves after the canary grow. Percentages are cumulative, of the whole selected
 /// fleet (canary included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Waves {
     /// `--waves 10%,50%,100%`: strictly increasing, the last one 100 %.
@@ -71,6 +74,7 @@ pub enum Waves {
 /// How many failed endpoints a wave tolerates. A wave fails when its failures are MORE than
 /// the allowance: exactly at it still passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Budget {
     /// `--max-failures 2`.
@@ -91,6 +95,7 @@ impl Budget {
 
 /// Where the rollout stops for acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HoldAfter {
     None,
@@ -102,6 +107,7 @@ pub enum HoldAfter {
 
 /// What a failed wave does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Every touched endpoint back to its own last-known-good revision.
@@ -117,6 +123,7 @@ pub enum OnFailure {
 /// midnight UTC. `end < start` spans midnight; `start == end` is refused at parse. An
 /// endpoint that several windows match may be updated inside any of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Window {
     pub label: Option<String>,
     pub value: Option<String>,
@@ -168,6 +175,7 @@ impl Window {
 
 /// A comparison in a metric gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Comparison {
     #[serde(rename = "<")]
     Lt,
@@ -192,6 +200,7 @@ impl Comparison {
 
 /// A health gate beyond the apply state (which every wave checks).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
     /// `--gate 'error_rate < 0.01'` over agent-reported metrics; evaluate with
@@ -201,8 +210,16 @@ pub enum Gate {
         op: Comparison,
         threshold: f64,
     },
-    /// A query the driver runs elsewhere (a Prometheus query); only its verdict arrives.
-    External { name: String, query: String },
+    /// `--gate 'prom:QUERY < 0.01'`: a Prometheus instant query the driver runs at the end of
+    /// the bake; every series it returns is a sample checked against the threshold, and no
+    /// series at all is no data. Only its verdict reaches the planner.
+    Prometheus {
+        /// `prom:QUERY`, as the gate's results and status name it.
+        name: String,
+        query: String,
+        op: Comparison,
+        threshold: f64,
+    },
 }
 
 impl Gate {
@@ -210,13 +227,14 @@ impl Gate {
     pub fn name(&self) -> &str {
         match self {
             Gate::Metric { metric, .. } => metric,
-            Gate::External { name, .. } => name,
+            Gate::Prometheus { name, .. } => name,
         }
     }
 }
 
 /// A rollout request, parsed and validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutSpec {
     /// The config's name.
     pub config: String,

@@ -148,9 +148,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     2
                 };
                 if gated {
-                    spec.gates = vec![Gate::External {
+                    spec.gates = vec![Gate::Prometheus {
                         name: "prom".into(),
                         query: "q".into(),
+                        op: locksmith_rollout::Comparison::Lt,
+                        threshold: 1.0,
                     }];
                 }
                 Scenario {

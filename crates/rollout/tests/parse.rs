@@ -204,3 +204,26 @@ fn spec_validation() {
     s.rev = 0;
     assert_eq!(s.validate(), Err(SpecError::ZeroRevision));
 }
+
+#[test]
+fn a_prometheus_gate_takes_the_last_comparison_so_the_query_may_compare_too() {
+    let gate = parse_gate("prom:sum(rate(errors_total[1m])) > 0 < 0.01").expect("parses");
+    assert_eq!(
+        gate,
+        Gate::Prometheus {
+            name: "prom:sum(rate(errors_total[1m])) > 0".into(),
+            query: "sum(rate(errors_total[1m])) > 0".into(),
+            op: Comparison::Lt,
+            threshold: 0.01,
+        }
+    );
+    assert!(matches!(
+        parse_gate("prom:up >= 1"),
+        Ok(Gate::Prometheus {
+            op: Comparison::Ge,
+            ..
+        })
+    ));
+    assert!(parse_gate("prom: < 1").is_err());
+    assert!(parse_gate("prom:up").is_err());
+}

@@ -187,9 +187,11 @@ fn a_failing_gate_rolls_back_without_waiting_for_the_bake() {
     let mut s = spec(2);
     s.canary = Canary::Count(2);
     s.bake_ms = 60 * MIN;
-    s.gates = vec![Gate::External {
+    s.gates = vec![Gate::Prometheus {
         name: "prom".into(),
         query: "up".into(),
+        op: locksmith_rollout::Comparison::Lt,
+        threshold: 1.0,
     }];
     let mut h = Harness::new(s, &fleet(5, 1));
     h.start();

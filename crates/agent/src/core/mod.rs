@@ -79,6 +79,7 @@ impl Agent {
                 error: None,
                 received_to_applied_ms: None,
                 diff: None,
+                metrics: BTreeMap::new(),
             });
             slots.insert(
                 c.name.clone(),
@@ -355,6 +356,7 @@ fn report(slot: &mut Slot, rev: u64, state: ReportState, error: Option<String>) 
         error,
         received_to_applied_ms: None,
         diff: None,
+        metrics: BTreeMap::new(),
     };
     slot.last_report = Some(r.clone());
     r

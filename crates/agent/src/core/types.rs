@@ -270,7 +270,7 @@ impl Step {
 }
 
 /// What the core asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Fetch a revision's content; answer [`Event::Fetched`] or [`Event::FetchFailed`].
     Fetch {

@@ -7,6 +7,7 @@ use crate::gate::Verdict;
 
 /// What an endpoint reported about the rolled-out config (the agent's report states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportState {
     Applied,
@@ -19,6 +20,7 @@ pub enum ReportState {
 
 /// Something that happened. The driver feeds these with `now_ms` (wall clock, ms, UTC).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The rollout got the config's lock (it was `Pending` behind another one until now).
@@ -71,6 +73,7 @@ pub enum Event {
 /// `(node, revision)` at most once from one persisted state, and setting a node's desired
 /// revision to the one it already has changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Override these nodes' desired revision of the config.
@@ -105,6 +108,7 @@ pub enum Command {
 
 /// Why a rollout is paused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PauseReason {
     Operator {
@@ -129,6 +133,7 @@ pub enum PauseReason {
 
 /// Where a paused rollout goes back to on resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Apply,
@@ -138,6 +143,7 @@ pub enum Phase {
 
 /// The rollout's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Queued behind another rollout of the same config.
@@ -188,6 +194,7 @@ impl State {
 
 /// One endpoint's part in the rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     /// Its wave has not started.
@@ -210,6 +217,7 @@ pub enum NodeStatus {
 
 /// Where an endpoint is left when the rollout ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Landing {
     pub node: String,
     /// The revision it runs, or will run when it comes back or finishes applying.
@@ -221,6 +229,7 @@ pub struct Landing {
 
 /// How a rollout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {
     Succeeded,
@@ -231,6 +240,7 @@ pub enum OutcomeKind {
 
 /// How a rollout ended, and where every selected endpoint is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Outcome {
     pub kind: OutcomeKind,
     pub why: Option<String>,
@@ -239,6 +249,7 @@ pub struct Outcome {
 
 /// A summary for `rollout status` and the event stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Progress {
     pub state: State,
     pub waves: usize,

@@ -57,7 +57,7 @@ pub struct Registration {
 }
 
 /// A last report, as stored in `agent_reports/NODE/CONFIG`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredReport {
     /// The report.
     pub report: AgentReport,

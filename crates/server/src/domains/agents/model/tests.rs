@@ -63,6 +63,7 @@ fn report(config: &str, rev: u64, state: ApplyState) -> AgentReport {
         error: None,
         received_to_applied_ms: Some(3),
         diff: None,
+        metrics: Default::default(),
     }
 }
 
