@@ -429,13 +429,18 @@ mod tests {
             linear: Some("20%".into()),
             ..req()
         };
-        let err = both.to_spec("a").unwrap_err().to_string();
+        let err = both.to_spec("a").expect_err("conflict").to_string();
         assert!(err.contains("--linear"), "{err}");
         let bad = StartRolloutRequest {
             bake: Some("soon".into()),
             ..req()
         };
-        assert!(bad.to_spec("a").unwrap_err().to_string().contains("--bake"));
+        assert!(
+            bad.to_spec("a")
+                .expect_err("bad")
+                .to_string()
+                .contains("--bake")
+        );
         let hold = StartRolloutRequest {
             hold_after: Some("each-wave".into()),
             ..req()
