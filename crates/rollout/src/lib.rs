@@ -37,7 +37,7 @@ pub mod spec;
 
 pub use gate::{Verdict, evaluate_metric};
 pub use machine::types::{
-    Command, Event, Landing, NewError, NodeStatus, Outcome, OutcomeKind, PauseReason, Phase,
+    Command, EndpointState, Event, Landing, NewError, NodeStatus, Outcome, OutcomeKind, PauseReason, Phase,
     Progress, RecordError, Refusal, ReportState, State,
 };
 pub use machine::{RECORD_VERSION, Rollout, state_name};

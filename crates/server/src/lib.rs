@@ -96,6 +96,9 @@ pub struct ServerConfig {
     /// Largest config content accepted, in bytes (`--max-config-bytes`; default 1 MiB, and
     /// never more than one store record holds).
     pub max_config_bytes: usize,
+    /// Prometheus' base URL (`--prometheus-url http://127.0.0.1:9090`) for rollouts' `prom:`
+    /// gates; `None`: a rollout with one is refused (`gates_unavailable`).
+    pub prometheus_url: Option<String>,
 }
 
 /// Whether the server authenticates requests.
@@ -165,6 +168,7 @@ impl Default for ServerConfig {
             metrics_auth: false,
             tls: None,
             max_config_bytes: locksmith_config::DEFAULT_MAX_BYTES,
+            prometheus_url: None,
         }
     }
 }
