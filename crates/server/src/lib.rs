@@ -720,7 +720,8 @@ pub(crate) fn router(app: app::App) -> axum::Router {
     http::router(app, routes)
 }
 
-/// The background tasks that run beside an engine: the reaper and the local probe.
+/// The background tasks that run beside an engine: the reaper, the rollouts driver and the
+/// local probe.
 pub(crate) struct EngineTasks {
     stop: tokio::sync::watch::Sender<bool>,
     handles: Vec<tokio::task::JoinHandle<()>>,
@@ -729,11 +730,18 @@ pub(crate) struct EngineTasks {
 impl EngineTasks {
     pub(crate) fn start(engine: &Engine, config: &ServerConfig, identity: &NodeIdentity) -> Self {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let mut handles = vec![tokio::spawn(reaper::run(
-            engine.clone(),
-            config.gc_interval,
-            stop_rx.clone(),
-        ))];
+        let mut handles = vec![
+            tokio::spawn(reaper::run(
+                engine.clone(),
+                config.gc_interval,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(domains::rollouts::driver::run(
+                engine.clone(),
+                config.prometheus_url.clone(),
+                stop_rx.clone(),
+            )),
+        ];
         match &identity.pid_ns {
             _ if config.probe_interval.is_zero() => {}
             Some(pid_ns) => handles.push(tokio::spawn(probe::run(

@@ -20,8 +20,8 @@ mod gates;
 mod start;
 
 pub use finish::finalize;
-pub use gates::{due_metric_results, prometheus_due};
-pub use start::{cancel, create, try_start};
+pub use gates::{PromQuery, due_metric_results, prometheus_due};
+pub use start::{cancel, check as check_rollout, create, try_start};
 
 use locksmith_api::agents::ApplyState;
 use locksmith_config::{Author, resource_of};
