@@ -14,7 +14,8 @@ use crate::gate::Verdict;
 use crate::plan::{Endpoint, Plan, plan};
 use crate::spec::{HoldAfter, RolloutSpec};
 use types::{
-    Command, EndpointState, Event, NewError, NodeStatus, PauseReason, Phase, Progress, RecordError, Refusal, State,
+    Command, EndpointState, Event, NewError, NodeStatus, PauseReason, Phase, Progress, RecordError,
+    Refusal, State,
 };
 
 /// The record format's version; `from_record` refuses any other.

@@ -440,7 +440,9 @@ impl Agents {
 
     /// Whether `node` is registered and online at `now_ms`.
     pub fn is_online(&self, node: &str, now_ms: u64) -> bool {
-        self.nodes.get(node).is_some_and(|e| Self::online(e, now_ms))
+        self.nodes
+            .get(node)
+            .is_some_and(|e| Self::online(e, now_ms))
     }
 
     /// `node`'s last report about what it runs of `config` (never a shadow's).

@@ -52,32 +52,33 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        let Ok(work) = engine.rollouts(|rollouts, state, now| {
-            let mut work = Work::default();
-            for e in rollouts.all() {
-                if e.stored.promote.is_some() {
-                    work.finalize.push(e.stored.id.clone());
+        let Ok(work) = engine
+            .rollouts(|rollouts, state, now| {
+                let mut work = Work::default();
+                for e in rollouts.all() {
+                    if e.stored.promote.is_some() {
+                        work.finalize.push(e.stored.id.clone());
+                    }
+                    if e.queued()
+                        && rollouts.running(&e.stored.spec.config).is_none()
+                        && !work.kick.contains(&e.stored.spec.config)
+                    {
+                        work.kick.push(e.stored.spec.config.clone());
+                    }
+                    if e.running()
+                        && let Some(p) = &e.planner
+                        && !p.state().is_terminal()
+                    {
+                        work.online_changed |= p
+                            .endpoints()
+                            .iter()
+                            .any(|n| state.agents.is_online(&n.node, now.wall_ms) != n.online);
+                    }
                 }
-                if e.queued()
-                    && rollouts.running(&e.stored.spec.config).is_none()
-                    && !work.kick.contains(&e.stored.spec.config)
-                {
-                    work.kick.push(e.stored.spec.config.clone());
-                }
-                if e.running()
-                    && let Some(p) = &e.planner
-                    && !p.state().is_terminal()
-                {
-                    work.online_changed |= p
-                        .endpoints()
-                        .iter()
-                        .any(|n| state.agents.is_online(&n.node, now.wall_ms) != n.online);
-                }
-            }
-            work.queries = prometheus_due(state, now);
-            work
-        })
-        .await
+                work.queries = prometheus_due(state, now);
+                work
+            })
+            .await
         else {
             continue;
         };

@@ -85,13 +85,15 @@ pub async fn plan(
         .rollouts(|rollouts, state, now| {
             crate::engine::check_rollout(state, &spec, now)?;
             let endpoints = state.agents.endpoints(&config, now.wall_ms);
-            let rollout =
-                Rollout::new(spec.clone(), &endpoints).map_err(RolloutRefusal::New)?;
+            let rollout = Rollout::new(spec.clone(), &endpoints).map_err(RolloutRefusal::New)?;
             let target = state.configs.revision(&config, spec.rev).cloned();
             let metas: BTreeMap<u64, _> = endpoints
                 .iter()
                 .filter_map(|e| {
-                    Some((e.applied_rev, state.configs.revision(&config, e.applied_rev)?.clone()))
+                    Some((
+                        e.applied_rev,
+                        state.configs.revision(&config, e.applied_rev)?.clone(),
+                    ))
                 })
                 .collect();
             let behind: Vec<String> = rollouts

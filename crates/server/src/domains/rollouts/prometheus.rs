@@ -39,6 +39,8 @@ pub async fn instant_query(
             .map(|a| a.iter().map(|s| value(&s["value"])).collect())
             .unwrap_or_default()),
         Some("scalar") => Ok(vec![value(&body["data"]["result"])]),
-        other => Err(PromError(format!("{url}: a {other:?} result cannot be judged"))),
+        other => Err(PromError(format!(
+            "{url}: a {other:?} result cannot be judged"
+        ))),
     }
 }

@@ -71,7 +71,10 @@ async fn start(
     Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<StartRolloutRequest>,
 ) -> Result<(StatusCode, Json<RolloutView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(ops::start(&app, &who, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(ops::start(&app, &who, req).await?),
+    ))
 }
 
 /// A dry run: the waves with their endpoints, and the diff each endpoint would get. Nothing is

@@ -75,7 +75,11 @@ fn summary(entry: &Entry, queued_behind: &[String]) -> String {
             entry.stored.spec.approvals
         ),
         PlannerState::Paused { wave, reason, .. } => {
-            format!("paused at wave {} of {waves}: {}", wave + 1, pause_words(reason))
+            format!(
+                "paused at wave {} of {waves}: {}",
+                wave + 1,
+                pause_words(reason)
+            )
         }
         PlannerState::RollingBack { why, .. } => format!("rolling back: {why}"),
         PlannerState::Frozen { reason } => format!("frozen: {reason}"),
@@ -99,7 +103,9 @@ fn pause_words(reason: &locksmith_rollout::PauseReason) -> String {
             nodes.len(),
             nodes.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
         ),
-        R::NoData => "no endpoint of the wave could report (all offline) and data is required".into(),
+        R::NoData => {
+            "no endpoint of the wave could report (all offline) and data is required".into()
+        }
         R::GateInconclusive { gates } => format!(
             "gate(s) {} inconclusive (too few samples or no data) — resume to judge again or abort",
             gates.join(", ")
@@ -127,9 +133,8 @@ pub fn view(state: &State, entry: &Entry) -> RolloutView {
         let states = planner.endpoints();
         for (index, wave) in planner.plan().waves.iter().enumerate() {
             let members: Vec<_> = states.iter().filter(|e| e.wave == index).collect();
-            let count = |f: &dyn Fn(&NodeStatus) -> bool| {
-                members.iter().filter(|e| f(&e.status)).count()
-            };
+            let count =
+                |f: &dyn Fn(&NodeStatus) -> bool| members.iter().filter(|e| f(&e.status)).count();
             let lat: Vec<u64> = members
                 .iter()
                 .filter_map(|e| {

@@ -53,9 +53,8 @@ impl Engine {
         let Some(content) = self.config_blob(&sha).await? else {
             return Ok(false);
         };
-        Ok(self
-            .run(move |state, now, fx| try_start(state, &id, content, now, fx))
-            .await?)
+        self.run(move |state, now, fx| try_start(state, &id, content, now, fx))
+            .await
     }
 
     /// Feeds an operator's event (approve, pause, resume, abort) to rollout `id`; durable
@@ -153,11 +152,13 @@ impl Engine {
             verdict,
             samples,
         };
-        self.run(move |state, now, fx| match feed(state, id, event, now, fx) {
-            // The wave is no longer baking (paused, failed, aborted meanwhile): nothing to do.
-            Err(RolloutRefusal::Planner(Refusal::NotBaking { .. })) => Ok(()),
-            other => other,
-        })
+        self.run(
+            move |state, now, fx| match feed(state, id, event, now, fx) {
+                // The wave is no longer baking (paused, failed, aborted meanwhile): nothing to do.
+                Err(RolloutRefusal::Planner(Refusal::NotBaking { .. })) => Ok(()),
+                other => other,
+            },
+        )
         .await
     }
 

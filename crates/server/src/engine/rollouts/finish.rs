@@ -25,6 +25,7 @@ pub fn finalize(state: &mut State, id: &str, content: &[u8], now: Now, fx: &mut 
     let lock = entry.stored.lock;
     let resource = resource_of(&spec.config);
     let mut not_promoted = None;
+    let mut promoted = None;
     match lock {
         None => {
             not_promoted = Some(format!(
@@ -44,12 +45,16 @@ pub fn finalize(state: &mut State, id: &str, content: &[u8], now: Now, fx: &mut 
                 }
                 Ok(writer) => {
                     let message = format!("rollout {id}: every wave passed");
-                    match state
-                        .configs
-                        .promote(&spec.config, rev, content, &message, &writer, now.wall_ms)
-                    {
+                    match state.configs.promote(
+                        &spec.config,
+                        rev,
+                        content,
+                        &message,
+                        &writer,
+                        now.wall_ms,
+                    ) {
                         Ok(applied) => {
-                            persist(applied, &resource, Some(fence), now, fx);
+                            promoted = Some(persist(applied, &resource, Some(fence), now, fx).rev);
                         }
                         Err(e) => {
                             not_promoted = Some(format!("promoting revision {rev} failed: {e}"));
@@ -63,6 +68,12 @@ pub fn finalize(state: &mut State, id: &str, content: &[u8], now: Now, fx: &mut 
         return;
     };
     entry.stored.promote = None;
+    if let Some(rev) = promoted {
+        // The promoted revision has the draft's content, which every endpoint already runs:
+        // the rollout's overrides keep them on the draft's number until the next change, so
+        // none applies the same bytes again.
+        entry.stored.ended_current = Some(Some(rev));
+    }
     if let Some(why) = &not_promoted {
         tracing::warn!(rollout = %id, why, "the rollout's draft was not promoted");
         entry.stored.not_promoted = not_promoted.clone();

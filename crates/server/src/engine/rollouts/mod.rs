@@ -25,12 +25,8 @@ pub use start::{cancel, check as check_rollout, create, try_start};
 
 use locksmith_api::agents::ApplyState;
 use locksmith_config::{Author, resource_of};
-use locksmith_core::{
-    AuditKind, AuditRecord, DomainEvent, Effect, Effects, Now, Owner, PlaceHold,
-};
-use locksmith_rollout::{
-    Command, Event, NewError, OutcomeKind, Refusal, ReportState, RolloutSpec,
-};
+use locksmith_core::{AuditKind, AuditRecord, DomainEvent, Effect, Effects, Now, Owner, PlaceHold};
+use locksmith_rollout::{Command, Event, NewError, OutcomeKind, Refusal, ReportState, RolloutSpec};
 use serde_json::json;
 
 use super::State;
@@ -215,6 +211,12 @@ fn carry_out(state: &mut State, id: &str, commands: Vec<Command>, now: Now, fx: 
                 entry.stored.overrides.insert(node.clone(), rev);
                 desired_changed.push((node, rev));
             }
+            // At success, after `PromoteDraft`: the promotion makes a new revision number
+            // with the draft's content, which the endpoints already run — the overrides stay
+            // (and count while that revision is current) so none applies the same bytes again;
+            // a draft left unpromoted keeps them too.
+            Command::ClearOverrides { .. }
+                if entry.stored.promote.is_some() || entry.stored.not_promoted.is_some() => {}
             Command::ClearOverrides { nodes } => {
                 for node in nodes {
                     entry.stored.overrides.remove(&node);
@@ -409,12 +411,10 @@ pub fn sync_online(state: &mut State, now: Now, fx: &mut Effects) {
                     .into_iter()
                     .filter_map(|e| {
                         let online = state.agents.is_online(&e.node, now.wall_ms);
-                        (online != e.online).then(|| {
-                            if online {
-                                Event::Online { node: e.node }
-                            } else {
-                                Event::Offline { node: e.node }
-                            }
+                        (online != e.online).then_some(if online {
+                            Event::Online { node: e.node }
+                        } else {
+                            Event::Offline { node: e.node }
                         })
                     })
                     .collect()
