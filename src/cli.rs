@@ -276,6 +276,11 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 1024 * 1024, value_parser = parse_max_config_bytes, value_name = "BYTES")]
     pub max_config_bytes: usize,
 
+    /// Prometheus' base URL, for rollout gates like --gate 'prom:QUERY < 0.01' (queried at the
+    /// end of each wave's bake). Without it such a rollout is refused with gates_unavailable.
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<String>,
+
     /// Before serving, verify the checksum of every page of the embedded store's database file
     /// (a start after a clean stop skips this; one after a crash has redb verify what it
     /// repairs). Reads the whole file: about 1.5 s per GB.

@@ -143,6 +143,11 @@ impl Exit {
             | ErrorCode::ConfigTooLarge
             | ErrorCode::NotADraft
             | ErrorCode::AgentNotFound
+            | ErrorCode::RolloutNotFound
+            | ErrorCode::InvalidRollout
+            | ErrorCode::RolloutRefused
+            | ErrorCode::NoEndpoints
+            | ErrorCode::GatesUnavailable
             | ErrorCode::Internal => Exit::Other,
         }
     }
