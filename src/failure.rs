@@ -230,6 +230,9 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
         ErrorCode::AgentNotFound => format!("{}: NO SUCH AGENT — {msg}", shown(subject)),
         ErrorCode::RolloutNotFound => format!("{}: NO SUCH ROLLOUT — {msg}", shown(subject)),
         ErrorCode::InvalidRollout => format!("{}: INVALID ROLLOUT — {msg}", shown(subject)),
+        // The server's sentence starts with the rollout it refused and ends with the next
+        // step (`ro-4: alice started this rollout; … another operator runs …`).
+        ErrorCode::RolloutRefused if msg.starts_with(subject) => msg.to_string(),
         ErrorCode::RolloutRefused => format!("{}: REFUSED — {msg}", shown(subject)),
         ErrorCode::NoEndpoints => format!("{}: NO ENDPOINTS — {msg}", shown(subject)),
         ErrorCode::GatesUnavailable => {

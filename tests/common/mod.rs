@@ -4,6 +4,8 @@
 //! never leaks a server or a lock holder. Servers listen on 127.0.0.1 only.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod fleet;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

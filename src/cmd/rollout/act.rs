@@ -1,6 +1,6 @@
 //! The operator actions on a rollout: approve, pause, resume, abort, cancel. Each prints the
 //! rollout's new state in one line (abort: where every endpoint is left); the server records
-//! the token's principal as who acted.
+//! the token's principal as who acted, and its refusals say why and what to do.
 
 use locksmith_api::rollouts::RolloutView;
 use locksmith_client::ClientError;
@@ -12,51 +12,34 @@ use crate::exit::Exit;
 use crate::output::{out, out_json};
 
 pub async fn approve(global: &Global, args: RolloutIdArgs) -> anyhow::Result<Exit> {
-    let next = format!(
-        "see who approved and how many it needs: locksmith rollout status {}",
-        args.id
-    );
-    let client = client_for(global, &args.id)?;
-    let view = client.approve_rollout(&args.id).await;
-    report(view, &args.id, &next, args.json, "approved")
+    let view = client_for(global, &args.id)?
+        .approve_rollout(&args.id)
+        .await;
+    report(view, &args, "approved")
 }
 
 pub async fn pause(global: &Global, args: RolloutIdArgs) -> anyhow::Result<Exit> {
-    let next = format!("see where it stands: locksmith rollout status {}", args.id);
-    let client = client_for(global, &args.id)?;
-    let view = client.pause_rollout(&args.id).await;
-    report(view, &args.id, &next, args.json, "paused")
+    let view = client_for(global, &args.id)?.pause_rollout(&args.id).await;
+    report(view, &args, "paused")
 }
 
 pub async fn resume(global: &Global, args: RolloutIdArgs) -> anyhow::Result<Exit> {
-    let next = format!("see where it stands: locksmith rollout status {}", args.id);
-    let client = client_for(global, &args.id)?;
-    let view = client.resume_rollout(&args.id).await;
-    report(view, &args.id, &next, args.json, "resumed")
+    let view = client_for(global, &args.id)?.resume_rollout(&args.id).await;
+    report(view, &args, "resumed")
 }
 
 pub async fn cancel(global: &Global, args: RolloutIdArgs) -> anyhow::Result<Exit> {
-    let next = format!(
-        "a rollout that started is ended with: locksmith rollout abort {}",
-        args.id
-    );
-    let client = client_for(global, &args.id)?;
-    let view = client.cancel_rollout(&args.id).await;
-    report(view, &args.id, &next, args.json, "cancelled")
+    let view = client_for(global, &args.id)?.cancel_rollout(&args.id).await;
+    report(view, &args, "cancelled")
 }
 
+/// Prints the landing list: every endpoint and the revision it is left on.
 pub async fn abort(global: &Global, args: RolloutAbortArgs) -> anyhow::Result<Exit> {
     let id = args.id.as_str();
     let view = client_for(global, id)?
         .abort_rollout(id, args.rollback)
         .await
-        .map_err(|e| {
-            failure(
-                &e,
-                id,
-                &format!("see where it stands: locksmith rollout status {id}"),
-            )
-        })?;
+        .map_err(|e| failure(&e, id))?;
     if args.json {
         out_json(&view)?;
     } else {
@@ -68,21 +51,23 @@ pub async fn abort(global: &Global, args: RolloutAbortArgs) -> anyhow::Result<Ex
 /// `ro-4: approved — running: applying wave 1 of 3`, or the rollout as JSON.
 fn report(
     view: Result<RolloutView, ClientError>,
-    id: &str,
-    next: &str,
-    json: bool,
+    args: &RolloutIdArgs,
     done: &str,
 ) -> anyhow::Result<Exit> {
-    let view = view.map_err(|e| failure(&e, id, next))?;
-    if json {
+    let view = view.map_err(|e| failure(&e, &args.id))?;
+    if args.json {
         out_json(&view)?;
     } else {
-        out(&format!(
-            "{}: {done} — {}: {}",
-            view.id,
-            state_cell(&view),
-            view.summary
-        ))?;
+        out(&action_line(&view, done))?;
     }
     Ok(Exit::Ok)
+}
+
+fn action_line(view: &RolloutView, done: &str) -> String {
+    format!(
+        "{}: {done} — {}: {}",
+        view.id,
+        state_cell(view),
+        view.summary
+    )
 }

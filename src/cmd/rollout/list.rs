@@ -18,7 +18,7 @@ pub async fn ls(global: &Global, args: RolloutLsArgs) -> anyhow::Result<Exit> {
     let list = client_for(global, subject)?
         .rollouts(args.config.as_deref(), args.all)
         .await
-        .map_err(|e| failure(&e, subject, "check --server and the token"))?;
+        .map_err(|e| failure(&e, subject))?;
     if args.json {
         out_json(&list)?;
     } else if list.rollouts.is_empty() {
@@ -51,7 +51,7 @@ pub async fn history(global: &Global, args: RolloutHistoryArgs) -> anyhow::Resul
     let list = client_for(global, name)?
         .rollouts(Some(name), true)
         .await
-        .map_err(|e| failure(&e, name, "check the config's name"))?;
+        .map_err(|e| failure(&e, name))?;
     if args.json {
         out_json(&list)?;
     } else if list.rollouts.is_empty() {
@@ -128,7 +128,7 @@ mod tests {
             "ro-5 aim.conf 4 queued queued behind ro-4 alice 30s"
         );
         assert!(
-            rows[2].starts_with("ro-4 aim.conf 4 running awaiting approval"),
+            rows[2].starts_with("ro-4 aim.conf 4 running hold point after wave 1 of 2"),
             "{rows:?}"
         );
     }
@@ -140,7 +140,7 @@ mod tests {
         ended.phase = RolloutPhase::Ended;
         ended.outcome = Some(Outcome {
             kind: OutcomeKind::RolledBack,
-            why: Some("wave 0 failed: 1 of 3 failed, 0 allowed".into()),
+            why: Some("wave 1 failed: 1 of 3 failed, 0 allowed".into()),
             endpoints: Vec::new(),
         });
         let mut cancelled = view(3);
@@ -155,7 +155,7 @@ mod tests {
         );
         assert_eq!(
             rows[2],
-            "ro-3 4 alice 5s ago ROLLED BACK wave 0 failed: 1 of 3 failed, 0 allowed"
+            "ro-3 4 alice 5s ago ROLLED BACK wave 1 failed: 1 of 3 failed, 0 allowed"
         );
         assert_eq!(rows[3], "ro-2 4 alice 5s ago cancelled cancelled by bob");
     }

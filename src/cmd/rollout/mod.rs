@@ -54,10 +54,9 @@ fn client_for(global: &Global, subject: &str) -> Result<Client, Failure> {
     super::client(global, ctx(subject))
 }
 
-/// The line for a refused call about `subject`; `next` is the step to suggest when the server
-/// refused the operator action itself (its message says why).
-fn failure(e: &ClientError, subject: &str, next: &str) -> Failure {
-    let _ = next;
+/// The line for a failed call about `subject`. The server's refusals of rollouts name the
+/// rollout and the next step themselves (`src/failure.rs` phrases them).
+fn failure(e: &ClientError, subject: &str) -> Failure {
     Failure::from_client(e, ctx(subject))
 }
 

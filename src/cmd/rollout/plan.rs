@@ -36,7 +36,7 @@ pub fn plan_text(plan: &RolloutPlan) -> String {
     );
     for w in &plan.waves {
         let _ = writeln!(s);
-        s.push_str(&wave_text(w));
+        s.push_str(&wave_text(w, plan.waves.len()));
     }
     let _ = writeln!(s);
     if plan.not_selected.is_empty() {
@@ -86,15 +86,16 @@ pub fn plan_text(plan: &RolloutPlan) -> String {
     s
 }
 
-/// `wave 0 (canary): 3 endpoints, 0 failures allowed`, then NODE, ONLINE, APPLIED REV.
-fn wave_text(w: &PlanWave) -> String {
+/// `wave 1 of 3 (canary): 3 endpoints, 0 failures allowed` (waves count from 1, as the
+/// server's summaries do), then NODE, ONLINE, APPLIED REV.
+fn wave_text(w: &PlanWave, waves: usize) -> String {
     let kind = match w.kind {
         WaveKind::Canary => "canary",
         WaveKind::Wave => "wave",
     };
     let mut s = format!(
-        "wave {} ({kind}): {} endpoint{}, {} failure{} allowed\n",
-        w.index,
+        "wave {} of {waves} ({kind}): {} endpoint{}, {} failure{} allowed\n",
+        w.index + 1,
         w.endpoints.len(),
         plural(w.endpoints.len()),
         w.allowed_failures,
@@ -210,10 +211,10 @@ mod tests {
         assert!(squeezed[0].starts_with(
             "dry run: aim.conf revision 4 to 3 endpoints (selector role=drone) in 2 waves"
         ));
-        let canary = at("wave 0 (canary): 1 endpoint, 0 failures allowed");
+        let canary = at("wave 1 of 2 (canary): 1 endpoint, 0 failures allowed");
         assert_eq!(squeezed[canary + 1], "NODE ONLINE APPLIED REV");
         assert_eq!(squeezed[canary + 2], "drone-1 online 3");
-        let wave = at("wave 1 (wave): 2 endpoints, 1 failure allowed");
+        let wave = at("wave 2 of 2 (wave): 2 endpoints, 1 failure allowed");
         assert_eq!(squeezed[wave + 2], "drone-2 offline 3");
         assert_eq!(squeezed[wave + 3], "drone-3 online -");
         let left_out = at("not selected (matched, left out by the plan): drone-9");

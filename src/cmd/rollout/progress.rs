@@ -18,9 +18,10 @@ fn kind_word(kind: WaveKind) -> &'static str {
     }
 }
 
-/// `wave 1 (canary)`: the bar's label.
-pub fn wave_label(w: &WaveView) -> String {
-    format!("wave {} ({})", w.index, kind_word(w.kind))
+/// `wave 1 of 3 (canary)`: the bar's label. Waves count from 1 here, as the server's summary
+/// counts them (`applying wave 2 of 3`); the JSON's `index` counts from 0.
+pub fn wave_label(w: &WaveView, waves: usize) -> String {
+    format!("wave {} of {waves} ({})", w.index + 1, kind_word(w.kind))
 }
 
 /// Everything but the applied count: `1 failed (0 allowed), 2 offline, 1 waiting for its
@@ -47,11 +48,11 @@ pub fn wave_counts(w: &WaveView) -> String {
     parts.join(", ")
 }
 
-/// One wave as a plain line: `wave 0 (canary): 2/3 applied, 1 failed (0 allowed), …`.
-pub fn wave_line(w: &WaveView) -> String {
+/// One wave as a plain line: `wave 1 of 3 (canary): 2/3 applied, 1 failed (0 allowed), …`.
+pub fn wave_line(w: &WaveView, waves: usize) -> String {
     format!(
         "{}: {}/{} applied, {}",
-        wave_label(w),
+        wave_label(w, waves),
         w.applied,
         w.size,
         wave_counts(w)
@@ -126,7 +127,7 @@ pub fn changed_lines(
         *state = now;
     }
     for (i, w) in view.waves.iter().enumerate() {
-        let line = format!("  {}", wave_line(w));
+        let line = format!("  {}", wave_line(w, view.waves.len()));
         if waves.get(i) != Some(&line) {
             lines.push(line.clone());
             if i < waves.len() {
@@ -164,7 +165,7 @@ impl Bars {
             if i == self.waves.len() {
                 let bar = ProgressBar::new(0)
                     .with_style(bar_style())
-                    .with_prefix(wave_label(w));
+                    .with_prefix(wave_label(w, view.waves.len()));
                 self.waves.push(self.multi.add(bar));
             }
             let bar = &self.waves[i];
@@ -187,9 +188,9 @@ fn message_style() -> ProgressStyle {
     ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
-/// `wave 1 (wave)  [#######-------]  7/20 applied  1 failed (1 allowed), …`.
+/// `wave 2 of 3 (wave)  [#######-------]  7/20 applied  1 failed (1 allowed), …`.
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("  {prefix:<16} [{bar:30}] {pos:>5}/{len:<5} applied  {msg}")
+    ProgressStyle::with_template("  {prefix:<22} [{bar:30}] {pos:>5}/{len:<5} applied  {msg}")
         .map(|s| s.progress_chars("#>-"))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
@@ -203,12 +204,12 @@ mod tests {
     fn a_wave_line_gives_applied_of_size_failures_with_their_allowance_and_latency() {
         let v = view(10);
         assert_eq!(
-            wave_line(&v.waves[0]),
-            "wave 0 (canary): 2/3 applied, 1 failed (1 allowed), p50 20 ms p99 30 ms"
+            wave_line(&v.waves[0], 2),
+            "wave 1 of 2 (canary): 2/3 applied, 1 failed (1 allowed), p50 20 ms p99 30 ms"
         );
         assert_eq!(
-            wave_line(&v.waves[1]),
-            "wave 1 (wave): 6/7 applied, 0 failed (1 allowed), 1 offline, p50 20 ms p99 30 ms"
+            wave_line(&v.waves[1], 2),
+            "wave 2 of 2 (wave): 6/7 applied, 0 failed (1 allowed), 1 offline, p50 20 ms p99 30 ms"
         );
     }
 
@@ -220,9 +221,9 @@ mod tests {
         assert_eq!(
             first,
             [
-                "ro-4 running — awaiting approval after wave 0 (1 of 2)",
-                "  wave 0 (canary): 2/3 applied, 1 failed (1 allowed), p50 20 ms p99 30 ms",
-                "  wave 1 (wave): 2/2 applied, 0 failed (1 allowed), p50 20 ms p99 30 ms",
+                "ro-4 running — hold point after wave 1 of 2: waiting for 2 approval(s)",
+                "  wave 1 of 2 (canary): 2/3 applied, 1 failed (1 allowed), p50 20 ms p99 30 ms",
+                "  wave 2 of 2 (wave): 2/2 applied, 0 failed (1 allowed), p50 20 ms p99 30 ms",
             ]
         );
         assert!(changed_lines(&mut state, &mut waves, &v).is_empty());
@@ -230,7 +231,9 @@ mod tests {
         v.waves[1].pending = 1;
         assert_eq!(
             changed_lines(&mut state, &mut waves, &v),
-            ["  wave 1 (wave): 1/2 applied, 0 failed (1 allowed), 1 pending, p50 20 ms p99 30 ms"]
+            [
+                "  wave 2 of 2 (wave): 1/2 applied, 0 failed (1 allowed), 1 pending, p50 20 ms p99 30 ms"
+            ]
         );
     }
 

@@ -21,7 +21,7 @@ pub async fn start(global: &Global, args: RolloutStartArgs) -> anyhow::Result<Ex
         let plan = client
             .plan_rollout(&req)
             .await
-            .map_err(|e| failure(&e, name, "check the config and the flags"))?;
+            .map_err(|e| failure(&e, name))?;
         if args.json {
             out_json(&plan)?;
         } else {
@@ -32,7 +32,7 @@ pub async fn start(global: &Global, args: RolloutStartArgs) -> anyhow::Result<Ex
     let view = client
         .start_rollout(&req)
         .await
-        .map_err(|e| failure(&e, name, "check the config and the flags"))?;
+        .map_err(|e| failure(&e, name))?;
     if args.json {
         out_json(&view)?;
     } else {
@@ -41,7 +41,7 @@ pub async fn start(global: &Global, args: RolloutStartArgs) -> anyhow::Result<Ex
     Ok(Exit::Ok)
 }
 
-/// `ro-4: started aim.conf revision 4 — applying wave 0 of 3`, or queued behind whom, then
+/// `ro-4: started aim.conf revision 4 — applying wave 1 of 3`, or queued behind whom, then
 /// the command that follows it.
 pub fn started_text(view: &RolloutView) -> String {
     let first = match view.phase {
@@ -80,10 +80,10 @@ mod tests {
     #[test]
     fn a_started_rollout_says_where_it_is_and_how_to_follow_it() {
         let mut v = view(3);
-        v.summary = "applying wave 0 of 2".into();
+        v.summary = "applying wave 1 of 2".into();
         assert_eq!(
             started_text(&v),
-            "ro-4: started aim.conf revision 4 (sent as 7) — applying wave 0 of 2\n\
+            "ro-4: started aim.conf revision 4 (sent as 7) — applying wave 1 of 2\n\
              follow it: locksmith rollout status ro-4 --watch"
         );
     }

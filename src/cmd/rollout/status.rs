@@ -19,10 +19,7 @@ pub async fn status(global: &Global, args: RolloutStatusArgs) -> anyhow::Result<
     if args.watch {
         return watch(&client, &args).await;
     }
-    let view = client
-        .rollout(id)
-        .await
-        .map_err(|e| failure(&e, id, "list the rollouts: locksmith rollout ls --all"))?;
+    let view = client.rollout(id).await.map_err(|e| failure(&e, id))?;
     if args.json {
         out_json(&view)?;
         return Ok(Exit::Ok);
@@ -39,15 +36,11 @@ pub async fn status(global: &Global, args: RolloutStatusArgs) -> anyhow::Result<
 /// change between the two is missed; a view equal to the last one shown is not shown again.
 async fn watch(client: &Client, args: &RolloutStatusArgs) -> anyhow::Result<Exit> {
     let id = args.id.as_str();
-    let next = "list the rollouts: locksmith rollout ls --all";
     let mut stream = client
         .rollout_events(id)
         .await
-        .map_err(|e| failure(&e, id, next))?;
-    let mut view = client
-        .rollout(id)
-        .await
-        .map_err(|e| failure(&e, id, next))?;
+        .map_err(|e| failure(&e, id))?;
+    let mut view = client.rollout(id).await.map_err(|e| failure(&e, id))?;
     let mut shown = Shown::new(args.json);
     shown.show(&view)?;
     while !is_over(&view) {
@@ -59,10 +52,7 @@ async fn watch(client: &Client, args: &RolloutStatusArgs) -> anyhow::Result<Exit
             Ok(None) => {
                 // The server closes the stream after the last event, and when it stops: one
                 // read tells which.
-                view = client
-                    .rollout(id)
-                    .await
-                    .map_err(|e| failure(&e, id, next))?;
+                view = client.rollout(id).await.map_err(|e| failure(&e, id))?;
                 shown.show(&view)?;
                 if !is_over(&view) {
                     shown.finish();
@@ -80,7 +70,7 @@ async fn watch(client: &Client, args: &RolloutStatusArgs) -> anyhow::Result<Exit
             .warn(),
             Err(e) => {
                 shown.finish();
-                return Err(failure(&e, id, next).into());
+                return Err(failure(&e, id).into());
             }
         }
     }

@@ -143,7 +143,8 @@ fn approvals_line(view: &RolloutView) -> Option<String> {
     Some(format!("{} needed {at}", view.spec.approvals))
 }
 
-/// The per-endpoint table: NODE, WAVE, STATUS, DESIRED, LATENCY MS, ERROR. Past
+/// The per-endpoint table: NODE, WAVE (from 1, as the summary counts), STATUS, DESIRED,
+/// LATENCY MS, ERROR. Past
 /// [`FULL_TABLE_UP_TO`] endpoints (unless `all`), the applied ones are counted, not listed.
 pub fn endpoints_table(view: &RolloutView, all: bool) -> String {
     let terse = !all && view.endpoints.len() > FULL_TABLE_UP_TO;
@@ -159,7 +160,7 @@ pub fn endpoints_table(view: &RolloutView, all: bool) -> String {
         for e in &shown {
             table.add_row([
                 e.node.clone(),
-                e.wave.to_string(),
+                (e.wave + 1).to_string(),
                 status_word(&e.status).to_string(),
                 e.desired_rev.map_or("-".into(), |r| r.to_string()),
                 latency_ms(e).map_or("-".into(), |ms| ms.to_string()),
@@ -327,7 +328,7 @@ pub(super) mod tests {
             created_ms: 0,
             phase: RolloutPhase::Running,
             state: Some(State::AwaitingApproval { wave: 0 }),
-            summary: "awaiting approval after wave 0 (1 of 2)".into(),
+            summary: "hold point after wave 1 of 2: waiting for 2 approval(s)".into(),
             queued_behind: Vec::new(),
             lease: Some(12),
             token: Some(34),
@@ -359,7 +360,9 @@ pub(super) mod tests {
             "{text}"
         );
         assert!(
-            text.contains("state:      running — awaiting approval after wave 0 (1 of 2)"),
+            text.contains(
+                "state:      running — hold point after wave 1 of 2: waiting for 2 approval(s)"
+            ),
             "{text}"
         );
         assert!(
