@@ -427,6 +427,35 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_rollout_action_is_the_servers_sentence_when_it_names_the_rollout() {
+        let refused = |msg: &str| ErrorBody {
+            resource: Some("ro-4".into()),
+            ..ErrorBody::new(ErrorCode::RolloutRefused, msg)
+        };
+        let ctx = Context {
+            subject: "ro-4",
+            wait_flag: "--wait",
+        };
+        let f = Failure::from_client(
+            &api(refused(
+                "ro-4: alice started this rollout; their own approval does not count — another \
+                 operator must approve; another operator runs 'locksmith rollout approve ro-4' \
+                 with their token",
+            )),
+            ctx,
+        );
+        assert_eq!(f.exit, Exit::Other);
+        assert!(
+            f.line
+                .starts_with("ro-4: alice started this rollout; their own approval does not count"),
+            "{}",
+            f.line
+        );
+        let f = Failure::from_client(&api(refused("the config's lock is held")), ctx);
+        assert_eq!(f.line, "ro-4: REFUSED — the config's lock is held");
+    }
+
+    #[test]
     fn odd_subjects_are_quoted() {
         let f = Failure::invalid("", "resource", "must not be empty", "name the lock");
         assert_eq!(

@@ -4,8 +4,8 @@
 //! diff they would get and stores nothing; start → status --json → the starter's own approval
 //! refused in one line → a second operator approves → `status --watch` follows it to its end
 //! and exits 0; a second start of the config is queued and `rollout cancel` withdraws it;
-//! `abort` lists where every endpoint is left; `status --watch` of a rollout that did not
-//! succeed exits 8.
+//! `abort` lists where every endpoint is left; a canary that fails its health hook rolls back,
+//! named in the outcome, and `status --watch` of a rollout that did not succeed exits 8.
 
 mod common;
 
@@ -423,5 +423,56 @@ fn a_second_start_of_one_config_is_queued_cancel_withdraws_it_and_abort_lists_th
         stdout(&watched).contains("ABORTED"),
         "{}",
         describe(&watched)
+    );
+}
+
+#[test]
+fn a_failed_canary_is_named_in_the_outcome_and_watch_of_the_rolled_back_rollout_exits_8() {
+    let fleet = Fleet::new(2, |_| "role=drone".into());
+    let server = fleet.server();
+    let bad = fleet.put("threshold = \"broken\"\n", true).to_string();
+    let started = ok(server.cli(&["rollout", "start", CONFIG, "--rev", &bad, "--canary", "1"]));
+    let id = started.split(':').next().expect("id").to_owned();
+    let watched = server.cli(&["rollout", "status", &id, "--watch"]);
+    assert_eq!(code(&watched), 8, "{}", describe(&watched));
+    let text = stdout(&watched);
+    let lines = squeezed(&text);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{id}: aim.conf revision {bad}"))
+                && l.contains("ROLLED BACK")),
+        "{text}"
+    );
+    // The canary is back on revision 1, confirmed; the other never left it.
+    assert!(
+        lines.iter().any(|l| l.starts_with("drone-0 1 yes ")),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("drone-1 1 ")), "{text}");
+
+    let status = ok(server.cli(&["rollout", "status", &id]));
+    assert!(status.contains("ROLLED BACK"), "{status}");
+    // Why is the outcome's: the failed wave and its node. (The hook's own error is the
+    // agent's report, which the restore's `applied` replaces.)
+    assert!(
+        status.contains("endpoints failed (drone-0)"),
+        "the failed canary is not named:\n{status}"
+    );
+    let rows = squeezed(&status);
+    assert!(
+        rows.iter().any(|l| l == "drone-0 1 restored 1 - -"),
+        "{status}"
+    );
+    assert!(
+        rows.iter().any(|l| l == "drone-1 2 planned - - -"),
+        "{status}"
+    );
+    let history = ok(server.cli(&["rollout", "history", CONFIG]));
+    assert!(
+        squeezed(&history)
+            .iter()
+            .any(|l| l.starts_with(&format!("{id} {bad} admin ")) && l.contains("ROLLED BACK")),
+        "{history}"
     );
 }

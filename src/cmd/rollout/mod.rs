@@ -93,3 +93,35 @@ fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::rollout::view::tests::view;
+    use locksmith_api::rollouts::Outcome;
+
+    #[test]
+    fn watch_exits_0_only_for_a_rollout_that_succeeded() {
+        let mut v = view(3);
+        assert!(!is_over(&v));
+        v.phase = RolloutPhase::Ended;
+        for (kind, want) in [
+            (OutcomeKind::Succeeded, Exit::Ok),
+            (OutcomeKind::RolledBack, Exit::RolloutNotSucceeded),
+            (OutcomeKind::Frozen, Exit::RolloutNotSucceeded),
+            (OutcomeKind::Aborted, Exit::RolloutNotSucceeded),
+        ] {
+            v.outcome = Some(Outcome {
+                kind,
+                why: None,
+                endpoints: Vec::new(),
+            });
+            assert!(is_over(&v));
+            assert_eq!(exit_of(&v), want, "{kind:?}");
+        }
+        v.phase = RolloutPhase::Cancelled;
+        v.outcome = None;
+        assert!(is_over(&v));
+        assert_eq!(exit_of(&v).code(), 8);
+    }
+}

@@ -2,7 +2,7 @@
 //! its commit → applied latency beside it) when stdout is a terminal, else plain lines — one
 //! per change — that scripts and tests read. `--watch` redraws on every event.
 
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use locksmith_api::rollouts::{RolloutView, WaveKind, WaveView};
@@ -106,9 +106,10 @@ impl WaveProgress {
     }
 
     /// Leaves the bars drawn as they are last, so what follows prints below them.
-    pub fn finish(&self) {
-        if let WaveProgress::Bars(bars) = self {
-            bars.finish();
+    pub fn finish(&self) -> io::Result<()> {
+        match self {
+            WaveProgress::Bars(bars) => bars.finish(),
+            WaveProgress::Lines { .. } => Ok(()),
         }
     }
 }
@@ -162,11 +163,15 @@ impl Bars {
     fn update(&mut self, view: &RolloutView) {
         self.state.set_message(state_line(view));
         for (i, w) in view.waves.iter().enumerate() {
+            // A new bar gets its values before it is added, so it is never drawn empty.
             if i == self.waves.len() {
-                let bar = ProgressBar::new(0)
+                let bar = ProgressBar::new(w.size as u64)
                     .with_style(bar_style())
-                    .with_prefix(wave_label(w, view.waves.len()));
+                    .with_prefix(wave_label(w, view.waves.len()))
+                    .with_position(w.applied as u64)
+                    .with_message(wave_counts(w));
                 self.waves.push(self.multi.add(bar));
+                continue;
             }
             let bar = &self.waves[i];
             bar.set_length(w.size as u64);
@@ -175,11 +180,22 @@ impl Bars {
         }
     }
 
-    fn finish(&self) {
-        self.state.finish();
-        for bar in &self.waves {
-            bar.finish();
+    /// Stops redrawing, leaving each bar where it is (`abandon`: `finish` would fill it), and
+    /// ends the bars' last line, which indicatif leaves open to redraw in place.
+    fn finish(&self) -> io::Result<()> {
+        if self.state.is_finished() {
+            return Ok(());
         }
+        self.state.abandon();
+        for bar in &self.waves {
+            bar.abandon();
+        }
+        if self.multi.is_hidden() {
+            return Ok(());
+        }
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout)?;
+        stdout.flush()
     }
 }
 
@@ -190,7 +206,7 @@ fn message_style() -> ProgressStyle {
 
 /// `wave 2 of 3 (wave)  [#######-------]  7/20 applied  1 failed (1 allowed), …`.
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("  {prefix:<22} [{bar:30}] {pos:>5}/{len:<5} applied  {msg}")
+    ProgressStyle::with_template("  {prefix:<22} [{bar:24}] {pos}/{len} applied, {msg}")
         .map(|s| s.progress_chars("#>-"))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
@@ -246,7 +262,9 @@ mod tests {
         assert_eq!(bars.waves[1].length(), Some(7));
         assert_eq!(bars.waves[1].position(), 6);
         assert!(bars.waves[1].message().contains("1 offline"));
-        bars.finish();
+        bars.finish().expect("hidden: nothing written");
         assert!(bars.waves.iter().all(ProgressBar::is_finished));
+        // Left where they were, not filled.
+        assert_eq!(bars.waves[1].position(), 6);
     }
 }

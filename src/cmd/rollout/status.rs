@@ -27,7 +27,7 @@ pub async fn status(global: &Global, args: RolloutStatusArgs) -> anyhow::Result<
     out(header(&view, now_ms()).trim_end())?;
     let mut progress = WaveProgress::for_stdout();
     progress.update(&view)?;
-    progress.finish();
+    progress.finish()?;
     out(endpoints_table(&view, args.all).trim_end())?;
     Ok(Exit::Ok)
 }
@@ -55,7 +55,7 @@ async fn watch(client: &Client, args: &RolloutStatusArgs) -> anyhow::Result<Exit
                 view = client.rollout(id).await.map_err(|e| failure(&e, id))?;
                 shown.show(&view)?;
                 if !is_over(&view) {
-                    shown.finish();
+                    shown.finish()?;
                     return Err(stream_ended(id).into());
                 }
             }
@@ -69,12 +69,12 @@ async fn watch(client: &Client, args: &RolloutStatusArgs) -> anyhow::Result<Exit
             )
             .warn(),
             Err(e) => {
-                shown.finish();
+                shown.finish()?;
                 return Err(failure(&e, id).into());
             }
         }
     }
-    shown.finish();
+    shown.finish()?;
     if !args.json {
         out(landing_text(&view).trim_end())?;
     }
@@ -121,9 +121,10 @@ impl Shown {
         Ok(())
     }
 
-    fn finish(&self) {
-        if let Shown::Waves(progress) = self {
-            progress.finish();
+    fn finish(&self) -> std::io::Result<()> {
+        match self {
+            Shown::Waves(progress) => progress.finish(),
+            Shown::Json(_) => Ok(()),
         }
     }
 }
