@@ -105,7 +105,7 @@ pub fn history_table(rollouts: &[RolloutView], now_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::rollout::view::tests::view;
+    use crate::cmd::rollout::fixture::view;
     use locksmith_api::rollouts::{Outcome, OutcomeKind, RolloutPhase};
 
     fn squeezed(text: &str) -> Vec<String> {

@@ -10,6 +10,8 @@
 //! - `act`: approve, pause, resume, abort, cancel.
 
 mod act;
+#[cfg(test)]
+mod fixture;
 mod list;
 mod plan;
 mod progress;
@@ -97,7 +99,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::rollout::view::tests::view;
+    use crate::cmd::rollout::fixture::view;
     use locksmith_api::rollouts::Outcome;
 
     #[test]

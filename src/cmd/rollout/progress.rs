@@ -214,7 +214,7 @@ fn bar_style() -> ProgressStyle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::rollout::view::tests::view;
+    use crate::cmd::rollout::fixture::view;
 
     #[test]
     fn a_wave_line_gives_applied_of_size_failures_with_their_allowance_and_latency() {

@@ -75,7 +75,7 @@ pub fn started_text(view: &RolloutView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::rollout::view::tests::view;
+    use crate::cmd::rollout::fixture::view;
 
     #[test]
     fn a_started_rollout_says_where_it_is_and_how_to_follow_it() {
