@@ -3,3 +3,4 @@
 //! commands (per-node overrides of the desired revision) written together.
 
 pub mod model;
+pub mod prometheus;
