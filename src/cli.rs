@@ -14,8 +14,10 @@ use crate::output::{Column, parse_column};
 
 mod agent;
 mod config;
+mod rollout;
 pub use agent::*;
 pub use config::*;
+pub use rollout::*;
 
 /// Ghost-proof locks for fleets: a lock server and its command-line client.
 #[derive(Debug, Parser)]
@@ -157,6 +159,10 @@ pub enum Command {
     /// The endpoints running `locksmith agent`: what each runs and reported.
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Roll a config revision out to the fleet: canary, waves, health gates, approvals,
+    /// rollback; status, ls, history, approve, pause, resume, abort, cancel.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Internal: the process `run` starts to own the lock and supervise its command.

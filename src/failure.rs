@@ -96,6 +96,10 @@ impl Failure {
                 "{}: {e}; pass the node's name, e.g. --node drone-7",
                 shown(ctx.subject)
             ),
+            ClientError::InvalidRolloutId { .. } => format!(
+                "{}: {e}; list them with 'locksmith rollout ls --all'",
+                shown(ctx.subject)
+            ),
             ClientError::Decode { .. } => format!(
                 "{}: unexpected answer — {e}; check that --server points at a Locksmith server",
                 shown(ctx.subject)
