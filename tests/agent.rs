@@ -2,7 +2,7 @@
 //! files end to end, survives kill -9 at every apply step, restores last-known-good when a
 //! hook fails, refuses a stale fence with the `lock mismatch` line, keeps its state across
 //! restarts, catches up after being offline, stays within its node, reclaims dead local lock
-//! holders, and defers while the apply-lock exists.
+//! holders, defers while the apply-lock exists, and reports its health hook's metrics.
 
 mod common;
 
@@ -316,6 +316,29 @@ fn a_failing_health_hook_restores_last_known_good_and_reports_failed_then_the_ne
     let rev3 = env.put("threshold = 3\n", &[]);
     env.wait_applied(rev3);
     assert_eq!(read(&env.target()).as_deref(), Some("threshold = 3\n"));
+}
+
+#[test]
+fn the_health_hooks_metric_lines_reach_the_fleet_view_in_the_configs_report() {
+    let env = Env::new();
+    // The service's "error rate" is the file's `rate`; one malformed metric line is ignored.
+    let health = "sed -n 's/^rate = /metric error_rate=/p' \"$LOCKSMITH_FILE\"; \
+                  echo 'metric p99_ms=12'; echo 'metric broken'; echo done";
+    let _agent = env.agent(&["--health", health], &[]);
+    let rev1 = env.put("rate = 0.002\n", &[]);
+    let r = env.wait_applied(rev1);
+    assert_eq!(r["metrics"]["error_rate"], 0.002, "{r}");
+    assert_eq!(r["metrics"]["p99_ms"], 12.0, "{r}");
+    assert_eq!(r["metrics"].as_object().map(|m| m.len()), Some(2), "{r}");
+    // The next revision's report has that revision's numbers.
+    let rev2 = env.put("rate = 0.25\n", &[]);
+    let r = env.wait_applied(rev2);
+    assert_eq!(r["metrics"]["error_rate"], 0.25, "{r}");
+    let log = env.log();
+    assert!(
+        log.contains("metric broken") && log.contains("no `=`"),
+        "the malformed line is logged:\n{log}"
+    );
 }
 
 #[test]

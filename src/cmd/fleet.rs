@@ -170,8 +170,8 @@ fn state_word(s: ApplyState) -> &'static str {
 }
 
 /// `fleet show NODE`: the endpoint, then each config's desired and applied revision, its last
-/// report and error (a `lock mismatch` line for a refusal), and the last shadow's outcome and
-/// diff, apart.
+/// report, error (a `lock mismatch` line for a refusal) and health metrics, and the last
+/// shadow's outcome and diff, apart.
 pub fn show_text(a: &AgentView, now_ms: u64) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "node:       {}", a.node);
@@ -212,6 +212,10 @@ pub fn show_text(a: &AgentView, now_ms: u64) -> String {
         }
         if let Some(e) = &r.error {
             let _ = writeln!(s, "  error:    {e}");
+        }
+        if !r.metrics.is_empty() {
+            let pairs: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(s, "  metrics:  {}", pairs.join(" "));
         }
         if let Some(shadow) = &c.shadow_report {
             let _ = writeln!(
@@ -294,5 +298,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("applied:  revision 2 (token 5)"), "{text}");
+        assert!(!text.contains("metrics:"), "{text}");
+    }
+
+    #[test]
+    fn fleet_show_gives_the_health_hooks_metrics() {
+        let mut v = view();
+        if let Some(r) = v.configs[0].report.as_mut() {
+            r.state = ApplyState::Applied;
+            r.metrics = BTreeMap::from([("error_rate".into(), 0.002), ("p99_ms".into(), 12.0)]);
+        }
+        let text = show_text(&v, 4_000);
+        assert!(
+            text.contains("metrics:  error_rate=0.002 p99_ms=12\n"),
+            "{text}"
+        );
     }
 }

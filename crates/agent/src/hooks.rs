@@ -1,5 +1,7 @@
-//! Running hooks: `sh -c COMMAND` with a timeout, keeping the tail of the output.
+//! Running hooks: `sh -c COMMAND` with a timeout, keeping the tail of the output (and, for the
+//! health hook, the `metric` lines of all of it).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::core::types::{HookKind, HookResult, HookStatus};
+use crate::metrics::MetricLines;
 
 /// How much of a hook's output is kept: its last 4 KiB.
 pub const TAIL_BYTES: usize = 4096;
@@ -41,7 +44,9 @@ pub trait Hooks {
 
 /// Runs each hook as `sh -c COMMAND` in its own process group, stderr merged into stdout,
 /// with `LOCKSMITH_CONFIG`, `LOCKSMITH_REV` and `LOCKSMITH_FILE` set. At the timeout the
-/// whole group is killed (SIGKILL), so a hook's children do not outlive it.
+/// whole group is killed (SIGKILL), so a hook's children do not outlive it. The health hook's
+/// `metric NAME=VALUE` lines become [`HookResult::metrics`]; malformed ones are logged (warn)
+/// and ignored.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShellHooks;
 
@@ -67,20 +72,26 @@ impl Hooks for ShellHooks {
                         error: e.to_string(),
                     },
                     tail: String::new(),
+                    metrics: BTreeMap::new(),
                 };
             }
         };
         let (done, finished) = mpsc::channel::<()>();
-        let tail = Arc::new(Mutex::new(Tail::default()));
+        let output = Arc::new(Mutex::new(Output {
+            tail: Tail::default(),
+            // Only the health hook's metrics are reported: other hooks' output is not parsed.
+            metrics: (run.kind == HookKind::Health).then(MetricLines::default),
+        }));
         if let Some(mut out) = child.stdout.take() {
-            let tail = Arc::clone(&tail);
+            let output = Arc::clone(&output);
             thread::spawn(move || {
                 let mut buf = [0u8; 8192];
                 while let Ok(n) = out.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
-                    tail.lock()
+                    output
+                        .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(&buf[..n]);
                 }
@@ -99,6 +110,7 @@ impl Hooks for ShellHooks {
                             error: e.to_string(),
                         },
                         tail: String::new(),
+                        metrics: BTreeMap::new(),
                     };
                 }
             }
@@ -123,10 +135,43 @@ impl Hooks for ShellHooks {
         };
         // A child the hook left running may hold the pipe open: wait for the output briefly.
         let _ = finished.recv_timeout(Duration::from_millis(200));
-        let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
+        let metrics = match output.metrics.take() {
+            Some(lines) => {
+                let (metrics, malformed) = lines.finish();
+                for m in malformed {
+                    tracing::warn!(
+                        config = %run.config,
+                        rev = run.rev,
+                        "health hook: ignoring {:?}: {}",
+                        m.line,
+                        m.error
+                    );
+                }
+                metrics
+            }
+            None => BTreeMap::new(),
+        };
         HookResult {
             status,
-            tail: String::from_utf8_lossy(&tail.0).into_owned(),
+            tail: String::from_utf8_lossy(&output.tail.0).into_owned(),
+            metrics,
+        }
+    }
+}
+
+/// What is kept of a hook's output as it is read.
+#[derive(Debug)]
+struct Output {
+    tail: Tail,
+    metrics: Option<MetricLines>,
+}
+
+impl Output {
+    fn push(&mut self, bytes: &[u8]) {
+        self.tail.push(bytes);
+        if let Some(m) = &mut self.metrics {
+            m.push(bytes);
         }
     }
 }

@@ -82,6 +82,7 @@ mod driver;
 mod fence;
 pub mod fs;
 mod hooks;
+pub mod metrics;
 mod spec;
 mod state;
 

@@ -278,6 +278,7 @@ fn a_timed_out_reload_is_a_failure_with_its_output() {
         HookResult {
             status: HookStatus::TimedOut { after_ms: 30_000 },
             tail: "waiting for pid\n".into(),
+            ..HookResult::ok()
         },
     );
     rig.desire(desired(2, 1, 1));

@@ -25,6 +25,9 @@ impl Agent {
             Kind::Apply => match job.error.take() {
                 None => {
                     slot.failed = None;
+                    // The applied revision's newest metrics: every `applied` report of it
+                    // (a reconnect's too) carries them.
+                    slot.metrics = std::mem::take(&mut job.metrics);
                     let mut r = report(slot, rev, ReportState::Applied, None);
                     r.received_to_applied_ms = Some(now_ms.saturating_sub(job.received_ms));
                     slot.last_report = Some(r.clone());
@@ -42,7 +45,10 @@ impl Agent {
                     } else {
                         e
                     };
-                    report(slot, rev, ReportState::Failed, Some(why))
+                    let mut r = report(slot, rev, ReportState::Failed, Some(why));
+                    r.metrics = std::mem::take(&mut job.metrics);
+                    slot.last_report = Some(r.clone());
+                    r
                 }
             },
             Kind::Shadow => shadow_report(slot, &mut job),

@@ -2,7 +2,7 @@
 //! operations. Each operation becomes at most one action; its outcome either moves the plan on
 //! or replaces the rest of it with the cleanup that failure needs.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::types::{Desired, HookKind, JobId};
@@ -98,6 +98,8 @@ pub(crate) struct Job {
     pub(crate) interrupted: Option<InFlight>,
     /// For a recovery: whether the target was put back.
     pub(crate) restored: bool,
+    /// What the health hook reported (`metric NAME=VALUE` lines), for the job's report.
+    pub(crate) metrics: BTreeMap<String, f64>,
     /// Fetch retries so far, and whether a fetch is outstanding.
     pub(crate) fetch_attempts: u32,
     pub(crate) fetch_outstanding: bool,
@@ -153,6 +155,7 @@ impl Job {
             restore_failed: false,
             interrupted: None,
             restored: false,
+            metrics: BTreeMap::new(),
             fetch_attempts: 0,
             fetch_outstanding: false,
             retry_at: None,

@@ -46,6 +46,9 @@ struct Slot {
     failed: Option<(u64, String)>,
     /// The revision last reported `deferred`.
     deferred: Option<u64>,
+    /// What the health hook last reported of the applied revision (in memory only: empty
+    /// after a restart until the hook runs again).
+    metrics: BTreeMap<String, f64>,
     last_report: Option<Report>,
 }
 
@@ -92,6 +95,7 @@ impl Agent {
                     pending_shadow: None,
                     failed: None,
                     deferred: None,
+                    metrics: BTreeMap::new(),
                     last_report,
                 },
             );
@@ -345,8 +349,10 @@ impl Agent {
     }
 }
 
-/// A report for `slot` about revision `rev`, remembered as its newest.
+/// A report for `slot` about revision `rev`, remembered as its newest. An `applied` report of
+/// the applied revision carries the health hook's latest metrics of it.
 fn report(slot: &mut Slot, rev: u64, state: ReportState, error: Option<String>) -> Report {
+    let applied = state == ReportState::Applied && rev == slot.state.fence.applied_rev;
     let r = Report {
         config: slot.spec.name.clone(),
         rev,
@@ -356,7 +362,11 @@ fn report(slot: &mut Slot, rev: u64, state: ReportState, error: Option<String>) 
         error,
         received_to_applied_ms: None,
         diff: None,
-        metrics: BTreeMap::new(),
+        metrics: if applied {
+            slot.metrics.clone()
+        } else {
+            BTreeMap::new()
+        },
     };
     slot.last_report = Some(r.clone());
     r

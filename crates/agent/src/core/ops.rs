@@ -290,6 +290,12 @@ impl Agent {
         let Some(op) = job.current else {
             return;
         };
+        // The health hook's metrics go into the report whether it passed or failed.
+        if op == Op::Health
+            && let StepOutcome::Hook(h) = &outcome
+        {
+            job.metrics.clone_from(&h.metrics);
+        }
         let failure = match &outcome {
             StepOutcome::Failed(e) => Some(format!("{}: {e}", describe(op))),
             StepOutcome::Hook(h) if !h.is_ok() => op.hook().map(|k| h.describe(k)),

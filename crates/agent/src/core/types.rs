@@ -1,5 +1,6 @@
 //! What goes into the core (events) and what comes out (actions, reports).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ pub type JobId = u64;
 pub use locksmith_api::agents::DesiredRevision as Desired;
 
 /// An input to [`Agent::handle`](crate::Agent::handle).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A desired revision arrived.
     Desired(Desired),
@@ -59,7 +60,7 @@ pub enum Event {
 }
 
 /// How one [`Step`] went.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StepOutcome {
     /// Done.
     Done,
@@ -124,13 +125,18 @@ pub enum HookStatus {
     },
 }
 
-/// A hook's result: its status and the tail of its output (stdout and stderr, ~4 KiB).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A hook's result: its status, the tail of its output (stdout and stderr, ~4 KiB) and, for
+/// the health hook, the metrics its whole output reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HookResult {
     /// How it ended.
     pub status: HookStatus,
     /// The last bytes of its output, lossily decoded.
     pub tail: String,
+    /// For the health hook: its `metric NAME=VALUE` lines (see [`crate::metrics`]), which
+    /// become the report's metrics, whether the hook passed or failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 impl HookResult {
@@ -139,6 +145,7 @@ impl HookResult {
         Self {
             status: HookStatus::Ok,
             tail: String::new(),
+            metrics: BTreeMap::new(),
         }
     }
 

@@ -42,6 +42,7 @@ impl Scripted {
             HookResult {
                 status: HookStatus::Exit { code },
                 tail: tail.to_owned(),
+                ..HookResult::ok()
             },
         );
     }
