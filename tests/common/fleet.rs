@@ -83,9 +83,14 @@ impl Fleet {
         fleet
     }
 
+    /// Without the wire protocol: its default port (`--listen`'s + 1) is not reserved by
+    /// [`free_port`], so another fleet's server could take it first and this one would not start.
     pub fn start_server(dir: &Path, port: u16) -> ServerProc {
         let listen = format!("127.0.0.1:{port}");
-        ServerProc::start_with(&dir.join("data"), &["--listen", &listen])
+        ServerProc::start_with(
+            &dir.join("data"),
+            &["--listen", &listen, "--wire-listen", "off"],
+        )
     }
 
     pub fn server(&self) -> &ServerProc {
