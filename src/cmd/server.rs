@@ -59,6 +59,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<Exit> {
         },
         metrics_auth: args.metrics_auth,
         max_config_bytes: args.max_config_bytes,
+        prometheus_url: args.prometheus_url.clone(),
 
         tls: args.tls.listeners(),
     };

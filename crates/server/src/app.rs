@@ -45,6 +45,8 @@ pub struct Settings {
     pub metrics_auth: bool,
     /// Largest config content accepted, bytes (`--max-config-bytes`).
     pub max_config_bytes: usize,
+    /// Where rollouts' `prom:` gates are queried (`--prometheus-url`); `None`: nowhere.
+    pub prometheus_url: Option<String>,
 }
 
 impl Settings {
@@ -58,6 +60,7 @@ impl Settings {
             auth: config.auth,
             metrics_auth: config.metrics_auth,
             max_config_bytes: config.max_config_bytes,
+            prometheus_url: config.prometheus_url.clone(),
         })
     }
 }

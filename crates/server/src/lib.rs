@@ -96,6 +96,10 @@ pub struct ServerConfig {
     /// Largest config content accepted, in bytes (`--max-config-bytes`; default 1 MiB, and
     /// never more than one store record holds).
     pub max_config_bytes: usize,
+    /// The Prometheus that rollouts' `prom:` gates query (`--prometheus-url`, `http://host:9090`
+    /// with no trailing slash); `None`: a rollout with such a gate is refused
+    /// `gates_unavailable`.
+    pub prometheus_url: Option<String>,
 }
 
 /// Whether the server authenticates requests.
@@ -165,6 +169,7 @@ impl Default for ServerConfig {
             metrics_auth: false,
             tls: None,
             max_config_bytes: locksmith_config::DEFAULT_MAX_BYTES,
+            prometheus_url: None,
         }
     }
 }
