@@ -14,8 +14,10 @@ use crate::output::{Column, parse_column};
 
 mod agent;
 mod config;
+mod rollout;
 pub use agent::*;
 pub use config::*;
+pub use rollout::*;
 
 /// Ghost-proof locks for fleets: a lock server and its command-line client.
 #[derive(Debug, Parser)]
@@ -157,6 +159,10 @@ pub enum Command {
     /// The endpoints running `locksmith agent`: what each runs and reported.
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Roll a config revision out to the fleet: canary, waves, health gates, approvals,
+    /// rollback; status, ls, history, approve, pause, resume, abort, cancel.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Internal: the process `run` starts to own the lock and supervise its command.
@@ -270,9 +276,8 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 1024 * 1024, value_parser = parse_max_config_bytes, value_name = "BYTES")]
     pub max_config_bytes: usize,
 
-    /// The Prometheus that rollout gates `--gate 'prom:QUERY < N'` query (its HTTP API's base:
-    /// http://host:9090, or with a path prefix). Without it a rollout with such a gate is
-    /// refused (gates_unavailable).
+    /// Prometheus' base URL, for rollout gates like --gate 'prom:QUERY < 0.01' (queried at the
+    /// end of each wave's bake). Without it such a rollout is refused with gates_unavailable.
     #[arg(long, value_parser = parse_prometheus_url, value_name = "URL")]
     pub prometheus_url: Option<String>,
 

@@ -32,6 +32,10 @@ pub enum Exit {
     /// the request (403 `forbidden`); also a token file that cannot be read. Retrying will not
     /// help: a script should stop and say which token to fix.
     Denied,
+    /// 8: `rollout status --watch` followed a rollout to an end other than success: rolled
+    /// back, frozen, aborted, or cancelled while queued. The outcome lists where every endpoint
+    /// was left.
+    RolloutNotSucceeded,
     /// 126: `run` found the command but could not execute it.
     CannotExecute,
     /// 127: `run` could not find the command.
@@ -58,6 +62,8 @@ Exit codes:
   7  access denied: no token or one the server refuses (unauthenticated: malformed, unknown,
      revoked, expired), one whose role, prefixes or node do not allow this (forbidden), or a
      token file that cannot be read
+  8  `rollout status --watch`: the rollout ended without succeeding (rolled back, frozen,
+     aborted or cancelled); the landing revision of every endpoint is listed
 `run` exits with its command's status (128+N if killed by signal N; 126/127 if it cannot be
 executed or found), or with 3, 4, 5 or 7 when the lock could not be taken or was lost.";
 
@@ -73,6 +79,7 @@ impl Exit {
             Exit::Unavailable => 5,
             Exit::Problems => 6,
             Exit::Denied => 7,
+            Exit::RolloutNotSucceeded => 8,
             Exit::CannotExecute => 126,
             Exit::CommandNotFound => 127,
             Exit::Child(code) => code,
@@ -136,6 +143,11 @@ impl Exit {
             | ErrorCode::ConfigTooLarge
             | ErrorCode::NotADraft
             | ErrorCode::AgentNotFound
+            | ErrorCode::RolloutNotFound
+            | ErrorCode::InvalidRollout
+            | ErrorCode::RolloutRefused
+            | ErrorCode::NoEndpoints
+            | ErrorCode::GatesUnavailable
             | ErrorCode::Internal => Exit::Other,
         }
     }
@@ -149,7 +161,8 @@ impl Exit {
             ClientError::Transport { .. } | ClientError::Tls { .. } => Exit::Unavailable,
             ClientError::TlsSetup(_)
             | ClientError::InvalidConfigName(_)
-            | ClientError::InvalidNode { .. } => Exit::Other,
+            | ClientError::InvalidNode { .. }
+            | ClientError::InvalidRolloutId { .. } => Exit::Other,
             ClientError::Decode { .. } => Exit::Other,
         }
     }
@@ -238,6 +251,7 @@ mod tests {
             Exit::Unavailable,
             Exit::Problems,
             Exit::Denied,
+            Exit::RolloutNotSucceeded,
             Exit::CannotExecute,
             Exit::CommandNotFound,
         ] {

@@ -96,6 +96,10 @@ impl Failure {
                 "{}: {e}; pass the node's name, e.g. --node drone-7",
                 shown(ctx.subject)
             ),
+            ClientError::InvalidRolloutId { .. } => format!(
+                "{}: {e}; list them with 'locksmith rollout ls --all'",
+                shown(ctx.subject)
+            ),
             ClientError::Decode { .. } => format!(
                 "{}: unexpected answer — {e}; check that --server points at a Locksmith server",
                 shown(ctx.subject)
@@ -224,6 +228,13 @@ fn api_line(body: &ErrorBody, ctx: Context<'_>) -> String {
         ErrorCode::ConfigTooLarge => format!("{}: TOO LARGE — {msg}", shown(subject)),
         ErrorCode::NotADraft => format!("{}: NOT A DRAFT — {msg}", shown(subject)),
         ErrorCode::AgentNotFound => format!("{}: NO SUCH AGENT — {msg}", shown(subject)),
+        ErrorCode::RolloutNotFound => format!("{}: NO SUCH ROLLOUT — {msg}", shown(subject)),
+        ErrorCode::InvalidRollout => format!("{}: INVALID ROLLOUT — {msg}", shown(subject)),
+        ErrorCode::RolloutRefused => format!("{}: REFUSED — {msg}", shown(subject)),
+        ErrorCode::NoEndpoints => format!("{}: NO ENDPOINTS — {msg}", shown(subject)),
+        ErrorCode::GatesUnavailable => {
+            format!("{}: GATES UNAVAILABLE — {msg}", shown(subject))
+        }
         ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::PayloadTooLarge

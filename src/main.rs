@@ -103,6 +103,7 @@ async fn dispatch(cli: Cli, node_typed: bool) -> anyhow::Result<Exit> {
         Command::Config(command) => cmd::config::config(&global, command).await,
         Command::Agent(args) => cmd::agent::agent(&global, *args).await,
         Command::Fleet(command) => cmd::fleet::fleet(&global, command).await,
+        Command::Rollout(command) => cmd::rollout::rollout(&global, command).await,
         Command::Completions(args) => Ok(cmd::completions::completions(&args)),
         // Dispatched before the runtime starts (see `main`).
         Command::RunSupervisor(_) => Ok(Exit::Usage),

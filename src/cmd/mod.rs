@@ -11,6 +11,7 @@ pub mod holds;
 pub mod lease;
 pub mod liveness;
 pub mod locks;
+pub mod rollout;
 pub mod run;
 pub mod server;
 pub mod status;

@@ -341,7 +341,11 @@ impl ServerProc {
         let log = log.to_path_buf();
         let log_file = File::create(&log).expect("create server log");
         let data = data_dir.to_str().expect("utf-8 data dir");
-        let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data", data];
+        // A `--listen` of the caller's (a fixed port, to restart on it) replaces the default.
+        let mut args = vec!["server", "--data", data];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         let auth_off = extra.windows(2).any(|w| w == ["--auth", "off"]);
         let admin_token = (!auth_off).then(|| data_dir.join("admin.token"));

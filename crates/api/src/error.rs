@@ -97,13 +97,26 @@ pub enum ErrorCode {
     NotADraft,
     /// No agent has registered under that node name.
     AgentNotFound,
+    /// No rollout has that id.
+    RolloutNotFound,
+    /// A rollout flag's value does not parse, or the flags cannot run together; the message
+    /// names the flag and the form it wants.
+    InvalidRollout,
+    /// The rollout cannot take this now: an approval by its starter or a second one by the same
+    /// operator, a resume of a rollout that is not paused, a cancel of one that started, any
+    /// event after it ended. The message says why and what to do.
+    RolloutRefused,
+    /// The rollout's selector matches no endpoint that applies the config.
+    NoEndpoints,
+    /// A `prom:` gate on a server started without `--prometheus-url`.
+    GatesUnavailable,
 }
 
 impl ErrorCode {
     /// The HTTP status for this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest => 400,
+            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::InvalidRollout => 400,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::NotSameNode | ErrorCode::Forbidden => 403,
             ErrorCode::NotHolder
@@ -112,7 +125,8 @@ impl ErrorCode {
             | ErrorCode::TokenNotFound
             | ErrorCode::ConfigNotFound
             | ErrorCode::RevisionNotFound
-            | ErrorCode::AgentNotFound => 404,
+            | ErrorCode::AgentNotFound
+            | ErrorCode::RolloutNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Hot
             | ErrorCode::SlotsMismatch
@@ -127,7 +141,10 @@ impl ErrorCode {
             | ErrorCode::WrongProcess
             | ErrorCode::HolderAlive
             | ErrorCode::AlreadyRevoked
-            | ErrorCode::NotADraft => 409,
+            | ErrorCode::NotADraft
+            | ErrorCode::RolloutRefused
+            | ErrorCode::NoEndpoints
+            | ErrorCode::GatesUnavailable => 409,
             ErrorCode::LeaseExpired | ErrorCode::Broken => 410,
             ErrorCode::PayloadTooLarge | ErrorCode::ConfigTooLarge => 413,
             ErrorCode::InvalidConfig => 422,
@@ -181,6 +198,11 @@ impl ErrorCode {
             ErrorCode::ConfigTooLarge => "config_too_large",
             ErrorCode::NotADraft => "not_a_draft",
             ErrorCode::AgentNotFound => "agent_not_found",
+            ErrorCode::RolloutNotFound => "rollout_not_found",
+            ErrorCode::InvalidRollout => "invalid_rollout",
+            ErrorCode::RolloutRefused => "rollout_refused",
+            ErrorCode::NoEndpoints => "no_endpoints",
+            ErrorCode::GatesUnavailable => "gates_unavailable",
         }
     }
 }

@@ -38,6 +38,13 @@ pub enum ClientError {
         /// The name given.
         node: String,
     },
+    /// A rollout id no URL can carry as one path segment (empty, `.` or `..`): no call was
+    /// made.
+    #[error("rollout id {id:?} cannot be used: rollout ids look like ro-4")]
+    InvalidRolloutId {
+        /// The id given.
+        id: String,
+    },
     /// The server could not be reached or the connection failed mid-call.
     #[error("cannot reach the Locksmith server at {server}: {reason}")]
     Transport {

@@ -12,7 +12,8 @@
 //!
 //! The config store's calls (`Client::configs`, `Client::write_config`, …) are in [`configs`],
 //! with the content codec (text, or base64 for bytes that are not UTF-8); the agents and fleet
-//! calls (`Client::register_agent`, `Client::desired_stream`, `Client::fleet`, …) in `agents`.
+//! calls (`Client::register_agent`, `Client::desired_stream`, `Client::fleet`, …) in `agents`;
+//! the rollouts calls (`Client::start_rollout`, `Client::rollout_events`, …) in `rollouts`.
 
 mod agents;
 mod client;
@@ -20,6 +21,7 @@ pub mod configs;
 mod error;
 pub mod events;
 mod guard;
+mod rollouts;
 pub mod tls;
 mod transport;
 mod wire;

@@ -45,7 +45,7 @@ pub struct Settings {
     pub metrics_auth: bool,
     /// Largest config content accepted, bytes (`--max-config-bytes`).
     pub max_config_bytes: usize,
-    /// Where rollouts' `prom:` gates are queried (`--prometheus-url`); `None`: nowhere.
+    /// Prometheus' base URL for rollouts' `prom:` gates (`--prometheus-url`).
     pub prometheus_url: Option<String>,
 }
 

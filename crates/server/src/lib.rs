@@ -96,9 +96,8 @@ pub struct ServerConfig {
     /// Largest config content accepted, in bytes (`--max-config-bytes`; default 1 MiB, and
     /// never more than one store record holds).
     pub max_config_bytes: usize,
-    /// The Prometheus that rollouts' `prom:` gates query (`--prometheus-url`, `http://host:9090`
-    /// with no trailing slash); `None`: a rollout with such a gate is refused
-    /// `gates_unavailable`.
+    /// Prometheus' base URL (`--prometheus-url http://127.0.0.1:9090`) for rollouts' `prom:`
+    /// gates; `None`: a rollout with one is refused (`gates_unavailable`).
     pub prometheus_url: Option<String>,
 }
 
@@ -721,7 +720,8 @@ pub(crate) fn router(app: app::App) -> axum::Router {
     http::router(app, routes)
 }
 
-/// The background tasks that run beside an engine: the reaper and the local probe.
+/// The background tasks that run beside an engine: the reaper, the rollouts driver and the
+/// local probe.
 pub(crate) struct EngineTasks {
     stop: tokio::sync::watch::Sender<bool>,
     handles: Vec<tokio::task::JoinHandle<()>>,
@@ -730,11 +730,18 @@ pub(crate) struct EngineTasks {
 impl EngineTasks {
     pub(crate) fn start(engine: &Engine, config: &ServerConfig, identity: &NodeIdentity) -> Self {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let mut handles = vec![tokio::spawn(reaper::run(
-            engine.clone(),
-            config.gc_interval,
-            stop_rx.clone(),
-        ))];
+        let mut handles = vec![
+            tokio::spawn(reaper::run(
+                engine.clone(),
+                config.gc_interval,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(domains::rollouts::driver::run(
+                engine.clone(),
+                config.prometheus_url.clone(),
+                stop_rx.clone(),
+            )),
+        ];
         match &identity.pid_ns {
             _ if config.probe_interval.is_zero() => {}
             Some(pid_ns) => handles.push(tokio::spawn(probe::run(

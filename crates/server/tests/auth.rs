@@ -105,8 +105,21 @@ fn expected(method: &str, path: &str) -> Option<Permission> {
             | "/v1/configs/{name}/schema"
             | "/v1/agents/{node}/desired"
             | "/v1/fleet"
-            | "/v1/fleet/{node}",
+            | "/v1/fleet/{node}"
+            | "/v1/rollouts"
+            | "/v1/rollouts/{id}"
+            | "/v1/rollouts/{id}/events",
         ) => P::Read,
+        ("POST", "/v1/rollouts/plan") => P::Read,
+        (
+            "POST",
+            "/v1/rollouts"
+            | "/v1/rollouts/{id}/approve"
+            | "/v1/rollouts/{id}/pause"
+            | "/v1/rollouts/{id}/resume"
+            | "/v1/rollouts/{id}/abort"
+            | "/v1/rollouts/{id}/cancel",
+        ) => P::Operate,
         (
             "POST",
             "/v1/agents/{node}/register"

@@ -14,7 +14,8 @@ use crate::gate::Verdict;
 use crate::plan::{Endpoint, Plan, plan};
 use crate::spec::{HoldAfter, RolloutSpec};
 use types::{
-    Command, Event, NewError, NodeStatus, PauseReason, Phase, Progress, RecordError, Refusal, State,
+    Command, EndpointState, Event, NewError, NodeStatus, PauseReason, Phase, Progress, RecordError,
+    Refusal, State,
 };
 
 /// The record format's version; `from_record` refuses any other.
@@ -118,6 +119,36 @@ impl Rollout {
             .iter()
             .map(|(n, node)| (n.clone(), node.status.clone()))
             .collect()
+    }
+
+    /// Every selected endpoint's part, by node.
+    pub fn endpoints(&self) -> Vec<EndpointState> {
+        self.nodes
+            .iter()
+            .map(|(n, node)| EndpointState {
+                node: n.clone(),
+                wave: node.wave,
+                status: node.status.clone(),
+                online: node.online,
+                applied_rev: node.applied_rev,
+                last_known_good: node.lkg,
+                told: node.issued.clone(),
+                sent_at_ms: (!node.issued.is_empty()).then_some(node.sent_at_ms),
+            })
+            .collect()
+    }
+
+    /// Whether the rollout believes `node` online (`None`: not selected).
+    pub fn node_online(&self, node: &str) -> Option<bool> {
+        self.nodes.get(node).map(|n| n.online)
+    }
+
+    /// The principals that approved hold point `wave` so far.
+    pub fn approvals(&self, wave: usize) -> Vec<String> {
+        self.waves
+            .get(wave)
+            .map(|w| w.approvals.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The whole state, to persist after every `handle` (in the same batch as what its

@@ -215,6 +215,26 @@ pub enum NodeStatus {
     Restored,
 }
 
+/// One endpoint's part in a rollout, as [`crate::Rollout::endpoints`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndpointState {
+    pub node: String,
+    pub wave: usize,
+    pub status: NodeStatus,
+    /// As the rollout last heard.
+    pub online: bool,
+    /// The revision it reported applied last (0: none).
+    pub applied_rev: u64,
+    /// Where a rollback returns it.
+    pub last_known_good: u64,
+    /// The revisions it was told, in order (the rolled-out one, then perhaps its
+    /// last-known-good).
+    pub told: Vec<u64>,
+    /// When the last of them was sent, Unix ms.
+    pub sent_at_ms: Option<u64>,
+}
+
 /// Where an endpoint is left when the rollout ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

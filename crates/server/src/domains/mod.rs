@@ -28,5 +28,6 @@ pub(crate) fn routes(settings: &Settings) -> Vec<Route> {
     routes.extend(tokens::routes::routes());
     routes.extend(configs::routes::routes(settings));
     routes.extend(agents::routes::routes(settings));
+    routes.extend(rollouts::routes::routes());
     routes
 }

@@ -55,7 +55,7 @@ pub use agents::{
     AgentRefusal, EVENT_REGISTERED, EVENT_SHADOWED, Targets, agent_resource, report_event,
 };
 pub use configs::{ConfigWrite, FenceArg, Fenced};
-pub use rollouts::{RolloutRefusal, report_state};
+pub use rollouts::{PromQuery, RolloutRefusal, check_rollout, prometheus_due, report_state};
 pub use state::State;
 pub use step::{Stepped, step, step_as};
 pub use tokens::Published;

@@ -438,6 +438,18 @@ impl Agents {
             .collect()
     }
 
+    /// Whether `node` is registered and online at `now_ms`.
+    pub fn is_online(&self, node: &str, now_ms: u64) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|e| Self::online(e, now_ms))
+    }
+
+    /// `node`'s last report about what it runs of `config` (never a shadow's).
+    pub fn last_report(&self, node: &str, config: &str) -> Option<&StoredReport> {
+        self.nodes.get(node)?.reports.get(config)
+    }
+
     /// How many agents are online at `now_ms`.
     pub fn online_count(&self, now_ms: u64) -> usize {
         self.nodes

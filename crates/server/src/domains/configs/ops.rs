@@ -102,7 +102,7 @@ fn name_it(body: &mut ErrorBody, name: &str) {
 }
 
 /// The content of revision `meta`, from the store.
-async fn blob(app: &App, meta: &RevisionMeta) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn blob(app: &App, meta: &RevisionMeta) -> Result<Vec<u8>, ApiError> {
     app.engine.config_blob(&meta.sha256).await?.ok_or_else(|| {
         ApiError::from(ErrorBody::new(
             ErrorCode::Internal,

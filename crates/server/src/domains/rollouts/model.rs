@@ -64,6 +64,32 @@ pub struct StoredRollout {
     pub outcome: Option<Outcome>,
     /// The config's current revision when it ended (its overrides count while it stays so).
     pub ended_current: Option<Option<u64>>,
+    /// When each node was first sent the rolled-out revision (the step's time), Unix ms.
+    #[serde(default)]
+    pub sent_ms: BTreeMap<String, u64>,
+    /// When each node first reported the rolled-out revision applied, Unix ms.
+    #[serde(default)]
+    pub applied_ms: BTreeMap<String, u64>,
+    /// The gates the planner asked to run and that have not all answered.
+    #[serde(default)]
+    pub gate_run: Option<GateRun>,
+    /// When it ended, Unix ms.
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+    /// Why the draft was left a draft when the rollout succeeded (endpoints outside the
+    /// selector apply the config: promoting would send it to them too).
+    #[serde(default)]
+    pub not_promoted: Option<String>,
+}
+
+/// A `RunGate` the planner issued: the gates of `wave`, judged over `[from_ms, until_ms]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateRun {
+    pub wave: usize,
+    /// The gates still to answer, by name.
+    pub gates: Vec<String>,
+    pub from_ms: u64,
+    pub until_ms: u64,
 }
 
 /// A rollout in memory: its record and its planner.
@@ -273,6 +299,11 @@ mod tests {
                 cancelled: false,
                 outcome: None,
                 ended_current: None,
+                sent_ms: BTreeMap::new(),
+                applied_ms: BTreeMap::new(),
+                gate_run: None,
+                ended_ms: None,
+                not_promoted: None,
             },
             planner,
         }
