@@ -278,7 +278,7 @@ pub struct ServerArgs {
 
     /// Prometheus' base URL, for rollout gates like --gate 'prom:QUERY < 0.01' (queried at the
     /// end of each wave's bake). Without it such a rollout is refused with gates_unavailable.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_parser = parse_prometheus_url, value_name = "URL")]
     pub prometheus_url: Option<String>,
 
     /// Before serving, verify the checksum of every page of the embedded store's database file
@@ -833,10 +833,53 @@ fn parse_max_config_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--prometheus-url`: an `http://` or `https://` URL with a host, without the trailing `/`
+/// (the query path is appended to it).
+fn parse_prometheus_url(s: &str) -> Result<String, String> {
+    let url = s.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !rest.contains(char::is_whitespace) =>
+        {
+            Ok(url.to_owned())
+        }
+        _ => Err(format!(
+            "{s:?} is not Prometheus' URL: give http://HOST:PORT (e.g. http://127.0.0.1:9090), with a path prefix if it has one"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn prometheus_urls_need_a_scheme_and_a_host_and_lose_a_trailing_slash() {
+        assert_eq!(
+            parse_prometheus_url("http://127.0.0.1:9090/"),
+            Ok("http://127.0.0.1:9090".into())
+        );
+        assert_eq!(
+            parse_prometheus_url("https://mon.example/prometheus"),
+            Ok("https://mon.example/prometheus".into())
+        );
+        for bad in [
+            "",
+            "127.0.0.1:9090",
+            "http://",
+            "http:///x",
+            "ftp://h",
+            "http://a b",
+        ] {
+            assert!(parse_prometheus_url(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn durations_accept_units_and_plain_seconds() {

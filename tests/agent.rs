@@ -2,7 +2,8 @@
 //! files end to end, survives kill -9 at every apply step, restores last-known-good when a
 //! hook fails, refuses a stale fence with the `lock mismatch` line, keeps its state across
 //! restarts, catches up after being offline, stays within its node, reclaims dead local lock
-//! holders, defers while the apply-lock exists, and reports its health hook's metrics.
+//! holders, defers while the apply-lock exists, and reports its health hook's metrics (again
+//! every `--health-interval`).
 
 mod common;
 
@@ -339,6 +340,50 @@ fn the_health_hooks_metric_lines_reach_the_fleet_view_in_the_configs_report() {
         log.contains("metric broken") && log.contains("no `=`"),
         "the malformed line is logged:\n{log}"
     );
+}
+
+#[test]
+fn with_a_health_interval_the_agent_reports_fresh_metrics_and_a_failing_check_without_rolling_back()
+{
+    let env = Env::new();
+    let rate = env.path("rate");
+    std::fs::write(&rate, "0.002").expect("write");
+    let health = format!(
+        "r=$(cat {}); [ \"$r\" != down ] || {{ echo service down; exit 1; }}; echo \"metric error_rate=$r\"",
+        rate.display()
+    );
+    let _agent = env.agent(&["--health", &health, "--health-interval", "1s"], &[]);
+    let rev = env.put("threshold = 1\n", &[]);
+    env.wait_report("applied with error_rate 0.002", |r| {
+        r["state"] == "applied" && r["applied_rev"] == rev && r["metrics"]["error_rate"] == 0.002
+    });
+    // The service changes; the next check reports it, about the same revision.
+    std::fs::write(&rate, "0.3").expect("write");
+    let r = env.wait_report("a check with error_rate 0.3", |r| {
+        r["state"] == "applied" && r["metrics"]["error_rate"] == 0.3
+    });
+    assert_eq!(
+        (r["rev"].as_u64(), r["applied_rev"].as_u64()),
+        (Some(rev), Some(rev))
+    );
+    // A failing check is reported failed, and the file stays: nothing is rolled back.
+    std::fs::write(&rate, "down").expect("write");
+    let r = env.wait_report("a failed check", |r| r["state"] == "failed");
+    assert_eq!(
+        (r["rev"].as_u64(), r["applied_rev"].as_u64()),
+        (Some(rev), Some(rev))
+    );
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("periodic health check of applied revision")
+            && error.contains("service down"),
+        "{error}"
+    );
+    assert_eq!(read(&env.target()).as_deref(), Some("threshold = 1\n"));
+    std::fs::write(&rate, "0.001").expect("write");
+    env.wait_report("healthy again", |r| {
+        r["state"] == "applied" && r["metrics"]["error_rate"] == 0.001
+    });
 }
 
 #[test]

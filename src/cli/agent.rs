@@ -40,6 +40,12 @@ pub struct AgentArgs {
     #[arg(long, value_name = "CMD", requires = "configs")]
     pub health: Option<String>,
 
+    /// Run the health hook again on the applied revision this often and report its result
+    /// (fresh `metric` lines for rollout gates); a failing check is reported `failed` but
+    /// rolls nothing back (0: off) [default: off].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub health_interval: Option<Duration>,
+
     /// Each hook is killed (its whole process group) after this long [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub hook_timeout: Option<Duration>,

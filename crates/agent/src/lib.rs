@@ -60,6 +60,13 @@
 //! content, or `shadow_failed`; never renamed, never reloaded, and the config's own reported
 //! state does not change.
 //!
+//! ## Health metrics
+//!
+//! The health hook's output lines `metric NAME=VALUE` become the report's `metrics`, for
+//! rollout gates (format and bounds in [`metrics`]); with
+//! [`AgentSpec::health_interval_ms`] the health hook also re-runs on the applied revision every
+//! interval, reported `applied` with fresh metrics or `failed` — never rolled back.
+//!
 //! ## Crash recovery
 //!
 //! **The state file is the commit point**: a revision is applied once the state file says so,

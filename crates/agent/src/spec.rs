@@ -92,6 +92,9 @@ pub struct AgentSpec {
     pub apply_lock: Option<PathBuf>,
     /// How often a deferred apply checks the apply-lock again.
     pub defer_poll_ms: u64,
+    /// How often the health hook runs again on the applied revision of each config that has
+    /// one (`--health-interval`), for fresh metrics; `None`: only as an apply's step.
+    pub health_interval_ms: Option<u64>,
 }
 
 impl AgentSpec {
@@ -102,6 +105,7 @@ impl AgentSpec {
             state_dir: state_dir.into(),
             apply_lock: None,
             defer_poll_ms: DEFAULT_DEFER_POLL_MS,
+            health_interval_ms: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! probe_interval = "5s"
 //! heartbeat_interval = "10s"
 //! hook_timeout = "30s"            # each hook's default
+//! health_interval = "30s"         # re-run health on the applied revision; default: off
 //!
 //! [labels]
 //! role = "drone"
@@ -88,6 +89,7 @@ struct AgentFile {
     probe_interval: Option<String>,
     heartbeat_interval: Option<String>,
     hook_timeout: Option<String>,
+    health_interval: Option<String>,
     #[serde(default, rename = "config")]
     configs: Vec<ConfigEntry>,
 }
@@ -163,7 +165,16 @@ impl Settings {
             .clone()
             .or_else(|| f.and_then(|f| f.state_dir.clone()))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let health_interval = match args.health_interval {
+            Some(d) => Some(d),
+            None => file_duration(
+                f.and_then(|f| f.health_interval.as_ref()),
+                "health_interval",
+            )?,
+        };
         let mut spec = AgentSpec::new(state_dir);
+        // Zero is off, like an absent setting.
+        spec.health_interval_ms = health_interval.filter(|d| !d.is_zero()).map(millis);
         spec.apply_lock = args
             .apply_lock
             .clone()
@@ -337,6 +348,24 @@ mod tests {
             s.spec.configs[0].reload.as_ref().map(|h| h.timeout_ms),
             Some(DEFAULT_HOOK_TIMEOUT_MS)
         );
+    }
+
+    #[test]
+    fn the_health_interval_is_off_unless_set_and_the_flag_overrides_the_file() {
+        let config = "[[config]]\nname = \"x.conf\"\npath = \"/etc/x.conf\"\n";
+        let off =
+            Settings::build(&args(&[]), Some(parse_file(config).expect("parses"))).expect("valid");
+        assert_eq!(off.spec.health_interval_ms, None);
+        let file = || parse_file(&format!("health_interval = \"30s\"\n{config}")).expect("parses");
+        let s = Settings::build(&args(&[]), Some(file())).expect("valid");
+        assert_eq!(s.spec.health_interval_ms, Some(30_000));
+        let s = Settings::build(&args(&["--health-interval", "5s"]), Some(file())).expect("valid");
+        assert_eq!(s.spec.health_interval_ms, Some(5_000));
+        let s = Settings::build(&args(&["--health-interval", "0"]), Some(file())).expect("valid");
+        assert_eq!(s.spec.health_interval_ms, None, "0 turns it off");
+        let bad = parse_file(&format!("health_interval = \"soon\"\n{config}")).expect("parses");
+        let e = Settings::build(&args(&[]), Some(bad)).expect_err("not a duration");
+        assert!(e.to_string().contains("health_interval"), "{e}");
     }
 
     #[test]

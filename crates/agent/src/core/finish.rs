@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use locksmith_config::diff;
 
+use super::check::check_report;
 use super::job::{Job, Kind};
 use super::types::{Action, Report, ReportState};
 use super::{Agent, Slot, report};
@@ -25,6 +26,7 @@ impl Agent {
             Kind::Apply => match job.error.take() {
                 None => {
                     slot.failed = None;
+                    slot.check_error = None;
                     // The applied revision's newest metrics: every `applied` report of it
                     // (a reconnect's too) carries them.
                     slot.metrics = std::mem::take(&mut job.metrics);
@@ -52,6 +54,7 @@ impl Agent {
                 }
             },
             Kind::Shadow => shadow_report(slot, &mut job),
+            Kind::Check => check_report(slot, &mut job),
             Kind::Recover => match job.error.take() {
                 Some(e) => {
                     let rev = job
@@ -63,7 +66,16 @@ impl Agent {
                 None => return,
             },
         };
+        // A new applied revision, or a check done: the next check is an interval away.
+        let reschedule = match job.kind {
+            Kind::Apply => r.state == ReportState::Applied,
+            Kind::Check => true,
+            Kind::Shadow | Kind::Recover => false,
+        };
         out.push(Action::Report(r));
+        if reschedule {
+            self.schedule_check(name, now_ms, out);
+        }
     }
 }
 

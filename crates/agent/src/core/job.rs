@@ -14,6 +14,8 @@ pub(crate) enum Kind {
     Apply,
     Shadow,
     Recover,
+    /// The periodic health check of the applied revision: the health hook alone.
+    Check,
 }
 
 /// One operation of a plan. The apply plan is, in order:
@@ -139,6 +141,7 @@ impl Job {
                 Op::HashTarget,
             ]
             .into(),
+            Kind::Check => [Op::Health].into(),
         };
         Self {
             id,
@@ -180,6 +183,8 @@ impl Job {
             Kind::Shadow => [Op::RemoveShadow].into(),
             Kind::Recover if op == Op::HashTarget => VecDeque::new(),
             Kind::Recover => self.plan.clone(),
+            // A failing check touches nothing: it is reported, never rolled back.
+            Kind::Check => VecDeque::new(),
             Kind::Apply if op.before_rename() => {
                 let mut plan = VecDeque::from([Op::RemoveStaged]);
                 if self.intent_persisted {

@@ -12,6 +12,7 @@
 //!   step (when an apply-lock is configured);
 //! - a job that fails ends like any other: the next desired revision starts normally.
 
+mod check;
 mod finish;
 mod job;
 mod ops;
@@ -49,6 +50,11 @@ struct Slot {
     /// What the health hook last reported of the applied revision (in memory only: empty
     /// after a restart until the hook runs again).
     metrics: BTreeMap<String, f64>,
+    /// When the applied revision's next periodic health check is due (`--health-interval`).
+    next_check_ms: Option<u64>,
+    /// Why the applied revision's last periodic health check failed (cleared by a passing
+    /// check or a new apply): a re-sent desired revision is reported `failed` with it.
+    check_error: Option<String>,
     last_report: Option<Report>,
 }
 
@@ -96,6 +102,8 @@ impl Agent {
                     failed: None,
                     deferred: None,
                     metrics: BTreeMap::new(),
+                    next_check_ms: None,
+                    check_error: None,
                     last_report,
                 },
             );
@@ -123,6 +131,7 @@ impl Agent {
                 slot.job = Some(job);
             }
             agent.advance(&name, now_ms, &mut out);
+            agent.schedule_check(&name, now_ms, &mut out);
         }
         (agent, out)
     }
@@ -254,7 +263,11 @@ impl Agent {
             } else if d.rev == slot.state.fence.applied_rev
                 && slot.state.lkg.as_ref().and_then(|l| l.sha256.as_deref()) == Some(&d.sha256)
             {
-                let r = report(slot, d.rev, ReportState::Applied, None);
+                // Applied already; a failing periodic check still stands.
+                let r = match slot.check_error.clone() {
+                    Some(why) => report(slot, d.rev, ReportState::Failed, Some(why)),
+                    None => report(slot, d.rev, ReportState::Applied, None),
+                };
                 out.push(Action::Report(r));
             } else if slot.failed.as_ref() == Some(&(d.rev, d.sha256.clone())) {
                 // Failed already; the report stands until another revision is desired.
@@ -274,8 +287,9 @@ impl Agent {
         if let Some(q) = slot.pending_shadow.take() {
             self.next_job += 1;
             slot.job = Some(Job::new(id, Kind::Shadow, Some(q.desired), q.received_ms));
-            self.advance(name, now_ms, out);
+            return self.advance(name, now_ms, out);
         }
+        self.start_due_check(name, now_ms, out);
     }
 
     fn on_apply_lock(&mut self, present: bool, now_ms: u64, out: &mut Vec<Action>) {
@@ -346,6 +360,9 @@ impl Agent {
             out.push(Action::CheckApplyLock);
         }
         self.retry_fetches(now_ms, false, out);
+        for name in self.checks_due(now_ms) {
+            self.start_due_check(&name, now_ms, out);
+        }
     }
 }
 

@@ -69,7 +69,7 @@ impl Agent {
                 command: h.command.clone(),
                 timeout_ms: h.timeout_ms,
                 config: name.to_owned(),
-                rev: if op == Op::ReloadRestored {
+                rev: if op == Op::ReloadRestored || job.kind == Kind::Check {
                     slot.state.fence.applied_rev
                 } else {
                     job.rev()

@@ -2,6 +2,8 @@
 //! on loopback ports — for the HTTP tests.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
