@@ -36,7 +36,7 @@ fn refused(id: &str, message: String) -> ErrorBody {
 }
 
 /// A planner refusal, with what to do next.
-pub fn planner_refusal(id: &str, e: &PlannerRefusal) -> ErrorBody {
+fn planner_refusal(id: &str, e: &PlannerRefusal) -> ErrorBody {
     let next = match e {
         PlannerRefusal::ApprovalByStarter { .. } | PlannerRefusal::DuplicateApproval { .. } => {
             format!("; another operator runs 'locksmith rollout approve {id}' with their token")
@@ -71,7 +71,7 @@ impl Refusal for RolloutRefusal {
                      --prometheus-url URL, or gate on agent metrics"
                 ),
             ),
-            RolloutRefusal::Planner(e) => refused("rollout", e.to_string()),
+            RolloutRefusal::Planner { id, refusal } => planner_refusal(id, refusal),
             RolloutRefusal::NotQueued(id) => refused(
                 id,
                 format!(
@@ -79,8 +79,8 @@ impl Refusal for RolloutRefusal {
                      abort {id}' ends a running rollout"
                 ),
             ),
-            RolloutRefusal::LockHeld(line) => refused(
-                "rollout",
+            RolloutRefusal::LockHeld { id, line } => refused(
+                id,
                 format!("{line}; the rollout resumes once it can take the lock again"),
             ),
         }

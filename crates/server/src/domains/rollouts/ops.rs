@@ -12,28 +12,15 @@ use locksmith_api::rollouts::{
 };
 use locksmith_auth::{Access, Principal};
 use locksmith_config::resource_of;
-use locksmith_rollout::{Event, Rollout};
+use locksmith_rollout::Event;
 
-use super::errors::{invalid_rollout, planner_refusal, rollout_not_found};
+use super::errors::{invalid_rollout, rollout_not_found};
 use super::view::view;
 use crate::app::App;
 use crate::domains::configs::errors::revision_not_found;
 use crate::domains::configs::ops::blob;
-use crate::engine::{EngineError, RolloutRefusal};
+use crate::engine::RolloutRefusal;
 use crate::request::{ApiError, Refusal, forbidden};
-
-/// An engine error as an answer, naming rollout `id` in a planner's refusal.
-fn answer(id: &str, e: EngineError<RolloutRefusal>) -> ApiError {
-    match e {
-        EngineError::Refused(RolloutRefusal::Planner(p)) => planner_refusal(id, &p).into(),
-        EngineError::Refused(RolloutRefusal::LockHeld(line)) => {
-            let mut body = RolloutRefusal::LockHeld(line).body();
-            body.resource = Some(id.to_owned());
-            body.into()
-        }
-        other => other.into(),
-    }
-}
 
 fn spec_of(
     who: &Principal,
@@ -64,11 +51,7 @@ pub async fn start(
 ) -> Result<RolloutView, ApiError> {
     let spec = spec_of(who, &req)?;
     let prometheus = app.settings.prometheus_url.is_some();
-    let id = app
-        .engine_for(who)
-        .rollout_start(spec, prometheus)
-        .await
-        .map_err(|e| answer(&req.config, e))?;
+    let id = app.engine_for(who).rollout_start(spec, prometheus).await?;
     get(app, &id).await
 }
 
@@ -83,9 +66,7 @@ pub async fn plan(
     let planned = app
         .engine
         .rollouts(|rollouts, state, now| {
-            crate::engine::check_rollout(state, &spec, now)?;
-            let endpoints = state.agents.endpoints(&config, now.wall_ms);
-            let rollout = Rollout::new(spec.clone(), &endpoints).map_err(RolloutRefusal::New)?;
+            let (rollout, endpoints) = crate::engine::check_rollout(state, &spec, now)?;
             let target = state.configs.revision(&config, spec.rev).cloned();
             let metas: BTreeMap<u64, _> = endpoints
                 .iter()
@@ -196,10 +177,7 @@ pub async fn act(app: &App, who: &Principal, id: &str, act: Act) -> Result<Rollo
             rollback,
         },
     };
-    app.engine_for(who)
-        .rollout_event(id, event)
-        .await
-        .map_err(|e| answer(id, e))?;
+    app.engine_for(who).rollout_event(id, event).await?;
     get(app, id).await
 }
 
@@ -223,9 +201,6 @@ pub async fn abort(
 
 /// Cancels queued rollout `id`.
 pub async fn cancel(app: &App, who: &Principal, id: &str) -> Result<RolloutView, ApiError> {
-    app.engine_for(who)
-        .rollout_cancel(id, &who.name)
-        .await
-        .map_err(|e| answer(id, e))?;
+    app.engine_for(who).rollout_cancel(id, &who.name).await?;
     get(app, id).await
 }

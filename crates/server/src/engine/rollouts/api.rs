@@ -86,7 +86,10 @@ impl Engine {
                 let Some(lock) = acquire(state, id, &resource, now, fx) else {
                     let holders = state.locks.resource(&resource, now).holders;
                     let line = locksmith_api::hot_line(&resource, &holders, now.wall_ms);
-                    return Err(RolloutRefusal::LockHeld(line));
+                    return Err(RolloutRefusal::LockHeld {
+                        id: id.to_owned(),
+                        line,
+                    });
                 };
                 if let Some(entry) = state.rollouts.get_mut(id) {
                     entry.stored.lock = Some(lock);
@@ -155,7 +158,10 @@ impl Engine {
         self.run(
             move |state, now, fx| match feed(state, id, event, now, fx) {
                 // The wave is no longer baking (paused, failed, aborted meanwhile): nothing to do.
-                Err(RolloutRefusal::Planner(Refusal::NotBaking { .. })) => Ok(()),
+                Err(RolloutRefusal::Planner {
+                    refusal: Refusal::NotBaking { .. },
+                    ..
+                }) => Ok(()),
                 other => other,
             },
         )

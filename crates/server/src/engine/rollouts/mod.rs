@@ -48,12 +48,13 @@ pub enum RolloutRefusal {
     New(NewError),
     /// A `prom:` gate, and the server has no `--prometheus-url`.
     GatesUnavailable(String),
-    /// The planner refused the event.
-    Planner(Refusal),
+    /// The planner of rollout `id` refused the event.
+    Planner { id: String, refusal: Refusal },
     /// Only a queued rollout can be cancelled.
     NotQueued(String),
-    /// Resuming after the lock was lost needs the lock again; someone else holds it.
-    LockHeld(String),
+    /// Resuming rollout `id` after its lock was lost needs the lock again; someone else
+    /// holds it (`line` says who).
+    LockHeld { id: String, line: String },
 }
 
 fn audit(resource: &str, kind: &str, detail: serde_json::Value, now: Now, fx: &mut Effects) {
@@ -167,10 +168,17 @@ fn feed_one(
     let planner = entry
         .planner
         .as_mut()
-        .ok_or(RolloutRefusal::Planner(Refusal::NotStarted))?;
-    let commands = planner
-        .handle(now.wall_ms, event)
-        .map_err(RolloutRefusal::Planner)?;
+        .ok_or_else(|| RolloutRefusal::Planner {
+            id: id.to_owned(),
+            refusal: Refusal::NotStarted,
+        })?;
+    let commands =
+        planner
+            .handle(now.wall_ms, event)
+            .map_err(|refusal| RolloutRefusal::Planner {
+                id: id.to_owned(),
+                refusal,
+            })?;
     carry_out(state, id, commands, now, fx);
     Ok(())
 }

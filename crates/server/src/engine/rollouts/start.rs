@@ -66,8 +66,13 @@ pub fn create(
     Ok(id)
 }
 
-/// The config and revision exist and the plan can be made over the endpoints now.
-pub fn check(state: &State, spec: &RolloutSpec, now: Now) -> Result<(), RolloutRefusal> {
+/// The config and revision exist and the plan can be made over the endpoints now: the
+/// rollout as it would start now, with the endpoints it was planned over.
+pub fn check(
+    state: &State,
+    spec: &RolloutSpec,
+    now: Now,
+) -> Result<(Rollout, Vec<locksmith_rollout::Endpoint>), RolloutRefusal> {
     if state.configs.head(&spec.config).is_none() {
         return Err(RolloutRefusal::ConfigNotFound(spec.config.clone()));
     }
@@ -78,8 +83,8 @@ pub fn check(state: &State, spec: &RolloutSpec, now: Now) -> Result<(), RolloutR
         ));
     }
     let endpoints = state.agents.endpoints(&spec.config, now.wall_ms);
-    Rollout::new(spec.clone(), &endpoints).map_err(RolloutRefusal::New)?;
-    Ok(())
+    let rollout = Rollout::new(spec.clone(), &endpoints).map_err(RolloutRefusal::New)?;
+    Ok((rollout, endpoints))
 }
 
 /// Starts rollout `id` if it is the oldest queued one of its config, nothing else of the config
