@@ -15,6 +15,7 @@
 //! Every workload checks mutual exclusion with a fenced counter and reports violations (the
 //! expected number is zero). What it is not: a correctness test suite — the tests are that.
 
+pub mod agent_fleet;
 pub mod configs;
 pub mod peers;
 pub mod procfs;

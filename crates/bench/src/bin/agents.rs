@@ -7,17 +7,15 @@
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use locksmith_api::agents::ApplyState;
-use locksmith_api::configs::{Content, Fence, Format, WriteConfigRequest};
+use locksmith_bench::agent_fleet::{AgentFleet, write_revision};
 use locksmith_bench::procfs;
 use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
 use locksmith_bench::stats::Latencies;
-use locksmith_bench::workload::request;
 
 #[derive(Debug, Parser)]
 #[command(about = "Commit → applied on every endpoint of a fleet of real agent processes")]
@@ -36,18 +34,6 @@ struct Args {
     locksmith: Option<PathBuf>,
 }
 
-/// The agents, killed on drop.
-struct Fleet(Vec<Child>);
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 const CONFIG: &str = "bench.conf";
 
 fn main() -> anyhow::Result<()> {
@@ -57,35 +43,6 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("tokio runtime")?;
     rt.block_on(run(args))
-}
-
-/// Writes revision content `n` of [`CONFIG`] under a lock taken for it; its `at_ms`.
-async fn write(client: &locksmith_client::Client, n: usize) -> anyhow::Result<u64> {
-    let lease = client
-        .acquire(&request(format!("configs/{CONFIG}"), 0, Some(30_000)))
-        .await
-        .context("acquire")?;
-    let written = client
-        .write_config(
-            CONFIG,
-            &WriteConfigRequest {
-                fence: Fence {
-                    lease: lease.lease.0,
-                    token: lease.token.0,
-                },
-                format: Format::Conf,
-                content: Content {
-                    content: Some(format!("round = {n}\nthreshold = 0.{n}\n")),
-                    content_base64: None,
-                },
-                message: format!("round {n}"),
-                draft: false,
-            },
-        )
-        .await
-        .context("write")?;
-    client.release(lease.lease, None).await.context("release")?;
-    Ok(written.meta.at_ms)
 }
 
 /// For every agent that reported revision `rev` applied, the time from `at_ms` to its report.
@@ -134,34 +91,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     let url = server.url();
     let client = locksmith_client::Client::new(&url)?;
-    let at_ms = write(&client, 1).await?;
+    let at_ms = write_revision(&client, CONFIG, 1, false).await?.at_ms;
 
-    let mut fleet = Fleet(Vec::new());
-    for i in 0..args.agents {
-        let home = dir.path().join(format!("agent-{i:03}"));
-        std::fs::create_dir_all(&home)?;
-        let target = home.join(CONFIG);
-        let child = Command::new(&bin)
-            .args([
-                "--server",
-                &url,
-                "--node",
-                &format!("bench-{i:03}"),
-                "agent",
-            ])
-            .arg("--config")
-            .arg(format!("{CONFIG}={}", target.display()))
-            .arg("--state-dir")
-            .arg(home.join("state"))
-            .args(["--labels", "role=bench"])
-            .current_dir(&home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(home.join("agent.log"))?)
-            .spawn()
-            .context("start an agent")?;
-        fleet.0.push(child);
-    }
+    let fleet = AgentFleet::spawn(&bin, &url, dir.path(), args.agents, CONFIG)?;
     // Every agent registered and on revision 1.
     let deadline = Instant::now() + Duration::from_secs(120);
     while applied(&client, 1, at_ms).await?.len() < args.agents {
@@ -179,7 +111,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|");
     for round in 0..args.rounds {
         let rev = round as u64 + 2;
-        let at_ms = write(&client, round + 2).await?;
+        let at_ms = write_revision(&client, CONFIG, round + 2, false)
+            .await?
+            .at_ms;
         let deadline = Instant::now() + Duration::from_secs(60);
         let took = loop {
             let took = applied(&client, rev, at_ms).await?;
@@ -212,7 +146,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     // One agent, idle: no revision written while it is watched.
-    let agent = fleet.0.first().context("no agent")?.id().to_string();
+    let agent = fleet.first_pid().context("no agent")?.to_string();
     let before = procfs::cpu_ticks(&agent)?;
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let idle_ticks = procfs::cpu_ticks(&agent)? - before;

@@ -7,17 +7,15 @@
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use locksmith_api::agents::ApplyState;
-use locksmith_api::configs::{Content, Fence, Format, WriteConfigRequest};
 use locksmith_api::rollouts::{RolloutPhase, RolloutView, StartRolloutRequest};
+use locksmith_bench::agent_fleet::{AgentFleet, write_revision};
 use locksmith_bench::procfs;
 use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
-use locksmith_bench::workload::request;
 
 #[derive(Debug, Parser)]
 #[command(about = "Commit → applied per wave of a rollout to a fleet of real agent processes")]
@@ -33,18 +31,6 @@ struct Args {
     locksmith: Option<PathBuf>,
 }
 
-/// The agents, killed on drop.
-struct Fleet(Vec<Child>);
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 const CONFIG: &str = "bench.conf";
 
 fn main() -> anyhow::Result<()> {
@@ -54,36 +40,6 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("tokio runtime")?;
     rt.block_on(run(args))
-}
-
-/// Writes revision content `n` of [`CONFIG`] (a draft with `draft`) under a lock taken for
-/// it; its revision number.
-async fn write(client: &locksmith_client::Client, n: usize, draft: bool) -> anyhow::Result<u64> {
-    let lease = client
-        .acquire(&request(format!("configs/{CONFIG}"), 0, Some(30_000)))
-        .await
-        .context("acquire")?;
-    let written = client
-        .write_config(
-            CONFIG,
-            &WriteConfigRequest {
-                fence: Fence {
-                    lease: lease.lease.0,
-                    token: lease.token.0,
-                },
-                format: Format::Conf,
-                content: Content {
-                    content: Some(format!("round = {n}\nthreshold = 0.{n}\n")),
-                    content_base64: None,
-                },
-                message: format!("round {n}"),
-                draft,
-            },
-        )
-        .await
-        .context("write")?;
-    client.release(lease.lease, None).await.context("release")?;
-    Ok(written.meta.rev)
 }
 
 /// How many agents report revision `rev` applied.
@@ -152,33 +108,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let url = server.url();
     let client = locksmith_client::Client::new(&url)?;
     let http = reqwest::Client::new();
-    let first = write(&client, 1, false).await?;
-    let mut fleet = Fleet(Vec::new());
-    for i in 0..args.agents {
-        let home = dir.path().join(format!("agent-{i:03}"));
-        std::fs::create_dir_all(&home)?;
-        let target = home.join(CONFIG);
-        let child = Command::new(&bin)
-            .args([
-                "--server",
-                &url,
-                "--node",
-                &format!("bench-{i:03}"),
-                "agent",
-            ])
-            .arg("--config")
-            .arg(format!("{CONFIG}={}", target.display()))
-            .arg("--state-dir")
-            .arg(home.join("state"))
-            .args(["--labels", "role=bench"])
-            .current_dir(&home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(home.join("agent.log"))?)
-            .spawn()
-            .context("start an agent")?;
-        fleet.0.push(child);
-    }
+    let first = write_revision(&client, CONFIG, 1, false).await?.rev;
+    let fleet = AgentFleet::spawn(&bin, &url, dir.path(), args.agents, CONFIG)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while applied(&client, first).await? < args.agents {
         if Instant::now() > deadline {
@@ -191,7 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("| round | wave | endpoints | p50 ms | p99 ms | max ms |");
     println!("|---|---|---:|---:|---:|---:|");
     for round in 0..args.rounds {
-        let rev = write(&client, round + 2, true).await?;
+        let rev = write_revision(&client, CONFIG, round + 2, true).await?.rev;
         let cpu_before = procfs::cpu_ticks(&server_pid)?;
         let started = Instant::now();
         let v = rollout(&http, &url, rev).await?;
