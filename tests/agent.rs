@@ -54,20 +54,8 @@ impl Env {
 
     /// `config put CONFIG` with `content` as the admin (the command takes the lock itself).
     fn put(&self, content: &str, extra: &[&str]) -> u64 {
-        let file = self.path("put.conf");
-        std::fs::write(&file, content).expect("write");
-        let mut args = vec![
-            "config",
-            "put",
-            CONFIG,
-            file.to_str().expect("utf-8"),
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let out = self.server.cli(&args);
-        assert_eq!(code(&out), 0, "{}", describe(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-        v["rev"].as_u64().expect("rev")
+        self.server
+            .put_config(CONFIG, &self.path("put.conf"), content, extra)
     }
 
     /// Starts the agent for [`NODE`] on [`CONFIG`] → [`Env::target`], with `extra` flags and

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{ServerProc, code, describe};
+use super::ServerProc;
 
 pub const CONFIG: &str = "aim.conf";
 pub const LIMIT: Duration = Duration::from_secs(40);
@@ -159,22 +159,9 @@ impl Fleet {
 
     /// `config put` as the admin; a draft with `draft`. Returns the revision.
     pub fn put(&self, content: &str, draft: bool) -> u64 {
-        let file = self.path("put.conf");
-        std::fs::write(&file, content).expect("write");
-        let mut args = vec![
-            "config",
-            "put",
-            CONFIG,
-            file.to_str().expect("utf-8"),
-            "--json",
-        ];
-        if draft {
-            args.push("--draft");
-        }
-        let out = self.server().cli(&args);
-        assert_eq!(code(&out), 0, "{}", describe(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-        v["rev"].as_u64().expect("rev")
+        let extra: &[&str] = if draft { &["--draft"] } else { &[] };
+        self.server()
+            .put_config(CONFIG, &self.path("put.conf"), content, extra)
     }
 
     pub fn call(

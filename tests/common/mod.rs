@@ -474,6 +474,25 @@ impl ServerProc {
         output_within(cmd, CALL_TIMEOUT)
     }
 
+    /// `config put NAME FILE --json` as the admin, with `content` written to `file` first
+    /// and `extra` flags (`--draft`, `-m …`); the new revision's number. Fails the test if
+    /// the put is refused.
+    pub fn put_config(&self, name: &str, file: &Path, content: &str, extra: &[&str]) -> u64 {
+        std::fs::write(file, content).expect("write the config file");
+        let mut args = vec![
+            "config",
+            "put",
+            name,
+            file.to_str().expect("utf-8"),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["rev"].as_u64().expect("rev")
+    }
+
     /// Makes a token (`token create --name NAME --role ROLE EXTRA… --json`, as the admin) and
     /// returns its secret.
     pub fn make_token(&self, name: &str, role: &str, extra: &[&str]) -> String {
