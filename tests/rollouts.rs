@@ -5,9 +5,12 @@
 //! untouched; a silent endpoint pauses the rollout and nothing is ever promoted on a timeout;
 //! approvals by the starter or twice by one operator are refused; two rollouts of one config
 //! queue; kill -9 of the server mid-rollout resumes without telling any endpoint twice; an
-//! endpoint outside its update window waits.
+//! endpoint outside its update window waits; gates on agent-reported metrics and on a real
+//! Prometheus (Debian's) fail a wave over their threshold, pause without data, pass under it.
 
 mod common;
+#[path = "../crates/server/tests/common/prometheus.rs"]
+mod prometheus;
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -287,4 +290,94 @@ fn an_endpoint_outside_its_update_window_waits_and_is_reported_waiting() {
     assert_eq!(fleet.reloads("drone-1"), [1], "sent outside its window");
     let (status, _) = fleet.call(&fleet.http, &format!("/v1/rollouts/{id}/abort"), json!({}));
     assert_eq!(status, 200);
+}
+
+#[test]
+fn a_gate_on_agent_metrics_fails_a_wave_over_its_threshold_pauses_without_data_and_passes_under_it()
+{
+    let fleet = Fleet::new(3, |_| "role=drone".into());
+    let gate = json!(["error_rate < 0.01"]);
+    // Healthy by its hook, but the canary reports error_rate 0.5: the gate fails the wave
+    // and the canary goes back to revision 1; the others are never sent it.
+    let noisy = fleet.put("threshold = 2\nerror_rate = 0.5\n", true);
+    let id = fleet.start(
+        &fleet.http,
+        json!({"config": CONFIG, "rev": noisy, "canary": "1", "gates": gate}),
+    );
+    let v = fleet.wait_rollout(&id, "ended", ended);
+    assert_eq!(v["outcome"]["kind"], "rolled_back", "{v:#}");
+    let why = v["outcome"]["why"].as_str().unwrap_or_default();
+    assert!(why.contains("error_rate"), "{why}");
+    assert_eq!(landing(&v, "drone-0")["rev"], 1, "{v:#}");
+    for node in &fleet.nodes[1..] {
+        assert_eq!(fleet.reloads(node), [1], "{node} was touched");
+    }
+    // No endpoint reports the metric: no data is inconclusive, and it pauses — never passes.
+    let silent = fleet.put("threshold = 3\n", true);
+    let id = fleet.start(
+        &fleet.http,
+        json!({"config": CONFIG, "rev": silent, "canary": "1", "gates": gate}),
+    );
+    let v = fleet.wait_rollout(&id, "paused", |v| v["state"]["paused"].is_object());
+    assert_eq!(
+        v["state"]["paused"]["reason"]["gate_inconclusive"]["gates"],
+        json!(["error_rate"]),
+        "{v:#}"
+    );
+    let (status, _) = fleet.call(
+        &fleet.http,
+        &format!("/v1/rollouts/{id}/abort"),
+        json!({"rollback": true}),
+    );
+    assert_eq!(status, 200);
+    fleet.wait_rollout(&id, "ended", ended);
+    // Under the threshold on every endpoint: it passes each wave and is promoted.
+    let good = fleet.put("threshold = 4\nerror_rate = 0.001\n", true);
+    let id = fleet.start(
+        &fleet.http,
+        json!({"config": CONFIG, "rev": good, "canary": "1", "gates": gate}),
+    );
+    let v = fleet.wait_rollout(&id, "ended", ended);
+    assert_eq!(v["outcome"]["kind"], "succeeded", "{v:#}");
+}
+
+#[test]
+fn a_prometheus_gate_on_a_real_prometheus_fails_the_wave_over_its_threshold_and_passes_under_it() {
+    let exporter = prometheus::Exporter::start();
+    exporter.set("fleet_errors_ratio", 0.5);
+    let prom = prometheus::Prometheus::start(&[("fleet", exporter.addr())]);
+    prom.wait_targets_up(1);
+    prom.wait_for("fleet_errors_ratio", "the exporter's value", |s| {
+        !s.is_empty()
+    });
+    let url = prom.url();
+    let fleet = Fleet::with_server_args(2, |_| "role=drone".into(), &["--prometheus-url", &url]);
+    let gate = json!(["prom:max(fleet_errors_ratio) < 0.1"]);
+    let r2 = fleet.put("threshold = 2\n", true);
+    let id = fleet.start(
+        &fleet.http,
+        json!({"config": CONFIG, "rev": r2, "canary": "1", "gates": gate}),
+    );
+    let v = fleet.wait_rollout(&id, "ended", ended);
+    assert_eq!(v["outcome"]["kind"], "rolled_back", "{v:#}");
+    assert!(
+        v["outcome"]["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("prom:max(fleet_errors_ratio)"),
+        "{v:#}"
+    );
+    assert_eq!(fleet.reloads("drone-1"), [1], "the second wave was sent");
+    // The errors stop; the next rollout passes the same gate.
+    exporter.set("fleet_errors_ratio", 0.0);
+    prom.wait_for("fleet_errors_ratio", "the new value", |s| {
+        s.first().is_some_and(|(_, v)| *v == 0.0)
+    });
+    let r3 = fleet.put("threshold = 3\n", true);
+    let id = fleet.start(
+        &fleet.http,
+        json!({"config": CONFIG, "rev": r3, "canary": "1", "gates": gate}),
+    );
+    let v = fleet.wait_rollout(&id, "ended", ended);
+    assert_eq!(v["outcome"]["kind"], "succeeded", "{v:#}");
 }

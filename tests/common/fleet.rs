@@ -17,7 +17,11 @@ use super::ServerProc;
 pub const CONFIG: &str = "aim.conf";
 pub const LIMIT: Duration = Duration::from_secs(40);
 /// Healthy unless the applied file says "broken".
-pub const HEALTH: &str = "! grep -q broken \"$LOCKSMITH_FILE\" || { echo aim unstable; exit 3; }";
+/// It also prints the file's `error_rate = X` line, if it has one, as the metric
+/// `error_rate` (the agent reports it with the revision, for `--gate 'error_rate < N'`).
+pub const HEALTH: &str = "r=$(sed -n 's/^error_rate = //p' \"$LOCKSMITH_FILE\"); \
+    if [ -n \"$r\" ]; then echo \"metric error_rate=$r\"; fi; \
+    ! grep -q broken \"$LOCKSMITH_FILE\" || { echo aim unstable; exit 3; }";
 
 /// An agent process, killed (SIGKILL) and reaped on drop.
 pub struct AgentProc(pub Child);
@@ -60,9 +64,14 @@ pub fn blocking_as(token: &str) -> reqwest::blocking::Client {
 
 impl Fleet {
     pub fn new(n: usize, labels: impl Fn(usize) -> String) -> Fleet {
+        Self::with_server_args(n, labels, &[])
+    }
+
+    /// [`Fleet::new`], its server started with `extra` options too (`--prometheus-url …`).
+    pub fn with_server_args(n: usize, labels: impl Fn(usize) -> String, extra: &[&str]) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let server = Self::start_server(dir.path(), port);
+        let server = Self::start_server_with(dir.path(), port, extra);
         let admin = server.admin_token().expect("admin token");
         let mut fleet = Fleet {
             http: blocking_as(&admin),
@@ -86,11 +95,15 @@ impl Fleet {
     /// Without the wire protocol: its default port (`--listen`'s + 1) is not reserved by
     /// [`free_port`], so another fleet's server could take it first and this one would not start.
     pub fn start_server(dir: &Path, port: u16) -> ServerProc {
+        Self::start_server_with(dir, port, &[])
+    }
+
+    /// [`Fleet::start_server`] with `extra` options.
+    pub fn start_server_with(dir: &Path, port: u16, extra: &[&str]) -> ServerProc {
         let listen = format!("127.0.0.1:{port}");
-        ServerProc::start_with(
-            &dir.join("data"),
-            &["--listen", &listen, "--wire-listen", "off"],
-        )
+        let mut args = vec!["--listen", listen.as_str(), "--wire-listen", "off"];
+        args.extend_from_slice(extra);
+        ServerProc::start_with(&dir.join("data"), &args)
     }
 
     pub fn server(&self) -> &ServerProc {
