@@ -534,7 +534,7 @@ fn pending_rollouts_wait_for_started_and_a_lost_lock_pauses() {
             principal: "bob".into()
         }),
         Err(Refusal::NotAwaitingApproval {
-            state: "paused at wave 0".into()
+            state: "paused at wave 1".into()
         })
     );
     h.send(Event::Resume {

@@ -382,15 +382,18 @@ impl Rollout {
     }
 }
 
-/// A state's name, for messages.
+/// A state's name, for messages: waves count from 1 there (the first wave, or the canary,
+/// is "wave 1"), as people count them; the records and the API keep 0-based indexes.
 pub fn state_name(state: &State) -> String {
     match state {
         State::Pending => "pending".into(),
-        State::WaitingWindow { wave } => format!("waiting for a window (wave {wave})"),
-        State::Applying { wave } => format!("applying wave {wave}"),
-        State::Baking { wave, .. } => format!("baking wave {wave}"),
-        State::AwaitingApproval { wave } => format!("awaiting approval after wave {wave}"),
-        State::Paused { wave, .. } => format!("paused at wave {wave}"),
+        State::WaitingWindow { wave } => format!("waiting for a window (wave {})", wave + 1),
+        State::Applying { wave } => format!("applying wave {}", wave + 1),
+        State::Baking { wave, .. } => format!("baking wave {}", wave + 1),
+        State::AwaitingApproval { wave } => {
+            format!("awaiting approval after wave {}", wave + 1)
+        }
+        State::Paused { wave, .. } => format!("paused at wave {}", wave + 1),
         State::RollingBack { .. } => "rolling back".into(),
         State::Frozen { .. } => "frozen".into(),
         State::Aborted => "aborted".into(),

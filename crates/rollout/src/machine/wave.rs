@@ -96,7 +96,8 @@ impl Rollout {
             if failed.len() > wave.allowed_failures {
                 let names: Vec<&str> = failed.iter().map(|s| s.as_str()).collect();
                 return Some(format!(
-                    "wave {i}: {} of {} endpoints failed ({}), {} allowed",
+                    "wave {}: {} of {} endpoints failed ({}), {} allowed",
+                    i + 1,
                     failed.len(),
                     wave.nodes.len(),
                     names.join(", "),
@@ -203,7 +204,8 @@ impl Rollout {
                 Some(&(verdict, samples)) => match effective(verdict, samples, min, must) {
                     Verdict::Fail => {
                         let why = format!(
-                            "wave {wave}: gate {} failed ({samples} samples)",
+                            "wave {}: gate {} failed ({samples} samples)",
+                            wave + 1,
                             gate.name()
                         );
                         return self.fail_wave(why, now_ms, cmds);
