@@ -47,6 +47,16 @@ fn a_canary_catches_a_bad_revision_and_rollback_leaves_the_canary_on_its_last_kn
     for node in &fleet.nodes[..2] {
         let l = landing(&v, node);
         assert_eq!(l["rev"], 1, "{node}: {l}");
+        // Why it failed stays with the rollout after the restore replaced its report.
+        let e = v["endpoints"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["node"] == node.as_str()))
+            .map(|e| e["error"].clone())
+            .unwrap_or(Value::Null);
+        assert!(
+            e.as_str().is_some_and(|e| e.contains("aim unstable")),
+            "{node}: {e}"
+        );
         assert_eq!(
             std::fs::read_to_string(fleet.target(node)).ok().as_deref(),
             Some("threshold = 1\n")

@@ -273,7 +273,8 @@ pub struct RolloutEndpoint {
     /// When it reported the rolled-out revision applied, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_at_ms: Option<u64>,
-    /// Its agent's last error about the config (a failed hook, a `lock mismatch`).
+    /// Why it failed or refused the rolled-out revision (a failed hook, a `lock mismatch`),
+    /// kept after it was restored; else its agent's last error about the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

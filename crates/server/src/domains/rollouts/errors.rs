@@ -47,6 +47,13 @@ fn planner_refusal(id: &str, e: &PlannerRefusal) -> ErrorBody {
         PlannerRefusal::NotStarted => {
             format!("; 'locksmith rollout cancel {id}' withdraws it from the queue")
         }
+        PlannerRefusal::AlreadyPaused => {
+            format!("; 'locksmith rollout resume {id}' continues it")
+        }
+        PlannerRefusal::Ended { .. } => format!(
+            "; 'locksmith rollout status {id}' shows where it left each endpoint — start a new \
+             rollout to go on"
+        ),
         _ => String::new(),
     };
     refused(id, format!("{id}: {e}{next}"))

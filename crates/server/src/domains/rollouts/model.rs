@@ -70,6 +70,9 @@ pub struct StoredRollout {
     /// When each node first reported the rolled-out revision applied, Unix ms.
     #[serde(default)]
     pub applied_ms: BTreeMap<String, u64>,
+    /// Why each endpoint that failed or refused the rolled-out revision did, from its report.
+    #[serde(default)]
+    pub errors: BTreeMap<String, String>,
     /// The gates the planner asked to run and that have not all answered.
     #[serde(default)]
     pub gate_run: Option<GateRun>,
@@ -301,6 +304,7 @@ mod tests {
                 ended_current: None,
                 sent_ms: BTreeMap::new(),
                 applied_ms: BTreeMap::new(),
+                errors: BTreeMap::new(),
                 gate_run: None,
                 ended_ms: None,
                 not_promoted: None,

@@ -169,7 +169,12 @@ pub fn view(state: &State, entry: &Entry) -> RolloutView {
                 desired_rev: stored.overrides.get(&e.node).copied(),
                 sent_at_ms: stored.sent_ms.get(&e.node).copied(),
                 applied_at_ms: stored.applied_ms.get(&e.node).copied(),
-                error: report.and_then(|r| r.report.error.clone()),
+                // Why it failed the rolled-out revision, else its agent's latest error.
+                error: stored
+                    .errors
+                    .get(&e.node)
+                    .cloned()
+                    .or_else(|| report.and_then(|r| r.report.error.clone())),
                 node: e.node,
                 wave: e.wave,
                 status: e.status,

@@ -137,10 +137,31 @@ fn feed_one(
     fx: &mut Effects,
 ) -> Result<(), RolloutRefusal> {
     state.rollouts.seen(now);
+    // Why an endpoint failed or refused the rolled-out revision, from the report this step
+    // stored: kept with the rollout, since the endpoint's next report (its restore) replaces it.
+    let failure = match &event {
+        Event::Report {
+            node,
+            rev,
+            state: ReportState::Failed | ReportState::Refused,
+            ..
+        } => state.rollouts.get(id).and_then(|e| {
+            let config = &e.stored.spec.config;
+            (Some(*rev) == e.stored.rolled_rev)
+                .then(|| state.agents.last_report(node, config))
+                .flatten()
+                .and_then(|r| r.report.error.clone())
+                .map(|error| (node.clone(), error))
+        }),
+        _ => None,
+    };
     let entry = state
         .rollouts
         .get_mut(id)
         .ok_or_else(|| RolloutRefusal::NotFound(id.to_owned()))?;
+    if let Some((node, error)) = failure {
+        entry.stored.errors.insert(node, error);
+    }
     if let Event::GateResult { gate, .. } = &event
         && let Some(run) = &mut entry.stored.gate_run
     {

@@ -48,6 +48,7 @@ pub fn create(
             ended_current: None,
             sent_ms: Default::default(),
             applied_ms: Default::default(),
+            errors: Default::default(),
             gate_run: None,
             ended_ms: None,
             not_promoted: None,
