@@ -468,3 +468,86 @@ async fn revoking_the_node_token_closes_its_desired_stream() {
     );
     s.stop().await;
 }
+
+/// A rollout reports an endpoint that is offline apart from failed ones, and once it is back
+/// (its presence, on the server's virtual clock) while its wave is applied, the driver tells
+/// the planner, which sends it the revision; then the rollout ends with it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_reports_an_offline_endpoint_apart_and_sends_it_the_revision_when_back() {
+    let clock = Arc::new(ManualClock::new());
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
+    let fence = admin.hold_config().await;
+    let r1 = admin.write(fence, "hot = 1\n", false).await;
+    let r2 = admin.write(fence, "hot = 2\n", true).await;
+    admin
+        .ok(
+            "POST",
+            &format!("/v1/leases/{}/release", fence.0),
+            Some(json!({})),
+        )
+        .await;
+    for node in ["n0", "n1", "n2"] {
+        assert_eq!(admin.register(node, json!({"role": "drone"})).await.0, 200);
+        assert_eq!(admin.report(node, r1, "applied").await.0, 200);
+    }
+    // n1 falls silent past the online window; n0 and n2 keep heartbeating.
+    clock.advance(Duration::from_secs(31));
+    for node in ["n0", "n2"] {
+        admin
+            .ok("POST", &format!("/v1/agents/{node}/heartbeat"), None)
+            .await;
+    }
+    assert_eq!(admin.agent("n1").await["online"], false);
+    let started = admin
+        .call(
+            "POST",
+            "/v1/rollouts",
+            Some(json!({"config": CONFIG, "rev": r2, "canary": "1", "deadline": "10m"})),
+        )
+        .await;
+    assert_eq!(started.0, 201, "{}", started.1);
+    let id = started.1["id"].as_str().expect("id").to_owned();
+    let rolled = started.1["rolled_rev"].as_u64().expect("started");
+    let path = format!("/v1/rollouts/{id}");
+    let rollout = || admin.ok("GET", &path, None);
+    let status = |view: &Value, node: &str| {
+        view["endpoints"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["node"] == node))
+            .map(|e| e["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    // The canary (n0) passes; the second wave sends n2 and finds n1 offline.
+    assert_eq!(admin.report("n0", rolled, "applied").await.0, 200);
+    let view = rollout().await;
+    assert_eq!(status(&view, "n1"), "offline", "{view:#}");
+    assert_eq!(status(&view, "n2"), "sent", "{view:#}");
+    assert_eq!(
+        (&view["waves"][1]["failed"], &view["waves"][1]["offline"]),
+        (&json!(0), &json!(1))
+    );
+    assert_eq!(admin.agent("n1").await["configs"][0]["desired_rev"], r1);
+    // Back while its wave is applied: it is sent the revision, before the rollout ends.
+    admin.ok("POST", "/v1/agents/n1/heartbeat", None).await;
+    let start = Instant::now();
+    loop {
+        let view = rollout().await;
+        if status(&view, "n1") == "sent" {
+            assert_eq!(view["phase"], "running", "{view:#}");
+            break;
+        }
+        assert!(
+            start.elapsed() < PROMPTLY,
+            "n1 never sent the revision: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(admin.agent("n1").await["configs"][0]["desired_rev"], rolled);
+    for node in ["n1", "n2"] {
+        assert_eq!(admin.report(node, rolled, "applied").await.0, 200);
+    }
+    let view = rollout().await;
+    assert_eq!(view["outcome"]["kind"], "succeeded", "{view:#}");
+    s.stop().await;
+}
