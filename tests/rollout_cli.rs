@@ -453,15 +453,16 @@ fn a_failed_canary_is_named_in_the_outcome_and_watch_of_the_rolled_back_rollout_
 
     let status = ok(server.cli(&["rollout", "status", &id]));
     assert!(status.contains("ROLLED BACK"), "{status}");
-    // Why is the outcome's: the failed wave and its node. (The hook's own error is the
-    // agent's report, which the restore's `applied` replaces.)
+    // Why: the outcome names the failed wave and its node, and the endpoint's row keeps the
+    // hook's own error after the restore's `applied` report replaced it.
     assert!(
         status.contains("endpoints failed (drone-0)"),
         "the failed canary is not named:\n{status}"
     );
     let rows = squeezed(&status);
     assert!(
-        rows.iter().any(|l| l == "drone-0 1 restored 1 - -"),
+        rows.iter()
+            .any(|l| l.starts_with("drone-0 1 restored 1 - health hook exited with status 3")),
         "{status}"
     );
     assert!(
