@@ -163,11 +163,29 @@ pub enum Command {
     /// rollback; status, ls, history, approve, pause, resume, abort, cancel.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Replay the incident end to end — a server in a temporary directory, a simulated fleet,
+    /// the ghost, the refused bypass, the hold point, the audited break, a gated rollout —
+    /// with each step's real command and output, ending in ALL CLEAR.
+    Demo(DemoArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Internal: the process `run` starts to own the lock and supervise its command.
     #[command(name = "run-supervisor", hide = true)]
     RunSupervisor(RunSupervisorArgs),
+}
+
+/// `locksmith demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Simulated endpoints.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// No pauses between the steps.
+    #[arg(long)]
+    pub fast: bool,
+    /// Keep the server running at the end, printing its URL, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The supervisor's one argument: the descriptor of its control socket to `run`.

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod audit;
 pub mod completions;
 pub mod config;
+pub mod demo;
 pub mod fleet;
 pub mod holds;
 pub mod lease;

@@ -1,0 +1,389 @@
+//! `locksmith demo`: the incident (../shared/INCIDENT.md) replayed end to end against a real
+//! server in a temporary directory and a simulated fleet (`locksmith fleet simulate`), every
+//! step a real command with its real output, narrated — ending in `ALL CLEAR`.
+
+mod stage;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use locksmith_api::agents::ApplyState;
+
+use crate::cli::DemoArgs;
+use crate::exit::Exit;
+use stage::{Proc, Stage};
+
+const CONFIG: &str = "aim_lock_config.conf";
+const RESOURCE: &str = "configs/aim_lock_config.conf";
+
+/// Runs the demo; `Exit::Ok` when it ended in ALL CLEAR.
+pub async fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || script(&args, &handle))
+        .await
+        .context("the demo stopped")?
+}
+
+/// How many endpoints report `rev` of the config applied.
+fn applied(handle: &tokio::runtime::Handle, client: &locksmith_client::Client, rev: u64) -> usize {
+    handle
+        .block_on(client.fleet(""))
+        .map(|fleet| {
+            fleet
+                .agents
+                .iter()
+                .flat_map(|a| &a.configs)
+                .filter(|c| {
+                    c.config == CONFIG
+                        && c.report
+                            .as_ref()
+                            .is_some_and(|r| r.state == ApplyState::Applied && r.applied_rev == rev)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn json_field(text: &str, field: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get(field)?
+        .as_u64()
+}
+
+fn json_str(text: &str, field: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get(field)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Exit> {
+    let s = Stage::start(args.fast)?;
+    let admin = s.admin.clone();
+    let client = locksmith_client::Client::new(&s.url)?.with_token(&admin)?;
+    let n = args.agents;
+    s.say(
+        "The fleet",
+        &format!(
+            "A Locksmith server is running at {} (data in {}). {n} simulated endpoints — patrol \
+             drones, loading arms, research rigs, each a real agent state machine with its own \
+             node token — read aim_lock_config.conf from it.",
+            s.url,
+            s.dir().display()
+        ),
+    );
+    let token = |name: &str, role: &str| -> anyhow::Result<String> {
+        let (code, out) = s.run(
+            "admin",
+            &admin,
+            None,
+            &["token", "create", "--name", name, "--role", role, "--json"],
+        );
+        if code != 0 {
+            bail!("could not make the token {name}");
+        }
+        json_str(&out, "secret").context("no secret in the answer")
+    };
+    let orchestrator = token("orchestrator@node-7", "client")?;
+    let alice = token("alice@ops", "operator")?;
+    let oncall = token("oncall@ops", "operator")?;
+    let _fleet = Proc(
+        std::process::Command::new(&s.bin)
+            .args(["--server", &s.url, "fleet", "simulate", "--seed", "7"])
+            .args(["--agents", &n.to_string(), "--config", CONFIG])
+            .env("LOCKSMITH_TOKEN", &admin)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(s.path("fleet.log"))?)
+            .spawn()
+            .context("cannot start the simulated fleet")?,
+    );
+
+    // Night shift: the orchestrator writes tonight's tuning; the fleet applies it.
+    std::fs::write(
+        s.path("tuned.conf"),
+        "aim_sensitivity = 0.72\nsafety_threshold = 0.9\nupdate_window = \"02:00-04:00\"\n",
+    )?;
+    s.say(
+        "02:58 — a normal cycle",
+        "The orchestrator on node-7 writes tonight's tuning. `config put` takes the lock \
+         configs/aim_lock_config.conf, writes a revision under its fencing token, releases it; \
+         every endpoint applies it atomically.",
+    );
+    let (_, out) = s.run(
+        "orchestrator",
+        &orchestrator,
+        Some("node-7"),
+        &[
+            "config",
+            "put",
+            CONFIG,
+            "tuned.conf",
+            "-m",
+            "nightly tuning",
+            "--json",
+        ],
+    );
+    let rev1 = json_field(&out, "rev").context("the first write failed")?;
+    let all = s.wait_until(Duration::from_secs(60), || {
+        applied(handle, &client, rev1) >= n
+    });
+    println!(
+        "{} of {n} endpoints applied revision {rev1}{}",
+        applied(handle, &client, rev1),
+        if all {
+            ""
+        } else {
+            " (the rest are offline or slow)"
+        }
+    );
+
+    // A hotfix draft written earlier by alice, under an older token: the bypass that fails.
+    std::fs::write(
+        s.path("hotfix.conf"),
+        "aim_sensitivity = 0.72\nsafety_threshold = 0.9\nupdate_window = \"03:30-05:00\"\n",
+    )?;
+    let (_, out) = s.run(
+        "alice",
+        &alice,
+        None,
+        &[
+            "config",
+            "put",
+            CONFIG,
+            "hotfix.conf",
+            "--draft",
+            "-m",
+            "safer update window",
+            "--json",
+        ],
+    );
+    let stale_draft = json_field(&out, "rev").context("the draft failed")?;
+
+    s.say(
+        "03:12 — the orchestrator takes the lock, writes, and crashes",
+        "It acquires the lock for its update cycle, writes a revision under its new token — \
+         the endpoints apply it — and dies without releasing: its lease stays until it expires.",
+    );
+    let (_, out) = s.run(
+        "orchestrator",
+        &orchestrator,
+        Some("node-7"),
+        &[
+            "acquire",
+            RESOURCE,
+            "--ttl",
+            "30m",
+            "--purpose",
+            "orchestrator update cycle",
+            "--json",
+        ],
+    );
+    let lease = json_field(&out, "lease").context("no lease")?;
+    let fence = json_field(&out, "token").context("no token")?;
+    let (_, out) = s.run(
+        "orchestrator",
+        &orchestrator,
+        Some("node-7"),
+        &[
+            "config",
+            "put",
+            CONFIG,
+            "tuned.conf",
+            "--lease",
+            &lease.to_string(),
+            "--fence-token",
+            &fence.to_string(),
+            "-m",
+            "cycle 03:12",
+            "--json",
+        ],
+    );
+    let rev2 = json_field(&out, "rev").context("the orchestrator's write failed")?;
+    s.wait_until(Duration::from_secs(60), || {
+        applied(handle, &client, rev2) >= n
+    });
+    println!("(node-7 goes dark: nothing renews lease {lease})");
+
+    s.say(
+        "03:40 — the fleet is stuck: HOT",
+        "Anyone who tries to change the config is refused: the lock is held.",
+    );
+    s.run(
+        "alice",
+        &alice,
+        None,
+        &["config", "put", CONFIG, "hotfix.conf", "-m", "hotfix"],
+    );
+    s.say(
+        "Who holds it, and is it alive?",
+        "One command explains the ghost.",
+    );
+    s.run("alice", &alice, None, &["why", RESOURCE]);
+
+    s.say(
+        "The bypass that fails: a shadow to a canary of three",
+        "Alice sends her hotfix draft as a shadow to three drones. It was written under an \
+         older token than the one the drones already applied, so each refuses it locally.",
+    );
+    s.run(
+        "alice",
+        &alice,
+        None,
+        &[
+            "config",
+            "shadow",
+            CONFIG,
+            "--rev",
+            &stale_draft.to_string(),
+            "--nodes",
+            "drone-0000,drone-0001,drone-0002",
+        ],
+    );
+    s.wait_until(Duration::from_secs(10), || {
+        handle
+            .block_on(client.fleet_node("drone-0000"))
+            .is_ok_and(|a| a.configs.iter().any(|c| c.shadow_report.is_some()))
+    });
+    s.run("alice", &alice, None, &["fleet", "show", "drone-0000"]);
+
+    s.say(
+        "The careful fix: a hold point, acknowledged",
+        "Nothing may re-grab the lock while it is cleared: alice freezes it for 90 s, and \
+         on-call acknowledges — a second person.",
+    );
+    let (_, out) = s.run(
+        "alice",
+        &alice,
+        None,
+        &[
+            "hold",
+            RESOURCE,
+            "--for",
+            "90s",
+            "--require-ack",
+            "--reason",
+            "stopping the orchestrator for 90 s to clear a stale lock",
+            "--json",
+        ],
+    );
+    let hold = json_field(&out, "hold").context("no hold")?;
+    s.run("oncall", &oncall, None, &["ack", &hold.to_string()]);
+    s.say(
+        "The audited break",
+        "Alice breaks the dead orchestrator's lease: it is revoked, the fence advances so any \
+         write carrying the old token is refused, and the audit trail says who and why.",
+    );
+    s.run(
+        "alice",
+        &alice,
+        None,
+        &[
+            "break",
+            RESOURCE,
+            "--reason",
+            "orchestrator on node-7 crashed at 03:12",
+        ],
+    );
+    lift_holds(&s, &alice, handle, &client);
+
+    s.say(
+        "The real fix, rolled out: canary, hold point, waves",
+        "Alice writes the hotfix again as a draft — now under a current token — and rolls it \
+         out: a canary of three, a hold point on-call approves, then the fleet in waves.",
+    );
+    let (_, out) = s.run(
+        "alice",
+        &alice,
+        None,
+        &[
+            "config",
+            "put",
+            CONFIG,
+            "hotfix.conf",
+            "--draft",
+            "-m",
+            "safer update window",
+            "--json",
+        ],
+    );
+    let hotfix = json_field(&out, "rev").context("the hotfix failed")?;
+    let (_, out) = s.run(
+        "alice",
+        &alice,
+        None,
+        &[
+            "rollout",
+            "start",
+            CONFIG,
+            "--rev",
+            &hotfix.to_string(),
+            "--canary",
+            "3",
+            "--waves",
+            "10%,50%,100%",
+            "--hold-after",
+            "canary",
+            "--approvals",
+            "1",
+            "--max-failures",
+            "5%",
+            "--deadline",
+            "2m",
+            "--json",
+        ],
+    );
+    let id = json_str(&out, "id").context("the rollout did not start")?;
+    s.wait_until(Duration::from_secs(60), || {
+        handle.block_on(client.rollout(&id)).is_ok_and(|r| {
+            matches!(
+                r.state,
+                Some(locksmith_api::rollouts::State::AwaitingApproval { .. })
+            )
+        })
+    });
+    s.run("alice", &alice, None, &["rollout", "status", &id]);
+    s.run("oncall", &oncall, None, &["rollout", "approve", &id]);
+    s.run(
+        "alice",
+        &alice,
+        None,
+        &["rollout", "status", &id, "--watch"],
+    );
+    lift_holds(&s, &alice, handle, &client);
+
+    s.say("03:58", "Is everything healthy?");
+    let (code, _) = s.run("alice", &alice, None, &["status"]);
+    if args.keep {
+        println!(
+            "\nThe server keeps running at {} (admin token in {}); Ctrl-C ends it.",
+            s.url,
+            s.path("data/admin.token").display()
+        );
+        handle.block_on(tokio::signal::ctrl_c())?;
+    }
+    Ok(if code == 0 { Exit::Ok } else { Exit::Problems })
+}
+
+/// Lifts every hold in force on the config (the break's own freeze, the acknowledged one).
+fn lift_holds(
+    s: &Stage,
+    alice: &str,
+    handle: &tokio::runtime::Handle,
+    client: &locksmith_client::Client,
+) {
+    let holds = handle
+        .block_on(client.holds())
+        .map(|h| h.holds)
+        .unwrap_or_default();
+    for hold in holds.iter().filter(|h| h.record.resource == RESOURCE) {
+        s.run(
+            "alice",
+            alice,
+            None,
+            &["unhold", &hold.record.hold.0.to_string()],
+        );
+    }
+}
