@@ -89,6 +89,26 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
     let orchestrator = token("orchestrator@node-7", "client")?;
     let alice = token("alice@ops", "operator")?;
     let oncall = token("oncall@ops", "operator")?;
+    let (code, out) = s.run(
+        "admin",
+        &admin,
+        None,
+        &[
+            "token",
+            "create",
+            "--name",
+            "drone-0042",
+            "--role",
+            "node",
+            "--node",
+            "drone-0042",
+            "--json",
+        ],
+    );
+    let drone = match code {
+        0 => json_str(&out, "secret").context("no secret in the answer")?,
+        _ => bail!("could not make drone-0042's token"),
+    };
     let _fleet = Proc(
         std::process::Command::new(&s.bin)
             .args(["--server", &s.url, "fleet", "simulate", "--seed", "7"])
@@ -209,7 +229,21 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
 
     s.say(
         "03:40 — the fleet is stuck: HOT",
-        "Anyone who tries to change the config is refused: the lock is held.",
+        "Every endpoint that needs the config's lock is refused: a drone's local update script \
+         asks for it, and so does alice's hotfix.",
+    );
+    s.run(
+        "drone-0042",
+        &drone,
+        Some("drone-0042"),
+        &[
+            "acquire",
+            RESOURCE,
+            "--ttl",
+            "30s",
+            "--purpose",
+            "local recalibration",
+        ],
     );
     s.run(
         "alice",
