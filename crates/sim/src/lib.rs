@@ -1,0 +1,6 @@
+//! # locksmith-sim
+//!
+//! The endpoint agent's network side ([`net`]), shared by `locksmith agent` and (next) by the
+//! fleet simulator.
+
+pub mod net;
