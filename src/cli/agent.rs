@@ -91,6 +91,50 @@ pub enum FleetCommand {
     Ls(FleetLsArgs),
     /// One endpoint in detail: every config's desired and applied revision and last report.
     Show(FleetShowArgs),
+    /// Run thousands of simulated agents (the real agent core, in memory) against the server
+    /// until Ctrl-C, printing a status line every few seconds. Needs an admin token: it makes
+    /// one node token per agent.
+    Simulate(FleetSimulateArgs),
+}
+
+/// `locksmith fleet simulate`.
+#[derive(Debug, Args)]
+pub struct FleetSimulateArgs {
+    /// How many agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+
+    /// The chance an agent's health hook fails (for every revision after its first).
+    #[arg(long, default_value_t = 0.0, value_name = "0..1")]
+    pub fail_rate: f64,
+
+    /// The chance an agent drops its stream now and then (5–20 s) and comes back.
+    #[arg(long, default_value_t = 0.0, value_name = "0..1")]
+    pub offline_rate: f64,
+
+    /// The chance an agent's hooks take longer (0.5–3 s per apply).
+    #[arg(long, default_value_t = 0.0, value_name = "0..1")]
+    pub slow_rate: f64,
+
+    /// The chance an agent reboots now and then (every 20–60 s; a new boot id).
+    #[arg(long, default_value_t = 0.0, value_name = "0..1")]
+    pub reboot_rate: f64,
+
+    /// Draws which agents fail, go offline, are slow or reboot: the same seed, the same agents.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// A config every agent applies (repeatable) [default: every config on the server].
+    #[arg(long = "config", value_name = "NAME")]
+    pub configs: Vec<String>,
+
+    /// Node names are PREFIX-00000, PREFIX-00001, …
+    #[arg(long, default_value = "sim")]
+    pub prefix: String,
+
+    /// How often to print the status line.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub every: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,8 @@
 //! `locksmith fleet ls|show` and `locksmith config shadow`: the endpoints running
-//! `locksmith agent`, what each should run and what it reported.
+//! `locksmith agent`, what each should run and what it reported; `fleet simulate` in
+//! `simulate`.
+
+mod simulate;
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +20,7 @@ pub async fn fleet(global: &Global, command: FleetCommand) -> anyhow::Result<Exi
     match command {
         FleetCommand::Ls(args) => ls(global, args).await,
         FleetCommand::Show(args) => show(global, args).await,
+        FleetCommand::Simulate(args) => simulate::simulate(global, args).await,
     }
 }
 

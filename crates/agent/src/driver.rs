@@ -99,15 +99,16 @@ pub enum OpenError {
 
 /// Called with each step's config and the step just before the driver executes it: a
 /// process's fault injection (`locksmith agent` kills itself at a named step in its tests)
-/// and tracing.
+/// and tracing. `Send`, so that a driver can move between a runtime's workers (the fleet
+/// simulator runs thousands of drivers on tokio tasks).
 pub struct StepObserver(Box<ObserveFn>);
 
 /// What a [`StepObserver`] calls: the config and the step.
-type ObserveFn = dyn FnMut(&str, &Step);
+type ObserveFn = dyn FnMut(&str, &Step) + Send;
 
 impl StepObserver {
     /// Wraps `f`.
-    pub fn new(f: impl FnMut(&str, &Step) + 'static) -> Self {
+    pub fn new(f: impl FnMut(&str, &Step) + Send + 'static) -> Self {
         Self(Box::new(f))
     }
 }

@@ -8,24 +8,10 @@ use std::thread;
 use std::time::Duration;
 
 use locksmith_agent::{
-    Action, AgentSpec, Clock, Driver, Event, RealFs, Report, ShellHooks, Step, StepObserver,
-    SystemClock,
+    Action, AgentSpec, Clock, Driver, Event, RealFs, ShellHooks, Step, StepObserver, SystemClock,
 };
+use locksmith_sim::net::Outbound;
 use tokio::sync::mpsc::UnboundedSender;
-
-/// What the apply thread asks of the network side.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Fetch a revision's content and answer [`Event::Fetched`] or [`Event::FetchFailed`].
-    Fetch {
-        /// The config.
-        config: String,
-        /// The revision.
-        rev: u64,
-    },
-    /// Send this report.
-    Report(Report),
-}
 
 /// What the apply thread is fed.
 #[derive(Debug)]

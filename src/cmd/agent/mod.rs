@@ -3,12 +3,13 @@
 //!
 //! - `settings`: the command line and the agent file;
 //! - `apply`: the thread that runs the synchronous `Driver` (and the crash test hook);
-//! - `session`: register, the desired stream with reconnects, heartbeats, fetches, reports;
+//! - `session_sink`: the apply thread's end of the network side (`locksmith_sim::net`: register,
+//!   the desired stream with reconnects, heartbeats, fetches, reports);
 //! - `probe`: the ghost prober.
 
 mod apply;
 mod probe;
-mod session;
+mod session_sink;
 mod settings;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use locksmith_api::agents::RegisterAgentRequest;
 use locksmith_host::verdict::Here;
+use locksmith_sim::net as session;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 

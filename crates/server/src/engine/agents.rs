@@ -153,14 +153,19 @@ impl Engine {
             }
             if changed {
                 audit(&agent_resource(node), event, detail, now, fx);
-                let report = locksmith_rollout::Event::Report {
-                    node: node.to_owned(),
-                    rev,
-                    state: super::rollouts::report_state(apply),
-                    applied_rev,
-                };
-                super::rollouts::on_report(state, &config, report, now, fx);
             }
+            // Every report goes to the rollout, changed or not: an endpoint told the rolled
+            // revision and then, before it applied it, its last-known-good again (a rollback
+            // started by another canary) answers exactly as it did before the rollout —
+            // `applied` on the same revision — and that repeat is what tells the planner it is
+            // restored. The planner takes a repeat of a known answer as a no-op.
+            let report = locksmith_rollout::Event::Report {
+                node: node.to_owned(),
+                rev,
+                state: super::rollouts::report_state(apply),
+                applied_rev,
+            };
+            super::rollouts::on_report(state, &config, report, now, fx);
             view(state, node, now).ok_or_else(|| AgentRefusal::NotRegistered(node.to_owned()))
         })
         .await

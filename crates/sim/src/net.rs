@@ -1,7 +1,8 @@
-//! The agent's network side: register, hold the desired stream open (reconnecting with
-//! exponential backoff and jitter), heartbeat, fetch content, post reports. Everything the
-//! apply thread needs goes to it as an [`Event`]; everything it asks for comes back as an
-//! [`Outbound`].
+//! The agent's network side, shared by `locksmith agent` and the simulated fleet: register,
+//! hold the desired stream open (reconnecting with exponential backoff and jitter), heartbeat,
+//! fetch content, post reports. Everything the agent's core needs goes to it as an [`Event`]
+//! through an [`EventSink`] (a thread's channel in `locksmith agent`, a task's in the
+//! simulator); everything it asks for comes back as an [`Outbound`].
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
@@ -12,7 +13,38 @@ use locksmith_api::agents::{AgentReport, RegisterAgentRequest};
 use locksmith_client::{Client, ClientError};
 use tokio::sync::{mpsc, watch};
 
-use super::apply::{Events, Outbound};
+/// What the agent's core asks of the network side.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Fetch a revision's content and answer [`Event::Fetched`] or [`Event::FetchFailed`].
+    Fetch {
+        /// The config.
+        config: String,
+        /// The revision.
+        rev: u64,
+    },
+    /// Send this report.
+    Report(AgentReport),
+}
+
+/// Where the network side delivers events for the agent's core. An error means the core has
+/// stopped, and the network side stops with it.
+pub trait EventSink: Clone + Send + Sync + 'static {
+    /// Delivers `event`.
+    fn send(&self, event: Event) -> Result<(), Stopped>;
+}
+
+/// The agent's core has stopped taking events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the agent has stopped")]
+pub struct Stopped;
+
+/// A tokio channel's sender as an [`EventSink`] (the simulator's agents run on tasks).
+impl EventSink for mpsc::UnboundedSender<Event> {
+    fn send(&self, event: Event) -> Result<(), Stopped> {
+        mpsc::UnboundedSender::send(self, event).map_err(|_| Stopped)
+    }
+}
 
 /// The first reconnect waits about this long; each failure doubles it, up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -31,7 +63,7 @@ pub struct Identity {
 pub async fn stream_forever(
     client: Client,
     who: Identity,
-    events: Events,
+    events: impl EventSink,
     online: watch::Sender<bool>,
     max_backoff: Duration,
 ) {
@@ -59,7 +91,7 @@ pub async fn stream_forever(
 async fn stream_once(
     client: &Client,
     who: &Identity,
-    events: &Events,
+    events: &impl EventSink,
     online: &watch::Sender<bool>,
 ) -> Result<(), ClientError> {
     client.register_agent(&who.node, &who.register).await?;
@@ -118,7 +150,7 @@ pub async fn serve(
     client: Client,
     node: String,
     mut out: mpsc::UnboundedReceiver<Outbound>,
-    events: Events,
+    events: impl EventSink,
     mut online: watch::Receiver<bool>,
 ) {
     let mut waiting: BTreeMap<String, AgentReport> = BTreeMap::new();
