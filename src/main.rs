@@ -104,7 +104,7 @@ async fn dispatch(cli: Cli, node_typed: bool) -> anyhow::Result<Exit> {
         Command::Agent(args) => cmd::agent::agent(&global, *args).await,
         Command::Fleet(command) => cmd::fleet::fleet(&global, command).await,
         Command::Rollout(command) => cmd::rollout::rollout(&global, command).await,
-        Command::Demo(args) => cmd::demo::demo(args).await.map_err(Into::into),
+        Command::Demo(args) => cmd::demo::demo(args).await,
         Command::Completions(args) => Ok(cmd::completions::completions(&args)),
         // Dispatched before the runtime starts (see `main`).
         Command::RunSupervisor(_) => Ok(Exit::Usage),

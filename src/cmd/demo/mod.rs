@@ -11,7 +11,7 @@ use locksmith_api::agents::ApplyState;
 
 use crate::cli::DemoArgs;
 use crate::exit::Exit;
-use stage::{Proc, Stage};
+use stage::{Proc, Stage, show};
 
 const CONFIG: &str = "aim_lock_config.conf";
 const RESOURCE: &str = "configs/aim_lock_config.conf";
@@ -44,11 +44,17 @@ fn applied(handle: &tokio::runtime::Handle, client: &locksmith_client::Client, r
         .unwrap_or(0)
 }
 
-fn json_field(text: &str, field: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(text)
-        .ok()?
-        .get(field)?
-        .as_u64()
+/// The newest revision of the config (drafts included).
+fn latest(handle: &tokio::runtime::Handle, client: &locksmith_client::Client) -> Option<u64> {
+    let history = handle.block_on(client.config_history(CONFIG)).ok()?;
+    Some(history.head.latest)
+}
+
+/// The number after the first `word ` in the command's output (`lease 3 token 3 on …`).
+fn after_word(text: &str, word: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == word)?;
+    words.next()?.trim_end_matches([',', ':']).parse().ok()
 }
 
 fn json_str(text: &str, field: &str) -> Option<String> {
@@ -75,8 +81,7 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
         ),
     );
     let token = |name: &str, role: &str| -> anyhow::Result<String> {
-        let (code, out) = s.run(
-            "admin",
+        let (code, out) = s.quiet(
             &admin,
             None,
             &["token", "create", "--name", name, "--role", role, "--json"],
@@ -84,34 +89,19 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
         if code != 0 {
             bail!("could not make the token {name}");
         }
-        json_str(&out, "secret").context("no secret in the answer")
+        json_str(&out, "token").context("no secret in the answer")
     };
     let orchestrator = token("orchestrator@node-7", "client")?;
     let alice = token("alice@ops", "operator")?;
     let oncall = token("oncall@ops", "operator")?;
-    let (code, out) = s.run(
-        "admin",
-        &admin,
-        None,
-        &[
-            "token",
-            "create",
-            "--name",
-            "drone-0042",
-            "--role",
-            "node",
-            "--node",
-            "drone-0042",
-            "--json",
-        ],
+    show(
+        "(tokens made for orchestrator@node-7, a client, and alice@ops and oncall@ops, operators)",
     );
-    let drone = match code {
-        0 => json_str(&out, "secret").context("no secret in the answer")?,
-        _ => bail!("could not make drone-0042's token"),
-    };
     let _fleet = Proc(
         std::process::Command::new(&s.bin)
-            .args(["--server", &s.url, "fleet", "simulate", "--seed", "7"])
+            .args([
+                "--server", &s.url, "fleet", "simulate", "--seed", "7", "--prefix", "ep",
+            ])
             .args(["--agents", &n.to_string(), "--config", CONFIG])
             .env("LOCKSMITH_TOKEN", &admin)
             .stdin(std::process::Stdio::null())
@@ -132,7 +122,7 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
          configs/aim_lock_config.conf, writes a revision under its fencing token, releases it; \
          every endpoint applies it atomically.",
     );
-    let (_, out) = s.run(
+    s.run(
         "orchestrator",
         &orchestrator,
         Some("node-7"),
@@ -143,14 +133,13 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             "tuned.conf",
             "-m",
             "nightly tuning",
-            "--json",
         ],
     );
-    let rev1 = json_field(&out, "rev").context("the first write failed")?;
+    let rev1 = latest(handle, &client).context("the first write failed")?;
     let all = s.wait_until(Duration::from_secs(60), || {
         applied(handle, &client, rev1) >= n
     });
-    println!(
+    show(format!(
         "{} of {n} endpoints applied revision {rev1}{}",
         applied(handle, &client, rev1),
         if all {
@@ -158,14 +147,14 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
         } else {
             " (the rest are offline or slow)"
         }
-    );
+    ));
 
     // A hotfix draft written earlier by alice, under an older token: the bypass that fails.
     std::fs::write(
         s.path("hotfix.conf"),
         "aim_sensitivity = 0.72\nsafety_threshold = 0.9\nupdate_window = \"03:30-05:00\"\n",
     )?;
-    let (_, out) = s.run(
+    s.run(
         "alice",
         &alice,
         None,
@@ -177,10 +166,9 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             "--draft",
             "-m",
             "safer update window",
-            "--json",
         ],
     );
-    let stale_draft = json_field(&out, "rev").context("the draft failed")?;
+    let stale_draft = latest(handle, &client).context("the draft failed")?;
 
     s.say(
         "03:12 — the orchestrator takes the lock, writes, and crashes",
@@ -195,15 +183,15 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             "acquire",
             RESOURCE,
             "--ttl",
-            "30m",
+            "5m",
             "--purpose",
             "orchestrator update cycle",
-            "--json",
         ],
     );
-    let lease = json_field(&out, "lease").context("no lease")?;
-    let fence = json_field(&out, "token").context("no token")?;
-    let (_, out) = s.run(
+    let (lease, fence) = after_word(&out, "lease")
+        .zip(after_word(&out, "token"))
+        .context("the orchestrator got no lease")?;
+    s.run(
         "orchestrator",
         &orchestrator,
         Some("node-7"),
@@ -218,24 +206,42 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             &fence.to_string(),
             "-m",
             "cycle 03:12",
-            "--json",
         ],
     );
-    let rev2 = json_field(&out, "rev").context("the orchestrator's write failed")?;
+    let rev2 = latest(handle, &client).context("the orchestrator's write failed")?;
     s.wait_until(Duration::from_secs(60), || {
         applied(handle, &client, rev2) >= n
     });
-    println!("(node-7 goes dark: nothing renews lease {lease})");
+    show(format!("(node-7 goes dark: nothing renews lease {lease})"));
 
+    // Three drones of the fleet, by name.
+    let drones: Vec<String> = handle
+        .block_on(client.fleet("role=drone"))
+        .map(|f| f.agents.into_iter().take(3).map(|a| a.node).collect())
+        .unwrap_or_default();
+    let [d0, _, _] = drones.as_slice() else {
+        bail!("the simulated fleet has fewer than three drones");
+    };
+    let (code, out) = s.quiet(
+        &admin,
+        None,
+        &[
+            "token", "create", "--name", d0, "--role", "node", "--node", d0, "--json",
+        ],
+    );
+    let drone = match code {
+        0 => json_str(&out, "token").context("no secret in the answer")?,
+        _ => bail!("could not make {d0}'s token"),
+    };
     s.say(
         "03:40 — the fleet is stuck: HOT",
         "Every endpoint that needs the config's lock is refused: a drone's local update script \
          asks for it, and so does alice's hotfix.",
     );
     s.run(
-        "drone-0042",
+        d0,
         &drone,
-        Some("drone-0042"),
+        Some(d0),
         &[
             "acquire",
             RESOURCE,
@@ -249,7 +255,16 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
         "alice",
         &alice,
         None,
-        &["config", "put", CONFIG, "hotfix.conf", "-m", "hotfix"],
+        &[
+            "config",
+            "put",
+            CONFIG,
+            "hotfix.conf",
+            "-m",
+            "hotfix",
+            "--wait",
+            "0s",
+        ],
     );
     s.say(
         "Who holds it, and is it alive?",
@@ -273,15 +288,15 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             "--rev",
             &stale_draft.to_string(),
             "--nodes",
-            "drone-0000,drone-0001,drone-0002",
+            &drones.join(","),
         ],
     );
     s.wait_until(Duration::from_secs(10), || {
         handle
-            .block_on(client.fleet_node("drone-0000"))
+            .block_on(client.fleet_node(d0))
             .is_ok_and(|a| a.configs.iter().any(|c| c.shadow_report.is_some()))
     });
-    s.run("alice", &alice, None, &["fleet", "show", "drone-0000"]);
+    s.run("alice", &alice, None, &["fleet", "show", d0]);
 
     s.say(
         "The careful fix: a hold point, acknowledged",
@@ -300,10 +315,9 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             "--require-ack",
             "--reason",
             "stopping the orchestrator for 90 s to clear a stale lock",
-            "--json",
         ],
     );
-    let hold = json_field(&out, "hold").context("no hold")?;
+    let hold = after_word(&out, "hold").context("no hold")?;
     s.run("oncall", &oncall, None, &["ack", &hold.to_string()]);
     s.say(
         "The audited break",
@@ -328,7 +342,7 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
         "Alice writes the hotfix again as a draft — now under a current token — and rolls it \
          out: a canary of three, a hold point on-call approves, then the fleet in waves.",
     );
-    let (_, out) = s.run(
+    s.run(
         "alice",
         &alice,
         None,
@@ -340,11 +354,10 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             "--draft",
             "-m",
             "safer update window",
-            "--json",
         ],
     );
-    let hotfix = json_field(&out, "rev").context("the hotfix failed")?;
-    let (_, out) = s.run(
+    let hotfix = latest(handle, &client).context("the hotfix failed")?;
+    s.run(
         "alice",
         &alice,
         None,
@@ -366,10 +379,14 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             "5%",
             "--deadline",
             "2m",
-            "--json",
         ],
     );
-    let id = json_str(&out, "id").context("the rollout did not start")?;
+    let id = handle
+        .block_on(client.rollouts(Some(CONFIG), false))
+        .ok()
+        .and_then(|l| l.rollouts.into_iter().next())
+        .map(|r| r.id)
+        .context("the rollout did not start")?;
     s.wait_until(Duration::from_secs(60), || {
         handle.block_on(client.rollout(&id)).is_ok_and(|r| {
             matches!(
@@ -378,7 +395,7 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
             )
         })
     });
-    s.run("alice", &alice, None, &["rollout", "status", &id]);
+    s.run_clipped("alice", &alice, None, &["rollout", "status", &id], 16);
     s.run("oncall", &oncall, None, &["rollout", "approve", &id]);
     s.run(
         "alice",
@@ -391,11 +408,11 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
     s.say("03:58", "Is everything healthy?");
     let (code, _) = s.run("alice", &alice, None, &["status"]);
     if args.keep {
-        println!(
+        show(format!(
             "\nThe server keeps running at {} (admin token in {}); Ctrl-C ends it.",
             s.url,
             s.path("data/admin.token").display()
-        );
+        ));
         handle.block_on(tokio::signal::ctrl_c())?;
     }
     Ok(if code == 0 { Exit::Ok } else { Exit::Problems })

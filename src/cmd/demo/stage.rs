@@ -8,6 +8,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// One line of the demo's narration or of a command's output, on stdout (a closed stdout ends
+/// nothing: the story goes on).
+pub fn show(text: impl AsRef<str>) {
+    let _ = crate::output::out(text.as_ref().trim_end_matches('\n'));
+}
+
+/// A command's error output, on stderr.
+pub fn show_err(text: impl AsRef<str>) {
+    let text = text.as_ref();
+    if !text.is_empty() {
+        let _ = crate::output::note(text.trim_end_matches('\n'));
+    }
+}
+
 /// A child process, killed and reaped on drop.
 pub struct Proc(pub Child);
 
@@ -79,9 +93,9 @@ impl Stage {
 
     /// Narration: a heading and plain words.
     pub fn say(&self, heading: &str, words: &str) {
-        println!("\n\x1b[1m== {heading}\x1b[0m");
+        show(format!("\n\x1b[1m== {heading}\x1b[0m"));
         for line in textwrap::wrap(words, 96) {
-            println!("{line}");
+            show(line);
         }
         self.pause(1_200);
     }
@@ -92,9 +106,47 @@ impl Stage {
         }
     }
 
+    /// `locksmith ARGS` as the holder of `token`, on `node`, for the stage's own bookkeeping:
+    /// nothing is shown. Returns (exit code, stdout).
+    pub fn quiet(&self, token: &str, node: Option<&str>, args: &[&str]) -> (i32, String) {
+        match self.command(token, node, args).output() {
+            Ok(out) => (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            ),
+            Err(_) => (-1, String::new()),
+        }
+    }
+
+    fn command(&self, token: &str, node: Option<&str>, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--server", &self.url])
+            .args(args)
+            .env("LOCKSMITH_TOKEN", token)
+            .env_remove("LOCKSMITH_TOKEN_FILE")
+            .current_dir(self.dir.path());
+        if let Some(node) = node {
+            cmd.env("LOCKSMITH_NODE", node);
+        }
+        cmd
+    }
+
     /// `locksmith ARGS` as the holder of `token`, on `node`; prints the command line and its
     /// output as a terminal would show them. Returns (exit code, stdout).
     pub fn run(&self, who: &str, token: &str, node: Option<&str>, args: &[&str]) -> (i32, String) {
+        self.run_clipped(who, token, node, args, usize::MAX)
+    }
+
+    /// [`Stage::run`], showing at most `max_lines` lines of its output (a fleet-wide listing
+    /// of a thousand endpoints says nothing more than its first lines and its count).
+    pub fn run_clipped(
+        &self,
+        who: &str,
+        token: &str,
+        node: Option<&str>,
+        args: &[&str],
+        max_lines: usize,
+    ) -> (i32, String) {
         let shown: Vec<String> = args
             .iter()
             .map(|a| {
@@ -105,26 +157,26 @@ impl Stage {
                 }
             })
             .collect();
-        println!("\x1b[2m[{who}]\x1b[0m $ locksmith {}", shown.join(" "));
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["--server", &self.url])
-            .args(args)
-            .env("LOCKSMITH_TOKEN", token)
-            .env_remove("LOCKSMITH_TOKEN_FILE")
-            .current_dir(self.dir.path());
-        if let Some(node) = node {
-            cmd.env("LOCKSMITH_NODE", node);
-        }
-        let out = match cmd.output() {
+        show(format!(
+            "\x1b[2m[{who}]\x1b[0m $ locksmith {}",
+            shown.join(" ")
+        ));
+        let out = match self.command(token, node, args).output() {
             Ok(out) => out,
             Err(e) => {
-                println!("(could not run it: {e})");
+                show(format!("(could not run it: {e})"));
                 return (-1, String::new());
             }
         };
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        print!("{stdout}");
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<&str> = stdout.lines().collect();
+        for line in lines.iter().take(max_lines) {
+            show(line);
+        }
+        if lines.len() > max_lines {
+            show(format!("… ({} more lines)", lines.len() - max_lines));
+        }
+        show_err(String::from_utf8_lossy(&out.stderr));
         let _ = std::io::stdout().flush();
         self.pause(800);
         (out.status.code().unwrap_or(-1), stdout)
