@@ -24,6 +24,7 @@ pub mod scale;
 pub mod server_process;
 pub mod stats;
 pub mod workload;
+pub mod zookeeper;
 
 pub use stats::Row;
 
