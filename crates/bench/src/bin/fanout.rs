@@ -63,25 +63,105 @@ struct Args {
     /// ZooKeeper data watches each session holds (1: one session per watcher).
     #[arg(long, default_value_t = 1)]
     zk_watches_per_session: usize,
+    /// Measured changes per row (the table merges their latencies; CPU is per change).
+    #[arg(long, default_value_t = 5)]
+    changes: usize,
+    /// Unmeasured changes first (a fresh JVM or etcd runs its first fan-out cold).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
 }
 
-/// One measured row.
+/// One measured row: `changes` changes, each seen by every watcher.
 struct Outcome {
     system: &'static str,
     watchers: usize,
     connections: usize,
+    /// Every watcher's latency for every measured change.
     latencies: Latencies,
     max_ms: f64,
+    /// The median over the measured changes of the time until the writer's change was
+    /// acknowledged.
     change_ms: f64,
+    /// Server CPU per change.
     cpu_s: f64,
     rss_mib: f64,
 }
 
+/// Measures `changes` changes after `warmup` unmeasured ones. Before a change, it waits for
+/// every watcher's readiness on `ready` (before the first only, unless watches must be re-armed
+/// after each change) and runs `check`; `change` makes one and returns when the server
+/// acknowledged it.
+struct Rounds<'a> {
+    pid: i32,
+    ticks_per_s: u64,
+    n: usize,
+    args: &'a Args,
+    system: &'static str,
+}
+
+/// What the watcher tasks report: each one's readiness (or setup error), each event's arrival.
+struct Channels {
+    ready: mpsc::UnboundedReceiver<anyhow::Result<()>>,
+    arrivals: mpsc::UnboundedReceiver<Instant>,
+}
+
+impl Rounds<'_> {
+    async fn run<C>(
+        &self,
+        channels: Channels,
+        rearm: bool,
+        check: impl Fn() -> anyhow::Result<()>,
+        mut change: impl FnMut(u64) -> C,
+    ) -> anyhow::Result<(Latencies, f64, f64, f64, f64)>
+    where
+        C: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let Channels {
+            mut ready,
+            mut arrivals,
+        } = channels;
+        let mut all = Latencies::default();
+        let (mut max_ms, mut cpu_s, mut rss_mib) = (0.0f64, 0.0, 0.0);
+        let mut acked = Vec::new();
+        for round in 0..self.args.warmup + self.args.changes {
+            if round == 0 || rearm {
+                for _ in 0..self.n {
+                    ready.recv().await.context("a watcher task ended")??;
+                }
+                check()?;
+            }
+            let usage = ServerUsage::start(self.pid, self.ticks_per_s)?;
+            let t0 = Instant::now();
+            change(round as u64 + 1).await?;
+            let change_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let (latencies, max) = collect(&mut arrivals, self.n, t0, self.system).await?;
+            let (cpu, rss) = usage.finish()?;
+            if round < self.args.warmup {
+                continue;
+            }
+            all.merge(&latencies);
+            max_ms = max_ms.max(max);
+            cpu_s += cpu;
+            rss_mib = f64::max(rss_mib, rss);
+            acked.push(change_ms);
+        }
+        acked.sort_by(f64::total_cmp);
+        let change_ms = acked.get(acked.len() / 2).copied().unwrap_or(0.0);
+        let cpu_per_change = cpu_s / self.args.changes as f64;
+        Ok((all, max_ms, change_ms, cpu_per_change, rss_mib))
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.watchers.contains(&0) || args.etcd_connections == 0 || args.zk_watches_per_session == 0
+    if args.watchers.contains(&0)
+        || args.etcd_connections == 0
+        || args.zk_watches_per_session == 0
+        || args.changes == 0
     {
-        bail!("--watchers, --etcd-connections and --zk-watches-per-session must be positive");
+        bail!(
+            "--watchers, --etcd-connections, --zk-watches-per-session and --changes must be positive"
+        );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -209,8 +289,8 @@ async fn etcd_fanout(
     }
     let mut writer = EtcdClient::connect(endpoints, None).await?;
     writer.put(KEY, "0", None).await?;
-    let (ready_tx, mut ready) = mpsc::unbounded_channel::<anyhow::Result<()>>();
-    let (arrived_tx, mut arrivals) = mpsc::unbounded_channel::<Instant>();
+    let (ready_tx, ready) = mpsc::unbounded_channel::<anyhow::Result<()>>();
+    let (arrived_tx, arrivals) = mpsc::unbounded_channel::<Instant>();
     let permits = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     for i in 0..n {
         let mut client = clients[i % connections].clone();
@@ -238,28 +318,39 @@ async fn etcd_fanout(
                     return;
                 }
             };
+            // One stream for every change, as a confd process keeps it; ends when the run
+            // drops its receiver (or etcd ends the stream: then the run misses this watcher).
             while let Ok(Some(r)) = stream.message().await {
-                if r.events().iter().any(|e| e.event_type() == EventType::Put) {
-                    let _ = arrived_tx.send(Instant::now());
-                    break;
+                let puts = r
+                    .events()
+                    .iter()
+                    .filter(|e| e.event_type() == EventType::Put);
+                for _ in puts {
+                    if arrived_tx.send(Instant::now()).is_err() {
+                        return;
+                    }
                 }
             }
-            // Keep the stream open until every watcher is done, so no cancel traffic overlaps
-            // the fan-out being measured.
-            arrived_tx.closed().await;
         });
     }
     drop((ready_tx, arrived_tx));
-    for _ in 0..n {
-        ready.recv().await.context("a watcher task ended")??;
-    }
-    let usage = ServerUsage::start(pid, ticks_per_s)?;
-    let t0 = Instant::now();
-    writer.put(KEY, "1", None).await?;
-    let change_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let (latencies, max_ms) = collect(&mut arrivals, n, t0, "etcd").await?;
-    let (cpu_s, rss_mib) = usage.finish()?;
-    drop(arrivals);
+    let change = |v: u64| {
+        let mut writer = writer.clone();
+        async move {
+            writer.put(KEY, v.to_string(), None).await?;
+            anyhow::Ok(())
+        }
+    };
+    let rounds = Rounds {
+        pid,
+        ticks_per_s,
+        n,
+        args,
+        system: "etcd",
+    };
+    let (latencies, max_ms, change_ms, cpu_s, rss_mib) = rounds
+        .run(Channels { ready, arrivals }, false, || Ok(()), change)
+        .await?;
     Ok(Outcome {
         system: "etcd",
         watchers: n,
@@ -291,8 +382,8 @@ async fn zk_fanout(
             &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
         )
         .await?;
-    let (ready_tx, mut ready) = mpsc::unbounded_channel::<anyhow::Result<()>>();
-    let (arrived_tx, mut arrivals) = mpsc::unbounded_channel::<Instant>();
+    let (ready_tx, ready) = mpsc::unbounded_channel::<anyhow::Result<()>>();
+    let (arrived_tx, arrivals) = mpsc::unbounded_channel::<Instant>();
     let permits = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     for s in 0..sessions {
         let watches = per_session.min(n - s * per_session);
@@ -300,55 +391,70 @@ async fn zk_fanout(
             (ready_tx.clone(), arrived_tx.clone(), permits.clone());
         let (connect, connector) = (connect.clone(), connector());
         tokio::spawn(async move {
-            let permit = permits.acquire_owned().await;
-            let set_up = async {
-                let client = connector.connect(&connect).await?;
-                let mut watchers = Vec::with_capacity(watches);
-                for _ in 0..watches {
-                    let (_, _, watcher) = client.get_and_watch_data(znode).await?;
-                    watchers.push(watcher);
-                }
-                anyhow::Ok((client, watchers))
-            }
-            .await;
-            drop(permit);
-            let (client, watchers) = match set_up {
-                Ok(w) => w,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
+            let client = {
+                let _permit = permits.acquire_owned().await;
+                match connector.connect(&connect).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
                 }
             };
-            for watcher in watchers {
-                let arrived_tx = arrived_tx.clone();
+            for _ in 0..watches {
+                let (client, ready_tx, arrived_tx) =
+                    (client.clone(), ready_tx.clone(), arrived_tx.clone());
                 tokio::spawn(async move {
-                    let event = watcher.changed().await;
-                    if event.event_type == zk::EventType::NodeDataChanged {
-                        let _ = arrived_tx.send(Instant::now());
+                    // A data watch fires once: re-arm it after every change, as a client must.
+                    loop {
+                        let watcher = match client.get_and_watch_data(znode).await {
+                            Ok((_, _, w)) => w,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e.into()));
+                                return;
+                            }
+                        };
+                        if ready_tx.send(Ok(())).is_err() {
+                            return;
+                        }
+                        let event = watcher.changed().await;
+                        if event.event_type != zk::EventType::NodeDataChanged
+                            || arrived_tx.send(Instant::now()).is_err()
+                        {
+                            return;
+                        }
                     }
                 });
             }
-            let _ = ready_tx.send(Ok(()));
-            // Keep the session until every watcher is done.
-            arrived_tx.closed().await;
-            drop(client);
         });
     }
     drop((ready_tx, arrived_tx));
-    for _ in 0..sessions {
-        ready.recv().await.context("a session task ended")??;
-    }
-    let registered = server.total_watches()?;
-    if registered != sessions as u64 {
-        bail!("zookeeper holds {registered} watches, expected one per session ({sessions})");
-    }
-    let usage = ServerUsage::start(server.pid(), ticks_per_s)?;
-    let t0 = Instant::now();
-    writer.set_data(znode, b"1", None).await?;
-    let change_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let (latencies, max_ms) = collect(&mut arrivals, n, t0, "zookeeper").await?;
-    let (cpu_s, rss_mib) = usage.finish()?;
-    drop(arrivals);
+    let check = || {
+        let registered = server.total_watches()?;
+        if registered != sessions as u64 {
+            bail!("zookeeper holds {registered} watches, expected one per session ({sessions})");
+        }
+        Ok(())
+    };
+    let change = |v: u64| {
+        let writer = writer.clone();
+        async move {
+            writer
+                .set_data(znode, v.to_string().as_bytes(), None)
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    let rounds = Rounds {
+        pid: server.pid(),
+        ticks_per_s,
+        n,
+        args,
+        system: "zookeeper",
+    };
+    let (latencies, max_ms, change_ms, cpu_s, rss_mib) = rounds
+        .run(Channels { ready, arrivals }, true, check, change)
+        .await?;
     Ok(Outcome {
         system: "zookeeper",
         watchers: n,
