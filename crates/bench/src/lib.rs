@@ -18,6 +18,7 @@
 
 pub mod agent_fleet;
 pub mod configs;
+pub mod fanout;
 pub mod peers;
 pub mod procfs;
 mod run;

@@ -28,16 +28,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use etcd_client::{Client as EtcdClient, EventType};
+use locksmith_bench::fanout::{Channels, Outcome, Rounds, table};
 use locksmith_bench::procfs;
-use locksmith_bench::stats::Latencies;
 use locksmith_bench::zookeeper::ZooKeeperServer;
 use locksmith_etcd::testing::EtcdCluster;
 use tokio::sync::{Semaphore, mpsc};
 use zookeeper_client as zk;
 
 const KEY: &str = "/locksmith-fanout/config";
-/// How long every watcher gets to see the change before the run fails.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Watch registrations (or ZooKeeper session handshakes) in flight at once while setting up.
 const SETUP_CONCURRENCY: usize = 256;
 
@@ -69,87 +67,6 @@ struct Args {
     /// Unmeasured changes first (a fresh JVM or etcd runs its first fan-out cold).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-}
-
-/// One measured row: `changes` changes, each seen by every watcher.
-struct Outcome {
-    system: &'static str,
-    watchers: usize,
-    connections: usize,
-    /// Every watcher's latency for every measured change.
-    latencies: Latencies,
-    max_ms: f64,
-    /// The median over the measured changes of the time until the writer's change was
-    /// acknowledged.
-    change_ms: f64,
-    /// Server CPU per change.
-    cpu_s: f64,
-    rss_mib: f64,
-}
-
-/// Measures `changes` changes after `warmup` unmeasured ones. Before a change, it waits for
-/// every watcher's readiness on `ready` (before the first only, unless watches must be re-armed
-/// after each change) and runs `check`; `change` makes one and returns when the server
-/// acknowledged it.
-struct Rounds<'a> {
-    pid: i32,
-    ticks_per_s: u64,
-    n: usize,
-    args: &'a Args,
-    system: &'static str,
-}
-
-/// What the watcher tasks report: each one's readiness (or setup error), each event's arrival.
-struct Channels {
-    ready: mpsc::UnboundedReceiver<anyhow::Result<()>>,
-    arrivals: mpsc::UnboundedReceiver<Instant>,
-}
-
-impl Rounds<'_> {
-    async fn run<C>(
-        &self,
-        channels: Channels,
-        rearm: bool,
-        check: impl Fn() -> anyhow::Result<()>,
-        mut change: impl FnMut(u64) -> C,
-    ) -> anyhow::Result<(Latencies, f64, f64, f64, f64)>
-    where
-        C: std::future::Future<Output = anyhow::Result<()>>,
-    {
-        let Channels {
-            mut ready,
-            mut arrivals,
-        } = channels;
-        let mut all = Latencies::default();
-        let (mut max_ms, mut cpu_s, mut rss_mib) = (0.0f64, 0.0, 0.0);
-        let mut acked = Vec::new();
-        for round in 0..self.args.warmup + self.args.changes {
-            if round == 0 || rearm {
-                for _ in 0..self.n {
-                    ready.recv().await.context("a watcher task ended")??;
-                }
-                check()?;
-            }
-            let usage = ServerUsage::start(self.pid, self.ticks_per_s)?;
-            let t0 = Instant::now();
-            change(round as u64 + 1).await?;
-            let change_ms = t0.elapsed().as_secs_f64() * 1000.0;
-            let (latencies, max) = collect(&mut arrivals, self.n, t0, self.system).await?;
-            let (cpu, rss) = usage.finish()?;
-            if round < self.args.warmup {
-                continue;
-            }
-            all.merge(&latencies);
-            max_ms = max_ms.max(max);
-            cpu_s += cpu;
-            rss_mib = f64::max(rss_mib, rss);
-            acked.push(change_ms);
-        }
-        acked.sort_by(f64::total_cmp);
-        let change_ms = acked.get(acked.len() / 2).copied().unwrap_or(0.0);
-        let cpu_per_change = cpu_s / self.args.changes as f64;
-        Ok((all, max_ms, change_ms, cpu_per_change, rss_mib))
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -187,92 +104,16 @@ fn main() -> anyhow::Result<()> {
             };
             eprintln!(
                 "  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; change acknowledged after {:.1} ms",
-                outcome.latencies.quantile_ms(0.5),
-                outcome.latencies.quantile_ms(0.99),
-                outcome.max_ms,
-                outcome.change_ms
+                outcome.measured.latencies.quantile_ms(0.5),
+                outcome.measured.latencies.quantile_ms(0.99),
+                outcome.measured.max_ms,
+                outcome.measured.change_ms
             );
             outcomes.push(outcome);
         }
     }
     print!("{}", table(&outcomes));
     Ok(())
-}
-
-fn table(outcomes: &[Outcome]) -> String {
-    let mut s = String::from(
-        "| system | watchers | connections | p50 ms | p99 ms | max ms | CPU s | RSS MiB | change acked ms |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for o in outcomes {
-        s.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.1} |\n",
-            o.system,
-            o.watchers,
-            o.connections,
-            o.latencies.quantile_ms(0.5),
-            o.latencies.quantile_ms(0.99),
-            o.max_ms,
-            o.cpu_s,
-            o.rss_mib,
-            o.change_ms
-        ));
-    }
-    s
-}
-
-/// What the server process had used when the change was sent, to subtract at the end.
-struct ServerUsage {
-    pid: String,
-    ticks_before: u64,
-    ticks_per_s: u64,
-}
-
-impl ServerUsage {
-    fn start(pid: i32, ticks_per_s: u64) -> anyhow::Result<Self> {
-        let pid = pid.to_string();
-        let ticks_before = procfs::cpu_ticks(&pid)?;
-        Ok(Self {
-            pid,
-            ticks_before,
-            ticks_per_s,
-        })
-    }
-
-    /// (CPU seconds since `start`, RSS MiB now).
-    fn finish(&self) -> anyhow::Result<(f64, f64)> {
-        let ticks = procfs::cpu_ticks(&self.pid)?.saturating_sub(self.ticks_before);
-        let rss = procfs::memory(&self.pid)?.rss_mib();
-        Ok((ticks as f64 / self.ticks_per_s as f64, rss))
-    }
-}
-
-/// Waits for `n` arrival times on `arrivals` and turns them into latencies from `t0`.
-async fn collect(
-    arrivals: &mut mpsc::UnboundedReceiver<Instant>,
-    n: usize,
-    t0: Instant,
-    system: &str,
-) -> anyhow::Result<(Latencies, f64)> {
-    let mut latencies = Latencies::default();
-    let mut max = Duration::ZERO;
-    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
-    for seen in 0..n {
-        match tokio::time::timeout_at(deadline, arrivals.recv()).await {
-            Ok(Some(at)) => {
-                let d = at.saturating_duration_since(t0);
-                max = max.max(d);
-                latencies.record(d);
-            }
-            Ok(None) => {
-                bail!("{system}: only {seen} of {n} watchers saw the change (a watch ended)")
-            }
-            Err(_) => bail!(
-                "{system}: only {seen} of {n} watchers saw the change within {DELIVERY_TIMEOUT:?}"
-            ),
-        }
-    }
-    Ok((latencies, max.as_secs_f64() * 1000.0))
 }
 
 async fn etcd_fanout(
@@ -345,21 +186,18 @@ async fn etcd_fanout(
         pid,
         ticks_per_s,
         n,
-        args,
+        changes: args.changes,
+        warmup: args.warmup,
         system: "etcd",
     };
-    let (latencies, max_ms, change_ms, cpu_s, rss_mib) = rounds
+    let measured = rounds
         .run(Channels { ready, arrivals }, false, || Ok(()), change)
         .await?;
     Ok(Outcome {
         system: "etcd",
         watchers: n,
         connections,
-        latencies,
-        max_ms,
-        change_ms,
-        cpu_s,
-        rss_mib,
+        measured,
     })
 }
 
@@ -449,20 +287,17 @@ async fn zk_fanout(
         pid: server.pid(),
         ticks_per_s,
         n,
-        args,
+        changes: args.changes,
+        warmup: args.warmup,
         system: "zookeeper",
     };
-    let (latencies, max_ms, change_ms, cpu_s, rss_mib) = rounds
+    let measured = rounds
         .run(Channels { ready, arrivals }, true, check, change)
         .await?;
     Ok(Outcome {
         system: "zookeeper",
         watchers: n,
         connections: sessions,
-        latencies,
-        max_ms,
-        change_ms,
-        cpu_s,
-        rss_mib,
+        measured,
     })
 }
