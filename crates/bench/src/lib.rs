@@ -3,7 +3,8 @@
 //! Load generator for Locksmith, used by `locksmith-bench`, by the side-by-side comparison
 //! with etcd and Redis (`compare`, whose peer clients are in [`peers`]), and by the scale
 //! benchmark (`scale`, in [`scale`]: a million held leases, ten thousand heartbeating agents,
-//! against the real server binary run by [`server_process`] and watched through [`procfs`]).
+//! against the real server binary run by [`server_process`] and watched through [`procfs`]), and
+//! by `fanout` (etcd and ZooKeeper watch fan-out; the ZooKeeper server it runs is [`zookeeper`]).
 //! Workloads:
 //!
 //! - **cycles**: C clients, each acquiring and releasing its own resource as fast as it can —
@@ -17,6 +18,7 @@
 
 pub mod agent_fleet;
 pub mod configs;
+pub mod fanout;
 pub mod peers;
 pub mod procfs;
 mod run;
@@ -24,6 +26,7 @@ pub mod scale;
 pub mod server_process;
 pub mod stats;
 pub mod workload;
+pub mod zookeeper;
 
 pub use stats::Row;
 

@@ -337,6 +337,15 @@ impl EtcdCluster {
         )
     }
 
+    /// The pid of member `i`'s etcd process while it runs: what a benchmark reads its CPU time
+    /// and memory from (`/proc/PID`).
+    pub fn pid(&self, i: usize) -> Option<i32> {
+        self.lock()
+            .get(i)
+            .and_then(|m| m.process.as_ref())
+            .map(|p| p.etcd.as_raw())
+    }
+
     /// How many members the cluster has.
     pub fn members(&self) -> usize {
         self.lock().len()
