@@ -551,3 +551,65 @@ async fn a_rollout_reports_an_offline_endpoint_apart_and_sends_it_the_revision_w
     assert_eq!(view["outcome"]["kind"], "succeeded", "{view:#}");
     s.stop().await;
 }
+
+/// A canary told the rolled revision and then, before it applied it, its last-known-good
+/// again (a rollback another canary started) answers `applied` on that revision: the very
+/// report it sent before the rollout. The rollout takes that repeat as the endpoint restored
+/// and ends — it used to be dropped as unchanged, and the rollback waited out its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_ends_on_a_canary_repeating_its_report_of_the_last_known_good() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let fence = admin.hold_config().await;
+    let r1 = admin.write(fence, "hot = 1\n", false).await;
+    let r2 = admin.write(fence, "hot = 2\n", true).await;
+    admin
+        .ok(
+            "POST",
+            &format!("/v1/leases/{}/release", fence.0),
+            Some(json!({})),
+        )
+        .await;
+    for node in ["n0", "n1"] {
+        assert_eq!(admin.register(node, json!({"role": "drone"})).await.0, 200);
+        assert_eq!(admin.report(node, r1, "applied").await.0, 200);
+    }
+    let started = admin
+        .call(
+            "POST",
+            "/v1/rollouts",
+            Some(json!({"config": CONFIG, "rev": r2, "canary": "2", "deadline": "10m"})),
+        )
+        .await;
+    assert_eq!(started.0, 201, "{}", started.1);
+    let id = started.1["id"].as_str().expect("id").to_owned();
+    let rolled = started.1["rolled_rev"].as_u64().expect("started");
+    // n0 fails the revision (and restored r1 itself): the rollback sends both back to r1.
+    let failed = admin
+        .call(
+            "POST",
+            "/v1/agents/n0/reports",
+            Some(json!({"config": CONFIG, "rev": rolled, "state": "failed",
+                        "applied_rev": r1, "applied_token": 3, "error": "health"})),
+        )
+        .await;
+    assert_eq!(failed.0, 200, "{}", failed.1);
+    assert_eq!(admin.agent("n1").await["configs"][0]["desired_rev"], r1);
+    // n1 never applied the rolled revision: it answers r1 applied, as before the rollout.
+    assert_eq!(admin.report("n1", r1, "applied").await.0, 200);
+    let path = format!("/v1/rollouts/{id}");
+    let start = Instant::now();
+    loop {
+        let view = admin.ok("GET", &path, None).await;
+        if view["phase"] == "ended" {
+            assert_eq!(view["outcome"]["kind"], "rolled_back", "{view:#}");
+            break;
+        }
+        assert!(
+            start.elapsed() < PROMPTLY,
+            "the rollback never ended: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.stop().await;
+}

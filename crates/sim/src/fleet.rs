@@ -51,6 +51,11 @@ impl Default for FleetSpec {
 }
 
 impl FleetSpec {
+    /// Refuses a rate outside 0..=1 and a fleet with no config, before anything is made.
+    pub fn check(&self) -> Result<(), SimError> {
+        check(self)
+    }
+
     fn rates(&self) -> Rates {
         Rates {
             fail: self.fail_rate,

@@ -65,6 +65,15 @@ pub async fn simulate(global: &Global, args: FleetSimulateArgs) -> anyhow::Resul
         configs: configs.clone(),
         prefix: args.prefix,
     };
+    spec.check().map_err(|e| {
+        Failure::new(
+            Exit::Usage,
+            "fleet simulate",
+            "cannot start the fleet",
+            &e,
+            "pass each --…-rate between 0 and 1",
+        )
+    })?;
     eprintln!(
         "locksmith fleet simulate: making {} node tokens and starting the agents against {}",
         args.agents,
