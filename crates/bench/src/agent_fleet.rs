@@ -5,9 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
-use locksmith_api::configs::{Content, Fence, Format, RevisionMeta, WriteConfigRequest};
-
-use crate::workload::request;
+use locksmith_api::configs::RevisionMeta;
 
 /// `n` agent processes `bench-000…`, killed and reaped on drop.
 #[derive(Debug)]
@@ -61,37 +59,17 @@ impl Drop for AgentFleet {
     }
 }
 
-/// Writes revision content `n` of `config` (a draft with `draft`) under a lock taken for it
-/// and released after; the revision's metadata.
+/// Writes revision content `n` of `config` (a draft with `draft`) as an orchestrator does —
+/// under a lock taken for it and released after ([`locksmith_sim::ops::write_revision`]); the
+/// revision's metadata.
 pub async fn write_revision(
     client: &locksmith_client::Client,
     config: &str,
     n: usize,
     draft: bool,
 ) -> anyhow::Result<RevisionMeta> {
-    let lease = client
-        .acquire(&request(format!("configs/{config}"), 0, Some(30_000)))
+    let content = format!("round = {n}\nthreshold = 0.{n}\n");
+    locksmith_sim::ops::write_revision(client, config, &content, draft)
         .await
-        .context("acquire")?;
-    let written = client
-        .write_config(
-            config,
-            &WriteConfigRequest {
-                fence: Fence {
-                    lease: lease.lease.0,
-                    token: lease.token.0,
-                },
-                format: Format::Conf,
-                content: Content {
-                    content: Some(format!("round = {n}\nthreshold = 0.{n}\n")),
-                    content_base64: None,
-                },
-                message: format!("round {n}"),
-                draft,
-            },
-        )
-        .await
-        .context("write")?;
-    client.release(lease.lease, None).await.context("release")?;
-    Ok(written.meta)
+        .context("write a revision")
 }
