@@ -1,7 +1,9 @@
 //! The token table: every token ever made (revoked ones stay, for listings and audit), indexed
 //! by the hash of its secret, and the principal a presented secret authenticates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -275,10 +277,20 @@ pub enum RevokeError {
 }
 
 /// Every token, by id and by the hash of its secret.
+///
+/// Persistent maps: a copy shares everything with the table it was made from, so the server
+/// copies the table after every change to the tokens for free instead of in time linear in
+/// the tokens (10,000 node tokens made one by one cost 10⁸ record copies before), and
+/// [`changed_since`](Self::changed_since) tells a copy's holder what changed since an older
+/// copy without comparing the two.
 #[derive(Debug, Default, Clone)]
 pub struct TokenTable {
-    tokens: BTreeMap<String, TokenRecord>,
+    tokens: OrdMap<String, Arc<TokenRecord>>,
     by_hash: HashMap<SecretHash, String>,
+    /// Each token's id by the revision it last changed at (one entry per token).
+    by_change: OrdMap<u64, String>,
+    /// The revision each token last changed at.
+    changed_at: HashMap<String, u64>,
     last_id: u64,
     /// Bumped by every change: which of two copies of the table is newer.
     revision: u64,
@@ -302,8 +314,25 @@ impl TokenTable {
         if let Some(hash) = SecretHash::from_hex(&record.hash) {
             self.by_hash.insert(hash, record.id.clone());
         }
-        self.tokens.insert(record.id.clone(), record);
+        self.put(record);
+    }
+
+    /// Stores `record` as a change of the next revision.
+    fn put(&mut self, record: TokenRecord) {
         self.revision += 1;
+        if let Some(before) = self.changed_at.insert(record.id.clone(), self.revision) {
+            self.by_change.remove(&before);
+        }
+        self.by_change.insert(self.revision, record.id.clone());
+        self.tokens.insert(record.id.clone(), Arc::new(record));
+    }
+
+    /// The tokens made, restored or revoked after revision `revision`, each once, in the
+    /// order they last changed: what a copy of revision `revision` lacks.
+    pub fn changed_since(&self, revision: u64) -> impl Iterator<Item = &TokenRecord> {
+        self.by_change
+            .range(revision.saturating_add(1)..)
+            .filter_map(|(_, id)| self.tokens.get(id).map(|r| &**r))
     }
 
     /// How many changes the table has seen (restores, creations, revocations): a copy with a
@@ -358,14 +387,16 @@ impl TokenTable {
     pub fn revoke(&mut self, id: &str, now_ms: u64) -> Result<TokenRecord, RevokeError> {
         let record = self
             .tokens
-            .get_mut(id)
+            .get(id)
             .ok_or_else(|| RevokeError::NotFound(id.to_owned()))?;
         if record.revoked_at_ms.is_some() {
             return Err(RevokeError::AlreadyRevoked { id: id.to_owned() });
         }
-        record.revoked_at_ms = Some(now_ms);
-        let revoked = record.clone();
-        self.revision += 1;
+        let revoked = TokenRecord {
+            revoked_at_ms: Some(now_ms),
+            ..(**record).clone()
+        };
+        self.put(revoked.clone());
         Ok(revoked)
     }
 
@@ -392,6 +423,7 @@ impl TokenTable {
             .get(&hash)
             .and_then(|id| self.tokens.get(id))
             .ok_or(AuthError::Unknown)?;
+        let record: &TokenRecord = record;
         // The map found it by hash; compare the stored hash again in constant time, so that no
         // path through here depends on how much of a wrong secret matched.
         if SecretHash::from_hex(&record.hash) != Some(hash) {
@@ -414,7 +446,7 @@ impl TokenTable {
 
     /// Every token record, by id.
     pub fn records(&self) -> impl Iterator<Item = &TokenRecord> {
-        self.tokens.values()
+        self.tokens.values().map(|r| &**r)
     }
 
     /// Whether token `id` still works at `now_ms` (what a long-lived stream or connection
@@ -425,7 +457,7 @@ impl TokenTable {
 
     /// One token.
     pub fn get(&self, id: &str) -> Option<&TokenRecord> {
-        self.tokens.get(id)
+        self.tokens.get(id).map(|r| &**r)
     }
 
     /// Every token, by id.
@@ -704,5 +736,31 @@ mod tests {
             );
         }
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_copy_shares_the_table_and_learns_only_what_changed_since_it() {
+        let mut table = TokenTable::new();
+        make(&mut table, "alice", Role::Operator, 1);
+        let copy = table.clone();
+        make(&mut table, "bob", Role::Reader, 2);
+        make(&mut table, "carol", Role::Reader, 3);
+        table.revoke("tok-2", 2_000).expect("revoke bob");
+        table.revoke("tok-1", 2_000).expect("revoke alice");
+
+        // The copy is untouched by changes after it.
+        assert_eq!(copy.len(), 1);
+        assert!(copy.is_live("tok-1", 2_000));
+        // Each changed token once, in the order it last changed; nothing the copy has.
+        let changed: Vec<(&str, bool)> = table
+            .changed_since(copy.revision())
+            .map(|r| (r.id.as_str(), r.revoked_at_ms.is_some()))
+            .collect();
+        assert_eq!(
+            changed,
+            vec![("tok-3", false), ("tok-2", true), ("tok-1", true)]
+        );
+        assert_eq!(table.changed_since(table.revision()).count(), 0);
+        assert_eq!(table.changed_since(0).count(), 3);
     }
 }

@@ -1,5 +1,6 @@
 //! The typed client: one method per endpoint.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use locksmith_api::{
@@ -48,7 +49,25 @@ impl Client {
     /// the CA to trust (`--ca-file`) and the certificate to show (`--cert`, `--key`). The files
     /// are read now; for an `http://` server they are not used.
     pub fn with_tls(base: impl Into<String>, tls: &TlsOptions) -> Result<Self, ClientError> {
-        let base = base.into().trim_end_matches('/').to_string();
+        Self::build(base.into(), tls, None)
+    }
+
+    /// A client for the plain-HTTP server at `base` whose connections leave from
+    /// `local_address` (e.g. `127.0.0.5`). A fleet simulated on one machine spreads its agents
+    /// over loopback addresses as real endpoints have one each: connections to one server
+    /// port from one address share one range of ephemeral ports, and the kernel's search for a
+    /// free one slows as the range fills (10,000 agents from one address spent most of their
+    /// CPU there).
+    pub fn bound_to(base: impl Into<String>, local_address: IpAddr) -> Result<Self, ClientError> {
+        Self::build(base.into(), &TlsOptions::default(), Some(local_address))
+    }
+
+    fn build(
+        base: String,
+        tls: &TlsOptions,
+        local_address: Option<IpAddr>,
+    ) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
         let base_url = parse_base_url(&base).map_err(|reason| ClientError::InvalidUrl {
             server: base.clone(),
             reason,
@@ -59,7 +78,8 @@ impl Client {
             .pool_max_idle_per_host(1024)
             // Well inside the server's --idle-timeout (default 5 min): a request sent on a
             // pooled connection just as the server closes it would be lost.
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(Duration::from_secs(60))
+            .local_address(local_address);
         if base_url.scheme() == "https" {
             // Our own rustls config, so that HTTP and the wire protocol trust the same servers
             // (see `crate::tls`); plain http:// reads no certificate file.

@@ -13,6 +13,11 @@ use crate::behaviour::{Behaviour, Rates, agent_rng};
 /// in flight make 10,000 in seconds without a connection each.
 const TOKENS_IN_FLIGHT: usize = 64;
 
+/// How many agents share one loopback source address (and one connection pool) when the
+/// server is on `127.0.0.1`: each holds a desired stream and, at a burst of reports, another
+/// connection, so a few hundred agents keep an address's ephemeral ports sparse.
+const AGENTS_PER_ADDRESS: usize = 250;
+
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetSpec {
@@ -127,6 +132,7 @@ impl Fleet {
             .map(|i| format!("{}-{i:05}", spec.prefix))
             .collect();
         let tokens = make_tokens(admin, &nodes).await?;
+        let pools = pools(admin, spec.agents)?;
         let mut agents = Vec::with_capacity(spec.agents);
         for (i, (node, token)) in nodes.into_iter().zip(tokens).enumerate() {
             let mut rng = agent_rng(spec.seed, i);
@@ -141,7 +147,8 @@ impl Fleet {
                 token,
                 behaviour,
             };
-            let agent = SimAgent::start(identity, &spec.configs, admin, rng).map_err(|source| {
+            let pool = &pools[i / AGENTS_PER_ADDRESS % pools.len()];
+            let agent = SimAgent::start(identity, &spec.configs, pool, rng).map_err(|source| {
                 SimError::Server {
                     what: "cannot make an agent's client".into(),
                     source,
@@ -232,6 +239,32 @@ fn labels(i: usize) -> BTreeMap<String, String> {
 }
 
 /// One node token per node, in order.
+/// The clients the agents share, a pool each. For a server on `127.0.0.1` over plain HTTP,
+/// one per [`AGENTS_PER_ADDRESS`] agents, leaving from `127.0.0.2`, `127.0.0.3`, … (all
+/// loopback): one source address for 10,000 agents' connections filled its range of
+/// ephemeral ports, and every new connection's search for a free port took longer than the
+/// server's answer. Elsewhere the admin client's pool, as before.
+fn pools(admin: &Client, agents: usize) -> Result<Vec<Client>, SimError> {
+    let base = admin.base();
+    let on_loopback = base
+        .strip_prefix("http://127.0.0.1:")
+        .is_some_and(|port| port.trim_end_matches('/').parse::<u16>().is_ok());
+    if !on_loopback {
+        return Ok(vec![admin.clone()]);
+    }
+    let addresses = agents.div_ceil(AGENTS_PER_ADDRESS).clamp(1, 250);
+    (0..addresses)
+        .map(|k| {
+            let address =
+                std::net::Ipv4Addr::new(127, 0, 0, u8::try_from(k + 2).unwrap_or(u8::MAX));
+            Client::bound_to(base, address.into()).map_err(|source| SimError::Server {
+                what: format!("cannot make a client from {address}"),
+                source,
+            })
+        })
+        .collect()
+}
+
 async fn make_tokens(admin: &Client, nodes: &[String]) -> Result<Vec<String>, SimError> {
     let mut tokens = vec![String::new(); nodes.len()];
     let mut next = 0;

@@ -16,6 +16,8 @@
 //! *before* the step — revisions never change, and the [`Configs`] operation verifies it by its
 //! SHA-256 — so the step itself never waits for the disk.
 
+use std::sync::Arc;
+
 use locksmith_config::store::BLOBS;
 use locksmith_config::{
     Applied, Author, Configs, Format, PromoteError, RevisionMeta, RollbackError, SetSchemaError,
@@ -185,12 +187,24 @@ impl Engine {
     /// The content stored under `sha256`, from the store (it sees every batch committed before
     /// the call). `None` if there is none: the state names only stored blobs, so for a SHA-256
     /// the state gave, `None` means the store lost it.
+    ///
+    /// Blobs are named by their content, so they never change: the ones read lately are kept
+    /// in memory ([`BlobCache`]) — a fleet fetching a new revision reads it once from the
+    /// store, not once per endpoint through the committer's one thread.
     pub async fn config_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner
+        if let Some(bytes) = self.inner.blobs.get(sha256) {
+            return Ok(Some(bytes.to_vec()));
+        }
+        let found = self
+            .inner
             .committer
             .query_record(BLOBS, sha256)
             .wait()
-            .await
+            .await?;
+        if let Some(bytes) = &found {
+            self.inner.blobs.insert(sha256, bytes);
+        }
+        Ok(found)
     }
 
     /// A stored record of a config space (the schema's source, say), from the store.
@@ -242,4 +256,41 @@ pub(super) fn persist<T>(
         ..AuditRecord::new(resource, AuditKind::Domain(applied.event))
     })));
     applied.value
+}
+
+/// The config blobs read lately, by SHA-256, up to [`BlobCache::BYTES`] of content.
+#[derive(Debug)]
+pub struct BlobCache {
+    cache: quick_cache::sync::Cache<String, Arc<[u8]>, BlobWeight>,
+}
+
+#[derive(Debug, Clone)]
+struct BlobWeight;
+
+impl quick_cache::Weighter<String, Arc<[u8]>> for BlobWeight {
+    fn weight(&self, _: &String, blob: &Arc<[u8]>) -> u64 {
+        // An empty blob weighs one: a weight of zero would never be evicted.
+        u64::try_from(blob.len()).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+impl Default for BlobCache {
+    fn default() -> Self {
+        Self {
+            cache: quick_cache::sync::Cache::with_weighter(256, Self::BYTES, BlobWeight),
+        }
+    }
+}
+
+impl BlobCache {
+    /// The most content kept: a few revisions of the largest configs.
+    pub const BYTES: u64 = 64 << 20;
+
+    fn get(&self, sha256: &str) -> Option<Arc<[u8]>> {
+        self.cache.get(sha256)
+    }
+
+    fn insert(&self, sha256: &str, bytes: &[u8]) {
+        self.cache.insert(sha256.to_owned(), Arc::from(bytes));
+    }
 }

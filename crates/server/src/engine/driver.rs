@@ -147,6 +147,7 @@ impl Engine {
         }
         for record in audits {
             self.inner.metrics.count(&record);
+            self.inner.watches.published(&record);
             // No subscribers is fine: the record is durable in the audit log regardless.
             let _ = self.inner.events.send(Arc::new(record));
         }

@@ -37,6 +37,7 @@ mod state;
 mod step;
 mod tokens;
 mod waiters;
+mod watches;
 
 #[cfg(test)]
 mod tests;
@@ -59,6 +60,7 @@ pub use rollouts::{PromQuery, RolloutRefusal, check_rollout, prometheus_due, rep
 pub use state::State;
 pub use step::{Stepped, step, step_as};
 pub use tokens::Published;
+pub use watches::{ResourceWatch, desired_key};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -146,6 +148,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Durable audit records, as they become durable: the event stream.
     events: broadcast::Sender<Arc<AuditRecord>>,
+    /// The same records, waking only the watches on their resource (see [`watches`]).
+    watches: watches::Watches,
+    /// Config contents read lately (immutable, by SHA-256).
+    blobs: configs::BlobCache,
     metrics: Metrics,
     /// Wall time of the reaper's last completed run: the server's own heartbeat, as a
     /// timestamp (for metrics).
@@ -186,6 +192,8 @@ impl Engine {
                 reaper: Notify::new(),
                 clock,
                 events,
+                watches: watches::Watches::default(),
+                blobs: configs::BlobCache::default(),
                 metrics: Metrics::default(),
                 last_reap_ms: AtomicU64::new(now.wall_ms),
                 last_reap_mono: AtomicU64::new(now.mono.0),

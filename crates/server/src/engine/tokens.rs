@@ -8,8 +8,9 @@
 //! authenticated against the last durable table, so no token works — or stops working — before
 //! the disk says so, and authenticating takes no engine lock.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use imbl::HashMap;
 
 use locksmith_auth::{
     CreateToken, InvalidToken, Permission, RevokeError, Secret, TOKEN_SPACE, TokenRecord,
@@ -20,7 +21,8 @@ use locksmith_core::{AuditKind, AuditRecord, DomainEvent, Effect, Effects, Mutat
 use super::{Actor, Engine, EngineError};
 
 /// The token table as last made durable, and the [`Actor`] of each token made once for it: a
-/// request authenticated against it copies no string (see `App::caller`).
+/// request authenticated against it copies no string (see `App::caller`). Both are persistent
+/// maps: the next copy shares them and makes actors only for the tokens that changed.
 #[derive(Debug, Default)]
 pub struct Published {
     table: TokenTable,
@@ -32,15 +34,18 @@ impl Published {
     pub fn new(table: TokenTable) -> Self {
         let actors = table
             .records()
-            .map(|record| {
-                let principal = record.principal();
-                let any_lease = principal.allows(Permission::Operate).is_ok();
-                (
-                    record.id.clone(),
-                    Arc::new(Actor::new(principal, any_lease)),
-                )
-            })
+            .map(|record| (record.id.clone(), actor_of(record)))
             .collect();
+        Self { table, actors }
+    }
+
+    /// The snapshot of `table`, a newer copy of this one's: only the tokens changed since
+    /// get a new actor.
+    pub fn next(&self, table: TokenTable) -> Self {
+        let mut actors = self.actors.clone();
+        for record in table.changed_since(self.table.revision()) {
+            actors.insert(record.id.clone(), actor_of(record));
+        }
         Self { table, actors }
     }
 
@@ -48,6 +53,12 @@ impl Published {
     pub fn actor(&self, id: &str) -> Option<&Arc<Actor>> {
         self.actors.get(id)
     }
+}
+
+fn actor_of(record: &TokenRecord) -> Arc<Actor> {
+    let principal = record.principal();
+    let any_lease = principal.allows(Permission::Operate).is_ok();
+    Arc::new(Actor::new(principal, any_lease))
 }
 
 impl std::ops::Deref for Published {
@@ -112,11 +123,12 @@ impl Engine {
     /// keeps an older copy from ever replacing a newer one.
     pub(super) fn publish_tokens(&self, tokens: TokenTable) {
         let revision = tokens.revision();
-        if self.tokens().revision() >= revision {
+        let last = self.tokens();
+        if last.revision() >= revision {
             return;
         }
         // Built outside the lock: authentication goes on meanwhile, against the last table.
-        let tokens = Arc::new(Published::new(tokens));
+        let tokens = Arc::new(last.next(tokens));
         {
             let mut published = self.inner.tokens.write().unwrap_or_else(|p| p.into_inner());
             if published.revision() >= revision {

@@ -2,30 +2,29 @@
 //! data a `DesiredRevision`). On connect one event per registered config that has a desired
 //! revision; then one whenever a config's desired revision changes.
 //!
-//! The stream follows the durable audit records (as `/v1/events` does): a record about one of
-//! the node's configs (`configs/NAME`: a write, promotion, rollback, shadow) or about the node
-//! itself (`agents/NODE`: a new registration) makes it ask [`desired`](super::model::desired)
+//! The stream watches the resources that decide what its node runs (an engine
+//! [`ResourceWatch`]): the node itself (`agents/NODE`: a new registration) and each config it
+//! registered (`configs/NAME`: a write, promotion, rollback, shadow, a rollout's step). A
+//! durable audit record about one of them makes it ask [`desired`](super::model::desired)
 //! again, through a durable read, and send what differs from what it last sent — so a draft
-//! written, or the same revision told twice, sends nothing. A client that fell behind the
-//! buffer is simply recomputed. While it is open the node counts as online. It ends when the
-//! server begins to shut down, and when its token stops working: checked on every change to
-//! the tokens and once a second, so a revoked token's stream closes within a second.
+//! written, or the same revision told twice, sends nothing. Records about other nodes and
+//! configs do not wake it: with 10,000 agents, one agent's report wakes one stream, not
+//! 10,000. While it is open the node counts as online. It ends when the server begins to shut
+//! down, and when its token stops working: checked on every change to the tokens and once a
+//! second, so a revoked token's stream closes within a second.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use locksmith_api::agents::DesiredRevision;
 use locksmith_auth::Principal;
-use locksmith_core::AuditRecord;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::errors::agent_not_found;
 use crate::app::App;
-use crate::engine::{Engine, agent_resource};
+use crate::engine::{Engine, ResourceWatch, agent_resource, desired_key};
 use crate::request::ApiError;
 
 /// How often a stream re-checks its token with no change to the tokens (for expiry).
@@ -54,7 +53,8 @@ impl Drop for Presence {
 
 /// What a stream carries from one event to the next.
 struct Following {
-    rx: tokio::sync::broadcast::Receiver<Arc<AuditRecord>>,
+    /// Woken by records about `own` and the node's configs.
+    watch: ResourceWatch,
     closing: tokio::sync::watch::Receiver<bool>,
     tokens: tokio::sync::watch::Receiver<u64>,
     check: tokio::time::Interval,
@@ -73,21 +73,18 @@ struct Following {
 }
 
 impl Following {
-    /// Whether `record` may change what the node should run.
-    fn concerns(&self, record: &AuditRecord) -> bool {
-        record.resource == self.own
-            || record
-                .resource
-                .strip_prefix("configs/")
-                .is_some_and(|name| self.configs.iter().any(|c| c == name))
-    }
-
     /// Asks for the node's desired revisions again and queues those that differ from what was
     /// sent. False if the stream must end (the node is gone, storage failed).
     async fn refresh(&mut self) -> bool {
         let desired = match self.app.engine.agent_desired(&self.node).await {
             Ok(Some((configs, desired))) => {
-                self.configs = configs;
+                if configs != self.configs {
+                    let mut watched = vec![desired_key(&self.own)];
+                    watched.extend(configs.iter().map(|c| desired_key(&format!("configs/{c}"))));
+                    // A config newly watched counts as changed: refreshed once more.
+                    self.watch.set(&watched);
+                    self.configs = configs;
+                }
                 desired
             }
             Ok(None) | Err(_) => return false,
@@ -117,21 +114,22 @@ pub async fn open(
     node: String,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, ApiError> {
     let engine = &app.engine;
-    // Subscribed before the first read: a change between the two is seen twice, never missed.
-    let rx = engine.subscribe();
+    // Watching before the first read: a change between the two is seen twice, never missed.
+    let own = agent_resource(&node);
+    let watch = engine.watch(&[desired_key(&own)]);
     if engine.agent_desired(&node).await?.is_none() {
         return Err(ApiError::from(agent_not_found(&node)));
     }
     let mut check = tokio::time::interval(TOKEN_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = Following {
-        rx,
+        watch,
         closing: engine.closing(),
         tokens: engine.token_changes(),
         check,
         app: app.clone(),
         who,
-        own: agent_resource(&node),
+        own,
         _presence: Presence::open(engine.clone(), node.clone()),
         node,
         configs: Vec::new(),
@@ -149,19 +147,14 @@ pub async fn open(
             if let Some(d) = s.queue.pop_front() {
                 return Some((Ok(event(&d)), s));
             }
-            let received = tokio::select! {
-                r = s.rx.recv() => r,
+            tokio::select! {
+                () = s.watch.changed() => {}
                 _ = s.closing.changed() => return None,
                 // Either: look at the token again at the top of the loop.
                 _ = s.tokens.changed() => continue,
                 _ = s.check.tick() => continue,
-            };
-            let refresh = match received {
-                Ok(record) => s.concerns(&record),
-                Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => return None,
-            };
-            if refresh && !s.refresh().await {
+            }
+            if !s.refresh().await {
                 return None;
             }
         }

@@ -4,6 +4,7 @@
 mod callers;
 mod sequence;
 mod storage;
+mod watches;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
