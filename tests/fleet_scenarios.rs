@@ -168,7 +168,7 @@ fn kill_9_of_the_server_at_a_hold_point_and_mid_wave_resumes_and_each_of_200_sim
         &server.http,
         "/v1/rollouts",
         json!({"config": CONFIG, "rev": r2, "canary": "10", "waves": "50%,100%",
-               "hold_after": "canary", "approvals": 1, "bake": "3s"}),
+               "hold_after": "canary", "approvals": 1, "bake": "2s"}),
     );
     assert_eq!(status, 201, "{v}");
     let id = v["id"].as_str().expect("id").to_string();

@@ -1,8 +1,9 @@
 //! `locksmith fleet simulate`, the real binary against a real server (auth on): the simulated
 //! agents register and apply a new revision but for the ones `--fail-rate` picked, and the same
-//! `--seed` picks the same ones in another run; bad flags, a config the server does not have, an
-//! unreachable server and a token that may not make node tokens are refused with one line and
-//! its exit code before anything is made; SIGINT and SIGTERM stop it with exit 0.
+//! `--seed` picks the same ones in another run; a `--config` not written yet is applied when it
+//! is; bad rates, no config at all, an unreachable server and a token that may not make node
+//! tokens are refused with one line and its exit code before anything is made; SIGINT and
+//! SIGTERM stop it with exit 0.
 
 mod common;
 
@@ -313,10 +314,19 @@ fn made_on_server(server: &ServerProc) -> (usize, usize) {
 }
 
 #[test]
-fn fleet_simulate_refuses_a_bad_rate_an_unknown_config_an_unreachable_server_and_a_bad_token_with_one_line_before_making_anything()
+fn fleet_simulate_refuses_a_bad_rate_no_config_an_unreachable_server_and_a_bad_token_with_one_line_before_making_anything()
  {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProc::start(&dir.path().join("data"));
+
+    // No --config, and the server has none: nothing to apply (usage, 2).
+    let out = server.cli(&sim(&[]));
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("nothing to apply") && line.contains("--config NAME"),
+        "{line}"
+    );
     put(&server, dir.path(), "threshold = 1\n");
 
     // A rate outside 0..1: usage (2), naming the flag, checked before any call.
@@ -346,16 +356,6 @@ fn fleet_simulate_refuses_a_bad_rate_an_unknown_config_an_unreachable_server_and
             "{line}"
         );
     }
-
-    // A config the server does not have: exit 1, naming it and how to make it.
-    let out = server.cli(&sim(&["--config", "nope.conf"]));
-    assert_eq!(code(&out), 1, "{}", describe(&out));
-    let line = one_error_line(&out);
-    assert!(
-        line.starts_with("ERROR: nope.conf: NOT FOUND")
-            && line.contains("locksmith config put nope.conf FILE"),
-        "{line}"
-    );
 
     // An unreachable server: exit 5, naming it and how to start one.
     let dead = format!("http://127.0.0.1:{}", free_port());
@@ -402,4 +402,33 @@ fn fleet_simulate_refuses_a_bad_rate_an_unknown_config_an_unreachable_server_and
         (0, 0),
         "nothing made on the server"
     );
+}
+
+/// `locksmith demo` starts its fleet before the orchestrator writes the config: like real
+/// agents, simulated ones wait for a config's first revision and apply it when it is written.
+#[test]
+fn fleet_simulate_started_before_its_config_exists_applies_the_first_revision_when_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start(&dir.path().join("data"));
+    let http = blocking_as(&server.admin_token().expect("admin token"));
+    let mut fleet = Sim::start(&server, &["--agents", "5", "--prefix", "early"]);
+    fleet.wait_line(&format!(
+        "agents 5 online 5 offline 0 failed 0 | {CONFIG} none 5"
+    ));
+    assert!(
+        fleet
+            .stderr()
+            .contains(&format!("{CONFIG} has no revision yet")),
+        "{}",
+        fleet.stderr()
+    );
+    let r1 = put(&server, dir.path(), "threshold = 1\n");
+    assert_eq!(
+        wait_settled(&http, &server, "early", 5, r1),
+        Vec::<usize>::new()
+    );
+    fleet.wait_line(&format!(
+        "agents 5 online 5 offline 0 failed 0 | {CONFIG} r{r1} 5"
+    ));
+    assert_eq!(fleet.stop_with(Signal::SIGTERM), 0);
 }

@@ -46,8 +46,7 @@ pub async fn simulate(global: &Global, args: FleetSimulateArgs) -> anyhow::Resul
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
     let client = super::super::client(global, ctx)?;
-    // One call before any token is made: it finds an unreachable server, a refused token and
-    // a config that does not exist (an agent would wait for it for ever, silently).
+    // One call before any token is made: it finds an unreachable server and a refused token.
     let on_server: Vec<String> = client
         .configs()
         .await
@@ -59,18 +58,13 @@ pub async fn simulate(global: &Global, args: FleetSimulateArgs) -> anyhow::Resul
     let configs = if args.configs.is_empty() {
         on_server
     } else {
-        if let Some(missing) = args.configs.iter().find(|c| !on_server.contains(c)) {
-            return Err(Failure::new(
-                Exit::Other,
-                missing,
-                "NOT FOUND",
-                format!("no config named {missing}"),
-                &format!(
-                    "'locksmith config ls' lists them, and 'locksmith config put {missing} FILE' \
-                     makes it"
-                ),
-            )
-            .into());
+        // Not an error: like a real agent, a simulated one waits for a config's first
+        // revision (`locksmith demo` starts its fleet before the orchestrator writes).
+        for missing in args.configs.iter().filter(|c| !on_server.contains(c)) {
+            eprintln!(
+                "locksmith fleet simulate: {missing} has no revision yet; the agents apply the \
+                 first one written"
+            );
         }
         args.configs
     };
