@@ -256,3 +256,47 @@ fn kill_9_of_the_server_at_a_hold_point_and_mid_wave_resumes_and_each_of_200_sim
     fleet.stop();
     eprintln!("took {:?}", started.elapsed());
 }
+
+/// A `--bake` without gates ends when the bake does: the server's driver ticks a rollout only
+/// when its deadline is due, and the planner used to move a bake's deadline past its end to the
+/// gates' results deadline (`--deadline`, 30 minutes by default) once it had ended — so every
+/// wave of a gateless rollout baked for half an hour.
+#[test]
+fn a_bake_without_gates_ends_on_time_on_the_real_server() {
+    let server = Server::start();
+    let r1 = server.put("threshold = 1\n", false);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let spec = FleetSpec {
+        agents: 20,
+        seed: 5,
+        configs: vec![CONFIG.into()],
+        prefix: "bake".into(),
+        ..FleetSpec::default()
+    };
+    let fleet = rt
+        .block_on(Fleet::start_with(&server.proc().client(), spec))
+        .expect("the fleet starts");
+    until("20 agents apply r1", || fleet.applied(CONFIG, r1) == 20);
+    let r2 = server.put("threshold = 2\n", true);
+    let started = Instant::now();
+    let (status, v) = server.post(
+        &server.http,
+        "/v1/rollouts",
+        json!({"config": CONFIG, "rev": r2, "canary": "2", "waves": "100%", "bake": "1s"}),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let v = server.wait_rollout(&id, "ended", |v| v["phase"] == "ended");
+    assert_eq!(v["outcome"]["kind"], "succeeded", "{}", v["summary"]);
+    // Two bakes of 1 s each, and the applies: far less than the 40 s the wait allows.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    fleet.stop();
+}
