@@ -92,8 +92,8 @@ pub enum FleetCommand {
     /// One endpoint in detail: every config's desired and applied revision and last report.
     Show(FleetShowArgs),
     /// Run thousands of simulated agents (the real agent core, in memory) against the server
-    /// until Ctrl-C, printing a status line every few seconds. Needs an admin token: it makes
-    /// one node token per agent.
+    /// until Ctrl-C or SIGTERM (then exit 0), printing a status line every few seconds. Needs
+    /// an admin token: it makes one node token per agent.
     Simulate(FleetSimulateArgs),
 }
 

@@ -617,3 +617,54 @@ fn an_endpoint_sent_the_revision_mid_bake_must_answer_before_the_wave_passes() {
     );
     assert!(h.fleet.promoted.is_empty());
 }
+
+/// The server ticks a rollout only when `next_deadline(now) <= now` (its reaper wakes just
+/// after the deadline and asks again). A bake without gates is due at its end and stays due
+/// after it: the deadline used to move on to the gates' results deadline the moment the bake
+/// ended, so the server, asking 1 ms after, found nothing due and the wave baked until
+/// `--deadline` (30 minutes by default) — found by `tests/fleet_scenarios.rs`.
+#[test]
+fn a_bake_without_gates_stays_due_after_its_end_for_a_driver_that_ticks_only_what_is_due() {
+    let mut s = spec(2);
+    s.waves = Waves::Steps(vec![Percent(5_000), Percent::ALL]);
+    s.bake_ms = MIN;
+    let mut h = Harness::new(s, &fleet(4, 1));
+    h.start();
+    let State::Baking {
+        wave: 0, until_ms, ..
+    } = *h.rollout.state()
+    else {
+        panic!("baking wave 0, not {:?}", h.rollout.state());
+    };
+    assert_eq!(h.rollout.next_deadline(h.now), Some(until_ms));
+    // The driver wakes just after the deadline and ticks only if it is due.
+    h.now = until_ms + 1;
+    let due = h.rollout.next_deadline(h.now);
+    assert!(due.is_some_and(|at| at <= h.now), "nothing due: {due:?}");
+    h.send(Event::Tick).expect("a tick");
+    assert!(
+        matches!(h.rollout.state(), State::Baking { wave: 1, .. }),
+        "{:?}",
+        h.rollout.state()
+    );
+    // With a gate that has not answered, the end is not due again until the deadline: no
+    // spinning on a deadline that passed.
+    let mut s = spec(2);
+    s.bake_ms = MIN;
+    s.gates = vec![Gate::Prometheus {
+        name: "prom:up".into(),
+        query: "up".into(),
+        op: locksmith_rollout::Comparison::Gt,
+        threshold: 0.0,
+    }];
+    let mut h = Harness::new(s, &fleet(2, 1));
+    h.start();
+    let State::Baking { until_ms, .. } = *h.rollout.state() else {
+        panic!("baking, not {:?}", h.rollout.state());
+    };
+    h.now = until_ms + 1;
+    assert_eq!(
+        h.rollout.next_deadline(h.now),
+        Some(until_ms + h.rollout.spec().deadline_ms)
+    );
+}

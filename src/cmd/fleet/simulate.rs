@@ -1,10 +1,14 @@
 //! `locksmith fleet simulate`: a fleet of simulated agents (`locksmith_sim`) against the
-//! server, until Ctrl-C, with a status line every few seconds.
+//! server, until Ctrl-C or SIGTERM (then exit 0), with a status line every few seconds.
 
 use std::fmt::Write as _;
 
-use locksmith_sim::{Fleet, FleetSpec, FleetStatus};
+use anyhow::Context as _;
+use locksmith_api::ErrorCode;
+use locksmith_client::ClientError;
+use locksmith_sim::{Fleet, FleetSpec, FleetStatus, SimError};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{FleetSimulateArgs, Global};
 use crate::exit::Exit;
@@ -20,6 +24,8 @@ pub async fn simulate(global: &Global, args: FleetSimulateArgs) -> anyhow::Resul
         subject: "fleet simulate",
         wait_flag: "--wait",
     };
+    // Before anything else, so a typo costs no call to the server and makes nothing on it.
+    check_rates(&args)?;
     let limit = raise_open_files();
     let needed = args.agents as u64 + SPARE_DESCRIPTORS;
     if limit < needed {
@@ -35,14 +41,31 @@ pub async fn simulate(global: &Global, args: FleetSimulateArgs) -> anyhow::Resul
         )
         .into());
     }
+    // Signals are watched from here on: a SIGTERM while the tokens are being made must not
+    // kill the process with the default action.
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
     let client = super::super::client(global, ctx)?;
+    // One call before any token is made: it finds an unreachable server and a refused token.
+    let on_server: Vec<String> = client
+        .configs()
+        .await
+        .map_err(|e| Failure::from_client(&e, ctx))?
+        .configs
+        .into_iter()
+        .map(|c| c.head.name)
+        .collect();
     let configs = if args.configs.is_empty() {
-        let all = client
-            .configs()
-            .await
-            .map_err(|e| Failure::from_client(&e, ctx))?;
-        all.configs.into_iter().map(|c| c.head.name).collect()
+        on_server
     } else {
+        // Not an error: like a real agent, a simulated one waits for a config's first
+        // revision (`locksmith demo` starts its fleet before the orchestrator writes).
+        for missing in args.configs.iter().filter(|c| !on_server.contains(c)) {
+            eprintln!(
+                "locksmith fleet simulate: {missing} has no revision yet; the agents apply the \
+                 first one written"
+            );
+        }
         args.configs
     };
     if configs.is_empty() {
@@ -79,26 +102,83 @@ pub async fn simulate(global: &Global, args: FleetSimulateArgs) -> anyhow::Resul
         args.agents,
         client.base()
     );
-    let fleet = Fleet::start_with(&client, spec).await.map_err(|e| {
-        Failure::new(
-            Exit::Other,
-            "fleet simulate",
-            "cannot start the fleet",
-            &e,
-            "use an admin token (node tokens are made per agent); past ~16,000 agents raise the \
-             server's --max-connections",
-        )
-    })?;
+    let fleet = tokio::select! {
+        started = Fleet::start_with(&client, spec) => {
+            started.map_err(|e| start_failure(&e, ctx))?
+        }
+        // Stopped while the tokens were being made: the agents never started.
+        _ = sigterm.recv() => return Ok(Exit::Ok),
+        _ = sigint.recv() => return Ok(Exit::Ok),
+    };
     let mut tick = tokio::time::interval(args.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => out(&status_line(&fleet.status(&configs)))?,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
         }
     }
     fleet.stop();
     Ok(Exit::Ok)
+}
+
+/// Refuses a rate outside 0..=1 (or NaN), naming its flag.
+fn check_rates(args: &FleetSimulateArgs) -> Result<(), Failure> {
+    let rates = [
+        ("--fail-rate", args.fail_rate),
+        ("--offline-rate", args.offline_rate),
+        ("--slow-rate", args.slow_rate),
+        ("--reboot-rate", args.reboot_rate),
+    ];
+    for (flag, rate) in rates {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(Failure::new(
+                Exit::Usage,
+                "fleet simulate",
+                &format!("invalid {flag}"),
+                format!("{rate} is not a chance between 0 and 1"),
+                &format!("pass {flag} between 0 and 1, e.g. {flag} 0.01"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The line for a fleet that could not start: the exit of the server's answer (5 unreachable,
+/// 7 a token that may not make node tokens), with the next step.
+fn start_failure(e: &SimError, ctx: Context<'_>) -> Failure {
+    let SimError::Server { source, .. } = e else {
+        return Failure::new(
+            Exit::Usage,
+            "fleet simulate",
+            "cannot start the fleet",
+            e,
+            "pass each --…-rate between 0 and 1 and at least one --config",
+        );
+    };
+    let code = match source {
+        ClientError::Api { body, .. } => Some(body.error),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::Forbidden | ErrorCode::Unauthenticated) => Failure::new(
+            Exit::Denied,
+            "fleet simulate",
+            "cannot make the agents' node tokens",
+            e,
+            "use an admin token (e.g. --token-file DATA/admin.token): it makes one node token \
+             per agent",
+        ),
+        Some(ErrorCode::TooManyConnections) => Failure::new(
+            Exit::Unavailable,
+            "fleet simulate",
+            "cannot start the fleet",
+            e,
+            "past ~16,000 agents raise the server's --max-connections, or pass fewer --agents",
+        ),
+        _ => Failure::from_client(source, ctx),
+    }
 }
 
 /// `agents 5000 online 4990 offline 10 failed 3 | app.conf r7 4987 r6 13`.

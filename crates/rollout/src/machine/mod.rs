@@ -189,12 +189,24 @@ impl Rollout {
                 }
             }
             State::Baking { wave, until_ms, .. } => {
+                let mut in_flight = false;
                 for node in self.nodes.values().filter(|n| n.wave == *wave) {
                     if matches!(node.status, NodeStatus::Sent | NodeStatus::Deferred) {
+                        in_flight = true;
                         at(node.sent_at_ms.saturating_add(self.spec.deadline_ms));
                     }
                 }
-                if now_ms < *until_ms {
+                let judged = self
+                    .spec
+                    .gates
+                    .iter()
+                    .all(|g| self.waves[*wave].results.contains_key(g.name()));
+                // The bake's end stays due once it has passed while the wave can be judged
+                // (every gate answered, or none): a driver that ticks only what is due at the
+                // moment it asks — the server's — would otherwise never end a bake without
+                // gates. Otherwise the gates' results are awaited until the deadline; an
+                // endpoint still in flight has its own deadline above (and its report ticks).
+                if now_ms < *until_ms || (judged && !in_flight) {
                     at(*until_ms);
                 } else {
                     at(until_ms.saturating_add(self.spec.deadline_ms));
