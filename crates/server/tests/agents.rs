@@ -613,3 +613,82 @@ async fn a_rollback_ends_on_a_canary_repeating_its_report_of_the_last_known_good
     }
     s.stop().await;
 }
+
+/// A rebooted node's agent registers under its new boot id: that registration is the node's
+/// first contact, and reclaims at once — the virtual clock never moves, so no TTL runs out —
+/// every lease the node held under its old boot (audited as `node_rebooted`), in the same
+/// step; another node's lease is untouched, and registering under the same boot reclaims
+/// nothing. The next holder of a reclaimed lock
+/// is granted above the ghost's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_under_a_new_boot_id_reclaims_the_nodes_older_boot_leases_at_once() {
+    let clock = Arc::new(ManualClock::new());
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
+    let acquire = |resource: &str, node: &str, boot: &str| {
+        let body = json!({
+            "resource": resource,
+            "owner": {"node": node, "pid": 7, "start_time": 1007, "boot_id": boot,
+                      "user": "ops", "purpose": "reboot test"},
+            "ttl_ms": 600_000,
+        });
+        let admin = &admin;
+        async move {
+            let lease = admin.ok("POST", "/v1/acquire", Some(body)).await;
+            (
+                lease["lease"].as_u64().expect("lease"),
+                lease["token"].as_u64().expect("token"),
+            )
+        }
+    };
+    let (ghost, ghost_token) = acquire("work/d1", "d1", "boot-a").await;
+    let (other, _) = acquire("work/d2", "d2", "boot-a").await;
+    let (_, secret) = admin.token("agent@d1", "node", Some("d1")).await;
+    let agent = admin.as_token(&secret);
+    // Registering under the boot the lease was granted in: the holder may be alive.
+    assert_eq!(agent.register("d1", json!({})).await.0, 200);
+    let lease = |id: u64| {
+        let admin = &admin;
+        async move { admin.call("GET", &format!("/v1/leases/{id}"), None).await }
+    };
+    assert_eq!(lease(ghost).await.0, 200, "the same boot reclaims nothing");
+
+    let (status, view) = agent
+        .call(
+            "POST",
+            "/v1/agents/d1/register",
+            Some(json!({"boot_id": "boot-b", "version": "0.1.0", "configs": [CONFIG]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        lease(ghost).await.0,
+        404,
+        "the old boot's lease is reclaimed"
+    );
+    assert_eq!(
+        lease(other).await.0,
+        200,
+        "another node's lease is untouched"
+    );
+    let audit = admin.ok("GET", "/v1/audit?resource=work/d1", None).await;
+    let ended: Vec<&Value> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["lease"] == ghost && r["kind"] != "granted")
+        .collect();
+    assert_eq!(ended.len(), 1, "{audit:#}");
+    assert_eq!(
+        (
+            &ended[0]["kind"],
+            &ended[0]["cause"],
+            &ended[0]["new_boot_id"]
+        ),
+        (&json!("ended"), &json!("node_rebooted"), &json!("boot-b")),
+        "{audit:#}"
+    );
+    let (_, next_token) = acquire("work/d1", "d3", "boot-a").await;
+    assert!(next_token > ghost_token, "{next_token} > {ghost_token}");
+    s.stop().await;
+}
