@@ -248,6 +248,12 @@ impl Rollouts {
         self.last_now = Some(now);
     }
 
+    /// The `now` of the last rollout step: the planners' deadlines the reaper sleeps on were
+    /// named as of then.
+    pub fn last_seen(&self) -> Option<locksmith_core::Now> {
+        self.last_now
+    }
+
     /// When the next running planner's deadline comes, on the monotonic clock.
     pub fn next_deadline(&self) -> Option<locksmith_core::Mono> {
         let now = self.last_now?;

@@ -377,6 +377,11 @@ pub fn on_report(state: &mut State, config: &str, report: Event, now: Now, fx: &
 /// Renews the running rollouts' leases (a lease that is gone pauses its rollout:
 /// `LockLost`), and sends `Tick` to every one whose planner deadline has come.
 pub fn advance(state: &mut State, now: Now, fx: &mut Effects) {
+    // Whether a planner's deadline has come is judged by the deadline it named at the last
+    // step — the one the reaper slept on. Asked at `now`, a planner whose bake has just ended
+    // names the next one after it (the gates' deadline), and the bake would wait for that, or
+    // for some endpoint's report, instead of ending on time.
+    let named_at = state.rollouts.last_seen().unwrap_or(now);
     state.rollouts.seen(now);
     for id in state.rollouts.running_ids() {
         let Some(entry) = state.rollouts.get(&id) else {
@@ -410,7 +415,7 @@ pub fn advance(state: &mut State, now: Now, fx: &mut Effects) {
             .rollouts
             .get(&id)
             .and_then(|e| e.planner.as_ref())
-            .and_then(|p| p.next_deadline(now.wall_ms))
+            .and_then(|p| p.next_deadline(named_at.wall_ms))
             .is_some_and(|at| at <= now.wall_ms);
         let gates_due = !due_metric_results(state, &id, now).is_empty();
         if due || gates_due {
