@@ -13,6 +13,7 @@ use locksmith_api::rollouts::{OutcomeKind, RolloutPhase, RolloutView, StartRollo
 use locksmith_api::{AcquireRequest, AuditQuery, ErrorCode, LeaseView};
 use locksmith_client::Client;
 use locksmith_core::{AuditKind, AuditRecord, EndCause, Owner};
+use locksmith_server::clock::Clock as _;
 use locksmith_sim::ops::{write_revision, write_under};
 use locksmith_sim::{Fleet, FleetSpec, World};
 
@@ -123,6 +124,28 @@ async fn is_free(client: &Client, resource: &str) -> bool {
         .lock
         .holders
         .is_empty()
+}
+
+/// The server's virtual wall clock, Unix ms.
+fn virtual_now(w: &World) -> u64 {
+    w.clock().expect("virtual time").now().wall_ms
+}
+
+/// When the holder of the config's lock last renewed it, Unix ms (0: free).
+async fn renewed_ms(client: &Client) -> u64 {
+    let lock = client.lock(RESOURCE).await.expect("lock").lock;
+    lock.holders.first().map_or(0, |h| h.last_heartbeat_ms)
+}
+
+/// Moves the clock half of `bake` on, and waits for the reaper to renew the rollout's lease
+/// there: the next jump starts from a fresh lease.
+async fn halfway_through(w: &World, bake: Duration) {
+    w.advance(bake / 2);
+    let half = virtual_now(w);
+    until_server("the reaper renews the rollout's lease halfway", || async {
+        renewed_ms(w.admin()).await >= half
+    })
+    .await;
 }
 
 /// A tenth of the fleet is offline while two revisions are written: back, each jumps straight
@@ -334,13 +357,13 @@ async fn rebooted_nodes_leases_are_reclaimed_on_first_contact_without_waiting_fo
     stop(w, fleet).await;
 }
 
-/// A rollout with a canary and a 5-minute bake runs on the server's clock: the canary
+/// A rollout with a canary and a 10-minute bake runs on the server's clock: the canary
 /// applies, and the rest of the fleet is not sent the revision until the virtual clock has
 /// passed the bake; then every endpoint applies it and the rollout succeeds.
 ///
-/// (Each jump of the clock stays under the rollout's 10-minute lease on the config: the lease
-/// is renewed when the server steps, and one jump past its TTL is a server frozen that long,
-/// whose rollout rightly finds its lock lost.)
+/// The clock moves in two jumps, each shorter than the rollout's 10-minute lease on the config,
+/// and the rollout keeps that lease through the bake: the reaper wakes to renew it whatever
+/// the GC interval (one jump past the TTL would be a server frozen that long).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollouts_bake_passes_only_when_the_virtual_clock_does() {
     let (w, fleet, _) = world_with_fleet(50, 25).await;
@@ -354,7 +377,7 @@ async fn a_rollouts_bake_passes_only_when_the_virtual_clock_does() {
             config: CONFIG.into(),
             rev: r2,
             canary: Some("1".into()),
-            bake: Some("5m".into()),
+            bake: Some("10m".into()),
             ..StartRolloutRequest::default()
         })
         .await
@@ -364,7 +387,7 @@ async fn a_rollouts_bake_passes_only_when_the_virtual_clock_does() {
         let id = started.id.clone();
         async move { admin.rollout(&id).await.expect("rollout") }
     };
-    const BAKE: Duration = Duration::from_secs(300);
+    const BAKE: Duration = Duration::from_secs(600);
     let rolled = rollout().await.rolled_rev.expect("started");
     until("the canary applies the rolled revision", || {
         fleet.applied(CONFIG, rolled) == 1
@@ -390,7 +413,9 @@ async fn a_rollouts_bake_passes_only_when_the_virtual_clock_does() {
         baking.summary
     );
     assert_eq!(baking.phase, RolloutPhase::Running);
-    w.advance(BAKE + Duration::from_secs(1));
+    halfway_through(&w, BAKE).await;
+    assert_eq!(rollout().await.state, baking.state, "still baking halfway");
+    w.advance(BAKE / 2 + Duration::from_secs(1));
     let start = Instant::now();
     while fleet.applied(CONFIG, rolled) < 50 {
         if start.elapsed() > WITHIN {
@@ -417,7 +442,8 @@ async fn a_rollouts_bake_passes_only_when_the_virtual_clock_does() {
                 == 50
         })
         .await;
-        w.advance(BAKE + Duration::from_secs(1));
+        halfway_through(&w, BAKE).await;
+        w.advance(BAKE / 2 + Duration::from_secs(1));
         until_server("the rollout ends", || async {
             rollout().await.phase == RolloutPhase::Ended
         })

@@ -150,6 +150,8 @@ pub struct Rollouts {
     /// The last `now` a rollout step saw: planner deadlines are wall ms, the reaper sleeps on
     /// the monotonic clock, and this pair converts one to the other.
     last_now: Option<locksmith_core::Now>,
+    /// When the running rollouts' leases were last renewed (every reaper run renews them).
+    renewed: Option<locksmith_core::Mono>,
 }
 
 impl Rollouts {
@@ -246,6 +248,28 @@ impl Rollouts {
     /// Remembers `now` (see [`next_deadline`](Self::next_deadline)).
     pub fn seen(&mut self, now: locksmith_core::Now) {
         self.last_now = Some(now);
+    }
+
+    /// The running rollouts' leases were renewed at `now` ([`renewal_due`](Self::renewal_due)).
+    pub fn renewed(&mut self, now: locksmith_core::Now) {
+        self.renewed = Some(now.mono);
+    }
+
+    /// When the running rollouts' leases on their configs must be renewed again, renewing them
+    /// every `every_ms`: the reaper wakes for it, so a rollout keeps its lock through a quiet
+    /// bake or wait however far apart the GC sweeps are (an hour, on virtual time). `None`
+    /// while no running rollout holds a lease.
+    pub fn renewal_due(&self, every_ms: u64) -> Option<locksmith_core::Mono> {
+        if !self
+            .entries
+            .values()
+            .any(|e| e.running() && e.stored.lock.is_some())
+        {
+            return None;
+        }
+        // A lease granted since the last renewal was granted at its rollout's last step.
+        let from = self.renewed.max(self.last_now.map(|now| now.mono))?;
+        Some(from.plus_ms(every_ms))
     }
 
     /// The `now` of the last rollout step: the planners' deadlines the reaper sleeps on were

@@ -383,6 +383,9 @@ pub fn advance(state: &mut State, now: Now, fx: &mut Effects) {
     // for some endpoint's report, instead of ending on time.
     let named_at = state.rollouts.last_seen().unwrap_or(now);
     state.rollouts.seen(now);
+    // Every running rollout's lease is renewed below; the reaper wakes for the next renewal
+    // (`Rollouts::renewal_due`).
+    state.rollouts.renewed(now);
     for id in state.rollouts.running_ids() {
         let Some(entry) = state.rollouts.get(&id) else {
             continue;
