@@ -57,6 +57,10 @@ pub async fn run(
 ) {
     let mut wanted = outage.wanted.subscribe();
     loop {
+        if !*wanted.borrow_and_update() {
+            // Held offline, and no stream of this boot runs (a reboot ended the last one).
+            outage.dark.send_replace(true);
+        }
         if wanted.wait_for(|up| *up).await.is_err() {
             return;
         }
@@ -86,11 +90,13 @@ pub async fn run(
         if !go_dark(stream, &online, &events).await {
             return;
         }
-        if ordered {
-            outage.dark.send_replace(true);
-        } else {
-            // A drawn outage ends by itself — or lasts as long as the scenario holds it.
-            tokio::time::sleep(rng.between(DOWN.0, DOWN.1)).await;
+        if !ordered {
+            // A drawn outage ends by itself; ordered meanwhile, it lasts until the scenario
+            // brings the agent back (the loop's top says it is dark).
+            tokio::select! {
+                () = tokio::time::sleep(rng.between(DOWN.0, DOWN.1)) => {}
+                down = wanted.wait_for(|up| !*up) => if down.is_err() { return },
+            }
         }
     }
 }

@@ -150,8 +150,10 @@ pub struct Rollouts {
     /// The last `now` a rollout step saw: planner deadlines are wall ms, the reaper sleeps on
     /// the monotonic clock, and this pair converts one to the other.
     last_now: Option<locksmith_core::Now>,
-    /// When the running rollouts' leases were last renewed (every reaper run renews them).
-    renewed: Option<locksmith_core::Mono>,
+    /// The `now` of the reaper's last run: it renewed every running rollout's lease and ticked
+    /// every planner whose deadline had come, so the deadlines it must wake for next are the
+    /// ones named as of then.
+    reaped: Option<locksmith_core::Now>,
 }
 
 impl Rollouts {
@@ -250,9 +252,15 @@ impl Rollouts {
         self.last_now = Some(now);
     }
 
-    /// The running rollouts' leases were renewed at `now` ([`renewal_due`](Self::renewal_due)).
-    pub fn renewed(&mut self, now: locksmith_core::Now) {
-        self.renewed = Some(now.mono);
+    /// The reaper ran at `now`: it renewed the running rollouts' leases and ticked the due
+    /// planners ([`next_deadline`](Self::next_deadline), [`renewal_due`](Self::renewal_due)).
+    pub fn reaped(&mut self, now: locksmith_core::Now) {
+        self.reaped = Some(now);
+    }
+
+    /// When the reaper last ran ([`reaped`](Self::reaped)).
+    pub fn reaped_at(&self) -> Option<locksmith_core::Now> {
+        self.reaped
     }
 
     /// When the running rollouts' leases on their configs must be renewed again, renewing them
@@ -267,24 +275,23 @@ impl Rollouts {
         {
             return None;
         }
-        // A lease granted since the last renewal was granted at its rollout's last step.
-        let from = self.renewed.max(self.last_now.map(|now| now.mono))?;
-        Some(from.plus_ms(every_ms))
-    }
-
-    /// The `now` of the last rollout step: the planners' deadlines the reaper sleeps on were
-    /// named as of then.
-    pub fn last_seen(&self) -> Option<locksmith_core::Now> {
-        self.last_now
+        // From the last renewal: a lease granted since then runs out later than the ones it
+        // renewed. (The reaper runs at boot, so there is one.)
+        let from = self.reaped.or(self.last_now)?;
+        Some(from.mono.plus_ms(every_ms))
     }
 
     /// When the next running planner's deadline comes, on the monotonic clock.
     pub fn next_deadline(&self) -> Option<locksmith_core::Mono> {
         let now = self.last_now?;
+        // As of the reaper's last run: asked later, a planner whose bake has ended since (and
+        // has not been ticked) names the deadline after it, and the reaper would sleep past
+        // the bake's end.
+        let named_at = self.reaped.map_or(now.wall_ms, |r| r.wall_ms);
         self.entries
             .values()
             .filter(|e| e.running())
-            .filter_map(|e| e.planner.as_ref()?.next_deadline(now.wall_ms))
+            .filter_map(|e| e.planner.as_ref()?.next_deadline(named_at))
             .min()
             .map(|at| now.mono.plus_ms(at.saturating_sub(now.wall_ms)))
     }

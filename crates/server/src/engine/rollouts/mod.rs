@@ -377,15 +377,19 @@ pub fn on_report(state: &mut State, config: &str, report: Event, now: Now, fx: &
 /// Renews the running rollouts' leases (a lease that is gone pauses its rollout:
 /// `LockLost`), and sends `Tick` to every one whose planner deadline has come.
 pub fn advance(state: &mut State, now: Now, fx: &mut Effects) {
-    // Whether a planner's deadline has come is judged by the deadline it named at the last
-    // step — the one the reaper slept on. Asked at `now`, a planner whose bake has just ended
-    // names the next one after it (the gates' deadline), and the bake would wait for that, or
-    // for some endpoint's report, instead of ending on time.
-    let named_at = state.rollouts.last_seen().unwrap_or(now);
+    // Whether a planner's deadline has come is judged by the deadline it named as of the
+    // reaper's last run — the one the reaper slept on (`Rollouts::next_deadline`). Asked at
+    // `now`, a planner whose bake has just ended names the next one after it (the gates'
+    // deadline), and the bake would wait for that, or for some endpoint's report, instead of
+    // ending on time.
+    let named_at = state
+        .rollouts
+        .reaped_at()
+        .map_or(now.wall_ms, |r| r.wall_ms);
     state.rollouts.seen(now);
-    // Every running rollout's lease is renewed below; the reaper wakes for the next renewal
-    // (`Rollouts::renewal_due`).
-    state.rollouts.renewed(now);
+    // Every running rollout's lease is renewed below and every due planner ticked; the reaper
+    // wakes for the next of either (`Rollouts::renewal_due`, `Rollouts::next_deadline`).
+    state.rollouts.reaped(now);
     for id in state.rollouts.running_ids() {
         let Some(entry) = state.rollouts.get(&id) else {
             continue;
@@ -418,7 +422,7 @@ pub fn advance(state: &mut State, now: Now, fx: &mut Effects) {
             .rollouts
             .get(&id)
             .and_then(|e| e.planner.as_ref())
-            .and_then(|p| p.next_deadline(named_at.wall_ms))
+            .and_then(|p| p.next_deadline(named_at))
             .is_some_and(|at| at <= now.wall_ms);
         let gates_due = !due_metric_results(state, &id, now).is_empty();
         if due || gates_due {
