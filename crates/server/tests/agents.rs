@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Api, Backend, PROMPTLY, Storage, TestServer};
 use futures_util::{Stream, StreamExt as _};
 use locksmith_server::AuthMode;
-use locksmith_server::clock::ManualClock;
+use locksmith_server::clock::{Clock as _, ManualClock};
 use serde_json::{Value, json};
 
 const CONFIG: &str = "aim_lock_config.conf";
@@ -618,8 +618,7 @@ async fn a_rollback_ends_on_a_canary_repeating_its_report_of_the_last_known_good
 /// first contact, and reclaims at once — the virtual clock never moves, so no TTL runs out —
 /// every lease the node held under its old boot (audited as `node_rebooted`), in the same
 /// step; another node's lease is untouched, and registering under the same boot reclaims
-/// nothing. The next holder of a reclaimed lock
-/// is granted above the ghost's token.
+/// nothing. The next holder of a reclaimed lock is granted above the ghost's token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_under_a_new_boot_id_reclaims_the_nodes_older_boot_leases_at_once() {
     let clock = Arc::new(ManualClock::new());
@@ -690,5 +689,100 @@ async fn registering_under_a_new_boot_id_reclaims_the_nodes_older_boot_leases_at
     );
     let (_, next_token) = acquire("work/d1", "d3", "boot-a").await;
     assert!(next_token > ghost_token, "{next_token} > {ghost_token}");
+    s.stop().await;
+}
+
+/// A rollout's bake runs out on the server's clock with nothing else happening — no report,
+/// no endpoint going offline, no GC sweep (virtual time: the sweep is an hour away) — and the
+/// rollout keeps its 10-minute lease on the config through a 10-minute bake: the reaper wakes
+/// to renew it halfway, and at the bake's end sends the next wave. (The bake used to end only
+/// on the next report, a presence change or the gates' deadline 30 minutes on, and the lease
+/// lapsed with no sweep.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_bake_ends_on_time_and_the_rollout_keeps_its_lease_through_it() {
+    let clock = Arc::new(ManualClock::new());
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
+    let fence = admin.hold_config().await;
+    let r1 = admin.write(fence, "hot = 1\n", false).await;
+    let r2 = admin.write(fence, "hot = 2\n", true).await;
+    admin
+        .ok(
+            "POST",
+            &format!("/v1/leases/{}/release", fence.0),
+            Some(json!({})),
+        )
+        .await;
+    for node in ["n0", "n1"] {
+        assert_eq!(admin.register(node, json!({"role": "drone"})).await.0, 200);
+        assert_eq!(admin.report(node, r1, "applied").await.0, 200);
+    }
+    // Both stay online through the bake (their streams are open): no presence change prompts
+    // the planner either.
+    let mut streams = Vec::new();
+    for node in ["n0", "n1"] {
+        streams.push(admin.desired(node).await.map_err(|e| e.1).expect("stream"));
+    }
+    let started = admin
+        .call(
+            "POST",
+            "/v1/rollouts",
+            Some(json!({"config": CONFIG, "rev": r2, "canary": "1", "bake": "10m"})),
+        )
+        .await;
+    assert_eq!(started.0, 201, "{}", started.1);
+    let id = started.1["id"].as_str().expect("id").to_owned();
+    let rolled = started.1["rolled_rev"].as_u64().expect("started");
+    let path = format!("/v1/rollouts/{id}");
+    let view = admin.ok("GET", &path, None).await;
+    let canary = view["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["wave"] == 0))
+        .and_then(|e| e["node"].as_str())
+        .expect("a canary")
+        .to_owned();
+    let other = if canary == "n0" { "n1" } else { "n0" };
+    assert_eq!(admin.report(&canary, rolled, "applied").await.0, 200);
+    assert_eq!(admin.agent(other).await["configs"][0]["desired_rev"], r1);
+    let lock_path = format!("/v1/locks/configs/{CONFIG}");
+    let renewed = || async {
+        let lock = admin.ok("GET", &lock_path, None).await;
+        lock["holders"][0]["last_heartbeat_ms"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Halfway: nothing has asked anything, yet the lease is renewed, and the bake goes on.
+    clock.advance(Duration::from_secs(300));
+    let halfway = clock.now().wall_ms;
+    let start = Instant::now();
+    while renewed().await < halfway {
+        assert!(
+            start.elapsed() < PROMPTLY,
+            "the rollout's lease was not renewed halfway through the bake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(admin.agent(other).await["configs"][0]["desired_rev"], r1);
+    // The bake's end: the next wave is sent, with no report to prompt it.
+    clock.advance(Duration::from_secs(301));
+    let start = Instant::now();
+    loop {
+        if admin.agent(other).await["configs"][0]["desired_rev"] == rolled {
+            break;
+        }
+        let view = admin.ok("GET", &path, None).await;
+        assert!(
+            start.elapsed() < PROMPTLY,
+            "the bake never ended: {}",
+            view["summary"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = admin.ok("GET", &path, None).await;
+    assert_eq!(view["phase"], "running", "{view:#}");
+    assert!(
+        view["lease"].is_u64(),
+        "the rollout holds its lease: {view:#}"
+    );
     s.stop().await;
 }
