@@ -786,3 +786,45 @@ async fn a_quiet_bake_ends_on_time_and_the_rollout_keeps_its_lease_through_it() 
     );
     s.stop().await;
 }
+
+/// A registration naming the server's own node under another boot id than the server's would
+/// end the node's live leases as ghosts of a reboot that never happened: it is refused
+/// (`boot_id`), and the lease of a holder there lives on; under the real boot id it registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_naming_the_servers_own_node_under_a_forged_boot_id_is_refused() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let node = locksmith_host::hostname().expect("hostname");
+    let boot_id = locksmith_host::boot_id().expect("boot id");
+    let held = admin
+        .ok(
+            "POST",
+            "/v1/acquire",
+            Some(json!({
+                "resource": "work/local",
+                "owner": {"node": node, "pid": 7, "start_time": 1007, "boot_id": boot_id,
+                          "user": "ops", "purpose": "forged boot test"},
+                "ttl_ms": 600_000,
+            })),
+        )
+        .await;
+    let lease = held["lease"].as_u64().expect("lease");
+    let register = |boot: &str| {
+        let (admin, path) = (&admin, format!("/v1/agents/{node}/register"));
+        let body = json!({"boot_id": boot, "version": "0.1.0", "configs": [CONFIG]});
+        async move { admin.call("POST", &path, Some(body)).await }
+    };
+    let (status, body) = register("00000000-0000-0000-0000-000000000000").await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("boot_id")),
+        "{body}"
+    );
+    let (status, _) = admin
+        .call("GET", &format!("/v1/leases/{lease}"), None)
+        .await;
+    assert_eq!(status, 200, "the local holder keeps its lease");
+    let (status, body) = register(&boot_id).await;
+    assert_eq!(status, 200, "{body}");
+    s.stop().await;
+}
