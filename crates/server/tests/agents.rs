@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Api, Backend, PROMPTLY, Storage, TestServer};
 use futures_util::{Stream, StreamExt as _};
 use locksmith_server::AuthMode;
-use locksmith_server::clock::ManualClock;
+use locksmith_server::clock::{Clock as _, ManualClock};
 use serde_json::{Value, json};
 
 const CONFIG: &str = "aim_lock_config.conf";
@@ -611,5 +611,220 @@ async fn a_rollback_ends_on_a_canary_repeating_its_report_of_the_last_known_good
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    s.stop().await;
+}
+
+/// A rebooted node's agent registers under its new boot id: that registration is the node's
+/// first contact, and reclaims at once — the virtual clock never moves, so no TTL runs out —
+/// every lease the node held under its old boot (audited as `node_rebooted`), in the same
+/// step; another node's lease is untouched, and registering under the same boot reclaims
+/// nothing. The next holder of a reclaimed lock is granted above the ghost's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_under_a_new_boot_id_reclaims_the_nodes_older_boot_leases_at_once() {
+    let clock = Arc::new(ManualClock::new());
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
+    let acquire = |resource: &str, node: &str, boot: &str| {
+        let body = json!({
+            "resource": resource,
+            "owner": {"node": node, "pid": 7, "start_time": 1007, "boot_id": boot,
+                      "user": "ops", "purpose": "reboot test"},
+            "ttl_ms": 600_000,
+        });
+        let admin = &admin;
+        async move {
+            let lease = admin.ok("POST", "/v1/acquire", Some(body)).await;
+            (
+                lease["lease"].as_u64().expect("lease"),
+                lease["token"].as_u64().expect("token"),
+            )
+        }
+    };
+    let (ghost, ghost_token) = acquire("work/d1", "d1", "boot-a").await;
+    let (other, _) = acquire("work/d2", "d2", "boot-a").await;
+    let (_, secret) = admin.token("agent@d1", "node", Some("d1")).await;
+    let agent = admin.as_token(&secret);
+    // Registering under the boot the lease was granted in: the holder may be alive.
+    assert_eq!(agent.register("d1", json!({})).await.0, 200);
+    let lease = |id: u64| {
+        let admin = &admin;
+        async move { admin.call("GET", &format!("/v1/leases/{id}"), None).await }
+    };
+    assert_eq!(lease(ghost).await.0, 200, "the same boot reclaims nothing");
+
+    let (status, view) = agent
+        .call(
+            "POST",
+            "/v1/agents/d1/register",
+            Some(json!({"boot_id": "boot-b", "version": "0.1.0", "configs": [CONFIG]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        lease(ghost).await.0,
+        404,
+        "the old boot's lease is reclaimed"
+    );
+    assert_eq!(
+        lease(other).await.0,
+        200,
+        "another node's lease is untouched"
+    );
+    let audit = admin.ok("GET", "/v1/audit?resource=work/d1", None).await;
+    let ended: Vec<&Value> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["lease"] == ghost && r["kind"] != "granted")
+        .collect();
+    assert_eq!(ended.len(), 1, "{audit:#}");
+    assert_eq!(
+        (
+            &ended[0]["kind"],
+            &ended[0]["cause"],
+            &ended[0]["new_boot_id"]
+        ),
+        (&json!("ended"), &json!("node_rebooted"), &json!("boot-b")),
+        "{audit:#}"
+    );
+    let (_, next_token) = acquire("work/d1", "d3", "boot-a").await;
+    assert!(next_token > ghost_token, "{next_token} > {ghost_token}");
+    s.stop().await;
+}
+
+/// A rollout's bake runs out on the server's clock with nothing else happening — no report,
+/// no endpoint going offline, no GC sweep (virtual time: the sweep is an hour away) — and the
+/// rollout keeps its 10-minute lease on the config through a 10-minute bake: the reaper wakes
+/// to renew it halfway, and at the bake's end sends the next wave. (The bake used to end only
+/// on the next report, a presence change or the gates' deadline 30 minutes on, and the lease
+/// lapsed with no sweep.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_bake_ends_on_time_and_the_rollout_keeps_its_lease_through_it() {
+    let clock = Arc::new(ManualClock::new());
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
+    let fence = admin.hold_config().await;
+    let r1 = admin.write(fence, "hot = 1\n", false).await;
+    let r2 = admin.write(fence, "hot = 2\n", true).await;
+    admin
+        .ok(
+            "POST",
+            &format!("/v1/leases/{}/release", fence.0),
+            Some(json!({})),
+        )
+        .await;
+    for node in ["n0", "n1"] {
+        assert_eq!(admin.register(node, json!({"role": "drone"})).await.0, 200);
+        assert_eq!(admin.report(node, r1, "applied").await.0, 200);
+    }
+    // Both stay online through the bake (their streams are open): no presence change prompts
+    // the planner either.
+    let mut streams = Vec::new();
+    for node in ["n0", "n1"] {
+        streams.push(admin.desired(node).await.map_err(|e| e.1).expect("stream"));
+    }
+    let started = admin
+        .call(
+            "POST",
+            "/v1/rollouts",
+            Some(json!({"config": CONFIG, "rev": r2, "canary": "1", "bake": "10m"})),
+        )
+        .await;
+    assert_eq!(started.0, 201, "{}", started.1);
+    let id = started.1["id"].as_str().expect("id").to_owned();
+    let rolled = started.1["rolled_rev"].as_u64().expect("started");
+    let path = format!("/v1/rollouts/{id}");
+    let view = admin.ok("GET", &path, None).await;
+    let canary = view["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["wave"] == 0))
+        .and_then(|e| e["node"].as_str())
+        .expect("a canary")
+        .to_owned();
+    let other = if canary == "n0" { "n1" } else { "n0" };
+    assert_eq!(admin.report(&canary, rolled, "applied").await.0, 200);
+    assert_eq!(admin.agent(other).await["configs"][0]["desired_rev"], r1);
+    let lock_path = format!("/v1/locks/configs/{CONFIG}");
+    let renewed = || async {
+        let lock = admin.ok("GET", &lock_path, None).await;
+        lock["holders"][0]["last_heartbeat_ms"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // Halfway: nothing has asked anything, yet the lease is renewed, and the bake goes on.
+    clock.advance(Duration::from_secs(300));
+    let halfway = clock.now().wall_ms;
+    let start = Instant::now();
+    while renewed().await < halfway {
+        assert!(
+            start.elapsed() < PROMPTLY,
+            "the rollout's lease was not renewed halfway through the bake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(admin.agent(other).await["configs"][0]["desired_rev"], r1);
+    // The bake's end: the next wave is sent, with no report to prompt it.
+    clock.advance(Duration::from_secs(301));
+    let start = Instant::now();
+    loop {
+        if admin.agent(other).await["configs"][0]["desired_rev"] == rolled {
+            break;
+        }
+        let view = admin.ok("GET", &path, None).await;
+        assert!(
+            start.elapsed() < PROMPTLY,
+            "the bake never ended: {}",
+            view["summary"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = admin.ok("GET", &path, None).await;
+    assert_eq!(view["phase"], "running", "{view:#}");
+    assert!(
+        view["lease"].is_u64(),
+        "the rollout holds its lease: {view:#}"
+    );
+    s.stop().await;
+}
+
+/// A registration naming the server's own node under another boot id than the server's would
+/// end the node's live leases as ghosts of a reboot that never happened: it is refused
+/// (`boot_id`), and the lease of a holder there lives on; under the real boot id it registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_naming_the_servers_own_node_under_a_forged_boot_id_is_refused() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let node = locksmith_host::hostname().expect("hostname");
+    let boot_id = locksmith_host::boot_id().expect("boot id");
+    let held = admin
+        .ok(
+            "POST",
+            "/v1/acquire",
+            Some(json!({
+                "resource": "work/local",
+                "owner": {"node": node, "pid": 7, "start_time": 1007, "boot_id": boot_id,
+                          "user": "ops", "purpose": "forged boot test"},
+                "ttl_ms": 600_000,
+            })),
+        )
+        .await;
+    let lease = held["lease"].as_u64().expect("lease");
+    let register = |boot: &str| {
+        let (admin, path) = (&admin, format!("/v1/agents/{node}/register"));
+        let body = json!({"boot_id": boot, "version": "0.1.0", "configs": [CONFIG]});
+        async move { admin.call("POST", &path, Some(body)).await }
+    };
+    let (status, body) = register("00000000-0000-0000-0000-000000000000").await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("boot_id")),
+        "{body}"
+    );
+    let (status, _) = admin
+        .call("GET", &format!("/v1/leases/{lease}"), None)
+        .await;
+    assert_eq!(status, 200, "the local holder keeps its lease");
+    let (status, body) = register(&boot_id).await;
+    assert_eq!(status, 200, "{body}");
     s.stop().await;
 }

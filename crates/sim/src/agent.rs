@@ -13,11 +13,12 @@ use locksmith_agent::{
 };
 use locksmith_api::agents::RegisterAgentRequest;
 use locksmith_client::Client;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::behaviour::{Behaviour, SplitMix64};
 use crate::hooks::SimHooks;
+use crate::link::{self, Outage};
 use crate::net::{self, Identity, Outbound};
 
 /// Where each simulated agent keeps its state (in its own [`MemFs`]).
@@ -26,14 +27,8 @@ const STATE_DIR: &str = "/var/lib/locksmith";
 const TARGET_DIR: &str = "/etc/sim";
 /// How long a slow agent's hooks take, at least and at most (drawn per apply).
 const SLOW: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(3_000));
-/// An offline agent stays up this long between outages, at least and at most.
-const UP: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(40));
-/// And is away this long.
-const DOWN: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(20));
 /// A rebooting agent runs this long between reboots.
 const BOOT: (Duration, Duration) = (Duration::from_secs(20), Duration::from_secs(60));
-/// The network side's longest reconnect wait.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Heartbeats, as `locksmith agent` sends them by default.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -64,6 +59,8 @@ pub struct AgentStatus {
     pub failed_revs: BTreeMap<String, BTreeSet<u64>>,
     /// Boots so far (1 on the first).
     pub boots: u32,
+    /// The boot id it registers under now.
+    pub boot_id: String,
 }
 
 /// One simulated agent, running on tasks of the caller's runtime until dropped or stopped.
@@ -72,6 +69,8 @@ pub struct SimAgent {
     identity: AgentIdentity,
     status: Arc<Mutex<AgentStatus>>,
     online: watch::Receiver<bool>,
+    outage: Outage,
+    reboot: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -87,6 +86,8 @@ impl SimAgent {
         let client = client.clone().with_token(&identity.token)?;
         let status = Arc::new(Mutex::new(AgentStatus::default()));
         let (online_tx, online) = watch::channel(false);
+        let outage = Outage::new();
+        let reboot = Arc::new(Notify::new());
         let run = Run {
             identity: identity.clone(),
             spec: spec(configs),
@@ -95,6 +96,8 @@ impl SimAgent {
             client,
             status: Arc::clone(&status),
             online: online_tx,
+            outage: outage.clone(),
+            reboot: Arc::clone(&reboot),
             rng,
         };
         let task = tokio::spawn(run.forever());
@@ -102,6 +105,8 @@ impl SimAgent {
             identity,
             status,
             online,
+            outage,
+            reboot,
             task,
         })
     }
@@ -149,6 +154,35 @@ impl SimAgent {
         self.lock().boots
     }
 
+    /// The boot id it runs (and registers) under now: `NODE-boot-N` on its N-th boot.
+    pub fn boot_id(&self) -> String {
+        self.lock().boot_id.clone()
+    }
+
+    /// Takes it offline, as an agent that goes offline now and then does: its desired stream
+    /// closes, it stops heartbeating, and its reports wait (the newest per config) until it is
+    /// back. Returns once the stream is closed, so nothing the server publishes after this
+    /// reaches it; it stays offline — through reboots too — until [`come_back`](Self::come_back).
+    pub async fn go_offline(&self) {
+        self.outage.wanted.send_replace(false);
+        let mut dark = self.outage.dark.subscribe();
+        // The link's task outlives nothing but the agent: if it is gone, so is the stream.
+        let _ = dark.wait_for(|dark| *dark).await;
+    }
+
+    /// Brings it back from [`go_offline`](Self::go_offline): it registers again, reopens its
+    /// stream (which sends what it should run now) and sends the reports that waited.
+    pub fn come_back(&self) {
+        self.outage.wanted.send_replace(true);
+    }
+
+    /// Reboots it now: every connection drops, its agent restarts on the same files (the
+    /// driver's crash recovery runs) and registers under a new boot id — its node's first
+    /// contact after the boot.
+    pub fn reboot(&self) {
+        self.reboot.notify_one();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, AgentStatus> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -190,6 +224,8 @@ struct Run {
     client: Client,
     status: Arc<Mutex<AgentStatus>>,
     online: watch::Sender<bool>,
+    outage: Outage,
+    reboot: Arc<Notify>,
     rng: SplitMix64,
 }
 
@@ -216,7 +252,12 @@ impl Run {
     /// One boot: opens the driver on the same files (its crash recovery runs), registers with
     /// a new boot id, and runs for `lasts` (or for ever).
     async fn boot(&mut self, boot: u32, lasts: Option<Duration>) -> Result<(), OpenError> {
-        self_status(&self.status, |s| s.boots = boot);
+        let node = self.identity.node.clone();
+        let boot_id = format!("{node}-boot-{boot}");
+        self_status(&self.status, |s| {
+            s.boots = boot;
+            s.boot_id.clone_from(&boot_id);
+        });
         let clock = SystemClock::default();
         let (mut driver, first) = Driver::open(
             self.spec.clone(),
@@ -224,12 +265,11 @@ impl Run {
             self.hooks.clone(),
             clock,
         )?;
-        let node = self.identity.node.clone();
         let who = Identity {
             node: node.clone(),
             register: RegisterAgentRequest {
                 labels: self.identity.labels.clone(),
-                boot_id: format!("{node}-boot-{boot}"),
+                boot_id,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 configs: self.spec.configs.iter().map(|c| c.name.clone()).collect(),
             },
@@ -250,12 +290,13 @@ impl Run {
             HEARTBEAT,
             self.online.subscribe(),
         ));
-        tasks.spawn(connectivity(
+        tasks.spawn(link::run(
             self.client.clone(),
             who,
             events.clone(),
             self.online.clone(),
             self.identity.behaviour.offline,
+            self.outage.clone(),
             self.rng.clone(),
         ));
         let mut wakes = BTreeSet::new();
@@ -277,6 +318,7 @@ impl Run {
                     Event::Tick
                 }
                 () = sleep_until(ends) => return Ok(()),
+                () = self.reboot.notified() => return Ok(()),
             };
             if self.identity.behaviour.slow && matches!(event, Event::Fetched { .. }) {
                 // Its hooks "take longer": the apply waits before it starts.
@@ -357,39 +399,5 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The desired stream, kept up by the shared network side; an agent that goes `offline` now
-/// and then drops it (the connection closed, `Disconnected` told to its core, no heartbeats)
-/// for a while and comes back.
-async fn connectivity(
-    client: Client,
-    who: Identity,
-    events: mpsc::UnboundedSender<Event>,
-    online: watch::Sender<bool>,
-    offline: bool,
-    mut rng: SplitMix64,
-) {
-    loop {
-        let stream = tokio::spawn(net::stream_forever(
-            client.clone(),
-            who.clone(),
-            events.clone(),
-            online.clone(),
-            MAX_BACKOFF,
-        ));
-        if !offline {
-            let _ = stream.await;
-            return;
-        }
-        tokio::time::sleep(rng.between(UP.0, UP.1)).await;
-        stream.abort();
-        let _ = stream.await;
-        online.send_replace(false);
-        if events.send(Event::Disconnected).is_err() {
-            return;
-        }
-        tokio::time::sleep(rng.between(DOWN.0, DOWN.1)).await;
     }
 }

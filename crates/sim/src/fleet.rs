@@ -197,6 +197,21 @@ impl Fleet {
         status
     }
 
+    /// Takes the agents at `which` (indexes, in node order) offline ([`SimAgent::go_offline`]):
+    /// returns once each one's desired stream is closed.
+    pub async fn go_offline(&self, which: &[usize]) {
+        for agent in which.iter().filter_map(|&i| self.agents.get(i)) {
+            agent.go_offline().await;
+        }
+    }
+
+    /// Brings the agents at `which` back ([`SimAgent::come_back`]).
+    pub fn come_back(&self, which: &[usize]) {
+        for agent in which.iter().filter_map(|&i| self.agents.get(i)) {
+            agent.come_back();
+        }
+    }
+
     /// Stops every agent (their connections close).
     pub fn stop(&self) {
         for a in &self.agents {

@@ -1,8 +1,8 @@
 //! What a scenario does to the server besides running agents: write a config revision the
 //! way an orchestrator does (under the config lock, fenced), start a rollout.
 
-use locksmith_api::AcquireRequest;
 use locksmith_api::configs::{Content, Fence, Format, RevisionMeta, WriteConfigRequest};
+use locksmith_api::{AcquireRequest, LeaseView};
 use locksmith_client::{Client, ClientError};
 use locksmith_core::Owner;
 
@@ -37,6 +37,21 @@ pub async fn write_revision(
             lock_delay_ms: None,
         })
         .await?;
+    let written = write_under(client, config, &lease, content, draft).await;
+    client.release(lease.lease, None).await?;
+    written
+}
+
+/// Writes `content` as a revision of `config` (a draft with `draft`) fenced by `lease`, a lease
+/// on `configs/NAME` the caller holds (and keeps): what a writer that took the lock itself
+/// does — and what a stale writer's fence looks like once the lock has moved on.
+pub async fn write_under(
+    client: &Client,
+    config: &str,
+    lease: &LeaseView,
+    content: &str,
+    draft: bool,
+) -> Result<RevisionMeta, ClientError> {
     let written = client
         .write_config(
             config,
@@ -54,7 +69,6 @@ pub async fn write_revision(
                 draft,
             },
         )
-        .await;
-    client.release(lease.lease, None).await?;
-    Ok(written?.meta)
+        .await?;
+    Ok(written.meta)
 }

@@ -7,63 +7,28 @@ use locksmith_api::agents::ApplyState;
 use locksmith_api::rollouts::OutcomeKind;
 use locksmith_api::rollouts::{RolloutPhase, RolloutView, StartRolloutRequest};
 use locksmith_client::Client;
-use locksmith_server::{AuthMode, Server, ServerConfig};
 use locksmith_sim::ops::write_revision;
-use locksmith_sim::{Behaviour, Fleet, FleetSpec, Rates};
+use locksmith_sim::{Behaviour, Fleet, FleetSpec, Rates, Time, World};
 
 const CONFIG: &str = "aim_lock_config.conf";
 
 /// Far longer than a fleet of a few hundred agents takes on loopback.
 const WITHIN: Duration = Duration::from_secs(20);
 
-struct TestServer {
-    admin: Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+/// The server of these tests: in-process, authentication on, on the real clock (the fleet is
+/// measured in real time; `tests/scenarios.rs` runs on virtual time).
+async fn server() -> World {
+    World::start_on(Time::Real)
+        .await
+        .expect("the server starts")
 }
 
-impl TestServer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().to_path_buf(),
-            auth: AuthMode::On,
-            ..ServerConfig::default()
-        };
-        let server = Server::bind(config).await.expect("bind");
-        let url = server.url();
-        let secret = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token");
-        let admin = Client::new(&url)
-            .and_then(|c| c.with_token(secret.trim()))
-            .expect("admin client");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("serve");
-        });
-        Self {
-            admin,
-            stop: Some(tx),
-            task,
-            _dir: dir,
-        }
+/// Stops `fleet`, then the server.
+async fn stop(s: World, fleet: Option<Fleet>) {
+    if let Some(fleet) = fleet {
+        fleet.stop();
     }
-
-    async fn stop(mut self, fleet: Option<Fleet>) {
-        if let Some(fleet) = fleet {
-            fleet.stop();
-        }
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = self.task.await;
-    }
+    s.stop().await.expect("the server stops cleanly");
 }
 
 fn spec(agents: usize, seed: u64, fail_rate: f64, prefix: &str) -> FleetSpec {
@@ -103,19 +68,19 @@ async fn applied_at_server(admin: &Client, rev: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_200_simulated_agents_applies_a_new_current_revision() {
-    let s = TestServer::start().await;
-    let r1 = write_revision(&s.admin, CONFIG, "hot = 1\n", false)
+    let s = server().await;
+    let r1 = write_revision(s.admin(), CONFIG, "hot = 1\n", false)
         .await
         .expect("r1")
         .rev;
-    let fleet = Fleet::start_with(&s.admin, spec(200, 1, 0.0, "sim"))
+    let fleet = Fleet::start_with(s.admin(), spec(200, 1, 0.0, "sim"))
         .await
         .expect("fleet");
     until("200 agents apply the first revision", || {
         fleet.applied(CONFIG, r1) == 200
     })
     .await;
-    let r2 = write_revision(&s.admin, CONFIG, "hot = 2\n", false)
+    let r2 = write_revision(s.admin(), CONFIG, "hot = 2\n", false)
         .await
         .expect("r2")
         .rev;
@@ -125,12 +90,12 @@ async fn a_fleet_of_200_simulated_agents_applies_a_new_current_revision() {
     .await;
     // The server has every report too.
     let start = Instant::now();
-    while applied_at_server(&s.admin, r2).await < 200 {
+    while applied_at_server(s.admin(), r2).await < 200 {
         assert!(start.elapsed() < WITHIN, "the server never saw 200 reports");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(fleet.status(&[CONFIG.into()]).online, 200);
-    s.stop(Some(fleet)).await;
+    stop(s, Some(fleet)).await;
 }
 
 /// With every agent's health failing on a new revision, a canary of three catches it: the
@@ -140,24 +105,24 @@ async fn a_fleet_of_200_simulated_agents_applies_a_new_current_revision() {
 /// exactly as before the rollout, and the rollback waited for that answer for ever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_of_three_catches_a_failing_revision_and_the_rest_never_apply_it() {
-    let s = TestServer::start().await;
-    let r1 = write_revision(&s.admin, CONFIG, "hot = 1\n", false)
+    let s = server().await;
+    let r1 = write_revision(s.admin(), CONFIG, "hot = 1\n", false)
         .await
         .expect("r1")
         .rev;
-    let fleet = Fleet::start_with(&s.admin, spec(30, 9, 1.0, "sim"))
+    let fleet = Fleet::start_with(s.admin(), spec(30, 9, 1.0, "sim"))
         .await
         .expect("fleet");
     until("30 agents apply the first revision", || {
         fleet.applied(CONFIG, r1) == 30
     })
     .await;
-    let r2 = write_revision(&s.admin, CONFIG, "hot = 2\n", true)
+    let r2 = write_revision(s.admin(), CONFIG, "hot = 2\n", true)
         .await
         .expect("r2")
         .rev;
     let started: RolloutView = s
-        .admin
+        .admin()
         .start_rollout(&StartRolloutRequest {
             config: CONFIG.into(),
             rev: r2,
@@ -168,14 +133,14 @@ async fn a_canary_of_three_catches_a_failing_revision_and_the_rest_never_apply_i
         .expect("start the rollout");
     let start = Instant::now();
     let view = loop {
-        let view = s.admin.rollout(&started.id).await.expect("rollout");
+        let view = s.admin().rollout(&started.id).await.expect("rollout");
         if view.phase == RolloutPhase::Ended && view.outcome.is_some() {
             break view;
         }
         if start.elapsed() > WITHIN {
             for a in &fleet.agents()[..3] {
                 let node = &a.identity().node;
-                let seen = s.admin.fleet_node(node).await.expect("node");
+                let seen = s.admin().fleet_node(node).await.expect("node");
                 eprintln!(
                     "{node}: applied {:?} failed r{} {} | server {}",
                     a.applied(CONFIG),
@@ -225,14 +190,14 @@ async fn a_canary_of_three_catches_a_failing_revision_and_the_rest_never_apply_i
             );
         }
     }
-    s.stop(Some(fleet)).await;
+    stop(s, Some(fleet)).await;
 }
 
 /// Two fleets drawn with the same seed fail on the same agents (by index), as the seed says;
 /// another seed picks others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_seed_picks_the_same_failing_agents_twice() {
-    let s = TestServer::start().await;
+    let s = server().await;
     let rates = Rates {
         fail: 0.3,
         ..Rates::default()
@@ -240,7 +205,7 @@ async fn the_same_seed_picks_the_same_failing_agents_twice() {
     let mut runs = Vec::new();
     for (run, prefix) in ["a", "b"].into_iter().enumerate() {
         let first = write_revision(
-            &s.admin,
+            s.admin(),
             CONFIG,
             &format!("hot = {}\n", 10 + run * 2),
             false,
@@ -248,7 +213,7 @@ async fn the_same_seed_picks_the_same_failing_agents_twice() {
         .await
         .expect("first")
         .rev;
-        let fleet = Fleet::start_with(&s.admin, spec(40, 42, 0.3, prefix))
+        let fleet = Fleet::start_with(s.admin(), spec(40, 42, 0.3, prefix))
             .await
             .expect("fleet");
         until("every agent applies the first revision", || {
@@ -256,7 +221,7 @@ async fn the_same_seed_picks_the_same_failing_agents_twice() {
         })
         .await;
         let bad = write_revision(
-            &s.admin,
+            s.admin(),
             CONFIG,
             &format!("hot = {}\n", 11 + run * 2),
             false,
@@ -287,5 +252,5 @@ async fn the_same_seed_picks_the_same_failing_agents_twice() {
         .filter(|&i| Behaviour::draw(43, i, &rates).fails)
         .collect();
     assert_ne!(drawn, other, "another seed picks other agents");
-    s.stop(None).await;
+    stop(s, None).await;
 }

@@ -78,11 +78,22 @@ fn view(state: &State, node: &str, now: Now) -> Option<AgentView> {
 
 impl Engine {
     /// Registers an agent (replacing its registration); durable before it returns.
+    ///
+    /// A registration is its node's first contact after a boot: the agent registers once per
+    /// boot, with that boot's id. If the node holds leases granted under another boot id, their
+    /// holders died with the old boot, so they are reclaimed here (cause `node_rebooted`, each
+    /// audited), exactly as an acquire from the node would, and in the same durable batch as
+    /// the registration — a rebooted endpoint frees its node's locks the moment it is back,
+    /// not when their TTLs run out.
     pub async fn agent_register(
         &self,
         reg: Registration,
     ) -> Result<AgentView, EngineError<AgentRefusal>> {
         self.run(move |state, now, fx| {
+            // As acquire does: expire what is due first, then end the node's older-boot leases;
+            // their next holders are granted above the fence as any grant is.
+            state.locks.advance(now, fx);
+            state.locks.observe_boot(&reg.node, &reg.boot_id, now, fx);
             let node = reg.node.clone();
             let detail = json!({
                 "node": reg.node, "labels": reg.labels, "boot_id": reg.boot_id,

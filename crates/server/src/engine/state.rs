@@ -78,7 +78,8 @@ impl State {
     pub fn next_deadline(&self) -> Option<Mono> {
         let locks = self.locks.next_deadline();
         let rollouts = self.rollouts.next_deadline();
-        locks.into_iter().chain(rollouts).min()
+        let renewal = self.rollouts.renewal_due(super::rollouts::LEASE_TTL_MS / 3);
+        locks.into_iter().chain(rollouts).chain(renewal).min()
     }
 
     /// Runs every domain's clock forward to `now`: whatever is due runs out. Returns how many

@@ -57,6 +57,9 @@ pub async fn register(
             )));
         }
     }
+    // A registration under a new boot id reclaims the node's older-boot leases (first
+    // contact): one claiming this server's own node under another boot id is forged.
+    app.own.check_boot("boot_id", node, &req.boot_id)?;
     let mut configs = req.configs;
     for name in &configs {
         validate_name(name).map_err(|e| {

@@ -150,6 +150,10 @@ pub struct Rollouts {
     /// The last `now` a rollout step saw: planner deadlines are wall ms, the reaper sleeps on
     /// the monotonic clock, and this pair converts one to the other.
     last_now: Option<locksmith_core::Now>,
+    /// The `now` of the reaper's last run: it renewed every running rollout's lease and ticked
+    /// every planner whose deadline had come, so the deadlines it must wake for next are the
+    /// ones named as of then.
+    reaped: Option<locksmith_core::Now>,
 }
 
 impl Rollouts {
@@ -248,9 +252,35 @@ impl Rollouts {
         self.last_now = Some(now);
     }
 
+    /// The reaper ran at `now`: it renewed the running rollouts' leases and ticked the due
+    /// planners ([`next_deadline`](Self::next_deadline), [`renewal_due`](Self::renewal_due)).
+    pub fn reaped(&mut self, now: locksmith_core::Now) {
+        self.reaped = Some(now);
+    }
+
+    /// When the running rollouts' leases on their configs must be renewed again, renewing them
+    /// every `every_ms`: the reaper wakes for it, so a rollout keeps its lock through a quiet
+    /// bake or wait however far apart the GC sweeps are (an hour, on virtual time). `None`
+    /// while no running rollout holds a lease.
+    pub fn renewal_due(&self, every_ms: u64) -> Option<locksmith_core::Mono> {
+        if !self
+            .entries
+            .values()
+            .any(|e| e.running() && e.stored.lock.is_some())
+        {
+            return None;
+        }
+        // From the last renewal: a lease granted since then runs out later than the ones it
+        // renewed. (The reaper runs at boot, so there is one.)
+        let from = self.reaped.or(self.last_now)?;
+        Some(from.mono.plus_ms(every_ms))
+    }
+
     /// When the next running planner's deadline comes, on the monotonic clock.
     pub fn next_deadline(&self) -> Option<locksmith_core::Mono> {
         let now = self.last_now?;
+        // A passed deadline with work left stays named (the planner's `next_deadline`), so a
+        // bake that ended since the last step is due, not the deadline after it.
         self.entries
             .values()
             .filter(|e| e.running())

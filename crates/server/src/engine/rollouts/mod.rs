@@ -378,6 +378,9 @@ pub fn on_report(state: &mut State, config: &str, report: Event, now: Now, fx: &
 /// `LockLost`), and sends `Tick` to every one whose planner deadline has come.
 pub fn advance(state: &mut State, now: Now, fx: &mut Effects) {
     state.rollouts.seen(now);
+    // Every running rollout's lease is renewed below and every due planner ticked; the reaper
+    // wakes for the next of either (`Rollouts::renewal_due`, `Rollouts::next_deadline`).
+    state.rollouts.reaped(now);
     for id in state.rollouts.running_ids() {
         let Some(entry) = state.rollouts.get(&id) else {
             continue;
