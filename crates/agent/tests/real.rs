@@ -95,6 +95,7 @@ impl Real {
             fence: 1,
             shadow: false,
             base_rev: None,
+            content: None,
         };
         let mut out = self.driver.handle(Event::Desired(d));
         while let Some(a) = out.pop() {

@@ -63,7 +63,16 @@ pub struct DesiredRevision {
     /// For a draft: the revision that was current when it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_rev: Option<u64>,
+    /// The revision's content, for one of at most [`INLINE_CONTENT_MAX`] bytes (as
+    /// `GET /v1/configs/{name}/revisions/{rev}` has it): the agent applies it without fetching
+    /// it — one request fewer per endpoint for every revision a fleet takes. The agent checks
+    /// its size and SHA-256 against this event's either way. Absent for a larger one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::configs::Content>,
 }
+
+/// The largest content a desired event carries inline, bytes.
+pub const INLINE_CONTENT_MAX: u64 = 64 * 1024;
 
 /// A config's state on an endpoint, as its agent reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

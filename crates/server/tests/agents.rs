@@ -223,6 +223,34 @@ async fn the_stream_sends_the_current_revision_on_connect_and_each_new_one() {
     s.stop().await;
 }
 
+/// A small revision rides in its desired event, so an endpoint needs no fetch; one over the
+/// inline limit does not, and the agent fetches it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_revision_comes_inline_in_its_desired_event_and_a_large_one_is_left_to_fetch() {
+    let storage = Storage::fresh(Backend::Embedded);
+    let (s, admin) = secured(&storage, |_| {}).await;
+    let fence = admin.hold_config().await;
+    admin.write(fence, "hot = 1\n", false).await;
+    let (_, secret) = admin.token("agent@d1", "node", Some("d1")).await;
+    let agent = admin.as_token(&secret);
+    assert_eq!(agent.register("d1", json!({})).await.0, 200);
+    let mut stream = agent.desired("d1").await.expect("stream");
+    let first = stream.next().await;
+    assert_eq!(first["content"]["content"], "hot = 1\n", "{first}");
+
+    let limit = usize::try_from(locksmith_api::agents::INLINE_CONTENT_MAX).expect("limit");
+    let large = format!("# {}\nhot = 2\n", "x".repeat(limit));
+    let r2 = admin.write(fence, &large, false).await;
+    let next = stream.next().await;
+    assert_eq!(next["rev"], r2);
+    assert!(
+        next.get("content").is_none(),
+        "{} bytes came inline",
+        large.len()
+    );
+    s.stop().await;
+}
+
 /// A node token registers, reports, streams and sees only its own node: another node's routes
 /// are 403 and the fleet shows it only itself; an operator sees every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

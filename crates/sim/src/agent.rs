@@ -277,12 +277,14 @@ impl Run {
         let (events, mut events_rx) = mpsc::unbounded_channel::<Event>();
         let (out, out_rx) = mpsc::unbounded_channel::<Outbound>();
         let mut tasks = JoinSet::new();
+        let inline = net::Inline::default();
         tasks.spawn(net::serve(
             self.client.clone(),
             node.clone(),
             out_rx,
             events.clone(),
             self.online.subscribe(),
+            inline.clone(),
         ));
         tasks.spawn(net::heartbeat(
             self.client.clone(),
@@ -295,6 +297,7 @@ impl Run {
             who,
             events.clone(),
             self.online.clone(),
+            inline,
             self.identity.behaviour.offline,
             self.outage.clone(),
             self.rng.clone(),

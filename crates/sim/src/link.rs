@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::behaviour::SplitMix64;
-use crate::net::{self, Identity};
+use crate::net::{self, Identity, Inline};
 
 /// An agent that goes offline now and then stays up this long between outages, at least and
 /// at most.
@@ -46,11 +46,13 @@ impl Outage {
 }
 
 /// Keeps the link up — except during outages — until the agent's core stops.
+#[allow(clippy::too_many_arguments)] // the stream's ends, then the outage's: one call site
 pub async fn run(
     client: Client,
     who: Identity,
     events: mpsc::UnboundedSender<Event>,
     online: watch::Sender<bool>,
+    inline: Inline,
     offline_now_and_then: bool,
     outage: Outage,
     mut rng: SplitMix64,
@@ -71,6 +73,7 @@ pub async fn run(
             events.clone(),
             online.clone(),
             MAX_BACKOFF,
+            inline.clone(),
         ));
         let drawn = async {
             if offline_now_and_then {

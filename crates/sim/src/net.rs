@@ -4,8 +4,9 @@
 //! through an [`EventSink`] (a thread's channel in `locksmith agent`, a task's in the
 //! simulator); everything it asks for comes back as an [`Outbound`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locksmith_agent::Event;
@@ -49,6 +50,35 @@ impl EventSink for mpsc::UnboundedSender<Event> {
 /// The first reconnect waits about this long; each failure doubles it, up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
+/// The contents the desired stream carried inline, the newest per config, until the core asks
+/// to fetch that revision: then it is answered at once instead of with a request. Shared by
+/// [`stream_forever`] (which fills it) and [`serve`] (which takes from it).
+#[derive(Debug, Clone, Default)]
+pub struct Inline(Arc<Mutex<Stash>>);
+
+/// By config: the revision and its content.
+type Stash = HashMap<String, (u64, Vec<u8>)>;
+
+impl Inline {
+    fn put(&self, config: &str, rev: u64, content: Vec<u8>) {
+        self.lock().insert(config.to_owned(), (rev, content));
+    }
+
+    fn take(&self, config: &str, rev: u64) -> Option<Vec<u8>> {
+        let mut stash = self.lock();
+        match stash.get(config) {
+            Some((r, _)) if *r == rev => stash.remove(config).map(|(_, c)| c),
+            _ => None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stash> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Who the agent is, for the server.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -66,10 +96,11 @@ pub async fn stream_forever(
     events: impl EventSink,
     online: watch::Sender<bool>,
     max_backoff: Duration,
+    inline: Inline,
 ) {
     let mut failures: u32 = 0;
     loop {
-        match stream_once(&client, &who, &events, &online).await {
+        match stream_once(&client, &who, &events, &online, &inline).await {
             // The stream was up, so the next try starts from the first backoff again.
             Ok(()) => failures = 0,
             Err(e) => {
@@ -93,6 +124,7 @@ async fn stream_once(
     who: &Identity,
     events: &impl EventSink,
     online: &watch::Sender<bool>,
+    inline: &Inline,
 ) -> Result<(), ClientError> {
     client.register_agent(&who.node, &who.register).await?;
     let mut stream = client.desired_stream(&who.node).await?;
@@ -101,7 +133,13 @@ async fn stream_once(
     if events.send(Event::Connected).is_err() {
         return Ok(());
     }
-    while let Some(d) = stream.next().await? {
+    while let Some(mut d) = stream.next().await? {
+        if let Some(content) = d.content.take() {
+            // Undecodable: left out, and the revision is fetched as without it.
+            if let Ok(bytes) = locksmith_client::configs::bytes_of(&content, client.base()) {
+                inline.put(&d.config, d.rev, bytes);
+            }
+        }
         if events.send(Event::Desired(d)).is_err() {
             return Ok(());
         }
@@ -144,7 +182,8 @@ pub async fn heartbeat(
     }
 }
 
-/// Serves the apply thread: fetches (each on a task of its own) and reports (sent in order;
+/// Serves the apply thread: fetches (from [`Inline`] when the stream carried the content,
+/// else each on a task of its own) and reports (sent in order;
 /// while they cannot be, the newest per config waits, and is sent once the stream is up).
 pub async fn serve(
     client: Client,
@@ -152,6 +191,7 @@ pub async fn serve(
     mut out: mpsc::UnboundedReceiver<Outbound>,
     events: impl EventSink,
     mut online: watch::Receiver<bool>,
+    inline: Inline,
 ) {
     let mut waiting: BTreeMap<String, AgentReport> = BTreeMap::new();
     loop {
@@ -159,6 +199,12 @@ pub async fn serve(
             next = out.recv() => match next {
                 None => return,
                 Some(Outbound::Fetch { config, rev }) => {
+                    if let Some(content) = inline.take(&config, rev) {
+                        if events.send(Event::Fetched { config, rev, content }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let client = client.clone();
                     let events = events.clone();
                     tokio::spawn(async move {

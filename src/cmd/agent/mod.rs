@@ -86,12 +86,14 @@ pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<Exit> {
     })?;
     let (online_tx, online_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let inline = session::Inline::default();
     tasks.spawn(session::serve(
         client.clone(),
         node.clone(),
         out_rx,
         events.clone(),
         online_rx.clone(),
+        inline.clone(),
     ));
     tasks.spawn(session::heartbeat(
         client.clone(),
@@ -105,6 +107,7 @@ pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<Exit> {
         events.clone(),
         online_tx,
         settings.max_backoff,
+        inline,
     ));
     if !settings.probe_interval.is_zero() {
         match here {

@@ -213,6 +213,7 @@ pub fn desired(
         fence,
         shadow: is_shadow,
         base_rev: if is_shadow { meta.base } else { None },
+        content: None,
     })
 }
 

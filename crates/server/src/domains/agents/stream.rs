@@ -6,7 +6,8 @@
 //! [`ResourceWatch`]): the node itself (`agents/NODE`: a new registration) and each config it
 //! registered (`configs/NAME`: a write, promotion, rollback, shadow, a rollout's step). A
 //! durable audit record about one of them makes it ask [`desired`](super::model::desired)
-//! again, through a durable read, and send what differs from what it last sent — so a draft
+//! again, through a durable read, and send what differs from what it last sent (with the
+//! revision's content when it is small: the agent needs no fetch) — so a draft
 //! written, or the same revision told twice, sends nothing. Records about other nodes and
 //! configs do not wake it: with 10,000 agents, one agent's report wakes one stream, not
 //! 10,000. While it is open the node counts as online. It ends when the server begins to shut
@@ -19,11 +20,13 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
-use locksmith_api::agents::DesiredRevision;
+use locksmith_api::agents::{DesiredRevision, INLINE_CONTENT_MAX};
+use locksmith_api::configs::Content;
 use locksmith_auth::Principal;
 
 use super::errors::agent_not_found;
 use crate::app::App;
+use crate::domains::configs::ops::content_of;
 use crate::engine::{Engine, ResourceWatch, agent_resource, desired_key};
 use crate::request::ApiError;
 
@@ -89,14 +92,26 @@ impl Following {
             }
             Ok(None) | Err(_) => return false,
         };
-        for d in desired {
+        for mut d in desired {
             let now = (d.rev, d.shadow);
             if self.sent.get(&d.config) != Some(&now) {
                 self.sent.insert(d.config.clone(), now);
+                d.content = self.inline(&d).await;
                 self.queue.push_back(d);
             }
         }
         true
+    }
+
+    /// The content `d` carries: a small revision's (the engine's blob cache answers a fleet
+    /// asking for the same one); none for a large one, or if it cannot be read now — the
+    /// agent then fetches it, as it would have.
+    async fn inline(&self, d: &DesiredRevision) -> Option<Content> {
+        if d.size > INLINE_CONTENT_MAX {
+            return None;
+        }
+        let bytes = self.app.engine.config_blob(&d.sha256).await.ok()??;
+        Some(content_of(bytes))
     }
 }
 

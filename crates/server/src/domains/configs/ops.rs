@@ -68,7 +68,7 @@ fn bytes_of(content: Content) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Content for an answer: text when it is UTF-8, else base64.
-fn content_of(bytes: Vec<u8>) -> Content {
+pub(crate) fn content_of(bytes: Vec<u8>) -> Content {
     match String::from_utf8(bytes) {
         Ok(text) => Content {
             content: Some(text),
