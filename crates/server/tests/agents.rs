@@ -71,6 +71,35 @@ impl Api {
         written["rev"].as_u64().expect("rev")
     }
 
+    /// Revision 1 of the config current and revision 2 a draft, the lock released, and
+    /// `nodes` registered as drones reporting revision 1 applied; `(r1, r2)`.
+    async fn drones_on_r1_with_a_draft(&self, nodes: &[&str]) -> (u64, u64) {
+        let fence = self.hold_config().await;
+        let r1 = self.write(fence, "hot = 1\n", false).await;
+        let r2 = self.write(fence, "hot = 2\n", true).await;
+        self.ok(
+            "POST",
+            &format!("/v1/leases/{}/release", fence.0),
+            Some(json!({})),
+        )
+        .await;
+        for node in nodes {
+            assert_eq!(self.register(node, json!({"role": "drone"})).await.0, 200);
+            assert_eq!(self.report(node, r1, "applied").await.0, 200);
+        }
+        (r1, r2)
+    }
+
+    /// Starts the rollout `body` asks for; `(id, rolled_rev)`.
+    async fn start_rollout(&self, body: Value) -> (String, u64) {
+        let (status, started) = self.call("POST", "/v1/rollouts", Some(body)).await;
+        assert_eq!(status, 201, "{started}");
+        (
+            started["id"].as_str().expect("id").to_owned(),
+            started["rolled_rev"].as_u64().expect("started"),
+        )
+    }
+
     async fn register(&self, node: &str, labels: Value) -> (u16, Value) {
         self.call(
             "POST",
@@ -505,20 +534,7 @@ async fn a_rollout_reports_an_offline_endpoint_apart_and_sends_it_the_revision_w
     let clock = Arc::new(ManualClock::new());
     let storage = Storage::fresh(Backend::Embedded);
     let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
-    let fence = admin.hold_config().await;
-    let r1 = admin.write(fence, "hot = 1\n", false).await;
-    let r2 = admin.write(fence, "hot = 2\n", true).await;
-    admin
-        .ok(
-            "POST",
-            &format!("/v1/leases/{}/release", fence.0),
-            Some(json!({})),
-        )
-        .await;
-    for node in ["n0", "n1", "n2"] {
-        assert_eq!(admin.register(node, json!({"role": "drone"})).await.0, 200);
-        assert_eq!(admin.report(node, r1, "applied").await.0, 200);
-    }
+    let (r1, r2) = admin.drones_on_r1_with_a_draft(&["n0", "n1", "n2"]).await;
     // n1 falls silent past the online window; n0 and n2 keep heartbeating.
     clock.advance(Duration::from_secs(31));
     for node in ["n0", "n2"] {
@@ -527,16 +543,9 @@ async fn a_rollout_reports_an_offline_endpoint_apart_and_sends_it_the_revision_w
             .await;
     }
     assert_eq!(admin.agent("n1").await["online"], false);
-    let started = admin
-        .call(
-            "POST",
-            "/v1/rollouts",
-            Some(json!({"config": CONFIG, "rev": r2, "canary": "1", "deadline": "10m"})),
-        )
+    let (id, rolled) = admin
+        .start_rollout(json!({"config": CONFIG, "rev": r2, "canary": "1", "deadline": "10m"}))
         .await;
-    assert_eq!(started.0, 201, "{}", started.1);
-    let id = started.1["id"].as_str().expect("id").to_owned();
-    let rolled = started.1["rolled_rev"].as_u64().expect("started");
     let path = format!("/v1/rollouts/{id}");
     let rollout = || admin.ok("GET", &path, None);
     let status = |view: &Value, node: &str| {
@@ -588,30 +597,10 @@ async fn a_rollout_reports_an_offline_endpoint_apart_and_sends_it_the_revision_w
 async fn a_rollback_ends_on_a_canary_repeating_its_report_of_the_last_known_good() {
     let storage = Storage::fresh(Backend::Embedded);
     let (s, admin) = secured(&storage, |_| {}).await;
-    let fence = admin.hold_config().await;
-    let r1 = admin.write(fence, "hot = 1\n", false).await;
-    let r2 = admin.write(fence, "hot = 2\n", true).await;
-    admin
-        .ok(
-            "POST",
-            &format!("/v1/leases/{}/release", fence.0),
-            Some(json!({})),
-        )
+    let (r1, r2) = admin.drones_on_r1_with_a_draft(&["n0", "n1"]).await;
+    let (id, rolled) = admin
+        .start_rollout(json!({"config": CONFIG, "rev": r2, "canary": "2", "deadline": "10m"}))
         .await;
-    for node in ["n0", "n1"] {
-        assert_eq!(admin.register(node, json!({"role": "drone"})).await.0, 200);
-        assert_eq!(admin.report(node, r1, "applied").await.0, 200);
-    }
-    let started = admin
-        .call(
-            "POST",
-            "/v1/rollouts",
-            Some(json!({"config": CONFIG, "rev": r2, "canary": "2", "deadline": "10m"})),
-        )
-        .await;
-    assert_eq!(started.0, 201, "{}", started.1);
-    let id = started.1["id"].as_str().expect("id").to_owned();
-    let rolled = started.1["rolled_rev"].as_u64().expect("started");
     // n0 fails the revision (and restored r1 itself): the rollback sends both back to r1.
     let failed = admin
         .call(
@@ -731,36 +720,16 @@ async fn a_quiet_bake_ends_on_time_and_the_rollout_keeps_its_lease_through_it() 
     let clock = Arc::new(ManualClock::new());
     let storage = Storage::fresh(Backend::Embedded);
     let (s, admin) = secured(&storage, common::on_virtual_time(&clock)).await;
-    let fence = admin.hold_config().await;
-    let r1 = admin.write(fence, "hot = 1\n", false).await;
-    let r2 = admin.write(fence, "hot = 2\n", true).await;
-    admin
-        .ok(
-            "POST",
-            &format!("/v1/leases/{}/release", fence.0),
-            Some(json!({})),
-        )
-        .await;
-    for node in ["n0", "n1"] {
-        assert_eq!(admin.register(node, json!({"role": "drone"})).await.0, 200);
-        assert_eq!(admin.report(node, r1, "applied").await.0, 200);
-    }
+    let (r1, r2) = admin.drones_on_r1_with_a_draft(&["n0", "n1"]).await;
     // Both stay online through the bake (their streams are open): no presence change prompts
     // the planner either.
     let mut streams = Vec::new();
     for node in ["n0", "n1"] {
         streams.push(admin.desired(node).await.map_err(|e| e.1).expect("stream"));
     }
-    let started = admin
-        .call(
-            "POST",
-            "/v1/rollouts",
-            Some(json!({"config": CONFIG, "rev": r2, "canary": "1", "bake": "10m"})),
-        )
+    let (id, rolled) = admin
+        .start_rollout(json!({"config": CONFIG, "rev": r2, "canary": "1", "bake": "10m"}))
         .await;
-    assert_eq!(started.0, 201, "{}", started.1);
-    let id = started.1["id"].as_str().expect("id").to_owned();
-    let rolled = started.1["rolled_rev"].as_u64().expect("started");
     let path = format!("/v1/rollouts/{id}");
     let view = admin.ok("GET", &path, None).await;
     let canary = view["endpoints"]
