@@ -95,6 +95,7 @@ impl Real {
             fence: 1,
             shadow: false,
             base_rev: None,
+            rollout: None,
             content: None,
         };
         let mut out = self.driver.handle(Event::Desired(d));

@@ -63,6 +63,11 @@ pub struct DesiredRevision {
     /// For a draft: the revision that was current when it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_rev: Option<u64>,
+    /// The rollout whose revision this is (`ro-3`), while a rollout's override decides it: a
+    /// rollback to the revision the endpoint already runs is still told (and answered), even
+    /// if the rolled one never reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
     /// The revision's content, for one of at most [`INLINE_CONTENT_MAX`] bytes (as
     /// `GET /v1/configs/{name}/revisions/{rev}` has it): the agent applies it without fetching
     /// it — one request fewer per endpoint for every revision a fleet takes. The agent checks

@@ -123,6 +123,7 @@ pub fn desired(rev: u64, token: u64, fence: u64) -> Desired {
         fence,
         shadow: false,
         base_rev: None,
+        rollout: None,
         content: None,
     }
 }

@@ -177,9 +177,8 @@ pub fn desired(
 ) -> Option<DesiredRevision> {
     let current = configs.current(config);
     let current_rev = current.map(|m| m.rev);
-    let rollout = rollouts
-        .override_for(config, node, current_rev)
-        .and_then(|rev| configs.revision(config, rev));
+    let by_rollout = rollouts.override_of(config, node, current_rev);
+    let rollout = by_rollout.and_then(|(_, rev)| configs.revision(config, rev));
     let shadow = agents
         .shadows
         .get(config)
@@ -213,6 +212,9 @@ pub fn desired(
         fence,
         shadow: is_shadow,
         base_rev: if is_shadow { meta.base } else { None },
+        rollout: by_rollout
+            .filter(|_| !is_shadow)
+            .map(|(id, _)| id.to_owned()),
         content: None,
     })
 }

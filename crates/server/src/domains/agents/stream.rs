@@ -68,8 +68,10 @@ struct Following {
     own: String,
     /// The configs the node registered, as of the last refresh.
     configs: Vec<String>,
-    /// The last (rev, shadow) sent per config.
-    sent: HashMap<String, (u64, bool)>,
+    /// The last (rev, shadow, rollout) sent per config: a rollout's override of the revision
+    /// the node already runs (a rollback that overtook the rolled revision on its way) is
+    /// sent, so the endpoint answers it.
+    sent: HashMap<String, (u64, bool, Option<String>)>,
     /// Events to send before waiting again.
     queue: VecDeque<DesiredRevision>,
     _presence: Presence,
@@ -93,7 +95,7 @@ impl Following {
             Ok(None) | Err(_) => return false,
         };
         for mut d in desired {
-            let now = (d.rev, d.shadow);
+            let now = (d.rev, d.shadow, d.rollout.clone());
             if self.sent.get(&d.config) != Some(&now) {
                 self.sent.insert(d.config.clone(), now);
                 d.content = self.inline(&d).await;

@@ -292,11 +292,22 @@ impl Rollouts {
     /// The revision a rollout makes `node` run of `config` instead of its current one, given
     /// the config's current revision now.
     pub fn override_for(&self, config: &str, node: &str, current: Option<u64>) -> Option<u64> {
-        let entry = self.entries.get(self.newest.get(config)?)?;
+        self.override_of(config, node, current).map(|(_, rev)| rev)
+    }
+
+    /// [`override_for`](Self::override_for), with the id of the rollout it comes from.
+    pub fn override_of(
+        &self,
+        config: &str,
+        node: &str,
+        current: Option<u64>,
+    ) -> Option<(&str, u64)> {
+        let id = self.newest.get(config)?;
+        let entry = self.entries.get(id)?;
         let rev = *entry.stored.overrides.get(node)?;
         match entry.stored.ended_current {
             Some(at_end) if at_end != current => None,
-            _ => Some(rev),
+            _ => Some((id.as_str(), rev)),
         }
     }
 }
