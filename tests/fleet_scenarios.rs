@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::ServerProc;
-use common::fleet::{Fleet as Harness, blocking_as, free_port};
+use common::fleet::{Fleet as Harness, blocking_as, free_port, wait_rollout_at};
 use locksmith_sim::{Fleet, FleetSpec};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -73,30 +73,8 @@ impl Server {
         (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
     }
 
-    fn rollout(&self, id: &str) -> Value {
-        self.http
-            .get(self.url(&format!("/v1/rollouts/{id}")))
-            .send()
-            .and_then(|r| r.json())
-            .unwrap_or(Value::Null)
-    }
-
     fn wait_rollout(&self, id: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let v = self.rollout(id);
-            if ok(&v) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rollout {id}: never {what}; last {}: state {:#} waves {:#}",
-                v["summary"],
-                v["state"],
-                v["waves"]
-            );
-            thread::sleep(Duration::from_millis(25));
-        }
+        wait_rollout_at(&self.http, &self.url(""), id, what, ok)
     }
 }
 

@@ -199,26 +199,11 @@ impl Fleet {
     }
 
     pub fn rollout(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/v1/rollouts/{id}", self.url()))
-            .send()
-            .and_then(|r| r.json())
-            .unwrap_or(Value::Null)
+        rollout_at(&self.http, &self.url(), id)
     }
 
     pub fn wait_rollout(&self, id: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let v = self.rollout(id);
-            if ok(&v) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rollout {id}: never {what}; last {v:#}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        wait_rollout_at(&self.http, &self.url(), id, what, ok)
     }
 
     pub fn config_current(&self) -> u64 {
@@ -255,5 +240,36 @@ impl Fleet {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Rollout `id` as `GET /v1/rollouts/{id}` on the server at `base` shows it (`null` if it
+/// cannot be read).
+pub fn rollout_at(http: &reqwest::blocking::Client, base: &str, id: &str) -> Value {
+    http.get(format!("{base}/v1/rollouts/{id}"))
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or(Value::Null)
+}
+
+/// Polls rollout `id` on the server at `base` until `ok` holds of it, within [`LIMIT`].
+pub fn wait_rollout_at(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let v = rollout_at(http, base, id);
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout {id}: never {what}; last {v:#}"
+        );
+        thread::sleep(Duration::from_millis(25));
     }
 }

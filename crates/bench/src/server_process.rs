@@ -47,6 +47,26 @@ pub fn locksmith_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// A fleet bench's server: `bin server` on a fresh data directory in a temporary directory
+/// (prefixed `prefix`), without the wire listener, and a client of it. The directory goes when
+/// the returned one is dropped, after the server.
+pub async fn fleet_server(
+    bin: &Path,
+    prefix: &str,
+) -> anyhow::Result<(ServerProcess, locksmith_client::Client, tempfile::TempDir)> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let (server, _) = ServerProcess::start(
+        bin,
+        &dir.path().join("data"),
+        &dir.path().join("server"),
+        &["--wire-listen", "off"],
+        Duration::from_secs(60),
+    )
+    .await?;
+    let client = locksmith_client::Client::new(server.url())?;
+    Ok((server, client, dir))
+}
+
 /// A running `locksmith server`, killed (SIGKILL) on drop.
 #[derive(Debug)]
 pub struct ServerProcess {

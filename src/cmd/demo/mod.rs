@@ -154,20 +154,7 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
         s.path("hotfix.conf"),
         "aim_sensitivity = 0.72\nsafety_threshold = 0.9\nupdate_window = \"03:30-05:00\"\n",
     )?;
-    s.run(
-        "alice",
-        &alice,
-        None,
-        &[
-            "config",
-            "put",
-            CONFIG,
-            "hotfix.conf",
-            "--draft",
-            "-m",
-            "safer update window",
-        ],
-    );
+    put_hotfix_draft(&s, &alice);
     let stale_draft = latest(handle, &client).context("the draft failed")?;
 
     s.say(
@@ -342,20 +329,7 @@ fn script(args: &DemoArgs, handle: &tokio::runtime::Handle) -> anyhow::Result<Ex
         "Alice writes the hotfix again as a draft — now under a current token — and rolls it \
          out: a canary of three, a hold point on-call approves, then the fleet in waves.",
     );
-    s.run(
-        "alice",
-        &alice,
-        None,
-        &[
-            "config",
-            "put",
-            CONFIG,
-            "hotfix.conf",
-            "--draft",
-            "-m",
-            "safer update window",
-        ],
-    );
+    put_hotfix_draft(&s, &alice);
     let hotfix = latest(handle, &client).context("the hotfix failed")?;
     s.run(
         "alice",
@@ -437,4 +411,23 @@ fn lift_holds(
             &["unhold", &hold.record.hold.0.to_string()],
         );
     }
+}
+
+/// Alice writes `hotfix.conf` as a draft of the config (first under her stale token, later
+/// under a current one).
+fn put_hotfix_draft(s: &Stage, alice: &str) {
+    s.run(
+        "alice",
+        alice,
+        None,
+        &[
+            "config",
+            "put",
+            CONFIG,
+            "hotfix.conf",
+            "--draft",
+            "-m",
+            "safer update window",
+        ],
+    );
 }

@@ -14,7 +14,7 @@ use clap::Parser;
 use locksmith_api::agents::ApplyState;
 use locksmith_bench::agent_fleet::{AgentFleet, write_revision};
 use locksmith_bench::procfs;
-use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
+use locksmith_bench::server_process::{fleet_server, locksmith_binary};
 use locksmith_bench::stats::Latencies;
 
 #[derive(Debug, Parser)]
@@ -78,19 +78,8 @@ fn row(label: &str, latencies: &Latencies) -> String {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let bin = locksmith_binary(args.locksmith)?;
-    let dir = tempfile::Builder::new()
-        .prefix("locksmith-agents")
-        .tempdir()?;
-    let (server, _) = ServerProcess::start(
-        &bin,
-        &dir.path().join("data"),
-        &dir.path().join("server"),
-        &["--wire-listen", "off"],
-        Duration::from_secs(60),
-    )
-    .await?;
+    let (server, client, dir) = fleet_server(&bin, "locksmith-agents").await?;
     let url = server.url();
-    let client = locksmith_client::Client::new(&url)?;
     let at_ms = write_revision(&client, CONFIG, 1, false).await?.at_ms;
 
     let fleet = AgentFleet::spawn(&bin, &url, dir.path(), args.agents, CONFIG)?;

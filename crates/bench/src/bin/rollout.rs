@@ -15,7 +15,7 @@ use locksmith_api::agents::ApplyState;
 use locksmith_api::rollouts::{RolloutPhase, RolloutView, StartRolloutRequest};
 use locksmith_bench::agent_fleet::{AgentFleet, write_revision};
 use locksmith_bench::procfs;
-use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
+use locksmith_bench::server_process::{fleet_server, locksmith_binary};
 
 #[derive(Debug, Parser)]
 #[command(about = "Commit → applied per wave of a rollout to a fleet of real agent processes")]
@@ -94,19 +94,8 @@ async fn rollout(http: &reqwest::Client, url: &str, rev: u64) -> anyhow::Result<
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let bin = locksmith_binary(args.locksmith)?;
-    let dir = tempfile::Builder::new()
-        .prefix("locksmith-rollout")
-        .tempdir()?;
-    let (server, _) = ServerProcess::start(
-        &bin,
-        &dir.path().join("data"),
-        &dir.path().join("server"),
-        &["--wire-listen", "off"],
-        Duration::from_secs(60),
-    )
-    .await?;
+    let (server, client, dir) = fleet_server(&bin, "locksmith-rollout").await?;
     let url = server.url();
-    let client = locksmith_client::Client::new(&url)?;
     let http = reqwest::Client::new();
     let first = write_revision(&client, CONFIG, 1, false).await?.rev;
     let fleet = AgentFleet::spawn(&bin, &url, dir.path(), args.agents, CONFIG)?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use locksmith_bench::procfs;
-use locksmith_bench::server_process::{ServerProcess, locksmith_binary};
+use locksmith_bench::server_process::{fleet_server, locksmith_binary};
 use locksmith_sim::ops::write_revision;
 use locksmith_sim::{Fleet, FleetSpec};
 
@@ -87,17 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.agents {
-        let dir = tempfile::Builder::new().prefix("locksmith-sim").tempdir()?;
-        let (server, _) = ServerProcess::start(
-            &bin,
-            &dir.path().join("data"),
-            &dir.path().join("server"),
-            &["--wire-listen", "off"],
-            Duration::from_secs(60),
-        )
-        .await?;
-        let url = server.url();
-        let client = locksmith_client::Client::new(&url)?;
+        let (server, client, _dir) = fleet_server(&bin, "locksmith-sim").await?;
         let first = write_revision(&client, CONFIG, "round = 0\n", false)
             .await?
             .rev;

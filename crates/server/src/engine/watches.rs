@@ -161,11 +161,6 @@ impl ResourceWatch {
             self.notify.notify_one();
         }
     }
-
-    /// The resources watched.
-    pub fn resources(&self) -> &[String] {
-        &self.resources
-    }
 }
 
 impl Drop for ResourceWatch {
